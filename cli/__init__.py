@@ -1,0 +1,1 @@
+"""chinwag.cli: the ``chinwag`` command."""

@@ -1,0 +1,191 @@
+"""Scripting client commands: ``chinwag send`` and ``chinwag tail``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import secrets
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import trio
+
+from chinwag.node.client import ChatClient, ClientError, SendAck, connect
+
+from .common import cached_login, fail, forget_login, fresh_login
+from .node_cmds import run_async
+
+#: Sends in flight at once when reading messages from stdin.
+STDIN_WINDOW = 64
+MAX_RATE_RETRIES = 20
+
+
+def _client_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--server", required=True, help="the node, http://host:port")
+    parser.add_argument("--user", required=True, help="your user name on that node")
+    parser.add_argument("--device", help="device name (default: one made at first log-in)")
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("send", help="send a message (exit 0 once the node acknowledged it)")
+    _client_args(p)
+    p.add_argument("to", metavar="TO", help="bob (same node) or bob@node")
+    p.add_argument("text", metavar="TEXT", help="the text, or - for one message per stdin line")
+    p.set_defaults(handler=cmd_send)
+
+    p = sub.add_parser("tail", help="print your messages")
+    _client_args(p)
+    p.add_argument("--since", type=int, default=0, help="print messages after this seq")
+    p.add_argument("--follow", "-f", action="store_true", help="keep printing new messages")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.set_defaults(handler=cmd_tail)
+
+
+@asynccontextmanager
+async def session(args: argparse.Namespace) -> AsyncIterator[ChatClient]:
+    """A device connection, reusing the cached token (logging in if needed)."""
+    cached = cached_login(args.server, args.user, args.device)
+    login = cached or await fresh_login(args.server, args.user, args.device)
+    try:
+        async with connect(args.server, login.token) as client:
+            yield client
+            return
+    except ClientError as exc:
+        if exc.code != "unauthorized" or cached is None:
+            raise
+    # The cached token was revoked: log in again once.
+    forget_login(args.server, args.user, args.device)
+    login = await fresh_login(args.server, args.user, args.device)
+    async with connect(args.server, login.token) as client:
+        yield client
+
+
+async def _send_with_retry(client: ChatClient, to: str, text: str) -> SendAck:
+    cid = secrets.token_hex(8)
+    for _ in range(MAX_RATE_RETRIES):
+        try:
+            return await client.send(to, text, cid)
+        except ClientError as exc:
+            if exc.code != "rate_limited":
+                raise
+            await trio.sleep((exc.retry_after_ms or 100) / 1000)
+    raise ClientError("rate_limited", "still rate limited after retries")
+
+
+def _print_ack(ack: SendAck) -> None:
+    print(f"id={ack.id} seq={ack.seq}", flush=True)
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    if args.text == "-":
+        return run_async(lambda: _send_stdin(args))
+
+    async def one() -> int:
+        async with session(args) as client:
+            _print_ack(await _send_with_retry(client, args.to, args.text))
+        return 0
+
+    return run_async(one)
+
+
+async def _send_stdin(args: argparse.Namespace) -> int:
+    failures = 0
+    async with session(args) as client:
+        lines = [line.rstrip("\n") for line in sys.stdin]
+        items = [line for line in lines if line]
+        start = 0
+        while start < len(items):
+            window = items[start : start + STDIN_WINDOW]
+            cids = [secrets.token_hex(8) for _ in window]
+            pending = list(range(len(window)))
+            results: dict[int, SendAck | ClientError] = {}
+            for _ in range(MAX_RATE_RETRIES):
+                replies = await client.send_many([(args.to, window[i], cids[i]) for i in pending])
+                wait_ms = 0
+                retry = []
+                for index, reply in zip(pending, replies, strict=True):
+                    if isinstance(reply, ClientError) and reply.code == "rate_limited":
+                        retry.append(index)
+                        wait_ms = max(wait_ms, reply.retry_after_ms or 100)
+                    else:
+                        results[index] = reply
+                if not retry:
+                    break
+                pending = retry
+                await trio.sleep(wait_ms / 1000)
+            for index in range(len(window)):
+                reply = results.get(index, ClientError("rate_limited", "gave up retrying"))
+                if isinstance(reply, ClientError):
+                    failures += 1
+                    print(f"chinwag: line {start + index + 1}: {reply.message} ({reply.code})",
+                          file=sys.stderr)
+                else:
+                    _print_ack(reply)
+            start += len(window)
+    return 1 if failures else 0
+
+
+def format_address(address: Any) -> str:
+    if not isinstance(address, dict):
+        return "?"
+    return f"{address.get('u')}@{address.get('name') or address.get('n')}"
+
+
+def message_json(frame: dict[str, Any]) -> dict[str, Any]:
+    """The ``tail --json`` shape of a ``msg`` frame."""
+    body = frame.get("body") if isinstance(frame.get("body"), dict) else {}
+    out: dict[str, Any] = {
+        "seq": frame.get("seq"),
+        "id": frame.get("id"),
+        "from": format_address(frame.get("from")),
+        "to": format_address(frame.get("to")) if "to" in frame else None,
+        "ts": frame.get("ts"),
+        "kind": frame.get("kind"),
+        "text": body.get("text"),
+    }
+    group = frame.get("group")
+    if isinstance(group, dict):
+        out["group"] = f"#{group.get('name')}@{group.get('host_name') or group.get('host')}"
+    if frame.get("kind") == "event":
+        out["event"] = body
+    return out
+
+
+def _print_message(frame: dict[str, Any], as_json: bool) -> None:
+    item = message_json(frame)
+    if as_json:
+        print(json.dumps(item, ensure_ascii=False), flush=True)
+        return
+    ts = item["ts"]
+    when = datetime.fromtimestamp(ts / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S") if ts else "-"
+    target = item.get("group") or item["to"]
+    text = item["text"] if item["text"] is not None else json.dumps(item.get("event"))
+    print(f"[{item['seq']}] {when} {item['from']} -> {target}: {text}", flush=True)
+
+
+def cmd_tail(args: argparse.Namespace) -> int:
+    if args.since < 0:
+        fail("--since is a seq, 0 or more")
+
+    async def go() -> int:
+        async with session(args) as client:
+            head = await client.sync(args.since)
+            last = args.since
+            if not args.follow and head <= args.since:
+                return 0
+            async for frame in client.messages:
+                _print_message(frame, args.json)
+                last = frame["seq"]
+                if client.messages.statistics().current_buffer_used == 0:
+                    await client.ack(last)
+                if not args.follow and last >= head:
+                    await client.ack(last)
+                    return 0
+            if client.closed_reason is not None:
+                raise ClientError(str(client.closed_reason.code), client.closed_reason.message)
+        return 0
+
+    return run_async(go)

@@ -1,0 +1,97 @@
+"""Shared CLI plumbing: errors as one line, passwords, the cached device token."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+from chinwag.node.client import ClientError, LoginResult, login
+
+
+class CliError(Exception):
+    """A user-facing failure: printed as one line, exit code 1 (or ``code``)."""
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def fail(message: str) -> NoReturn:
+    raise CliError(message)
+
+
+def read_password(prompt: str = "Password: ", confirm: bool = False) -> str:
+    """``CHINWAG_PASSWORD`` if set, else a prompt on the terminal."""
+    env = os.environ.get("CHINWAG_PASSWORD")
+    if env is not None:
+        return env
+    if not sys.stdin.isatty():
+        fail("no password: set CHINWAG_PASSWORD or run in a terminal")
+    password = getpass.getpass(prompt)
+    if confirm and getpass.getpass("Again: ") != password:
+        fail("the passwords differ")
+    return password
+
+
+def config_dir() -> Path:
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "chinwag"
+
+
+def _cache_path() -> Path:
+    return config_dir() / "sessions.json"
+
+
+def _load_cache() -> dict[str, Any]:
+    try:
+        data = json.loads(_cache_path().read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _save_cache(data: dict[str, Any]) -> None:
+    path = _cache_path()
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(data, fh)
+    os.replace(tmp, path)
+
+
+def _cache_key(server: str, user: str, device: str | None) -> str:
+    return f"{server.rstrip('/')}|{user}|{device or ''}"
+
+
+def cached_login(server: str, user: str, device: str | None) -> LoginResult | None:
+    entry = _load_cache().get(_cache_key(server, user, device))
+    if not isinstance(entry, dict):
+        return None
+    try:
+        return LoginResult(**entry)
+    except TypeError:
+        return None
+
+
+def forget_login(server: str, user: str, device: str | None) -> None:
+    data = _load_cache()
+    if data.pop(_cache_key(server, user, device), None) is not None:
+        _save_cache(data)
+
+
+async def fresh_login(server: str, user: str, device: str | None) -> LoginResult:
+    """Log in with the password and cache the token (file mode 0600)."""
+    result = await login(server, user, read_password(f"Password for {user}: "), device)
+    data = _load_cache()
+    data[_cache_key(server, user, device)] = result.__dict__
+    _save_cache(data)
+    return result
+
+
+def client_error_message(exc: ClientError) -> str:
+    return f"{exc.message} ({exc.code})"

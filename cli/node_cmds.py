@@ -1,0 +1,245 @@
+"""``chinwag init``, ``chinwag run`` and ``chinwag user ...``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import trio
+
+from chinwag.node.admin import AdminOps, AdminUnavailable, admin_request
+from chinwag.node.config import DEFAULT_PORT, NodeConfig, default_data_dir
+from chinwag.node.identity import (
+    IdentityError,
+    ensure_data_dir,
+    init_identity,
+    load_identity,
+    load_or_init_identity,
+)
+from chinwag.node.passwords import hash_password
+from chinwag.node.store import Store, StoreLocked
+from chinwag.protocol.errors import ProtocolError
+
+from .common import CliError, fail, read_password
+
+T = TypeVar("T")
+
+
+def _data_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data", type=Path, default=None, help=f"data directory (default {default_data_dir()})"
+    )
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("init", help="create the node's key and name")
+    _data_arg(p)
+    p.add_argument("--name", help="the node's human name (default: host name)")
+    p.set_defaults(handler=cmd_init)
+
+    p = sub.add_parser("run", help="run the node (initialises it on first run)")
+    _data_arg(p)
+    p.add_argument("--name", help="node name, used when initialising")
+    p.add_argument(
+        "--listen", default=f"127.0.0.1:{DEFAULT_PORT}", help="HOST:PORT (default %(default)s)"
+    )
+    p.add_argument("--signup", choices=("open", "closed"), default="open")
+    p.add_argument("--send-rate", type=float, help="messages/s allowed per device")
+    p.add_argument("--send-burst", type=int, help="burst allowed per device")
+    p.add_argument("--max-conn-per-address", type=int, help="connections allowed per address")
+    p.add_argument("--heartbeat", type=float, help="heartbeat interval told to devices (s)")
+    p.add_argument("--heartbeat-deadline", type=float, help="drop a silent device after (s)")
+    p.add_argument("--send-timeout", type=float, help="drop a device not reading for (s)")
+    p.set_defaults(handler=cmd_run)
+
+    p = sub.add_parser("user", help="manage local users")
+    usub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    for action, text in (
+        ("add", "create a user (password from CHINWAG_PASSWORD or a prompt)"),
+        ("remove", "delete a user and their history"),
+        ("passwd", "set a user's password (revokes their sessions)"),
+    ):
+        q = usub.add_parser(action, help=text)
+        q.add_argument("name")
+        _data_arg(q)
+        q.add_argument("--json", action="store_true")
+        q.set_defaults(handler=cmd_user)
+    q = usub.add_parser("list", help="list users")
+    _data_arg(q)
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(handler=cmd_user, name=None)
+
+
+def _data_dir(args: argparse.Namespace) -> Path:
+    return Path(args.data).expanduser() if args.data else default_data_dir()
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    try:
+        identity = init_identity(_data_dir(args), args.name)
+    except IdentityError as exc:
+        raise CliError(str(exc)) from exc
+    print(identity.id)
+    print(f"initialised node {identity.name} in {_data_dir(args)}", file=sys.stderr)
+    return 0
+
+
+def _parse_listen(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        fail(f"--listen wants HOST:PORT, got {text!r}")
+    host = host.strip("[]") or "127.0.0.1"
+    try:
+        number = int(port)
+    except ValueError:
+        fail(f"bad port in --listen {text!r}")
+    if not 0 <= number <= 65535:
+        fail(f"bad port in --listen {text!r}")
+    return host, number
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from chinwag.node.app import Node
+
+    data_dir = _data_dir(args)
+    host, port = _parse_listen(args.listen)
+    overrides: dict[str, Any] = {}
+    for flag, field in (
+        ("send_rate", "send_rate"),
+        ("send_burst", "send_burst"),
+        ("max_conn_per_address", "max_connections_per_address"),
+        ("heartbeat", "heartbeat_interval"),
+        ("heartbeat_deadline", "heartbeat_deadline"),
+        ("send_timeout", "send_timeout"),
+    ):
+        value = getattr(args, flag)
+        if value is not None:
+            overrides[field] = value
+    if "heartbeat_interval" in overrides and "heartbeat_deadline" not in overrides:
+        overrides["heartbeat_deadline"] = overrides["heartbeat_interval"] * 3
+    config = NodeConfig(data_dir=data_dir, host=host, port=port, signup=args.signup, **overrides)
+    try:
+        ensure_data_dir(data_dir)
+        identity = load_or_init_identity(data_dir, args.name)
+    except (IdentityError, OSError) as exc:
+        raise CliError(str(exc)) from exc
+    if host not in ("127.0.0.1", "::1", "localhost"):
+        print(
+            f"chinwag: warning: listening on {host} without TLS; "
+            "passwords and messages cross the network in clear",
+            file=sys.stderr,
+        )
+
+    async def main() -> None:
+        node = Node(config, identity)
+        async with trio.open_nursery() as nursery:
+            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                running = await nursery.start(node.run)
+                print(
+                    f"chinwag node {running.identity.name} ({running.identity.id[:12]}) "
+                    f"ready at {running.url}",
+                    flush=True,
+                )
+                async for _ in signals:
+                    nursery.cancel_scope.cancel()
+                    break
+
+    try:
+        trio.run(main)
+    except StoreLocked as exc:
+        raise CliError(f"{data_dir} is in use by another node ({exc})") from exc
+    except OSError as exc:
+        raise CliError(f"cannot listen on {args.listen}: {exc.strerror or exc}") from exc
+    except BaseExceptionGroup as group:
+        for exc in _leaves(group):
+            if isinstance(exc, StoreLocked):
+                raise CliError(f"{data_dir} is in use by another node") from exc
+            if isinstance(exc, OSError):
+                raise CliError(f"cannot listen on {args.listen}: {exc.strerror or exc}") from exc
+        raise
+    print("chinwag: stopped", file=sys.stderr)
+    return 0
+
+
+def _leaves(group: BaseExceptionGroup) -> list[BaseException]:  # type: ignore[type-arg]
+    out: list[BaseException] = []
+    for exc in group.exceptions:
+        out.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return out
+
+
+async def with_admin(data_dir: Path, cmd: str, cmd_args: dict[str, Any]) -> dict[str, Any]:
+    """Run an admin command on the running node, or on the store if none runs."""
+    try:
+        return await admin_request(data_dir, cmd, cmd_args)
+    except AdminUnavailable:
+        pass
+    try:
+        identity = load_identity(data_dir)
+    except IdentityError as exc:
+        raise CliError(str(exc)) from exc
+    store = Store(data_dir, identity.key)
+    async with trio.open_nursery() as nursery:
+        try:
+            await nursery.start(store.run)
+        except StoreLocked as exc:
+            raise CliError(
+                f"{data_dir} is locked by a node that does not answer on its admin socket"
+            ) from exc
+        try:
+            return await AdminOps(store).call(cmd, cmd_args)
+        finally:
+            nursery.cancel_scope.cancel()
+
+
+def run_async(fn: Callable[[], Awaitable[T]]) -> T:
+    """trio.run that surfaces a lone error from nurseries bare."""
+    try:
+        return trio.run(fn)
+    except BaseExceptionGroup as group:
+        leaves = _leaves(group)
+        if len(leaves) == 1:
+            raise leaves[0] from None
+        raise
+
+
+def cmd_user(args: argparse.Namespace) -> int:
+    data_dir = _data_dir(args)
+    action = args.action
+    cmd_args: dict[str, Any] = {}
+    if args.name is not None:
+        cmd_args["user"] = args.name
+    if action in ("add", "passwd"):
+        password = read_password(f"Password for {args.name}: ", confirm=True)
+        if not password:
+            fail("the password is empty")
+
+        async def hashed() -> str:
+            return await hash_password(password)
+
+        cmd_args["pw_hash"] = run_async(hashed)
+
+    async def go() -> dict[str, Any]:
+        return await with_admin(data_dir, f"user.{action}", cmd_args)
+
+    try:
+        result = run_async(go)
+    except ProtocolError as exc:
+        raise CliError(f"{exc.message} ({exc.code})") from exc
+    if args.json:
+        print(json.dumps(result))
+    elif action == "list":
+        for user in result["users"]:
+            print(f"{user['user']}\tdevices={user['devices']}\tqueue_head={user['queue_head']}")
+    else:
+        past = {"add": "added", "remove": "removed", "passwd": "password set for"}[action]
+        print(f"{past} {result['user']}")
+    return 0
+
+
+__all__ = ["register", "run_async", "with_admin"]

@@ -1,0 +1,189 @@
+"""Administration: the operations, the Unix socket that serves them, its client.
+
+The running node listens on ``DATA/admin.sock`` (mode 0600); a request is one
+JSON line ``{"cmd": ..., "args": {...}}`` and the answer one JSON line
+``{"ok": {...}}`` or ``{"error": {"code", "message"}}``. When the node is not
+running, the CLI takes the store lock and runs the same :class:`AdminOps`
+against the store directly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from chinwag.protocol.addresses import check_user_name
+from chinwag.protocol.errors import ErrorCode, ProtocolError
+
+from .store import Store
+
+SOCKET_NAME = "admin.sock"
+MAX_LINE = 64 * 1024
+
+
+class AdminUnavailable(Exception):
+    """No node answers on the admin socket."""
+
+
+class AdminOps:
+    """What an admin can do; identical online (socket) and offline (store)."""
+
+    def __init__(
+        self, store: Store, status: Callable[[], dict[str, Any]] | None = None
+    ) -> None:
+        self._store = store
+        self._status = status
+        self._commands: dict[str, Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]] = {
+            "user.add": self.user_add,
+            "user.list": self.user_list,
+            "user.remove": self.user_remove,
+            "user.passwd": self.user_passwd,
+            "status": self.status,
+        }
+
+    async def call(self, cmd: str, args: dict[str, Any]) -> dict[str, Any]:
+        handler = self._commands.get(cmd)
+        if handler is None:
+            raise ProtocolError(ErrorCode.BAD_REQUEST, f"unknown admin command {cmd!r}")
+        return await handler(args)
+
+    @staticmethod
+    def _str(args: dict[str, Any], key: str) -> str:
+        value = args.get(key)
+        if not isinstance(value, str) or not value:
+            raise ProtocolError(ErrorCode.BAD_REQUEST, f"missing {key!r}")
+        return value
+
+    async def user_add(self, args: dict[str, Any]) -> dict[str, Any]:
+        user = check_user_name(self._str(args, "user"))
+        record = await self._store.create_user(user, self._str(args, "pw_hash"), _now_ms())
+        return {"user": record.name}
+
+    async def user_list(self, args: dict[str, Any]) -> dict[str, Any]:
+        users = []
+        for record in self._store.list_users():
+            devices = self._store.list_devices(record.name)
+            users.append(
+                {
+                    "user": record.name,
+                    "created_ms": record.created_ms,
+                    "devices": len(devices),
+                    "queue_head": self._store.queue_head(record.name),
+                }
+            )
+        return {"users": users}
+
+    async def user_remove(self, args: dict[str, Any]) -> dict[str, Any]:
+        user = self._str(args, "user")
+        await self._store.remove_user(user)
+        return {"user": user}
+
+    async def user_passwd(self, args: dict[str, Any]) -> dict[str, Any]:
+        user = self._str(args, "user")
+        await self._store.set_password(user, self._str(args, "pw_hash"))
+        return {"user": user}
+
+    async def status(self, args: dict[str, Any]) -> dict[str, Any]:
+        if self._status is None:
+            raise ProtocolError(ErrorCode.UNAVAILABLE, "the node is not running")
+        return self._status()
+
+
+class AdminServer:
+    """Serves :class:`AdminOps` on the data directory's Unix socket."""
+
+    def __init__(self, data_dir: Path, ops: AdminOps) -> None:
+        self._path = data_dir / SOCKET_NAME
+        self._ops = ops
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        if self._path.exists() or self._path.is_symlink():
+            self._path.unlink()  # we hold the store lock, so it is a stale socket
+        sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old_umask = os.umask(0o177)
+        try:
+            await sock.bind(str(self._path))
+        finally:
+            os.umask(old_umask)
+        os.chmod(self._path, 0o600)
+        sock.listen(16)
+        listener = trio.SocketListener(sock)
+        try:
+            async with trio.open_nursery() as nursery:
+                task_status.started()
+                await trio.serve_listeners(self._handle, [listener], handler_nursery=nursery)
+        finally:
+            self._path.unlink(missing_ok=True)
+
+    async def _handle(self, stream: trio.SocketStream) -> None:
+        async with stream:
+            try:
+                with trio.fail_after(30):
+                    line = await _read_line(stream)
+                    answer = await self._answer(line)
+                    await stream.send_all(json.dumps(answer).encode() + b"\n")
+            except (trio.TooSlowError, trio.BrokenResourceError, trio.ClosedResourceError):
+                return
+
+    async def _answer(self, line: bytes) -> dict[str, Any]:
+        try:
+            request = json.loads(line)
+            if not isinstance(request, dict) or not isinstance(request.get("cmd"), str):
+                raise ProtocolError(ErrorCode.BAD_REQUEST, "send {cmd, args}")
+            args = request.get("args") or {}
+            if not isinstance(args, dict):
+                raise ProtocolError(ErrorCode.BAD_REQUEST, "args is an object")
+            return {"ok": await self._ops.call(request["cmd"], args)}
+        except ProtocolError as exc:
+            return {"error": {"code": str(exc.code), "message": exc.message}}
+        except ValueError:
+            return {"error": {"code": "bad_request", "message": "not JSON"}}
+
+
+async def _read_line(stream: trio.abc.ReceiveStream) -> bytes:
+    data = bytearray()
+    while b"\n" not in data:
+        chunk = await stream.receive_some(65536)
+        if not chunk:
+            break
+        data += chunk
+        if len(data) > MAX_LINE:
+            raise ProtocolError(ErrorCode.TOO_LARGE, "admin request too large")
+    return bytes(data).split(b"\n", 1)[0]
+
+
+async def admin_request(
+    data_dir: Path, cmd: str, args: dict[str, Any], timeout: float = 30.0
+) -> dict[str, Any]:
+    """Ask the running node; raise AdminUnavailable if none listens."""
+    path = data_dir / SOCKET_NAME
+    if not path.exists():
+        raise AdminUnavailable(str(path))
+    try:
+        with trio.fail_after(timeout):
+            stream = await trio.open_unix_socket(str(path))
+            async with stream:
+                await stream.send_all(json.dumps({"cmd": cmd, "args": args}).encode() + b"\n")
+                line = await _read_line(stream)
+    except OSError as exc:
+        raise AdminUnavailable(str(path)) from exc
+    except trio.TooSlowError as exc:
+        raise AdminUnavailable(f"{path}: no answer in {timeout:g}s") from exc
+    answer = json.loads(line)
+    if "error" in answer:
+        err = answer["error"]
+        raise ProtocolError(ErrorCode(err.get("code", "internal")), err.get("message", ""))
+    result: dict[str, Any] = answer["ok"]
+    return result
+
+
+def _now_ms() -> int:
+    import time
+
+    return time.time_ns() // 1_000_000

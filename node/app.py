@@ -1,0 +1,117 @@
+"""The composition root: builds every service of a node and runs them.
+
+This is the only module that knows every service; each service gets the few
+collaborators it needs in its constructor.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+from trio_websocket import WebSocketConnection
+
+from chinwag.protocol.frames import WireFormat
+
+from .admin import AdminOps, AdminServer
+from .config import NodeConfig
+from .http_api import HttpApi
+from .hub import Hub
+from .identity import NodeIdentity, ensure_data_dir, load_or_init_identity
+from .router import Router
+from .server import Server
+from .sessions import DeviceSession
+from .store import Store
+
+log = logging.getLogger(__name__)
+
+
+def wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True)
+class RunningNode:
+    """What a started node tells its caller."""
+
+    identity: NodeIdentity
+    port: int
+    url: str
+
+
+class Node:
+    """A chinwag node: store, hub, router, HTTP/WebSocket server."""
+
+    def __init__(self, config: NodeConfig, identity: NodeIdentity | None = None) -> None:
+        ensure_data_dir(config.data_dir)
+        self.config = config
+        self.identity = identity or load_or_init_identity(config.data_dir)
+        self.hub = Hub()
+        self.store = Store(
+            config.data_dir,
+            self.identity.key,
+            map_size=config.map_size,
+            on_commit=self.hub.queues_grew,
+        )
+        self.router = Router(self.identity, self.store, wall_clock_ms)
+        self.api = HttpApi(config, self.identity, self.store, self.hub)
+        self.server = Server(config, self.api, self._on_websocket)
+        self.admin = AdminServer(config.data_dir, AdminOps(self.store, status=self.status))
+        self.started_at = 0.0
+
+    def status(self) -> dict[str, Any]:
+        """What ``chinwag status`` shows: a view over the services' statistics."""
+        hub = self.hub.statistics()
+        store = self.store.statistics()
+        queues = []
+        for record in self.store.list_users():
+            head = self.store.queue_head(record.name)
+            devices = self.store.list_devices(record.name)
+            behind = max((head - d.acked for d in devices), default=0)
+            queues.append({"user": record.name, "head": head, "max_unacked": behind})
+        return {
+            "node_id": self.identity.id,
+            "name": self.identity.name,
+            "uptime_s": round(trio.current_time() - self.started_at, 1),
+            "connections": hub.connections,
+            "users_online": hub.users_online,
+            "users": store.users,
+            "queues": queues,
+            "store": {
+                "commits": store.commits,
+                "ops": store.ops,
+                "largest_batch": store.largest_batch,
+                "pending": store.pending,
+                "map_size": store.map_size,
+            },
+            "peers": [],
+        }
+
+    async def _on_websocket(self, ws: WebSocketConnection, fmt: WireFormat, path: str) -> None:
+        if path != "/ws":
+            await ws.aclose(1008, "federation is not enabled on this node")
+            return
+        session = DeviceSession(
+            ws, fmt, self.config, self.identity, self.store, self.hub, self.router
+        )
+        self.hub.connections += 1
+        try:
+            await session.run()
+        finally:
+            self.hub.connections -= 1
+
+    async def run(self, *, task_status: trio.TaskStatus[RunningNode] = trio.TASK_STATUS_IGNORED) -> None:
+        """Open the store, listen, and report the URL once ready."""
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self.store.run)
+            await nursery.start(self.admin.run)
+            port = await nursery.start(self.server.run)
+            self.started_at = trio.current_time()
+            host = self.config.host
+            shown = f"[{host}]" if ":" in host else host
+            if host in ("0.0.0.0", "::", ""):
+                shown = "127.0.0.1"
+            task_status.started(RunningNode(self.identity, port, f"http://{shown}:{port}"))

@@ -1,0 +1,58 @@
+"""One frozen NodeConfig: every limit and timeout of a node, with its default."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_PORT = 7600
+
+
+def default_data_dir() -> Path:
+    """``$XDG_DATA_HOME/chinwag`` (``~/.local/share/chinwag`` by default)."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "chinwag"
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """Settings of one running node. Times are seconds unless named ``_ms``."""
+
+    data_dir: Path = field(default_factory=default_data_dir)
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    signup: str = "open"  # "open" or "closed" (admin creates accounts)
+
+    # Connections
+    handshake_timeout: float = 10.0
+    heartbeat_interval: float = 10.0
+    #: A device silent for this long (no frame at all) is dropped.
+    heartbeat_deadline: float = 30.0
+    #: A send to a device that does not drain within this long drops it.
+    send_timeout: float = 10.0
+    #: Frames waiting to go out on one connection before it counts as slow.
+    send_queue_frames: int = 1024
+    #: Sends of one device awaiting their commit at once (pipelining depth).
+    max_inflight_sends: int = 256
+    max_connections_per_address: int = 64
+    max_connections: int = 10_000
+    http_idle_timeout: float = 15.0
+    max_http_body: int = 64 * 1024
+
+    # Abuse limits
+    #: Messages per second per device (token bucket) and its burst.
+    send_rate: float = 100.0
+    send_burst: int = 200
+    #: Failed log-ins allowed per account / per address within the window.
+    login_failures_per_account: int = 10
+    login_failures_per_address: int = 30
+    login_window: float = 300.0
+
+    # Storage
+    map_size: int = 64 << 20
+    sync_page: int = 256
+
+    # Presence
+    presence_timeout: float = 30.0
+    presence_grace: float = 2.0

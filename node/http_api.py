@@ -1,0 +1,314 @@
+"""The stateless side: sign-up, log-in, profile, contacts and node info (JSON).
+
+Errors are ``{"error": {"code", "message"}}`` with the HTTP status that fits
+the code. Log-in answers an unknown user exactly as a wrong password, and
+counts failures per account and per address.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+from urllib.parse import parse_qs
+
+import trio
+
+from chinwag.protocol.addresses import check_user_name, parse_target
+from chinwag.protocol.errors import ErrorCode, ProtocolError
+from chinwag.protocol.limits import PROTOCOL_VERSION
+
+from .config import NodeConfig
+from .hub import Hub
+from .identity import NodeIdentity
+from .passwords import hash_password, new_token, token_hash, verify_password
+from .ratelimit import FailureCounter
+from .store import SessionRecord, Store
+
+VERSION = "0.1.0"
+MAX_PASSWORD_CHARS = 1024
+MIN_PASSWORD_CHARS = 1
+MAX_PROFILE_CHARS = 200
+
+STATUS_BY_CODE = {
+    ErrorCode.BAD_FRAME: 400,
+    ErrorCode.BAD_REQUEST: 400,
+    ErrorCode.UNAUTHORIZED: 401,
+    ErrorCode.FORBIDDEN: 403,
+    ErrorCode.NOT_FOUND: 404,
+    ErrorCode.NO_SUCH_USER: 404,
+    ErrorCode.NO_SUCH_NODE: 404,
+    ErrorCode.USER_EXISTS: 409,
+    ErrorCode.CONFLICT: 409,
+    ErrorCode.TOO_LARGE: 413,
+    ErrorCode.RATE_LIMITED: 429,
+    ErrorCode.UNAVAILABLE: 503,
+}
+
+
+@dataclass(frozen=True)
+class HttpRequest:
+    method: str
+    path: str
+    query: str
+    headers: dict[str, str]
+    body: bytes
+    peer: str
+
+
+@dataclass(frozen=True)
+class HttpResponse:
+    status: int
+    body: bytes
+    content_type: str = "application/json"
+    headers: list[tuple[str, str]] = field(default_factory=list)
+
+
+def json_response(status: int, value: Any) -> HttpResponse:
+    return HttpResponse(status, json.dumps(value).encode("utf-8"))
+
+
+def json_error_response(status: int, code: str, message: str) -> HttpResponse:
+    return json_response(status, {"error": {"code": code, "message": message}})
+
+
+def error_response(error: ProtocolError) -> HttpResponse:
+    response = json_error_response(
+        STATUS_BY_CODE.get(error.code, 500), str(error.code), error.message
+    )
+    if error.retry_after_ms is not None:
+        seconds = max(1, (error.retry_after_ms + 999) // 1000)
+        response.headers.append(("retry-after", str(seconds)))
+    return response
+
+
+Handler = Callable[[HttpRequest], Awaitable[HttpResponse]]
+
+
+class HttpApi:
+    """Routes HTTP requests to their handlers."""
+
+    def __init__(
+        self,
+        config: NodeConfig,
+        identity: NodeIdentity,
+        store: Store,
+        hub: Hub,
+        extra_info: Callable[[], dict[str, Any]] | None = None,
+    ) -> None:
+        self._config = config
+        self._identity = identity
+        self._store = store
+        self._hub = hub
+        self._extra_info = extra_info
+        self._account_failures = FailureCounter(
+            config.login_failures_per_account, config.login_window
+        )
+        self._address_failures = FailureCounter(
+            config.login_failures_per_address, config.login_window
+        )
+        self._routes: dict[tuple[str, str], Handler] = {
+            ("POST", "/api/signup"): self.signup,
+            ("POST", "/api/login"): self.login,
+            ("POST", "/api/logout"): self.logout,
+            ("GET", "/api/profile"): self.get_profile,
+            ("PUT", "/api/profile"): self.put_profile,
+            ("GET", "/api/contacts"): self.get_contacts,
+            ("POST", "/api/contacts"): self.add_contact,
+            ("DELETE", "/api/contacts"): self.remove_contact,
+            ("GET", "/.well-known/chinwag"): self.node_info,
+            ("GET", "/"): self.index,
+        }
+
+    async def handle(self, request: HttpRequest) -> HttpResponse:
+        handler = self._routes.get((request.method, request.path))
+        if handler is None:
+            if any(path == request.path for _, path in self._routes):
+                return json_error_response(405, "bad_request", "method not allowed")
+            return json_error_response(404, "not_found", f"no such path {request.path[:100]}")
+        try:
+            return await handler(request)
+        except ProtocolError as exc:
+            return error_response(exc)
+
+    # -------------------------------------------------------------- helpers
+    @staticmethod
+    def _json_body(request: HttpRequest) -> dict[str, Any]:
+        try:
+            value = json.loads(request.body or b"{}")
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ProtocolError(ErrorCode.BAD_REQUEST, "the body is not valid JSON") from exc
+        if not isinstance(value, dict):
+            raise ProtocolError(ErrorCode.BAD_REQUEST, "the body is a JSON object")
+        return value
+
+    @staticmethod
+    def _field(body: dict[str, Any], key: str, max_chars: int, *, required: bool = True) -> Any:
+        value = body.get(key)
+        if value is None and not required:
+            return None
+        if not isinstance(value, str) or len(value) > max_chars:
+            raise ProtocolError(
+                ErrorCode.BAD_REQUEST, f"{key!r} is a string of at most {max_chars} characters"
+            )
+        return value
+
+    def _authorized(self, request: HttpRequest) -> tuple[SessionRecord, bytes]:
+        auth = request.headers.get("authorization", "")
+        scheme, _, token = auth.partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise ProtocolError(ErrorCode.UNAUTHORIZED, "send 'Authorization: Bearer TOKEN'")
+        digest = token_hash(token.strip())
+        session = self._store.get_session(digest)
+        if session is None or self._store.get_user(session.user) is None:
+            raise ProtocolError(ErrorCode.UNAUTHORIZED, "unknown or revoked token")
+        return session, digest
+
+    # -------------------------------------------------------------- accounts
+    async def signup(self, request: HttpRequest) -> HttpResponse:
+        if self._config.signup != "open":
+            raise ProtocolError(ErrorCode.FORBIDDEN, "sign-up is closed on this node; ask its admin")
+        body = self._json_body(request)
+        user = check_user_name(self._field(body, "user", 32))
+        password = self._field(body, "password", MAX_PASSWORD_CHARS)
+        if len(password) < MIN_PASSWORD_CHARS:
+            raise ProtocolError(ErrorCode.BAD_REQUEST, "the password is empty")
+        if self._store.get_user(user) is not None:
+            raise ProtocolError(ErrorCode.USER_EXISTS, f"{user} is taken")
+        record = await self._store.create_user(user, await hash_password(password), _now_ms())
+        return json_response(
+            201, {"user": record.name, "address": f"{record.name}@{self._identity.name}"}
+        )
+
+    async def login(self, request: HttpRequest) -> HttpResponse:
+        body = self._json_body(request)
+        user = self._field(body, "user", 64)
+        password = self._field(body, "password", MAX_PASSWORD_CHARS)
+        device = self._field(body, "device", 64, required=False)
+        now = trio.current_time()
+        wait = max(
+            self._account_failures.blocked_for(user, now),
+            self._address_failures.blocked_for(request.peer, now),
+        )
+        if wait > 0:
+            raise ProtocolError(
+                ErrorCode.RATE_LIMITED,
+                "too many failed log-ins; try again later",
+                retry_after_ms=int(wait * 1000) + 1,
+            )
+        record = self._store.get_user(user)
+        good = await verify_password(password, record.pw_hash if record else None)
+        if not good or record is None:
+            self._account_failures.record(user, now)
+            self._address_failures.record(request.peer, now)
+            raise ProtocolError(ErrorCode.UNAUTHORIZED, "wrong user or password")
+        token = new_token()
+        device_id = await self._store.create_session(
+            record.name, device, token_hash(token), _now_ms()
+        )
+        return json_response(
+            200,
+            {
+                "token": token,
+                "device": device_id,
+                "user": record.name,
+                "node_id": self._identity.id,
+                "node_name": self._identity.name,
+            },
+        )
+
+    async def logout(self, request: HttpRequest) -> HttpResponse:
+        _, digest = self._authorized(request)
+        await self._store.revoke_session(digest)
+        return json_response(200, {})
+
+    # -------------------------------------------------------------- profile
+    async def get_profile(self, request: HttpRequest) -> HttpResponse:
+        session, _ = self._authorized(request)
+        record = self._store.get_user(session.user)
+        if record is None:
+            raise ProtocolError(ErrorCode.UNAUTHORIZED, "unknown or revoked token")
+        return json_response(200, self._profile_json(record.name, record.display_name, record.status_text))
+
+    async def put_profile(self, request: HttpRequest) -> HttpResponse:
+        session, _ = self._authorized(request)
+        body = self._json_body(request)
+        display = self._field(body, "display_name", MAX_PROFILE_CHARS, required=False)
+        status = self._field(body, "status_text", MAX_PROFILE_CHARS, required=False)
+        record = await self._store.set_profile(session.user, display, status)
+        return json_response(200, self._profile_json(record.name, record.display_name, record.status_text))
+
+    def _profile_json(self, user: str, display: str, status: str) -> dict[str, Any]:
+        return {
+            "user": user,
+            "address": f"{user}@{self._identity.name}",
+            "display_name": display,
+            "status_text": status,
+        }
+
+    # -------------------------------------------------------------- contacts
+    async def get_contacts(self, request: HttpRequest) -> HttpResponse:
+        session, _ = self._authorized(request)
+        contacts = [{"address": a} for a in self._store.list_contacts(session.user)]
+        return json_response(200, {"contacts": contacts})
+
+    def _contact_address(self, request: HttpRequest) -> str:
+        if request.body:
+            address = self._field(self._json_body(request), "address", 200)
+        else:
+            values = parse_qs(request.query).get("address", [])
+            if not values:
+                raise ProtocolError(ErrorCode.BAD_REQUEST, "give the contact's 'address'")
+            address = values[0]
+        target = parse_target(address)
+        if target.is_group:
+            raise ProtocolError(ErrorCode.BAD_REQUEST, "a contact is a user, not a group")
+        node = target.node or self._identity.name
+        if node == self._identity.id:
+            node = self._identity.name
+        return f"{target.name}@{node}"
+
+    async def add_contact(self, request: HttpRequest) -> HttpResponse:
+        session, _ = self._authorized(request)
+        address = self._contact_address(request)
+        local, _, node = address.partition("@")
+        if node == self._identity.name and self._store.get_user(local) is None:
+            raise ProtocolError(ErrorCode.NO_SUCH_USER, f"no user {address}")
+        await self._store.add_contact(session.user, address)
+        return json_response(201, {"address": address})
+
+    async def remove_contact(self, request: HttpRequest) -> HttpResponse:
+        session, _ = self._authorized(request)
+        address = self._contact_address(request)
+        await self._store.remove_contact(session.user, address)
+        return json_response(200, {"address": address})
+
+    # -------------------------------------------------------------- info
+    async def node_info(self, request: HttpRequest) -> HttpResponse:
+        stats = self._hub.statistics()
+        info: dict[str, Any] = {
+            "node_id": self._identity.id,
+            "name": self._identity.name,
+            "version": VERSION,
+            "protocol": PROTOCOL_VERSION,
+            "users_online": stats.users_online,
+            "connections": stats.connections,
+            "signup": self._config.signup,
+        }
+        if self._extra_info is not None:
+            info.update(self._extra_info())
+        return json_response(200, info)
+
+    async def index(self, request: HttpRequest) -> HttpResponse:
+        try:
+            page = resources.files("chinwag.node").joinpath("static/index.html").read_bytes()
+        except (FileNotFoundError, OSError):
+            page = b"<!doctype html><title>chinwag</title><p>chinwag node</p>"
+        return HttpResponse(200, page, content_type="text/html; charset=utf-8")
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000

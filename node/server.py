@@ -1,0 +1,264 @@
+"""The one listener: plain HTTP (the stateless API) and WebSocket on one port.
+
+Each TCP connection starts as HTTP, parsed by h11. A first request that asks
+to upgrade to WebSocket on ``/ws`` (devices) or ``/federation`` (peer nodes)
+is handed, with the bytes already read, to trio-websocket; anything else is
+answered by :class:`~chinwag.node.http_api.HttpApi`, with keep-alive.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import h11
+import trio
+from trio_websocket import WebSocketConnection, wrap_server_stream
+
+from chinwag.protocol.frames import WireFormat
+from chinwag.protocol.limits import MAX_PREAUTH_MESSAGE_BYTES
+
+from .config import NodeConfig
+from .http_api import HttpApi, HttpRequest, HttpResponse, json_error_response
+
+log = logging.getLogger(__name__)
+
+MAX_HEAD_BYTES = 16 * 1024
+WS_PATHS = ("/ws", "/federation")
+
+WebSocketHandler = Callable[[WebSocketConnection, WireFormat, str], Awaitable[None]]
+
+
+class _ReplayStream(trio.abc.Stream):
+    """A stream that first yields bytes we already read, then the socket's."""
+
+    def __init__(self, prefix: bytes, inner: trio.abc.Stream) -> None:
+        self._prefix = prefix
+        self._inner = inner
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        if self._prefix:
+            size = len(self._prefix) if max_bytes is None else max_bytes
+            chunk, self._prefix = self._prefix[:size], self._prefix[size:]
+            return chunk
+        return await self._inner.receive_some(max_bytes)
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self._inner.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self._inner.wait_send_all_might_not_block()
+
+    async def send_eof(self) -> None:
+        send_eof = getattr(self._inner, "send_eof", None)
+        if send_eof is not None:
+            await send_eof()
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+@dataclass(frozen=True)
+class ServerStats:
+    connections: int
+    websocket_connections: int
+
+
+class Server:
+    """Accepts connections and routes each to HTTP or WebSocket."""
+
+    def __init__(self, config: NodeConfig, api: HttpApi, on_websocket: WebSocketHandler) -> None:
+        self._config = config
+        self._api = api
+        self._on_websocket = on_websocket
+        self._per_address: Counter[str] = Counter()
+        self._connections = 0
+        self._websockets = 0
+        self.port: int = 0
+
+    def statistics(self) -> ServerStats:
+        return ServerStats(self._connections, self._websockets)
+
+    async def run(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+        listeners = await trio.open_tcp_listeners(self._config.port, host=self._config.host)
+        self.port = listeners[0].socket.getsockname()[1]
+        async with trio.open_nursery() as nursery:
+            task_status.started(self.port)
+            await trio.serve_listeners(self._handle, listeners, handler_nursery=nursery)
+
+    async def _handle(self, stream: trio.SocketStream) -> None:
+        try:
+            peer = stream.socket.getpeername()[0]
+        except OSError:
+            return
+        self._per_address[peer] += 1
+        self._connections += 1
+        try:
+            await self._serve(stream, peer)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            pass
+        except Exception:  # a bug in one connection must not take the node down
+            log.exception("connection from %s failed", peer)
+        finally:
+            self._connections -= 1
+            self._per_address[peer] -= 1
+            if self._per_address[peer] <= 0:
+                del self._per_address[peer]
+            with trio.move_on_after(1) as scope:
+                scope.shield = True
+                await stream.aclose()
+
+    async def _serve(self, stream: trio.SocketStream, peer: str) -> None:
+        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES)
+        first = True
+        raw = b""
+        over_cap = (
+            self._per_address[peer] > self._config.max_connections_per_address
+            or self._connections > self._config.max_connections
+        )
+        while True:
+            with trio.move_on_after(
+                self._config.handshake_timeout if first else self._config.http_idle_timeout
+            ) as scope:
+                event = await self._next_event(conn, stream, raw_sink := bytearray())
+            raw += bytes(raw_sink)
+            if scope.cancelled_caught or event is None:
+                return
+            if isinstance(event, h11.Request):
+                request = event
+            else:
+                return
+            headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in request.headers}
+            target = request.target.decode("latin-1")
+            path = target.split("?", 1)[0]
+            if over_cap:
+                await self._respond(
+                    conn,
+                    stream,
+                    json_error_response(429, "rate_limited", "too many connections from your address"),
+                )
+                return
+            if headers.get("upgrade", "").lower() == "websocket":
+                if first and path in WS_PATHS:
+                    await self._upgrade(stream, raw, headers, path)
+                else:
+                    await self._respond(
+                        conn, stream, json_error_response(404, "not_found", "no WebSocket here")
+                    )
+                return
+            body = await self._read_body(conn, stream)
+            if body is None:
+                await self._respond(
+                    conn, stream, json_error_response(413, "too_large", "request body too large")
+                )
+                return
+            response = await self._api.handle(
+                HttpRequest(
+                    method=request.method.decode("ascii", "replace"),
+                    path=path,
+                    query=target.partition("?")[2],
+                    headers=headers,
+                    body=body,
+                    peer=peer,
+                )
+            )
+            await self._respond(conn, stream, response)
+            if conn.our_state is h11.MUST_CLOSE or conn.their_state is h11.MUST_CLOSE:
+                return
+            try:
+                conn.start_next_cycle()
+            except h11.LocalProtocolError:
+                return
+            first = False
+            raw = b""
+
+    async def _next_event(
+        self, conn: h11.Connection, stream: trio.SocketStream, raw: bytearray
+    ) -> h11.Event | None:
+        while True:
+            try:
+                event = conn.next_event()
+            except h11.RemoteProtocolError:
+                await self._respond(
+                    conn, stream, json_error_response(400, "bad_request", "malformed HTTP request")
+                )
+                return None
+            if event is h11.NEED_DATA:
+                data = await stream.receive_some(65536)
+                raw += data
+                if len(raw) > MAX_HEAD_BYTES + self._config.max_http_body:
+                    return None
+                conn.receive_data(data)
+                if not data:
+                    return None
+                continue
+            if event is h11.PAUSED:
+                return None
+            return event  # type: ignore[return-value]
+
+    async def _read_body(self, conn: h11.Connection, stream: trio.SocketStream) -> bytes | None:
+        body = bytearray()
+        while True:
+            event = await self._next_event(conn, stream, bytearray())
+            if isinstance(event, h11.Data):
+                body += event.data
+                if len(body) > self._config.max_http_body:
+                    return None
+            elif isinstance(event, h11.EndOfMessage):
+                return bytes(body)
+            else:
+                return None
+
+    async def _respond(
+        self, conn: h11.Connection, stream: trio.SocketStream, response: HttpResponse
+    ) -> None:
+        headers = [
+            ("content-type", response.content_type),
+            ("content-length", str(len(response.body))),
+            ("cache-control", "no-store"),
+            ("x-content-type-options", "nosniff"),
+        ]
+        headers.extend(response.headers)
+        try:
+            data = conn.send(h11.Response(status_code=response.status, headers=headers))
+            data = (data or b"") + (conn.send(h11.Data(data=response.body)) or b"")
+            data += conn.send(h11.EndOfMessage()) or b""
+        except h11.LocalProtocolError:
+            return
+        with trio.move_on_after(self._config.send_timeout):
+            await stream.send_all(data)
+
+    async def _upgrade(
+        self, stream: trio.SocketStream, raw: bytes, headers: dict[str, str], path: str
+    ) -> None:
+        offered = [p.strip() for p in headers.get("sec-websocket-protocol", "").split(",")]
+        fmt = next(
+            (f for name in offered if (f := WireFormat.from_subprotocol(name)) is not None), None
+        )
+        async with trio.open_nursery() as nursery:
+            with trio.move_on_after(self._config.handshake_timeout) as scope:
+                request = await wrap_server_stream(
+                    nursery,
+                    _ReplayStream(raw, stream),
+                    message_queue_size=4,
+                    max_message_size=MAX_PREAUTH_MESSAGE_BYTES,
+                )
+                if fmt is None:
+                    await request.reject(
+                        400,
+                        body=b"offer subprotocol chinwag.cbor.v1 or chinwag.json.v1\n",
+                    )
+                    nursery.cancel_scope.cancel()
+                    return
+                ws = await request.accept(subprotocol=fmt.value)
+            if scope.cancelled_caught:
+                nursery.cancel_scope.cancel()
+                return
+            self._websockets += 1
+            try:
+                await self._on_websocket(ws, fmt, path)
+            finally:
+                self._websockets -= 1
+                nursery.cancel_scope.cancel()

@@ -1,0 +1,341 @@
+"""One device's WebSocket session: auth, requests, the sync stream, the send queue.
+
+Tasks of a session live in its own nursery:
+
+* the *reader* decodes messages, answers requests, and hands sends to the
+  store without waiting for their commit (pipelining);
+* the *replier* awaits those commits in arrival order and queues each ``ok``;
+* the *streamer* is the one sender of queue records: it reads the user's
+  queue from the last ``seq`` it sent whenever a commit wakes it, so sync and
+  live delivery are one stream with no gap and no duplicate;
+* the *writer* drains the bounded outgoing queue, batching whatever is
+  waiting into one WebSocket message.
+
+A device that stops reading fills its outgoing queue or stalls a send past
+``send_timeout``; it is disconnected with ``slow_consumer`` and catches up by
+sync when it returns. A device silent past ``heartbeat_deadline`` is dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+from trio_websocket import ConnectionClosed, WebSocketConnection
+
+from chinwag.protocol.errors import ErrorCode, ProtocolError
+from chinwag.protocol.frames import (
+    Ack,
+    Auth,
+    Heartbeat,
+    Request,
+    Send,
+    Sync,
+    WireFormat,
+    bye_frame,
+    decode_message,
+    encode_frame,
+    encode_message,
+    join_frames,
+    err_frame,
+    frame_rid,
+    ok_frame,
+    parse_request,
+)
+from chinwag.protocol.limits import (
+    MAX_BATCH_FRAMES,
+    MAX_FRAME_BYTES,
+    MAX_MESSAGE_BYTES,
+    MAX_PREAUTH_MESSAGE_BYTES,
+    PROTOCOL_VERSION,
+)
+
+from .config import NodeConfig
+from .hub import Hub
+from .identity import NodeIdentity
+from .passwords import token_hash
+from .ratelimit import TokenBucket
+from .router import Router
+from .store import SendResult, Store
+
+log = logging.getLogger(__name__)
+
+#: WebSocket close codes.
+CLOSE_POLICY = 1008
+CLOSE_TRY_AGAIN = 1013
+#: Bad frames tolerated from one device before it is disconnected.
+MAX_BAD_FRAMES = 20
+
+
+class _Disconnect(Exception):
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass
+class _PendingSend:
+    rid: Any
+    done: trio.Event
+    result: SendResult | None = None
+    error: ProtocolError | None = None
+
+
+class DeviceSession:
+    """Serves one authenticated (or authenticating) device connection."""
+
+    def __init__(
+        self,
+        ws: WebSocketConnection,
+        fmt: WireFormat,
+        config: NodeConfig,
+        identity: NodeIdentity,
+        store: Store,
+        hub: Hub,
+        router: Router,
+    ) -> None:
+        self._ws = ws
+        self._fmt = fmt
+        self._config = config
+        self._identity = identity
+        self._store = store
+        self._hub = hub
+        self._router = router
+        self.user = ""
+        self.device = ""
+        self._out_send, self._out_recv = trio.open_memory_channel[dict[str, Any]](
+            config.send_queue_frames
+        )
+        self._pending_send, self._pending_recv = trio.open_memory_channel[_PendingSend](
+            config.max_inflight_sends
+        )
+        self._stream_from: int | None = None
+        self._stream_wake = trio.Event()
+        self._bucket = TokenBucket(config.send_rate, config.send_burst, trio.current_time())
+        self._bad_frames = 0
+        self._nursery: trio.Nursery | None = None
+        self._reason: _Disconnect | None = None
+
+    # ------------------------------------------------------------------ run
+    async def run(self) -> None:
+        try:
+            with trio.fail_after(self._config.handshake_timeout):
+                await self._authenticate()
+        except trio.TooSlowError:
+            await self._close(ErrorCode.TIMEOUT, "no auth frame in time")
+            return
+        except _Disconnect as exc:
+            await self._close(exc.code, exc.message)
+            return
+        except ConnectionClosed:
+            return
+        self._hub.device_online(self.user, self.device)
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                for task in (self._writer, self._replier, self._streamer, self._reader):
+                    nursery.start_soon(self._guarded, task, nursery.cancel_scope)
+        finally:
+            self._hub.device_offline(self.user, self.device)
+        if self._reason is not None:
+            log.info("dropping %s/%s: %s", self.user, self.device, self._reason.message)
+            await self._close(self._reason.code, self._reason.message)
+        else:
+            with trio.move_on_after(1):
+                await self._ws.aclose()
+
+    async def _guarded(self, task: Callable[[], Awaitable[None]], scope: trio.CancelScope) -> None:
+        """Run one of the session's tasks; when any ends, the session ends."""
+        try:
+            await task()
+        except _Disconnect as exc:
+            if self._reason is None:
+                self._reason = exc
+        except ConnectionClosed:
+            pass
+        finally:
+            scope.cancel()
+
+    async def _close(self, code: ErrorCode, message: str) -> None:
+        """Say why (best effort, bounded), then close."""
+        with trio.move_on_after(1) as scope:
+            scope.shield = True
+            try:
+                await self._ws.send_message(encode_message([bye_frame(code, message)], self._fmt))
+                await self._ws.aclose(CLOSE_POLICY, f"{code}: {message}"[:120])
+            except ConnectionClosed:
+                pass
+
+    # ------------------------------------------------------------------ auth
+    async def _authenticate(self) -> None:
+        data = await self._ws.get_message()
+        try:
+            frames = decode_message(data, self._fmt, max_bytes=MAX_PREAUTH_MESSAGE_BYTES)
+            if len(frames) != 1:
+                raise ProtocolError(ErrorCode.BAD_FRAME, "send exactly one auth frame first")
+            request = parse_request(frames[0])
+            if not isinstance(request, Auth):
+                raise ProtocolError(ErrorCode.UNAUTHORIZED, "the first frame must be auth")
+        except ProtocolError as exc:
+            rid = None
+            await self._send_now([err_frame(rid, exc)])
+            raise _Disconnect(exc.code, exc.message) from exc
+        session = self._store.get_session(token_hash(request.token))
+        if session is None or self._store.get_user(session.user) is None:
+            error = ProtocolError(ErrorCode.UNAUTHORIZED, "unknown or revoked token")
+            await self._send_now([err_frame(request.rid, error)])
+            raise _Disconnect(error.code, error.message)
+        self.user, self.device = session.user, session.device
+        # After auth the full message size applies (4 KiB before it).
+        self._ws._max_message_size = MAX_MESSAGE_BYTES  # noqa: SLF001
+        await self._send_now(
+            [
+                ok_frame(
+                    request.rid,
+                    user=self.user,
+                    device=self.device,
+                    node_id=self._identity.id,
+                    node_name=self._identity.name,
+                    protocol=PROTOCOL_VERSION,
+                    heartbeat_ms=int(self._config.heartbeat_interval * 1000),
+                    head=self._store.queue_head(self.user),
+                )
+            ]
+        )
+
+    async def _send_now(self, frames: list[dict[str, Any]]) -> None:
+        with trio.move_on_after(self._config.send_timeout):
+            await self._ws.send_message(encode_message(frames, self._fmt))
+
+    # ------------------------------------------------------------------ reader
+    async def _reader(self) -> None:
+        while True:
+            with trio.move_on_after(self._config.heartbeat_deadline) as scope:
+                data = await self._ws.get_message()
+            if scope.cancelled_caught:
+                raise _Disconnect(ErrorCode.TIMEOUT, "no heartbeat within the deadline")
+            try:
+                frames = decode_message(data, self._fmt)
+            except ProtocolError as exc:
+                self._reply(err_frame(None, exc))
+                self._count_bad()
+                continue
+            for frame in frames:
+                await self._handle_frame(frame)
+
+    def _count_bad(self) -> None:
+        self._bad_frames += 1
+        if self._bad_frames > MAX_BAD_FRAMES:
+            raise _Disconnect(ErrorCode.BAD_FRAME, "too many bad frames")
+
+    async def _handle_frame(self, frame: dict[str, Any]) -> None:
+        try:
+            request = parse_request(frame)
+        except ProtocolError as exc:
+            self._reply(err_frame(frame_rid(frame), exc))
+            self._count_bad()
+            return
+        try:
+            await self._dispatch(request)
+        except ProtocolError as exc:
+            self._reply(err_frame(request.rid, exc))
+
+    async def _dispatch(self, request: Request) -> None:
+        if isinstance(request, Send):
+            await self._start_send(request)
+        elif isinstance(request, Sync):
+            head = self._store.queue_head(self.user)
+            self._stream_from = min(request.after, head)
+            self._stream_wake.set()
+            self._reply(ok_frame(request.rid, head=head))
+        elif isinstance(request, Ack):
+            await self._store.ack(self.user, self.device, request.seq)
+            if request.rid is not None:
+                self._reply(ok_frame(request.rid))
+        elif isinstance(request, Heartbeat):
+            if request.rid is not None:
+                self._reply(ok_frame(request.rid))
+        elif isinstance(request, Auth):
+            raise ProtocolError(ErrorCode.BAD_REQUEST, "already authenticated")
+
+    async def _start_send(self, request: Send) -> None:
+        wait = self._bucket.take(trio.current_time())
+        if wait > 0:
+            raise ProtocolError(
+                ErrorCode.RATE_LIMITED,
+                "too many messages; slow down",
+                retry_after_ms=max(1, int(wait * 1000)),
+            )
+        pending = _PendingSend(rid=request.rid, done=trio.Event())
+        # Blocks when max_inflight_sends are awaiting commit: back-pressure.
+        await self._pending_send.send(pending)
+        assert self._nursery is not None
+        self._nursery.start_soon(self._commit_send, request, pending)
+
+    async def _commit_send(self, request: Send, pending: _PendingSend) -> None:
+        try:
+            pending.result = await self._router.send(
+                self.user, self.device, request.cid, request.to, request.text
+            )
+        except ProtocolError as exc:
+            pending.error = exc
+        finally:
+            pending.done.set()
+
+    async def _replier(self) -> None:
+        async for pending in self._pending_recv:
+            await pending.done.wait()
+            if pending.error is not None:
+                self._reply(err_frame(pending.rid, pending.error))
+            elif pending.result is not None:
+                r = pending.result
+                self._reply(ok_frame(pending.rid, id=r.id, seq=r.seq, ts=r.ts))
+
+    def _reply(self, frame: dict[str, Any]) -> None:
+        try:
+            self._out_send.send_nowait(frame)
+        except trio.WouldBlock:
+            raise _Disconnect(
+                ErrorCode.SLOW_CONSUMER, "send queue full; reconnect and sync"
+            ) from None
+
+    # ------------------------------------------------------------------ streamer
+    async def _streamer(self) -> None:
+        await self._stream_wake.wait()
+        sent = self._stream_from or 0
+        page = self._config.sync_page
+        while True:
+            event = self._hub.commit_event(self.user)
+            entries = self._store.read_queue(self.user, sent, page)
+            if not entries:
+                await event.wait()
+                continue
+            for entry in entries:
+                # Blocking here is fine: the queue is in LMDB, not in memory.
+                await self._out_send.send(self._router.render(entry.seq, entry.record))
+                sent = entry.seq
+
+    # ------------------------------------------------------------------ writer
+    async def _writer(self) -> None:
+        budget = MAX_MESSAGE_BYTES - 1024
+        async for frame in self._out_recv:
+            encoded = [encode_frame(frame, self._fmt)]
+            size = len(encoded[0])
+            while len(encoded) < MAX_BATCH_FRAMES and size < budget - MAX_FRAME_BYTES:
+                try:
+                    more = encode_frame(self._out_recv.receive_nowait(), self._fmt)
+                except trio.WouldBlock:
+                    break
+                encoded.append(more)
+                size += len(more)
+            data = join_frames(encoded, self._fmt)
+            with trio.move_on_after(self._config.send_timeout) as scope:
+                await self._ws.send_message(data)
+            if scope.cancelled_caught:
+                raise _Disconnect(
+                    ErrorCode.SLOW_CONSUMER, "device stopped reading; reconnect and sync"
+                )

@@ -1,0 +1,962 @@
+"""The node's durable state: one LMDB environment, one writer thread.
+
+Reads are synchronous and short: each opens a read transaction on the trio
+thread, copies what it needs out and closes it (LMDB readers never wait for
+the writer). Writes are *operations*, plain functions of a :class:`WriteTxn`,
+sent to one dedicated writer thread through a bounded inbox. The writer
+drains whatever is waiting (up to ``batch_max``) and runs it in one write
+transaction, each operation in a nested child transaction so that one that
+fails rolls back alone (group commit). After the durable commit the results go
+back to trio in one ``run_sync_soon`` call, which also calls ``on_commit``
+with the users whose queues grew. The event loop never waits on an fsync and
+no transaction is ever held across an ``await``.
+
+Backpressure: at most ``max_pending`` operations are in flight; a caller past
+that waits in :meth:`Store.transact` rather than growing a queue.
+
+Map size: on ``MapFullError`` the batch is aborted, the map doubled (with no
+transaction open anywhere: reads take a lock the writer holds while resizing)
+and the batch run again. Operations may therefore run more than once and must
+only change the transaction, never Python state outside it.
+
+Ownership: :meth:`Store.run` first takes an exclusive ``flock`` on
+``data_dir/store.lock``; a second store (another node, or the CLI while the
+node runs) gets :class:`StoreLocked`.
+"""
+
+from __future__ import annotations
+
+import copy
+import fcntl
+import logging
+import os
+import queue
+import re
+import secrets
+import struct
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+import cbor2
+import lmdb
+import trio
+from chinwag.protocol.addresses import UserAddress, check_user_name
+from chinwag.protocol.envelope import Envelope, NodeKey, SignedUnit, sign_envelope
+from chinwag.protocol.errors import ErrorCode, ProtocolError
+from chinwag.protocol.ids import IdGenerator
+from chinwag.protocol.limits import MAX_TEXT_BYTES
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+SCHEMA_VERSION = 1
+
+# Named databases and their layouts. Integers are fixed-width big-endian, so
+# LMDB's byte order is numeric order and prefix ranges select one user.
+#
+#   users:         name (utf-8)                      -> cbor {uid, pw, c, dn, st}
+#   uid_user:      uid(4)                            -> name (utf-8)
+#   sessions:      token_hash(32)                    -> cbor {u, uid, d, c}
+#   user_sessions: uid(4) | created_ms(8) | token_hash(32) -> b""  (oldest first)
+#   devices:       uid(4) | device (ascii)           -> cbor {a: acked seq, c: created_ms}
+#   queue:         uid(4) | seq(8)                   -> record (cbor {unit} | {event})
+#   queue_head:    uid(4)                            -> seq(8)
+#   cids:          uid(4) | len(1) | device | cid (utf-8) -> id(8) | seq(8) | ts(8)
+#   cid_times:     stored_ms(8) | cids key           -> b""  (age index for pruning)
+#   contacts:      uid(4) | address (utf-8)          -> b""
+#   meta:          b"schema" -> version(4); b"last_id" -> id(8); b"next_uid" -> uid(4)
+#
+# uids are never reused, so rows a removed user leaves behind (cid_times
+# entries, pruned by age) can never be mistaken for a new user's.
+DB_NAMES = (
+    "users",
+    "uid_user",
+    "sessions",
+    "user_sessions",
+    "devices",
+    "queue",
+    "queue_head",
+    "cids",
+    "cid_times",
+    "contacts",
+    "meta",
+)
+MAX_DBS = 64
+
+#: The cid table keeps send results for 24 hours (by the sender's commit
+#: time): a client retries within seconds, never a day later. Each send with
+#: a cid deletes up to CID_PRUNE_PER_SEND expired entries, more than it adds,
+#: so the table holds at most about one day of sends.
+CID_RETENTION_MS = 24 * 3600 * 1000
+CID_PRUNE_PER_SEND = 4
+MAX_CID_CHARS = 64
+#: Oldest sessions and devices of a user are dropped beyond these.
+MAX_SESSIONS_PER_USER = 256
+MAX_DEVICES_PER_USER = 256
+MAX_CONTACTS_PER_USER = 1000
+MAX_CONTACT_BYTES = 256
+MAX_PROFILE_CHARS = 1024
+#: A read_queue page never returns more than this many entries.
+MAX_READ_PAGE = 4096
+#: The map never grows past this (1 TiB); past it a write gets ``unavailable``.
+MAX_MAP_SIZE = 1 << 40
+
+_DEVICE_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
+_U32 = struct.Struct(">I")
+_U64 = struct.Struct(">Q")
+_CID_VALUE = struct.Struct(">QQQ")
+_MAX_U64 = (1 << 64) - 1
+
+
+class StoreLocked(Exception):
+    """Another process (or another Store in this one) owns the data directory."""
+
+
+@dataclass(frozen=True)
+class UserRecord:
+    name: str
+    uid: int
+    pw_hash: str
+    created_ms: int
+    display_name: str
+    status_text: str
+
+
+@dataclass(frozen=True)
+class SessionRecord:
+    user: str
+    device: str
+    created_ms: int
+
+
+@dataclass(frozen=True)
+class DeviceRecord:
+    device: str
+    acked: int
+    created_ms: int
+
+
+@dataclass(frozen=True)
+class SendResult:
+    """The outcome of a send; ``seq`` is the position in the *sender's* queue."""
+
+    id: int
+    seq: int
+    ts: int
+    duplicate: bool
+
+
+@dataclass(frozen=True)
+class QueueEntry:
+    seq: int
+    record: bytes
+
+
+@dataclass(frozen=True)
+class StoreStats:
+    users: int
+    commits: int
+    ops: int
+    largest_batch: int
+    pending: int
+    map_size: int
+
+
+# ---------------------------------------------------------------- encoding
+
+
+def _u32(value: int) -> bytes:
+    return _U32.pack(value)
+
+
+def _u64(value: int) -> bytes:
+    return _U64.pack(value)
+
+
+def _name_key(name: str) -> bytes | None:
+    """The users key for a valid local name; None for anything else."""
+    try:
+        check_user_name(name)
+    except ProtocolError:
+        return None
+    return name.encode("ascii")
+
+
+def _cid_key(uid: int, device: str, cid: str) -> bytes:
+    dev = device.encode("utf-8", "surrogatepass")
+    return _u32(uid) + bytes([len(dev)]) + dev + cid.encode("utf-8", "surrogatepass")
+
+
+def unit_record(unit: SignedUnit) -> bytes:
+    """The queue record of a signed unit (a message)."""
+    return cbor2.dumps({"unit": unit.to_wire()})
+
+
+def event_record(event: dict[str, Any]) -> bytes:
+    """The queue record of a node event (e.g. ``delivery_failed``)."""
+    return cbor2.dumps({"event": event})
+
+
+def _decode_user(name: str, raw: bytes) -> UserRecord:
+    item = cbor2.loads(raw)
+    return UserRecord(
+        name=name,
+        uid=item["uid"],
+        pw_hash=item["pw"],
+        created_ms=item["c"],
+        display_name=item["dn"],
+        status_text=item["st"],
+    )
+
+
+def _encode_user(record: UserRecord) -> bytes:
+    return cbor2.dumps(
+        {
+            "uid": record.uid,
+            "pw": record.pw_hash,
+            "c": record.created_ms,
+            "dn": record.display_name,
+            "st": record.status_text,
+        }
+    )
+
+
+def _prefix_keys(txn: lmdb.Transaction[bytes], db: Any, prefix: bytes) -> Iterator[bytes]:
+    cursor = txn.cursor(db=db)
+    if not cursor.set_range(prefix):
+        return
+    for key in cursor.iternext(keys=True, values=False):
+        if not key.startswith(prefix):
+            return
+        yield key
+
+
+def _prefix_items(
+    txn: lmdb.Transaction[bytes], db: Any, prefix: bytes
+) -> Iterator[tuple[bytes, bytes]]:
+    cursor = txn.cursor(db=db)
+    if not cursor.set_range(prefix):
+        return
+    for key, value in cursor:
+        if not key.startswith(prefix):
+            return
+        yield key, value
+
+
+def _delete_prefix(txn: lmdb.Transaction[bytes], db: Any, prefix: bytes) -> None:
+    cursor = txn.cursor(db=db)
+    if not cursor.set_range(prefix):
+        return
+    while cursor.key().startswith(prefix):
+        if not cursor.delete():
+            return
+
+
+class _View:
+    """Helpers shared by read and write transactions."""
+
+    def __init__(self, txn: lmdb.Transaction[bytes], dbs: dict[str, Any]) -> None:
+        self.txn = txn
+        self._dbs = dbs
+
+    def db(self, name: str) -> Any:
+        """The handle of a named database (see ``DB_NAMES`` and ``extra_dbs``)."""
+        return self._dbs[name]
+
+    def get_user(self, name: str) -> UserRecord | None:
+        key = _name_key(name)
+        if key is None:
+            return None
+        raw = self.txn.get(key, db=self._dbs["users"])
+        return None if raw is None else _decode_user(name, raw)
+
+    def require_user(self, name: str) -> UserRecord:
+        record = self.get_user(name)
+        if record is None:
+            raise ProtocolError(ErrorCode.NO_SUCH_USER, f"no user {name[:40]!r} on this node")
+        return record
+
+    def head_of(self, uid: int) -> int:
+        raw = self.txn.get(_u32(uid), db=self._dbs["queue_head"])
+        return 0 if raw is None else _U64.unpack(raw)[0]
+
+
+class WriteTxn(_View):
+    """What an operation run by the writer thread gets.
+
+    ``txn`` is the operation's own (nested) write transaction. Use the
+    helpers, or ``txn`` with :meth:`db`, and touch nothing outside the
+    transaction: after a map resize the operation runs again.
+    """
+
+    def __init__(self, store: Store, txn: lmdb.Transaction[bytes]) -> None:
+        super().__init__(txn, store._dbs)  # noqa: SLF001
+        self._store = store
+        self.node_key: NodeKey = store.node_key
+        self.touched: set[str] = set()
+
+    @property
+    def node_id(self) -> str:
+        return self.node_key.id
+
+    def next_id(self, now_ms: int) -> int:
+        """The next message id of this node (persisted with the commit)."""
+        return self._store._ids.next_id(now_ms)  # noqa: SLF001
+
+    def append_to_queue(self, user: str, record: bytes) -> int:
+        """Append ``record`` to ``user``'s queue; return its ``seq``."""
+        uid = self.require_user(user).uid
+        seq = self.head_of(uid) + 1
+        self.txn.put(_u32(uid) + _u64(seq), record, db=self._dbs["queue"])
+        self.txn.put(_u32(uid), _u64(seq), db=self._dbs["queue_head"])
+        self.touched.add(user)
+        return seq
+
+    def mark_touched(self, user: str) -> None:
+        """Wake ``user``'s sessions after the commit."""
+        self.touched.add(user)
+
+
+@dataclass(eq=False)
+class _Op(Generic[T]):
+    fn: Callable[[WriteTxn], T]
+    done: trio.Event = field(default_factory=trio.Event)
+    result: T | None = None
+    error: ProtocolError | None = None
+
+
+_Outcome = tuple[Any, ProtocolError | None]
+
+
+def _take_lock(data_dir: Path) -> int:
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(data_dir / "store.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise StoreLocked(f"{data_dir} is in use by another chinwag process") from None
+    return fd
+
+
+class Store:
+    """LMDB-backed users, sessions, devices, contacts and sync queues."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        node_key: NodeKey,
+        *,
+        map_size: int = 64 << 20,
+        max_pending: int = 10_000,
+        batch_max: int = 1024,
+        on_commit: Callable[[frozenset[str]], None] | None = None,
+        extra_dbs: tuple[str, ...] = (),
+    ) -> None:
+        self.data_dir = Path(data_dir)
+        self.node_key = node_key
+        self._map_size = map_size
+        self._max_pending = max_pending
+        self._batch_max = max(1, batch_max)
+        self._on_commit = on_commit
+        self._db_names = DB_NAMES + tuple(n for n in extra_dbs if n not in DB_NAMES)
+        self._env: lmdb.Environment | None = None
+        self._dbs: dict[str, Any] = {}
+        # Held by every read and by the writer while it resizes the map:
+        # mdb_env_set_mapsize needs no transaction open in the process.
+        self._resize_lock = threading.Lock()
+        self._inbox: queue.SimpleQueue[_Op[Any] | None] = queue.SimpleQueue()
+        self._slots: trio.Semaphore | None = None
+        self._token: trio.lowlevel.TrioToken | None = None
+        self._thread: threading.Thread | None = None
+        self._closing = False
+        self._ids = IdGenerator()
+        self._persisted_last_id = 0
+        self._pending = 0
+        self._commits = 0
+        self._ops = 0
+        self._largest_batch = 0
+
+    # ------------------------------------------------------------ lifetime
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Lock the data dir, open LMDB, start the writer; run until cancelled."""
+        lock_fd = _take_lock(self.data_dir)
+        try:
+            self._closing = False
+            await trio.to_thread.run_sync(self._open)
+            self._token = trio.lowlevel.current_trio_token()
+            self._slots = trio.Semaphore(self._max_pending)
+            self._thread = threading.Thread(
+                target=self._writer, name="chinwag-store-writer", daemon=True
+            )
+            self._thread.start()
+            task_status.started()
+            await trio.sleep_forever()
+        finally:
+            with trio.CancelScope(shield=True):
+                await self._shutdown()
+            os.close(lock_fd)
+
+    def _open(self) -> None:
+        db_dir = self.data_dir / "db"
+        db_dir.mkdir(mode=0o700, exist_ok=True)
+        os.chmod(db_dir, 0o700)
+        # Default durability (sync, metasync): a commit survives kill -9.
+        env = lmdb.open(
+            str(db_dir), map_size=self._map_size, max_dbs=MAX_DBS, mode=0o600, subdir=True
+        )
+        try:
+            with env.begin(write=True) as txn:
+                dbs = {name: env.open_db(name.encode(), txn=txn) for name in self._db_names}
+                meta = dbs["meta"]
+                schema = txn.get(b"schema", db=meta)
+                if schema is None:
+                    txn.put(b"schema", _u32(SCHEMA_VERSION), db=meta)
+                elif _U32.unpack(schema)[0] != SCHEMA_VERSION:
+                    raise RuntimeError(f"store schema {_U32.unpack(schema)[0]} is not supported")
+                raw = txn.get(b"last_id", db=meta)
+                last_id = 0 if raw is None else _U64.unpack(raw)[0]
+        except BaseException:
+            env.close()
+            raise
+        self._env, self._dbs = env, dbs
+        self._ids = IdGenerator(last_id)
+        self._persisted_last_id = last_id
+
+    async def _shutdown(self) -> None:
+        self._closing = True
+        if self._thread is not None:
+            self._inbox.put(None)
+            await trio.to_thread.run_sync(self._thread.join)
+            self._thread = None
+        if self._env is not None:
+            with self._resize_lock:
+                env, self._env = self._env, None
+            env.close()
+
+    # ------------------------------------------------------------ reads
+    @contextmanager
+    def _read(self) -> Iterator[_View]:
+        with self._resize_lock:
+            if self._env is None:
+                raise ProtocolError(ErrorCode.UNAVAILABLE, "the store is not open")
+            with self._env.begin() as txn:
+                yield _View(txn, self._dbs)
+
+    def read(self, fn: Callable[[_View], T]) -> T:
+        """Run ``fn`` in a short read transaction (extension point for reads)."""
+        with self._read() as view:
+            return fn(view)
+
+    def get_user(self, name: str) -> UserRecord | None:
+        with self._read() as view:
+            return view.get_user(name)
+
+    def list_users(self) -> list[UserRecord]:
+        with self._read() as view:
+            return [
+                _decode_user(key.decode("ascii"), value)
+                for key, value in view.txn.cursor(db=view.db("users"))
+            ]
+
+    def get_session(self, token_hash: bytes) -> SessionRecord | None:
+        if not isinstance(token_hash, bytes) or len(token_hash) != 32:
+            return None
+        with self._read() as view:
+            raw = view.txn.get(token_hash, db=view.db("sessions"))
+        if raw is None:
+            return None
+        item = cbor2.loads(raw)
+        return SessionRecord(user=item["u"], device=item["d"], created_ms=item["c"])
+
+    def queue_head(self, user: str) -> int:
+        """The highest ``seq`` in ``user``'s queue, 0 if empty or unknown."""
+        with self._read() as view:
+            record = view.get_user(user)
+            return 0 if record is None else view.head_of(record.uid)
+
+    def read_queue(self, user: str, after: int, limit: int) -> list[QueueEntry]:
+        """Up to ``limit`` entries with ``seq > after``, ascending."""
+        limit = min(limit, MAX_READ_PAGE)
+        if limit <= 0 or after >= _MAX_U64:
+            return []
+        with self._read() as view:
+            record = view.get_user(user)
+            if record is None:
+                return []
+            prefix = _u32(record.uid)
+            cursor = view.txn.cursor(db=view.db("queue"))
+            entries: list[QueueEntry] = []
+            if not cursor.set_range(prefix + _u64(max(after, 0) + 1)):
+                return entries
+            for key, value in cursor:
+                if not key.startswith(prefix):
+                    break
+                entries.append(QueueEntry(_U64.unpack(key[4:])[0], value))
+                if len(entries) >= limit:
+                    break
+            return entries
+
+    def list_devices(self, user: str) -> list[DeviceRecord]:
+        with self._read() as view:
+            record = view.get_user(user)
+            if record is None:
+                return []
+            devices = []
+            for key, value in _prefix_items(view.txn, view.db("devices"), _u32(record.uid)):
+                item = cbor2.loads(value)
+                devices.append(DeviceRecord(key[4:].decode("ascii"), item["a"], item["c"]))
+            return devices
+
+    def list_contacts(self, user: str) -> list[str]:
+        with self._read() as view:
+            record = view.get_user(user)
+            if record is None:
+                return []
+            prefix = _u32(record.uid)
+            return [
+                key[4:].decode("utf-8")
+                for key in _prefix_keys(view.txn, view.db("contacts"), prefix)
+            ]
+
+    def statistics(self) -> StoreStats:
+        with self._read() as view:
+            users = view.txn.stat(view.db("users"))["entries"]
+            assert self._env is not None
+            map_size = self._env.info()["map_size"]
+        return StoreStats(
+            users=users,
+            commits=self._commits,
+            ops=self._ops,
+            largest_batch=self._largest_batch,
+            pending=self._pending,
+            map_size=map_size,
+        )
+
+    # ------------------------------------------------------------ writes
+    async def transact(self, fn: Callable[[WriteTxn], T]) -> T:
+        """Run ``fn`` in the writer thread; return its result once durable.
+
+        ``fn`` runs in its own nested transaction: a :class:`ProtocolError`
+        it raises rolls back only its changes and is raised here; any other
+        exception becomes ``internal``. ``fn`` may run more than once (after
+        a map resize) and must change nothing but the transaction. If the
+        caller is cancelled while waiting, the operation may still commit.
+        """
+        if self._closing or self._slots is None:
+            raise ProtocolError(ErrorCode.UNAVAILABLE, "the store is not open")
+        await self._slots.acquire()
+        if self._closing:
+            self._slots.release()
+            raise ProtocolError(ErrorCode.UNAVAILABLE, "the store is closing")
+        op: _Op[T] = _Op(fn)
+        self._pending += 1
+        self._inbox.put(op)
+        await op.done.wait()
+        if op.error is not None:
+            raise op.error
+        return op.result  # type: ignore[return-value]
+
+    async def create_user(self, name: str, pw_hash: str, now_ms: int) -> UserRecord:
+        key = check_user_name(name).encode("ascii")
+
+        def op(w: WriteTxn) -> UserRecord:
+            if w.txn.get(key, db=w.db("users")) is not None:
+                raise ProtocolError(ErrorCode.USER_EXISTS, f"{name} is taken")
+            meta = w.db("meta")
+            raw = w.txn.get(b"next_uid", db=meta)
+            uid = 1 if raw is None else _U32.unpack(raw)[0]
+            w.txn.put(b"next_uid", _u32(uid + 1), db=meta)
+            record = UserRecord(name, uid, pw_hash, now_ms, "", "")
+            w.txn.put(key, _encode_user(record), db=w.db("users"))
+            w.txn.put(_u32(uid), key, db=w.db("uid_user"))
+            return record
+
+        return await self.transact(op)
+
+    async def remove_user(self, name: str) -> None:
+        def op(w: WriteTxn) -> None:
+            record = w.require_user(name)
+            prefix = _u32(record.uid)
+            _revoke_all_sessions(w, record.uid)
+            for db in ("queue", "devices", "cids", "contacts"):
+                _delete_prefix(w.txn, w.db(db), prefix)
+            w.txn.delete(prefix, db=w.db("queue_head"))
+            w.txn.delete(prefix, db=w.db("uid_user"))
+            w.txn.delete(name.encode("ascii"), db=w.db("users"))
+
+        await self.transact(op)
+
+    async def set_password(self, name: str, pw_hash: str) -> None:
+        """Replace the password hash and revoke every session of the user."""
+
+        def op(w: WriteTxn) -> None:
+            record = w.require_user(name)
+            updated = UserRecord(
+                name,
+                record.uid,
+                pw_hash,
+                record.created_ms,
+                record.display_name,
+                record.status_text,
+            )
+            w.txn.put(name.encode("ascii"), _encode_user(updated), db=w.db("users"))
+            _revoke_all_sessions(w, record.uid)
+
+        await self.transact(op)
+
+    async def create_session(
+        self, name: str, device: str | None, token_hash: bytes, now_ms: int
+    ) -> str:
+        """Store a session; return its device id (``device``, or a new one)."""
+        if device is not None and (
+            not isinstance(device, str) or _DEVICE_RE.fullmatch(device) is None
+        ):
+            raise ProtocolError(
+                ErrorCode.BAD_REQUEST, "a device id is 1-64 characters of A-Z a-z 0-9 . _ -"
+            )
+        if not isinstance(token_hash, bytes) or len(token_hash) != 32:
+            raise ProtocolError(ErrorCode.BAD_REQUEST, "a token hash is 32 bytes")
+
+        def op(w: WriteTxn) -> str:
+            record = w.require_user(name)
+            prefix = _u32(record.uid)
+            devices = w.db("devices")
+            dev = device
+            while dev is None or (device is None and w.txn.get(prefix + dev.encode(), db=devices)):
+                dev = "d-" + secrets.token_urlsafe(9)  # 12 base64url characters
+            if w.txn.get(prefix + dev.encode(), db=devices) is None:
+                _evict_oldest_device(w, record.uid)
+                w.txn.put(prefix + dev.encode(), cbor2.dumps({"a": 0, "c": now_ms}), db=devices)
+            sessions = w.db("sessions")
+            if w.txn.get(token_hash, db=sessions) is not None:
+                raise ProtocolError(ErrorCode.CONFLICT, "token already in use")
+            index = list(_prefix_keys(w.txn, w.db("user_sessions"), prefix))
+            for old in index[: max(0, len(index) - MAX_SESSIONS_PER_USER + 1)]:
+                _revoke(w, old[12:])
+            item = {"u": name, "uid": record.uid, "d": dev, "c": now_ms}
+            w.txn.put(token_hash, cbor2.dumps(item), db=sessions)
+            w.txn.put(prefix + _u64(now_ms) + token_hash, b"", db=w.db("user_sessions"))
+            return dev
+
+        return await self.transact(op)
+
+    async def revoke_session(self, token_hash: bytes) -> None:
+        """Forget a session; unknown tokens are ignored."""
+        if not isinstance(token_hash, bytes) or len(token_hash) != 32:
+            return
+
+        def op(w: WriteTxn) -> None:
+            _revoke(w, token_hash)
+
+        await self.transact(op)
+
+    async def set_profile(
+        self, name: str, display_name: str | None, status_text: str | None
+    ) -> UserRecord:
+        """Update the given profile fields (None leaves one unchanged)."""
+        for value in (display_name, status_text):
+            if value is not None and (not isinstance(value, str) or len(value) > MAX_PROFILE_CHARS):
+                raise ProtocolError(
+                    ErrorCode.BAD_REQUEST,
+                    f"profile fields are strings of at most {MAX_PROFILE_CHARS} characters",
+                )
+
+        def op(w: WriteTxn) -> UserRecord:
+            record = w.require_user(name)
+            updated = UserRecord(
+                name,
+                record.uid,
+                record.pw_hash,
+                record.created_ms,
+                record.display_name if display_name is None else display_name,
+                record.status_text if status_text is None else status_text,
+            )
+            w.txn.put(name.encode("ascii"), _encode_user(updated), db=w.db("users"))
+            return updated
+
+        return await self.transact(op)
+
+    async def add_contact(self, name: str, address: str) -> None:
+        """Add ``address`` (text, e.g. ``bob@kitchen``) to the contacts; idempotent."""
+        encoded = _contact_bytes(address)
+
+        def op(w: WriteTxn) -> None:
+            prefix = _u32(w.require_user(name).uid)
+            contacts = w.db("contacts")
+            if w.txn.get(prefix + encoded, db=contacts) is not None:
+                return
+            count = sum(1 for _ in _prefix_keys(w.txn, contacts, prefix))
+            if count >= MAX_CONTACTS_PER_USER:
+                raise ProtocolError(
+                    ErrorCode.TOO_LARGE, f"at most {MAX_CONTACTS_PER_USER} contacts"
+                )
+            w.txn.put(prefix + encoded, b"", db=contacts)
+
+        await self.transact(op)
+
+    async def remove_contact(self, name: str, address: str) -> None:
+        """Remove a contact; removing an absent one is not an error."""
+        encoded = _contact_bytes(address)
+
+        def op(w: WriteTxn) -> None:
+            prefix = _u32(w.require_user(name).uid)
+            w.txn.delete(prefix + encoded, db=w.db("contacts"))
+
+        await self.transact(op)
+
+    async def ack(self, name: str, device: str, seq: int) -> None:
+        """Cumulative ack: the device's acked = max(old, min(seq, head))."""
+
+        def op(w: WriteTxn) -> None:
+            record = w.require_user(name)
+            key = _u32(record.uid) + device.encode("utf-8", "surrogatepass")
+            devices = w.db("devices")
+            raw = w.txn.get(key, db=devices)
+            if raw is None:
+                return  # the device was dropped (its sessions with it)
+            item = cbor2.loads(raw)
+            acked = max(item["a"], min(seq, w.head_of(record.uid)))
+            if acked != item["a"]:
+                item["a"] = acked
+                w.txn.put(key, cbor2.dumps(item), db=devices)
+
+        await self.transact(op)
+
+    async def send_direct(
+        self,
+        sender: str,
+        device: str,
+        cid: str | None,
+        to: UserAddress,
+        text: str,
+        now_ms: int,
+    ) -> SendResult:
+        """Commit a 1:1 message into the recipient's and the sender's queues.
+
+        A repeat of ``(sender, device, cid)`` within the cid retention gets the
+        original result (``duplicate=True``) and writes nothing.
+        """
+        if not isinstance(device, str) or _DEVICE_RE.fullmatch(device) is None:
+            raise ProtocolError(ErrorCode.BAD_REQUEST, "a device id is 1-64 of A-Z a-z 0-9 . _ -")
+        if cid is not None and (not isinstance(cid, str) or not 0 < len(cid) <= MAX_CID_CHARS):
+            raise ProtocolError(ErrorCode.BAD_REQUEST, f"a cid is 1-{MAX_CID_CHARS} characters")
+        try:
+            text_bytes = len(text.encode("utf-8"))
+        except UnicodeEncodeError:
+            raise ProtocolError(ErrorCode.BAD_REQUEST, "text is not valid unicode") from None
+        if text_bytes > MAX_TEXT_BYTES:
+            raise ProtocolError(ErrorCode.TOO_LARGE, f"text is over {MAX_TEXT_BYTES} bytes")
+
+        def op(w: WriteTxn) -> SendResult:
+            sender_record = w.require_user(sender)
+            cids = w.db("cids")
+            cid_key = None
+            if cid is not None:
+                cid_key = _cid_key(sender_record.uid, device, cid)
+                hit = w.txn.get(cid_key, db=cids)
+                if hit is not None:
+                    msg_id, seq, ts = _CID_VALUE.unpack(hit)
+                    return SendResult(msg_id, seq, ts, duplicate=True)
+            if to.node != w.node_id:
+                raise ProtocolError(ErrorCode.NO_SUCH_NODE, f"unknown node {to.node[:12]}")
+            w.require_user(to.user)
+            msg_id = w.next_id(now_ms)
+            env = Envelope(
+                id=msg_id,
+                sender=UserAddress(sender, w.node_id),
+                to=to,
+                group=None,
+                ts=now_ms,
+                kind="text",
+                body={"text": text},
+            )
+            record = unit_record(sign_envelope(w.node_key, env))
+            seq = w.append_to_queue(to.user, record)
+            if to.user != sender:
+                seq = w.append_to_queue(sender, record)
+            if cid_key is not None:
+                w.txn.put(cid_key, _CID_VALUE.pack(msg_id, seq, now_ms), db=cids)
+                w.txn.put(_u64(now_ms) + cid_key, b"", db=w.db("cid_times"))
+                _prune_cids(w, now_ms)
+            return SendResult(msg_id, seq, now_ms, duplicate=False)
+
+        return await self.transact(op)
+
+    # ------------------------------------------------------------ writer thread
+    def _writer(self) -> None:
+        stop = False
+        while not stop:
+            first = self._inbox.get()
+            if first is None:
+                return
+            batch: list[_Op[Any]] = [first]
+            while len(batch) < self._batch_max:
+                try:
+                    more = self._inbox.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    stop = True
+                    break
+                batch.append(more)
+            try:
+                outcomes, touched = self._run_batch(batch)
+            except Exception:  # never let the writer die
+                log.exception("store batch failed")
+                error = ProtocolError(ErrorCode.INTERNAL, "internal store error")
+                outcomes, touched = [(None, error)] * len(batch), set()
+            assert self._token is not None
+            try:
+                self._token.run_sync_soon(self._deliver, batch, outcomes, frozenset(touched))
+            except trio.RunFinishedError:
+                return
+
+    def _run_batch(self, batch: list[_Op[Any]]) -> tuple[list[_Outcome], set[str]]:
+        ids_before = copy.copy(self._ids)
+        while True:
+            try:
+                return self._attempt(batch)
+            except lmdb.MapFullError:
+                self._ids = copy.copy(ids_before)
+                if not self._grow():
+                    error = ProtocolError(ErrorCode.UNAVAILABLE, "the store is full")
+                    return [(None, error)] * len(batch), set()
+            except lmdb.Error:
+                # Disk full or I/O error at commit: nothing of the batch is
+                # durable, so nothing is acknowledged.
+                log.exception("store commit failed")
+                self._ids = ids_before
+                error = ProtocolError(ErrorCode.UNAVAILABLE, "storage unavailable")
+                return [(None, error)] * len(batch), set()
+
+    def _attempt(self, batch: list[_Op[Any]]) -> tuple[list[_Outcome], set[str]]:
+        assert self._env is not None
+        env = self._env
+        outcomes: list[_Outcome] = []
+        touched: set[str] = set()
+        with env.begin(write=True) as txn:
+            for op in batch:
+                child = env.begin(write=True, parent=txn)
+                view = WriteTxn(self, child)
+                try:
+                    value = op.fn(view)
+                except lmdb.MapFullError:
+                    child.abort()
+                    raise
+                except ProtocolError as exc:
+                    child.abort()
+                    outcomes.append((None, exc))
+                    continue
+                except Exception:
+                    child.abort()
+                    log.exception("store operation failed")
+                    outcomes.append((None, ProtocolError(ErrorCode.INTERNAL, "internal error")))
+                    continue
+                child.commit()
+                touched |= view.touched
+                outcomes.append((value, None))
+            last_id = self._ids.last
+            if last_id != self._persisted_last_id:
+                txn.put(b"last_id", _u64(last_id), db=self._dbs["meta"])
+        # Leaving the block committed (durably: sync is on).
+        self._persisted_last_id = last_id
+        self._commits += 1
+        self._ops += len(batch)
+        self._largest_batch = max(self._largest_batch, len(batch))
+        return outcomes, touched
+
+    def _grow(self) -> bool:
+        assert self._env is not None
+        size = self._env.info()["map_size"] * 2
+        if size > MAX_MAP_SIZE:
+            log.error("store map cannot grow past %d bytes", MAX_MAP_SIZE)
+            return False
+        with self._resize_lock:
+            self._env.set_mapsize(size)
+        log.info("store map grown to %d bytes", size)
+        return True
+
+    def _deliver(
+        self, batch: list[_Op[Any]], outcomes: list[_Outcome], touched: frozenset[str]
+    ) -> None:
+        # Runs on the trio thread; must never raise.
+        assert self._slots is not None
+        for op, (value, error) in zip(batch, outcomes, strict=True):
+            op.result, op.error = value, error
+            op.done.set()
+            self._pending -= 1
+            self._slots.release()
+        if touched and self._on_commit is not None:
+            try:
+                self._on_commit(touched)
+            except Exception:
+                log.exception("on_commit callback failed")
+
+
+# ---------------------------------------------------------------- op helpers
+
+
+def _contact_bytes(address: str) -> bytes:
+    try:
+        encoded = address.encode("utf-8") if isinstance(address, str) else b""
+    except UnicodeEncodeError:
+        encoded = b""
+    if not 0 < len(encoded) <= MAX_CONTACT_BYTES:
+        raise ProtocolError(
+            ErrorCode.BAD_REQUEST, f"a contact address is 1-{MAX_CONTACT_BYTES} bytes of UTF-8"
+        )
+    return encoded
+
+
+def _revoke(w: WriteTxn, token_hash: bytes) -> None:
+    sessions = w.db("sessions")
+    raw = w.txn.get(token_hash, db=sessions)
+    if raw is None:
+        return
+    item = cbor2.loads(raw)
+    w.txn.delete(_u32(item["uid"]) + _u64(item["c"]) + token_hash, db=w.db("user_sessions"))
+    w.txn.delete(token_hash, db=sessions)
+
+
+def _revoke_all_sessions(w: WriteTxn, uid: int, device: str | None = None) -> None:
+    """Revoke a user's sessions (only those of ``device`` if given)."""
+    sessions = w.db("sessions")
+    for key in list(_prefix_keys(w.txn, w.db("user_sessions"), _u32(uid))):
+        token_hash = key[12:]
+        if device is not None:
+            raw = w.txn.get(token_hash, db=sessions)
+            if raw is not None and cbor2.loads(raw)["d"] != device:
+                continue
+        w.txn.delete(token_hash, db=sessions)
+        w.txn.delete(key, db=w.db("user_sessions"))
+
+
+def _evict_oldest_device(w: WriteTxn, uid: int) -> None:
+    """Make room for one more device: drop the oldest and its sessions."""
+    devices = list(_prefix_items(w.txn, w.db("devices"), _u32(uid)))
+    if len(devices) < MAX_DEVICES_PER_USER:
+        return
+    key, _ = min(devices, key=lambda kv: cbor2.loads(kv[1])["c"])
+    w.txn.delete(key, db=w.db("devices"))
+    _revoke_all_sessions(w, uid, key[4:].decode("ascii"))
+
+
+def _prune_cids(w: WriteTxn, now_ms: int) -> None:
+    horizon = now_ms - CID_RETENTION_MS
+    cids = w.db("cids")
+    cursor = w.txn.cursor(db=w.db("cid_times"))
+    if not cursor.first():
+        return
+    for _ in range(CID_PRUNE_PER_SEND):
+        key = cursor.key()
+        if not key or _U64.unpack(key[:8])[0] >= horizon:
+            return
+        w.txn.delete(key[8:], db=cids)
+        if not cursor.delete():
+            return

@@ -1,0 +1,1 @@
+"""chinwag.protocol: sans-I/O frames, codecs, envelopes, ids and errors."""

@@ -1,0 +1,348 @@
+"""Frames of the device protocol, their wire formats and validation.
+
+A WebSocket message carries one frame (a map) or a list of frames. Every
+frame has ``t`` (its type) and, for requests, ``rid`` (chosen by the
+requester, echoed in the reply). ``chinwag.cbor.v1`` carries them as CBOR in
+binary messages, ``chinwag.json.v1`` as JSON in text messages, where 64-bit
+ids are decimal strings and byte strings are base64url.
+
+Requests from a device are validated into frozen dataclasses right after
+decoding; nothing past this module touches a raw dict from the wire.
+"""
+
+from __future__ import annotations
+
+import base64
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .codec import decode_cbor, decode_json, encode_cbor, encode_json
+from .errors import ErrorCode, ProtocolError
+from .limits import MAX_BATCH_FRAMES, MAX_FRAME_BYTES, MAX_MESSAGE_BYTES, MAX_TEXT_BYTES
+
+SUBPROTOCOL_CBOR = "chinwag.cbor.v1"
+SUBPROTOCOL_JSON = "chinwag.json.v1"
+
+#: Fields that hold 64-bit ids: decimal strings in JSON.
+ID_FIELDS = frozenset({"id", "last_id"})
+MAX_CID_CHARS = 64
+MAX_RID_CHARS = 64
+MAX_TOKEN_CHARS = 256
+MAX_ADDRESS_CHARS = 200
+
+
+class WireFormat(enum.Enum):
+    """How frames are carried over one connection."""
+
+    CBOR = SUBPROTOCOL_CBOR
+    JSON = SUBPROTOCOL_JSON
+
+    @classmethod
+    def from_subprotocol(cls, name: str | None) -> WireFormat | None:
+        for fmt in cls:
+            if fmt.value == name:
+                return fmt
+        return None
+
+
+Rid = int | str
+
+
+def _bad(message: str) -> ProtocolError:
+    return ProtocolError(ErrorCode.BAD_FRAME, message)
+
+
+# ---------------------------------------------------------------- messages
+
+
+def decode_message(
+    data: bytes | str, fmt: WireFormat, *, max_bytes: int = MAX_MESSAGE_BYTES
+) -> list[dict[str, Any]]:
+    """Decode one WebSocket message into its frames (maps), strictly."""
+    if fmt is WireFormat.CBOR:
+        if not isinstance(data, bytes):
+            raise _bad("chinwag.cbor.v1 frames travel in binary messages")
+        item = decode_cbor(data, max_bytes=max_bytes)
+    else:
+        if not isinstance(data, str):
+            raise _bad("chinwag.json.v1 frames travel in text messages")
+        item = decode_json(data, max_bytes=max_bytes)
+    if not isinstance(item, list) and len(data) > MAX_FRAME_BYTES:
+        raise ProtocolError(ErrorCode.TOO_LARGE, f"a frame is limited to {MAX_FRAME_BYTES} bytes")
+    frames = item if isinstance(item, list) else [item]
+    if not frames:
+        raise _bad("an empty batch")
+    if len(frames) > MAX_BATCH_FRAMES:
+        raise ProtocolError(ErrorCode.TOO_LARGE, f"a batch holds at most {MAX_BATCH_FRAMES} frames")
+    for frame in frames:
+        if not isinstance(frame, dict):
+            raise _bad("a frame is a map")
+    if fmt is WireFormat.JSON:
+        frames = [_from_json(frame) for frame in frames]
+    return frames
+
+
+def encode_message(frames: Sequence[Mapping[str, Any]], fmt: WireFormat) -> bytes | str:
+    """Encode frames as one WebSocket message (a bare frame if only one)."""
+    if fmt is WireFormat.CBOR:
+        return encode_cbor(frames[0] if len(frames) == 1 else list(frames))
+    converted = [_to_json(frame) for frame in frames]
+    return encode_json(converted[0] if len(converted) == 1 else converted)
+
+
+def encode_frame(frame: Mapping[str, Any], fmt: WireFormat) -> bytes | str:
+    """Encode one frame; several can then be joined by :func:`join_frames`."""
+    if fmt is WireFormat.CBOR:
+        return encode_cbor(frame)
+    return encode_json(_to_json(frame))
+
+
+def join_frames(encoded: Sequence[bytes | str], fmt: WireFormat) -> bytes | str:
+    """One WebSocket message from frames encoded by :func:`encode_frame`.
+
+    A single frame goes bare; several become an array, built from the encoded
+    pieces (a CBOR array is its header followed by its items).
+    """
+    if len(encoded) == 1:
+        return encoded[0]
+    if fmt is WireFormat.CBOR:
+        count = len(encoded)
+        if count < 24:
+            header = bytes([0x80 | count])
+        elif count < 256:
+            header = bytes([0x98, count])
+        else:
+            header = bytes([0x99]) + count.to_bytes(2, "big")
+        return header + b"".join(e for e in encoded if isinstance(e, bytes))
+    return "[" + ",".join(e for e in encoded if isinstance(e, str)) + "]"
+
+
+def _to_json(value: Any, key: str | None = None) -> Any:
+    if isinstance(value, dict):
+        return {k: _to_json(v, k) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_to_json(v) for v in value]
+    if isinstance(value, bytes):
+        return base64.urlsafe_b64encode(value).decode("ascii").rstrip("=")
+    if key in ID_FIELDS and isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
+def _from_json(frame: dict[str, Any]) -> dict[str, Any]:
+    out = dict(frame)
+    for key in ID_FIELDS & out.keys():
+        value = out[key]
+        if isinstance(value, str):
+            if not value.isdigit() or len(value) > 20:
+                raise _bad(f"field {key!r} is a decimal id string")
+            out[key] = int(value)
+    return out
+
+
+# ---------------------------------------------------------------- requests
+
+
+@dataclass(frozen=True)
+class Auth:
+    rid: Rid
+    token: str
+
+
+@dataclass(frozen=True)
+class Send:
+    """Send ``text`` to ``to``: ``bob``, ``bob@node`` or ``#group@host``."""
+
+    rid: Rid
+    to: str
+    text: str
+    cid: str | None
+
+
+@dataclass(frozen=True)
+class Sync:
+    """Stream the user's queue from ``after`` (exclusive), then live."""
+
+    rid: Rid
+    after: int
+
+
+@dataclass(frozen=True)
+class Ack:
+    """Cumulative: the device has seen every ``seq`` up to this one."""
+
+    rid: Rid | None
+    seq: int
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    rid: Rid | None
+
+
+Request = Auth | Send | Sync | Ack | Heartbeat
+
+_FIELDS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
+    # type: (required fields, optional fields), ``t`` not counted
+    "auth": (frozenset({"rid", "token"}), frozenset()),
+    "send": (frozenset({"rid", "to", "text"}), frozenset({"cid"})),
+    "sync": (frozenset({"rid", "after"}), frozenset()),
+    "ack": (frozenset({"seq"}), frozenset({"rid"})),
+    "heartbeat": (frozenset(), frozenset({"rid"})),
+}
+REQUEST_TYPES = frozenset(_FIELDS)
+
+
+def frame_rid(frame: Mapping[str, Any]) -> Rid | None:
+    """The frame's ``rid`` if it is well-formed, else None (for error replies)."""
+    rid = frame.get("rid")
+    if isinstance(rid, bool):
+        return None
+    if isinstance(rid, int) and 0 <= rid < 1 << 53:
+        return rid
+    if isinstance(rid, str) and 0 < len(rid) <= MAX_RID_CHARS:
+        return rid
+    return None
+
+
+def _string(frame: Mapping[str, Any], key: str, max_chars: int) -> str:
+    value = frame[key]
+    if not isinstance(value, str):
+        raise _bad(f"field {key!r} must be a string")
+    if not value or len(value) > max_chars:
+        raise _bad(f"field {key!r} must be 1-{max_chars} characters")
+    return value
+
+
+def _count(frame: Mapping[str, Any], key: str) -> int:
+    value = frame[key]
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 1 << 63:
+        raise _bad(f"field {key!r} must be a non-negative integer")
+    return value
+
+
+def parse_request(frame: Mapping[str, Any]) -> Request:
+    """Validate a decoded frame from a device into its request type."""
+    kind = frame.get("t")
+    if not isinstance(kind, str):
+        raise _bad("a frame needs a string 't'")
+    if kind not in _FIELDS:
+        raise _bad(f"unknown frame type {kind[:40]!r}")
+    required, optional = _FIELDS[kind]
+    keys = frame.keys() - {"t"}
+    missing = required - keys
+    if missing:
+        raise _bad(f"{kind}: missing field(s) {', '.join(sorted(missing))}")
+    extra = keys - required - optional
+    if extra:
+        raise _bad(f"{kind}: unknown field(s) {', '.join(sorted(extra))}")
+    rid = frame_rid(frame)
+    if "rid" in frame and rid is None:
+        raise _bad("rid must be an integer below 2**53 or a string of 1-64 characters")
+    if kind == "auth":
+        assert rid is not None
+        return Auth(rid=rid, token=_string(frame, "token", MAX_TOKEN_CHARS))
+    if kind == "send":
+        assert rid is not None
+        text = frame["text"]
+        if not isinstance(text, str):
+            raise _bad("field 'text' must be a string")
+        if len(text) > MAX_TEXT_BYTES or len(text.encode("utf-8")) > MAX_TEXT_BYTES:
+            raise ProtocolError(ErrorCode.TOO_LARGE, f"text is limited to {MAX_TEXT_BYTES} bytes")
+        if not text:
+            raise _bad("field 'text' must not be empty")
+        cid = _string(frame, "cid", MAX_CID_CHARS) if "cid" in frame else None
+        return Send(rid=rid, to=_string(frame, "to", MAX_ADDRESS_CHARS), text=text, cid=cid)
+    if kind == "sync":
+        assert rid is not None
+        return Sync(rid=rid, after=_count(frame, "after"))
+    if kind == "ack":
+        return Ack(rid=rid, seq=_count(frame, "seq"))
+    return Heartbeat(rid=rid)
+
+
+def encode_request(request: Request) -> dict[str, Any]:
+    """The wire map of a request (what a client sends)."""
+    out: dict[str, Any] = {}
+    if isinstance(request, Auth):
+        out = {"t": "auth", "token": request.token}
+    elif isinstance(request, Send):
+        out = {"t": "send", "to": request.to, "text": request.text}
+        if request.cid is not None:
+            out["cid"] = request.cid
+    elif isinstance(request, Sync):
+        out = {"t": "sync", "after": request.after}
+    elif isinstance(request, Ack):
+        out = {"t": "ack", "seq": request.seq}
+    else:
+        out = {"t": "heartbeat"}
+    if request.rid is not None:
+        out["rid"] = request.rid
+    return out
+
+
+# ---------------------------------------------------------------- replies
+
+
+def ok_frame(rid: Rid | None, **fields: Any) -> dict[str, Any]:
+    """A success reply."""
+    frame: dict[str, Any] = {"t": "ok"}
+    if rid is not None:
+        frame["rid"] = rid
+    frame.update(fields)
+    return frame
+
+
+def err_frame(rid: Rid | None, error: ProtocolError) -> dict[str, Any]:
+    """An error reply with its stable code."""
+    frame: dict[str, Any] = {"t": "err", "code": str(error.code), "message": error.message}
+    if rid is not None:
+        frame["rid"] = rid
+    if error.retry_after_ms is not None:
+        frame["retry_after_ms"] = error.retry_after_ms
+    return frame
+
+
+def bye_frame(code: ErrorCode, message: str) -> dict[str, Any]:
+    """Sent just before the node closes a session, saying why."""
+    return {"t": "bye", "code": str(code), "message": message}
+
+
+def error_from_frame(frame: Mapping[str, Any]) -> ProtocolError:
+    """Rebuild the error an ``err``/``bye`` frame carries (client side)."""
+    raw_code = frame.get("code")
+    try:
+        code = ErrorCode(raw_code)
+    except ValueError:
+        code = ErrorCode.INTERNAL
+    message = frame.get("message")
+    retry = frame.get("retry_after_ms")
+    return ProtocolError(
+        code,
+        message if isinstance(message, str) else str(raw_code),
+        retry_after_ms=retry if isinstance(retry, int) and not isinstance(retry, bool) else None,
+    )
+
+
+__all__ = [
+    "Ack",
+    "Auth",
+    "Heartbeat",
+    "MAX_FRAME_BYTES",
+    "Request",
+    "Send",
+    "Sync",
+    "WireFormat",
+    "bye_frame",
+    "decode_message",
+    "encode_frame",
+    "encode_message",
+    "join_frames",
+    "encode_request",
+    "err_frame",
+    "error_from_frame",
+    "ok_frame",
+    "parse_request",
+]

@@ -1,0 +1,89 @@
+"""The ``chinwag`` command end to end: init, run, user, send, tail."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+
+from .procs import run_cli, spawn_node
+
+PW = "cli-password"
+
+
+async def test_init_refuses_to_overwrite_and_creates_private_files(tmp_path) -> None:
+    data = tmp_path / "data"
+    first = await run_cli(["init", "--data", str(data), "--name", "kitchen"], tmp_path)
+    assert first.returncode == 0, first.stderr
+    node_id = first.stdout.decode().strip()
+    assert len(node_id) == 52 and node_id.islower()
+    assert stat.S_IMODE(os.stat(data).st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(data / "node.key").st_mode) == 0o600
+    again = await run_cli(["init", "--data", str(data)], tmp_path)
+    assert again.returncode != 0
+    assert b"refusing" in again.stderr and b"Traceback" not in again.stderr
+
+
+async def test_users_offline_then_chat_through_a_running_node(nursery, tmp_path) -> None:
+    data = tmp_path / "data"
+    home = tmp_path
+    init = await run_cli(["init", "--data", str(data), "--name", "kitchen"], home)
+    assert init.returncode == 0
+    # Node not running: the CLI opens the store itself.
+    added = await run_cli(["user", "add", "alice", "--data", str(data)], home, password=PW)
+    assert added.returncode == 0, added.stderr
+    proc = await spawn_node(nursery, data, "--signup", "closed", home=home)
+    # Node running: the same command goes through the admin socket.
+    added = await run_cli(["user", "add", "bob", "--data", str(data)], home, password=PW)
+    assert added.returncode == 0, added.stderr
+    listed = await run_cli(["user", "list", "--data", str(data), "--json"], home)
+    assert [u["user"] for u in json.loads(listed.stdout)["users"]] == ["alice", "bob"]
+    dup = await run_cli(["user", "add", "bob", "--data", str(data)], home, password=PW)
+    assert dup.returncode != 0 and b"user_exists" in dup.stderr
+
+    common = ["--server", proc.url, "--user", "alice"]
+    sent = await run_cli(["send", *common, "bob@kitchen", "hello bob"], home, password=PW)
+    assert sent.returncode == 0, sent.stderr
+    assert sent.stdout.decode().startswith("id=") and "seq=1" in sent.stdout.decode()
+
+    lines = b"one\ntwo\nthree\n"
+    many = await run_cli(["send", *common, "bob", "-"], home, stdin=lines)  # cached token
+    assert many.returncode == 0, many.stderr
+    assert [ln.split()[1] for ln in many.stdout.decode().splitlines()] == [
+        "seq=2",
+        "seq=3",
+        "seq=4",
+    ]
+
+    tail = await run_cli(
+        ["tail", "--server", proc.url, "--user", "bob", "--json"], home, password=PW
+    )
+    assert tail.returncode == 0, tail.stderr
+    items = [json.loads(line) for line in tail.stdout.decode().splitlines()]
+    assert [i["text"] for i in items] == ["hello bob", "one", "two", "three"]
+    assert items[0]["from"] == "alice@kitchen" and items[0]["to"] == "bob@kitchen"
+    assert {"seq", "id", "from", "to", "ts", "text"} <= items[0].keys()
+    since = await run_cli(
+        ["tail", "--server", proc.url, "--user", "bob", "--json", "--since", "3"], home
+    )
+    assert [json.loads(x)["text"] for x in since.stdout.decode().splitlines()] == ["three"]
+
+    wrong = await run_cli(
+        ["send", "--server", proc.url, "--user", "carol", "bob", "x"], home, password="nope"
+    )
+    assert wrong.returncode != 0 and b"Traceback" not in wrong.stderr
+    assert b"wrong user or password" in wrong.stderr
+    bad = await run_cli(["send", *common, "not a valid address!", "x"], home)
+    assert bad.returncode != 0 and b"Traceback" not in bad.stderr
+
+    removed = await run_cli(["user", "remove", "bob", "--data", str(data)], home)
+    assert removed.returncode == 0
+    assert await proc.terminate() == 0
+
+
+async def test_client_errors_when_node_not_running(tmp_path) -> None:
+    result = await run_cli(
+        ["send", "--server", "http://127.0.0.1:9", "--user", "a", "b", "x"], tmp_path, password="x"
+    )
+    assert result.returncode != 0
+    assert b"cannot reach" in result.stderr and b"Traceback" not in result.stderr
