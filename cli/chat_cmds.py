@@ -120,8 +120,10 @@ async def _send_stdin(args: argparse.Namespace) -> int:
                 reply = results.get(index, ClientError("rate_limited", "gave up retrying"))
                 if isinstance(reply, ClientError):
                     failures += 1
-                    print(f"chinwag: line {start + index + 1}: {reply.message} ({reply.code})",
-                          file=sys.stderr)
+                    print(
+                        f"chinwag: line {start + index + 1}: {reply.message} ({reply.code})",
+                        file=sys.stderr,
+                    )
                 else:
                     _print_ack(reply)
             start += len(window)
@@ -136,7 +138,8 @@ def format_address(address: Any) -> str:
 
 def message_json(frame: dict[str, Any]) -> dict[str, Any]:
     """The ``tail --json`` shape of a ``msg`` frame."""
-    body = frame.get("body") if isinstance(frame.get("body"), dict) else {}
+    found = frame.get("body")
+    body: dict[str, Any] = found if isinstance(found, dict) else {}
     out: dict[str, Any] = {
         "seq": frame.get("seq"),
         "id": frame.get("id"),

@@ -156,11 +156,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise CliError(f"cannot listen on {args.listen}: {exc.strerror or exc}") from exc
     except BaseExceptionGroup as group:
-        for exc in _leaves(group):
-            if isinstance(exc, StoreLocked):
-                raise CliError(f"{data_dir} is in use by another node") from exc
-            if isinstance(exc, OSError):
-                raise CliError(f"cannot listen on {args.listen}: {exc.strerror or exc}") from exc
+        for leaf in _leaves(group):
+            if isinstance(leaf, StoreLocked):
+                raise CliError(f"{data_dir} is in use by another node") from leaf
+            if isinstance(leaf, OSError):
+                raise CliError(f"cannot listen on {args.listen}: {leaf.strerror or leaf}") from leaf
         raise
     print("chinwag: stopped", file=sys.stderr)
     return 0

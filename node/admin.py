@@ -34,9 +34,7 @@ class AdminUnavailable(Exception):
 class AdminOps:
     """What an admin can do; identical online (socket) and offline (store)."""
 
-    def __init__(
-        self, store: Store, status: Callable[[], dict[str, Any]] | None = None
-    ) -> None:
+    def __init__(self, store: Store, status: Callable[[], dict[str, Any]] | None = None) -> None:
         self._store = store
         self._status = status
         self._commands: dict[str, Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]] = {

@@ -103,7 +103,9 @@ class Node:
         finally:
             self.hub.connections -= 1
 
-    async def run(self, *, task_status: trio.TaskStatus[RunningNode] = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(
+        self, *, task_status: trio.TaskStatus[RunningNode] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         """Open the store, listen, and report the URL once ready."""
         async with trio.open_nursery() as nursery:
             await nursery.start(self.store.run)

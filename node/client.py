@@ -99,7 +99,7 @@ async def http_json(
                     event = conn.next_event()
                     if event is h11.NEED_DATA:
                         chunk = await stream.receive_some(65536)
-                        conn.receive_data(chunk)
+                        conn.receive_data(bytes(chunk))
                         continue
                     if isinstance(event, h11.Response):
                         status = event.status_code
@@ -130,7 +130,8 @@ async def api_call(
     """Like :func:`http_json` but raises :class:`ClientError` on an error answer."""
     status, data = await http_json(url, method, path, body, token)
     if status >= 400:
-        err = data.get("error") if isinstance(data.get("error"), dict) else {}
+        found = data.get("error")
+        err: dict[str, Any] = found if isinstance(found, dict) else {}
         raise ClientError(
             str(err.get("code", "error")), str(err.get("message", f"HTTP {status}")), status
         )

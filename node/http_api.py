@@ -170,7 +170,9 @@ class HttpApi:
     # -------------------------------------------------------------- accounts
     async def signup(self, request: HttpRequest) -> HttpResponse:
         if self._config.signup != "open":
-            raise ProtocolError(ErrorCode.FORBIDDEN, "sign-up is closed on this node; ask its admin")
+            raise ProtocolError(
+                ErrorCode.FORBIDDEN, "sign-up is closed on this node; ask its admin"
+            )
         body = self._json_body(request)
         user = check_user_name(self._field(body, "user", 32))
         password = self._field(body, "password", MAX_PASSWORD_CHARS)
@@ -231,7 +233,9 @@ class HttpApi:
         record = self._store.get_user(session.user)
         if record is None:
             raise ProtocolError(ErrorCode.UNAUTHORIZED, "unknown or revoked token")
-        return json_response(200, self._profile_json(record.name, record.display_name, record.status_text))
+        return json_response(
+            200, self._profile_json(record.name, record.display_name, record.status_text)
+        )
 
     async def put_profile(self, request: HttpRequest) -> HttpResponse:
         session, _ = self._authorized(request)
@@ -239,7 +243,9 @@ class HttpApi:
         display = self._field(body, "display_name", MAX_PROFILE_CHARS, required=False)
         status = self._field(body, "status_text", MAX_PROFILE_CHARS, required=False)
         record = await self._store.set_profile(session.user, display, status)
-        return json_response(200, self._profile_json(record.name, record.display_name, record.status_text))
+        return json_response(
+            200, self._profile_json(record.name, record.display_name, record.status_text)
+        )
 
     def _profile_json(self, user: str, display: str, status: str) -> dict[str, Any]:
         return {

@@ -43,7 +43,7 @@ class _ReplayStream(trio.abc.Stream):
             size = len(self._prefix) if max_bytes is None else max_bytes
             chunk, self._prefix = self._prefix[:size], self._prefix[size:]
             return chunk
-        return await self._inner.receive_some(max_bytes)
+        return bytes(await self._inner.receive_some(max_bytes))
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         await self._inner.send_all(data)
@@ -137,7 +137,9 @@ class Server:
                 await self._respond(
                     conn,
                     stream,
-                    json_error_response(429, "rate_limited", "too many connections from your address"),
+                    json_error_response(
+                        429, "rate_limited", "too many connections from your address"
+                    ),
                 )
                 return
             if headers.get("upgrade", "").lower() == "websocket":
@@ -253,7 +255,7 @@ class Server:
                     nursery.cancel_scope.cancel()
                     return
                 ws = await request.accept(subprotocol=fmt.value)
-            if scope.cancelled_caught:
+            if scope.cancelled_caught or fmt is None:
                 nursery.cancel_scope.cancel()
                 return
             self._websockets += 1

@@ -39,9 +39,9 @@ from chinwag.protocol.frames import (
     decode_message,
     encode_frame,
     encode_message,
-    join_frames,
     err_frame,
     frame_rid,
+    join_frames,
     ok_frame,
     parse_request,
 )

@@ -44,6 +44,7 @@ from typing import Any, Generic, TypeVar
 import cbor2
 import lmdb
 import trio
+
 from chinwag.protocol.addresses import UserAddress, check_user_name
 from chinwag.protocol.envelope import Envelope, NodeKey, SignedUnit, sign_envelope
 from chinwag.protocol.errors import ErrorCode, ProtocolError

@@ -39,9 +39,7 @@ class ProtocolError(Exception):
     ``retry_after_ms`` is set for ``rate_limited``.
     """
 
-    def __init__(
-        self, code: ErrorCode, message: str, *, retry_after_ms: int | None = None
-    ) -> None:
+    def __init__(self, code: ErrorCode, message: str, *, retry_after_ms: int | None = None) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message

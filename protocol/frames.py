@@ -76,12 +76,12 @@ def decode_message(
         raise _bad("an empty batch")
     if len(frames) > MAX_BATCH_FRAMES:
         raise ProtocolError(ErrorCode.TOO_LARGE, f"a batch holds at most {MAX_BATCH_FRAMES} frames")
+    out: list[dict[str, Any]] = []
     for frame in frames:
         if not isinstance(frame, dict):
             raise _bad("a frame is a map")
-    if fmt is WireFormat.JSON:
-        frames = [_from_json(frame) for frame in frames]
-    return frames
+        out.append(_from_json(frame) if fmt is WireFormat.JSON else frame)
+    return out
 
 
 def encode_message(frames: Sequence[Mapping[str, Any]], fmt: WireFormat) -> bytes | str:
@@ -314,7 +314,7 @@ def error_from_frame(frame: Mapping[str, Any]) -> ProtocolError:
     """Rebuild the error an ``err``/``bye`` frame carries (client side)."""
     raw_code = frame.get("code")
     try:
-        code = ErrorCode(raw_code)
+        code = ErrorCode(str(raw_code))
     except ValueError:
         code = ErrorCode.INTERNAL
     message = frame.get("message")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import trio
@@ -135,14 +136,15 @@ async def test_resend_with_same_cid_is_not_duplicated(start_node) -> None:
 
 
 async def test_json_subprotocol_carries_ids_as_strings(start_node) -> None:
-    from chinwag.protocol.codec import decode_json
     from chinwag.node.client import open_ws
+    from chinwag.protocol.codec import decode_json
+
     node = await start_node()
     alice = await node.user("alice")
     await node.user("bob")
     url = node.url.replace("http", "ws") + "/ws"
     async with open_ws(url, subprotocols=["chinwag.json.v1"]) as ws:
-        await ws.send_message('{"t":"auth","rid":1,"token":"%s"}' % alice)
+        await ws.send_message(json.dumps({"t": "auth", "rid": 1, "token": alice}))
         assert decode_json(await ws.get_message())["t"] == "ok"
         await ws.send_message('{"t":"send","rid":2,"to":"bob","text":"json hi","cid":"j1"}')
         reply = decode_json(await ws.get_message())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from chinwag.node import passwords
 from chinwag.node.passwords import hash_password, new_token, token_hash, verify_password
 

@@ -13,6 +13,7 @@ import cbor2
 import pytest
 import trio
 import trio.testing
+
 from chinwag.node import store as store_module
 from chinwag.node.store import SendResult, Store, StoreLocked, WriteTxn
 from chinwag.protocol.addresses import UserAddress
@@ -274,9 +275,7 @@ async def test_sender_seq_is_the_senders_queue_position(store: Store, key: NodeK
     assert store.queue_head("bob") == 2
 
 
-async def test_cid_repeat_returns_original_and_writes_nothing(
-    store: Store, key: NodeKey
-) -> None:
+async def test_cid_repeat_returns_original_and_writes_nothing(store: Store, key: NodeKey) -> None:
     await users(store, "alice", "bob")
     first = await store.send_direct("alice", "d1", "cid-1", to(key, "bob"), "hi", T0)
     commits = store.statistics().commits
@@ -361,9 +360,7 @@ async def hold_writer(store: Store, nursery: trio.Nursery) -> threading.Event:
     return gate
 
 
-async def test_group_commit_and_failures_isolated_in_a_batch(
-    store: Store, key: NodeKey
-) -> None:
+async def test_group_commit_and_failures_isolated_in_a_batch(store: Store, key: NodeKey) -> None:
     await users(store, "alice", "bob")
     outcomes: dict[int, SendResult | ProtocolError] = {}
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import struct
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from chinwag.protocol.codec import decode_cbor, decode_json, encode_cbor, encode_json
 from chinwag.protocol.errors import ErrorCode, ProtocolError
 from chinwag.protocol.limits import MAX_DEPTH, MAX_ITEMS, MAX_MESSAGE_BYTES
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 INT_MIN = -(1 << 63)
 INT_MAX = (1 << 63) - 1

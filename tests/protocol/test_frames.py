@@ -31,7 +31,9 @@ texts = st.text(min_size=1, max_size=300)
 
 requests = st.one_of(
     st.builds(Auth, rid=rids, token=st.text(min_size=1, max_size=256)),
-    st.builds(Send, rid=rids, to=short, text=texts, cid=st.none() | st.text(min_size=1, max_size=64)),
+    st.builds(
+        Send, rid=rids, to=short, text=texts, cid=st.none() | st.text(min_size=1, max_size=64)
+    ),
     st.builds(Sync, rid=rids, after=counts),
     st.builds(Ack, rid=st.none() | rids, seq=counts),
     st.builds(Heartbeat, rid=st.none() | rids),
