@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 
 from chinwag.node.client import ClientError
 
-from . import chat_cmds, node_cmds
+from . import admin_cmds, chat_cmds, node_cmds
 from .common import CliError, client_error_message
 
 
@@ -21,6 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     node_cmds.register(sub)
     chat_cmds.register(sub)
+    admin_cmds.register(sub)
     return parser
 
 

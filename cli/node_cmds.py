@@ -22,6 +22,7 @@ from chinwag.node.identity import (
     load_or_init_identity,
 )
 from chinwag.node.passwords import hash_password
+from chinwag.node.seeds import parse_seed
 from chinwag.node.store import Store, StoreLocked
 from chinwag.protocol.errors import ProtocolError
 
@@ -55,6 +56,18 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--heartbeat", type=float, help="heartbeat interval told to devices (s)")
     p.add_argument("--heartbeat-deadline", type=float, help="drop a silent device after (s)")
     p.add_argument("--send-timeout", type=float, help="drop a device not reading for (s)")
+    p.add_argument(
+        "--peer",
+        action="append",
+        default=[],
+        metavar="URL#NODEID",
+        help="seed peer, trusted with its pinned key (repeatable)",
+    )
+    p.add_argument("--trust-lan", action="store_true", help="trust peers found by mDNS")
+    p.add_argument("--no-mdns", action="store_true", help="no mDNS announce/browse")
+    p.add_argument(
+        "--mdns-interface", action="append", default=[], help="announce/browse only here"
+    )
     p.set_defaults(handler=cmd_run)
 
     p = sub.add_parser("user", help="manage local users")
@@ -122,7 +135,21 @@ def cmd_run(args: argparse.Namespace) -> int:
             overrides[field] = value
     if "heartbeat_interval" in overrides and "heartbeat_deadline" not in overrides:
         overrides["heartbeat_deadline"] = overrides["heartbeat_interval"] * 3
-    config = NodeConfig(data_dir=data_dir, host=host, port=port, signup=args.signup, **overrides)
+    try:
+        seeds = tuple(parse_seed(text) for text in args.peer)
+    except ProtocolError as exc:
+        raise CliError(exc.message) from exc
+    config = NodeConfig(
+        data_dir=data_dir,
+        host=host,
+        port=port,
+        signup=args.signup,
+        seeds=seeds,
+        trust_lan=args.trust_lan,
+        mdns=not args.no_mdns,
+        mdns_interfaces=tuple(args.mdns_interface),
+        **overrides,
+    )
     try:
         ensure_data_dir(data_dir)
         identity = load_or_init_identity(data_dir, args.name)

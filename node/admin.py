@@ -18,9 +18,17 @@ from typing import Any
 
 import trio
 
-from chinwag.protocol.addresses import check_user_name
+from chinwag.protocol.addresses import (
+    check_user_name,
+    is_node_id_text,
+    node_id_bytes,
+    node_id_text,
+)
+from chinwag.protocol.envelope import check_public_key
 from chinwag.protocol.errors import ErrorCode, ProtocolError
 
+from .peers import BLOCKED, TRUSTED, PeerRegistry
+from .seeds import parse_seed
 from .store import Store
 
 SOCKET_NAME = "admin.sock"
@@ -34,10 +42,23 @@ class AdminUnavailable(Exception):
 class AdminOps:
     """What an admin can do; identical online (socket) and offline (store)."""
 
-    def __init__(self, store: Store, status: Callable[[], dict[str, Any]] | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        status: Callable[[], dict[str, Any]] | None = None,
+        registry: PeerRegistry | None = None,
+        poke: Callable[[bytes], None] | None = None,
+    ) -> None:
         self._store = store
         self._status = status
+        self._registry = registry or PeerRegistry(store)
+        self._poke = poke
         self._commands: dict[str, Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]] = {
+            "peers.list": self.peers_list,
+            "peers.add": self.peers_add,
+            "peers.approve": self.peers_approve,
+            "peers.block": self.peers_block,
+            "peers.remove": self.peers_remove,
             "user.add": self.user_add,
             "user.list": self.user_list,
             "user.remove": self.user_remove,
@@ -86,6 +107,62 @@ class AdminOps:
         user = self._str(args, "user")
         await self._store.set_password(user, self._str(args, "pw_hash"))
         return {"user": user}
+
+    def _peer_key(self, args: dict[str, Any]) -> bytes:
+        """A node id, or an unambiguous prefix of one (as ``peers list`` shows)."""
+        text = self._str(args, "id").lower()
+        if is_node_id_text(text):
+            return check_public_key(node_id_bytes(text))
+        matches = [p.key for p in self._registry.all() if p.id.startswith(text)]
+        if len(matches) != 1:
+            raise ProtocolError(ErrorCode.NOT_FOUND, f"no single peer matches {text[:60]!r}")
+        return matches[0]
+
+    async def peers_list(self, args: dict[str, Any]) -> dict[str, Any]:
+        peers = [
+            {
+                "node_id": p.id,
+                "name": p.name,
+                "state": p.state,
+                "urls": list(p.urls),
+                "source": p.source,
+            }
+            for p in self._registry.all()
+        ]
+        return {"peers": peers}
+
+    async def peers_add(self, args: dict[str, Any]) -> dict[str, Any]:
+        url, node_id = parse_seed(self._str(args, "peer"))
+        key = check_public_key(node_id_bytes(node_id))
+        if key == self._store.node_key.public:
+            raise ProtocolError(ErrorCode.BAD_REQUEST, "that is this node's own id")
+        record = await self._registry.upsert(
+            key, state=TRUSTED, urls=(url,), source="admin", now_ms=_now_ms(), keep_blocked=False
+        )
+        self._kick(key)
+        return {"node_id": record.id, "state": record.state}
+
+    async def peers_approve(self, args: dict[str, Any]) -> dict[str, Any]:
+        key = self._peer_key(args)
+        record = await self._registry.set_state(key, TRUSTED)
+        self._kick(key)
+        return {"node_id": record.id, "state": record.state}
+
+    async def peers_block(self, args: dict[str, Any]) -> dict[str, Any]:
+        key = self._peer_key(args)
+        record = await self._registry.set_state(key, BLOCKED)
+        self._kick(key)
+        return {"node_id": record.id, "state": record.state}
+
+    async def peers_remove(self, args: dict[str, Any]) -> dict[str, Any]:
+        key = self._peer_key(args)
+        await self._registry.remove(key)
+        self._kick(key)
+        return {"node_id": node_id_text(key)}
+
+    def _kick(self, key: bytes) -> None:
+        if self._poke is not None:
+            self._poke(key)
 
     async def status(self, args: dict[str, Any]) -> dict[str, Any]:
         if self._status is None:

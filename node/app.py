@@ -14,14 +14,19 @@ from typing import Any
 import trio
 from trio_websocket import WebSocketConnection
 
+from chinwag.protocol.addresses import node_id_bytes
+from chinwag.protocol.envelope import check_public_key
 from chinwag.protocol.frames import WireFormat
 
 from .admin import AdminOps, AdminServer
 from .config import NodeConfig
+from .federation import Federation
 from .http_api import HttpApi
 from .hub import Hub
 from .identity import NodeIdentity, ensure_data_dir, load_or_init_identity
+from .peers import BLOCKED, TRUSTED, PeerRegistry
 from .router import Router
+from .seeds import read_peers_file
 from .server import Server
 from .sessions import DeviceSession
 from .store import Store
@@ -56,11 +61,41 @@ class Node:
             map_size=config.map_size,
             on_commit=self.hub.queues_grew,
         )
-        self.router = Router(self.identity, self.store, wall_clock_ms)
+        self.registry = PeerRegistry(self.store)
+        self.store.remote_sink = self.registry
+        self.federation = Federation(config, self.identity, self.registry)
+        self.router = Router(
+            self.identity,
+            self.store,
+            wall_clock_ms,
+            registry=self.registry,
+            outbox_grew=self.federation.outbox_grew,
+        )
         self.api = HttpApi(config, self.identity, self.store, self.hub)
         self.server = Server(config, self.api, self._on_websocket)
-        self.admin = AdminServer(config.data_dir, AdminOps(self.store, status=self.status))
+        self.admin = AdminServer(
+            config.data_dir,
+            AdminOps(
+                self.store,
+                status=self.status,
+                registry=self.registry,
+                poke=self.federation.poke,
+            ),
+        )
         self.started_at = 0.0
+
+    async def _load_seeds(self) -> None:
+        """Seed peers (flags and DATA/peers) are trusted with their pinned key."""
+        seeds = list(self.config.seeds) + read_peers_file(self.config.data_dir)
+        for url, node_id in seeds:
+            key = check_public_key(node_id_bytes(node_id))
+            if key == self.identity.key.public:
+                continue
+            record = self.registry.get(key)
+            state = None if record is not None and record.state == BLOCKED else TRUSTED
+            await self.registry.upsert(
+                key, state=state, urls=(url,), source="seed", now_ms=wall_clock_ms()
+            )
 
     def status(self) -> dict[str, Any]:
         """What ``chinwag status`` shows: a view over the services' statistics."""
@@ -87,12 +122,16 @@ class Node:
                 "pending": store.pending,
                 "map_size": store.map_size,
             },
-            "peers": [],
+            "peers": self.federation.peer_status(),
         }
 
-    async def _on_websocket(self, ws: WebSocketConnection, fmt: WireFormat, path: str) -> None:
-        if path != "/ws":
-            await ws.aclose(1008, "federation is not enabled on this node")
+    async def _on_websocket(
+        self, ws: WebSocketConnection, fmt: WireFormat | None, path: str
+    ) -> None:
+        if path == "/federation":
+            await self.federation.accept(ws)
+            return
+        if fmt is None:
             return
         session = DeviceSession(
             ws, fmt, self.config, self.identity, self.store, self.hub, self.router
@@ -109,8 +148,10 @@ class Node:
         """Open the store, listen, and report the URL once ready."""
         async with trio.open_nursery() as nursery:
             await nursery.start(self.store.run)
+            await self._load_seeds()
             await nursery.start(self.admin.run)
             port = await nursery.start(self.server.run)
+            await nursery.start(self.federation.run)
             self.started_at = trio.current_time()
             host = self.config.host
             shown = f"[{host}]" if ":" in host else host

@@ -53,6 +53,19 @@ class NodeConfig:
     map_size: int = 64 << 20
     sync_page: int = 256
 
+    # Federation
+    #: Seed peers: (url, node id text) pairs, trusted with their pinned key.
+    seeds: tuple[tuple[str, str], ...] = ()
+    #: Envelopes per second accepted from one peer (token bucket) and burst.
+    peer_rate: float = 20_000.0
+    peer_burst: int = 40_000
+    backoff_min: float = 0.5
+    backoff_max: float = 60.0
+    #: Discovery: announce and browse with mDNS; trust what it finds?
+    mdns: bool = True
+    mdns_interfaces: tuple[str, ...] = ()
+    trust_lan: bool = False
+
     # Presence
     presence_timeout: float = 30.0
     presence_grace: float = 2.0

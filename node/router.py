@@ -11,11 +11,18 @@ from typing import Any
 
 import cbor2
 
-from chinwag.protocol.addresses import UserAddress, is_node_id_text, parse_target
+from chinwag.protocol.addresses import (
+    UserAddress,
+    is_node_id_text,
+    node_id_bytes,
+    node_id_text,
+    parse_target,
+)
 from chinwag.protocol.envelope import SignedUnit, decode_envelope
 from chinwag.protocol.errors import ErrorCode, ProtocolError
 
 from .identity import NodeIdentity
+from .peers import PeerRegistry
 from .store import SendResult, Store
 
 
@@ -27,16 +34,31 @@ class Router:
         identity: NodeIdentity,
         store: Store,
         now_ms: Callable[[], int],
+        registry: PeerRegistry | None = None,
+        outbox_grew: Callable[[str], None] | None = None,
     ) -> None:
         self._identity = identity
         self._store = store
         self._now_ms = now_ms
+        self._registry = registry
+        self._outbox_grew = outbox_grew
+        self._labels: dict[str, str | None] = {}
 
     def node_label(self, node_id: str) -> str | None:
         """The display name of a node, from this node's own pins."""
         if node_id == self._identity.id:
             return self._identity.name
-        return None
+        if self._registry is None:
+            return None
+        if node_id not in self._labels or self._labels[node_id] is None:
+            if len(self._labels) > 10_000:
+                self._labels.clear()
+            record = self._registry.get(node_id_bytes(node_id))
+            name = record.name if record is not None and record.name else None
+            if name is not None and self._registry.pinned(name) != record.key:  # type: ignore[union-attr]
+                name = None
+            self._labels[node_id] = name
+        return self._labels[node_id]
 
     def resolve_node(self, text: str | None) -> str:
         """A node label or id (None = this node) to a node id."""
@@ -44,6 +66,10 @@ class Router:
             return self._identity.id
         if is_node_id_text(text):
             return text
+        if self._registry is not None:
+            key = self._registry.pinned(text)
+            if key is not None:
+                return node_id_text(key)
         raise ProtocolError(ErrorCode.NO_SUCH_NODE, f"unknown node {text!r}")
 
     def resolve_user(self, text: str) -> UserAddress:
@@ -59,9 +85,10 @@ class Router:
         self, sender: str, device: str, cid: str | None, to_text: str, text: str
     ) -> SendResult:
         to = self.resolve_user(to_text)
-        if to.node != self._identity.id:
-            raise ProtocolError(ErrorCode.NO_SUCH_NODE, f"unknown node {to.node[:12]}")
-        return await self._store.send_direct(sender, device, cid, to, text, self._now_ms())
+        result = await self._store.send_direct(sender, device, cid, to, text, self._now_ms())
+        if to.node != self._identity.id and self._outbox_grew is not None:
+            self._outbox_grew(to.node)
+        return result
 
     def render(self, seq: int, record: bytes) -> dict[str, Any]:
         """A queue record as the ``msg`` frame a device receives."""

@@ -18,6 +18,7 @@ import trio
 from trio_websocket import WebSocketConnection, wrap_server_stream
 
 from chinwag.protocol.frames import WireFormat
+from chinwag.protocol.handshake import FED_SUBPROTOCOL
 from chinwag.protocol.limits import MAX_PREAUTH_MESSAGE_BYTES
 
 from .config import NodeConfig
@@ -28,7 +29,7 @@ log = logging.getLogger(__name__)
 MAX_HEAD_BYTES = 16 * 1024
 WS_PATHS = ("/ws", "/federation")
 
-WebSocketHandler = Callable[[WebSocketConnection, WireFormat, str], Awaitable[None]]
+WebSocketHandler = Callable[[WebSocketConnection, WireFormat | None, str], Awaitable[None]]
 
 
 class _ReplayStream(trio.abc.Stream):
@@ -236,9 +237,16 @@ class Server:
         self, stream: trio.SocketStream, raw: bytes, headers: dict[str, str], path: str
     ) -> None:
         offered = [p.strip() for p in headers.get("sec-websocket-protocol", "").split(",")]
-        fmt = next(
-            (f for name in offered if (f := WireFormat.from_subprotocol(name)) is not None), None
-        )
+        fmt: WireFormat | None = None
+        subprotocol: str | None = None
+        if path == "/federation":
+            subprotocol = FED_SUBPROTOCOL if FED_SUBPROTOCOL in offered else None
+        else:
+            fmt = next(
+                (f for name in offered if (f := WireFormat.from_subprotocol(name)) is not None),
+                None,
+            )
+            subprotocol = fmt.value if fmt is not None else None
         async with trio.open_nursery() as nursery:
             with trio.move_on_after(self._config.handshake_timeout) as scope:
                 request = await wrap_server_stream(
@@ -247,15 +255,16 @@ class Server:
                     message_queue_size=4,
                     max_message_size=MAX_PREAUTH_MESSAGE_BYTES,
                 )
-                if fmt is None:
+                if subprotocol is None:
                     await request.reject(
                         400,
-                        body=b"offer subprotocol chinwag.cbor.v1 or chinwag.json.v1\n",
+                        body=b"offer subprotocol chinwag.cbor.v1, chinwag.json.v1 "
+                        b"(or chinwag.fed.v1 on /federation)\n",
                     )
                     nursery.cancel_scope.cancel()
                     return
-                ws = await request.accept(subprotocol=fmt.value)
-            if scope.cancelled_caught or fmt is None:
+                ws = await request.accept(subprotocol=subprotocol)
+            if scope.cancelled_caught:
                 nursery.cancel_scope.cancel()
                 return
             self._websockets += 1

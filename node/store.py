@@ -39,7 +39,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import cbor2
 import lmdb
@@ -72,6 +72,15 @@ SCHEMA_VERSION = 1
 #   contacts:      uid(4) | address (utf-8)          -> b""
 #   meta:          b"schema" -> version(4); b"last_id" -> id(8); b"next_uid" -> uid(4)
 #
+# Federation (layouts and operations in node/peers.py):
+#   peers:         node_key(32)                      -> cbor {name, state, urls, ...}
+#   peer_names:    name (utf-8)                      -> node_key(32)  (pins)
+#   outbox:        node_key(32) | oseq(8)            -> cbor {unit, user, ms}
+#   outbox_meta:   node_key(32)                      -> cbor {next, acked}
+#   inbound:       node_key(32)                      -> applied oseq(8)
+#   dedup:         origin(32) | id(8)                -> stored_ms(8)
+#   dedup_times:   stored_ms(8) | origin(32) | id(8) -> b""  (age index for pruning)
+#
 # uids are never reused, so rows a removed user leaves behind (cid_times
 # entries, pruned by age) can never be mistaken for a new user's.
 DB_NAMES = (
@@ -86,6 +95,13 @@ DB_NAMES = (
     "cid_times",
     "contacts",
     "meta",
+    "peers",
+    "peer_names",
+    "outbox",
+    "outbox_meta",
+    "inbound",
+    "dedup",
+    "dedup_times",
 )
 MAX_DBS = 64
 
@@ -345,6 +361,16 @@ def _take_lock(data_dir: Path) -> int:
     return fd
 
 
+class RemoteSink(Protocol):
+    """Where messages for other nodes go (federation's durable outboxes)."""
+
+    def check(self, w: WriteTxn, node_id: str) -> None: ...
+
+    def append(
+        self, w: WriteTxn, node_id: str, unit: SignedUnit, sender: str, now_ms: int
+    ) -> None: ...
+
+
 class Store:
     """LMDB-backed users, sessions, devices, contacts and sync queues."""
 
@@ -365,6 +391,7 @@ class Store:
         self._max_pending = max_pending
         self._batch_max = max(1, batch_max)
         self._on_commit = on_commit
+        self.remote_sink: RemoteSink | None = None
         self._db_names = DB_NAMES + tuple(n for n in extra_dbs if n not in DB_NAMES)
         self._env: lmdb.Environment | None = None
         self._dbs: dict[str, Any] = {}
@@ -764,9 +791,14 @@ class Store:
                 if hit is not None:
                     msg_id, seq, ts = _CID_VALUE.unpack(hit)
                     return SendResult(msg_id, seq, ts, duplicate=True)
-            if to.node != w.node_id:
-                raise ProtocolError(ErrorCode.NO_SUCH_NODE, f"unknown node {to.node[:12]}")
-            w.require_user(to.user)
+            remote = to.node != w.node_id
+            if remote:
+                if self.remote_sink is None:
+                    raise ProtocolError(ErrorCode.NO_SUCH_NODE, f"unknown node {to.node[:12]}")
+                # Refuses an unknown node or a full outbox before any id is used.
+                self.remote_sink.check(w, to.node)
+            else:
+                w.require_user(to.user)
             msg_id = w.next_id(now_ms)
             env = Envelope(
                 id=msg_id,
@@ -777,10 +809,16 @@ class Store:
                 kind="text",
                 body={"text": text},
             )
-            record = unit_record(sign_envelope(w.node_key, env))
-            seq = w.append_to_queue(to.user, record)
-            if to.user != sender:
+            unit = sign_envelope(w.node_key, env)
+            record = unit_record(unit)
+            if remote:
+                assert self.remote_sink is not None
+                self.remote_sink.append(w, to.node, unit, sender, now_ms)
                 seq = w.append_to_queue(sender, record)
+            else:
+                seq = w.append_to_queue(to.user, record)
+                if to.user != sender:
+                    seq = w.append_to_queue(sender, record)
             if cid_key is not None:
                 w.txn.put(cid_key, _CID_VALUE.pack(msg_id, seq, now_ms), db=cids)
                 w.txn.put(_u64(now_ms) + cid_key, b"", db=w.db("cid_times"))

@@ -20,6 +20,7 @@ import trio  # noqa: E402
 from chinwag.node.app import Node, RunningNode  # noqa: E402
 from chinwag.node.client import login, signup  # noqa: E402
 from chinwag.node.config import NodeConfig  # noqa: E402
+from chinwag.node.identity import load_or_init_identity  # noqa: E402
 
 PASSWORD = "correct horse battery staple"
 
@@ -56,10 +57,14 @@ _counter = itertools.count()
 async def start_node(nursery: trio.Nursery, tmp_path: Path) -> AsyncIterator[StartNode]:
     """Start a real node in this test's nursery: ``await start_node(**config)``."""
 
-    async def start(data_dir: Path | None = None, **overrides: Any) -> TestNode:
+    async def start(
+        data_dir: Path | None = None, name: str | None = None, **overrides: Any
+    ) -> TestNode:
         directory = data_dir or tmp_path / f"node{next(_counter)}"
+        # Never mDNS on a real interface in tests (see tests/integration/netns).
+        overrides.setdefault("mdns", False)
         config = NodeConfig(data_dir=directory, host="127.0.0.1", port=0, **overrides)
-        node = Node(config)
+        node = Node(config, load_or_init_identity(directory, name))
         stopped = trio.Event()
 
         async def serve(task_status: trio.TaskStatus[tuple[RunningNode, trio.CancelScope]]) -> None:

@@ -48,7 +48,9 @@ async def spawn_node(
 ) -> NodeProcess:
     """Start ``chinwag run`` on a random loopback port and wait for its URL."""
     args = [sys.executable, "-m", "chinwag.cli", "run", "--data", str(data_dir)]
-    args += ["--listen", "127.0.0.1:0", *flags]
+    # --no-mdns unless the test runs inside its own network namespace.
+    mdns = [] if "--mdns-interface" in flags or "--trust-lan" in flags else ["--no-mdns"]
+    args += ["--listen", "127.0.0.1:0", *mdns, *flags]
     process = await trio.lowlevel.open_process(
         args,
         stdout=subprocess.PIPE,
@@ -73,6 +75,16 @@ async def spawn_node(
             pass
 
     nursery.start_soon(keep_reading)
+
+    async def reap() -> None:
+        # Whatever happens to the test, the node process does not outlive it.
+        try:
+            await trio.sleep_forever()
+        finally:
+            if process.returncode is None:
+                process.kill()
+
+    nursery.start_soon(reap)
     return NodeProcess(process, match.group(1).decode(), output)
 
 

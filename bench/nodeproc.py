@@ -1,0 +1,183 @@
+"""Shared by the load generators: a chinwag node in a subprocess, and /proc readings.
+
+The node runs as ``python -m chinwag.cli run`` with a fresh data directory
+(on disk, so commits pay a real fsync) and the per-device limits lifted; the
+load generator is this process, the node another. Readings come from
+``/proc/PID``: CPU seconds (utime + stime of every thread), per-thread CPU
+(the trio thread is the one whose TID is the PID) and memory (VmRSS, RssAnon,
+RssFile).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+READY_MARK = " ready at "
+
+
+def raise_nofile_limit() -> int:
+    """Raise RLIMIT_NOFILE's soft limit to the hard limit (children inherit it)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        hard = max(soft, 1 << 16)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+@dataclass(frozen=True)
+class CpuSample:
+    """CPU seconds of a process: all threads (user+sys), kernel part, main (trio) thread."""
+
+    total: float
+    system: float
+    main: float
+
+    def __sub__(self, other: CpuSample) -> CpuSample:
+        return CpuSample(
+            self.total - other.total, self.system - other.system, self.main - other.main
+        )
+
+
+def _stat_cpu(path: str) -> tuple[float, float]:
+    """(utime + stime, stime) in seconds from a /proc stat file."""
+    with open(path) as f:
+        text = f.read()
+    # Fields after the ")" that closes comm: state is field 3, utime 14, stime 15.
+    fields = text[text.rindex(")") + 2 :].split()
+    utime, stime = int(fields[11]), int(fields[12])
+    return (utime + stime) / CLOCK_TICKS, stime / CLOCK_TICKS
+
+
+def cpu_seconds(pid: int) -> CpuSample:
+    total, system = _stat_cpu(f"/proc/{pid}/stat")
+    main, _ = _stat_cpu(f"/proc/{pid}/task/{pid}/stat")
+    return CpuSample(total, system, main)
+
+
+def memory_kb(pid: int) -> dict[str, int]:
+    """VmRSS, RssAnon, RssFile, VmHWM of a process, in KiB."""
+    out: dict[str, int] = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            key, _, rest = line.partition(":")
+            if key in ("VmRSS", "RssAnon", "RssFile", "VmHWM"):
+                out[key] = int(rest.split()[0])
+    return out
+
+
+def thread_count(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/task"))
+
+
+class NodeProcess:
+    """A node on 127.0.0.1 with a fresh data dir; use as a context manager."""
+
+    def __init__(
+        self,
+        *,
+        data_root: str | None = None,
+        extra_args: tuple[str, ...] = (),
+        keep_data: bool = False,
+        ready_timeout: float = 30.0,
+        python: str = sys.executable,
+        python_args: tuple[str, ...] = (),
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.data_dir = Path(tempfile.mkdtemp(prefix="chinwag-bench-", dir=data_root))
+        self._extra_args = extra_args
+        self._keep = keep_data
+        self._ready_timeout = ready_timeout
+        self._python = python
+        self._python_args = python_args
+        self._env = env or {}
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.url = ""
+        self.log_path = self.data_dir / "node.log"
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def __enter__(self) -> NodeProcess:
+        env = dict(os.environ)
+        env["CHINWAG_TEST_FAST_KDF"] = "1"  # creating many users stays cheap
+        env["PYTHONUNBUFFERED"] = "1"
+        env.update(self._env)
+        cmd = [
+            self._python,
+            *self._python_args,
+            "-m",
+            "chinwag.cli",
+            "run",
+            "--data",
+            str(self.data_dir / "node"),
+            "--name",
+            "bench",
+            "--listen",
+            "127.0.0.1:0",
+            "--send-rate",
+            "1000000",
+            "--send-burst",
+            "1000000",
+            "--max-conn-per-address",
+            "5000",
+            *self._extra_args,
+        ]
+        log = open(self.log_path, "wb")  # noqa: SIM115 - handed to the child
+        try:
+            self.proc = subprocess.Popen(
+                cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
+            )
+        finally:
+            log.close()
+        deadline = time.monotonic() + self._ready_timeout
+        while time.monotonic() < deadline:
+            text = self.log_path.read_text(errors="replace")
+            for line in text.splitlines():
+                if READY_MARK in line:
+                    self.url = line.rsplit(READY_MARK, 1)[1].strip()
+                    return self
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        output = self.log_tail(40)
+        self.__exit__(None, None, None)
+        raise RuntimeError(f"node did not become ready; its output:\n{output}")
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if not self._keep:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    """Nearest-rank percentile of an ascending list (q in 0..100)."""
+    if not sorted_values:
+        return float("nan")
+    rank = max(1, min(len(sorted_values), math.ceil(q / 100 * len(sorted_values))))
+    return sorted_values[rank - 1]

@@ -1,0 +1,410 @@
+"""Federation state in LMDB: peers and their trust, name pins, outboxes, inbound.
+
+Trust states: ``trusted`` (seed list with pinned id, or approved by an admin),
+``pending`` (discovered or gossiped; an admin may approve), ``blocked``.
+Only a trusted peer's signed handshake pins its name.
+
+Each peer has a durable outbox: entries carry a per-peer ``oseq``; the peer
+acknowledges cumulatively after its own commit, and entries up to the ack
+are deleted. The receiving side stores the highest applied ``oseq`` per peer
+in the same transaction as the messages, so a resent batch stores nothing
+twice, and ``(origin, id)`` dedup catches a replay under a new ``oseq``.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import cbor2
+
+from chinwag.protocol.addresses import UserAddress, node_id_bytes, node_id_text
+from chinwag.protocol.envelope import SignedUnit, open_unit
+from chinwag.protocol.errors import ErrorCode, ProtocolError
+
+from .store import Store, WriteTxn, event_record, unit_record
+
+TRUSTED = "trusted"
+PENDING = "pending"
+BLOCKED = "blocked"
+STATES = (TRUSTED, PENDING, BLOCKED)
+
+#: Outbox bound per peer: a send gets ``unavailable`` before any ``ok`` past it.
+MAX_OUTBOX_ENTRIES = 200_000
+MAX_URLS = 8
+MAX_URL_CHARS = 300
+DEDUP_RETENTION_MS = 7 * 24 * 3600 * 1000
+DEDUP_PRUNE_PER_ENTRY = 2
+MAX_PEERS = 4096
+
+_U64 = struct.Struct(">Q")
+
+
+@dataclass(frozen=True)
+class PeerRecord:
+    key: bytes
+    name: str
+    state: str
+    urls: tuple[str, ...]
+    source: str
+    added_ms: int
+
+    @property
+    def id(self) -> str:
+        return node_id_text(self.key)
+
+
+@dataclass(frozen=True)
+class OutboxEntry:
+    oseq: int
+    unit: dict[str, bytes]
+    user: str
+
+
+@dataclass
+class InboundResult:
+    applied: int
+    rejected: list[dict[str, Any]] = field(default_factory=list)
+    stored: int = 0
+    refused: int = 0
+
+
+def _decode_peer(key: bytes, raw: bytes) -> PeerRecord:
+    item = cbor2.loads(raw)
+    return PeerRecord(
+        key=key,
+        name=item.get("name", ""),
+        state=item["state"],
+        urls=tuple(item.get("urls", ())),
+        source=item.get("source", ""),
+        added_ms=item.get("added", 0),
+    )
+
+
+def _encode_peer(record: PeerRecord) -> bytes:
+    return cbor2.dumps(
+        {
+            "name": record.name,
+            "state": record.state,
+            "urls": list(record.urls),
+            "source": record.source,
+            "added": record.added_ms,
+        }
+    )
+
+
+def check_url(url: str) -> str:
+    if (
+        not isinstance(url, str)
+        or not url.startswith(("http://", "https://"))
+        or len(url) > MAX_URL_CHARS
+    ):
+        raise ProtocolError(ErrorCode.BAD_REQUEST, f"not a node URL: {str(url)[:80]!r}")
+    return url.rstrip("/")
+
+
+class PeerRegistry:
+    """Peers, pins, outboxes and inbound state, on top of the node's store."""
+
+    def __init__(self, store: Store, on_outbox: Callable[[bytes], None] | None = None) -> None:
+        self._store = store
+        self._on_outbox = on_outbox
+        self._outbox_grew: set[bytes] = set()
+
+    # ------------------------------------------------------------ reads
+    def get(self, key: bytes) -> PeerRecord | None:
+        def fn(view: Any) -> PeerRecord | None:
+            raw = view.txn.get(key, db=view.db("peers"))
+            return None if raw is None else _decode_peer(key, raw)
+
+        return self._store.read(fn)
+
+    def all(self) -> list[PeerRecord]:
+        def fn(view: Any) -> list[PeerRecord]:
+            return [_decode_peer(k, v) for k, v in view.txn.cursor(db=view.db("peers"))]
+
+        return self._store.read(fn)
+
+    def pinned(self, name: str) -> bytes | None:
+        def fn(view: Any) -> bytes | None:
+            raw = view.txn.get(name.encode(), db=view.db("peer_names"))
+            return None if raw is None else bytes(raw)
+
+        return self._store.read(fn)
+
+    def outbox_depth(self, key: bytes) -> int:
+        meta = self._meta(key)
+        return meta["next"] - 1 - meta["acked"]
+
+    def _meta(self, key: bytes) -> dict[str, int]:
+        def fn(view: Any) -> dict[str, int]:
+            raw = view.txn.get(key, db=view.db("outbox_meta"))
+            return {"next": 1, "acked": 0} if raw is None else cbor2.loads(raw)
+
+        return self._store.read(fn)
+
+    def acked(self, key: bytes) -> int:
+        return self._meta(key)["acked"]
+
+    def read_outbox(self, key: bytes, after: int, limit: int) -> list[OutboxEntry]:
+        def fn(view: Any) -> list[OutboxEntry]:
+            out: list[OutboxEntry] = []
+            cursor = view.txn.cursor(db=view.db("outbox"))
+            if not cursor.set_range(key + _U64.pack(after + 1)):
+                return out
+            for k, v in cursor:
+                if not k.startswith(key) or len(out) >= limit:
+                    break
+                item = cbor2.loads(v)
+                out.append(OutboxEntry(_U64.unpack(k[32:])[0], item["unit"], item["user"]))
+            return out
+
+        return self._store.read(fn)
+
+    def applied_from(self, key: bytes) -> int:
+        def fn(view: Any) -> int:
+            raw = view.txn.get(key, db=view.db("inbound"))
+            return 0 if raw is None else _U64.unpack(raw)[0]
+
+        return self._store.read(fn)
+
+    # ------------------------------------------------------------ peer admin
+    async def upsert(
+        self,
+        key: bytes,
+        *,
+        state: str | None = None,
+        urls: tuple[str, ...] = (),
+        source: str = "",
+        name: str | None = None,
+        now_ms: int = 0,
+        keep_blocked: bool = True,
+    ) -> PeerRecord:
+        """Add or update a peer; URLs are merged; a blocked peer stays blocked."""
+        for url in urls:
+            check_url(url)
+
+        def op(w: WriteTxn) -> PeerRecord:
+            db = w.db("peers")
+            raw = w.txn.get(key, db=db)
+            old = None if raw is None else _decode_peer(key, raw)
+            if old is None and w.txn.stat(db)["entries"] >= MAX_PEERS:
+                raise ProtocolError(ErrorCode.TOO_LARGE, "too many peers")
+            new_state = state or (old.state if old else PENDING)
+            if old is not None and old.state == BLOCKED and keep_blocked:
+                new_state = BLOCKED
+            merged = tuple(dict.fromkeys((*urls, *(old.urls if old else ()))))[:MAX_URLS]
+            record = PeerRecord(
+                key=key,
+                name=name if name is not None else (old.name if old else ""),
+                state=new_state,
+                urls=merged,
+                source=old.source if old and old.source else source,
+                added_ms=old.added_ms if old else now_ms,
+            )
+            w.txn.put(key, _encode_peer(record), db=db)
+            return record
+
+        return await self._store.transact(op)
+
+    async def set_state(self, key: bytes, state: str) -> PeerRecord:
+        if state not in STATES:
+            raise ProtocolError(ErrorCode.BAD_REQUEST, f"unknown state {state!r}")
+        if self.get(key) is None:
+            raise ProtocolError(ErrorCode.NOT_FOUND, "no such peer")
+        return await self.upsert(key, state=state, keep_blocked=False)
+
+    async def remove(self, key: bytes) -> None:
+        def op(w: WriteTxn) -> None:
+            raw = w.txn.get(key, db=w.db("peers"))
+            if raw is None:
+                raise ProtocolError(ErrorCode.NOT_FOUND, "no such peer")
+            record = _decode_peer(key, raw)
+            w.txn.delete(key, db=w.db("peers"))
+            if record.name and w.txn.get(record.name.encode(), db=w.db("peer_names")) == key:
+                w.txn.delete(record.name.encode(), db=w.db("peer_names"))
+
+        await self._store.transact(op)
+
+    async def pin_name(self, key: bytes, name: str) -> None:
+        """Pin ``name`` to ``key`` (from a trusted peer's signed handshake).
+
+        Raises ``conflict`` if the name is already pinned to another key.
+        """
+
+        def op(w: WriteTxn) -> None:
+            names = w.db("peer_names")
+            current = w.txn.get(name.encode(), db=names)
+            if current is not None and bytes(current) != key:
+                raise ProtocolError(
+                    ErrorCode.CONFLICT, f"name {name!r} is pinned to another node key"
+                )
+            w.txn.put(name.encode(), key, db=names)
+            raw = w.txn.get(key, db=w.db("peers"))
+            if raw is not None:
+                old = _decode_peer(key, raw)
+                if old.name != name:
+                    if old.name and w.txn.get(old.name.encode(), db=names) == key:
+                        w.txn.delete(old.name.encode(), db=names)
+                    w.txn.put(key, _encode_peer(_replace_name(old, name)), db=w.db("peers"))
+
+        await self._store.transact(op)
+
+    # ------------------------------------------------------------ outbox (RemoteSink)
+    def check(self, w: WriteTxn, node_id: str) -> None:
+        key = node_id_bytes(node_id)
+        raw = w.txn.get(key, db=w.db("peers"))
+        if raw is None:
+            raise ProtocolError(ErrorCode.NO_SUCH_NODE, f"unknown node {node_id[:12]}")
+        if _decode_peer(key, raw).state == BLOCKED:
+            raise ProtocolError(ErrorCode.FORBIDDEN, f"node {node_id[:12]} is blocked")
+        meta = self._txn_meta(w, key)
+        if meta["next"] - 1 - meta["acked"] >= MAX_OUTBOX_ENTRIES:
+            raise ProtocolError(
+                ErrorCode.UNAVAILABLE, f"the outbox to {node_id[:12]} is full; try later"
+            )
+
+    def append(self, w: WriteTxn, node_id: str, unit: SignedUnit, sender: str, now_ms: int) -> None:
+        key = node_id_bytes(node_id)
+        meta = self._txn_meta(w, key)
+        oseq = meta["next"]
+        w.txn.put(
+            key + _U64.pack(oseq),
+            cbor2.dumps({"unit": unit.to_wire(), "user": sender, "ms": now_ms}),
+            db=w.db("outbox"),
+        )
+        meta["next"] = oseq + 1
+        w.txn.put(key, cbor2.dumps(meta), db=w.db("outbox_meta"))
+        self._outbox_grew.add(key)
+
+    def _txn_meta(self, w: WriteTxn, key: bytes) -> dict[str, int]:
+        raw = w.txn.get(key, db=w.db("outbox_meta"))
+        return {"next": 1, "acked": 0} if raw is None else cbor2.loads(raw)
+
+    def take_grown(self) -> set[bytes]:
+        """Peers whose outbox grew since the last call (after a commit)."""
+        grown, self._outbox_grew = self._outbox_grew, set()
+        return grown
+
+    async def outbox_ack(
+        self, key: bytes, upto: int, rejected: list[tuple[int, str]], now_ms: int
+    ) -> int:
+        """Drop entries up to ``upto``; rejected entries become ``delivery_failed`` events."""
+        rejected_codes = dict(rejected)
+
+        def op(w: WriteTxn) -> int:
+            meta = self._txn_meta(w, key)
+            top = min(upto, meta["next"] - 1)
+            if top <= meta["acked"]:
+                return meta["acked"]
+            outbox = w.db("outbox")
+            cursor = w.txn.cursor(db=outbox)
+            if cursor.set_range(key + _U64.pack(meta["acked"] + 1)):
+                while True:
+                    k = cursor.key()
+                    if not k.startswith(key) or _U64.unpack(k[32:])[0] > top:
+                        break
+                    oseq = _U64.unpack(k[32:])[0]
+                    if oseq in rejected_codes:
+                        item = cbor2.loads(cursor.value())
+                        _delivery_failed(w, item, rejected_codes[oseq], key)
+                    if not cursor.delete():
+                        break
+            meta["acked"] = top
+            w.txn.put(key, cbor2.dumps(meta), db=w.db("outbox_meta"))
+            return top
+
+        return await self._store.transact(op)
+
+    # ------------------------------------------------------------ inbound
+    async def apply_inbound(
+        self, peer: bytes, entries: list[tuple[int, SignedUnit]], now_ms: int
+    ) -> InboundResult:
+        """Verify and commit a batch from ``peer`` in one transaction.
+
+        Entries at or below the applied ``oseq`` are skipped (a resent batch);
+        a refused entry (forged, mis-attributed, replayed, unknown user) is
+        reported in ``rejected`` and never stored.
+        """
+        our_id = self._store.node_key.id
+
+        def op(w: WriteTxn) -> InboundResult:
+            inbound = w.db("inbound")
+            raw = w.txn.get(peer, db=inbound)
+            applied = 0 if raw is None else _U64.unpack(raw)[0]
+            result = InboundResult(applied=applied)
+            for oseq, unit in entries:
+                if oseq <= applied:
+                    continue
+                if oseq != applied + 1:
+                    break  # a gap: stop here, the peer resends from our ack
+                applied = oseq
+                try:
+                    env = open_unit(unit, expected_origin=peer)
+                    if env.to is None or env.to.node != our_id:
+                        raise ProtocolError(ErrorCode.FORBIDDEN, "not addressed to this node")
+                    dedup_key = unit.by + _U64.pack(env.id)
+                    if w.txn.get(dedup_key, db=w.db("dedup")) is not None:
+                        raise ProtocolError(ErrorCode.CONFLICT, "replayed envelope")
+                    if w.get_user(env.to.user) is None:
+                        raise ProtocolError(
+                            ErrorCode.NO_SUCH_USER, f"no user {env.to.user} on this node"
+                        )
+                    w.append_to_queue(env.to.user, unit_record(unit))
+                    w.txn.put(dedup_key, _U64.pack(now_ms), db=w.db("dedup"))
+                    w.txn.put(_U64.pack(now_ms) + dedup_key, b"", db=w.db("dedup_times"))
+                    _prune_dedup(w, now_ms)
+                    result.stored += 1
+                except ProtocolError as exc:
+                    if exc.code is not ErrorCode.NO_SUCH_USER:
+                        result.refused += 1
+                    result.rejected.append({"oseq": oseq, "code": str(exc.code)})
+            w.txn.put(peer, _U64.pack(applied), db=inbound)
+            result.applied = applied
+            return result
+
+        return await self._store.transact(op)
+
+
+def _replace_name(record: PeerRecord, name: str) -> PeerRecord:
+    return PeerRecord(record.key, name, record.state, record.urls, record.source, record.added_ms)
+
+
+def _delivery_failed(w: WriteTxn, item: dict[str, Any], code: str, peer: bytes) -> None:
+    user = item.get("user")
+    if not isinstance(user, str) or w.get_user(user) is None:
+        return
+    unit = SignedUnit.from_wire(item["unit"])
+    try:
+        env = open_unit(unit)
+    except ProtocolError:
+        return
+    to: UserAddress | None = env.to
+    w.append_to_queue(
+        user,
+        event_record(
+            {
+                "type": "delivery_failed",
+                "id": env.id,
+                "to": to.to_wire() if to else None,
+                "code": code,
+                "node": node_id_text(peer),
+            }
+        ),
+    )
+
+
+def _prune_dedup(w: WriteTxn, now_ms: int) -> None:
+    times = w.db("dedup_times")
+    cursor = w.txn.cursor(db=times)
+    if not cursor.first():
+        return
+    for _ in range(DEDUP_PRUNE_PER_ENTRY):
+        key = cursor.key()
+        if not key or _U64.unpack(key[:8])[0] > now_ms - DEDUP_RETENTION_MS:
+            return
+        w.txn.delete(key[8:], db=w.db("dedup"))
+        if not cursor.delete():
+            return
