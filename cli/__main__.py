@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 
 from chinwag.node.client import ClientError
 
-from . import admin_cmds, chat_cmds, node_cmds
+from . import admin_cmds, chat_cmds, discover_cmd, node_cmds
 from .common import CliError, client_error_message
 
 
@@ -22,6 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     node_cmds.register(sub)
     chat_cmds.register(sub)
     admin_cmds.register(sub)
+    discover_cmd.register(sub)
     return parser
 
 

@@ -16,10 +16,12 @@ from trio_websocket import WebSocketConnection
 
 from chinwag.protocol.addresses import node_id_bytes
 from chinwag.protocol.envelope import check_public_key
+from chinwag.protocol.errors import ProtocolError
 from chinwag.protocol.frames import WireFormat
 
 from .admin import AdminOps, AdminServer
 from .config import NodeConfig
+from .discovery import DiscoveredNode, Discovery
 from .federation import Federation
 from .http_api import HttpApi
 from .hub import Hub
@@ -83,6 +85,33 @@ class Node:
             ),
         )
         self.started_at = 0.0
+        self._nursery: trio.Nursery | None = None
+
+    def _load(self) -> tuple[int, int]:
+        stats = self.hub.statistics()
+        return stats.users_online, stats.connections
+
+    def _discovered(self, node_id: str, node: DiscoveredNode | None) -> None:
+        """mDNS saw a node: a hint only; its key is proven by the handshake."""
+        if node is not None and self._nursery is not None:
+            self._nursery.start_soon(self._learn, node)
+
+    async def _learn(self, node: DiscoveredNode) -> None:
+        try:
+            key = check_public_key(node_id_bytes(node.node_id))
+            if key == self.identity.key.public:
+                return
+            await self.registry.upsert(
+                key,
+                state=TRUSTED if self.config.trust_lan else None,
+                urls=(node.url,),
+                source="mdns",
+                now_ms=wall_clock_ms(),
+            )
+        except ProtocolError as exc:
+            log.info("ignoring discovered node %s: %s", node.node_id[:12], exc.message)
+            return
+        self.federation.poke(key)
 
     async def _load_seeds(self) -> None:
         """Seed peers (flags and DATA/peers) are trusted with their pinned key."""
@@ -152,6 +181,18 @@ class Node:
             await nursery.start(self.admin.run)
             port = await nursery.start(self.server.run)
             await nursery.start(self.federation.run)
+            if self.config.mdns:
+                self._nursery = nursery
+                discovery = Discovery(
+                    node_id=self.identity.id,
+                    name=self.identity.name,
+                    port=port,
+                    host=self.config.host,
+                    interfaces=self.config.mdns_interfaces,
+                    load=self._load,
+                    on_change=self._discovered,
+                )
+                await nursery.start(discovery.run)
             self.started_at = trio.current_time()
             host = self.config.host
             shown = f"[{host}]" if ":" in host else host

@@ -44,10 +44,17 @@ def cli_env(home: Path) -> dict[str, str]:
 
 
 async def spawn_node(
-    nursery: trio.Nursery, data_dir: Path, *flags: str, home: Path | None = None
+    nursery: trio.Nursery,
+    data_dir: Path,
+    *flags: str,
+    home: Path | None = None,
+    prefix: Sequence[str] = (),
 ) -> NodeProcess:
-    """Start ``chinwag run`` on a random loopback port and wait for its URL."""
-    args = [sys.executable, "-m", "chinwag.cli", "run", "--data", str(data_dir)]
+    """Start ``chinwag run`` on a random loopback port and wait for its URL.
+
+    ``prefix`` runs it through another command (``ip netns exec NS``).
+    """
+    args = [*prefix, sys.executable, "-m", "chinwag.cli", "run", "--data", str(data_dir)]
     # --no-mdns unless the test runs inside its own network namespace.
     mdns = [] if "--mdns-interface" in flags or "--trust-lan" in flags else ["--no-mdns"]
     args += ["--listen", "127.0.0.1:0", *mdns, *flags]
@@ -89,14 +96,18 @@ async def spawn_node(
 
 
 async def run_cli(
-    args: Sequence[str], home: Path, stdin: bytes = b"", password: str | None = None
+    args: Sequence[str],
+    home: Path,
+    stdin: bytes = b"",
+    password: str | None = None,
+    prefix: Sequence[str] = (),
 ) -> subprocess.CompletedProcess[bytes]:
     env = cli_env(home)
     if password is not None:
         env["CHINWAG_PASSWORD"] = password
     with trio.fail_after(60):
         return await trio.run_process(
-            [sys.executable, "-m", "chinwag.cli", *args],
+            [*prefix, sys.executable, "-m", "chinwag.cli", *args],
             stdin=stdin,
             capture_stdout=True,
             capture_stderr=True,
