@@ -180,6 +180,7 @@ class Node:
             await self._load_seeds()
             await nursery.start(self.admin.run)
             port = await nursery.start(self.server.run)
+            self.federation.own_urls = [self._url(port)]
             await nursery.start(self.federation.run)
             if self.config.mdns:
                 self._nursery = nursery
@@ -194,8 +195,11 @@ class Node:
                 )
                 await nursery.start(discovery.run)
             self.started_at = trio.current_time()
-            host = self.config.host
-            shown = f"[{host}]" if ":" in host else host
-            if host in ("0.0.0.0", "::", ""):
-                shown = "127.0.0.1"
-            task_status.started(RunningNode(self.identity, port, f"http://{shown}:{port}"))
+            task_status.started(RunningNode(self.identity, port, self._url(port)))
+
+    def _url(self, port: int) -> str:
+        host = self.config.host
+        shown = f"[{host}]" if ":" in host else host
+        if host in ("0.0.0.0", "::", ""):
+            shown = "127.0.0.1"
+        return f"http://{shown}:{port}"

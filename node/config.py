@@ -59,6 +59,8 @@ class NodeConfig:
     #: Envelopes per second accepted from one peer (token bucket) and burst.
     peer_rate: float = 20_000.0
     peer_burst: int = 40_000
+    #: How often a link re-sends the address records it knows.
+    gossip_interval: float = 30.0
     backoff_min: float = 0.5
     backoff_max: float = 60.0
     #: Discovery: announce and browse with mDNS; trust what it finds?

@@ -152,9 +152,15 @@ class Discovery:
             return interface_addresses(self._interfaces)
         if self._host not in ("0.0.0.0", "", "::"):
             return [self._host]
-        from zeroconf import get_all_addresses
+        import ifaddr  # zeroconf's own dependency
 
-        return [a for a in get_all_addresses() if not a.startswith("127.")] or ["127.0.0.1"]
+        found = [
+            str(ip.ip)
+            for adapter in ifaddr.get_adapters()
+            for ip in adapter.ips
+            if ip.is_IPv4 and not str(ip.ip).startswith("127.")
+        ]
+        return found or ["127.0.0.1"]
 
     def _info(self, load: tuple[int, int]) -> ServiceInfo:
         props = {

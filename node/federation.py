@@ -29,6 +29,7 @@ from typing import Any
 import trio
 from trio_websocket import ConnectionClosed, HandshakeError, WebSocketConnection
 
+from chinwag.protocol.address_record import make_record, open_record
 from chinwag.protocol.addresses import node_id_bytes, node_id_text
 from chinwag.protocol.codec import decode_cbor, encode_cbor
 from chinwag.protocol.envelope import SignedUnit, check_public_key
@@ -58,6 +59,8 @@ PUSH_BYTES = 900 * 1024
 #: A link that lived this long (or got an ack) resets the back-off.
 HEALTHY_AFTER = 10.0
 MAX_BAD_FRAMES = 10
+MAX_GOSSIP = 64
+MAX_KNOWN_RECORDS = 4096
 
 
 def wall_ms() -> int:
@@ -107,6 +110,9 @@ class Link:
     def close(self) -> None:
         self._cancel.cancel()
 
+    async def send_frame(self, frame: dict[str, Any]) -> None:
+        await self._send(frame)
+
     async def _send(self, frame: dict[str, Any]) -> None:
         async with self._send_lock:
             data = self.cipher.seal(encode_cbor(frame))
@@ -140,6 +146,7 @@ class Link:
                 self._acked = await self.fed.registry.outbox_ack(self.peer, applied, [], wall_ms())
             stats.link = "linked"
             stats.last_error = ""
+            await self._send({"t": "gossip", "records": self.fed.gossip_for(self.peer)})
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._guard, self._sender, nursery.cancel_scope)
                 nursery.start_soon(self._guard, self._receiver, nursery.cancel_scope)
@@ -156,9 +163,18 @@ class Link:
             scope.cancel()
 
     async def _pinger(self) -> None:
+        interval = self.fed.config.heartbeat_interval
+        gossip_every = self.fed.config.gossip_interval
+        since_gossip = 0.0
         while True:
-            await trio.sleep(self.fed.config.heartbeat_interval)
+            await trio.sleep(interval)
             await self._send({"t": "ping"})
+            since_gossip += interval
+            if since_gossip >= gossip_every:
+                # Periodic gossip covers records a link missed (e.g. while a
+                # duplicate link was being dropped).
+                since_gossip = 0.0
+                await self._send({"t": "gossip", "records": self.fed.gossip_for(self.peer)})
 
     async def _sender(self) -> None:
         registry = self.fed.registry
@@ -212,6 +228,8 @@ class Link:
                     await self._send({"t": "pong"})
                 elif kind == "pong":
                     pass
+                elif kind == "gossip":
+                    await self.fed.learn_gossip(frame.get("records"))
                 elif kind == "resume":
                     raise ProtocolError(ErrorCode.BAD_FRAME, "resume only once")
                 else:
@@ -259,6 +277,9 @@ class Federation:
         self._dialers: set[bytes] = set()
         self._nursery: trio.Nursery | None = None
         self._changed = trio.Event()
+        self._records: dict[bytes, dict[str, bytes]] = {}
+        #: Where this node can be reached (set once the listener is up).
+        self.own_urls: list[str] = []
 
     # ------------------------------------------------------------ bookkeeping
     def stats_for(self, key: bytes) -> PeerStats:
@@ -331,6 +352,55 @@ class Federation:
                 }
             )
         return out
+
+    # ------------------------------------------------------------ gossip
+    def gossip_for(self, peer: bytes) -> list[dict[str, bytes]]:
+        """Our own signed address record, and those of the trusted peers we know."""
+        records = (
+            [make_record(self.identity.key, self.own_urls, wall_ms())] if self.own_urls else []
+        )
+        trusted = {p.key for p in self.registry.all() if p.state == TRUSTED}
+        for key, record in self._records.items():
+            if key != peer and key in trusted and len(records) < MAX_GOSSIP:
+                records.append(record)
+        return records
+
+    async def learn_gossip(self, records: object) -> None:
+        """Addresses spread, trust does not: new nodes are only ``pending``."""
+        if not isinstance(records, list) or len(records) > MAX_GOSSIP:
+            raise ProtocolError(ErrorCode.BAD_FRAME, f"gossip carries at most {MAX_GOSSIP}")
+        for item in records:
+            try:
+                record = open_record(item)
+            except ProtocolError:
+                continue  # one bad record does not spoil the others
+            if record.key == self.identity.key.public or not record.urls:
+                continue
+            assert isinstance(item, dict)
+            fresh = record.key not in self._records
+            if len(self._records) < MAX_KNOWN_RECORDS or not fresh:
+                self._records[record.key] = item
+            try:
+                await self.registry.upsert(
+                    record.key, state=None, urls=record.urls, source="gossip", now_ms=wall_ms()
+                )
+            except ProtocolError:
+                continue
+            if record.key not in self._links:
+                self.poke(record.key)
+            peer = self.registry.get(record.key)
+            if fresh and peer is not None and peer.state == TRUSTED:
+                await self._forward(record.key, item)
+
+    async def _forward(self, key: bytes, item: dict[str, bytes]) -> None:
+        """Pass a newly learned trusted node's record to our other links."""
+        for peer, link in list(self._links.items()):
+            if peer == key:
+                continue
+            try:
+                await link.send_frame({"t": "gossip", "records": [item]})
+            except (_LinkDown, ConnectionClosed, trio.BrokenResourceError, ProtocolError):
+                continue
 
     # ------------------------------------------------------------ running
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:

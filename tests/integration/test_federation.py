@@ -159,3 +159,22 @@ async def test_blocked_peer_cannot_deliver(start_node, tmp_path) -> None:
     await eventually(lambda: "blocked" in peer_status(n2, n1)["last_error"])
     assert n1.node.store.queue_head("alice") == 0
     assert peer_status(n2, n1)["outbox"] == 1
+
+
+async def test_gossip_spreads_addresses_but_not_trust(start_node) -> None:
+    fast = {"heartbeat_interval": 0.2, "gossip_interval": 0.2}
+    n1, n2, n3 = [await start_node(name=f"g{i}", **fast) for i in (1, 2, 3)]
+    await linked(n1, n2)
+    await linked(n2, n3)
+    k1, k3 = n1.node.identity.key.public, n3.node.identity.key.public
+    # n1 and n3 learn of each other through n2, with addresses, as pending only.
+    await eventually(lambda: n1.node.registry.get(k3) is not None)
+    await eventually(lambda: n3.node.registry.get(k1) is not None)
+    assert n1.node.registry.get(k3).state == "pending"
+    assert n1.node.registry.get(k3).urls == (n3.url,)
+    assert not n1.node.federation.is_linked(k3)
+    # Once both admins approve, they link with the gossiped addresses alone.
+    await admin_request(n1.node.config.data_dir, "peers.approve", {"id": n3.running.identity.id})
+    await admin_request(n3.node.config.data_dir, "peers.approve", {"id": n1.running.identity.id})
+    with trio.fail_after(TIMEOUT):
+        await n1.node.federation.wait_linked(k3)
