@@ -123,6 +123,14 @@ class HttpApi:
             ("GET", "/"): self.index,
         }
 
+    def add_route(self, method: str, path: str, handler: Handler) -> None:
+        """Register another service's endpoint (push, presence, ...)."""
+        self._routes[(method, path)] = handler
+
+    def authorized(self, request: HttpRequest) -> SessionRecord:
+        """The session behind a request's Bearer token, or ``unauthorized``."""
+        return self._authorized(request)[0]
+
     async def handle(self, request: HttpRequest) -> HttpResponse:
         handler = self._routes.get((request.method, request.path))
         if handler is None:

@@ -8,7 +8,8 @@ wake-up can never be lost between a read and a wait.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import logging
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import trio
@@ -24,13 +25,24 @@ class Hub:
     """Registry of live device sessions per user."""
 
     def __init__(self) -> None:
+        self._observers: list[Callable[[frozenset[str]], None]] = []
         self._events: dict[str, trio.Event] = {}
         self._devices: dict[str, dict[str, int]] = {}
         self.connections = 0
 
     # -- commits -----------------------------------------------------------
+    def observe_commits(self, observer: Callable[[frozenset[str]], None]) -> None:
+        """Also tell ``observer`` (on the trio thread) whose queues grew."""
+        self._observers.append(observer)
+
     def queues_grew(self, users: Iterable[str]) -> None:
-        for user in users:
+        grown = frozenset(users)
+        for observer in self._observers:
+            try:
+                observer(grown)
+            except Exception:  # an observer's bug must not stop delivery
+                logging.getLogger(__name__).exception("commit observer failed")
+        for user in grown:
             event = self._events.pop(user, None)
             if event is not None:
                 event.set()
