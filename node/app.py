@@ -27,6 +27,7 @@ from .http_api import HttpApi
 from .hub import Hub
 from .identity import NodeIdentity, ensure_data_dir, load_or_init_identity
 from .peers import BLOCKED, TRUSTED, PeerRegistry
+from .presence import Presence
 from .router import Router
 from .seeds import read_peers_file
 from .server import Server
@@ -73,7 +74,18 @@ class Node:
             registry=self.registry,
             outbox_grew=self.federation.outbox_grew,
         )
-        self.api = HttpApi(config, self.identity, self.store, self.hub)
+        self.presence = Presence(
+            config,
+            self.identity,
+            self.store,
+            self.hub,
+            self.router.resolve_node,
+            self.router.node_label,
+            wall_clock_ms,
+        )
+        self.presence.attach(self.federation.send_to, self.federation.is_linked)
+        self.federation.presence = self.presence
+        self.api = HttpApi(config, self.identity, self.store, self.hub, presence=self.presence)
         self.server = Server(config, self.api, self._on_websocket)
         self.admin = AdminServer(
             config.data_dir,
@@ -178,6 +190,7 @@ class Node:
         async with trio.open_nursery() as nursery:
             await nursery.start(self.store.run)
             await self._load_seeds()
+            await nursery.start(self.presence.run)
             await nursery.start(self.admin.run)
             port = await nursery.start(self.server.run)
             self.federation.own_urls = [self._url(port)]

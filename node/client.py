@@ -200,6 +200,9 @@ class ChatClient:
         self.info: AuthInfo | None = None
         self.cursor = 0
         self.closed_reason: ProtocolError | None = None
+        #: Latest ``presence`` frame per contact (``user@node``).
+        self.presence: dict[str, dict[str, Any]] = {}
+        self._presence_changed = trio.Event()
         self._closed = trio.Event()
 
     # -- requests -----------------------------------------------------------
@@ -277,6 +280,15 @@ class ChatClient:
     async def ack(self, seq: int) -> None:
         await self._ws.send_message(encode_message([{"t": "ack", "seq": seq}], self._fmt))
 
+    async def wait_presence(
+        self, address: str, status: str, timeout: float = DEFAULT_TIMEOUT
+    ) -> dict[str, Any]:
+        """Wait until a ``presence`` frame says ``address`` has ``status``."""
+        with trio.fail_after(timeout):
+            while self.presence.get(address, {}).get("status") != status:
+                await self._presence_changed.wait()
+            return self.presence[address]
+
     async def next_message(self, timeout: float = DEFAULT_TIMEOUT) -> dict[str, Any]:
         with trio.fail_after(timeout):
             return await self.messages.receive()
@@ -306,6 +318,12 @@ class ChatClient:
             if slot is not None:
                 slot[1].append(frame)
                 slot[0].set()
+        elif kind == "presence":
+            user = frame.get("user")
+            if isinstance(user, dict):
+                self.presence[f"{user.get('u')}@{user.get('name') or user.get('n')}"] = frame
+                event, self._presence_changed = self._presence_changed, trio.Event()
+                event.set()
         elif kind == "bye":
             self.closed_reason = error_from_frame(frame)
 

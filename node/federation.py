@@ -147,6 +147,8 @@ class Link:
             stats.link = "linked"
             stats.last_error = ""
             await self._send({"t": "gossip", "records": self.fed.gossip_for(self.peer)})
+            if self.fed.presence is not None:
+                self.fed.presence.link_up(self.peer)
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._guard, self._sender, nursery.cancel_scope)
                 nursery.start_soon(self._guard, self._receiver, nursery.cancel_scope)
@@ -228,6 +230,9 @@ class Link:
                     await self._send({"t": "pong"})
                 elif kind == "pong":
                     pass
+                elif kind in ("sub", "unsub", "presence"):
+                    if self.fed.presence is not None:
+                        self.fed.presence.on_frame(self.peer, frame)
                 elif kind == "gossip":
                     await self.fed.learn_gossip(frame.get("records"))
                 elif kind == "resume":
@@ -278,6 +283,8 @@ class Federation:
         self._nursery: trio.Nursery | None = None
         self._changed = trio.Event()
         self._records: dict[bytes, dict[str, bytes]] = {}
+        #: Told of link up/down and handed presence frames (node/presence.py).
+        self.presence: Any = None
         #: Where this node can be reached (set once the listener is up).
         self.own_urls: list[str] = []
 
@@ -316,6 +323,12 @@ class Federation:
             if record is not None and record.state == TRUSTED and record.urls:
                 self._dialers.add(key)
                 self._nursery.start_soon(self._dial_loop, key)
+
+    async def send_to(self, key: bytes, frame: dict[str, Any]) -> None:
+        """Send a frame on the live link to ``key`` (soft state: dropped if none)."""
+        link = self._links.get(key)
+        if link is not None:
+            await link.send_frame(frame)
 
     def is_linked(self, key: bytes) -> bool:
         return key in self._links
@@ -545,6 +558,8 @@ class Federation:
             if self._links.get(link.peer) is link:
                 del self._links[link.peer]
                 self._link_changed()
+                if self.presence is not None:
+                    self.presence.link_down(link.peer)
                 self.stats_for(link.peer).link = "idle"
                 self.poke(link.peer)
             with trio.move_on_after(1) as scope:

@@ -98,7 +98,9 @@ class HttpApi:
         store: Store,
         hub: Hub,
         extra_info: Callable[[], dict[str, Any]] | None = None,
+        presence: Any = None,
     ) -> None:
+        self._presence = presence
         self._config = config
         self._identity = identity
         self._store = store
@@ -266,7 +268,12 @@ class HttpApi:
     # -------------------------------------------------------------- contacts
     async def get_contacts(self, request: HttpRequest) -> HttpResponse:
         session, _ = self._authorized(request)
-        contacts = [{"address": a} for a in self._store.list_contacts(session.user)]
+        contacts = []
+        for address in self._store.list_contacts(session.user):
+            item: dict[str, Any] = {"address": address}
+            if self._presence is not None:
+                item.update(self._presence.state_of_address(address).to_wire())
+            contacts.append(item)
         return json_response(200, {"contacts": contacts})
 
     def _contact_address(self, request: HttpRequest) -> str:
@@ -292,12 +299,16 @@ class HttpApi:
         if node == self._identity.name and self._store.get_user(local) is None:
             raise ProtocolError(ErrorCode.NO_SUCH_USER, f"no user {address}")
         await self._store.add_contact(session.user, address)
+        if self._presence is not None:
+            self._presence.contact_added(session.user, address)
         return json_response(201, {"address": address})
 
     async def remove_contact(self, request: HttpRequest) -> HttpResponse:
         session, _ = self._authorized(request)
         address = self._contact_address(request)
         await self._store.remove_contact(session.user, address)
+        if self._presence is not None:
+            self._presence.contact_removed(session.user, address)
         return json_response(200, {"address": address})
 
     # -------------------------------------------------------------- info

@@ -11,8 +11,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import trio
+
+
+class LiveSession(Protocol):
+    def offer(self, frame: dict[str, Any]) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -26,6 +31,8 @@ class Hub:
 
     def __init__(self) -> None:
         self._observers: list[Callable[[frozenset[str]], None]] = []
+        self._presence_observers: list[Callable[[str, bool], None]] = []
+        self._sessions: dict[str, set[LiveSession]] = {}
         self._events: dict[str, trio.Event] = {}
         self._devices: dict[str, dict[str, int]] = {}
         self.connections = 0
@@ -58,11 +65,33 @@ class Hub:
         return event
 
     # -- presence of devices ------------------------------------------------
-    def device_online(self, user: str, device: str) -> None:
+    def observe_presence(self, observer: Callable[[str, bool], None]) -> None:
+        """``observer(user, online)`` when a user's first device comes or last goes."""
+        self._presence_observers.append(observer)
+
+    def _presence_changed(self, user: str, online: bool) -> None:
+        for observer in self._presence_observers:
+            try:
+                observer(user, online)
+            except Exception:
+                logging.getLogger(__name__).exception("presence observer failed")
+
+    def device_online(self, user: str, device: str, session: LiveSession | None = None) -> None:
+        first = user not in self._devices
         devices = self._devices.setdefault(user, {})
         devices[device] = devices.get(device, 0) + 1
+        if session is not None:
+            self._sessions.setdefault(user, set()).add(session)
+        if first:
+            self._presence_changed(user, True)
 
-    def device_offline(self, user: str, device: str) -> None:
+    def device_offline(self, user: str, device: str, session: LiveSession | None = None) -> None:
+        if session is not None:
+            sessions = self._sessions.get(user)
+            if sessions is not None:
+                sessions.discard(session)
+                if not sessions:
+                    del self._sessions[user]
         devices = self._devices.get(user)
         if not devices or device not in devices:
             return
@@ -71,6 +100,12 @@ class Hub:
             del devices[device]
         if not devices:
             del self._devices[user]
+            self._presence_changed(user, False)
+
+    def offer(self, user: str, frame: dict[str, Any]) -> None:
+        """Give a soft-state frame (presence) to every live session of ``user``."""
+        for session in self._sessions.get(user, ()):
+            session.offer(frame)
 
     def is_online(self, user: str) -> bool:
         return user in self._devices

@@ -133,14 +133,14 @@ class DeviceSession:
             return
         except ConnectionClosed:
             return
-        self._hub.device_online(self.user, self.device)
+        self._hub.device_online(self.user, self.device, self)
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 for task in (self._writer, self._replier, self._streamer, self._reader):
                     nursery.start_soon(self._guarded, task, nursery.cancel_scope)
         finally:
-            self._hub.device_offline(self.user, self.device)
+            self._hub.device_offline(self.user, self.device, self)
         if self._reason is not None:
             log.info("dropping %s/%s: %s", self.user, self.device, self._reason.message)
             await self._close(self._reason.code, self._reason.message)
@@ -294,6 +294,14 @@ class DeviceSession:
             elif pending.result is not None:
                 r = pending.result
                 self._reply(ok_frame(pending.rid, id=r.id, seq=r.seq, ts=r.ts))
+
+    def offer(self, frame: dict[str, Any]) -> bool:
+        """Queue a soft-state frame (presence); dropped, not fatal, when full."""
+        try:
+            self._out_send.send_nowait(frame)
+        except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
+            return False
+        return True
 
     def _reply(self, frame: dict[str, Any]) -> None:
         try:

@@ -70,6 +70,7 @@ SCHEMA_VERSION = 1
 #   cids:          uid(4) | len(1) | device | cid (utf-8) -> id(8) | seq(8) | ts(8)
 #   cid_times:     stored_ms(8) | cids key           -> b""  (age index for pruning)
 #   contacts:      uid(4) | address (utf-8)          -> b""
+#   presence:      uid(4)                            -> cbor {s: status, l: last_active_at ms}
 #   meta:          b"schema" -> version(4); b"last_id" -> id(8); b"next_uid" -> uid(4)
 #
 # Federation (layouts and operations in node/peers.py):
@@ -94,6 +95,7 @@ DB_NAMES = (
     "cids",
     "cid_times",
     "contacts",
+    "presence",
     "meta",
     "peers",
     "peer_names",

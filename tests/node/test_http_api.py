@@ -118,7 +118,9 @@ async def test_profile_and_contacts(start_node) -> None:
     name = node.running.identity.name
     await api_call(node.url, "POST", "/api/contacts", {"address": "bob"}, token)
     contacts = await api_call(node.url, "GET", "/api/contacts", token=token)
-    assert contacts["contacts"] == [{"address": f"bob@{name}"}]
+    assert contacts["contacts"] == [
+        {"address": f"bob@{name}", "status": "offline", "last_active_at": None}
+    ]
     status, body = await http_json(node.url, "POST", "/api/contacts", {"address": "nobody"}, token)
     assert status == 404 and body["error"]["code"] == "no_such_user"
     await api_call(node.url, "DELETE", "/api/contacts", {"address": f"bob@{name}"}, token)

@@ -1,0 +1,349 @@
+"""Presence: who is online, published to contacts, coalesced per remote node.
+
+A user is online while any of their devices is connected (a device silent
+past the heartbeat deadline is dropped), and offline after a short grace once
+the last one goes. The home node keeps ``status`` and ``last_active_at`` (in
+LMDB) and publishes changes to the user's watchers: local contacts directly,
+and each remote node that watches through **one** subscription per (watcher
+node, watched user), however many of its users watch; that node fans out.
+
+Presence is soft state: sent only on live links, coalesced to the latest
+value per user, a link-up resends the whole subscription set and gets a
+snapshot, and a link down past the silence timeout marks that node's users
+offline at the watcher.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import cbor2
+import trio
+
+from chinwag.protocol.addresses import node_id_bytes, node_id_text, parse_target
+from chinwag.protocol.errors import ErrorCode, ProtocolError
+
+from .config import NodeConfig
+from .hub import Hub
+from .identity import NodeIdentity
+from .store import Store, WriteTxn
+
+log = logging.getLogger(__name__)
+
+ONLINE = "online"
+OFFLINE = "offline"
+MAX_SUB_USERS = 1024
+MAX_SUBS_PER_PEER = 100_000
+
+Watched = tuple[str, str]  # (user, node id)
+
+
+@dataclass(frozen=True)
+class PresenceState:
+    status: str
+    last_active_at: int | None
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"status": self.status, "last_active_at": self.last_active_at}
+
+
+UNKNOWN = PresenceState(OFFLINE, None)
+
+
+@dataclass
+class PresenceStats:
+    subscriptions_sent: int = 0
+    subscriptions_received: int = 0
+    updates_sent: int = 0
+    updates_received: int = 0
+
+
+class Presence:
+    """Keeps and publishes presence; the federation hands it link events."""
+
+    def __init__(
+        self,
+        config: NodeConfig,
+        identity: NodeIdentity,
+        store: Store,
+        hub: Hub,
+        resolve_node: Callable[[str | None], str],
+        node_label: Callable[[str], str | None],
+        now_ms: Callable[[], int],
+    ) -> None:
+        self._config = config
+        self._identity = identity
+        self._store = store
+        self._hub = hub
+        self._resolve_node = resolve_node
+        self._node_label = node_label
+        self._now_ms = now_ms
+        self._local: dict[str, PresenceState] = {}
+        self._remote: dict[Watched, PresenceState] = {}
+        self._watchers: dict[Watched, set[str]] = {}
+        self._subscribers: dict[str, set[bytes]] = {}
+        self._outgoing: dict[bytes, dict[str, PresenceState]] = {}
+        self._wake = trio.Event()
+        self._grace: dict[str, trio.CancelScope] = {}
+        self._down: dict[bytes, trio.CancelScope] = {}
+        self._send: Callable[[bytes, dict[str, Any]], Any] | None = None
+        self._is_linked: Callable[[bytes], bool] = lambda key: False
+        self._nursery: trio.Nursery | None = None
+        self.stats = PresenceStats()
+
+    # ------------------------------------------------------------ wiring
+    def attach(
+        self,
+        send: Callable[[bytes, dict[str, Any]], Any],
+        is_linked: Callable[[bytes], bool],
+    ) -> None:
+        """How to send a frame on a peer's link (async), and whether one is up."""
+        self._send = send
+        self._is_linked = is_linked
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        for record in self._store.list_users():
+            for address in self._store.list_contacts(record.name):
+                self._watch(record.name, address)
+        self._hub.observe_presence(self._device_change)
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started()
+            await self._flusher()
+
+    # ------------------------------------------------------------ local state
+    def state_of_local(self, user: str) -> PresenceState:
+        state = self._local.get(user)
+        if state is None:
+            raw = self._store.read(lambda view: _get_presence(view, view.get_user(user)))
+            state = self._local[user] = raw or UNKNOWN
+            if state.status == ONLINE and not self._hub.is_online(user):
+                # Stored as online by a node that crashed: it is not online now.
+                state = self._local[user] = PresenceState(OFFLINE, state.last_active_at)
+        return state
+
+    def state_of(self, user: str, node_id: str) -> PresenceState:
+        if node_id == self._identity.id:
+            return self.state_of_local(user)
+        return self._remote.get((user, node_id), UNKNOWN)
+
+    def state_of_address(self, address: str) -> PresenceState:
+        watched = self._parse(address)
+        return UNKNOWN if watched is None else self.state_of(*watched)
+
+    def _device_change(self, user: str, online: bool) -> None:
+        if online:
+            scope = self._grace.pop(user, None)
+            if scope is not None:
+                scope.cancel()
+            if self.state_of_local(user).status != ONLINE:
+                self._set_local(user, PresenceState(ONLINE, self._now_ms()))
+        elif self._nursery is not None and user not in self._grace:
+            self._nursery.start_soon(self._offline_after_grace, user)
+
+    async def _offline_after_grace(self, user: str) -> None:
+        with trio.CancelScope() as scope:
+            self._grace[user] = scope
+            await trio.sleep(self._config.presence_grace)
+            if not self._hub.is_online(user):
+                self._set_local(user, PresenceState(OFFLINE, self._now_ms()))
+        if self._grace.get(user) is scope:
+            del self._grace[user]
+
+    def _set_local(self, user: str, state: PresenceState) -> None:
+        self._local[user] = state
+        if self._nursery is not None:
+            self._nursery.start_soon(self._persist, user, state)
+        self._publish(user, self._identity.id, state)
+        for peer in self._subscribers.get(user, ()):
+            self._outgoing.setdefault(peer, {})[user] = state
+        self._wake.set()
+
+    async def _persist(self, user: str, state: PresenceState) -> None:
+        def op(w: WriteTxn) -> None:
+            record = w.get_user(user)
+            if record is not None:
+                w.txn.put(
+                    record.uid.to_bytes(4, "big"),
+                    cbor2.dumps({"s": state.status, "l": state.last_active_at}),
+                    db=w.db("presence"),
+                )
+
+        try:
+            await self._store.transact(op)
+        except ProtocolError as exc:
+            log.info("presence of %s not persisted: %s", user, exc.message)
+
+    def _publish(self, user: str, node_id: str, state: PresenceState) -> None:
+        watchers = self._watchers.get((user, node_id))
+        if not watchers:
+            return
+        address: dict[str, str] = {"u": user, "n": node_id}
+        label = self._node_label(node_id)
+        if label:
+            address["name"] = label
+        frame = {"t": "presence", "user": address, **state.to_wire()}
+        for watcher in watchers:
+            self._hub.offer(watcher, frame)
+
+    # ------------------------------------------------------------ contacts
+    def _parse(self, address: str) -> Watched | None:
+        try:
+            target = parse_target(address)
+            return target.name, self._resolve_node(target.node)
+        except ProtocolError:
+            return None
+
+    def contact_added(self, watcher: str, address: str) -> None:
+        self._watch(watcher, address)
+
+    def contact_removed(self, watcher: str, address: str) -> None:
+        watched = self._parse(address)
+        if watched is None:
+            return
+        watchers = self._watchers.get(watched)
+        if watchers is None:
+            return
+        watchers.discard(watcher)
+        if not watchers:
+            del self._watchers[watched]
+            user, node_id = watched
+            if node_id != self._identity.id:
+                self._remote.pop(watched, None)
+                self._queue_frame(node_id, {"t": "unsub", "users": [user]})
+
+    def _watch(self, watcher: str, address: str) -> None:
+        watched = self._parse(address)
+        if watched is None:
+            return
+        first = watched not in self._watchers
+        self._watchers.setdefault(watched, set()).add(watcher)
+        user, node_id = watched
+        if first and node_id != self._identity.id:
+            # One subscription per (this node, watched user), however many watch.
+            self._queue_frame(node_id, {"t": "sub", "users": [user]})
+
+    def _queue_frame(self, node_id: str, frame: dict[str, Any]) -> None:
+        key = node_id_bytes(node_id)
+        if self._nursery is not None and self._send is not None and self._is_linked(key):
+            if frame["t"] == "sub":
+                self.stats.subscriptions_sent += len(frame["users"])
+            self._nursery.start_soon(self._send_quietly, key, frame)
+
+    async def _send_quietly(self, key: bytes, frame: dict[str, Any]) -> None:
+        try:
+            assert self._send is not None
+            await self._send(key, frame)
+        except Exception as exc:  # soft state: the next link-up resends it all
+            log.debug("presence frame to %s lost: %s", node_id_text(key)[:12], exc)
+
+    # ------------------------------------------------------------ links
+    def link_up(self, key: bytes) -> None:
+        node_id = node_id_text(key)
+        scope = self._down.pop(key, None)
+        if scope is not None:
+            scope.cancel()
+        users = sorted(u for (u, n) in self._watchers if n == node_id)
+        for start in range(0, len(users), MAX_SUB_USERS):
+            chunk = users[start : start + MAX_SUB_USERS]
+            self._queue_frame(node_id, {"t": "sub", "users": chunk, "reset": start == 0})
+
+    def link_down(self, key: bytes) -> None:
+        for subscribers in self._subscribers.values():
+            subscribers.discard(key)
+        self._outgoing.pop(key, None)
+        if self._nursery is not None and key not in self._down:
+            self._nursery.start_soon(self._offline_after_silence, key)
+
+    async def _offline_after_silence(self, key: bytes) -> None:
+        node_id = node_id_text(key)
+        with trio.CancelScope() as scope:
+            self._down[key] = scope
+            await trio.sleep(self._config.presence_timeout)
+            for (user, node), state in list(self._remote.items()):
+                if node == node_id and state.status == ONLINE:
+                    offline = PresenceState(OFFLINE, state.last_active_at)
+                    self._remote[user, node] = offline
+                    self._publish(user, node, offline)
+        if self._down.get(key) is scope:
+            del self._down[key]
+
+    def on_frame(self, key: bytes, frame: dict[str, Any]) -> None:
+        """A ``sub``, ``unsub`` or ``presence`` frame from a linked peer."""
+        kind = frame.get("t")
+        if kind == "presence":
+            items = frame.get("items")
+            if not isinstance(items, list) or len(items) > MAX_SUB_USERS:
+                raise ProtocolError(ErrorCode.BAD_FRAME, "presence {items}")
+            node_id = node_id_text(key)
+            for item in items:
+                if not isinstance(item, dict):
+                    continue
+                user, status, last = item.get("u"), item.get("status"), item.get("last_active_at")
+                if (
+                    not isinstance(user, str)
+                    or status not in (ONLINE, OFFLINE)
+                    or (last is not None and not isinstance(last, int))
+                    or (user, node_id) not in self._watchers
+                ):
+                    continue
+                state = PresenceState(status, last)
+                self.stats.updates_received += 1
+                if self._remote.get((user, node_id)) != state:
+                    self._remote[user, node_id] = state
+                    self._publish(user, node_id, state)
+            return
+        users = frame.get("users")
+        if not isinstance(users, list) or len(users) > MAX_SUB_USERS:
+            raise ProtocolError(ErrorCode.BAD_FRAME, f"{kind} carries at most 1024 users")
+        if kind == "sub":
+            if frame.get("reset"):
+                for subscribers in self._subscribers.values():
+                    subscribers.discard(key)
+            snapshot = self._outgoing.setdefault(key, {})
+            for user in users:
+                if not isinstance(user, str) or self._store.get_user(user) is None:
+                    continue
+                subscribers = self._subscribers.setdefault(user, set())
+                if len(subscribers) >= MAX_SUBS_PER_PEER:
+                    continue
+                subscribers.add(key)
+                self.stats.subscriptions_received += 1
+                snapshot[user] = self.state_of_local(user)
+            self._wake.set()
+        elif kind == "unsub":
+            for user in users:
+                if isinstance(user, str):
+                    self._subscribers.get(user, set()).discard(key)
+
+    def subscribers_of(self, user: str) -> int:
+        return len(self._subscribers.get(user, ()))
+
+    async def _flusher(self) -> None:
+        """Send coalesced updates: per peer, the latest state of each user."""
+        while True:
+            await self._wake.wait()
+            self._wake = trio.Event()
+            outgoing, self._outgoing = self._outgoing, {}
+            for key, states in outgoing.items():
+                if not states or self._send is None or not self._is_linked(key):
+                    continue
+                items = [{"u": u, **s.to_wire()} for u, s in states.items()]
+                for start in range(0, len(items), MAX_SUB_USERS):
+                    self.stats.updates_sent += len(items[start : start + MAX_SUB_USERS])
+                    await self._send_quietly(
+                        key, {"t": "presence", "items": items[start : start + MAX_SUB_USERS]}
+                    )
+
+
+def _get_presence(view: Any, record: Any) -> PresenceState | None:
+    if record is None:
+        return None
+    raw = view.txn.get(record.uid.to_bytes(4, "big"), db=view.db("presence"))
+    if raw is None:
+        return None
+    item = cbor2.loads(raw)
+    return PresenceState(item["s"], item["l"])

@@ -1,0 +1,67 @@
+"""Presence: local and remote contacts, coalesced subscriptions, node down."""
+
+from __future__ import annotations
+
+import trio
+
+from chinwag.node.client import api_call, connect
+
+from .test_federation import eventually, linked
+
+TIMEOUT = 15
+FAST = {"presence_grace": 0.1, "heartbeat_interval": 0.2}
+
+
+async def add_contact(node, token: str, address: str) -> None:
+    await api_call(node.url, "POST", "/api/contacts", {"address": address}, token)
+
+
+async def test_local_contact_sees_online_offline_and_last_active(start_node) -> None:
+    node = await start_node(name="home", **FAST)
+    alice = await node.user("alice")
+    bob = await node.user("bob")
+    await add_contact(node, alice, "bob")
+    async with connect(node.url, alice) as a:
+        async with connect(node.url, bob):
+            online = await a.wait_presence("bob@home", "online", TIMEOUT)
+            assert online["last_active_at"] > 0
+        offline = await a.wait_presence("bob@home", "offline", TIMEOUT)
+        assert offline["last_active_at"] >= online["last_active_at"]
+    listed = await api_call(node.url, "GET", "/api/contacts", token=alice)
+    assert listed["contacts"][0]["status"] == "offline"
+    assert listed["contacts"][0]["last_active_at"] == offline["last_active_at"]
+
+
+async def test_remote_watchers_share_one_subscription(start_node) -> None:
+    n1 = await start_node(name="w1", **FAST)
+    n2 = await start_node(name="h2", **FAST)
+    await linked(n1, n2)
+    carol = await n2.user("carol")
+    watchers = [await n1.user(f"w{i}") for i in range(20)]
+    for token in watchers:
+        await add_contact(n1, token, "carol@h2")
+    await eventually(lambda: n2.node.presence.subscribers_of("carol") == 1)
+    assert n2.node.presence.stats.subscriptions_received == 1
+    assert n1.node.presence.stats.subscriptions_sent == 1
+    async with connect(n1.url, watchers[0]) as w0, connect(n1.url, watchers[7]) as w7:
+        async with connect(n2.url, carol):
+            await w0.wait_presence("carol@h2", "online", TIMEOUT)
+            await w7.wait_presence("carol@h2", "online", TIMEOUT)
+        await w0.wait_presence("carol@h2", "offline", TIMEOUT)
+    # One update per change crossed the link, not one per watcher.
+    assert n2.node.presence.stats.updates_sent <= 4
+
+
+async def test_node_down_marks_its_users_offline_after_silence(start_node) -> None:
+    n1 = await start_node(name="a1", presence_timeout=0.5, **FAST)
+    n2 = await start_node(name="b2", **FAST)
+    await linked(n1, n2)
+    dave = await n2.user("dave")
+    watcher = await n1.user("erin")
+    await add_contact(n1, watcher, "dave@b2")
+    await eventually(lambda: n2.node.presence.subscribers_of("dave") == 1)
+    async with connect(n1.url, watcher) as e, connect(n2.url, dave):
+        await e.wait_presence("dave@b2", "online", TIMEOUT)
+        await n2.stop()  # the whole node goes away, dave never says goodbye
+        with trio.fail_after(TIMEOUT):
+            await e.wait_presence("dave@b2", "offline", TIMEOUT)
