@@ -87,3 +87,25 @@ async def test_client_errors_when_node_not_running(tmp_path) -> None:
     )
     assert result.returncode != 0
     assert b"cannot reach" in result.stderr and b"Traceback" not in result.stderr
+
+
+async def test_contacts_cli_with_presence(start_node, tmp_path) -> None:
+    node = await start_node(name="cafe", presence_grace=0.1)
+    await node.user("alice")
+    bob = await node.user("bob")
+    common = ["--server", node.url, "--user", "alice"]
+    added = await run_cli(
+        ["contacts", *common, "add", "bob"], tmp_path, password="correct horse battery staple"
+    )
+    assert added.returncode == 0, added.stderr
+    from chinwag.node.client import connect
+
+    async with connect(node.url, bob):
+        listed = await run_cli(["contacts", *common, "--json"], tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    (item,) = [json.loads(line) for line in listed.stdout.decode().splitlines()]
+    assert item["address"] == "bob@cafe" and item["status"] == "online"
+    assert item["last_active_at"] > 0
+    removed = await run_cli(["contacts", *common, "remove", "bob@cafe"], tmp_path)
+    assert removed.returncode == 0
+    assert (await run_cli(["contacts", *common, "--json"], tmp_path)).stdout == b""
