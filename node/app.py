@@ -23,6 +23,8 @@ from .admin import AdminOps, AdminServer
 from .config import NodeConfig
 from .discovery import DiscoveredNode, Discovery
 from .federation import Federation
+from .group_ops import GroupOps
+from .groups import Groups
 from .http_api import HttpApi
 from .hub import Hub
 from .identity import NodeIdentity, ensure_data_dir, load_or_init_identity
@@ -84,6 +86,15 @@ class Node:
             wall_clock_ms,
         )
         self.presence.attach(self.federation.send_to, self.federation.is_linked)
+        self.groups = Groups(
+            self.identity,
+            self.store,
+            self.registry,
+            config.group_cap,
+            self.federation.outbox_grew,
+        )
+        self.router.groups = self.groups
+        self.group_ops = GroupOps(self.groups, self.router, self.presence)
         self.federation.presence = self.presence
         self.api = HttpApi(config, self.identity, self.store, self.hub, presence=self.presence)
         self.server = Server(config, self.api, self._on_websocket)
@@ -177,6 +188,7 @@ class Node:
         session = DeviceSession(
             ws, fmt, self.config, self.identity, self.store, self.hub, self.router
         )
+        session.group_ops = self.group_ops
         self.hub.connections += 1
         try:
             await session.run()

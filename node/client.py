@@ -271,6 +271,10 @@ class ChatClient:
                 out.append(exc)
         return out
 
+    async def group(self, op: str, **fields: Any) -> dict[str, Any]:
+        """A ``group`` request: create, add, remove, leave, rename, list, members."""
+        return await self.call({"t": "group", "op": op, **fields})
+
     async def sync(self, after: int) -> int:
         """Start the stream after ``after``; returns the queue head at that moment."""
         self.cursor = max(self.cursor, after)

@@ -68,6 +68,9 @@ class NodeConfig:
     mdns_interfaces: tuple[str, ...] = ()
     trust_lan: bool = False
 
+    # Groups
+    group_cap: int = 256
+
     # Presence
     presence_timeout: float = 30.0
     presence_grace: float = 2.0

@@ -32,7 +32,7 @@ from trio_websocket import ConnectionClosed, HandshakeError, WebSocketConnection
 from chinwag.protocol.address_record import make_record, open_record
 from chinwag.protocol.addresses import node_id_bytes, node_id_text
 from chinwag.protocol.codec import decode_cbor, encode_cbor
-from chinwag.protocol.envelope import SignedUnit, check_public_key
+from chinwag.protocol.envelope import check_public_key
 from chinwag.protocol.errors import ErrorCode, ProtocolError
 from chinwag.protocol.handshake import (
     FED_SUBPROTOCOL,
@@ -77,6 +77,7 @@ class PeerStats:
     received: int = 0
     refused: int = 0
     retry_in: float = 0.0
+    group_records_sent: int = 0
 
 
 class _LinkDown(Exception):
@@ -195,10 +196,12 @@ class Link:
             batch: list[dict[str, Any]] = []
             size = 0
             for entry in entries:
-                size += len(entry.unit["env"]) + 200
+                size += entry.size + 200
                 if batch and size > PUSH_BYTES:
                     break
-                batch.append({"o": entry.oseq, "u": entry.unit})
+                batch.append(entry.to_wire())
+                if entry.kind == "gr":
+                    stats.group_records_sent += 1
             await self._send({"t": "push", "entries": batch})
             sent = batch[-1]["o"]
             stats.sent += len(batch)
@@ -252,11 +255,17 @@ class Link:
         raw = frame.get("entries")
         if not isinstance(raw, list) or not raw or len(raw) > PUSH_ENTRIES:
             raise ProtocolError(ErrorCode.BAD_FRAME, "push carries 1-256 entries")
-        entries: list[tuple[int, SignedUnit]] = []
+        entries: list[tuple[int, str, Any]] = []
         for item in raw:
             if not isinstance(item, dict) or not isinstance(item.get("o"), int):
-                raise ProtocolError(ErrorCode.BAD_FRAME, "a push entry is {o, u}")
-            entries.append((item["o"], SignedUnit.from_wire(item.get("u"))))
+                raise ProtocolError(ErrorCode.BAD_FRAME, "a push entry is {o, k, u|r}")
+            kind = item.get("k", "m")
+            if kind not in ("m", "gs", "gl", "gr"):
+                raise ProtocolError(ErrorCode.BAD_FRAME, "unknown push entry kind")
+            payload = item.get("r") if kind == "gr" else item.get("u")
+            if not isinstance(payload, dict):
+                raise ProtocolError(ErrorCode.BAD_FRAME, "a push entry carries a map")
+            entries.append((item["o"], kind, payload))
         # The per-peer rate limit: a flooding peer is slowed, not served first.
         wait = self._bucket.take(trio.current_time(), len(entries))
         if wait > 0:
@@ -361,6 +370,7 @@ class Federation:
                     "sent": stats.sent,
                     "received": stats.received,
                     "refused": stats.refused,
+                    "group_records_sent": stats.group_records_sent,
                     "outbox": self.registry.outbox_depth(record.key),
                 }
             )

@@ -58,9 +58,21 @@ class PeerRecord:
 
 @dataclass(frozen=True)
 class OutboxEntry:
+    """One outbox item: ``kind`` ``m`` (1:1 unit), ``gs`` (a member's group
+    send to the host), ``gl`` (a member leaving), ``gr`` (a host's group record)."""
+
     oseq: int
-    unit: dict[str, bytes]
+    kind: str
+    payload: dict[str, bytes]
     user: str
+
+    def to_wire(self) -> dict[str, Any]:
+        key = "r" if self.kind == "gr" else "u"
+        return {"o": self.oseq, "k": self.kind, key: self.payload}
+
+    @property
+    def size(self) -> int:
+        return sum(len(v) for v in self.payload.values())
 
 
 @dataclass
@@ -111,6 +123,10 @@ class PeerRegistry:
     def __init__(self, store: Store, on_outbox: Callable[[bytes], None] | None = None) -> None:
         self._store = store
         self._on_outbox = on_outbox
+        #: Applies group items (``gs``, ``gl``, ``gr``) inside the inbound transaction.
+        self.group_inbound: Callable[[WriteTxn, bytes, str, Any, int], None] | None = None
+        #: Called after an inbound batch commits (groups poke the outboxes they grew).
+        self.after_inbound: Callable[[], None] | None = None
         self._outbox_grew: set[bytes] = set()
 
     # ------------------------------------------------------------ reads
@@ -158,7 +174,9 @@ class PeerRegistry:
                 if not k.startswith(key) or len(out) >= limit:
                     break
                 item = cbor2.loads(v)
-                out.append(OutboxEntry(_U64.unpack(k[32:])[0], item["unit"], item["user"]))
+                out.append(
+                    OutboxEntry(_U64.unpack(k[32:])[0], item["k"], item["p"], item.get("user", ""))
+                )
             return out
 
         return self._store.read(fn)
@@ -267,12 +285,24 @@ class PeerRegistry:
             )
 
     def append(self, w: WriteTxn, node_id: str, unit: SignedUnit, sender: str, now_ms: int) -> None:
+        self.append_item(w, node_id, "m", unit.to_wire(), sender, now_ms)
+
+    def append_item(
+        self,
+        w: WriteTxn,
+        node_id: str,
+        kind: str,
+        payload: dict[str, bytes],
+        sender: str,
+        now_ms: int,
+    ) -> None:
+        """Queue one item for ``node_id`` in the same transaction as the caller's."""
         key = node_id_bytes(node_id)
         meta = self._txn_meta(w, key)
         oseq = meta["next"]
         w.txn.put(
             key + _U64.pack(oseq),
-            cbor2.dumps({"unit": unit.to_wire(), "user": sender, "ms": now_ms}),
+            cbor2.dumps({"k": kind, "p": payload, "user": sender, "ms": now_ms}),
             db=w.db("outbox"),
         )
         meta["next"] = oseq + 1
@@ -320,7 +350,7 @@ class PeerRegistry:
 
     # ------------------------------------------------------------ inbound
     async def apply_inbound(
-        self, peer: bytes, entries: list[tuple[int, SignedUnit]], now_ms: int
+        self, peer: bytes, entries: list[tuple[int, str, Any]], now_ms: int
     ) -> InboundResult:
         """Verify and commit a batch from ``peer`` in one transaction.
 
@@ -335,13 +365,20 @@ class PeerRegistry:
             raw = w.txn.get(peer, db=inbound)
             applied = 0 if raw is None else _U64.unpack(raw)[0]
             result = InboundResult(applied=applied)
-            for oseq, unit in entries:
+            for oseq, kind, payload in entries:
                 if oseq <= applied:
                     continue
                 if oseq != applied + 1:
                     break  # a gap: stop here, the peer resends from our ack
                 applied = oseq
                 try:
+                    if kind != "m":
+                        if self.group_inbound is None:
+                            raise ProtocolError(ErrorCode.BAD_FRAME, "groups are not served here")
+                        self.group_inbound(w, peer, kind, payload, now_ms)
+                        result.stored += 1
+                        continue
+                    unit = SignedUnit.from_wire(payload)
                     env = open_unit(unit, expected_origin=peer)
                     if env.to is None or env.to.node != our_id:
                         raise ProtocolError(ErrorCode.FORBIDDEN, "not addressed to this node")
@@ -365,7 +402,10 @@ class PeerRegistry:
             result.applied = applied
             return result
 
-        return await self._store.transact(op)
+        result = await self._store.transact(op)
+        if self.after_inbound is not None:
+            self.after_inbound()
+        return result
 
 
 def _replace_name(record: PeerRecord, name: str) -> PeerRecord:
@@ -374,9 +414,9 @@ def _replace_name(record: PeerRecord, name: str) -> PeerRecord:
 
 def _delivery_failed(w: WriteTxn, item: dict[str, Any], code: str, peer: bytes) -> None:
     user = item.get("user")
-    if not isinstance(user, str) or w.get_user(user) is None:
+    if not isinstance(user, str) or w.get_user(user) is None or item.get("k") == "gr":
         return
-    unit = SignedUnit.from_wire(item["unit"])
+    unit = SignedUnit.from_wire(item["p"])
     try:
         env = open_unit(unit)
     except ProtocolError:
@@ -389,6 +429,7 @@ def _delivery_failed(w: WriteTxn, item: dict[str, Any], code: str, peer: bytes) 
                 "type": "delivery_failed",
                 "id": env.id,
                 "to": to.to_wire() if to else None,
+                "group": env.group.to_wire() if env.group else None,
                 "code": code,
                 "node": node_id_text(peer),
             }

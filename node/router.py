@@ -12,6 +12,7 @@ from typing import Any
 import cbor2
 
 from chinwag.protocol.addresses import (
+    GroupAddress,
     UserAddress,
     is_node_id_text,
     node_id_bytes,
@@ -43,6 +44,8 @@ class Router:
         self._registry = registry
         self._outbox_grew = outbox_grew
         self._labels: dict[str, str | None] = {}
+        #: Set by the app once groups exist (node/groups.py).
+        self.groups: Any = None
 
     def node_label(self, node_id: str) -> str | None:
         """The display name of a node, from this node's own pins."""
@@ -75,8 +78,15 @@ class Router:
     def resolve_user(self, text: str) -> UserAddress:
         target = parse_target(text)
         if target.is_group:
-            raise ProtocolError(ErrorCode.BAD_REQUEST, "groups are not supported yet")
+            raise ProtocolError(ErrorCode.BAD_REQUEST, f"{text!r} is a group, not a user")
         return UserAddress(target.name, self.resolve_node(target.node))
+
+    def resolve_group(self, text: str) -> GroupAddress:
+        target = parse_target(text if text.startswith("#") else "#" + text)
+        return GroupAddress(target.name, self.resolve_node(target.node))
+
+    def group_text(self, group: GroupAddress) -> str:
+        return f"#{group.name}@{self.node_label(group.host) or group.host}"
 
     def display(self, address: UserAddress) -> str:
         return f"{address.user}@{self.node_label(address.node) or address.node}"
@@ -84,6 +94,11 @@ class Router:
     async def send(
         self, sender: str, device: str, cid: str | None, to_text: str, text: str
     ) -> SendResult:
+        if to_text.startswith("#"):
+            if self.groups is None:
+                raise ProtocolError(ErrorCode.BAD_REQUEST, "groups are not enabled")
+            group = self.resolve_group(to_text)
+            return await self.groups.send(sender, device, cid, group, text, self._now_ms())
         to = self.resolve_user(to_text)
         result = await self._store.send_direct(sender, device, cid, to, text, self._now_ms())
         if to.node != self._identity.id and self._outbox_grew is not None:
@@ -110,6 +125,9 @@ class Router:
                 frame["to"] = self._address_wire(env.to)
             if env.group is not None:
                 frame["group"] = env.group.to_wire()
+                label = self.node_label(env.group.host)
+                if label is not None:
+                    frame["group"]["host_name"] = label
             return frame
         event = item.get("event", {})
         return {"t": "msg", "seq": seq, "kind": "event", "body": event}

@@ -30,6 +30,7 @@ from chinwag.protocol.errors import ErrorCode, ProtocolError
 from chinwag.protocol.frames import (
     Ack,
     Auth,
+    GroupOp,
     Heartbeat,
     Request,
     Send,
@@ -119,6 +120,8 @@ class DeviceSession:
         self._bad_frames = 0
         self._nursery: trio.Nursery | None = None
         self._reason: _Disconnect | None = None
+        #: Answers ``group`` frames (node/group_ops.py), set by the app.
+        self.group_ops: Any = None
 
     # ------------------------------------------------------------------ run
     async def run(self) -> None:
@@ -259,6 +262,10 @@ class DeviceSession:
         elif isinstance(request, Heartbeat):
             if request.rid is not None:
                 self._reply(ok_frame(request.rid))
+        elif isinstance(request, GroupOp):
+            if self.group_ops is None:
+                raise ProtocolError(ErrorCode.BAD_REQUEST, "groups are not enabled")
+            self._reply(ok_frame(request.rid, **await self.group_ops.handle(self.user, request)))
         elif isinstance(request, Auth):
             raise ProtocolError(ErrorCode.BAD_REQUEST, "already authenticated")
 

@@ -71,6 +71,8 @@ SCHEMA_VERSION = 1
 #   cid_times:     stored_ms(8) | cids key           -> b""  (age index for pruning)
 #   contacts:      uid(4) | address (utf-8)          -> b""
 #   presence:      uid(4)                            -> cbor {s: status, l: last_active_at ms}
+#   groups:        name (utf-8)                      -> cbor {title, owner, members, gseq} (hosted)
+#   group_views:   host(32) | name (utf-8)           -> cbor {members, gseq, title} (member node)
 #   meta:          b"schema" -> version(4); b"last_id" -> id(8); b"next_uid" -> uid(4)
 #
 # Federation (layouts and operations in node/peers.py):
@@ -96,6 +98,8 @@ DB_NAMES = (
     "cid_times",
     "contacts",
     "presence",
+    "groups",
+    "group_views",
     "meta",
     "peers",
     "peer_names",

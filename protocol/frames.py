@@ -182,7 +182,22 @@ class Heartbeat:
     rid: Rid | None
 
 
-Request = Auth | Send | Sync | Ack | Heartbeat
+@dataclass(frozen=True)
+class GroupOp:
+    """Group management: ``op`` is create, add, remove, leave, rename, list or members."""
+
+    rid: Rid
+    op: str
+    group: str | None
+    name: str | None
+    members: tuple[str, ...]
+    title: str | None
+
+
+GROUP_OPS = frozenset({"create", "add", "remove", "leave", "rename", "list", "members"})
+MAX_GROUP_MEMBERS_PER_OP = 256
+
+Request = Auth | Send | Sync | Ack | Heartbeat | GroupOp
 
 _FIELDS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     # type: (required fields, optional fields), ``t`` not counted
@@ -191,6 +206,7 @@ _FIELDS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "sync": (frozenset({"rid", "after"}), frozenset()),
     "ack": (frozenset({"seq"}), frozenset({"rid"})),
     "heartbeat": (frozenset(), frozenset({"rid"})),
+    "group": (frozenset({"rid", "op"}), frozenset({"group", "name", "members", "title"})),
 }
 REQUEST_TYPES = frozenset(_FIELDS)
 
@@ -260,6 +276,26 @@ def parse_request(frame: Mapping[str, Any]) -> Request:
         return Sync(rid=rid, after=_count(frame, "after"))
     if kind == "ack":
         return Ack(rid=rid, seq=_count(frame, "seq"))
+    if kind == "group":
+        assert rid is not None
+        op = _string(frame, "op", 16)
+        if op not in GROUP_OPS:
+            raise _bad(f"unknown group op {op!r}")
+        members = frame.get("members", [])
+        if (
+            not isinstance(members, list)
+            or len(members) > MAX_GROUP_MEMBERS_PER_OP
+            or not all(isinstance(m, str) and 0 < len(m) <= MAX_ADDRESS_CHARS for m in members)
+        ):
+            raise _bad("members is a list of at most 256 addresses")
+        return GroupOp(
+            rid=rid,
+            op=op,
+            group=_string(frame, "group", MAX_ADDRESS_CHARS) if "group" in frame else None,
+            name=_string(frame, "name", 32) if "name" in frame else None,
+            members=tuple(members),
+            title=_string(frame, "title", 100) if "title" in frame else None,
+        )
     return Heartbeat(rid=rid)
 
 
@@ -276,6 +312,16 @@ def encode_request(request: Request) -> dict[str, Any]:
         out = {"t": "sync", "after": request.after}
     elif isinstance(request, Ack):
         out = {"t": "ack", "seq": request.seq}
+    elif isinstance(request, GroupOp):
+        out = {"t": "group", "op": request.op}
+        if request.group is not None:
+            out["group"] = request.group
+        if request.name is not None:
+            out["name"] = request.name
+        if request.members:
+            out["members"] = list(request.members)
+        if request.title is not None:
+            out["title"] = request.title
     else:
         out = {"t": "heartbeat"}
     if request.rid is not None:
@@ -329,6 +375,7 @@ def error_from_frame(frame: Mapping[str, Any]) -> ProtocolError:
 __all__ = [
     "Ack",
     "Auth",
+    "GroupOp",
     "Heartbeat",
     "MAX_FRAME_BYTES",
     "Request",

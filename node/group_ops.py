@@ -1,0 +1,78 @@
+"""The ``group`` frame of a device: create, add, remove, leave, rename, list, members."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from chinwag.protocol.errors import ErrorCode, ProtocolError
+from chinwag.protocol.frames import GroupOp
+
+from .groups import GroupInfo, Groups, parse_member
+from .presence import Presence
+from .router import Router
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class GroupOps:
+    """Answers a device's group requests on behalf of its user."""
+
+    def __init__(self, groups: Groups, router: Router, presence: Presence | None) -> None:
+        self._groups = groups
+        self._router = router
+        self._presence = presence
+
+    def _show(self, text: str) -> str:
+        member = parse_member(text)
+        return f"{member.user}@{self._router.node_label(member.node) or member.node}"
+
+    def _describe(self, info: GroupInfo) -> dict[str, Any]:
+        return {
+            "group": self._router.group_text(info.group),
+            "name": info.group.name,
+            "host": info.group.host,
+            "title": info.title,
+            "members": len(info.members),
+        }
+
+    async def handle(self, user: str, op: GroupOp) -> dict[str, Any]:
+        if op.op == "list":
+            return {"groups": [self._describe(i) for i in self._groups.groups_of(user)]}
+        if op.op == "create":
+            if op.name is None:
+                raise ProtocolError(ErrorCode.BAD_FRAME, "create needs name")
+            group = await self._groups.create(user, op.name, op.title or "", _now_ms())
+            return {"group": self._router.group_text(group)}
+        if op.group is None:
+            raise ProtocolError(ErrorCode.BAD_FRAME, f"{op.op} needs group")
+        group = self._router.resolve_group(op.group)
+        if op.op in ("add", "remove"):
+            members = [self._router.resolve_user(m) for m in op.members]
+            if not members:
+                raise ProtocolError(ErrorCode.BAD_FRAME, f"{op.op} needs members")
+            add = members if op.op == "add" else []
+            remove = members if op.op == "remove" else []
+            changed = await self._groups.change_members(user, group, add, remove, _now_ms())
+            return self._describe(changed)
+        if op.op == "leave":
+            await self._groups.leave(user, group, _now_ms())
+            return {"group": self._router.group_text(group)}
+        if op.op == "rename":
+            await self._groups.rename(user, group, op.title or "", _now_ms())
+            return {"group": self._router.group_text(group)}
+        # members: presence is fetched here, when a group is opened, never pushed.
+        info = self._groups.info(group)
+        me = f"{user}@{self._router.resolve_node(None)}"
+        if info is None or me not in info.members:
+            raise ProtocolError(ErrorCode.FORBIDDEN, "you are not a member of this group")
+        listed: list[dict[str, Any]] = []
+        for text in info.members:
+            member = parse_member(text)
+            item: dict[str, Any] = {"address": self._show(text)}
+            if self._presence is not None:
+                item.update(self._presence.state_of(member.user, member.node).to_wire())
+            listed.append(item)
+        return {**self._describe(info), "members": listed}

@@ -1,0 +1,424 @@
+"""Groups: hosted by their creator's node, which owns membership and order.
+
+Host side (``groups`` db): the member list and the next ``gseq``. Every
+message and membership change becomes a host-signed group record with the
+next ``gseq``; the host commits it into each local member's queue and puts
+one copy per remote node that has members into that node's outbox, in the
+same transaction. Member nodes (``group_views`` db) accept records only from
+the host's link, verify the host's and the origin's signatures, apply them in
+``gseq`` order and fan out to their own members. Membership records carry the
+whole member list, so a node that gains its first member gets a snapshot.
+
+A member on another node sends to the host through its home outbox (its
+``ok`` means durable there); the sender's own queue gets the message from
+the host's record, like everyone else's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import cbor2
+
+from chinwag.protocol.addresses import (
+    GroupAddress,
+    UserAddress,
+    check_user_name,
+    node_id_bytes,
+    node_id_text,
+)
+from chinwag.protocol.envelope import Envelope, SignedUnit, open_unit, sign_envelope
+from chinwag.protocol.errors import ErrorCode, ProtocolError
+from chinwag.protocol.group_record import KIND_MESSAGE, make_group_record, open_group_record
+
+from .identity import NodeIdentity
+from .peers import TRUSTED, PeerRegistry
+from .store import SendResult, Store, WriteTxn, event_record
+
+MAX_TITLE_CHARS = 100
+
+
+def member_text(address: UserAddress) -> str:
+    return f"{address.user}@{address.node}"
+
+
+def parse_member(text: str) -> UserAddress:
+    user, _, node = text.partition("@")
+    return UserAddress(user, node)
+
+
+@dataclass(frozen=True)
+class GroupInfo:
+    group: GroupAddress
+    title: str
+    owner: str
+    members: tuple[str, ...]
+    gseq: int
+    hosted: bool
+
+
+class Groups:
+    """Group operations for devices, and group items arriving over federation."""
+
+    def __init__(
+        self,
+        identity: NodeIdentity,
+        store: Store,
+        registry: PeerRegistry,
+        cap: int,
+        outbox_grew: Callable[[str], None],
+    ) -> None:
+        self._identity = identity
+        self._store = store
+        self._registry = registry
+        self._cap = cap
+        self._outbox_grew = outbox_grew
+        # Nodes whose outbox a committed op grew (filled in the writer thread,
+        # read after the commit): they are poked to send at once.
+        self._grown: set[str] = set()
+        registry.group_inbound = self._inbound
+        registry.after_inbound = self._flush_grown
+
+    # ------------------------------------------------------------ reads
+    def _hosted(self, view: Any, name: str) -> dict[str, Any] | None:
+        raw = view.txn.get(name.encode(), db=view.db("groups"))
+        return None if raw is None else cbor2.loads(raw)
+
+    def _view(self, view: Any, group: GroupAddress) -> dict[str, Any] | None:
+        raw = view.txn.get(
+            node_id_bytes(group.host) + group.name.encode(), db=view.db("group_views")
+        )
+        return None if raw is None else cbor2.loads(raw)
+
+    def info(self, group: GroupAddress) -> GroupInfo | None:
+        def fn(view: Any) -> GroupInfo | None:
+            hosted = group.host == self._identity.id
+            item = self._hosted(view, group.name) if hosted else self._view(view, group)
+            if item is None:
+                return None
+            return GroupInfo(
+                group,
+                item.get("title", ""),
+                item.get("owner", ""),
+                tuple(item["members"]),
+                item["gseq"],
+                hosted,
+            )
+
+        return self._store.read(fn)
+
+    def groups_of(self, user: str) -> list[GroupInfo]:
+        me = f"{user}@{self._identity.id}"
+
+        def fn(view: Any) -> list[GroupInfo]:
+            out = []
+            for key, raw in view.txn.cursor(db=view.db("groups")):
+                item = cbor2.loads(raw)
+                if me in item["members"]:
+                    group = GroupAddress(bytes(key).decode(), self._identity.id)
+                    out.append(
+                        GroupInfo(
+                            group,
+                            item["title"],
+                            item["owner"],
+                            tuple(item["members"]),
+                            item["gseq"],
+                            True,
+                        )
+                    )
+            for key, raw in view.txn.cursor(db=view.db("group_views")):
+                item = cbor2.loads(raw)
+                if me in item["members"]:
+                    group = GroupAddress(bytes(key[32:]).decode(), node_id_text(bytes(key[:32])))
+                    out.append(
+                        GroupInfo(
+                            group,
+                            item.get("title", ""),
+                            item.get("owner", ""),
+                            tuple(item["members"]),
+                            item["gseq"],
+                            False,
+                        )
+                    )
+            return out
+
+        return self._store.read(fn)
+
+    # ------------------------------------------------------------ host side
+    def _put_hosted(self, w: WriteTxn, name: str, item: dict[str, Any]) -> None:
+        w.txn.put(name.encode(), cbor2.dumps(item), db=w.db("groups"))
+
+    def _commit_record(
+        self,
+        w: WriteTxn,
+        group: GroupAddress,
+        item: dict[str, Any],
+        recipients: set[str],
+        now_ms: int,
+        *,
+        unit: SignedUnit | None = None,
+        event: dict[str, Any] | None = None,
+    ) -> int | None:
+        """Next gseq, signed record, fan-out; returns the queue seq of ``item['_sender']``."""
+        item["gseq"] += 1
+        record = make_group_record(
+            w.node_key,
+            group,
+            item["gseq"],
+            unit=unit,
+            members=None if unit is not None else list(item["members"]),
+            event=event,
+        )
+        self._put_hosted(w, group.name, {k: v for k, v in item.items() if not k.startswith("_")})
+        sender_seq = None
+        remote_nodes: set[str] = set()
+        for text in sorted(recipients):
+            member = parse_member(text)
+            if member.node == self._identity.id:
+                if w.get_user(member.user) is None:
+                    continue
+                seq = w.append_to_queue(
+                    member.user, _queue_record(group, item["gseq"], unit, event)
+                )
+                if text == item.get("_sender"):
+                    sender_seq = seq
+            else:
+                remote_nodes.add(member.node)
+        for node_id in sorted(remote_nodes):
+            self._registry.append_item(w, node_id, "gr", record, "", now_ms)
+            self._grown.add(node_id)
+        return sender_seq
+
+    def _flush_grown(self) -> None:
+        grown, self._grown = self._grown, set()
+        for node_id in grown:
+            self._outbox_grew(node_id)
+
+    def _require_hosted(self, w: WriteTxn, group: GroupAddress) -> dict[str, Any]:
+        item = self._hosted(w, group.name)
+        if item is None:
+            raise ProtocolError(ErrorCode.NOT_FOUND, f"no group #{group.name} here")
+        return item
+
+    async def create(self, owner: str, name: str, title: str, now_ms: int) -> GroupAddress:
+        check_user_name(name)
+        group = GroupAddress(name, self._identity.id)
+        me = f"{owner}@{self._identity.id}"
+
+        def op(w: WriteTxn) -> None:
+            if self._hosted(w, name) is not None:
+                raise ProtocolError(ErrorCode.CONFLICT, f"#{name} already exists here")
+            item = {"title": title[:MAX_TITLE_CHARS], "owner": me, "members": [me], "gseq": 0}
+            event = {"action": "created", "by": me, "members": [me]}
+            self._commit_record(w, group, item, {me}, now_ms, event=event)
+
+        await self._store.transact(op)
+        self._flush_grown()
+        return group
+
+    async def change_members(
+        self,
+        actor: str,
+        group: GroupAddress,
+        add: list[UserAddress],
+        remove: list[UserAddress],
+        now_ms: int,
+    ) -> GroupInfo:
+        if group.host != self._identity.id:
+            raise ProtocolError(ErrorCode.FORBIDDEN, "manage a group on its host node")
+        me = f"{actor}@{self._identity.id}"
+
+        def op(w: WriteTxn) -> None:
+            item = self._require_hosted(w, group)
+            if me not in item["members"]:
+                raise ProtocolError(ErrorCode.FORBIDDEN, "you are not a member")
+            leaving_self = not add and [member_text(m) for m in remove] == [me]
+            if item["owner"] != me and not leaving_self:
+                raise ProtocolError(ErrorCode.FORBIDDEN, "only the group's owner changes members")
+            for member in add:
+                self._check_member(w, member)
+            before = set(item["members"])
+            after = (before | {member_text(m) for m in add}) - {member_text(m) for m in remove}
+            if len(after) > self._cap:
+                raise ProtocolError(
+                    ErrorCode.GROUP_FULL, f"a group holds at most {self._cap} members"
+                )
+            if after == before:
+                return
+            self._apply_membership(w, group, item, before, after, me, now_ms)
+
+        await self._store.transact(op)
+        self._flush_grown()
+        info = self.info(group)
+        assert info is not None
+        return info
+
+    def _apply_membership(
+        self,
+        w: WriteTxn,
+        group: GroupAddress,
+        item: dict[str, Any],
+        before: set[str],
+        after: set[str],
+        actor: str,
+        now_ms: int,
+    ) -> None:
+        added, removed = sorted(after - before), sorted(before - after)
+        item["members"] = sorted(after)
+        if item["owner"] not in after and after:
+            item["owner"] = item["members"][0]
+        event = {"action": "members", "by": actor, "added": added, "removed": removed}
+        self._commit_record(w, group, item, before | after, now_ms, event=event)
+
+    def _check_member(self, w: WriteTxn, member: UserAddress) -> None:
+        if member.node == self._identity.id:
+            w.require_user(member.user)
+            return
+        raw = w.txn.get(node_id_bytes(member.node), db=w.db("peers"))
+        if raw is None or cbor2.loads(raw).get("state") != TRUSTED:
+            raise ProtocolError(ErrorCode.NO_SUCH_NODE, f"unknown node {member.node[:12]}")
+
+    async def rename(self, actor: str, group: GroupAddress, title: str, now_ms: int) -> None:
+        if group.host != self._identity.id:
+            raise ProtocolError(ErrorCode.FORBIDDEN, "manage a group on its host node")
+        me = f"{actor}@{self._identity.id}"
+
+        def op(w: WriteTxn) -> None:
+            item = self._require_hosted(w, group)
+            if item["owner"] != me:
+                raise ProtocolError(ErrorCode.FORBIDDEN, "only the group's owner renames it")
+            item["title"] = title[:MAX_TITLE_CHARS]
+            event = {"action": "renamed", "by": me, "title": item["title"]}
+            self._commit_record(w, group, item, set(item["members"]), now_ms, event=event)
+
+        await self._store.transact(op)
+        self._flush_grown()
+
+    async def send(
+        self, sender: str, device: str, cid: str | None, group: GroupAddress, text: str, now_ms: int
+    ) -> SendResult:
+        me = UserAddress(sender, self._identity.id)
+
+        def op(w: WriteTxn) -> SendResult:
+            w.require_user(sender)
+            msg_id = w.next_id(now_ms)
+            env = Envelope(
+                id=msg_id,
+                sender=me,
+                to=None,
+                group=group,
+                ts=now_ms,
+                kind="text",
+                body={"text": text},
+            )
+            unit = sign_envelope(w.node_key, env)
+            if group.host == self._identity.id:
+                item = self._require_hosted(w, group)
+                if member_text(me) not in item["members"]:
+                    raise ProtocolError(ErrorCode.FORBIDDEN, "you are not a member of this group")
+                item["_sender"] = member_text(me)
+                seq = self._commit_record(w, group, item, set(item["members"]), now_ms, unit=unit)
+                return SendResult(msg_id, seq or 0, now_ms, duplicate=False)
+            view = self._view(w, group)
+            if view is not None and member_text(me) not in view["members"]:
+                raise ProtocolError(ErrorCode.FORBIDDEN, "you are not a member of this group")
+            self._registry.check(w, group.host)
+            self._registry.append_item(w, group.host, "gs", unit.to_wire(), sender, now_ms)
+            self._grown.add(group.host)
+            # Durable in the home outbox; the sender's queue gets it from the host.
+            return SendResult(msg_id, 0, now_ms, duplicate=False)
+
+        result = await self._store.transact(op)
+        self._flush_grown()
+        return result
+
+    async def leave(self, user: str, group: GroupAddress, now_ms: int) -> None:
+        me = UserAddress(user, self._identity.id)
+        if group.host == self._identity.id:
+            await self.change_members(user, group, [], [me], now_ms)
+            return
+
+        def op(w: WriteTxn) -> None:
+            msg_id = w.next_id(now_ms)
+            env = Envelope(
+                id=msg_id, sender=me, to=None, group=group, ts=now_ms, kind="leave", body={}
+            )
+            self._registry.check(w, group.host)
+            self._registry.append_item(
+                w, group.host, "gl", sign_envelope(w.node_key, env).to_wire(), user, now_ms
+            )
+            self._grown.add(group.host)
+
+        await self._store.transact(op)
+        self._flush_grown()
+
+    # ------------------------------------------------------------ federation
+    def _inbound(self, w: WriteTxn, peer: bytes, kind: str, payload: Any, now_ms: int) -> None:
+        """A group item from ``peer``; validates fully before writing anything."""
+        if kind == "gr":
+            self._apply_record(w, peer, payload)
+            return
+        unit = SignedUnit.from_wire(payload)
+        env = open_unit(unit, expected_origin=peer)
+        if env.group is None or env.group.host != self._identity.id:
+            raise ProtocolError(ErrorCode.FORBIDDEN, "not a group hosted here")
+        group = env.group
+        item = self._require_hosted(w, group)
+        sender = member_text(env.sender)
+        if sender not in item["members"]:
+            raise ProtocolError(ErrorCode.FORBIDDEN, "not a member of the group")
+        dedup_key = unit.by + env.id.to_bytes(8, "big")
+        if w.txn.get(dedup_key, db=w.db("dedup")) is not None:
+            raise ProtocolError(ErrorCode.CONFLICT, "replayed envelope")
+        w.txn.put(dedup_key, now_ms.to_bytes(8, "big"), db=w.db("dedup"))
+        if kind == "gs" and env.kind == "text":
+            self._commit_record(w, group, item, set(item["members"]), now_ms, unit=unit)
+        elif kind == "gl" and env.kind == "leave":
+            before = set(item["members"])
+            self._apply_membership(w, group, item, before, before - {sender}, sender, now_ms)
+        else:
+            raise ProtocolError(ErrorCode.BAD_FRAME, "unexpected group item")
+
+    def _apply_record(self, w: WriteTxn, peer: bytes, payload: Any) -> None:
+        record = open_group_record(payload, peer)
+        group = record.group
+        if node_id_bytes(group.host) != peer:
+            raise ProtocolError(ErrorCode.FORBIDDEN, "group records come only from their host")
+        key = peer + group.name.encode()
+        raw = w.txn.get(key, db=w.db("group_views"))
+        view: dict[str, Any] = (
+            cbor2.loads(raw) if raw is not None else {"members": [], "gseq": 0, "title": ""}
+        )
+        if record.gseq <= view["gseq"]:
+            return  # already applied
+        if record.kind == KIND_MESSAGE:
+            assert record.unit is not None
+            env = open_unit(record.unit)  # the origin's own signature, too
+            if env.group != group:
+                raise ProtocolError(ErrorCode.FORBIDDEN, "inner envelope is for another group")
+            recipients = set(view["members"])
+            event = None
+        else:
+            recipients = set(view["members"]) | set(record.members)
+            view["members"] = list(record.members)
+            event = record.event
+            if "title" in event and isinstance(event["title"], str):
+                view["title"] = event["title"]
+        view["gseq"] = record.gseq
+        w.txn.put(key, cbor2.dumps(view), db=w.db("group_views"))
+        for text in sorted(recipients):
+            member = parse_member(text)
+            if member.node == self._identity.id and w.get_user(member.user) is not None:
+                w.append_to_queue(
+                    member.user, _queue_record(group, record.gseq, record.unit, event)
+                )
+
+
+def _queue_record(
+    group: GroupAddress, gseq: int, unit: SignedUnit | None, event: dict[str, Any] | None
+) -> bytes:
+    if unit is not None:
+        return cbor2.dumps({"unit": unit.to_wire(), "g": gseq})
+    return event_record({"type": "group", "group": group.to_wire(), "gseq": gseq, **(event or {})})

@@ -1,0 +1,164 @@
+"""Groups across three nodes: one order, one copy per node, cap, forbidden, removal."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import trio
+
+from chinwag.node.client import ChatClient, ClientError, connect
+
+from .test_federation import linked
+
+TIMEOUT = 20
+
+
+async def three_nodes(start_node: Any, **config: Any) -> list[Any]:
+    nodes = [await start_node(name=f"g{i}", **config) for i in (1, 2, 3)]
+    await linked(nodes[0], nodes[1])
+    await linked(nodes[0], nodes[2])
+    await linked(nodes[1], nodes[2])
+    return nodes
+
+
+async def texts_until(client: ChatClient, count: int) -> list[dict[str, Any]]:
+    """The next ``count`` group text messages (membership events skipped)."""
+    got: list[dict[str, Any]] = []
+    with trio.fail_after(TIMEOUT):
+        while len(got) < count:
+            frame = await client.messages.receive()
+            if frame.get("kind") == "text":
+                got.append(frame)
+    return got
+
+
+def group_sent(node: Any, other: Any) -> int:
+    for peer in node.node.status()["peers"]:
+        if peer["node_id"] == other.running.identity.id:
+            return int(peer["group_records_sent"])
+    raise AssertionError("no such peer")
+
+
+async def test_group_on_three_nodes_one_order_one_copy_per_node(start_node) -> None:
+    n1, n2, n3 = await three_nodes(start_node)
+    tokens = {
+        "alice": await n1.user("alice"),
+        "bob": await n2.user("bob"),
+        "carol": await n3.user("carol", "laptop"),
+        "carol2": await n3.user("carol", "phone"),
+        "dave": await n3.user("dave"),
+    }
+    async with (
+        connect(n1.url, tokens["alice"]) as alice,
+        connect(n2.url, tokens["bob"]) as bob,
+        connect(n3.url, tokens["carol"]) as carol,
+        connect(n3.url, tokens["carol2"]) as carol2,
+        connect(n3.url, tokens["dave"]) as dave,
+    ):
+        created = await alice.group("create", name="team", title="The team")
+        assert created["group"] == "#team@g1"
+        info = await alice.group("add", group="#team@g1", members=["bob@g2", "carol@g3", "dave@g3"])
+        assert info["members"] == 4
+        clients = [alice, bob, carol, carol2, dave]
+        for client in clients:
+            await client.sync(0)
+        # Membership is settled everywhere before counting group frames.
+        with trio.fail_after(TIMEOUT):
+            while not (await dave.group("list"))["groups"]:  # noqa: ASYNC110
+                await trio.sleep(0.02)
+        before = (group_sent(n1, n2), group_sent(n1, n3))
+        senders = [(alice, "a"), (bob, "b"), (carol, "c")]
+        for round_ in range(5):
+            for client, tag in senders:
+                await client.send("#team@g1", f"{tag}{round_}")
+        orders = []
+        for client in clients:
+            frames = await texts_until(client, 15)
+            assert all(f["group"]["name"] == "team" for f in frames)
+            orders.append([(f["origin"], f["id"]) for f in frames])
+            assert sorted(f["body"]["text"] for f in frames) == sorted(
+                f"{t}{r}" for r in range(5) for t in "abc"
+            )
+        assert all(order == orders[0] for order in orders), "members disagree on the order"
+        # One record per message crossed each link, though g3 has two members.
+        assert group_sent(n1, n2) - before[0] == 15
+        assert group_sent(n1, n3) - before[1] == 15
+        members = await bob.group("members", group="#team@g1")
+        assert {m["address"] for m in members["members"]} == {
+            "alice@g1",
+            "bob@g2",
+            "carol@g3",
+            "dave@g3",
+        }
+        assert all("status" in m for m in members["members"])
+
+
+async def test_cap_forbidden_removal_and_leave(start_node) -> None:
+    n1, n2, n3 = await three_nodes(start_node, group_cap=3)
+    alice = await n1.user("alice")
+    tokens = {
+        name: await node.user(name) for node, name in ((n2, "bob"), (n3, "carol"), (n3, "dave"))
+    }
+    async with (
+        connect(n1.url, alice) as a,
+        connect(n2.url, tokens["bob"]) as b,
+        connect(n3.url, tokens["carol"]) as c,
+        connect(n3.url, tokens["dave"]) as d,
+    ):
+        await a.group("create", name="club")
+        await a.group("add", group="#club@g1", members=["bob@g2", "carol@g3"])
+        with pytest.raises(ClientError) as info:
+            await a.group("add", group="#club@g1", members=["dave@g3"])
+        assert info.value.code == "group_full"
+        # A non-member's message is refused (by dave's own node, which holds
+        # the group's member list since carol, on the same node, is a member).
+        await d.sync(0)
+        with pytest.raises(ClientError) as info:
+            await d.send("#club@g1", "let me in")
+        assert info.value.code == "forbidden"
+        with pytest.raises(ClientError) as info:
+            await b.group("add", group="#club@g1", members=["dave@g3"])
+        assert info.value.code == "forbidden"
+        # Removal: carol stops receiving at once.
+        for client in (a, b, c):
+            await client.sync(0)
+        await a.send("#club@g1", "before")
+        assert [f["body"]["text"] for f in await texts_until(c, 1)] == ["before"]
+        await a.group("remove", group="#club@g1", members=["carol@g3"])
+        await a.send("#club@g1", "after")
+        assert [f["body"]["text"] for f in await texts_until(b, 2)] == ["before", "after"]
+        # Bob leaves from his own node; the host applies it.
+        await b.group("leave", group="#club@g1")
+        with trio.fail_after(TIMEOUT):
+            while (await a.group("members", group="#club@g1"))["members"] != [  # noqa: ASYNC110
+                {
+                    "address": "alice@g1",
+                    "status": "online",
+                    "last_active_at": pytest.approx(0, abs=1e15),
+                }
+            ]:
+                await trio.sleep(0.05)
+    carol_queue = [e for e in n3.node.store.read_queue("carol", 0, 1000) if b"after" in e.record]
+    assert carol_queue == []
+
+
+async def test_remote_member_node_restarts_and_catches_up(start_node, tmp_path) -> None:
+    n1 = await start_node(name="h1")
+    data3 = tmp_path / "member-node"
+    n3 = await start_node(data_dir=data3, name="m3")
+    await linked(n1, n3)
+    alice = await n1.user("alice")
+    carol = await n3.user("carol")
+    async with connect(n1.url, alice) as a:
+        await a.group("create", name="ops")
+        await a.group("add", group="#ops@h1", members=["carol@m3"])
+        await a.send("#ops@h1", "m0")
+        await n3.stop()
+        for i in range(1, 40):
+            await a.send("#ops@h1", f"m{i}")
+    n3 = await start_node(data_dir=data3, name="m3")
+    async with connect(n3.url, carol) as c:
+        await c.sync(0)
+        frames = await texts_until(c, 40)
+    assert [f["body"]["text"] for f in frames] == [f"m{i}" for i in range(40)]
