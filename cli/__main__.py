@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 
 from chinwag.node.client import ClientError
 
-from . import admin_cmds, chat_cmds, contacts_cmds, discover_cmd, node_cmds
+from . import admin_cmds, chat_cmds, contacts_cmds, discover_cmd, group_cmds, node_cmds
 from .common import CliError, client_error_message
 
 
@@ -24,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     admin_cmds.register(sub)
     discover_cmd.register(sub)
     contacts_cmds.register(sub)
+    group_cmds.register(sub)
     return parser
 
 

@@ -32,7 +32,7 @@ def _client_args(parser: argparse.ArgumentParser) -> None:
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("send", help="send a message (exit 0 once the node acknowledged it)")
     _client_args(p)
-    p.add_argument("to", metavar="TO", help="bob (same node) or bob@node")
+    p.add_argument("to", metavar="TO", help="bob (same node), bob@node or '#group@host'")
     p.add_argument("text", metavar="TEXT", help="the text, or - for one message per stdin line")
     p.set_defaults(handler=cmd_send)
 

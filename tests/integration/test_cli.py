@@ -109,3 +109,32 @@ async def test_contacts_cli_with_presence(start_node, tmp_path) -> None:
     removed = await run_cli(["contacts", *common, "remove", "bob@cafe"], tmp_path)
     assert removed.returncode == 0
     assert (await run_cli(["contacts", *common, "--json"], tmp_path)).stdout == b""
+
+
+async def test_group_cli(start_node, tmp_path) -> None:
+    node = await start_node(name="den")
+    pw = "correct horse battery staple"
+    await node.user("alice")
+    await node.user("bob")
+    a = ["--server", node.url, "--user", "alice"]
+    created = await run_cli(["group", "create", "book", *a], tmp_path, password=pw)
+    assert created.returncode == 0, created.stderr
+    assert created.stdout.decode().strip() == "#book@den"
+    added = await run_cli(["group", "add", "#book@den", "bob@den", *a], tmp_path)
+    assert added.returncode == 0, added.stderr
+    sent = await run_cli(["send", *a, "#book@den", "chapter one"], tmp_path)
+    assert sent.returncode == 0, sent.stderr
+    b = ["--server", node.url, "--user", "bob"]
+    tail = await run_cli(["tail", *b, "--json"], tmp_path, password=pw)
+    items = [json.loads(line) for line in tail.stdout.decode().splitlines()]
+    texts = [i for i in items if i["kind"] == "text"]
+    assert texts[0]["text"] == "chapter one" and texts[0]["group"] == "#book@den"
+    members = await run_cli(["group", "members", "#book@den", *b, "--json"], tmp_path)
+    got = {json.loads(x)["address"] for x in members.stdout.decode().splitlines()}
+    assert got == {"alice@den", "bob@den"}
+    listed = await run_cli(["group", "list", *b], tmp_path)
+    assert "#book@den" in listed.stdout.decode()
+    left = await run_cli(["group", "leave", "#book@den", *b], tmp_path)
+    assert left.returncode == 0, left.stderr
+    denied = await run_cli(["send", *b, "#book@den", "still here?"], tmp_path)
+    assert denied.returncode != 0 and b"forbidden" in denied.stderr
