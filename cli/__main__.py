@@ -9,7 +9,15 @@ from collections.abc import Callable, Sequence
 
 from chinwag.node.client import ClientError
 
-from . import admin_cmds, chat_cmds, contacts_cmds, discover_cmd, group_cmds, node_cmds
+from . import (
+    admin_cmds,
+    chat_cmds,
+    contacts_cmds,
+    discover_cmd,
+    group_cmds,
+    node_cmds,
+    push_cmds,
+)
 from .common import CliError, client_error_message
 
 
@@ -25,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     discover_cmd.register(sub)
     contacts_cmds.register(sub)
     group_cmds.register(sub)
+    push_cmds.register(sub)
     return parser
 
 

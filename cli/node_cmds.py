@@ -64,6 +64,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="seed peer, trusted with its pinned key (repeatable)",
     )
     p.add_argument("--trust-lan", action="store_true", help="trust peers found by mDNS")
+    p.add_argument(
+        "--push-allow-private",
+        action="store_true",
+        help="allow push endpoints on loopback/private addresses",
+    )
     p.add_argument("--no-mdns", action="store_true", help="no mDNS announce/browse")
     p.add_argument(
         "--mdns-interface", action="append", default=[], help="announce/browse only here"
@@ -146,6 +151,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         signup=args.signup,
         seeds=seeds,
         trust_lan=args.trust_lan,
+        push_allow_private=args.push_allow_private,
         mdns=not args.no_mdns,
         mdns_interfaces=tuple(args.mdns_interface),
         **overrides,

@@ -30,6 +30,7 @@ from .hub import Hub
 from .identity import NodeIdentity, ensure_data_dir, load_or_init_identity
 from .peers import BLOCKED, TRUSTED, PeerRegistry
 from .presence import Presence
+from .push import Push
 from .router import Router
 from .seeds import read_peers_file
 from .server import Server
@@ -97,6 +98,8 @@ class Node:
         self.group_ops = GroupOps(self.groups, self.router, self.presence)
         self.federation.presence = self.presence
         self.api = HttpApi(config, self.identity, self.store, self.hub, presence=self.presence)
+        self.push = Push(config, self.store, self.hub, self.router.node_label)
+        self.push.register_routes(self.api)
         self.server = Server(config, self.api, self._on_websocket)
         self.admin = AdminServer(
             config.data_dir,
@@ -203,6 +206,7 @@ class Node:
             await nursery.start(self.store.run)
             await self._load_seeds()
             await nursery.start(self.presence.run)
+            await nursery.start(self.push.run)
             await nursery.start(self.admin.run)
             port = await nursery.start(self.server.run)
             self.federation.own_urls = [self._url(port)]

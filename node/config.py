@@ -71,6 +71,12 @@ class NodeConfig:
     # Groups
     group_cap: int = 256
 
+    # Push
+    #: Allow push endpoints on loopback/private addresses (LAN setups, tests).
+    push_allow_private: bool = False
+    #: Seconds a burst of messages is gathered into one notification.
+    push_coalesce: float = 1.0
+
     # Presence
     presence_timeout: float = 30.0
     presence_grace: float = 2.0

@@ -138,3 +138,21 @@ async def test_group_cli(start_node, tmp_path) -> None:
     assert left.returncode == 0, left.stderr
     denied = await run_cli(["send", *b, "#book@den", "still here?"], tmp_path)
     assert denied.returncode != 0 and b"forbidden" in denied.stderr
+
+
+async def test_push_cli(start_node, tmp_path) -> None:
+    node = await start_node(name="pub", push_allow_private=True)
+    await node.user("bob")
+    pw = "correct horse battery staple"
+    b = ["--server", node.url, "--user", "bob", "--device", "phone"]
+    url = "http://127.0.0.1:9/up/xyz"
+    added = await run_cli(["push", "add", url, *b], tmp_path, password=pw)
+    assert added.returncode == 0, added.stderr
+    listed = await run_cli(["push", "list", *b, "--json"], tmp_path)
+    assert json.loads(listed.stdout)["endpoints"] == [
+        {"endpoint": url, "device": "phone", "include_text": False}
+    ]
+    removed = await run_cli(["push", "remove", url, *b], tmp_path)
+    assert removed.returncode == 0
+    listed = await run_cli(["push", "list", *b, "--json"], tmp_path)
+    assert json.loads(listed.stdout)["endpoints"] == []
