@@ -7,7 +7,7 @@ outboxes behind the same ``send`` call.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cbor2
 
@@ -24,6 +24,9 @@ from chinwag.protocol.errors import ErrorCode, ProtocolError
 
 from .identity import NodeIdentity
 from .peers import PeerRegistry
+
+if TYPE_CHECKING:
+    from .groups import Groups
 from .store import SendResult, Store
 
 
@@ -44,8 +47,8 @@ class Router:
         self._registry = registry
         self._outbox_grew = outbox_grew
         self._labels: dict[str, str | None] = {}
-        #: Set by the app once groups exist (node/groups.py).
-        self.groups: Any = None
+        #: Set by the app once groups exist.
+        self.groups: Groups | None = None
 
     def node_label(self, node_id: str) -> str | None:
         """The display name of a node, from this node's own pins."""
