@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import trio
-from nodeproc import NodeProcess, memory_kb, raise_nofile_limit, thread_count
+from nodeproc import NodeProcess, memory_kb, raise_nofile_limit, thread_count, wait_for_quiet
 
 from chinwag.node.client import ClientError, connect, login, signup
 
@@ -178,6 +178,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-root", help="where the node's temp data dir goes")
     parser.add_argument("--python", default=sys.executable, help="interpreter for the node")
     parser.add_argument("--node-arg", action="append", default=[], help="extra node flag")
+    parser.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="first wait up to S seconds for the machine to be idle (shared machines)",
+    )
     parser.add_argument("--json", action="store_true")
     parser.add_argument(
         "--tracemalloc",
@@ -200,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
             "python_args": (str(Path(__file__).with_name("tracenode.py")),),
             "env": {"CHINWAG_TRACE_OUT": args.tracemalloc},
         }
+    quiet_before = wait_for_quiet(args.wait_quiet) if args.wait_quiet > 0 else None
     with NodeProcess(
         data_root=args.data_root, extra_args=tuple(args.node_arg), python=args.python, **trace
     ) as node:
@@ -217,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"timed out after {args.timeout:g} s", file=sys.stderr)
         return 1
     result["node_alive"] = alive
+    result["machine_busy_cores_before"] = quiet_before
     if tail:
         result["node_log_tail"] = tail
     if args.json:

@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import resource
 import signal
 import subprocess
@@ -47,10 +48,12 @@ import trio
 from nodeproc import (
     NodeProcess,
     cpu_seconds,
+    machine_cpu,
     memory_kb,
     percentile,
     raise_nofile_limit,
     thread_count,
+    wait_for_quiet,
 )
 
 from chinwag.node.client import ChatClient, ClientError, connect, login, signup
@@ -96,6 +99,24 @@ class State:
     phase: Phase | None = None
     stray: int = 0
     closed_receivers: int = 0
+    #: WebSocket messages that reached receivers / senders (see count_ws_messages).
+    ws_messages: Counter[str] = field(default_factory=Counter)
+
+
+def count_ws_messages(client: ChatClient, counter: Counter[str], key: str) -> None:
+    """Count the WebSocket messages a client receives (how well the node batches).
+
+    Wraps the client's private WebSocket ``get_message``: a bench-only peek.
+    """
+    ws = client._ws  # noqa: SLF001
+    inner = ws.get_message
+
+    async def get_message() -> Any:
+        data = await inner()
+        counter[key] += 1
+        return data
+
+    ws.get_message = get_message
 
 
 def make_text(tag: str, sender: int, n: int, size: int) -> str:
@@ -304,6 +325,7 @@ async def drive(node: NodeProcess, args: argparse.Namespace) -> dict[str, Any]:
     phase = Phase("M", args.messages, record=True)
     cpu_before = cpu_seconds(node.pid)
     client_before = _client_cpu()
+    machine_before = machine_cpu()
     with trio.move_on_after(args.timeout) as scope:
         sender_tokens, receiver_tokens = await setup_users(node.url, args.pairs)
         async with AsyncExitStack() as stack:
@@ -313,6 +335,9 @@ async def drive(node: NodeProcess, args: argparse.Namespace) -> dict[str, Any]:
             ]
             for client in receivers:
                 await client.sync(0)
+                count_ws_messages(client, state.ws_messages, "receivers")
+            for client in senders:
+                count_ws_messages(client, state.ws_messages, "senders")
             async with trio.open_nursery() as nursery:
                 for client in receivers:
                     nursery.start_soon(receiver, client, state, args.ack_every)
@@ -323,6 +348,8 @@ async def drive(node: NodeProcess, args: argparse.Namespace) -> dict[str, Any]:
                 spy = start_spy(node.pid, args) if args.spy else None
                 cpu_before = cpu_seconds(node.pid)
                 client_before = _client_cpu()
+                machine_before = machine_cpu()
+                state.ws_messages.clear()
                 await run_phase(senders, state, phase, args, args.mode)
                 if spy is not None:
                     spy.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
@@ -332,10 +359,34 @@ async def drive(node: NodeProcess, args: argparse.Namespace) -> dict[str, Any]:
         timed_out = True
     node_cpu = cpu_seconds(node.pid) - cpu_before
     client_cpu = _client_cpu() - client_before
+    machine_after = machine_cpu()
     result = summarize(phase, node_cpu, client_cpu, timed_out)
+    wall = result["wall_s"]
+    # Cores busy on the whole machine (node + load generator + anyone else), and
+    # cores stolen by the hypervisor, while the measured phase ran.
+    result["machine_busy_cores"] = round((machine_after["busy"] - machine_before["busy"]) / wall, 2)
+    # What neither the node nor the load generator used: other processes.
+    result["other_load_cores"] = round(
+        result["machine_busy_cores"]
+        - result["node_cpu_utilisation"]
+        - result["client_cpu_utilisation"],
+        2,
+    )
+    result["machine_steal_cores"] = round(
+        (machine_after["steal"] - machine_before["steal"]) / wall, 2
+    )
     result["node_memory_kb"] = memory_kb(node.pid)
     result["node_threads"] = thread_count(node.pid)
     result["stray_messages"] = state.stray
+    received = max(1, phase.received)
+    # Frames per WebSocket message the node sent: msg frames to receivers, ok
+    # frames to senders (both ~1 per message).
+    result["msg_frames_per_ws_message"] = round(
+        received / max(1, state.ws_messages["receivers"]), 2
+    )
+    result["ok_frames_per_ws_message"] = round(
+        phase.sent_ok / max(1, state.ws_messages["senders"]), 2
+    )
     return result
 
 
@@ -355,6 +406,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-root", help="where the node's temp data dir goes")
     parser.add_argument("--python", default=sys.executable, help="interpreter for the node")
     parser.add_argument("--node-arg", action="append", default=[], help="extra node flag")
+    parser.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="first wait up to S seconds for the machine to be idle (shared machines)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--spy", metavar="FILE", help="py-spy the node (raw stacks to FILE)")
     parser.add_argument("--spy-bin", default="py-spy", help="py-spy executable")
@@ -367,6 +425,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--batch is at most 256 (MAX_BATCH_FRAMES)")
 
     raise_nofile_limit()
+    quiet_before = wait_for_quiet(args.wait_quiet) if args.wait_quiet > 0 else None
     with NodeProcess(
         data_root=args.data_root, extra_args=tuple(args.node_arg), python=args.python
     ) as node:
@@ -374,6 +433,7 @@ def main(argv: list[str] | None = None) -> int:
         result["node_alive"] = node.proc is not None and node.proc.poll() is None
         if not result["node_alive"]:
             result["node_log_tail"] = node.log_tail()
+    result["machine_busy_cores_before"] = quiet_before
     result["config"] = {
         k: getattr(args, k)
         for k in ("mode", "rate", "pairs", "messages", "warmup", "batch", "window", "size")
@@ -394,6 +454,11 @@ def print_table(r: dict[str, Any]) -> None:
         ("mode", f"{mode}, {c['pairs']} pairs, batch {c['batch']}, {c['size']}-char texts"),
         ("messages received", f"{r['messages_received']} in {r['wall_s']} s"),
         ("send errors", str(r["send_errors"] or "none")),
+        (
+            "node batching",
+            f"{r['msg_frames_per_ws_message']} msg frames / WebSocket message to receivers, "
+            f"{r['ok_frames_per_ws_message']} ok frames to senders",
+        ),
         ("delivered messages/s", f"{r['delivered_per_s']:,.0f}"),
         ("latency p50 / p99 / max", f"{lat['p50']} / {lat['p99']} / {lat['max']} ms"),
         (
@@ -420,6 +485,13 @@ def print_table(r: dict[str, Any]) -> None:
             f"file {mem.get('RssFile', 0) / 1024:.1f})",
         ),
     ]
+    rows.append(
+        (
+            "machine busy / steal",
+            f"{r['machine_busy_cores']} / {r['machine_steal_cores']} cores of "
+            f"{os.cpu_count()} (other processes: {r['other_load_cores']})",
+        )
+    )
     if c["mode"] == "rate":
         rows.append(("max pacing lag", f"{r['max_pacing_lag_ms']} ms"))
     if r["timed_out"]:
