@@ -29,6 +29,9 @@ if TYPE_CHECKING:
     from .groups import Groups
 from .store import SendResult, Store
 
+#: Decoded queue records kept for reuse (insertion order: oldest dropped first).
+RENDER_CACHE = 2048
+
 
 class Router:
     """Resolves addresses and commits messages through the store."""
@@ -47,6 +50,7 @@ class Router:
         self._registry = registry
         self._outbox_grew = outbox_grew
         self._labels: dict[str, str | None] = {}
+        self._rendered: dict[bytes, dict[str, Any]] = {}
         #: Set by the app once groups exist.
         self.groups: Groups | None = None
 
@@ -109,7 +113,24 @@ class Router:
         return result
 
     def render(self, seq: int, record: bytes) -> dict[str, Any]:
-        """A queue record as the ``msg`` frame a device receives."""
+        """A queue record as the ``msg`` frame a device receives.
+
+        The same record sits in many queues (both ends of a 1:1 message, every
+        member of a group, every device), so the decoded frame is cached by
+        the record's bytes; each delivery copies it and sets its own ``seq``.
+        """
+        cached = self._rendered.get(record)
+        if cached is None:
+            cached = self._render(record)
+            if len(self._rendered) >= RENDER_CACHE:
+                self._rendered.pop(next(iter(self._rendered)))
+            self._rendered[record] = cached
+        frame = dict(cached)
+        frame["seq"] = seq
+        return frame
+
+    def _render(self, record: bytes) -> dict[str, Any]:
+        seq = 0
         item = cbor2.loads(record)
         if "unit" in item:
             unit = SignedUnit.from_wire(item["unit"])
