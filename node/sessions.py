@@ -294,13 +294,22 @@ class DeviceSession:
             pending.done.set()
 
     async def _replier(self) -> None:
-        async for pending in self._pending_recv:
-            await pending.done.wait()
-            if pending.error is not None:
-                self._reply(err_frame(pending.rid, pending.error))
-            elif pending.result is not None:
-                r = pending.result
-                self._reply(ok_frame(pending.rid, id=r.id, seq=r.seq, ts=r.ts))
+        async for first in self._pending_recv:
+            pending = first
+            # Answer every already-committed send in one go, with no checkpoint
+            # between them, so the writer batches the oks into one message.
+            while True:
+                if not pending.done.is_set():
+                    await pending.done.wait()
+                if pending.error is not None:
+                    self._reply(err_frame(pending.rid, pending.error))
+                elif pending.result is not None:
+                    r = pending.result
+                    self._reply(ok_frame(pending.rid, id=r.id, seq=r.seq, ts=r.ts))
+                try:
+                    pending = self._pending_recv.receive_nowait()
+                except trio.WouldBlock:
+                    break
 
     def offer(self, frame: dict[str, Any]) -> bool:
         """Queue a soft-state frame (presence); dropped, not fatal, when full."""
@@ -330,9 +339,16 @@ class DeviceSession:
                 await event.wait()
                 continue
             for entry in entries:
-                # Blocking here is fine: the queue is in LMDB, not in memory.
-                await self._out_send.send(self._router.render(entry.seq, entry.record))
+                frame = self._router.render(entry.seq, entry.record)
+                try:
+                    # No checkpoint per frame: the writer then batches the page.
+                    self._out_send.send_nowait(frame)
+                except trio.WouldBlock:
+                    # Blocking here is fine: the queue is in LMDB, not in memory.
+                    await self._out_send.send(frame)
                 sent = entry.seq
+            # One checkpoint per page, so a long backlog cannot hog the loop.
+            await trio.lowlevel.checkpoint()
 
     # ------------------------------------------------------------------ writer
     async def _writer(self) -> None:
