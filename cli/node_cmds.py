@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 import trio
 
 from chinwag.node.admin import AdminOps, AdminUnavailable, admin_request
+from chinwag.node.client import leaf_exceptions
 from chinwag.node.config import DEFAULT_PORT, NodeConfig, default_data_dir
 from chinwag.node.identity import (
     IdentityError,
@@ -189,7 +190,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise CliError(f"cannot listen on {args.listen}: {exc.strerror or exc}") from exc
     except BaseExceptionGroup as group:
-        for leaf in _leaves(group):
+        for leaf in leaf_exceptions(group):
             if isinstance(leaf, StoreLocked):
                 raise CliError(f"{data_dir} is in use by another node") from leaf
             if isinstance(leaf, OSError):
@@ -197,13 +198,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise
     print("chinwag: stopped", file=sys.stderr)
     return 0
-
-
-def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
-    out: list[BaseException] = []
-    for exc in group.exceptions:
-        out.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
-    return out
 
 
 async def with_admin(data_dir: Path, cmd: str, cmd_args: dict[str, Any]) -> dict[str, Any]:
@@ -235,7 +229,7 @@ def run_async(fn: Callable[[], Awaitable[T]]) -> T:
     try:
         return trio.run(fn)
     except BaseExceptionGroup as group:
-        leaves = _leaves(group)
+        leaves = leaf_exceptions(group)
         if len(leaves) == 1:
             raise leaves[0] from None
         raise

@@ -381,16 +381,17 @@ async def _single_errors() -> AsyncIterator[None]:
     try:
         yield
     except BaseExceptionGroup as group:
-        leaves = _leaves(group)
+        leaves = leaf_exceptions(group)
         if len(leaves) == 1:
             raise leaves[0] from None
         raise
 
 
-def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+def leaf_exceptions(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    """The non-group exceptions inside a (nested) exception group."""
     out: list[BaseException] = []
     for exc in group.exceptions:
-        out.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+        out.extend(leaf_exceptions(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
     return out
 
 

@@ -146,7 +146,8 @@ class HttpApi:
 
     # -------------------------------------------------------------- helpers
     @staticmethod
-    def _json_body(request: HttpRequest) -> dict[str, Any]:
+    def json_body(request: HttpRequest) -> dict[str, Any]:
+        """The request's JSON object body, or ``bad_request``."""
         try:
             value = json.loads(request.body or b"{}")
         except (ValueError, UnicodeDecodeError) as exc:
@@ -183,7 +184,7 @@ class HttpApi:
             raise ProtocolError(
                 ErrorCode.FORBIDDEN, "sign-up is closed on this node; ask its admin"
             )
-        body = self._json_body(request)
+        body = self.json_body(request)
         user = check_user_name(self._field(body, "user", 32))
         password = self._field(body, "password", MAX_PASSWORD_CHARS)
         if len(password) < MIN_PASSWORD_CHARS:
@@ -196,7 +197,7 @@ class HttpApi:
         )
 
     async def login(self, request: HttpRequest) -> HttpResponse:
-        body = self._json_body(request)
+        body = self.json_body(request)
         user = self._field(body, "user", 64)
         password = self._field(body, "password", MAX_PASSWORD_CHARS)
         device = self._field(body, "device", 64, required=False)
@@ -249,7 +250,7 @@ class HttpApi:
 
     async def put_profile(self, request: HttpRequest) -> HttpResponse:
         session, _ = self._authorized(request)
-        body = self._json_body(request)
+        body = self.json_body(request)
         display = self._field(body, "display_name", MAX_PROFILE_CHARS, required=False)
         status = self._field(body, "status_text", MAX_PROFILE_CHARS, required=False)
         record = await self._store.set_profile(session.user, display, status)
@@ -278,7 +279,7 @@ class HttpApi:
 
     def _contact_address(self, request: HttpRequest) -> str:
         if request.body:
-            address = self._field(self._json_body(request), "address", 200)
+            address = self._field(self.json_body(request), "address", 200)
         else:
             values = parse_qs(request.query).get("address", [])
             if not values:

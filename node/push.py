@@ -163,7 +163,7 @@ class Push:
 
     async def add_endpoint(self, request: HttpRequest) -> HttpResponse:
         session = self._session(request)
-        body = _json(request)
+        body = HttpApi.json_body(request)
         url = await self.check_url(body.get("endpoint"))
         include_text = body.get("include_text", False) is True
 
@@ -192,7 +192,7 @@ class Push:
 
     async def remove_endpoint(self, request: HttpRequest) -> HttpResponse:
         session = self._session(request)
-        url = _json(request).get("endpoint")
+        url = HttpApi.json_body(request).get("endpoint")
         if not isinstance(url, str):
             raise ProtocolError(ErrorCode.BAD_REQUEST, "give the 'endpoint' to remove")
         await self._forget(session.user, session.device, url)
@@ -350,13 +350,3 @@ class Push:
             return
         # No redirect is followed: a 3xx is a failure like any other 4xx.
         raise PushError(f"HTTP {status}", retry=status >= 500 or status == 429, status=status)
-
-
-def _json(request: HttpRequest) -> dict[str, Any]:
-    try:
-        value = json.loads(request.body or b"{}")
-    except ValueError as exc:
-        raise ProtocolError(ErrorCode.BAD_REQUEST, "the body is not valid JSON") from exc
-    if not isinstance(value, dict):
-        raise ProtocolError(ErrorCode.BAD_REQUEST, "the body is a JSON object")
-    return value
