@@ -117,18 +117,25 @@ class LinkKeys:
     transcript_hash: bytes
 
 
-def _decode(data: bytes, kind: str, fields: frozenset[str]) -> dict[str, Any]:
+def _decode(
+    data: bytes, kind: str, fields: frozenset[str], *, refusal_ok: bool = False
+) -> dict[str, Any]:
     if not isinstance(data, bytes | bytearray):
         raise ProtocolError(ErrorCode.BAD_FRAME, "handshake messages are bytes")
     item = decode_cbor(bytes(data), max_bytes=MAX_HANDSHAKE_BYTES)
     if not isinstance(item, dict):
         raise ProtocolError(ErrorCode.BAD_FRAME, "a handshake message is a map")
-    if item.get("t") == "refuse":
-        raise _refusal(item)
+    if refusal_ok:  # only the dialer, waiting for a welcome, may be refused
+        refusal = _refusal(item)
+        if refusal is not None:
+            raise refusal
     if item.get("t") != kind or set(item) != fields | {"t"}:
         raise ProtocolError(ErrorCode.BAD_FRAME, f"expected a well-formed {kind}")
-    if "v" in fields and item["v"] != HANDSHAKE_VERSION:
-        raise ProtocolError(ErrorCode.BAD_FRAME, "unsupported handshake version")
+    if "v" in fields:
+        version = item["v"]
+        # bool is an int in Python (True == 1): refuse it explicitly.
+        if type(version) is not int or version != HANDSHAKE_VERSION:
+            raise ProtocolError(ErrorCode.BAD_FRAME, "unsupported handshake version")
     return item
 
 
@@ -147,25 +154,31 @@ def _name_field(item: dict[str, Any]) -> str:
         raise ProtocolError(ErrorCode.BAD_FRAME, "bad node name in handshake") from exc
 
 
-def _refusal(item: dict[str, Any]) -> ProtocolError:
+def _refusal(item: object) -> ProtocolError | None:
+    """The error a well-formed refusal ``{t: "refuse", code, message}`` carries."""
+    if not isinstance(item, dict) or set(item) != {"t", "code", "message"}:
+        return None
+    code, message = item["code"], item["message"]
+    if item["t"] != "refuse" or not isinstance(code, str) or not isinstance(message, str):
+        return None
     try:
-        code = ErrorCode(str(item.get("code")))
-    except ValueError:
-        code = ErrorCode.FORBIDDEN
-    message = item.get("message")
-    text = message[:200] if isinstance(message, str) else "refused"
-    return ProtocolError(code, f"peer refused the link: {text}")
+        known = ErrorCode(code)
+    except ValueError:  # a code from a newer peer: still a refusal
+        known = ErrorCode.FORBIDDEN
+    # The peer's text ends up in logs: keep it short and printable.
+    text = "".join(c for c in message[:200] if c.isprintable()) or "refused"
+    return ProtocolError(known, f"peer refused the link: {text}")
 
 
 def decode_refusal(data: bytes) -> ProtocolError | None:
     """The error a refusal message carries, or None if ``data`` is not one."""
+    if not isinstance(data, bytes | bytearray):
+        return None
     try:
         item = decode_cbor(bytes(data), max_bytes=MAX_HANDSHAKE_BYTES)
     except ProtocolError:
         return None
-    if isinstance(item, dict) and item.get("t") == "refuse":
-        return _refusal(item)
-    return None
+    return _refusal(item)
 
 
 def _ephemeral(rng: Rng) -> tuple[X25519PrivateKey, bytes]:
@@ -255,7 +268,12 @@ class DialerHandshake:
     def receive_welcome(self, data: bytes) -> bytes:
         self._state = _step(_DIALER_STATES, self._state, "receive_welcome")
         self._state = "failed"
-        item = _decode(data, "welcome", frozenset({"v", "key", "name", "nonce", "eph", "sig"}))
+        item = _decode(
+            data,
+            "welcome",
+            frozenset({"v", "key", "name", "nonce", "eph", "sig"}),
+            refusal_ok=True,
+        )
         peer = check_public_key(_bytes_field(item, "key", 32))
         if self._expected is not None and peer != self._expected:
             raise ProtocolError(ErrorCode.FORBIDDEN, "the peer is not the node we dialed")
@@ -303,8 +321,10 @@ class ResponderHandshake:
         self._state = "failed"
         item = _decode(data, "hello", frozenset({"v", "key", "name", "nonce", "eph", "want"}))
         want = item["want"]
-        if want is not None and (not isinstance(want, bytes) or want != self._key.public):
-            raise ProtocolError(ErrorCode.FORBIDDEN, "the dialer wants another node")
+        if want is not None:
+            want = _bytes_field(item, "want", 32)
+            if want != self._key.public:
+                raise ProtocolError(ErrorCode.FORBIDDEN, "the dialer wants another node")
         peer = check_public_key(_bytes_field(item, "key", 32))
         if peer == self._key.public:
             raise ProtocolError(ErrorCode.FORBIDDEN, "a node cannot link to itself")
