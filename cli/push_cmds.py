@@ -1,4 +1,8 @@
-"""``chinwag push add|remove ENDPOINT_URL`` and ``chinwag push list``, for one device."""
+"""``chinwag push add|remove ENDPOINT_URL`` and ``chinwag push list``, for one device.
+
+An endpoint is registered for the device the CLI logs in as (``--device``,
+or the one cached from the first log-in); ``list`` shows every device's.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import argparse
 import json
 from typing import Any
 
+from .chat_cmds import _client_args
 from .contacts_cmds import authed_call
 from .node_cmds import run_async
 
@@ -25,10 +30,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
             q.add_argument(
                 "--include-text", action="store_true", help="put the message text in the push"
             )
-        q.add_argument("--server", required=True, help="the node, http://host:port")
-        q.add_argument("--user", required=True, help="your user name on that node")
-        q.add_argument("--device", help="device name (default: one made at first log-in)")
-        q.add_argument("--json", action="store_true")
+        _client_args(q)  # --server, --user, --device: the same as ``chinwag send``
+        q.add_argument("--json", action="store_true", help="print the node's JSON answer")
         q.set_defaults(handler=cmd_push)
 
 

@@ -3,23 +3,31 @@
 When a message lands for a user none of whose devices is online, each of the
 user's endpoints gets one POST (JSON: type, user, count, from or group; the
 text only if that endpoint opted in). A burst is coalesced into one POST per
-window; failures are retried with capped exponential back-off; endpoints
-answering 404/410 are forgotten. Dialling out resolves at each attempt,
-refuses non-global addresses unless the admin allowed them, connects to the
-checked address, follows no redirects, and bounds time and response size.
-Push runs in its own tasks: delivery never waits for it.
+window; failures are retried with capped exponential back-off and jitter;
+endpoints answering 404/410 are forgotten. Dialling out resolves at each
+attempt, refuses non-global addresses unless the admin allowed them, connects
+to the checked address, follows no redirects, and bounds time and response
+size.
+
+Push never delays delivery: the commit observer only does in-memory work (and
+one short read for a user who has endpoints and is offline); windows are kept
+by one scheduler task, and each endpoint has at most one delivery task, into
+which newer notifications are folded. Windows and deliveries are bounded;
+past a bound the oldest is dropped and counted.
 """
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import json
 import logging
 import random
-from collections.abc import Callable
-from dataclasses import dataclass
+import ssl
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field, replace
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 import cbor2
 import h11
@@ -38,12 +46,25 @@ log = logging.getLogger(__name__)
 MAX_URL_CHARS = 512
 MAX_ENDPOINTS_PER_DEVICE = 4
 MAX_ENDPOINTS_PER_USER = 32
+#: Users with an open coalescing window; past it the oldest window is dropped.
 MAX_PENDING_USERS = 10_000
+#: Endpoints with a delivery in progress or waiting to retry; past it the
+#: oldest is dropped.
+MAX_DELIVERIES = 10_000
 MAX_RESPONSE_BYTES = 64 * 1024
 MAX_ATTEMPTS = 5
+FIRST_RETRY_DELAY = 0.5
 MAX_RETRY_DELAY = 30.0
+#: Each attempt (resolve, connect, TLS, request, response head) within this.
 POST_TIMEOUT = 10.0
+#: Resolving an endpoint's host at registration.
+RESOLVE_TIMEOUT = 5.0
 CONCURRENT_POSTS = 16
+#: Opted-in text is cut to this many UTF-8 bytes (push services take ~4 KiB).
+MAX_PUSH_TEXT_BYTES = 2048
+
+# The NAT64 well-known prefix: an address in it embeds an IPv4 address.
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
 
 
 @dataclass(frozen=True)
@@ -55,11 +76,27 @@ class Endpoint:
 
 @dataclass
 class PushStats:
+    #: POSTs answered 2xx.
     sent: int = 0
+    #: Notifications given up (attempts exhausted, 3xx/4xx, refused address).
     failed: int = 0
+    #: Attempts that will be retried.
     retried: int = 0
+    #: Windows or deliveries dropped because their bound was reached.
     dropped: int = 0
+    #: Endpoints deleted after a 404/410 (or whose device is gone).
     forgotten: int = 0
+    #: Coalescing windows opened.
+    windows: int = 0
+    #: Windows that ended with a notification (POSTs queued or folded in).
+    notified: int = 0
+
+
+# ------------------------------------------------------------------ storage
+# push_endpoints: uid(4) | device | 0x00 | sha256(url)[:16] -> cbor {url, text}
+# (the URL is hashed so that a 512-character URL and a 64-character device
+# fit LMDB's 511-byte key limit). Rows written with the URL itself in the key
+# and without "url" in the value are still read and removed.
 
 
 def _prefix(uid: int) -> bytes:
@@ -67,16 +104,127 @@ def _prefix(uid: int) -> bytes:
 
 
 def _key(uid: int, device: str, url: str) -> bytes:
-    return _prefix(uid) + device.encode() + b"\x00" + url.encode()
+    return _prefix(uid) + device.encode() + b"\x00" + hashlib.sha256(url.encode()).digest()[:16]
 
 
-class PushError(Exception):
-    """A delivery attempt failed; ``retry`` says whether trying again may help."""
+def _legacy_key(uid: int, device: str, url: str) -> bytes | None:
+    key = _prefix(uid) + device.encode() + b"\x00" + url.encode()
+    return key if len(key) <= 511 else None
 
-    def __init__(self, message: str, retry: bool, status: int = 0) -> None:
+
+def _decode_row(key: bytes, value: bytes) -> Endpoint | None:
+    device, _, tail = key[4:].partition(b"\x00")
+    try:
+        item = cbor2.loads(value)
+        url = item.get("url")
+        if url is None:  # a row of the first layout: the URL is the key's tail
+            url = tail.decode()
+        return Endpoint(device.decode(), str(url), bool(item.get("text")))
+    except (ValueError, AttributeError, cbor2.CBORDecodeError):
+        return None
+
+
+def _rows(txn: Any, db: Any, prefix: bytes) -> list[tuple[bytes, bytes]]:
+    out = []
+    cursor = txn.cursor(db=db)
+    if cursor.set_range(prefix):
+        for key, value in cursor:
+            if not bytes(key).startswith(prefix):
+                break
+            out.append((bytes(key), bytes(value)))
+    return out
+
+
+# ------------------------------------------------------------ address checks
+def address_allowed(address: str, allow_private: bool) -> bool:
+    """May push dial ``address``? Only global unicast unless private is allowed."""
+    if allow_private:
+        return True
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address):
+        embedded = ip.ipv4_mapped or ip.sixtofour
+        if embedded is None and ip in _NAT64:
+            embedded = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+        if embedded is not None and not _plain_global(embedded):
+            return False
+    return _plain_global(ip)
+
+
+def _plain_global(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    return ip.is_global and not (
+        ip.is_multicast or ip.is_reserved or ip.is_unspecified or ip.is_link_local
+    )
+
+
+class DialError(Exception):
+    """An attempt failed before or without an HTTP answer."""
+
+    def __init__(self, message: str, retry: bool) -> None:
         super().__init__(message)
         self.retry = retry
-        self.status = status
+
+
+def parse_endpoint(url: object) -> tuple[SplitResult, int]:
+    """The checked parts and port of an endpoint URL, or ``bad_request``."""
+    bad = ProtocolError(
+        ErrorCode.BAD_REQUEST,
+        f"an endpoint is an http(s) URL of at most {MAX_URL_CHARS} printable ASCII characters",
+    )
+    if (
+        not isinstance(url, str)
+        or not 0 < len(url) <= MAX_URL_CHARS
+        or not all(33 <= ord(c) < 127 for c in url)
+    ):
+        raise bad
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise bad
+    if parts.username is not None or parts.password is not None:
+        raise ProtocolError(ErrorCode.BAD_REQUEST, "an endpoint URL may not carry credentials")
+    try:
+        port = parts.port
+    except ValueError as exc:
+        raise ProtocolError(ErrorCode.BAD_REQUEST, "bad port in the endpoint URL") from exc
+    if port == 0:
+        raise ProtocolError(ErrorCode.BAD_REQUEST, "bad port in the endpoint URL")
+    return parts, port or (443 if parts.scheme == "https" else 80)
+
+
+async def resolve_checked(host: str, port: int, allow_private: bool) -> str:
+    """The address to connect to: the first allowed one ``host`` resolves to."""
+    try:
+        infos = await trio.socket.getaddrinfo(host, port, type=trio.socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as exc:
+        raise DialError(f"cannot resolve {host[:100]!r}", retry=True) from exc
+    for info in infos:
+        address = str(info[4][0])
+        if address_allowed(address, allow_private):
+            return address
+    raise DialError(
+        f"{host[:100]!r} is a loopback/private address; the admin must allow it "
+        "(chinwag run --push-allow-private)",
+        retry=False,
+    )
+
+
+# ------------------------------------------------------------------ service
+@dataclass
+class _Window:
+    deadline: float
+    base: int  # the highest seq any device had acknowledged when it opened
+
+
+@dataclass(eq=False)
+class _Delivery:
+    user: str
+    endpoint: Endpoint
+    body: dict[str, Any]
+    #: A newer body arrived after the current attempt took its copy.
+    fresh: bool = True
+    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
 
 
 class Push:
@@ -93,14 +241,20 @@ class Push:
         self._store = store
         self._hub = hub
         self._node_label = node_label
-        self._pending: dict[str, int] = {}  # user -> highest seq any device acknowledged
+        #: Users who have (or may have) endpoints: the commit observer's filter.
+        self._registered: set[str] = set()
+        self._windows: dict[str, _Window] = {}  # oldest (earliest deadline) first
+        self._windows_changed = trio.Event()
+        self._deliveries: dict[tuple[str, str, str], _Delivery] = {}  # oldest first
         self._nursery: trio.Nursery | None = None
         self._posts = trio.CapacityLimiter(CONCURRENT_POSTS)
+        self._tls: ssl.SSLContext | None = None
+        self._stats = PushStats()
+        self._stats_changed = trio.Event()
         self._api: HttpApi | None = None
-        self.stats = PushStats()
 
     def _session(self, request: HttpRequest) -> Any:
-        assert self._api is not None
+        assert self._api is not None, "register_routes first"
         return self._api.authorized(request)
 
     def register_routes(self, api: HttpApi) -> None:
@@ -110,82 +264,107 @@ class Push:
         api.add_route("DELETE", "/api/push", self.remove_endpoint)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Load who has endpoints, observe commits, run the window scheduler."""
+        await self._load()
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             self._hub.observe_commits(self._queues_grew)
             task_status.started()
-            await trio.sleep_forever()
+            await self._schedule_windows()
 
-    # ------------------------------------------------------------ endpoints
+    # ------------------------------------------------------------ statistics
+    def statistics(self) -> PushStats:
+        return replace(self._stats)
+
+    async def wait_statistics(self, predicate: Callable[[PushStats], bool]) -> PushStats:
+        """Wait until ``predicate`` holds for the statistics (tests, tools)."""
+        while not predicate(self._stats):
+            await self._stats_changed.wait()
+        return self.statistics()
+
+    def _count(self, name: str, n: int = 1) -> None:
+        setattr(self._stats, name, getattr(self._stats, name) + n)
+        event, self._stats_changed = self._stats_changed, trio.Event()
+        event.set()
+
+    # ------------------------------------------------------------- endpoints
     def endpoints(self, user: str) -> list[Endpoint]:
         def fn(view: Any) -> list[Endpoint]:
             record = view.get_user(user)
             if record is None:
                 return []
-            out = []
-            cursor = view.txn.cursor(db=view.db("push_endpoints"))
-            prefix = _prefix(record.uid)
-            if cursor.set_range(prefix):
-                for key, value in cursor:
-                    if not key.startswith(prefix):
-                        break
-                    device, _, url = bytes(key[4:]).partition(b"\x00")
-                    item = cbor2.loads(value)
-                    out.append(Endpoint(device.decode(), url.decode(), bool(item.get("text"))))
-            return out
+            rows = _rows(view.txn, view.db("push_endpoints"), _prefix(record.uid))
+            return [e for e in (_decode_row(k, v) for k, v in rows) if e is not None]
 
         return self._store.read(fn)
 
-    async def check_url(self, url: object) -> str:
-        if not isinstance(url, str) or len(url) > MAX_URL_CHARS:
-            raise ProtocolError(ErrorCode.BAD_REQUEST, "an endpoint is an http(s) URL")
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ProtocolError(ErrorCode.BAD_REQUEST, "an endpoint is an http(s) URL")
-        await self._resolve(parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
-        return url
+    async def _load(self) -> None:
+        """Fill the filter; delete rows of removed users and devices."""
 
-    async def _resolve(self, host: str, port: int) -> str:
-        """The address to connect to, refusing non-global ones unless allowed."""
+        def op(w: WriteTxn) -> set[str]:
+            db = w.db("push_endpoints")
+            users: set[str] = set()
+            for key, _ in _rows(w.txn, db, b""):
+                name = w.txn.get(key[:4], db=w.db("uid_user"))
+                device = key[4:].partition(b"\x00")[0]
+                if name is None or w.txn.get(key[:4] + device, db=w.db("devices")) is None:
+                    w.txn.delete(key, db=db)
+                else:
+                    users.add(bytes(name).decode())
+            return users
+
+        self._registered = await self._store.transact(op)
+
+    async def check_url(self, url: object) -> str:
+        """Validate an endpoint for registration; ``bad_request`` if refused."""
+        parts, port = parse_endpoint(url)
+        assert isinstance(url, str) and parts.hostname is not None
         try:
-            infos = await trio.socket.getaddrinfo(host, port, type=trio.socket.SOCK_STREAM)
-        except OSError as exc:
-            raise ProtocolError(ErrorCode.BAD_REQUEST, f"cannot resolve {host!r}") from exc
-        for info in infos:
-            address = str(info[4][0])
-            if self._config.push_allow_private or ipaddress.ip_address(address).is_global:
-                return address
-        raise ProtocolError(
-            ErrorCode.BAD_REQUEST,
-            f"{host!r} is a loopback/private address; the admin must allow it "
-            "(chinwag run --push-allow-private)",
-        )
+            with trio.fail_after(RESOLVE_TIMEOUT):
+                await resolve_checked(parts.hostname, port, self._config.push_allow_private)
+        except trio.TooSlowError as exc:
+            raise ProtocolError(
+                ErrorCode.BAD_REQUEST, f"cannot resolve {parts.hostname[:100]!r}"
+            ) from exc
+        except DialError as exc:
+            raise ProtocolError(ErrorCode.BAD_REQUEST, str(exc)) from exc
+        return url
 
     async def add_endpoint(self, request: HttpRequest) -> HttpResponse:
         session = self._session(request)
         body = HttpApi.json_body(request)
+        include_text = body.get("include_text", False)
+        if not isinstance(include_text, bool):
+            raise ProtocolError(ErrorCode.BAD_REQUEST, "'include_text' is true or false")
         url = await self.check_url(body.get("endpoint"))
-        include_text = body.get("include_text", False) is True
 
         def op(w: WriteTxn) -> None:
             uid = w.require_user(session.user).uid
             db = w.db("push_endpoints")
-            count = device_count = 0
-            cursor = w.txn.cursor(db=db)
-            if cursor.set_range(_prefix(uid)):
-                for key in cursor.iternext(keys=True, values=False):
-                    if not key.startswith(_prefix(uid)):
-                        break
-                    count += 1
-                    device_count += key[4:].startswith(session.device.encode() + b"\x00")
             key = _key(uid, session.device, url)
-            if w.txn.get(key, db=db) is None and (
-                count >= MAX_ENDPOINTS_PER_USER or device_count >= MAX_ENDPOINTS_PER_DEVICE
-            ):
-                raise ProtocolError(ErrorCode.TOO_LARGE, "too many push endpoints")
-            w.txn.put(key, cbor2.dumps({"text": include_text}), db=db)
+            mine = session.device.encode() + b"\x00"
+            count = device_count = 0
+            for old, value in _rows(w.txn, db, _prefix(uid)):
+                device = old[4:].partition(b"\x00")[0]
+                if w.txn.get(_prefix(uid) + device, db=w.db("devices")) is None:
+                    w.txn.delete(old, db=db)  # its device is gone
+                    continue
+                found = _decode_row(old, value)
+                if found is not None and found.url == url and found.device == session.device:
+                    w.txn.delete(old, db=db)  # re-registered: replaced below
+                    continue
+                count += 1
+                device_count += old[4:].startswith(mine)
+            if count >= MAX_ENDPOINTS_PER_USER or device_count >= MAX_ENDPOINTS_PER_DEVICE:
+                raise ProtocolError(
+                    ErrorCode.TOO_LARGE,
+                    f"too many push endpoints ({MAX_ENDPOINTS_PER_DEVICE} per device, "
+                    f"{MAX_ENDPOINTS_PER_USER} per user)",
+                )
+            w.txn.put(key, cbor2.dumps({"url": url, "text": include_text}), db=db)
 
         await self._store.transact(op)
+        self._registered.add(session.user)
         return json_response(
             201, {"endpoint": url, "device": session.device, "include_text": include_text}
         )
@@ -193,7 +372,7 @@ class Push:
     async def remove_endpoint(self, request: HttpRequest) -> HttpResponse:
         session = self._session(request)
         url = HttpApi.json_body(request).get("endpoint")
-        if not isinstance(url, str):
+        if not isinstance(url, str) or len(url) > MAX_URL_CHARS:
             raise ProtocolError(ErrorCode.BAD_REQUEST, "give the 'endpoint' to remove")
         await self._forget(session.user, session.device, url)
         return json_response(200, {"endpoint": url})
@@ -211,48 +390,80 @@ class Push:
         )
 
     async def _forget(self, user: str, device: str, url: str) -> None:
-        def op(w: WriteTxn) -> None:
+        def op(w: WriteTxn) -> bool:
             record = w.get_user(user)
-            if record is not None:
-                w.txn.delete(_key(record.uid, device, url), db=w.db("push_endpoints"))
+            if record is None:
+                return False
+            db = w.db("push_endpoints")
+            w.txn.delete(_key(record.uid, device, url), db=db)
+            legacy = _legacy_key(record.uid, device, url)
+            if legacy is not None:
+                w.txn.delete(legacy, db=db)
+            return bool(_rows(w.txn, db, _prefix(record.uid)))
 
-        await self._store.transact(op)
+        if not await self._store.transact(op):
+            self._registered.discard(user)
 
-    # ------------------------------------------------------------ notifying
+    # ------------------------------------------------------------- windows
     def _queues_grew(self, users: frozenset[str]) -> None:
+        """Commit observer (trio thread): open a window per offline user."""
+        if self._nursery is None:
+            return
         for user in users:
-            if user in self._pending or self._hub.is_online(user):
+            if user not in self._registered or user in self._windows:
                 continue
-            if len(self._pending) >= MAX_PENDING_USERS:
-                self.stats.dropped += 1
+            if self._hub.is_online(user):
                 continue
-            if self._nursery is None or not self.endpoints(user):
-                continue
-            # Count what no device of the user has acknowledged yet.
+            if len(self._windows) >= MAX_PENDING_USERS:
+                self._windows.pop(next(iter(self._windows)))
+                self._count("dropped")
             acked = max((d.acked for d in self._store.list_devices(user)), default=0)
-            self._pending[user] = acked
-            self._nursery.start_soon(self._notify_after_window, user)
+            deadline = trio.current_time() + self._config.push_coalesce
+            self._windows[user] = _Window(deadline, acked)
+            self._count("windows")
+            if len(self._windows) == 1:
+                self._windows_changed.set()
 
-    async def _notify_after_window(self, user: str) -> None:
-        try:
-            await trio.sleep(self._config.push_coalesce)
-        finally:
-            base = self._pending.pop(user, 0)
+    async def _schedule_windows(self) -> None:
+        """Close windows in deadline order (the dict's order: one fixed length)."""
+        while True:
+            if not self._windows:
+                self._windows_changed = trio.Event()
+                await self._windows_changed.wait()
+                continue
+            await trio.sleep_until(next(iter(self._windows.values())).deadline)
+            now = trio.current_time()
+            while self._windows:
+                user, window = next(iter(self._windows.items()))
+                if window.deadline > now:
+                    break
+                del self._windows[user]
+                try:
+                    self._notify(user, window.base)
+                except Exception:  # a bug here must not stop push or the node
+                    log.exception("push notification for %s failed", user)
+
+    def _notify(self, user: str, base: int) -> None:
         if self._hub.is_online(user):
             return
         head = self._store.queue_head(user)
         count = head - base
         if count <= 0:
             return
+        endpoints = self.endpoints(user)
+        devices = {d.device for d in self._store.list_devices(user)}
         latest = self._store.read_queue(user, head - 1, 1)
         summary = self._summary(latest[0].record if latest else b"")
-        for endpoint in self.endpoints(user):
+        self._count("notified")
+        for endpoint in endpoints:
+            if endpoint.device not in devices:  # the device was removed
+                self._spawn(self._forget_gone, user, endpoint)
+                continue
             body: dict[str, Any] = {"type": "message", "user": user, "count": count}
             body.update({k: v for k, v in summary.items() if k != "text"})
             if endpoint.include_text and "text" in summary:
                 body["text"] = summary["text"]
-            assert self._nursery is not None
-            self._nursery.start_soon(self._deliver, user, endpoint, body)
+            self._enqueue(user, endpoint, body)
 
     def _summary(self, record: bytes) -> dict[str, Any]:
         try:
@@ -267,86 +478,142 @@ class Push:
         if env.group is not None:
             host = self._node_label(env.group.host) or env.group.host
             out["group"] = f"#{env.group.name}@{host}"
-        if env.text is not None:
-            out["text"] = env.text
+        text = env.text
+        if text is not None:
+            cut = text.encode("utf-8")[:MAX_PUSH_TEXT_BYTES].decode("utf-8", "ignore")
+            out["text"] = cut if cut == text else cut + "…"
         return out
 
-    async def _deliver(self, user: str, endpoint: Endpoint, body: dict[str, Any]) -> None:
-        delay = 0.5
-        for attempt in range(MAX_ATTEMPTS):
+    # ---------------------------------------------------------- deliveries
+    def _spawn(self, fn: Callable[..., Awaitable[None]], *args: Any) -> None:
+        async def guarded() -> None:
+            try:
+                await fn(*args)
+            except Exception:  # a bug in one delivery must not stop the node
+                log.exception("push task failed")
+
+        assert self._nursery is not None
+        self._nursery.start_soon(guarded)
+
+    async def _forget_gone(self, user: str, endpoint: Endpoint) -> None:
+        await self._forget(user, endpoint.device, endpoint.url)
+        self._count("forgotten")
+
+    def _enqueue(self, user: str, endpoint: Endpoint, body: dict[str, Any]) -> None:
+        """Fold ``body`` into the endpoint's delivery, or start one."""
+        key = (user, endpoint.device, endpoint.url)
+        delivery = self._deliveries.get(key)
+        if delivery is not None:
+            delivery.body, delivery.fresh = body, True
+            return
+        if len(self._deliveries) >= MAX_DELIVERIES:
+            oldest = self._deliveries.pop(next(iter(self._deliveries)))
+            oldest.scope.cancel()
+            self._count("dropped")
+        delivery = self._deliveries[key] = _Delivery(user, endpoint, body)
+        self._spawn(self._run_delivery, key, delivery)
+
+    async def _run_delivery(self, key: tuple[str, str, str], delivery: _Delivery) -> None:
+        try:
+            with delivery.scope:
+                await self._deliver(delivery)
+        finally:
+            if self._deliveries.get(key) is delivery:
+                del self._deliveries[key]
+
+    async def _deliver(self, delivery: _Delivery) -> None:
+        endpoint = delivery.endpoint
+        delay = FIRST_RETRY_DELAY
+        attempt = 0
+        while delivery.fresh:
+            if attempt and self._hub.is_online(delivery.user):
+                return  # a device came online: it syncs, no need to notify
+            delivery.fresh = False
+            attempt += 1
+            wait: float | None = None
             try:
                 async with self._posts:
-                    await self._post(endpoint.url, body)
-                self.stats.sent += 1
+                    status, retry_after = await self._post(endpoint.url, delivery.body)
+            except DialError as exc:
+                problem, retry = str(exc), exc.retry
+            else:
+                if 200 <= status < 300:
+                    self._count("sent")
+                    attempt, delay = 0, FIRST_RETRY_DELAY
+                    continue  # sends again only if a newer body came meanwhile
+                if status in (404, 410):
+                    await self._forget(delivery.user, endpoint.device, endpoint.url)
+                    self._count("forgotten")
+                    return
+                # No redirect is followed: a 3xx fails like a 4xx.
+                problem, retry = f"HTTP {status}", status >= 500 or status == 429
+                wait = retry_after
+            if not retry or attempt >= MAX_ATTEMPTS:
+                self._count("failed")
+                log.info("push to %s failed: %s", endpoint.url[:80], problem)
                 return
-            except PushError as exc:
-                if exc.status in (404, 410):
-                    self.stats.forgotten += 1
-                    await self._forget(user, endpoint.device, endpoint.url)
-                    return
-                if not exc.retry or attempt == MAX_ATTEMPTS - 1:
-                    self.stats.failed += 1
-                    log.info("push to %s failed: %s", endpoint.url[:80], exc)
-                    return
-            self.stats.retried += 1
-            await trio.sleep(delay * random.uniform(0.5, 1.0))
+            self._count("retried")
+            delivery.fresh = True
+            await trio.sleep(min(MAX_RETRY_DELAY, wait or delay * random.uniform(0.5, 1.0)))
             delay = min(MAX_RETRY_DELAY, delay * 2)
 
-    async def _post(self, url: str, body: dict[str, Any]) -> None:
-        parts = urlsplit(url)
+    async def _post(self, url: str, body: dict[str, Any]) -> tuple[int, float | None]:
+        """One POST to the checked address; (status, Retry-After seconds)."""
+        try:
+            parts, port = parse_endpoint(url)
+        except ProtocolError as exc:
+            raise DialError(exc.message, retry=False) from exc
         assert parts.hostname is not None
-        tls = parts.scheme == "https"
-        port = parts.port or (443 if tls else 80)
         payload = json.dumps(body).encode()
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        headers = [
+            ("host", parts.netloc),
+            ("content-type", "application/json"),
+            ("content-length", str(len(payload))),
+            ("connection", "close"),
+            ("ttl", "86400"),
+            ("user-agent", "chinwag-push"),
+        ]
         try:
             with trio.fail_after(POST_TIMEOUT):
-                try:
-                    address = await self._resolve(parts.hostname, port)
-                except ProtocolError as exc:
-                    raise PushError(exc.message, retry=False) from exc
+                address = await resolve_checked(
+                    parts.hostname, port, self._config.push_allow_private
+                )
                 stream: trio.abc.Stream = await trio.open_tcp_stream(address, port)
-                if tls:
-                    import ssl
-
-                    stream = trio.SSLStream(
-                        stream, ssl.create_default_context(), server_hostname=parts.hostname
-                    )
+                if parts.scheme == "https":
+                    if self._tls is None:
+                        self._tls = ssl.create_default_context()
+                    stream = trio.SSLStream(stream, self._tls, server_hostname=parts.hostname)
                 async with stream:
                     conn = h11.Connection(h11.CLIENT)
-                    target = parts.path or "/"
-                    if parts.query:
-                        target += "?" + parts.query
-                    headers = [
-                        ("host", parts.netloc),
-                        ("content-type", "application/json"),
-                        ("content-length", str(len(payload))),
-                        ("connection", "close"),
-                        ("ttl", "86400"),
-                    ]
                     data = conn.send(h11.Request(method="POST", target=target, headers=headers))
                     data = (data or b"") + (conn.send(h11.Data(data=payload)) or b"")
                     data += conn.send(h11.EndOfMessage()) or b""
                     await stream.send_all(data)
-                    received = 0
-                    while True:
-                        event = conn.next_event()
-                        if event is h11.NEED_DATA:
-                            chunk = await stream.receive_some(16384)
-                            received += len(chunk)
-                            if received > MAX_RESPONSE_BYTES:
-                                raise PushError("response too large", retry=False)
-                            conn.receive_data(bytes(chunk))
-                            continue
-                        if isinstance(event, h11.Response):
-                            status = event.status_code
-                            break
-                        if isinstance(event, h11.ConnectionClosed):
-                            raise PushError("closed without an answer", retry=True)
+                    return await _read_status(conn, stream)
         except trio.TooSlowError as exc:
-            raise PushError("timed out", retry=True) from exc
+            raise DialError("timed out", retry=True) from exc
+        except ssl.SSLCertVerificationError as exc:
+            raise DialError(f"TLS: {exc.verify_message}", retry=False) from exc
         except (OSError, trio.BrokenResourceError, h11.ProtocolError) as exc:
-            raise PushError(str(exc) or type(exc).__name__, retry=True) from exc
-        if 200 <= status < 300:
-            return
-        # No redirect is followed: a 3xx is a failure like any other 4xx.
-        raise PushError(f"HTTP {status}", retry=status >= 500 or status == 429, status=status)
+            raise DialError(str(exc) or type(exc).__name__, retry=True) from exc
+
+
+async def _read_status(conn: h11.Connection, stream: trio.abc.Stream) -> tuple[int, float | None]:
+    received = 0
+    while True:
+        event = conn.next_event()
+        if event is h11.NEED_DATA:
+            chunk = await stream.receive_some(16384)
+            received += len(chunk)
+            if received > MAX_RESPONSE_BYTES:
+                raise DialError("response too large", retry=False)
+            conn.receive_data(bytes(chunk))
+        elif isinstance(event, h11.Response):
+            retry_after = None
+            for name, value in event.headers:
+                if name == b"retry-after" and value.strip().isdigit():
+                    retry_after = float(value.strip())
+            return event.status_code, retry_after
+        elif isinstance(event, h11.ConnectionClosed):
+            raise DialError("closed without an answer", retry=True)

@@ -73,7 +73,7 @@ SCHEMA_VERSION = 1
 #   presence:      uid(4)                            -> cbor {s: status, l: last_active_at ms}
 #   groups:        name (utf-8)                      -> cbor {title, owner, members, gseq} (hosted)
 #   group_views:   host(32) | name (utf-8)           -> cbor {members, gseq, title} (member node)
-#   push_endpoints: uid(4) | device | 0x00 | url     -> cbor {text: include text?}
+#   push_endpoints: uid(4) | device | 0x00 | sha256(url)[:16] -> cbor {url, text: include text?}
 #   meta:          b"schema" -> version(4); b"last_id" -> id(8); b"next_uid" -> uid(4)
 #
 # Federation (layouts and operations in node/peers.py):
