@@ -36,6 +36,7 @@ from .seeds import read_peers_file
 from .server import Server
 from .sessions import DeviceSession
 from .store import Store
+from .webclient import WebClient
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +101,7 @@ class Node:
         self.api = HttpApi(config, self.identity, self.store, self.hub, presence=self.presence)
         self.push = Push(config, self.store, self.hub, self.router.node_label)
         self.push.register_routes(self.api)
+        WebClient().register_routes(self.api)
         self.server = Server(config, self.api, self._on_websocket)
         self.admin = AdminServer(
             config.data_dir,

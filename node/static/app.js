@@ -1,0 +1,1120 @@
+// chinwag web client: plain ES module, no build step, no third-party code.
+//
+// One tab is one device: the session (token, device id) lives in
+// sessionStorage. The node's queue is the history: a page load syncs from 0
+// and rebuilds every conversation; a reconnect within the page resumes from
+// the cursor (the highest seq seen), so nothing is missed or shown twice.
+// Read markers (per conversation, the highest seq read) are in localStorage so
+// that a reload or a second tab does not count old messages as unread.
+
+const SUBPROTOCOL = "chinwag.json.v1";
+const REQUEST_TIMEOUT_MS = 15000;
+const MAX_MESSAGES_PER_CONVERSATION = 2000;
+const MAX_PENDING_SENDS = 200;
+const MAX_RATE_RETRIES = 10;
+const RECONNECT_MIN_MS = 500;
+const RECONNECT_MAX_MS = 10000;
+const ACK_DELAY_MS = 300;
+
+const $ = (id) => document.getElementById(id);
+
+const state = {
+  session: null, // {token, device, user, nodeId, nodeName}
+  ws: null,
+  conn: "offline",
+  authed: false,
+  cursor: 0,
+  acked: 0,
+  ackTimer: null,
+  heartbeat: null,
+  reconnectDelay: RECONNECT_MIN_MS,
+  reconnectTimer: null,
+  nextRid: 1,
+  calls: new Map(), // rid -> {resolve, reject, timer}
+  conversations: new Map(), // key -> conversation
+  byId: new Map(), // message id -> message (every conversation)
+  pending: new Map(), // cid -> message not yet acknowledged
+  openKey: null,
+  contacts: [], // [{address, status, last_active_at}]
+  presence: new Map(), // "user@nodeid" -> {status, last_active_at}
+  labels: new Map(), // node id -> node name
+  nodeIds: new Map(), // node name -> node id
+  members: [], // the open group's members
+  read: {}, // conversation key -> highest seq read
+  renderQueued: false,
+};
+
+// ------------------------------------------------------------------ errors
+function showError(text) {
+  $("error").textContent = text;
+  $("error-bar").hidden = false;
+}
+
+function clearError() {
+  $("error").textContent = "";
+  $("error-bar").hidden = true;
+}
+
+function describe(err) {
+  if (err && err.code === "rate_limited") return "Too many requests; wait a moment and try again.";
+  if (err && err.message) return err.message;
+  return String(err);
+}
+
+// ------------------------------------------------------------------ HTTP API
+async function api(method, path, body, token) {
+  const headers = {};
+  if (body !== undefined) headers["content-type"] = "application/json";
+  if (token) headers.authorization = `Bearer ${token}`;
+  let response;
+  try {
+    response = await fetch(path, {
+      method,
+      headers,
+      body: body === undefined ? undefined : JSON.stringify(body),
+      cache: "no-store",
+    });
+  } catch (exc) {
+    throw { code: "unavailable", message: "The node cannot be reached." };
+  }
+  let data = {};
+  try {
+    data = await response.json();
+  } catch (exc) {
+    data = {};
+  }
+  if (!response.ok) {
+    const error = data.error || { code: "internal", message: `HTTP ${response.status}` };
+    throw error;
+  }
+  return data;
+}
+
+// ------------------------------------------------------------------ addresses
+function userKey(u, n) {
+  return `${u}@${n}`;
+}
+
+function groupKey(name, host) {
+  return `#${name}@${host}`;
+}
+
+function isNodeId(text) {
+  return /^[a-z2-7]{52}$/.test(text);
+}
+
+function learnLabel(nodeId, name) {
+  if (!nodeId || !name) return;
+  state.labels.set(nodeId, name);
+  state.nodeIds.set(name, nodeId);
+}
+
+// A node label or id typed by a person to a node id, if this page knows it.
+function nodeIdOf(text) {
+  if (!text || text === state.session.nodeName || text === state.session.nodeId) {
+    return state.session.nodeId;
+  }
+  if (isNodeId(text)) return text;
+  return state.nodeIds.get(text) || null;
+}
+
+function nodeLabel(nodeId) {
+  if (nodeId === state.session.nodeId) return state.session.nodeName;
+  return state.labels.get(nodeId) || nodeId.slice(0, 8);
+}
+
+function showUser(u, n) {
+  return n === state.session.nodeId ? u : `${u}@${nodeLabel(n)}`;
+}
+
+// "bob@kitchen" from the contacts or members API to "bob@<node id>" if known.
+function normaliseAddress(text) {
+  const at = text.lastIndexOf("@");
+  if (at < 0) return userKey(text, state.session.nodeId);
+  const id = nodeIdOf(text.slice(at + 1));
+  return id ? userKey(text.slice(0, at), id) : text;
+}
+
+// What a person typed in "Chat with" to {key, to, kind}.
+function parseTarget(text) {
+  text = text.trim();
+  const isGroup = text.startsWith("#");
+  const bare = isGroup ? text.slice(1) : text;
+  const at = bare.lastIndexOf("@");
+  const name = at < 0 ? bare : bare.slice(0, at);
+  const node = at < 0 ? null : bare.slice(at + 1);
+  if (!/^[a-z0-9._-]{1,32}$/.test(name)) {
+    throw { message: `${JSON.stringify(text)} is not an address: use bob, bob@node or #team@node` };
+  }
+  const id = nodeIdOf(node);
+  const kind = isGroup ? "group" : "user";
+  if (id === null) {
+    // A node label this page has not seen yet: the node resolves it when we
+    // send, and the conversation is re-keyed when the first echo names the id.
+    return { kind, key: text, to: text, provisional: true, name };
+  }
+  const key = isGroup ? groupKey(name, id) : userKey(name, id);
+  return { kind, key, to: key, provisional: false, name };
+}
+
+// ------------------------------------------------------------------ conversations
+function conversation(key, kind, init = {}) {
+  let conv = state.conversations.get(key);
+  if (!conv) {
+    conv = {
+      key,
+      kind,
+      to: init.to || key,
+      name: init.name || key,
+      title: "",
+      provisional: Boolean(init.provisional),
+      messages: [],
+      lastSeq: 0,
+      lastText: "",
+      lastAt: 0,
+      unread: 0,
+      member: kind === "group" ? init.member !== false : true,
+    };
+    state.conversations.set(key, conv);
+  }
+  return conv;
+}
+
+function displayName(conv) {
+  if (conv.provisional) return conv.key;
+  const at = conv.key.lastIndexOf("@");
+  const node = conv.key.slice(at + 1);
+  const local = conv.key.slice(0, at);
+  if (node === state.session.nodeId) return local;
+  return `${local}@${nodeLabel(node)}`;
+}
+
+function addToConversation(conv, item) {
+  conv.messages.push(item);
+  if (conv.messages.length > MAX_MESSAGES_PER_CONVERSATION) {
+    const dropped = conv.messages.shift();
+    if (dropped.id) state.byId.delete(dropped.id);
+  }
+  if (item.id) state.byId.set(item.id, item);
+  if (item.kind === "text") {
+    conv.lastText = item.text;
+    conv.lastAt = Math.max(conv.lastAt, item.ts || Date.now());
+  }
+  if (item.seq) conv.lastSeq = Math.max(conv.lastSeq, item.seq);
+}
+
+function countUnread(conv) {
+  const readUpTo = state.read[conv.key] || 0;
+  conv.unread = conv.messages.filter(
+    (m) => m.kind === "text" && !m.mine && m.seq > readUpTo,
+  ).length;
+}
+
+function markRead(conv) {
+  if (document.visibilityState === "hidden") return;
+  if ((state.read[conv.key] || 0) >= conv.lastSeq) return;
+  state.read[conv.key] = conv.lastSeq;
+  saveRead();
+  conv.unread = 0;
+}
+
+function readKey() {
+  return `chinwag.read.${state.session.user}@${state.session.nodeId}`;
+}
+
+function loadRead() {
+  try {
+    state.read = JSON.parse(localStorage.getItem(readKey()) || "{}") || {};
+  } catch (exc) {
+    state.read = {};
+  }
+}
+
+function saveRead() {
+  try {
+    localStorage.setItem(readKey(), JSON.stringify(state.read));
+  } catch (exc) {
+    // Storage full or denied: unread counts then only last for this page.
+  }
+}
+
+// Moves a provisional conversation ("bob@kitchen") into its real key.
+function rekey(fromKey, toKey) {
+  const old = state.conversations.get(fromKey);
+  if (!old || fromKey === toKey) return;
+  const conv = conversation(toKey, old.kind, { to: toKey });
+  for (const item of old.messages) {
+    if (!conv.messages.includes(item)) conv.messages.push(item);
+  }
+  conv.messages.sort(orderOf);
+  state.conversations.delete(fromKey);
+  if (state.openKey === fromKey) state.openKey = toKey;
+}
+
+function orderOf(a, b) {
+  // Acknowledged entries by queue position; pending ones last, in send order.
+  const sa = a.seq || Number.MAX_SAFE_INTEGER;
+  const sb = b.seq || Number.MAX_SAFE_INTEGER;
+  return sa - sb || a.order - b.order;
+}
+
+let sendOrder = 0;
+
+// ------------------------------------------------------------------ incoming frames
+function onFrame(frame) {
+  switch (frame.t) {
+    case "ok":
+    case "err":
+      settle(frame);
+      break;
+    case "msg":
+      onMsg(frame);
+      break;
+    case "presence":
+      onPresence(frame);
+      break;
+    case "bye":
+      onBye(frame);
+      break;
+    default:
+      break; // a newer node may send frames this page does not know
+  }
+}
+
+function settle(frame) {
+  if (frame.rid === undefined) {
+    if (frame.t === "err") showError(`The node says: ${frame.message}`);
+    return;
+  }
+  const call = state.calls.get(frame.rid);
+  if (!call) return;
+  state.calls.delete(frame.rid);
+  clearTimeout(call.timer);
+  if (frame.t === "ok") call.resolve(frame);
+  else call.reject(frame);
+}
+
+function onMsg(frame) {
+  if (frame.seq <= state.cursor) return; // seen already (a re-sync overlap)
+  state.cursor = frame.seq;
+  scheduleAck();
+  if (frame.kind === "event") onEvent(frame);
+  else if (frame.kind === "text") onText(frame);
+  queueRender();
+}
+
+function onText(frame) {
+  const from = frame.from;
+  learnLabel(from.n, from.name);
+  const mine = from.u === state.session.user && from.n === state.session.nodeId;
+  let key;
+  let kind;
+  if (frame.group) {
+    learnLabel(frame.group.host, frame.group.host_name);
+    key = groupKey(frame.group.name, frame.group.host);
+    kind = "group";
+  } else {
+    learnLabel(frame.to.n, frame.to.name);
+    const other = mine ? frame.to : from;
+    key = userKey(other.u, other.n);
+    kind = "user";
+  }
+  const existing = state.byId.get(frame.id);
+  if (existing) {
+    // Our own send, acknowledged before its echo arrived.
+    existing.seq = existing.seq || frame.seq;
+    existing.state = "sent";
+    if (existing.convKey !== key) {
+      rekey(existing.convKey, key);
+      existing.convKey = key;
+    }
+    const conv = state.conversations.get(key);
+    if (conv) {
+      conv.lastSeq = Math.max(conv.lastSeq, frame.seq);
+      conv.messages.sort(orderOf);
+    }
+    return;
+  }
+  const conv = conversation(key, kind);
+  addToConversation(conv, {
+    kind: "text",
+    id: frame.id,
+    seq: frame.seq,
+    ts: frame.ts,
+    from: showUser(from.u, from.n),
+    text: frame.body.text,
+    mine,
+    state: mine ? "sent" : "received",
+    convKey: key,
+    order: sendOrder++,
+  });
+  if (!mine && state.openKey !== key) countUnread(conv);
+  if (state.openKey === key) markRead(conv);
+}
+
+function onEvent(frame) {
+  const body = frame.body || {};
+  if (body.type === "delivery_failed") {
+    const item = state.byId.get(body.id);
+    if (item) {
+      item.state = "failed";
+      item.error = `not delivered (${body.code})`;
+    }
+    return;
+  }
+  if (body.type !== "group") return;
+  const group = body.group;
+  const key = groupKey(group.name, group.host);
+  const conv = conversation(key, "group");
+  const me = userKey(state.session.user, state.session.nodeId);
+  const by = memberName(body.by);
+  let text = "";
+  if (body.action === "created") {
+    text = `${by} created the group`;
+    conv.member = true;
+  } else if (body.action === "members") {
+    const added = (body.added || []).map(memberName);
+    const removed = (body.removed || []).map(memberName);
+    const parts = [];
+    if (added.length) parts.push(`${by} added ${added.join(", ")}`);
+    if (removed.length) {
+      const self = removed.length === 1 && (body.removed[0] === body.by);
+      parts.push(self ? `${by} left` : `${by} removed ${removed.join(", ")}`);
+    }
+    text = parts.join("; ");
+    if ((body.added || []).includes(me)) conv.member = true;
+    if ((body.removed || []).includes(me)) conv.member = false;
+  } else if (body.action === "renamed") {
+    conv.title = body.title || "";
+    text = `${by} renamed the group to "${conv.title}"`;
+  } else {
+    text = `group changed (${body.action})`;
+  }
+  addToConversation(conv, { kind: "event", seq: frame.seq, text, order: sendOrder++ });
+  if (state.openKey === key && conv.member) loadMembers(conv);
+}
+
+function memberName(address) {
+  if (!address) return "someone";
+  const at = address.lastIndexOf("@");
+  return showUser(address.slice(0, at), address.slice(at + 1));
+}
+
+function onPresence(frame) {
+  const user = frame.user;
+  learnLabel(user.n, user.name);
+  state.presence.set(userKey(user.u, user.n), {
+    status: frame.status,
+    last_active_at: frame.last_active_at,
+  });
+  for (const member of state.members) {
+    if (normaliseAddress(member.address) === userKey(user.u, user.n)) {
+      member.status = frame.status;
+      member.last_active_at = frame.last_active_at;
+    }
+  }
+  queueRender();
+}
+
+function onBye(frame) {
+  if (frame.code === "unauthorized") {
+    logout(false);
+    showError("Your session has ended (logged out or the password changed). Log in again.");
+  }
+}
+
+// ------------------------------------------------------------------ the socket
+function wsUrl() {
+  const scheme = location.protocol === "https:" ? "wss" : "ws";
+  return `${scheme}://${location.host}/ws`;
+}
+
+function setConn(value) {
+  state.conn = value;
+  const el = $("conn-status");
+  el.dataset.state = value;
+  el.textContent = { online: "online", connecting: "connecting…", offline: "offline" }[value];
+}
+
+function connect() {
+  clearTimeout(state.reconnectTimer);
+  state.reconnectTimer = null;
+  if (!state.session) return;
+  setConn("connecting");
+  let ws;
+  try {
+    ws = new WebSocket(wsUrl(), [SUBPROTOCOL]);
+  } catch (exc) {
+    scheduleReconnect();
+    return;
+  }
+  state.ws = ws;
+  state.authed = false;
+  ws.onopen = () => {
+    if (state.ws === ws) authenticate(ws);
+  };
+  ws.onmessage = (event) => {
+    if (state.ws !== ws || typeof event.data !== "string") return;
+    let data;
+    try {
+      data = JSON.parse(event.data);
+    } catch (exc) {
+      return;
+    }
+    for (const frame of Array.isArray(data) ? data : [data]) onFrame(frame);
+  };
+  ws.onclose = () => {
+    if (state.ws !== ws) return;
+    disconnected();
+    scheduleReconnect();
+  };
+  ws.onerror = () => {}; // onclose follows and does the work
+}
+
+function disconnected() {
+  state.ws = null;
+  state.authed = false;
+  clearInterval(state.heartbeat);
+  state.heartbeat = null;
+  for (const [rid, call] of state.calls) {
+    clearTimeout(call.timer);
+    call.reject({ code: "unavailable", message: "the connection dropped" });
+    state.calls.delete(rid);
+  }
+  if (state.session) setConn("offline");
+  render();
+}
+
+function scheduleReconnect() {
+  if (!state.session || state.reconnectTimer) return;
+  const delay = state.reconnectDelay * (0.75 + Math.random() * 0.5);
+  state.reconnectDelay = Math.min(state.reconnectDelay * 2, RECONNECT_MAX_MS);
+  state.reconnectTimer = setTimeout(connect, delay);
+}
+
+function call(frame, ws = state.ws) {
+  return new Promise((resolve, reject) => {
+    if (!ws || ws.readyState !== WebSocket.OPEN) {
+      reject({ code: "unavailable", message: "not connected to the node" });
+      return;
+    }
+    const rid = state.nextRid++;
+    const timer = setTimeout(() => {
+      state.calls.delete(rid);
+      reject({ code: "timeout", message: "the node did not answer in time" });
+    }, REQUEST_TIMEOUT_MS);
+    state.calls.set(rid, { resolve, reject, timer });
+    ws.send(JSON.stringify({ ...frame, rid }));
+  });
+}
+
+function sendQuiet(frame) {
+  if (state.ws && state.ws.readyState === WebSocket.OPEN && state.authed) {
+    state.ws.send(JSON.stringify(frame));
+  }
+}
+
+async function authenticate(ws) {
+  let info;
+  try {
+    info = await call({ t: "auth", token: state.session.token }, ws);
+  } catch (err) {
+    if (err.code === "unauthorized") {
+      logout(false);
+      showError("Your session has ended. Log in again.");
+    }
+    return; // anything else: the socket closes and we retry
+  }
+  if (state.ws !== ws) return;
+  state.authed = true;
+  state.reconnectDelay = RECONNECT_MIN_MS;
+  learnLabel(info.node_id, info.node_name);
+  state.heartbeat = setInterval(() => sendQuiet({ t: "heartbeat" }), info.heartbeat_ms || 10000);
+  try {
+    await call({ t: "sync", after: state.cursor }, ws);
+  } catch (err) {
+    return;
+  }
+  setConn("online");
+  render();
+  refreshContacts();
+  refreshGroups();
+  resendPending();
+}
+
+function scheduleAck() {
+  if (state.ackTimer) return;
+  state.ackTimer = setTimeout(() => {
+    state.ackTimer = null;
+    if (state.cursor > state.acked && state.authed) {
+      sendQuiet({ t: "ack", seq: state.cursor });
+      state.acked = state.cursor;
+    }
+  }, ACK_DELAY_MS);
+}
+
+// ------------------------------------------------------------------ sending
+function newCid() {
+  const bytes = new Uint8Array(12);
+  crypto.getRandomValues(bytes);
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+function sendText(conv, text) {
+  if (state.pending.size >= MAX_PENDING_SENDS) {
+    showError("Too many messages are waiting to be sent; wait for the connection.");
+    return;
+  }
+  const item = {
+    kind: "text",
+    id: null,
+    seq: 0,
+    ts: Date.now(),
+    from: state.session.user,
+    text,
+    mine: true,
+    state: "pending",
+    cid: newCid(),
+    to: conv.to,
+    convKey: conv.key,
+    order: sendOrder++,
+    retries: 0,
+  };
+  addToConversation(conv, item);
+  state.pending.set(item.cid, item);
+  render();
+  transmit(item);
+}
+
+async function transmit(item) {
+  if (!state.authed) return; // sent by resendPending() once connected
+  let ok;
+  try {
+    ok = await call({ t: "send", to: item.to, text: item.text, cid: item.cid });
+  } catch (err) {
+    if (err.code === "unavailable" || err.code === "timeout") return; // retried on reconnect
+    if (err.code === "rate_limited" && item.retries < MAX_RATE_RETRIES) {
+      item.retries += 1;
+      setTimeout(() => transmit(item), err.retry_after_ms || 1000);
+      return;
+    }
+    state.pending.delete(item.cid);
+    item.state = "failed";
+    item.error = describe(err);
+    queueRender();
+    return;
+  }
+  state.pending.delete(item.cid);
+  const echo = state.byId.get(ok.id);
+  const conv = state.conversations.get(item.convKey);
+  if (echo && echo !== item) {
+    // The stream delivered our own message before the ok: keep the echo.
+    if (conv) conv.messages = conv.messages.filter((m) => m !== item);
+    if (echo.convKey !== item.convKey) rekey(item.convKey, echo.convKey);
+    echo.state = "sent";
+  } else {
+    item.id = ok.id;
+    item.ts = ok.ts;
+    if (ok.seq) item.seq = ok.seq; // 0 for a group hosted elsewhere: it comes back later
+    item.state = "sent";
+    state.byId.set(ok.id, item);
+    if (conv) {
+      if (item.seq) conv.lastSeq = Math.max(conv.lastSeq, item.seq);
+      conv.messages.sort(orderOf);
+    }
+  }
+  queueRender();
+}
+
+function resendPending() {
+  for (const item of [...state.pending.values()].sort((a, b) => a.order - b.order)) {
+    transmit(item);
+  }
+}
+
+function retry(item) {
+  item.state = "pending";
+  item.error = "";
+  item.retries = 0;
+  state.pending.set(item.cid, item);
+  render();
+  transmit(item);
+}
+
+// ------------------------------------------------------------------ contacts and groups
+async function refreshContacts() {
+  try {
+    const data = await api("GET", "/api/contacts", undefined, state.session.token);
+    state.contacts = data.contacts || [];
+    for (const c of state.contacts) {
+      const key = normaliseAddress(c.address);
+      if (!state.presence.has(key)) {
+        state.presence.set(key, { status: c.status, last_active_at: c.last_active_at });
+      }
+    }
+    render();
+  } catch (err) {
+    if (err.code === "unauthorized") logout(false);
+  }
+}
+
+async function refreshGroups() {
+  let data;
+  try {
+    data = await call({ t: "group", op: "list" });
+  } catch (err) {
+    return;
+  }
+  for (const g of data.groups || []) {
+    const conv = conversation(groupKey(g.name, g.host), "group");
+    conv.title = g.title || "";
+    conv.member = true;
+  }
+  render();
+}
+
+async function loadMembers(conv) {
+  try {
+    const data = await call({ t: "group", op: "members", group: conv.to });
+    if (state.openKey !== conv.key) return;
+    state.members = data.members || [];
+    conv.title = data.title || conv.title;
+  } catch (err) {
+    if (err.code === "forbidden") conv.member = false;
+    state.members = [];
+  }
+  render();
+}
+
+// ------------------------------------------------------------------ rendering
+function queueRender() {
+  if (state.renderQueued) return;
+  state.renderQueued = true;
+  requestAnimationFrame(() => {
+    state.renderQueued = false;
+    render();
+  });
+}
+
+function el(tag, props = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(props)) {
+    if (k === "class") node.className = v;
+    else if (k === "dataset") Object.assign(node.dataset, v);
+    else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+    else if (v !== null && v !== undefined && v !== false) node.setAttribute(k, v === true ? "" : v);
+  }
+  for (const child of children) {
+    if (child === null || child === undefined) continue;
+    node.append(child instanceof Node ? child : String(child));
+  }
+  return node;
+}
+
+function clock(ms) {
+  if (!ms) return "";
+  const d = new Date(ms);
+  const today = new Date();
+  const time = d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  return d.toDateString() === today.toDateString() ? time : `${d.toLocaleDateString()} ${time}`;
+}
+
+function lastActive(p) {
+  if (!p) return "never seen";
+  if (p.status === "online") return "online";
+  return p.last_active_at ? `last active ${clock(p.last_active_at)}` : "offline";
+}
+
+function presenceDot(p) {
+  const status = p && p.status === "online" ? "online" : "offline";
+  return el("span", { class: "presence-dot", dataset: { status }, role: "img", "aria-label": status, title: status });
+}
+
+function render() {
+  if (!state.session) return;
+  $("me").textContent = `${state.session.user}@${state.session.nodeName}`;
+  renderConversations();
+  renderContacts();
+  renderConversation();
+}
+
+function renderConversations() {
+  const list = $("conversations");
+  const convs = [...state.conversations.values()].sort(
+    (a, b) => b.lastAt - a.lastAt || a.key.localeCompare(b.key),
+  );
+  const items = convs.map((conv) => {
+    const unread = conv.unread;
+    return el(
+      "li",
+      {
+        class: "conversation",
+        dataset: { conv: conv.key },
+        "aria-current": state.openKey === conv.key ? "true" : null,
+      },
+      el(
+        "button",
+        {
+          type: "button",
+          class: "conv-open",
+          "aria-label": `${displayName(conv)}${unread ? `, ${unread} unread` : ""}`,
+          onclick: () => openConversation(conv.key),
+        },
+        el("span", { class: "conv-name" }, displayName(conv)),
+        el("span", { class: "conv-unread", hidden: unread === 0 }, String(unread)),
+        el("span", { class: "conv-last" }, conv.lastText),
+      ),
+    );
+  });
+  list.replaceChildren(...items);
+  $("no-conversations").hidden = items.length > 0;
+}
+
+function renderContacts() {
+  const items = state.contacts.map((c) => {
+    const key = normaliseAddress(c.address);
+    const p = state.presence.get(key) || c;
+    const at = c.address.lastIndexOf("@");
+    const shown = c.address.slice(at + 1) === state.session.nodeName ? c.address.slice(0, at) : c.address;
+    return el(
+      "li",
+      { class: "contact", dataset: { address: c.address } },
+      presenceDot(p),
+      el(
+        "button",
+        {
+          type: "button",
+          class: "contact-open",
+          "aria-label": `Chat with ${shown} (${lastActive(p)})`,
+          onclick: () => openTyped(c.address),
+        },
+        el("span", { class: "contact-name" }, shown),
+        el("span", { class: "last-active" }, lastActive(p)),
+      ),
+    );
+  });
+  $("contacts").replaceChildren(...items);
+}
+
+function renderConversation() {
+  const conv = state.openKey ? state.conversations.get(state.openKey) : null;
+  $("chat-view").classList.toggle("conv-open", Boolean(conv));
+  const composerOn = Boolean(conv) && (conv.kind !== "group" || conv.member);
+  $("composer-text").disabled = !composerOn;
+  $("send-button").disabled = !composerOn;
+  if (!conv) {
+    $("conv-title").textContent = "Pick a conversation";
+    $("conv-subtitle").textContent = "";
+    $("group-panel").hidden = true;
+    $("messages").replaceChildren();
+    return;
+  }
+  $("conv-title").textContent = displayName(conv);
+  let subtitle = "";
+  if (conv.kind === "group") {
+    subtitle = conv.title || "";
+    if (!conv.member) subtitle = `${subtitle ? `${subtitle} · ` : ""}you are not a member`;
+  } else {
+    subtitle = lastActive(state.presence.get(conv.key));
+  }
+  $("conv-subtitle").textContent = subtitle;
+  const groupPanel = $("group-panel");
+  groupPanel.hidden = conv.kind !== "group";
+  if (conv.kind === "group") {
+    $("group-members").replaceChildren(
+      ...state.members.map((m) =>
+        el(
+          "li",
+          { class: "member", dataset: { address: normaliseAddress(m.address) } },
+          presenceDot(m),
+          el("span", { class: "member-name" }, memberName(normaliseAddress(m.address))),
+          el("span", { class: "last-active" }, lastActive(m)),
+        ),
+      ),
+    );
+    $("add-member-form").hidden = !conv.member;
+    $("leave-group-button").hidden = !conv.member;
+  }
+  const list = $("messages");
+  const nearBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 80;
+  list.replaceChildren(...conv.messages.map(renderMessage));
+  if (nearBottom) list.scrollTop = list.scrollHeight;
+}
+
+function renderMessage(m) {
+  if (m.kind === "event") return el("li", { class: "event" }, m.text);
+  const stateText = { pending: "sending…", sent: "✓", failed: `failed: ${m.error || ""}` }[m.state];
+  return el(
+    "li",
+    {
+      class: m.mine ? "message mine" : "message",
+      dataset: { id: m.id || "", seq: m.seq || "", state: m.state },
+    },
+    el("span", { class: "msg-from" }, m.mine ? "you" : m.from),
+    el("time", { class: "msg-time", datetime: new Date(m.ts || Date.now()).toISOString() }, clock(m.ts)),
+    m.mine && stateText
+      ? el("span", { class: "msg-state", "aria-label": m.state }, stateText)
+      : null,
+    m.state === "failed"
+      ? el("button", { type: "button", class: "msg-retry", onclick: () => retry(m) }, "Retry")
+      : null,
+    el("p", { class: "msg-text" }, m.text),
+  );
+}
+
+// ------------------------------------------------------------------ actions
+function openConversation(key) {
+  const conv = state.conversations.get(key);
+  if (!conv) return;
+  state.openKey = key;
+  state.members = [];
+  markRead(conv);
+  countUnread(conv);
+  render();
+  const list = $("messages");
+  list.scrollTop = list.scrollHeight;
+  if (conv.kind === "group" && conv.member && state.authed) loadMembers(conv);
+  $("composer-text").focus();
+}
+
+function openTyped(text) {
+  let target;
+  try {
+    target = parseTarget(text);
+  } catch (err) {
+    showError(describe(err));
+    return false;
+  }
+  conversation(target.key, target.kind, {
+    to: target.to,
+    provisional: target.provisional,
+    name: target.name,
+  });
+  openConversation(target.key);
+  return true;
+}
+
+function rememberSession(session) {
+  state.session = session;
+  sessionStorage.setItem("chinwag.session", JSON.stringify(session));
+  sessionStorage.setItem("chinwag.device", session.device);
+}
+
+async function login(signup) {
+  clearError();
+  const user = $("login-user").value.trim().toLowerCase();
+  const password = $("login-password").value;
+  if (!user || !password) {
+    showError("Enter a user name and a password.");
+    return;
+  }
+  const buttons = [$("login-button"), $("signup-button")];
+  buttons.forEach((b) => (b.disabled = true));
+  try {
+    if (signup) await api("POST", "/api/signup", { user, password });
+    const body = { user, password };
+    const device = sessionStorage.getItem("chinwag.device");
+    if (device) body.device = device;
+    const data = await api("POST", "/api/login", body);
+    rememberSession({
+      token: data.token,
+      device: data.device,
+      user: data.user,
+      nodeId: data.node_id,
+      nodeName: data.node_name,
+    });
+    $("login-password").value = "";
+    start();
+  } catch (err) {
+    if (err.code === "user_exists") showError(`The name ${user} is taken on this node.`);
+    else showError(describe(err));
+  } finally {
+    buttons.forEach((b) => (b.disabled = false));
+  }
+}
+
+function start() {
+  loadRead();
+  learnLabel(state.session.nodeId, state.session.nodeName);
+  $("login-view").hidden = true;
+  $("chat-view").hidden = false;
+  render();
+  connect();
+}
+
+async function logout(tellNode = true) {
+  const session = state.session;
+  state.session = null;
+  sessionStorage.removeItem("chinwag.session");
+  clearTimeout(state.reconnectTimer);
+  state.reconnectTimer = null;
+  const ws = state.ws;
+  disconnected();
+  if (ws) ws.close(1000, "log out");
+  if (tellNode && session) {
+    try {
+      await api("POST", "/api/logout", undefined, session.token);
+    } catch (err) {
+      // The token is forgotten here either way.
+    }
+  }
+  Object.assign(state, {
+    cursor: 0,
+    acked: 0,
+    openKey: null,
+    contacts: [],
+    members: [],
+    conversations: new Map(),
+    byId: new Map(),
+    pending: new Map(),
+    presence: new Map(),
+  });
+  $("chat-view").hidden = true;
+  $("login-view").hidden = false;
+  $("login-user").focus();
+}
+
+function bind() {
+  $("login-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    login(false);
+  });
+  $("signup-button").addEventListener("click", () => login(true));
+  $("error-dismiss").addEventListener("click", clearError);
+  $("logout-button").addEventListener("click", () => logout(true));
+  $("back-button").addEventListener("click", () => {
+    state.openKey = null;
+    render();
+    $("new-chat-to").focus();
+  });
+  $("new-chat-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    clearError();
+    if (openTyped($("new-chat-to").value)) $("new-chat-to").value = "";
+  });
+  $("composer").addEventListener("submit", (e) => {
+    e.preventDefault();
+    const conv = state.conversations.get(state.openKey);
+    const text = $("composer-text").value;
+    if (!conv || !text.trim()) return;
+    if (new TextEncoder().encode(text).length > 16384) {
+      showError("A message is at most 16 KiB.");
+      return;
+    }
+    $("composer-text").value = "";
+    sendText(conv, text);
+  });
+  $("composer-text").addEventListener("keydown", (e) => {
+    if (e.key === "Enter" && !e.shiftKey && !e.isComposing) {
+      e.preventDefault();
+      $("composer").requestSubmit();
+    }
+  });
+  $("add-contact-form").addEventListener("submit", async (e) => {
+    e.preventDefault();
+    clearError();
+    const address = $("add-contact-address").value.trim();
+    if (!address) return;
+    try {
+      await api("POST", "/api/contacts", { address }, state.session.token);
+      $("add-contact-address").value = "";
+      await refreshContacts();
+    } catch (err) {
+      showError(describe(err));
+    }
+  });
+  $("create-group-form").addEventListener("submit", async (e) => {
+    e.preventDefault();
+    clearError();
+    const name = $("create-group-name").value.trim().replace(/^#/, "");
+    const title = $("create-group-title").value.trim();
+    const frame = { t: "group", op: "create", name };
+    if (title) frame.title = title;
+    try {
+      await call(frame);
+    } catch (err) {
+      showError(describe(err));
+      return;
+    }
+    $("create-group-name").value = "";
+    $("create-group-title").value = "";
+    const key = groupKey(name, state.session.nodeId);
+    const conv = conversation(key, "group");
+    conv.title = title;
+    conv.member = true;
+    openConversation(key);
+  });
+  $("add-member-form").addEventListener("submit", async (e) => {
+    e.preventDefault();
+    clearError();
+    const conv = state.conversations.get(state.openKey);
+    const address = $("add-member-address").value.trim();
+    if (!conv || !address) return;
+    try {
+      await call({ t: "group", op: "add", group: conv.to, members: [address] });
+      $("add-member-address").value = "";
+      await loadMembers(conv);
+    } catch (err) {
+      showError(describe(err));
+    }
+  });
+  $("leave-group-button").addEventListener("click", async () => {
+    clearError();
+    const conv = state.conversations.get(state.openKey);
+    if (!conv) return;
+    try {
+      await call({ t: "group", op: "leave", group: conv.to });
+      conv.member = false;
+      state.members = [];
+      render();
+    } catch (err) {
+      showError(describe(err));
+    }
+  });
+  document.addEventListener("visibilitychange", () => {
+    const conv = state.openKey && state.conversations.get(state.openKey);
+    if (conv) {
+      markRead(conv);
+      queueRender();
+    }
+  });
+}
+
+async function showNodeName() {
+  try {
+    const info = await api("GET", "/.well-known/chinwag");
+    $("node-name").textContent = info.name;
+    document.title = `chinwag · ${info.name}`;
+  } catch (err) {
+    $("node-name").textContent = "(unreachable)";
+  }
+}
+
+function boot() {
+  bind();
+  showNodeName();
+  let saved = null;
+  try {
+    saved = JSON.parse(sessionStorage.getItem("chinwag.session") || "null");
+  } catch (exc) {
+    saved = null;
+  }
+  if (saved && saved.token) {
+    state.session = saved;
+    start();
+  } else {
+    $("login-user").focus();
+  }
+}
+
+// A small hook for tests and curious users; nothing in it is secret.
+window.chinwag = {
+  get cursor() {
+    return state.cursor;
+  },
+  get connection() {
+    return state.conn;
+  },
+};
+
+boot();
