@@ -582,8 +582,42 @@ function sendText(conv, text) {
   };
   addToConversation(conv, item);
   state.pending.set(item.cid, item);
+  savePending();
   render();
   transmit(item);
+}
+
+// Unacknowledged sends survive a reload of the tab: they are sent again with
+// the same cid, so a send the node did commit is answered with its original
+// ok and stored once.
+function savePending() {
+  const items = [...state.pending.values()].map((m) => ({
+    cid: m.cid, to: m.to, text: m.text, convKey: m.convKey, ts: m.ts, kind: m.kind,
+  }));
+  try {
+    sessionStorage.setItem("chinwag.pending", JSON.stringify(items));
+  } catch (exc) {
+    // Full or denied storage: pending sends then last only as long as the page.
+  }
+}
+
+function restorePending() {
+  let items = [];
+  try {
+    items = JSON.parse(sessionStorage.getItem("chinwag.pending") || "[]") || [];
+  } catch (exc) {
+    items = [];
+  }
+  for (const saved of items.slice(0, MAX_PENDING_SENDS)) {
+    const isGroup = saved.convKey.startsWith("#");
+    const conv = conversation(saved.convKey, isGroup ? "group" : "user", { to: saved.to });
+    const item = {
+      ...saved, id: null, seq: 0, from: state.session.user, mine: true, state: "pending",
+      order: sendOrder++, retries: 0,
+    };
+    addToConversation(conv, item);
+    state.pending.set(item.cid, item);
+  }
 }
 
 async function transmit(item) {
@@ -599,12 +633,14 @@ async function transmit(item) {
       return;
     }
     state.pending.delete(item.cid);
+    savePending();
     item.state = "failed";
     item.error = describe(err);
     queueRender();
     return;
   }
   state.pending.delete(item.cid);
+  savePending();
   const echo = state.byId.get(ok.id);
   const conv = state.conversations.get(item.convKey);
   if (echo && echo !== item) {
@@ -637,6 +673,7 @@ function retry(item) {
   item.error = "";
   item.retries = 0;
   state.pending.set(item.cid, item);
+  savePending();
   render();
   transmit(item);
 }
@@ -815,7 +852,9 @@ function renderConversation() {
     subtitle = conv.title || "";
     if (!conv.member) subtitle = `${subtitle ? `${subtitle} · ` : ""}you are not a member`;
   } else {
-    subtitle = lastActive(state.presence.get(conv.key));
+    const p = state.presence.get(conv.key);
+    if (conv.key === userKey(state.session.user, state.session.nodeId)) subtitle = "notes to yourself";
+    else subtitle = p ? lastActive(p) : "";
   }
   $("conv-subtitle").textContent = subtitle;
   const groupPanel = $("group-panel");
@@ -935,6 +974,7 @@ async function login(signup) {
 
 function start() {
   loadRead();
+  restorePending();
   learnLabel(state.session.nodeId, state.session.nodeName);
   $("login-view").hidden = true;
   $("chat-view").hidden = false;
@@ -946,6 +986,7 @@ async function logout(tellNode = true) {
   const session = state.session;
   state.session = null;
   sessionStorage.removeItem("chinwag.session");
+  sessionStorage.removeItem("chinwag.pending");
   clearTimeout(state.reconnectTimer);
   state.reconnectTimer = null;
   const ws = state.ws;
