@@ -17,6 +17,7 @@ from . import (
     group_cmds,
     node_cmds,
     push_cmds,
+    tui_cmd,
 )
 from .common import CliError, client_error_message
 
@@ -34,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     contacts_cmds.register(sub)
     group_cmds.register(sub)
     push_cmds.register(sub)
+    tui_cmd.register(sub)
     return parser
 
 

@@ -293,6 +293,15 @@ class ChatClient:
                 await self._presence_changed.wait()
             return self.presence[address]
 
+    def presence_changed(self) -> trio.Event:
+        """An event set by the next ``presence`` frame (read :attr:`presence` after)."""
+        return self._presence_changed
+
+    @property
+    def is_closed(self) -> bool:
+        """True once the connection has ended."""
+        return self._closed.is_set()
+
     async def next_message(self, timeout: float = DEFAULT_TIMEOUT) -> dict[str, Any]:
         with trio.fail_after(timeout):
             return await self.messages.receive()

@@ -1,0 +1,142 @@
+"""The ``/commands`` typed in ``chinwag chat``'s input line.
+
+The line is split like a shell line (:mod:`shlex`, so a title can be quoted)
+and parsed by :mod:`argparse`, whose errors are raised as
+:class:`CommandError` instead of exiting.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+from dataclasses import dataclass, field
+from typing import Any, NoReturn
+
+
+class CommandError(ValueError):
+    """A line that is not a valid command; the message says why."""
+
+
+@dataclass(frozen=True)
+class OpenChat:
+    address: str
+
+
+@dataclass(frozen=True)
+class ContactCommand:
+    action: str  # add | remove
+    address: str
+
+
+@dataclass(frozen=True)
+class GroupCommand:
+    op: str
+    fields: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LocalCommand:
+    name: str  # help | quit | retry
+
+
+Command = OpenChat | ContactCommand | GroupCommand | LocalCommand
+
+HELP = """\
+/chat ADDRESS                 open a conversation: bob, bob@node, #team@node
+/contact add|remove ADDRESS   add or remove a contact (their presence is shown)
+/group create NAME [TITLE]    create #NAME on your node
+/group add #g@host ADDRESS…   add members (owner)
+/group remove #g@host ADDRESS…
+/group leave #g@host          leave a group
+/group members #g@host        members with their presence
+/group list                   your groups
+/retry                        resend the failed messages of this conversation
+/help                         this text
+/quit                         quit (also ctrl+q)
+ctrl+n / ctrl+p switch conversations; //text sends "/text"."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise CommandError(f"{self.prog}: {message}")
+
+    def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
+        raise CommandError(message or f"{self.prog}: see /help")
+
+
+def _build() -> _Parser:
+    root = _Parser(prog="command", add_help=False)
+    sub = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str) -> _Parser:
+        parser = sub.add_parser(name, prog=f"/{name}", add_help=False)
+        assert isinstance(parser, _Parser)
+        return parser
+
+    command("chat").add_argument("address", metavar="ADDRESS")
+    p = command("contact")
+    p.add_argument("action", choices=("add", "remove"), metavar="add|remove")
+    p.add_argument("address", metavar="ADDRESS")
+    group = command("group").add_subparsers(dest="op", required=True, metavar="OP")
+
+    def group_op(name: str) -> _Parser:
+        parser = group.add_parser(name, prog=f"/group {name}", add_help=False)
+        assert isinstance(parser, _Parser)
+        return parser
+
+    p = group_op("create")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("title", metavar="TITLE", nargs="?", default="")
+    for op in ("add", "remove"):
+        p = group_op(op)
+        p.add_argument("group", metavar="GROUP")
+        p.add_argument("members", metavar="ADDRESS", nargs="+")
+    for op in ("leave", "members"):
+        group_op(op).add_argument("group", metavar="GROUP")
+    group_op("list")
+    for name in ("help", "quit", "retry"):
+        command(name)
+    return root
+
+
+_PARSER = _build()
+_NAMES = ("chat", "contact", "group", "help", "quit", "retry")
+
+
+def parse_command(line: str) -> Command:
+    """Parse what follows the ``/`` of an input line."""
+    try:
+        words = shlex.split(line)
+    except ValueError as exc:
+        raise CommandError(f"cannot read that command: {exc}") from None
+    if not words:
+        raise CommandError("an empty command: see /help")
+    if words[0] not in _NAMES:
+        raise CommandError(f"unknown command /{words[0]}: see /help")
+    args = _PARSER.parse_args(words)
+    if args.command == "chat":
+        return OpenChat(args.address)
+    if args.command == "contact":
+        return ContactCommand(args.action, args.address)
+    if args.command == "group":
+        return GroupCommand(args.op, _group_fields(args))
+    return LocalCommand(args.command)
+
+
+def _group_fields(args: argparse.Namespace) -> dict[str, Any]:
+    if args.op == "create":
+        fields: dict[str, Any] = {"name": args.name.lstrip("#")}
+        if args.title:
+            fields["title"] = args.title
+        return fields
+    if args.op in ("add", "remove"):
+        return {"group": _group(args.group), "members": list(args.members)}
+    if args.op in ("leave", "members"):
+        return {"group": _group(args.group)}
+    return {}
+
+
+def _group(text: str) -> str:
+    if not text.startswith("#"):
+        raise CommandError(f"a group is written #name@host, not {text!r}")
+    return text

@@ -1,0 +1,493 @@
+"""What ``chinwag chat`` knows: conversations, their messages, contacts.
+
+Pure state, no I/O and no clock: the session feeds it frames, the screen
+reads it, the state file saves it. Conversations are keyed by node id
+(``bob@<node id>``, ``#team@<host id>``) so a node label never splits one; a
+conversation opened with a label this client has not seen yet (``bob@attic``)
+is keyed as typed and merged into the id key once a frame names the node.
+"""
+
+from __future__ import annotations
+
+import itertools
+import secrets
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from chinwag.protocol.addresses import fingerprint, is_node_id_text, parse_target
+from chinwag.protocol.errors import ProtocolError
+
+#: Messages kept per conversation, in memory and in the state file.
+HISTORY_LIMIT = 200
+#: Conversations kept; the least recently active go first.
+MAX_CONVERSATIONS = 500
+#: Sends waiting for the node's ``ok`` at once; more are refused.
+MAX_PENDING = 256
+#: Node labels remembered (node id -> name).
+MAX_LABELS = 1024
+
+# Entry states.
+PENDING, OK, FAILED, RECEIVED, EVENT, NOTE = "pending", "ok", "failed", "received", "event", "note"
+
+
+@dataclass
+class Entry:
+    """One line of a conversation: a message, a group event or a local note."""
+
+    state: str
+    text: str
+    sender: str = ""
+    ts: int = 0
+    seq: int = 0
+    origin: str = ""
+    id: int = 0
+    cid: str = ""
+    to: str = ""
+    error: str = ""
+
+    @property
+    def mine(self) -> bool:
+        return self.state in (PENDING, OK, FAILED)
+
+
+@dataclass
+class Conversation:
+    """A 1:1 chat or a group, keyed by ``user@<node id>`` or ``#name@<host id>``."""
+
+    key: str
+    is_group: bool
+    title: str = ""
+    unread: int = 0
+    activity: int = 0
+    left: bool = False
+    entries: list[Entry] = field(default_factory=list)
+
+    def find(self, origin: str, msg_id: int) -> Entry | None:
+        for entry in reversed(self.entries):
+            if entry.id == msg_id and entry.origin == origin:
+                return entry
+        return None
+
+    def last_message(self) -> Entry | None:
+        for entry in reversed(self.entries):
+            if entry.state != NOTE:
+                return entry
+        return None
+
+
+@dataclass
+class Contact:
+    address: str
+    status: str = "unknown"
+    last_active_at: int | None = None
+
+
+class AddressError(ValueError):
+    """A typed address that is not one."""
+
+
+class ChatModel:
+    """Conversations, contacts and the sync cursor of one device."""
+
+    def __init__(self, user: str, node_id: str, node_name: str) -> None:
+        self.user = user
+        self.node_id = node_id
+        self.node_name = node_name
+        self.cursor = 0
+        self.current: str | None = None
+        self.conversations: dict[str, Conversation] = {}
+        self.contacts: dict[str, Contact] = {}
+        self.labels: dict[str, str] = {node_id: node_name}
+        self._activity = itertools.count(1)
+
+    # -- addresses ------------------------------------------------------------
+    @property
+    def me(self) -> str:
+        return f"{self.user}@{self.node_id}"
+
+    def label(self, node_id: str) -> str:
+        if not is_node_id_text(node_id):
+            return node_id
+        return self.labels.get(node_id) or fingerprint(node_id) + "…"
+
+    def display(self, key: str) -> str:
+        """``bob@kitchen`` for ``bob@<kitchen's id>``."""
+        name, _, node = key.rpartition("@")
+        return f"{name}@{self.label(node)}" if name else key
+
+    def title(self, conv: Conversation) -> str:
+        shown = self.display(conv.key)
+        return f"{shown} ({conv.title})" if conv.title else shown
+
+    def _node_for(self, node: str | None) -> str:
+        if node is None or node in (self.node_id, self.node_name):
+            return self.node_id
+        if is_node_id_text(node):
+            return node
+        ids = [nid for nid, name in self.labels.items() if name == node]
+        return ids[0] if len(ids) == 1 else node
+
+    def resolve(self, text: str) -> str:
+        """The conversation key for a typed address (``bob``, ``#team@kitchen``)."""
+        try:
+            target = parse_target(text.strip().lower())
+        except ProtocolError as exc:
+            raise AddressError(f"{text!r} is not an address: {exc.message}") from None
+        prefix = "#" if target.is_group else ""
+        return f"{prefix}{target.name}@{self._node_for(target.node)}"
+
+    # -- conversations --------------------------------------------------------
+    def open(self, text: str) -> Conversation:
+        """Open (creating if needed) the conversation with a typed address."""
+        conv = self._ensure(self.resolve(text))
+        self.select(conv.key)
+        return conv
+
+    def select(self, key: str | None) -> None:
+        self.current = key
+        if key is not None and key in self.conversations:
+            self.conversations[key].unread = 0
+
+    def ordered(self) -> list[Conversation]:
+        """Most recently active first."""
+        return sorted(self.conversations.values(), key=lambda c: -c.activity)
+
+    def step(self, delta: int) -> str | None:
+        """Select the next (``+1``) or previous (``-1``) conversation in list order."""
+        keys = [c.key for c in self.ordered()]
+        if not keys:
+            return None
+        index = keys.index(self.current) + delta if self.current in keys else 0
+        self.select(keys[index % len(keys)])
+        return self.current
+
+    def _ensure(self, key: str, *, bump: bool = True) -> Conversation:
+        conv = self.conversations.get(key)
+        if conv is None:
+            conv = Conversation(key, is_group=key.startswith("#"))
+            self._trim_conversations(keep=key)
+            self.conversations[key] = conv
+        if bump:
+            conv.activity = next(self._activity)
+        return conv
+
+    def add_group(self, name: str, host: str, title: str) -> Conversation:
+        """A group this user is in (from ``group list``), even without messages yet."""
+        conv = self._ensure(f"#{name}@{host}", bump=False)
+        conv.title = title or conv.title
+        conv.left = False
+        return conv
+
+    def _trim_conversations(self, keep: str) -> None:
+        """Make room for ``keep``: forget the least recently active conversations."""
+        extra = len(self.conversations) + 1 - MAX_CONVERSATIONS
+        if extra <= 0:
+            return
+        for conv in sorted(self.conversations.values(), key=lambda c: c.activity):
+            if extra <= 0:
+                break
+            busy = any(e.state == PENDING for e in conv.entries)
+            if conv.key not in (keep, self.current) and not busy:
+                del self.conversations[conv.key]
+                extra -= 1
+
+    def _append(self, conv: Conversation, entry: Entry, *, bump: bool = True) -> None:
+        conv.entries.append(entry)
+        if bump:
+            conv.activity = next(self._activity)
+        extra = len(conv.entries) - HISTORY_LIMIT
+        if extra > 0:
+            # Drop the oldest, but never a send that still waits for its ok.
+            kept = []
+            for item in conv.entries:
+                if extra > 0 and item.state != PENDING:
+                    extra -= 1
+                    continue
+                kept.append(item)
+            conv.entries = kept
+
+    def note(self, key: str | None, text: str) -> None:
+        """A local line (command output); not saved, not counted as unread."""
+        if key is not None and key in self.conversations:
+            self._append(self.conversations[key], Entry(NOTE, text), bump=False)
+
+    # -- sends ----------------------------------------------------------------
+    def queue_send(self, key: str, text: str) -> Entry:
+        """A new send, pending until the node's ``ok``; its ``cid`` makes retries safe."""
+        if len(self.pending()) >= MAX_PENDING:
+            raise OverflowError(f"{MAX_PENDING} messages are still waiting for the node")
+        conv = self._ensure(key)
+        # ``to`` is the key: ``bob@<node id>`` (the node takes ids) or, not yet
+        # resolved here, the label as typed, which the node resolves itself.
+        entry = Entry(PENDING, text, sender=self.me, cid=secrets.token_hex(12), to=key)
+        self._append(conv, entry)
+        return entry
+
+    def pending(self) -> list[Entry]:
+        """Sends without an answer yet, oldest first."""
+        found = [e for c in self.conversations.values() for e in c.entries if e.state == PENDING]
+        return found
+
+    def _by_cid(self, cid: str) -> tuple[Conversation, Entry] | None:
+        for conv in self.conversations.values():
+            for entry in conv.entries:
+                if entry.cid == cid:
+                    return conv, entry
+        return None
+
+    def send_ok(self, cid: str, msg_id: int, seq: int, ts: int) -> str | None:
+        """The node stored a send; its echo in the stream may come before or after."""
+        found = self._by_cid(cid)
+        if found is None:
+            return None
+        conv, entry = found
+        echo = conv.find(self.node_id, msg_id)
+        if echo is not None and echo is not entry:
+            conv.entries.remove(entry)
+            echo.state = OK
+            return conv.key
+        entry.state, entry.origin, entry.id, entry.error = OK, self.node_id, msg_id, ""
+        entry.ts, entry.seq = ts, entry.seq or seq
+        return conv.key
+
+    def send_failed(self, cid: str, reason: str) -> str | None:
+        found = self._by_cid(cid)
+        if found is None:
+            return None
+        found[1].state, found[1].error = FAILED, reason
+        return found[0].key
+
+    def retry_failed(self, key: str) -> int:
+        """Mark the failed sends of a conversation pending again (same ``cid``)."""
+        count = 0
+        for entry in self.conversations[key].entries if key in self.conversations else []:
+            if entry.state == FAILED and entry.cid:
+                entry.state, entry.error = PENDING, ""
+                count += 1
+        return count
+
+    # -- the stream -------------------------------------------------------------
+    def apply_msg(self, frame: Mapping[str, Any]) -> str | None:
+        """Apply one ``msg`` frame; returns the conversation it changed.
+
+        A frame at or below the cursor was seen before and is dropped.
+        """
+        seq = frame.get("seq")
+        if not isinstance(seq, int) or seq <= self.cursor:
+            return None
+        self.cursor = seq
+        found = frame.get("body")
+        body: Mapping[str, Any] = found if isinstance(found, dict) else {}
+        if frame.get("kind") == "event":
+            return self._apply_event(body)
+        if frame.get("kind") != "text":
+            return None
+        sender = self._user_key(frame.get("from"))
+        if sender is None:
+            return None
+        group = frame.get("group")
+        if isinstance(group, dict):
+            self._learn(group.get("host"), group.get("host_name"))
+            key = f"#{group.get('name')}@{group.get('host')}"
+        else:
+            to = self._user_key(frame.get("to"))
+            if to is None:
+                return None
+            key = to if sender == self.me else sender
+        mine = sender == self.me
+        origin, msg_id = str(frame.get("origin", "")), frame.get("id")
+        msg_id = msg_id if isinstance(msg_id, int) else 0
+        found_ts = frame.get("ts")
+        ts = found_ts if isinstance(found_ts, int) else 0
+        if mine:
+            self._adopt_sent(key, origin, msg_id)
+        conv = self._ensure(key, bump=False)
+        known = conv.find(origin, msg_id) if msg_id else None
+        if known is not None:
+            known.seq, known.ts = seq, ts or known.ts
+            if known.state == PENDING:
+                known.state = OK
+            return key
+        text = body.get("text")
+        entry = Entry(OK if mine else RECEIVED, str(text), sender, ts, seq, origin, msg_id)
+        self._append(conv, entry)
+        if not mine and key != self.current:
+            conv.unread += 1
+        return key
+
+    def _user_key(self, value: object) -> str | None:
+        if not isinstance(value, dict) or "u" not in value or "n" not in value:
+            return None
+        self._learn(value.get("n"), value.get("name"))
+        return f"{value['u']}@{value['n']}"
+
+    def _adopt_sent(self, key: str, origin: str, msg_id: int) -> None:
+        """Our own echo names the node of a conversation opened by label: merge it."""
+        if not msg_id or key in self.conversations and self.conversations[key].find(origin, msg_id):
+            return
+        for conv in list(self.conversations.values()):
+            if conv.key != key and _is_unresolved(conv.key) and conv.find(origin, msg_id):
+                self._learn(key.rpartition("@")[2], conv.key.rpartition("@")[2])
+                self._merge(conv.key, key)
+
+    def _apply_event(self, body: Mapping[str, Any]) -> str | None:
+        if body.get("type") == "delivery_failed":
+            msg_id = body.get("id")
+            for conv in self.conversations.values():
+                entry = conv.find(self.node_id, msg_id) if isinstance(msg_id, int) else None
+                if entry is not None:
+                    entry.state = FAILED
+                    entry.error = f"{body.get('code')} from {self.label(str(body.get('node')))}"
+                    return conv.key
+            return None
+        group = body.get("group")
+        if body.get("type") != "group" or not isinstance(group, dict):
+            return None
+        key = f"#{group.get('name')}@{group.get('host')}"
+        conv = self._ensure(key)
+        by = self.display(str(body.get("by", "?")))
+        action = body.get("action")
+        members = [str(m) for m in _strings(body.get("members"))]
+        added = [str(m) for m in _strings(body.get("added"))]
+        removed = [str(m) for m in _strings(body.get("removed"))]
+        if action == "created":
+            text = f"{by} created the group with {self._names(members)}"
+        elif action == "members":
+            parts = [f"added {self._names(added)}"] if added else []
+            parts += [f"removed {self._names(removed)}"] if removed else []
+            text = f"{by} {' and '.join(parts) or 'changed the members'}"
+        elif action == "renamed":
+            conv.title = str(body.get("title", ""))
+            text = f"{by} renamed the group to {conv.title!r}"
+        else:
+            text = f"{by}: {action}"
+        if self.me in removed:
+            conv.left = True
+        elif self.me in added or self.me in members:
+            conv.left = False
+        self._append(conv, Entry(EVENT, text))
+        return key
+
+    def _names(self, keys: Iterable[str]) -> str:
+        return ", ".join(self.display(k) for k in keys) or "nobody"
+
+    # -- labels ---------------------------------------------------------------
+    def _learn(self, node_id: object, name: object) -> None:
+        if not isinstance(node_id, str) or not isinstance(name, str) or not name:
+            return
+        if not is_node_id_text(node_id) or self.labels.get(node_id) == name:
+            return
+        if len(self.labels) >= MAX_LABELS:
+            self.labels.pop(next(k for k in self.labels if k != self.node_id))
+        self.labels[node_id] = name
+        for key in [k for k in self.conversations if k.endswith("@" + name)]:
+            self._merge(key, f"{key.rpartition('@')[0]}@{node_id}")
+
+    def _merge(self, old: str, new: str) -> None:
+        source = self.conversations.pop(old)
+        target = self.conversations.get(new)
+        if target is None:
+            source.key = new
+            self.conversations[new] = source
+        else:
+            for entry in source.entries:
+                if not entry.id or target.find(entry.origin, entry.id) is None:
+                    target.entries.append(entry)
+            target.unread += source.unread
+            target.activity = max(target.activity, source.activity)
+            target.title = target.title or source.title
+        if self.current == old:
+            self.current = new
+
+    # -- contacts and presence ----------------------------------------------
+    def set_contacts(self, items: Iterable[Mapping[str, Any]]) -> None:
+        """The contact list from ``GET /api/contacts``."""
+        fresh: dict[str, Contact] = {}
+        for item in items:
+            address = str(item.get("address", ""))
+            last = item.get("last_active_at")
+            fresh[address] = Contact(
+                address, str(item.get("status", "unknown")), last if isinstance(last, int) else None
+            )
+        self.contacts = fresh
+
+    def apply_presence(self, frame: Mapping[str, Any]) -> bool:
+        """A ``presence`` frame; True if a contact changed."""
+        user = frame.get("user")
+        if not isinstance(user, dict):
+            return False
+        u, n, name = user.get("u"), user.get("n"), user.get("name")
+        self._learn(n, name)
+        names = {f"{u}@{n}", f"{u}@{name}"} | (
+            {f"{u}@{self.node_name}", str(u)} if n == self.node_id else set()
+        )
+        last = frame.get("last_active_at")
+        last = last if isinstance(last, int) else None
+        changed = False
+        for address in names & self.contacts.keys():
+            contact = self.contacts[address]
+            if (last or -1) >= (contact.last_active_at or -1):
+                contact.status = str(frame.get("status", "unknown"))
+                contact.last_active_at = last
+                changed = True
+        return changed
+
+    # -- saving ------------------------------------------------------------------
+    def to_json(self) -> dict[str, Any]:
+        """What the state file keeps: cursor, labels, contacts, recent history."""
+        convs = []
+        for conv in self.ordered()[:MAX_CONVERSATIONS]:
+            data = asdict(conv)
+            data["entries"] = [asdict(e) for e in conv.entries if e.state != NOTE]
+            convs.append(data)
+        return {
+            "cursor": self.cursor,
+            "current": self.current,
+            "labels": self.labels,
+            "contacts": [asdict(c) | {"status": "unknown"} for c in self.contacts.values()],
+            "conversations": convs,
+        }
+
+    def load_json(self, data: Mapping[str, Any]) -> None:
+        """Restore what :meth:`to_json` saved; a malformed part is skipped."""
+        cursor = data.get("cursor")
+        self.cursor = cursor if isinstance(cursor, int) and cursor >= 0 else 0
+        labels = data.get("labels")
+        if isinstance(labels, dict):
+            for node_id, name in list(labels.items())[:MAX_LABELS]:
+                if isinstance(name, str) and is_node_id_text(str(node_id)):
+                    self.labels.setdefault(str(node_id), name)
+        self.set_contacts(c for c in _dicts(data.get("contacts")))
+        for status in self.contacts.values():
+            status.status = "unknown"
+        items = list(_dicts(data.get("conversations")))[:MAX_CONVERSATIONS]
+        for item in reversed(items):  # oldest first, so activity order is kept
+            try:
+                entries = [Entry(**e) for e in _dicts(item.get("entries"))][-HISTORY_LIMIT:]
+                conv = Conversation(
+                    str(item["key"]),
+                    bool(item.get("is_group")),
+                    str(item.get("title", "")),
+                    int(item.get("unread", 0)),
+                    next(self._activity),
+                    bool(item.get("left")),
+                    entries,
+                )
+            except (KeyError, TypeError, ValueError):
+                continue
+            self.conversations[conv.key] = conv
+        current = data.get("current")
+        self.current = current if current in self.conversations else None
+
+
+def _is_unresolved(key: str) -> bool:
+    return not is_node_id_text(key.rpartition("@")[2])
+
+
+def _strings(value: object) -> list[str]:
+    return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
+
+
+def _dicts(value: object) -> Iterable[dict[str, Any]]:
+    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []

@@ -1,0 +1,344 @@
+"""The network side of ``chinwag chat``: one device, kept connected.
+
+:class:`ChatSession` (trio) connects with the cached token, sends
+``sync {after: cursor}``, feeds every ``msg`` and ``presence`` frame into the
+:class:`~chinwag.cli.chat_model.ChatModel`, sends what the screen queued (each
+with its own ``cid``, so a resend after a reconnect is stored once), saves the
+state file and acks the cursor. When the connection drops it reconnects with
+capped, jittered exponential back-off and resumes from the cursor. It tells the
+screen what changed through ``notify``; it never touches a widget.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+from trio_websocket import ConnectionClosed
+
+from chinwag.node.client import (
+    ChatClient,
+    ClientError,
+    LoginResult,
+    api_call,
+    connect,
+    leaf_exceptions,
+)
+from chinwag.protocol.errors import ProtocolError
+
+from .chat_model import ChatModel
+from .chat_state import StateFile
+
+log = logging.getLogger(__name__)
+
+#: ``msg`` frames buffered between the socket and the model (the reader waits beyond).
+MESSAGE_BUFFER = 256
+#: Tries of one send that keeps getting ``rate_limited``.
+MAX_RATE_RETRIES = 20
+#: Saves (and acks) at most this often; a burst of messages is one save.
+FLUSH_INTERVAL = 0.25
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Reconnect delays: ``initial`` doubling up to ``cap``, times a jitter in [0.5, 1]."""
+
+    initial: float = 0.5
+    cap: float = 10.0
+
+    def delay(self, attempt: int, jitter: float) -> float:
+        grown = self.initial * 2.0 ** min(attempt, 30)
+        return min(self.cap, grown) * (0.5 + jitter / 2)
+
+
+@dataclass(frozen=True)
+class Change:
+    """What changed, for the screen: ``messages`` (of ``key``), ``conversations``,
+    ``contacts``, ``status`` or ``notice`` (``text``)."""
+
+    kind: str
+    key: str | None = None
+    text: str = ""
+    error: bool = False
+
+
+class ChatSession:
+    """Keeps one device connected and the model in step with its queue."""
+
+    def __init__(
+        self,
+        server: str,
+        login: LoginResult,
+        model: ChatModel,
+        state: StateFile,
+        notify: Callable[[Change], None],
+        *,
+        backoff: Backoff = Backoff(),
+        timeout: float = 10.0,
+        on_unauthorized: Callable[[], None] | None = None,
+    ) -> None:
+        self.server = server
+        self.login = login
+        self.model = model
+        self.state = state
+        self.backoff = backoff
+        self.timeout = timeout
+        self.connected = False
+        self.status = "starting"
+        self._notify = notify
+        self._on_unauthorized = on_unauthorized
+        self._client: ChatClient | None = None
+        self._up = trio.Event()
+        self._kick = trio.Event()
+        self._dirty = trio.Event()
+        self._acked = 0
+        self._up_since: float | None = None
+
+    # -- called from the screen (inside trio, through the bridge) -------------
+    def kick(self) -> None:
+        """New sends are queued in the model (or failed ones marked for retry)."""
+        self._kick.set()
+        self._dirty.set()
+
+    def mark_dirty(self) -> None:
+        """The model changed on the screen's side (read marks): save it soon."""
+        self._dirty.set()
+
+    async def group(self, op: str, fields: dict[str, Any]) -> dict[str, Any]:
+        """A ``group`` request over the live connection."""
+        client = await self._live_client()
+        reply = await client.group(op, **fields)
+        if op in ("create", "list", "add", "remove"):
+            self._dirty.set()
+        return reply
+
+    async def contact(self, action: str, address: str) -> str:
+        """Add or remove a contact (HTTP), then reload the contact list."""
+        method = "POST" if action == "add" else "DELETE"
+        reply = await api_call(
+            self.server, method, "/api/contacts", {"address": address}, self.login.token
+        )
+        await self._load_contacts()
+        return str(reply.get("address", address))
+
+    async def _live_client(self) -> ChatClient:
+        with trio.move_on_after(self.timeout):
+            while self._client is None:
+                await self._up.wait()
+        if self._client is None:
+            raise ClientError("unavailable", "not connected to the node (still retrying)")
+        return self._client
+
+    # -- the loop ---------------------------------------------------------------
+    async def run(self) -> None:
+        """Connect, stay connected, reconnect; ends only when cancelled."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._flusher)
+            attempt = 0
+            while True:
+                self._set_status(False, "connecting…")
+                self._up_since, reason = None, "the connection closed"
+                try:
+                    async with _as_client_error():
+                        await self._connection()
+                except ClientError as exc:
+                    if exc.code == "unauthorized":
+                        self._refused(exc)
+                        return
+                    reason = f"{exc.message} ({exc.code})"
+                # Back off from scratch only after a connection that lasted: a
+                # node that accepts and then drops at once is not hammered.
+                stable = self._up_since is not None and (
+                    trio.current_time() - self._up_since >= self.backoff.cap
+                )
+                attempt = 0 if stable else attempt + 1
+                delay = self.backoff.delay(max(attempt - 1, 0), random.random())
+                self._set_status(False, f"offline: {reason}; retrying in {delay:.1f}s")
+                await trio.sleep(delay)
+
+    def _refused(self, exc: ClientError) -> None:
+        self._set_status(False, "logged out: the node refused this device's session")
+        self._notify(
+            Change(
+                "notice",
+                text=f"{exc.message}. Quit (/quit) and run chinwag chat again to log in.",
+                error=True,
+            )
+        )
+        if self._on_unauthorized is not None:
+            self._on_unauthorized()
+
+    async def _connection(self) -> None:
+        """One connection, from auth to its end (always by an exception)."""
+        async with connect(
+            self.server,
+            self.login.token,
+            heartbeat=False,  # _pinger heartbeats with a rid, so a dead link is noticed
+            message_buffer=MESSAGE_BUFFER,
+            timeout=self.timeout,
+        ) as client:
+            assert client.info is not None
+            head = await client.sync(self.model.cursor)
+            if head < self.model.cursor:
+                # The node's queue is shorter than what this device has seen (a
+                # node restored or reset): every new message would look old.
+                self.model.cursor = head
+                self._dirty.set()
+                raise ClientError(
+                    "conflict", f"the node's queue ends at seq {head}, before this device's cursor"
+                )
+            self._client, self._acked = client, 0
+            self._up_since = trio.current_time()
+            self._up.set()
+            self._set_status(True, "connected")
+            try:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._pinger, client, client.info.heartbeat_ms / 1000)
+                    nursery.start_soon(self._sender, client)
+                    nursery.start_soon(self._watch_presence, client)
+                    nursery.start_soon(self._refresh, client)
+                    await self._receive(client)
+            finally:
+                self._client, self._up = None, trio.Event()
+
+    async def _receive(self, client: ChatClient) -> None:
+        async for frame in client.messages:
+            key = self.model.apply_msg(frame)
+            self._dirty.set()
+            if key is not None:
+                self._notify(Change("messages", key))
+        if client.closed_reason is not None:
+            raise ClientError.from_protocol(client.closed_reason)
+        raise ClientError("unavailable", "the connection closed")
+
+    async def _pinger(self, client: ChatClient, interval: float) -> None:
+        """A heartbeat with a rid: a link that stops answering is dropped in ``timeout``."""
+        while True:
+            await trio.sleep(interval)
+            await client.call({"t": "heartbeat"}, timeout=self.timeout)
+
+    async def _sender(self, client: ChatClient) -> None:
+        while True:
+            kicked = self._kick = trio.Event()
+            for entry in self.model.pending():
+                await self._send_one(client, entry.cid, entry.to, entry.text)
+            await kicked.wait()
+
+    async def _send_one(self, client: ChatClient, cid: str, to: str, text: str) -> None:
+        for _ in range(MAX_RATE_RETRIES):
+            try:
+                ack = await client.send(to, text, cid)
+            except ClientError as exc:
+                if client.is_closed or exc.code == "timeout":
+                    raise  # stays pending; resent with the same cid after reconnecting
+                if exc.code == "rate_limited":
+                    await trio.sleep((exc.retry_after_ms or 100) / 1000)
+                    continue
+                key = self.model.send_failed(cid, f"{exc.message} ({exc.code})")
+                break
+            else:
+                key = self.model.send_ok(cid, ack.id, ack.seq, ack.ts)
+                break
+        else:
+            key = self.model.send_failed(cid, "still rate limited after retries")
+        self._dirty.set()
+        if key is not None:
+            self._notify(Change("messages", key))
+
+    async def _watch_presence(self, client: ChatClient) -> None:
+        seen: dict[str, dict[str, Any]] = {}
+        while True:
+            changed = client.presence_changed()
+            fresh = False
+            for address, frame in list(client.presence.items()):
+                if seen.get(address) is not frame:
+                    seen[address] = frame
+                    fresh = self.model.apply_presence(frame) or fresh
+            if fresh:
+                self._notify(Change("contacts"))
+            await changed.wait()
+
+    async def _refresh(self, client: ChatClient) -> None:
+        """Contacts (with presence) and groups, at every connect."""
+        try:
+            await self._load_contacts()
+            reply = await client.group("list")
+        except ClientError as exc:
+            if client.is_closed:
+                raise
+            self._notify(Change("notice", text=f"could not load: {exc.message}", error=True))
+            return
+        for item in reply.get("groups", []):
+            if isinstance(item, dict):
+                self.model.add_group(
+                    str(item.get("name")), str(item.get("host")), str(item.get("title", ""))
+                )
+        self._dirty.set()
+        self._notify(Change("conversations"))
+
+    async def _load_contacts(self) -> None:
+        reply = await api_call(self.server, "GET", "/api/contacts", token=self.login.token)
+        contacts = reply.get("contacts", [])
+        self.model.set_contacts(c for c in contacts if isinstance(c, dict))
+        self._notify(Change("contacts"))
+
+    # -- saving and acking --------------------------------------------------------
+    async def _flusher(self) -> None:
+        """Save the state, then ack the cursor: at most every ``FLUSH_INTERVAL``."""
+        while True:
+            await self._dirty.wait()
+            self._dirty = trio.Event()
+            text = self.state.dump(self.model)
+            cursor = self.model.cursor
+            await trio.to_thread.run_sync(self.state.write, text)
+            client = self._client
+            if client is not None and cursor > self._acked:
+                with trio.move_on_after(self.timeout):
+                    try:
+                        await client.ack(cursor)
+                        self._acked = cursor
+                    except (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError):
+                        pass  # the next connection acks again
+            await trio.sleep(FLUSH_INTERVAL)
+
+    def save_now(self) -> None:
+        """Save synchronously (at exit, after trio has stopped)."""
+        self.state.write(self.state.dump(self.model))
+
+    def _set_status(self, connected: bool, text: str) -> None:
+        self.connected, self.status = connected, text
+        self._notify(Change("status", text=text))
+
+
+@asynccontextmanager
+async def _as_client_error() -> AsyncIterator[None]:
+    """Everything a dropped link can raise, as one :class:`ClientError`."""
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        leaves = leaf_exceptions(group)
+        if any(isinstance(e, trio.Cancelled) for e in leaves):
+            raise
+        first = next((e for e in leaves if isinstance(e, ClientError)), None)
+        if first is None:
+            first = next((_convert(e) for e in leaves if _convert(e) is not None), None)
+        if first is None:
+            raise
+        raise first from group
+    except (ConnectionClosed, trio.BrokenResourceError, ProtocolError, OSError) as exc:
+        converted = _convert(exc)
+        assert converted is not None
+        raise converted from exc
+
+
+def _convert(exc: BaseException) -> ClientError | None:
+    if isinstance(exc, ProtocolError):
+        return ClientError.from_protocol(exc)
+    if isinstance(exc, ConnectionClosed | trio.BrokenResourceError | OSError):
+        return ClientError("unavailable", f"connection lost: {exc}")
+    return None

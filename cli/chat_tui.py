@@ -1,0 +1,354 @@
+"""``chinwag chat``: the full-screen terminal client (textual).
+
+The screen: a status line; on the left the conversations (unread counts, last
+message) and the contacts with presence; on the right the open conversation
+and the input line, which takes messages and ``/commands``. The network side
+is :class:`~chinwag.cli.chat_session.ChatSession`, a trio task hosted on this
+app's asyncio loop by :class:`~chinwag.cli.trio_bridge.TrioGuest`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import outcome
+from rich.text import Text
+from textual.app import App, ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.message import Message
+from textual.widgets import Input, OptionList, Static
+from textual.widgets.option_list import Option
+
+from chinwag.node.client import ClientError, LoginResult
+
+from .chat_commands import (
+    HELP,
+    Command,
+    CommandError,
+    ContactCommand,
+    GroupCommand,
+    LocalCommand,
+    OpenChat,
+    parse_command,
+)
+from .chat_model import AddressError, ChatModel
+from .chat_session import Backoff, Change, ChatSession
+from .chat_state import StateFile
+from .chat_view import (
+    contacts_text,
+    conversation_prompt,
+    conversation_title,
+    message_log,
+)
+from .trio_bridge import BridgeBusy, TrioGuest
+
+log = logging.getLogger(__name__)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class SessionChanged(Message):
+    """The network side changed the model; what changed is collected on the app."""
+
+
+class ChatApp(App[None]):
+    """The terminal chat client for one device."""
+
+    TITLE = "chinwag"
+    ENABLE_COMMAND_PALETTE = False  # ctrl+p is "previous conversation" here
+    CSS = """
+    #status { height: 1; background: $boost; padding: 0 1; }
+    #side { width: 40; border-right: solid $primary-darken-2; }
+    .heading { height: 1; text-style: bold; padding: 0 1; background: $panel; }
+    #conversations { height: 2fr; border: none; }
+    #contacts-box { height: 1fr; }
+    #contacts { padding: 0 1; }
+    #title { height: 1; padding: 0 1; background: $panel; }
+    #log { height: 1fr; padding: 0 1; }
+    #notice { height: auto; max-height: 14; padding: 0 1; }
+    #notice.error { color: $error; }
+    """
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("ctrl+n", "step(1)", "next conversation", priority=True),
+        Binding("ctrl+p", "step(-1)", "previous conversation", priority=True),
+        Binding("ctrl+q", "quit", "quit", priority=True),
+    ]
+
+    def __init__(
+        self,
+        server: str,
+        login: LoginResult,
+        model: ChatModel,
+        state: StateFile,
+        *,
+        backoff: Backoff = Backoff(),
+        timeout: float = 10.0,
+        on_unauthorized: Callable[[], None] | None = None,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.login = login
+        self.timeout = timeout
+        self.session = ChatSession(
+            server,
+            login,
+            model,
+            state,
+            self._from_network,
+            backoff=backoff,
+            timeout=timeout,
+            on_unauthorized=on_unauthorized,
+        )
+        self.bridge = TrioGuest()
+        self._changed: set[str] = set()
+        self._notices: list[Change] = []
+        self._posted = False
+        self._shown: str | None = None
+
+    # -- layout -------------------------------------------------------------------
+    def compose(self) -> ComposeResult:
+        yield Static(id="status")
+        with Horizontal():
+            with Vertical(id="side"):
+                yield Static("Conversations  ctrl+n/ctrl+p", classes="heading")
+                yield OptionList(id="conversations")
+                yield Static("Contacts", classes="heading")
+                with VerticalScroll(id="contacts-box"):
+                    yield Static(id="contacts")
+            with Vertical():
+                yield Static(id="title")
+                with VerticalScroll(id="log"):
+                    yield Static(id="messages")
+                yield Static(id="notice")
+                yield Input(placeholder="a message, or /help", id="input")
+
+    def on_mount(self) -> None:
+        self._render_status()
+        self._render_contacts()
+        self._render_conversations()
+        self._render_log()
+        self.query_one("#input", Input).focus()
+        self.bridge.start(self.session.run, on_done=self._network_done)
+
+    async def on_unmount(self) -> None:
+        await self.bridge.stop(self.timeout)
+        try:
+            self.session.save_now()
+        except OSError as exc:
+            log.warning("could not save the chat state: %s", exc)
+
+    def _network_done(self, result: outcome.Outcome[None]) -> None:
+        if isinstance(result, outcome.Error) and self.is_running:
+            self._notice(f"the network side stopped: {result.error!r}", error=True)
+
+    # -- from the network side ------------------------------------------------------
+    def _from_network(self, change: Change) -> None:
+        """Collect changes; at most one :class:`SessionChanged` waits in the queue.
+
+        A backlog of thousands of messages is then drawn a few times, not once
+        per message, and textual's message queue stays bounded.
+        """
+        if change.kind == "notice":
+            self._notices.append(change)
+            del self._notices[:-4]
+        elif change.kind == "messages":
+            self._changed.add(change.key or "")
+        else:
+            self._changed.add(change.kind)
+        if not self._posted:
+            self._posted = self.post_message(SessionChanged())
+
+    def on_session_changed(self, message: SessionChanged) -> None:
+        self._posted = False
+        changed, self._changed = self._changed, set()
+        notices, self._notices = self._notices, []
+        if not self.is_running:
+            return  # shutting down: the widgets may be gone already
+        for notice in notices:
+            self._notice(notice.text, error=notice.error)
+        if "status" in changed:
+            self._render_status()
+        if "contacts" in changed:
+            self._render_contacts()
+        if changed - {"status", "contacts"}:
+            self._render_conversations()
+            if changed & {"conversations", self.model.current or ""}:
+                self._render_log()
+
+    # -- drawing ------------------------------------------------------------------
+    def _render_status(self) -> None:
+        session = self.session
+        text = Text(f"{self.login.user}@{self.login.node_name}", style="bold")
+        text.append(f"  device {self.login.device}  ", style="dim")
+        text.append(session.status, style="green" if session.connected else "yellow")
+        self.query_one("#status", Static).update(text)
+
+    def _render_contacts(self) -> None:
+        self.query_one("#contacts", Static).update(contacts_text(self.model, _now_ms()))
+
+    def _render_conversations(self) -> None:
+        listing = self.query_one("#conversations", OptionList)
+        ordered = self.model.ordered()
+        listing.clear_options()
+        listing.add_options([Option(conversation_prompt(self.model, c), id=c.key) for c in ordered])
+        keys = [c.key for c in ordered]
+        if self.model.current in keys:
+            listing.highlighted = keys.index(self.model.current)
+
+    def _render_log(self) -> None:
+        conv = self.model.conversations.get(self.model.current or "")
+        scroller = self.query_one("#log", VerticalScroll)
+        # Follow new messages, unless the reader has scrolled up in this conversation.
+        follow = self._shown != self.model.current or scroller.scroll_y >= scroller.max_scroll_y
+        self._shown = self.model.current
+        self.query_one("#title", Static).update(conversation_title(self.model, conv))
+        self.query_one("#messages", Static).update(message_log(self.model, conv, _now_ms()))
+        if follow:
+            self.call_after_refresh(scroller.scroll_end, animate=False)
+
+    def _notice(self, text: str, *, error: bool = False) -> None:
+        notice = self.query_one("#notice", Static)
+        notice.update(Text(text))
+        notice.set_class(error, "error")
+
+    # -- switching ----------------------------------------------------------------
+    def _select(self, key: str | None) -> None:
+        self.model.select(key)
+        self._render_conversations()
+        self._render_log()
+        self.bridge.call_soon(self.session.mark_dirty)
+
+    def action_step(self, delta: int) -> None:
+        key = self.model.step(delta)
+        self._select(key)
+
+    def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
+        self._select(event.option.id)
+        self.query_one("#input", Input).focus()
+
+    # -- the input line -------------------------------------------------------------
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        line = event.value
+        event.input.value = ""
+        if not line.strip():
+            return
+        if line.startswith("//"):
+            self._send(line[1:])
+        elif line.startswith("/"):
+            try:
+                command = parse_command(line[1:])
+            except CommandError as exc:
+                self._notice(str(exc), error=True)
+                return
+            self._run_command(command)
+        else:
+            self._send(line)
+
+    def _send(self, text: str) -> None:
+        key = self.model.current
+        if key is None:
+            self._notice("no conversation open: /chat ADDRESS first", error=True)
+            return
+        try:
+            self.model.queue_send(key, text)
+        except OverflowError as exc:
+            self._notice(str(exc), error=True)
+            return
+        self._notice("")
+        self._render_conversations()
+        self._render_log()
+        self.bridge.call_soon(self.session.kick)
+
+    def _run_command(self, command: Command) -> None:
+        if isinstance(command, OpenChat):
+            try:
+                conv = self.model.open(command.address)
+            except AddressError as exc:
+                self._notice(str(exc), error=True)
+                return
+            self._notice(f"chatting with {self.model.title(conv)}")
+            self._select(conv.key)
+        elif isinstance(command, LocalCommand):
+            self._run_local(command.name)
+        else:
+            self._notice(f"{_describe(command)}…")
+            self.run_worker(self._run_remote(command), group="commands")
+
+    def _run_local(self, name: str) -> None:
+        if name == "help":
+            self._notice(HELP)
+        elif name == "quit":
+            self.exit()
+        elif name == "retry":
+            key = self.model.current
+            count = self.model.retry_failed(key) if key else 0
+            self._notice(f"resending {count} message(s)" if count else "nothing to resend")
+            if count:
+                self._render_log()
+                self.bridge.call_soon(self.session.kick)
+
+    async def _run_remote(self, command: ContactCommand | GroupCommand) -> None:
+        call: asyncio.Future[Any]
+        try:
+            if isinstance(command, ContactCommand):
+                call = self.bridge.submit(self.session.contact, command.action, command.address)
+            else:
+                call = self.bridge.submit(self.session.group, command.op, command.fields)
+            result = await asyncio.wait_for(call, self.timeout * 2)
+        except ClientError as exc:
+            self._notice(f"{_describe(command)} failed: {exc.message} ({exc.code})", error=True)
+            return
+        except BridgeBusy as exc:
+            self._notice(f"{_describe(command)}: {exc}", error=True)
+            return
+        except TimeoutError:
+            self._notice(f"{_describe(command)}: no answer in time", error=True)
+            return
+        if isinstance(command, ContactCommand):
+            self._notice(f"{'added' if command.action == 'add' else 'removed'} contact {result}")
+        else:
+            self._group_result(command, result)
+
+    def _group_result(self, command: GroupCommand, result: dict[str, Any]) -> None:
+        op = command.op
+        if op == "create":
+            conv = self.model.open(str(result["group"]))
+            conv.title = str(command.fields.get("title", ""))
+            self._notice(f"created {result['group']}")
+            self._select(conv.key)
+        elif op in ("add", "remove"):
+            self._notice(f"{result['group']}: {result['members']} members")
+        elif op == "leave":
+            key = self.model.resolve(str(result["group"]))
+            if key in self.model.conversations:
+                self.model.conversations[key].left = True
+            self._notice(f"left {result['group']}")
+            self._render_log()
+        elif op == "members":
+            lines = [f"{result['group']}: {len(result['members'])} members"]
+            for member in result["members"]:
+                status = member.get("status", "?")
+                lines.append(f"  {'●' if status == 'online' else '○'} {member['address']} {status}")
+            self._notice("\n".join(lines))
+        elif op == "list":
+            groups = result.get("groups", [])
+            for item in groups:
+                self.model.add_group(str(item["name"]), str(item["host"]), str(item["title"]))
+            self._render_conversations()
+            listed = [f"  {g['group']} ({g['members']} members) {g['title']}" for g in groups]
+            self._notice("\n".join(["your groups:", *listed]) if groups else "no groups")
+
+
+def _describe(command: Command) -> str:
+    if isinstance(command, ContactCommand):
+        return f"contact {command.action} {command.address}"
+    if isinstance(command, GroupCommand):
+        return f"group {command.op}"
+    return str(command)

@@ -1,0 +1,105 @@
+"""How ``chinwag chat`` draws the model: rich ``Text``, never markup.
+
+Message text comes from other people, so it is never parsed as markup and
+control characters are replaced before it reaches the terminal.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from rich.text import Text
+
+from .chat_model import EVENT, FAILED, NOTE, PENDING, ChatModel, Contact, Conversation, Entry
+
+PREVIEW_CHARS = 32
+
+
+def clean(text: str) -> str:
+    """Printable text: control characters (escape sequences…) become U+FFFD."""
+    return "".join(ch if ch in "\n\t" or ch.isprintable() else "\ufffd" for ch in text)
+
+
+def when(ms: int | None, now_ms: int) -> str:
+    """``14:03`` today, ``12 Mar 14:03`` before."""
+    if not ms:
+        return ""
+    moment = datetime.fromtimestamp(ms / 1000)
+    if moment.date() == datetime.fromtimestamp(now_ms / 1000).date():
+        return moment.strftime("%H:%M")
+    return moment.strftime("%d %b %H:%M")
+
+
+def conversation_prompt(model: ChatModel, conv: Conversation) -> Text:
+    """Two lines of the conversation list: title (+ unread), last message."""
+    out = Text(model.title(conv), style="bold" if conv.unread else "")
+    if conv.unread:
+        out.append(f" ({conv.unread})", style="bold reverse")
+    if conv.left:
+        out.append(" (left)", style="dim")
+    last = conv.last_message()
+    preview = clean(last.text).replace("\n", " ") if last is not None else "no messages yet"
+    if len(preview) > PREVIEW_CHARS:
+        preview = preview[: PREVIEW_CHARS - 1] + "…"
+    out.append("\n  " + preview, style="dim")
+    return out
+
+
+def _status(entry: Entry) -> Text:
+    if entry.state == PENDING:
+        return Text("  sending…", style="yellow")
+    if entry.state == FAILED:
+        return Text(f"  ✗ failed: {clean(entry.error)} (/retry)", style="bold red")
+    return Text("  ✓", style="green")
+
+
+def message_log(model: ChatModel, conv: Conversation | None, now_ms: int) -> Text:
+    """The open conversation, oldest first."""
+    if conv is None:
+        return Text("No conversation open. Type /chat ADDRESS, or /help.", style="dim")
+    out = Text()
+    if not conv.entries:
+        out.append("No messages yet.", style="dim")
+    for entry in conv.entries:
+        if out:
+            out.append("\n")
+        if entry.state in (EVENT, NOTE):
+            out.append(f"· {clean(entry.text)}", style="italic dim")
+            continue
+        stamp = when(entry.ts, now_ms)
+        if stamp:
+            out.append(stamp + " ", style="dim")
+        sender = "you" if entry.mine else model.display(entry.sender)
+        out.append(sender, style="bold cyan" if entry.mine else "bold")
+        out.append(": " + clean(entry.text))
+        if entry.mine:
+            out.append_text(_status(entry))
+    return out
+
+
+def _contact_line(contact: Contact, now_ms: int) -> Text:
+    if contact.status == "online":
+        return Text.assemble(("● ", "green"), contact.address, (" online", "green"))
+    line = Text.assemble(("○ ", "dim"), contact.address, (f" {contact.status}", "dim"))
+    if contact.last_active_at:
+        line.append(f" · last active {when(contact.last_active_at, now_ms)}", style="dim")
+    return line
+
+
+def contacts_text(model: ChatModel, now_ms: int) -> Text:
+    """Contacts, online first, with their last-active time."""
+    if not model.contacts:
+        return Text("No contacts. /contact add ADDRESS", style="dim")
+    ordered = sorted(model.contacts.values(), key=lambda c: (c.status != "online", c.address))
+    return Text("\n").join(_contact_line(c, now_ms) for c in ordered)
+
+
+def conversation_title(model: ChatModel, conv: Conversation | None) -> Text:
+    if conv is None:
+        return Text("chinwag", style="bold")
+    out = Text(model.title(conv), style="bold")
+    if conv.is_group:
+        out.append("  group", style="dim")
+        if conv.left:
+            out.append(" · you are not a member", style="yellow")
+    return out

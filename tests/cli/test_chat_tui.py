@@ -1,0 +1,301 @@
+"""``chinwag chat`` end to end: the textual app against a real node process.
+
+These are plain ``def`` tests (the suite runs async tests under trio; the app
+needs asyncio): each runs its Pilot code with ``asyncio.run`` on a thread of
+its own (``run_app_test``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import trio
+
+from chinwag.cli.chat_model import FAILED, OK, PENDING
+from chinwag.cli.chat_state import StateFile
+from chinwag.cli.common import cached_login
+from chinwag.cli.tui_cmd import prepare_login
+from chinwag.node.client import api_call
+
+from .tui_harness import (
+    PW,
+    NodeProc,
+    Online,
+    in_trio,
+    listed,
+    make_user,
+    open_app,
+    run_app_test,
+    send_as,
+    shown,
+    start_node,
+    texts_of,
+    type_line,
+    until,
+    until_connected,
+)
+
+SIZE = (120, 40)
+
+
+@pytest.fixture
+def node(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[NodeProc]:
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.setenv("CHINWAG_PASSWORD", PW)
+    proc = start_node(tmp_path / "data", tmp_path)
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+def _users(node: NodeProc, *names: str) -> list[str]:
+    """Sign the users up; returns a token for each."""
+    return [trio.run(make_user, node.url, name).token for name in names]
+
+
+def test_log_in_send_acknowledged_and_receive_live(node: NodeProc) -> None:
+    (bob,) = _users(node, "alice", "bob")[1:]
+
+    async def main() -> None:
+        app = open_app(node.url, "alice")
+        async with app.run_test(size=SIZE) as pilot:
+            await until_connected(pilot)
+            assert shown(app, "#status").startswith("alice@kitchen  device d-")
+            await type_line(pilot, "/chat bob")
+            assert shown(app, "#title").startswith("bob@kitchen")
+            await pilot.press(*"hello bob", "enter")  # typed key by key
+            entry = app.model.conversations[app.model.current or ""].entries[-1]
+            assert entry.text == "hello bob" and entry.state in (PENDING, OK)
+            await until(pilot, lambda: "you: hello bob  ✓" in shown(app, "#messages"), "the ok")
+            assert entry.state == OK
+            await type_line(pilot, "//slash, not a command")
+            await until(
+                pilot, lambda: "you: /slash, not a command  ✓" in shown(app, "#messages"), "/"
+            )
+
+            await in_trio(send_as, node.url, bob, "alice", "hi alice")
+            await until(pilot, lambda: "bob@kitchen: hi alice" in shown(app, "#messages"), "msg")
+            # The node answers a send it refuses: the entry shows it failed.
+            await type_line(pilot, "/chat nobody")
+            await type_line(pilot, "anyone there?")
+            failed = app.model.conversations[app.model.current or ""].entries[-1]
+            await until(pilot, lambda: "✗ failed" in shown(app, "#messages"), "the node's err")
+            assert failed.state == FAILED and "no_such_user" in shown(app, "#messages")
+
+    run_app_test(main)
+    assert trio.run(texts_of, node.url, bob) == ["hello bob", "/slash, not a command", "hi alice"]
+    # The token was cached at log-in, the state saved, both private.
+    login = cached_login(node.url, "alice", None)
+    assert login is not None
+    state = StateFile(node.url, "alice", login.device).path
+    assert stat.S_IMODE(os.stat(state).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(state.parent).st_mode) == 0o700
+
+
+def test_switch_conversations_with_keys_and_unread_counts(node: NodeProc) -> None:
+    _, bob, carol = _users(node, "alice", "bob", "carol")
+
+    async def main() -> None:
+        app = open_app(node.url, "alice")
+        async with app.run_test(size=SIZE) as pilot:
+            await until_connected(pilot)
+            await type_line(pilot, "/chat carol")
+            await in_trio(send_as, node.url, bob, "alice", "from bob")
+            # Not open: counted as unread in the list, not shown in the log.
+            await until(pilot, lambda: listed(app)[0].startswith("bob@kitchen (1)"), "bob's msg")
+            assert "from bob" in listed(app)[0] and listed(app)[1].startswith("carol@kitchen")
+            bob_key = app.model.resolve("bob")
+            assert app.model.conversations[bob_key].unread == 1
+            assert "from bob" not in shown(app, "#messages")
+
+            await pilot.press("ctrl+n")
+            assert app.model.current == bob_key
+            assert "from bob" in shown(app, "#messages")
+            assert app.model.conversations[bob_key].unread == 0
+            await pilot.press("ctrl+p")
+            assert app.model.current == app.model.resolve("carol")
+            await in_trio(send_as, node.url, carol, "alice", "from carol")
+            await until(pilot, lambda: "from carol" in shown(app, "#messages"), "carol's message")
+            assert app.model.conversations[app.model.current or ""].unread == 0
+            # Bad commands and bad addresses are explained, not sent.
+            for line, expected in (
+                ("/frobnicate", "unknown command /frobnicate"),
+                ("/chat", "the following arguments are required"),
+                ("/chat not valid!", "unrecognized arguments"),
+                ("/chat Bad~Name", "is not an address"),
+            ):
+                await type_line(pilot, line)
+                assert expected in shown(app, "#notice"), line
+
+    run_app_test(main)
+
+
+def test_group_commands(node: NodeProc) -> None:
+    _, bob = _users(node, "alice", "bob")
+
+    async def main() -> None:
+        app = open_app(node.url, "alice")
+        async with app.run_test(size=SIZE) as pilot:
+            await until_connected(pilot)
+            await type_line(pilot, '/group create book "Book club"')
+            await until(pilot, lambda: "created #book@kitchen" in shown(app, "#notice"), "create")
+            assert shown(app, "#title").startswith("#book@kitchen (Book club)")
+            await until(pilot, lambda: "created the group" in shown(app, "#messages"), "event")
+            await type_line(pilot, "/group add #book@kitchen bob")
+            await until(pilot, lambda: "2 members" in shown(app, "#notice"), "add")
+            await until(pilot, lambda: "added bob@kitchen" in shown(app, "#messages"), "event")
+            await type_line(pilot, "chapter one")
+            await until(pilot, lambda: "chapter one  ✓" in shown(app, "#messages"), "group send")
+            await in_trio(send_as, node.url, bob, "#book@kitchen", "loved it")
+            await until(pilot, lambda: "bob@kitchen: loved it" in shown(app, "#messages"), "msg")
+            await type_line(pilot, "/group members #book@kitchen")
+            await until(pilot, lambda: "2 members\n" in shown(app, "#notice"), "members")
+            assert "● alice@kitchen online" in shown(app, "#notice")
+            assert "bob@kitchen" in shown(app, "#notice")
+            # A server error is shown with the node's message and code.
+            await type_line(pilot, "/group add #nope@kitchen bob")
+            await until(pilot, lambda: "failed" in shown(app, "#notice"), "error")
+            assert "(not_found)" in shown(app, "#notice")
+            await type_line(pilot, "/group leave #book@kitchen")
+            await until(pilot, lambda: "left #book@kitchen" in shown(app, "#notice"), "leave")
+            assert "you are not a member" in shown(app, "#title")
+
+    run_app_test(main)
+    assert trio.run(texts_of, node.url, bob) == ["chapter one", "loved it"]
+
+
+def test_contacts_presence_changes_live(node: NodeProc) -> None:
+    _, bob = _users(node, "alice", "bob")
+
+    async def main() -> None:
+        app = open_app(node.url, "alice")
+        async with app.run_test(size=SIZE) as pilot:
+            await until_connected(pilot)
+            assert "No contacts" in shown(app, "#contacts")
+            await type_line(pilot, "/contact add bob")
+            await until(pilot, lambda: "added contact bob@kitchen" in shown(app, "#notice"), "add")
+            await until(pilot, lambda: "○ bob@kitchen offline" in shown(app, "#contacts"), "list")
+            with Online(node.url, bob):
+                await until(pilot, lambda: "● bob@kitchen online" in shown(app, "#contacts"), "on")
+            # Offline after the node's presence grace (2 s), with the time of it.
+            await until(pilot, lambda: "bob@kitchen offline" in shown(app, "#contacts"), "off")
+            assert "last active" in shown(app, "#contacts")
+            await type_line(pilot, "/contact remove bob")
+            await until(pilot, lambda: "No contacts" in shown(app, "#contacts"), "removed")
+
+    run_app_test(main)
+
+
+def test_restart_resumes_from_the_saved_cursor_without_duplicates(node: NodeProc) -> None:
+    _, bob = _users(node, "alice", "bob")
+    trio.run(send_as, node.url, bob, "alice", "one")
+
+    async def first_run() -> None:
+        app = open_app(node.url, "alice")
+        async with app.run_test(size=SIZE) as pilot:
+            await until(pilot, lambda: app.model.cursor == 1, "backlog")
+            await type_line(pilot, "/chat bob")
+            await type_line(pilot, "two")
+            await until(pilot, lambda: "two  ✓" in shown(app, "#messages"), "ack")
+            await until(pilot, lambda: app.model.cursor == 2, "the echo of two")
+            await type_line(pilot, "/quit")
+            await until(pilot, lambda: not app.is_running, "quit")
+
+    run_app_test(first_run)
+    login = cached_login(node.url, "alice", None)
+    assert login is not None
+    state = StateFile(node.url, "alice", login.device)
+    assert json.loads(state.path.read_text())["cursor"] == 2
+    trio.run(send_as, node.url, bob, "alice", "three")  # while the app is closed
+
+    async def second_run() -> None:
+        app = open_app(node.url, "alice")
+        assert app.login.device == login.device  # the same device, so the same cursor
+        async with app.run_test(size=SIZE) as pilot:
+            # The cached history is there before any connection.
+            assert app.model.current == app.model.resolve("bob")
+            assert "one" in shown(app, "#messages") and "two" in shown(app, "#messages")
+            await until(pilot, lambda: "three" in shown(app, "#messages"), "the new message")
+            await until_connected(pilot)
+            lines = shown(app, "#messages").splitlines()
+            for text in ("bob@kitchen: one", "you: two  ✓", "bob@kitchen: three"):
+                assert sum(line.endswith(text) for line in lines) == 1, lines
+            assert len(lines) == 3
+            assert app.model.cursor == 3
+
+    run_app_test(second_run)
+
+
+def test_reconnects_by_itself_and_resends_pending(node: NodeProc, tmp_path: Path) -> None:
+    _, bob = _users(node, "alice", "bob")
+
+    async def main() -> None:
+        app = open_app(node.url, "alice")
+        async with app.run_test(size=SIZE) as pilot:
+            await until_connected(pilot)
+            await type_line(pilot, "/chat bob")
+            await asyncio.to_thread(node.stop)  # SIGKILL
+            await until(pilot, lambda: "offline" in shown(app, "#status"), "noticed")
+            await type_line(pilot, "sent while down")
+            assert "sent while down  sending…" in shown(app, "#messages")
+            again = await asyncio.to_thread(start_node, tmp_path / "data", tmp_path, node.listen)
+            try:
+                await until(
+                    pilot,
+                    lambda: "you: sent while down  ✓" in shown(app, "#messages"),
+                    "the resend's ok",
+                )
+                assert app.session.connected
+                await in_trio(send_as, again.url, bob, "alice", "welcome back")
+                await until(pilot, lambda: "welcome back" in shown(app, "#messages"), "live msg")
+                lines = shown(app, "#messages").splitlines()
+                assert [line.split(" ", 1)[1] for line in lines] == [
+                    "you: sent while down  ✓",
+                    "bob@kitchen: welcome back",
+                ]
+                sent = await in_trio(texts_of, again.url, bob)
+                assert sent == ["sent while down", "welcome back"]
+            finally:
+                again.stop()
+
+    run_app_test(main)
+
+
+def test_log_in_reuses_a_valid_token_and_replaces_a_revoked_one(node: NodeProc) -> None:
+    _users(node, "alice")
+    first = trio.run(prepare_login, node.url, "alice", None)  # password from the environment
+    assert trio.run(prepare_login, node.url, "alice", None) == first  # cached, still valid
+    trio.run(api_call, node.url, "POST", "/api/logout", None, first.token)
+    again = trio.run(prepare_login, node.url, "alice", None)
+    assert again.token != first.token
+    assert cached_login(node.url, "alice", None) == again
+
+
+def test_a_revoked_session_stops_reconnecting_and_forgets_the_token(
+    node: NodeProc, tmp_path: Path
+) -> None:
+    _users(node, "alice")
+
+    async def main() -> None:
+        app = open_app(node.url, "alice")
+        async with app.run_test(size=SIZE) as pilot:
+            await until_connected(pilot)
+            await in_trio(api_call, node.url, "POST", "/api/logout", None, app.login.token)
+            # An open WebSocket outlives its token; the next connection is refused.
+            await asyncio.to_thread(node.stop)
+            again = await asyncio.to_thread(start_node, tmp_path / "data", tmp_path, node.listen)
+            try:
+                await until(pilot, lambda: "logged out" in shown(app, "#status"), "refusal")
+                assert "run chinwag chat again" in shown(app, "#notice")
+            finally:
+                again.stop()
+
+    run_app_test(main)
+    assert cached_login(node.url, "alice", None) is None
