@@ -79,16 +79,33 @@ def cached_login(server: str, user: str, device: str | None) -> LoginResult | No
 
 
 def forget_login(server: str, user: str, device: str | None) -> None:
+    """Drop a refused token; keep its device id for the next log-in to resume."""
     data = _load_cache()
-    if data.pop(_cache_key(server, user, device), None) is not None:
-        _save_cache(data)
+    entry = data.pop(_cache_key(server, user, device), None)
+    if entry is None:
+        return
+    if isinstance(entry, dict) and isinstance(entry.get("device"), str):
+        data[_cache_key(server, user, device)] = {"device": entry["device"]}
+    _save_cache(data)
 
 
 async def fresh_login(server: str, user: str, device: str | None) -> LoginResult:
-    """Log in with the password and cache the token (file mode 0600)."""
+    """Log in with the password and cache the token (file mode 0600).
+
+    Without ``--device``, a log-in after a revoked token resumes the device of
+    the cached entry, so its queue cursor and acks carry on instead of a new
+    device starting from seq 0.
+    """
+    data = _load_cache()
+    previous = data.get(_cache_key(server, user, device))
+    if device is None and isinstance(previous, dict) and isinstance(previous.get("device"), str):
+        device = previous["device"]
+        key_device = None
+    else:
+        key_device = device
     result = await login(server, user, read_password(f"Password for {user}: "), device)
     data = _load_cache()
-    data[_cache_key(server, user, device)] = result.__dict__
+    data[_cache_key(server, user, key_device)] = result.__dict__
     _save_cache(data)
     return result
 
