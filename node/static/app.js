@@ -319,11 +319,15 @@ function onText(frame) {
     key = userKey(other.u, other.n);
     kind = "user";
   }
-  const existing = state.byId.get(frame.id);
+  const existing = state.byId.get(frame.id) || (mine ? pendingEcho(key, frame.body.text) : null);
   if (existing) {
-    // Our own send, acknowledged before its echo arrived.
+    // Our own send: acknowledged before its echo arrived, or (pendingEcho)
+    // echoed before its ok; the echo proves it is stored, so no resend.
+    existing.id = frame.id;
     existing.seq = existing.seq || frame.seq;
     existing.state = "sent";
+    state.byId.set(frame.id, existing);
+    if (existing.cid && state.pending.delete(existing.cid)) savePending();
     if (existing.convKey !== key) {
       rekey(existing.convKey, key);
       existing.convKey = key;
@@ -350,6 +354,19 @@ function onText(frame) {
   });
   if (!mine && state.openKey !== key) countUnread(conv);
   if (state.openKey === key) markRead(conv);
+}
+
+// The oldest unacknowledged send with this text to this conversation (or to a
+// provisional one, still keyed by a typed node label).
+function pendingEcho(key, text) {
+  let found = null;
+  for (const item of state.pending.values()) {
+    if (item.id || item.text !== text) continue;
+    const conv = state.conversations.get(item.convKey);
+    if (item.convKey !== key && !(conv && conv.provisional)) continue;
+    if (!found || item.order < found.order) found = item;
+  }
+  return found;
 }
 
 function onEvent(frame) {
@@ -684,10 +701,11 @@ async function refreshContacts() {
     const data = await api("GET", "/api/contacts", undefined, state.session.token);
     state.contacts = data.contacts || [];
     for (const c of state.contacts) {
-      const key = normaliseAddress(c.address);
-      if (!state.presence.has(key)) {
-        state.presence.set(key, { status: c.status, last_active_at: c.last_active_at });
-      }
+      // The node's answer is current (a reconnect may have missed changes).
+      state.presence.set(normaliseAddress(c.address), {
+        status: c.status,
+        last_active_at: c.last_active_at,
+      });
     }
     render();
   } catch (err) {
