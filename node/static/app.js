@@ -32,11 +32,12 @@ const state = {
   nextRid: 1,
   calls: new Map(), // rid -> {resolve, reject, timer}
   conversations: new Map(), // key -> conversation
-  byId: new Map(), // message id -> message (every conversation)
+  byId: new Map(), // "origin:id" -> message (ids are unique per origin node only)
   pending: new Map(), // cid -> message not yet acknowledged
   openKey: null,
   contacts: [], // [{address, status, last_active_at}]
-  presence: new Map(), // "user@nodeid" -> {status, last_active_at}
+  presence: new Map(), // "user@nodeid" -> {status, last_active_at, epoch}
+  presenceEpoch: 0, // counts presence frames, so an older API answer loses
   labels: new Map(), // node id -> node name
   nodeIds: new Map(), // node name -> node id
   members: [], // the open group's members
@@ -104,9 +105,19 @@ function isNodeId(text) {
 }
 
 function learnLabel(nodeId, name) {
-  if (!nodeId || !name) return;
+  if (!nodeId || !name || state.labels.get(nodeId) === name) return;
   state.labels.set(nodeId, name);
   state.nodeIds.set(name, nodeId);
+  // A conversation opened as "bob@attic" before this page knew attic's id.
+  for (const conv of [...state.conversations.values()]) {
+    if (!conv.provisional) continue;
+    const at = conv.key.lastIndexOf("@");
+    if (conv.key.slice(at + 1) === name) rekey(conv.key, `${conv.key.slice(0, at)}@${nodeId}`);
+  }
+}
+
+function msgKey(origin, id) {
+  return `${origin}:${id}`;
 }
 
 // A node label or id typed by a person to a node id, if this page knows it.
@@ -193,9 +204,9 @@ function addToConversation(conv, item) {
   conv.messages.push(item);
   if (conv.messages.length > MAX_MESSAGES_PER_CONVERSATION) {
     const dropped = conv.messages.shift();
-    if (dropped.id) state.byId.delete(dropped.id);
+    if (dropped.idKey) state.byId.delete(dropped.idKey);
   }
-  if (item.id) state.byId.set(item.id, item);
+  if (item.idKey) state.byId.set(item.idKey, item);
   if (item.kind === "text") {
     conv.lastText = item.text;
     conv.lastAt = Math.max(conv.lastAt, item.ts || Date.now());
@@ -244,11 +255,26 @@ function rekey(fromKey, toKey) {
   if (!old || fromKey === toKey) return;
   const conv = conversation(toKey, old.kind, { to: toKey });
   for (const item of old.messages) {
+    item.convKey = toKey;
     if (!conv.messages.includes(item)) conv.messages.push(item);
   }
   conv.messages.sort(orderOf);
+  if (old.lastAt > conv.lastAt) {
+    conv.lastAt = old.lastAt;
+    conv.lastText = old.lastText;
+  }
+  conv.lastSeq = Math.max(conv.lastSeq, old.lastSeq);
+  conv.title = conv.title || old.title;
+  state.read[toKey] = Math.max(state.read[toKey] || 0, state.read[fromKey] || 0);
+  delete state.read[fromKey];
   state.conversations.delete(fromKey);
+  countUnread(conv);
   if (state.openKey === fromKey) state.openKey = toKey;
+}
+
+function removeItem(item) {
+  const conv = state.conversations.get(item.convKey);
+  if (conv) conv.messages = conv.messages.filter((m) => m !== item);
 }
 
 function orderOf(a, b) {
@@ -319,30 +345,27 @@ function onText(frame) {
     key = userKey(other.u, other.n);
     kind = "user";
   }
-  const existing = state.byId.get(frame.id) || (mine ? pendingEcho(key, frame.body.text) : null);
-  if (existing) {
-    // Our own send: acknowledged before its echo arrived, or (pendingEcho)
-    // echoed before its ok; the echo proves it is stored, so no resend.
-    existing.id = frame.id;
-    existing.seq = existing.seq || frame.seq;
-    existing.state = "sent";
-    state.byId.set(frame.id, existing);
-    if (existing.cid && state.pending.delete(existing.cid)) savePending();
-    if (existing.convKey !== key) {
-      rekey(existing.convKey, key);
-      existing.convKey = key;
+  const idKey = msgKey(frame.origin || from.n, frame.id);
+  const known = state.byId.get(idKey);
+  if (known) {
+    // Our own send whose ok came first; the echo gives its place in the queue.
+    known.seq = known.seq || frame.seq;
+    if (known.state === "pending") known.state = "sent";
+    if (known.convKey !== key) {
+      removeItem(known);
+      known.convKey = key;
+      conversation(key, kind).messages.push(known);
     }
     const conv = state.conversations.get(key);
-    if (conv) {
-      conv.lastSeq = Math.max(conv.lastSeq, frame.seq);
-      conv.messages.sort(orderOf);
-    }
+    conv.lastSeq = Math.max(conv.lastSeq, frame.seq);
+    conv.messages.sort(orderOf);
     return;
   }
   const conv = conversation(key, kind);
-  addToConversation(conv, {
+  const item = {
     kind: "text",
     id: frame.id,
+    idKey,
     seq: frame.seq,
     ts: frame.ts,
     from: showUser(from.u, from.n),
@@ -351,30 +374,48 @@ function onText(frame) {
     state: mine ? "sent" : "received",
     convKey: key,
     order: sendOrder++,
-  });
+  };
+  if (mine) {
+    // Maybe the echo of a send whose ok is still on its way (or another
+    // device's message with the same text): hidden behind that send until
+    // its ok names the id, so it is never shown twice and never lost.
+    const shadow = pendingShadow(key, item.text);
+    if (shadow) {
+      item.shadowedBy = shadow;
+      shadow.shadowing = item;
+    }
+  }
+  addToConversation(conv, item);
   if (!mine && state.openKey !== key) countUnread(conv);
   if (state.openKey === key) markRead(conv);
 }
 
-// The oldest unacknowledged send with this text to this conversation (or to a
-// provisional one, still keyed by a typed node label).
-function pendingEcho(key, text) {
+// The oldest send in flight with this text to this conversation.
+function pendingShadow(key, text) {
   let found = null;
   for (const item of state.pending.values()) {
-    if (item.id || item.text !== text) continue;
-    const conv = state.conversations.get(item.convKey);
-    if (item.convKey !== key && !(conv && conv.provisional)) continue;
+    if (!item.inFlight || item.shadowing || item.convKey !== key || item.text !== text) continue;
     if (!found || item.order < found.order) found = item;
   }
   return found;
 }
 
+function unshadow(item) {
+  if (item.shadowing) item.shadowing.shadowedBy = null;
+  item.shadowing = null;
+}
+
+function hidden(m) {
+  return Boolean(m.shadowedBy && m.shadowedBy.state === "pending");
+}
+
 function onEvent(frame) {
   const body = frame.body || {};
   if (body.type === "delivery_failed") {
-    const item = state.byId.get(body.id);
+    const item = state.byId.get(msgKey(state.session.nodeId, body.id));
     if (item) {
       item.state = "failed";
+      item.deliveryFailed = true;
       item.error = `not delivered (${body.code})`;
     }
     return;
@@ -423,6 +464,7 @@ function onPresence(frame) {
   state.presence.set(userKey(user.u, user.n), {
     status: frame.status,
     last_active_at: frame.last_active_at,
+    epoch: ++state.presenceEpoch,
   });
   for (const member of state.members) {
     if (normaliseAddress(member.address) === userKey(user.u, user.n)) {
@@ -488,6 +530,17 @@ function connect() {
   ws.onerror = () => {}; // onclose follows and does the work
 }
 
+function dropConnection(ws) {
+  if (state.ws !== ws) return;
+  disconnected();
+  try {
+    ws.close(4000, "no answer");
+  } catch (exc) {
+    // Closing a dead socket may throw; it is forgotten either way.
+  }
+  scheduleReconnect();
+}
+
 function disconnected() {
   state.ws = null;
   state.authed = false;
@@ -519,6 +572,9 @@ function call(frame, ws = state.ws) {
     const timer = setTimeout(() => {
       state.calls.delete(rid);
       reject({ code: "timeout", message: "the node did not answer in time" });
+      // No answer in time: the link is presumed dead (sleep, Wi-Fi gone), so
+      // drop it at once instead of waiting for TCP to notice.
+      dropConnection(ws);
     }, REQUEST_TIMEOUT_MS);
     state.calls.set(rid, { resolve, reject, timer });
     ws.send(JSON.stringify({ ...frame, rid }));
@@ -546,12 +602,20 @@ async function authenticate(ws) {
   state.authed = true;
   state.reconnectDelay = RECONNECT_MIN_MS;
   learnLabel(info.node_id, info.node_name);
-  state.heartbeat = setInterval(() => sendQuiet({ t: "heartbeat" }), info.heartbeat_ms || 10000);
+  // With a rid, so a heartbeat that gets no answer reveals a dead link.
+  state.heartbeat = setInterval(
+    () => call({ t: "heartbeat" }, ws).catch(() => {}),
+    info.heartbeat_ms || 10000,
+  );
+  let synced;
   try {
-    await call({ t: "sync", after: state.cursor }, ws);
+    synced = await call({ t: "sync", after: state.cursor }, ws);
   } catch (err) {
     return;
   }
+  // A queue shorter than our cursor (the node's data was restored from an
+  // older copy): follow the node, or every new message would look seen.
+  if (typeof synced.head === "number" && synced.head < state.cursor) state.cursor = synced.head;
   setConn("online");
   render();
   refreshContacts();
@@ -638,12 +702,15 @@ function restorePending() {
 }
 
 async function transmit(item) {
-  if (!state.authed) return; // sent by resendPending() once connected
+  if (!state.authed || item.inFlightOn === state.ws) return; // resendPending() after connecting
+  item.inFlight = true;
+  item.inFlightOn = state.ws;
   let ok;
   try {
     ok = await call({ t: "send", to: item.to, text: item.text, cid: item.cid });
   } catch (err) {
-    if (err.code === "unavailable" || err.code === "timeout") return; // retried on reconnect
+    item.inFlightOn = null;
+    if (err.code === "unavailable" || err.code === "timeout") return; // resent after reconnecting
     if (err.code === "rate_limited" && item.retries < MAX_RATE_RETRIES) {
       item.retries += 1;
       setTimeout(() => transmit(item), err.retry_after_ms || 1000);
@@ -651,26 +718,31 @@ async function transmit(item) {
     }
     state.pending.delete(item.cid);
     savePending();
+    unshadow(item);
     item.state = "failed";
     item.error = describe(err);
     queueRender();
     return;
   }
+  item.inFlightOn = null;
   state.pending.delete(item.cid);
   savePending();
-  const echo = state.byId.get(ok.id);
-  const conv = state.conversations.get(item.convKey);
+  const idKey = msgKey(state.session.nodeId, ok.id);
+  const echo = state.byId.get(idKey);
+  unshadow(item);
   if (echo && echo !== item) {
     // The stream delivered our own message before the ok: keep the echo.
-    if (conv) conv.messages = conv.messages.filter((m) => m !== item);
-    if (echo.convKey !== item.convKey) rekey(item.convKey, echo.convKey);
-    echo.state = "sent";
+    removeItem(item);
+    item.state = "merged";
+    echo.cid = item.cid;
   } else {
     item.id = ok.id;
+    item.idKey = idKey;
     item.ts = ok.ts;
-    if (ok.seq) item.seq = ok.seq; // 0 for a group hosted elsewhere: it comes back later
+    if (ok.seq) item.seq = ok.seq; // 0 for a group hosted elsewhere: its echo comes later
     item.state = "sent";
-    state.byId.set(ok.id, item);
+    state.byId.set(idKey, item);
+    const conv = state.conversations.get(item.convKey);
     if (conv) {
       if (item.seq) conv.lastSeq = Math.max(conv.lastSeq, item.seq);
       conv.messages.sort(orderOf);
@@ -686,6 +758,14 @@ function resendPending() {
 }
 
 function retry(item) {
+  const conv = state.conversations.get(item.convKey);
+  if (item.deliveryFailed || !item.cid) {
+    // The node stored the first attempt and answers its cid with the old ok:
+    // a retry after a remote refusal is a new message.
+    item.retried = true;
+    if (conv) sendText(conv, item.text);
+    return;
+  }
   item.state = "pending";
   item.error = "";
   item.retries = 0;
@@ -697,15 +777,17 @@ function retry(item) {
 
 // ------------------------------------------------------------------ contacts and groups
 async function refreshContacts() {
+  const asked = state.presenceEpoch;
   try {
     const data = await api("GET", "/api/contacts", undefined, state.session.token);
     state.contacts = data.contacts || [];
     for (const c of state.contacts) {
-      // The node's answer is current (a reconnect may have missed changes).
-      state.presence.set(normaliseAddress(c.address), {
-        status: c.status,
-        last_active_at: c.last_active_at,
-      });
+      // The node's answer beats what we had (a reconnect may have missed
+      // changes) but not a presence frame that arrived while we asked.
+      const key = normaliseAddress(c.address);
+      const known = state.presence.get(key);
+      if (known && known.epoch > asked) continue;
+      state.presence.set(key, { status: c.status, last_active_at: c.last_active_at, epoch: asked });
     }
     render();
   } catch (err) {
@@ -821,7 +903,7 @@ function renderConversations() {
       ),
     );
   });
-  list.replaceChildren(...items);
+  keepingFocus(list, "data-conv", () => list.replaceChildren(...items));
   $("no-conversations").hidden = items.length > 0;
 }
 
@@ -848,7 +930,8 @@ function renderContacts() {
       ),
     );
   });
-  $("contacts").replaceChildren(...items);
+  const contacts = $("contacts");
+  keepingFocus(contacts, "data-address", () => contacts.replaceChildren(...items));
 }
 
 function renderConversation() {
@@ -894,8 +977,55 @@ function renderConversation() {
   }
   const list = $("messages");
   const nearBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 80;
-  list.replaceChildren(...conv.messages.map(renderMessage));
+  renderMessages(list, conv);
   if (nearBottom) list.scrollTop = list.scrollHeight;
+}
+
+// Message elements are kept and patched in place, not rebuilt: the list is an
+// aria-live region (rebuilding would announce the whole conversation again)
+// and a focused Retry button must not vanish under the keyboard.
+const messageElements = new WeakMap(); // item -> {li, signature}
+
+function renderMessages(list, conv) {
+  if (list.dataset.conv !== conv.key) {
+    list.replaceChildren();
+    list.dataset.conv = conv.key;
+  }
+  let next = list.firstElementChild;
+  for (const m of conv.messages) {
+    if (hidden(m)) continue;
+    const signature = `${m.state}|${m.id}|${m.seq}|${m.error || ""}|${m.retried ? 1 : 0}|${m.text}`;
+    let entry = messageElements.get(m);
+    if (!entry) {
+      entry = { li: renderMessage(m), signature };
+      messageElements.set(m, entry);
+    } else if (entry.signature !== signature) {
+      const fresh = renderMessage(m);
+      entry.li.className = fresh.className;
+      Object.assign(entry.li.dataset, fresh.dataset);
+      entry.li.replaceChildren(...fresh.childNodes);
+      entry.signature = signature;
+    }
+    if (entry.li === next) next = next.nextElementSibling;
+    else list.insertBefore(entry.li, next);
+  }
+  while (next) {
+    const after = next.nextElementSibling;
+    next.remove();
+    next = after;
+  }
+}
+
+// Rebuilds a list, then puts the keyboard focus back on the same item.
+function keepingFocus(list, attribute, build) {
+  const active = document.activeElement;
+  const item = active && list.contains(active) ? active.closest("li") : null;
+  const key = item ? item.getAttribute(attribute) : null;
+  build();
+  if (key === null) return;
+  const again = [...list.children].find((li) => li.getAttribute(attribute) === key);
+  const target = again && again.querySelector("button");
+  if (target) target.focus();
 }
 
 function renderMessage(m) {
@@ -912,7 +1042,7 @@ function renderMessage(m) {
     m.mine && stateText
       ? el("span", { class: "msg-state", "aria-label": m.state }, stateText)
       : null,
-    m.state === "failed"
+    m.state === "failed" && !m.retried
       ? el("button", { type: "button", class: "msg-retry", onclick: () => retry(m) }, "Retry")
       : null,
     el("p", { class: "msg-text" }, m.text),
