@@ -217,7 +217,7 @@ class AdminServer:
             return {"ok": await self._ops.call(request["cmd"], args)}
         except ProtocolError as exc:
             return {"error": {"code": str(exc.code), "message": exc.message}}
-        except ValueError:
+        except (ValueError, RecursionError):
             return {"error": {"code": "bad_request", "message": "not JSON"}}
 
 

@@ -6,14 +6,17 @@ collaborators it needs in its constructor.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import trio
 from trio_websocket import WebSocketConnection
 
+from chinwag.protocol.address_record import MAX_RECORD_URLS
 from chinwag.protocol.addresses import node_id_bytes
 from chinwag.protocol.envelope import check_public_key
 from chinwag.protocol.errors import ProtocolError
@@ -28,7 +31,7 @@ from .groups import Groups
 from .http_api import HttpApi
 from .hub import Hub
 from .identity import NodeIdentity, ensure_data_dir, load_or_init_identity
-from .peers import BLOCKED, TRUSTED, PeerRegistry
+from .peers import BLOCKED, TRUSTED, PeerRegistry, check_url
 from .presence import Presence
 from .push import Push
 from .router import Router
@@ -43,6 +46,69 @@ log = logging.getLogger(__name__)
 
 def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+#: Hosts that mean "every interface".
+WILDCARD_HOSTS = ("0.0.0.0", "::", "")
+
+
+def interface_addresses() -> list[str]:
+    """Every IP address of this machine's interfaces (IPv6 without scope)."""
+    import ifaddr  # zeroconf's own dependency
+
+    out: list[str] = []
+    for adapter in ifaddr.get_adapters():
+        for ip in adapter.ips:
+            out.append(ip.ip if isinstance(ip.ip, str) else ip.ip[0])
+    return out
+
+
+def _usable_from_elsewhere(text: str, family: int) -> bool:
+    try:
+        ip = ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return ip.version == family and not (
+        ip.is_loopback or ip.is_link_local or ip.is_unspecified or ip.is_multicast
+    )
+
+
+def advertised_urls(
+    host: str,
+    port: int,
+    public_urls: tuple[str, ...] = (),
+    addresses: Callable[[], list[str]] = interface_addresses,
+) -> list[str]:
+    """The URLs this node puts in its gossiped address record.
+
+    * ``public_urls`` (``NodeConfig.public_urls``), when configured: exactly those.
+    * A wildcard host (``0.0.0.0``, ``::``): a URL per non-loopback,
+      non-link-local interface address of that family (``::`` gives IPv4
+      and IPv6), never a loopback one, since a peer that dialled it would reach
+      itself. No such address: nothing is advertised.
+    * Any other host (an address, loopback included, or a name): that host.
+
+    At most :data:`~chinwag.protocol.address_record.MAX_RECORD_URLS`.
+    """
+    if public_urls:
+        urls = [check_url(url) for url in public_urls]
+    elif host in WILDCARD_HOSTS:
+        families = (4,) if host == "0.0.0.0" else (4, 6)
+        try:
+            found = addresses()
+        except Exception:  # no interface list: advertise nothing rather than fail
+            log.exception("cannot list this machine's addresses")
+            found = []
+        urls = []
+        for family in families:
+            for text in found:
+                if _usable_from_elsewhere(text, family):
+                    shown = f"[{text}]" if family == 6 else text
+                    urls.append(f"http://{shown}:{port}")
+    else:
+        shown = f"[{host}]" if ":" in host else host
+        urls = [f"http://{shown}:{port}"]
+    return list(dict.fromkeys(urls))[:MAX_RECORD_URLS]
 
 
 @dataclass(frozen=True)
@@ -68,16 +134,15 @@ class Node:
             map_size=config.map_size,
             on_commit=self.hub.queues_grew,
         )
+        # A revoked session (logout, password change, user removal, eviction)
+        # ends its live WebSockets too.
+        self.store.on_revoked = self.hub.sessions_revoked
         self.registry = PeerRegistry(self.store)
         self.store.remote_sink = self.registry
         self.federation = Federation(config, self.identity, self.registry)
-        self.router = Router(
-            self.identity,
-            self.store,
-            wall_clock_ms,
-            registry=self.registry,
-            outbox_grew=self.federation.outbox_grew,
-        )
+        # Every commit that grew a peer's outbox wakes that link.
+        self.store.on_outbox = self.federation.outbox_grew
+        self.router = Router(self.identity, self.store, wall_clock_ms, registry=self.registry)
         self.presence = Presence(
             config,
             self.identity,
@@ -88,13 +153,7 @@ class Node:
             wall_clock_ms,
         )
         self.presence.attach(self.federation.send_to, self.federation.is_linked)
-        self.groups = Groups(
-            self.identity,
-            self.store,
-            self.registry,
-            config.group_cap,
-            self.federation.outbox_grew,
-        )
+        self.groups = Groups(self.identity, self.store, self.registry, config.group_cap)
         self.router.groups = self.groups
         self.group_ops = GroupOps(self.groups, self.router, self.presence)
         self.federation.presence = self.presence
@@ -211,7 +270,11 @@ class Node:
             await nursery.start(self.push.run)
             await nursery.start(self.admin.run)
             port = await nursery.start(self.server.run)
-            self.federation.own_urls = [self._url(port)]
+            self.federation.own_urls = advertised_urls(
+                self.config.host, port, self.config.public_urls
+            )
+            if not self.federation.own_urls:
+                log.info("no usable address to advertise: peers must be told this node's URL")
             await nursery.start(self.federation.run)
             if self.config.mdns:
                 self._nursery = nursery
@@ -229,8 +292,9 @@ class Node:
             task_status.started(RunningNode(self.identity, port, self._url(port)))
 
     def _url(self, port: int) -> str:
+        """The URL to open on this machine (printed at start; not advertised)."""
         host = self.config.host
         shown = f"[{host}]" if ":" in host else host
-        if host in ("0.0.0.0", "::", ""):
+        if host in WILDCARD_HOSTS:
             shown = "127.0.0.1"
         return f"http://{shown}:{port}"

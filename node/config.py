@@ -59,6 +59,9 @@ class NodeConfig:
     #: Envelopes per second accepted from one peer (token bucket) and burst.
     peer_rate: float = 20_000.0
     peer_burst: int = 40_000
+    #: URLs to advertise in this node's gossiped address record (e.g. behind
+    #: a proxy or NAT). Empty: derived from ``host`` (see app.advertised_urls).
+    public_urls: tuple[str, ...] = ()
     #: How often a link re-sends the address records it knows.
     gossip_interval: float = 30.0
     backoff_min: float = 0.5

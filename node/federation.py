@@ -267,7 +267,9 @@ class Link:
                 raise ProtocolError(ErrorCode.BAD_FRAME, "a push entry carries a map")
             entries.append((item["o"], kind, payload))
         # The per-peer rate limit: a flooding peer is slowed, not served first.
-        wait = self._bucket.take(trio.current_time(), len(entries))
+        # The entries' tokens are taken now (into debt if need be), so the
+        # wait pays for exactly these entries and nothing is let through twice.
+        wait = self._bucket.reserve(trio.current_time(), len(entries))
         if wait > 0:
             await trio.sleep(wait)
         result = await self.fed.registry.apply_inbound(self.peer, entries, wall_ms())

@@ -16,7 +16,6 @@ the host's record, like everyone else's.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,8 +33,8 @@ from chinwag.protocol.errors import ErrorCode, ProtocolError
 from chinwag.protocol.group_record import KIND_MESSAGE, make_group_record, open_group_record
 
 from .identity import NodeIdentity
-from .peers import TRUSTED, PeerRegistry
-from .store import SendResult, Store, WriteTxn, event_record
+from .peers import TRUSTED, PeerRegistry, record_dedup
+from .store import SendResult, Store, WriteTxn, check_send, event_record
 
 MAX_TITLE_CHARS = 100
 
@@ -68,18 +67,14 @@ class Groups:
         store: Store,
         registry: PeerRegistry,
         cap: int,
-        outbox_grew: Callable[[str], None],
     ) -> None:
         self._identity = identity
         self._store = store
         self._registry = registry
         self._cap = cap
-        self._outbox_grew = outbox_grew
-        # Nodes whose outbox a committed op grew (filled in the writer thread,
-        # read after the commit): they are poked to send at once.
-        self._grown: set[str] = set()
+        # Outboxes grown by an operation wake their links after its commit
+        # (WriteTxn.outbox_grew, reported by the store).
         registry.group_inbound = self._inbound
-        registry.after_inbound = self._flush_grown
 
     # ------------------------------------------------------------ reads
     def _hosted(self, view: Any, name: str) -> dict[str, Any] | None:
@@ -188,13 +183,7 @@ class Groups:
                 remote_nodes.add(member.node)
         for node_id in sorted(remote_nodes):
             self._registry.append_item(w, node_id, "gr", record, "", now_ms)
-            self._grown.add(node_id)
         return sender_seq
-
-    def _flush_grown(self) -> None:
-        grown, self._grown = self._grown, set()
-        for node_id in grown:
-            self._outbox_grew(node_id)
 
     def _require_hosted(self, w: WriteTxn, group: GroupAddress) -> dict[str, Any]:
         item = self._hosted(w, group.name)
@@ -215,7 +204,6 @@ class Groups:
             self._commit_record(w, group, item, {me}, now_ms, event=event)
 
         await self._store.transact(op)
-        self._flush_grown()
         return group
 
     async def change_members(
@@ -250,7 +238,6 @@ class Groups:
             self._apply_membership(w, group, item, before, after, me, now_ms)
 
         await self._store.transact(op)
-        self._flush_grown()
         info = self.info(group)
         assert info is not None
         return info
@@ -294,15 +281,31 @@ class Groups:
             self._commit_record(w, group, item, set(item["members"]), now_ms, event=event)
 
         await self._store.transact(op)
-        self._flush_grown()
 
     async def send(
         self, sender: str, device: str, cid: str | None, group: GroupAddress, text: str, now_ms: int
     ) -> SendResult:
+        """Commit a group message; a repeat of ``(sender, device, cid)`` gets the
+        original result and writes nothing (as for 1:1 sends)."""
+        check_send(device, cid, text)
         me = UserAddress(sender, self._identity.id)
 
         def op(w: WriteTxn) -> SendResult:
-            w.require_user(sender)
+            uid = w.require_user(sender).uid
+            retry = w.cid_result(uid, device, cid)
+            if retry is not None:
+                return retry
+            hosted = group.host == self._identity.id
+            # Every check comes before the id is drawn and anything is written.
+            if hosted:
+                item = self._require_hosted(w, group)
+                if member_text(me) not in item["members"]:
+                    raise ProtocolError(ErrorCode.FORBIDDEN, "you are not a member of this group")
+            else:
+                view = self._view(w, group)
+                if view is not None and member_text(me) not in view["members"]:
+                    raise ProtocolError(ErrorCode.FORBIDDEN, "you are not a member of this group")
+                self._registry.check(w, group.host)
             msg_id = w.next_id(now_ms)
             env = Envelope(
                 id=msg_id,
@@ -314,25 +317,18 @@ class Groups:
                 body={"text": text},
             )
             unit = sign_envelope(w.node_key, env)
-            if group.host == self._identity.id:
-                item = self._require_hosted(w, group)
-                if member_text(me) not in item["members"]:
-                    raise ProtocolError(ErrorCode.FORBIDDEN, "you are not a member of this group")
+            if hosted:
                 item["_sender"] = member_text(me)
                 seq = self._commit_record(w, group, item, set(item["members"]), now_ms, unit=unit)
-                return SendResult(msg_id, seq or 0, now_ms, duplicate=False)
-            view = self._view(w, group)
-            if view is not None and member_text(me) not in view["members"]:
-                raise ProtocolError(ErrorCode.FORBIDDEN, "you are not a member of this group")
-            self._registry.check(w, group.host)
-            self._registry.append_item(w, group.host, "gs", unit.to_wire(), sender, now_ms)
-            self._grown.add(group.host)
-            # Durable in the home outbox; the sender's queue gets it from the host.
-            return SendResult(msg_id, 0, now_ms, duplicate=False)
+                result = SendResult(msg_id, seq or 0, now_ms, duplicate=False)
+            else:
+                self._registry.append_item(w, group.host, "gs", unit.to_wire(), sender, now_ms)
+                # Durable in the home outbox; the sender's queue gets it from the host.
+                result = SendResult(msg_id, 0, now_ms, duplicate=False)
+            w.remember_cid(uid, device, cid, result, now_ms)
+            return result
 
-        result = await self._store.transact(op)
-        self._flush_grown()
-        return result
+        return await self._store.transact(op)
 
     async def leave(self, user: str, group: GroupAddress, now_ms: int) -> None:
         me = UserAddress(user, self._identity.id)
@@ -349,14 +345,13 @@ class Groups:
             self._registry.append_item(
                 w, group.host, "gl", sign_envelope(w.node_key, env).to_wire(), user, now_ms
             )
-            self._grown.add(group.host)
 
         await self._store.transact(op)
-        self._flush_grown()
 
     # ------------------------------------------------------------ federation
     def _inbound(self, w: WriteTxn, peer: bytes, kind: str, payload: Any, now_ms: int) -> None:
-        """A group item from ``peer``; validates fully before writing anything."""
+        """A group item from ``peer``, applied in its own child transaction
+        (PeerRegistry.apply_inbound): a refusal raised here writes nothing."""
         if kind == "gr":
             self._apply_record(w, peer, payload)
             return
@@ -369,17 +364,14 @@ class Groups:
         sender = member_text(env.sender)
         if sender not in item["members"]:
             raise ProtocolError(ErrorCode.FORBIDDEN, "not a member of the group")
-        dedup_key = unit.by + env.id.to_bytes(8, "big")
-        if w.txn.get(dedup_key, db=w.db("dedup")) is not None:
-            raise ProtocolError(ErrorCode.CONFLICT, "replayed envelope")
-        w.txn.put(dedup_key, now_ms.to_bytes(8, "big"), db=w.db("dedup"))
-        if kind == "gs" and env.kind == "text":
+        if not ((kind == "gs" and env.kind == "text") or (kind == "gl" and env.kind == "leave")):
+            raise ProtocolError(ErrorCode.BAD_FRAME, "unexpected group item")
+        record_dedup(w, unit.by, env.id, now_ms)  # a replay is refused here
+        if kind == "gs":
             self._commit_record(w, group, item, set(item["members"]), now_ms, unit=unit)
-        elif kind == "gl" and env.kind == "leave":
+        else:
             before = set(item["members"])
             self._apply_membership(w, group, item, before, before - {sender}, sender, now_ms)
-        else:
-            raise ProtocolError(ErrorCode.BAD_FRAME, "unexpected group item")
 
     def _apply_record(self, w: WriteTxn, peer: bytes, payload: Any) -> None:
         record = open_group_record(payload, peer)

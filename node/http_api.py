@@ -46,6 +46,10 @@ STATUS_BY_CODE = {
     ErrorCode.TOO_LARGE: 413,
     ErrorCode.RATE_LIMITED: 429,
     ErrorCode.UNAVAILABLE: 503,
+    # A group at its member cap: the request conflicts with the group's state.
+    ErrorCode.GROUP_FULL: 409,
+    ErrorCode.BAD_SIGNATURE: 400,
+    ErrorCode.INTERNAL: 500,
 }
 
 
@@ -152,6 +156,10 @@ class HttpApi:
             value = json.loads(request.body or b"{}")
         except (ValueError, UnicodeDecodeError) as exc:
             raise ProtocolError(ErrorCode.BAD_REQUEST, "the body is not valid JSON") from exc
+        except RecursionError:
+            # json.loads recurses per nesting level: a body of 64 KiB of '['
+            # exhausts the interpreter's stack long before the size limit.
+            raise ProtocolError(ErrorCode.BAD_REQUEST, "the body is nested too deeply") from None
         if not isinstance(value, dict):
             raise ProtocolError(ErrorCode.BAD_REQUEST, "the body is a JSON object")
         return value

@@ -17,7 +17,13 @@ import trio
 
 
 class LiveSession(Protocol):
+    #: SHA-256 of the token the session authenticated with.
+    token_hash: bytes
+
     def offer(self, frame: dict[str, Any]) -> bool: ...
+
+    def revoke(self) -> None:
+        """The session's token was revoked: end the session (``bye unauthorized``)."""
 
 
 @dataclass(frozen=True)
@@ -33,6 +39,7 @@ class Hub:
         self._observers: list[Callable[[frozenset[str]], None]] = []
         self._presence_observers: list[Callable[[str, bool], None]] = []
         self._sessions: dict[str, set[LiveSession]] = {}
+        self._by_token: dict[bytes, set[LiveSession]] = {}
         self._events: dict[str, trio.Event] = {}
         self._devices: dict[str, dict[str, int]] = {}
         self.connections = 0
@@ -82,6 +89,7 @@ class Hub:
         devices[device] = devices.get(device, 0) + 1
         if session is not None:
             self._sessions.setdefault(user, set()).add(session)
+            self._by_token.setdefault(session.token_hash, set()).add(session)
         if first:
             self._presence_changed(user, True)
 
@@ -92,6 +100,11 @@ class Hub:
                 sessions.discard(session)
                 if not sessions:
                     del self._sessions[user]
+            same_token = self._by_token.get(session.token_hash)
+            if same_token is not None:
+                same_token.discard(session)
+                if not same_token:
+                    del self._by_token[session.token_hash]
         devices = self._devices.get(user)
         if not devices or device not in devices:
             return
@@ -101,6 +114,19 @@ class Hub:
         if not devices:
             del self._devices[user]
             self._presence_changed(user, False)
+
+    def sessions_revoked(self, token_hashes: Iterable[bytes]) -> None:
+        """End every live session authenticated with one of these tokens.
+
+        Called by the store after the commit that revoked them (logout,
+        password change, user removal, the oldest session or device evicted).
+        """
+        for digest in token_hashes:
+            for session in list(self._by_token.get(digest, ())):
+                try:
+                    session.revoke()
+                except Exception:
+                    logging.getLogger(__name__).exception("revoking a session failed")
 
     def offer(self, user: str, frame: dict[str, Any]) -> None:
         """Give a soft-state frame (presence) to every live session of ``user``."""

@@ -13,12 +13,14 @@ twice, and ``(origin, id)`` dedup catches a replay under a new ``oseq``.
 
 from __future__ import annotations
 
+import logging
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import cbor2
+import lmdb
 
 from chinwag.protocol.addresses import UserAddress, node_id_bytes, node_id_text
 from chinwag.protocol.envelope import SignedUnit, open_unit
@@ -40,6 +42,8 @@ DEDUP_PRUNE_PER_ENTRY = 2
 MAX_PEERS = 4096
 
 _U64 = struct.Struct(">Q")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -125,9 +129,6 @@ class PeerRegistry:
         self._on_outbox = on_outbox
         #: Applies group items (``gs``, ``gl``, ``gr``) inside the inbound transaction.
         self.group_inbound: Callable[[WriteTxn, bytes, str, Any, int], None] | None = None
-        #: Called after an inbound batch commits (groups poke the outboxes they grew).
-        self.after_inbound: Callable[[], None] | None = None
-        self._outbox_grew: set[bytes] = set()
 
     # ------------------------------------------------------------ reads
     def get(self, key: bytes) -> PeerRecord | None:
@@ -153,6 +154,10 @@ class PeerRegistry:
     def outbox_depth(self, key: bytes) -> int:
         meta = self._meta(key)
         return meta["next"] - 1 - meta["acked"]
+
+    def outbox_appended(self, key: bytes) -> int:
+        """How many entries were ever queued for ``key`` (the last oseq used)."""
+        return self._meta(key)["next"] - 1
 
     def _meta(self, key: bytes) -> dict[str, int]:
         def fn(view: Any) -> dict[str, int]:
@@ -307,16 +312,13 @@ class PeerRegistry:
         )
         meta["next"] = oseq + 1
         w.txn.put(key, cbor2.dumps(meta), db=w.db("outbox_meta"))
-        self._outbox_grew.add(key)
+        # The link is woken after the commit (Store.on_outbox), never before:
+        # a sender that read the outbox early would miss this entry.
+        w.outbox_grew(node_id)
 
     def _txn_meta(self, w: WriteTxn, key: bytes) -> dict[str, int]:
         raw = w.txn.get(key, db=w.db("outbox_meta"))
         return {"next": 1, "acked": 0} if raw is None else cbor2.loads(raw)
-
-    def take_grown(self) -> set[bytes]:
-        """Peers whose outbox grew since the last call (after a commit)."""
-        grown, self._outbox_grew = self._outbox_grew, set()
-        return grown
 
     async def outbox_ack(
         self, key: bytes, upto: int, rejected: list[tuple[int, str]], now_ms: int
@@ -372,40 +374,45 @@ class PeerRegistry:
                     break  # a gap: stop here, the peer resends from our ack
                 applied = oseq
                 try:
-                    if kind != "m":
-                        if self.group_inbound is None:
-                            raise ProtocolError(ErrorCode.BAD_FRAME, "groups are not served here")
-                        self.group_inbound(w, peer, kind, payload, now_ms)
-                        result.stored += 1
-                        continue
-                    unit = SignedUnit.from_wire(payload)
-                    env = open_unit(unit, expected_origin=peer)
-                    if env.to is None or env.to.node != our_id:
-                        raise ProtocolError(ErrorCode.FORBIDDEN, "not addressed to this node")
-                    dedup_key = unit.by + _U64.pack(env.id)
-                    if w.txn.get(dedup_key, db=w.db("dedup")) is not None:
-                        raise ProtocolError(ErrorCode.CONFLICT, "replayed envelope")
-                    if w.get_user(env.to.user) is None:
-                        raise ProtocolError(
-                            ErrorCode.NO_SUCH_USER, f"no user {env.to.user} on this node"
-                        )
-                    w.append_to_queue(env.to.user, unit_record(unit))
-                    w.txn.put(dedup_key, _U64.pack(now_ms), db=w.db("dedup"))
-                    w.txn.put(_U64.pack(now_ms) + dedup_key, b"", db=w.db("dedup_times"))
-                    _prune_dedup(w, now_ms)
+                    # Each entry in its own child transaction: a refused entry
+                    # leaves nothing behind (no dedup row, no queue entry).
+                    with w.nested() as child:
+                        self._apply_entry(child, peer, kind, payload, our_id, now_ms)
                     result.stored += 1
                 except ProtocolError as exc:
                     if exc.code is not ErrorCode.NO_SUCH_USER:
                         result.refused += 1
                     result.rejected.append({"oseq": oseq, "code": str(exc.code)})
+                except lmdb.Error:
+                    raise  # map full (the batch is retried) or storage trouble
+                except Exception:
+                    # A bug on one entry must not wedge the link: refuse it alone.
+                    log.exception("inbound entry %d from %s failed", oseq, node_id_text(peer))
+                    result.refused += 1
+                    result.rejected.append({"oseq": oseq, "code": str(ErrorCode.INTERNAL)})
             w.txn.put(peer, _U64.pack(applied), db=inbound)
             result.applied = applied
             return result
 
-        result = await self._store.transact(op)
-        if self.after_inbound is not None:
-            self.after_inbound()
-        return result
+        return await self._store.transact(op)
+
+    def _apply_entry(
+        self, w: WriteTxn, peer: bytes, kind: str, payload: Any, our_id: str, now_ms: int
+    ) -> None:
+        """Verify and store one inbound entry; raise ProtocolError to refuse it."""
+        if kind != "m":
+            if self.group_inbound is None:
+                raise ProtocolError(ErrorCode.BAD_FRAME, "groups are not served here")
+            self.group_inbound(w, peer, kind, payload, now_ms)
+            return
+        unit = SignedUnit.from_wire(payload)
+        env = open_unit(unit, expected_origin=peer)
+        if env.to is None or env.to.node != our_id:
+            raise ProtocolError(ErrorCode.FORBIDDEN, "not addressed to this node")
+        record_dedup(w, unit.by, env.id, now_ms)  # a replay is refused here
+        if w.get_user(env.to.user) is None:
+            raise ProtocolError(ErrorCode.NO_SUCH_USER, f"no user {env.to.user} on this node")
+        w.append_to_queue(env.to.user, unit_record(unit))
 
 
 def _replace_name(record: PeerRecord, name: str) -> PeerRecord:
@@ -435,6 +442,20 @@ def _delivery_failed(w: WriteTxn, item: dict[str, Any], code: str, peer: bytes) 
             }
         ),
     )
+
+
+def record_dedup(w: WriteTxn, origin: bytes, msg_id: int, now_ms: int) -> None:
+    """Remember ``(origin, id)`` for the dedup retention, or refuse a replay.
+
+    Every row gets its age-index entry, so :func:`_prune_dedup` can drop it
+    later; each call prunes a few expired rows.
+    """
+    key = origin + _U64.pack(msg_id)
+    if w.txn.get(key, db=w.db("dedup")) is not None:
+        raise ProtocolError(ErrorCode.CONFLICT, "replayed envelope")
+    w.txn.put(key, _U64.pack(now_ms), db=w.db("dedup"))
+    w.txn.put(_U64.pack(now_ms) + key, b"", db=w.db("dedup_times"))
+    _prune_dedup(w, now_ms)
 
 
 def _prune_dedup(w: WriteTxn, now_ms: int) -> None:

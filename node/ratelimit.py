@@ -23,6 +23,20 @@ class TokenBucket:
             return 0.0
         return (cost - self._tokens) / self.rate
 
+    def reserve(self, now: float, cost: float = 1.0) -> float:
+        """Take ``cost`` tokens now, into debt if need be; return the seconds to
+        wait before going on (0 if there were enough).
+
+        For a caller that waits rather than refuses: the tokens are taken
+        whether or not there were enough, so waiting and then proceeding
+        never spends the same refill twice, and a cost above ``burst`` still
+        passes (after its wait).
+        """
+        self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
+        self._stamp = now
+        self._tokens -= cost
+        return 0.0 if self._tokens >= 0 else -self._tokens / self.rate
+
 
 class FailureCounter:
     """Counts failures per key within a sliding window; bounded in keys."""

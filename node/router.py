@@ -1,7 +1,8 @@
 """Where a message goes: resolve the target, commit it, and render queue records.
 
-Today: local users (one transaction into both queues). Federation adds
-outboxes behind the same ``send`` call.
+Local users get one transaction into both queues; a remote recipient gets
+the sender's queue and the peer's outbox in one transaction; groups go
+through :class:`~chinwag.node.groups.Groups`.
 """
 
 from __future__ import annotations
@@ -42,13 +43,11 @@ class Router:
         store: Store,
         now_ms: Callable[[], int],
         registry: PeerRegistry | None = None,
-        outbox_grew: Callable[[str], None] | None = None,
     ) -> None:
         self._identity = identity
         self._store = store
         self._now_ms = now_ms
         self._registry = registry
-        self._outbox_grew = outbox_grew
         self._labels: dict[str, str | None] = {}
         self._rendered: dict[bytes, dict[str, Any]] = {}
         #: Set by the app once groups exist.
@@ -107,10 +106,9 @@ class Router:
             group = self.resolve_group(to_text)
             return await self.groups.send(sender, device, cid, group, text, self._now_ms())
         to = self.resolve_user(to_text)
-        result = await self._store.send_direct(sender, device, cid, to, text, self._now_ms())
-        if to.node != self._identity.id and self._outbox_grew is not None:
-            self._outbox_grew(to.node)
-        return result
+        # A remote recipient's outbox wakes its link after the commit
+        # (Store.on_outbox), like every other outbox write.
+        return await self._store.send_direct(sender, device, cid, to, text, self._now_ms())
 
     def render(self, seq: int, record: bytes) -> dict[str, Any]:
         """A queue record as the ``msg`` frame a device receives.

@@ -151,7 +151,13 @@ class Server:
                         conn, stream, json_error_response(404, "not_found", "no WebSocket here")
                     )
                 return
-            body = await self._read_body(conn, stream)
+            # The body gets the same bound as a first request's head, as a
+            # whole: a client that stalls or trickles it is cut off.
+            with trio.move_on_after(self._config.handshake_timeout) as scope:
+                body = await self._read_body(conn, stream)
+            if scope.cancelled_caught:
+                log.info("closing a connection from %s: request body too slow", peer)
+                return
             if body is None:
                 await self._respond(
                     conn, stream, json_error_response(413, "too_large", "request body too large")

@@ -108,14 +108,18 @@ class DeviceSession:
         self._router = router
         self.user = ""
         self.device = ""
+        #: SHA-256 of the token this session authenticated with (for revocation).
+        self.token_hash = b""
         self._out_send, self._out_recv = trio.open_memory_channel[dict[str, Any]](
             config.send_queue_frames
         )
         self._pending_send, self._pending_recv = trio.open_memory_channel[_PendingSend](
             config.max_inflight_sends
         )
+        #: Set by each ``sync``: where the streamer (re)starts; None once taken.
         self._stream_from: int | None = None
-        self._stream_wake = trio.Event()
+        #: The streamer's idle wait, cancelled by a ``sync`` to restart it at once.
+        self._stream_idle: trio.CancelScope | None = None
         self._bucket = TokenBucket(config.send_rate, config.send_burst, trio.current_time())
         self._bad_frames = 0
         self._nursery: trio.Nursery | None = None
@@ -138,8 +142,14 @@ class DeviceSession:
             return
         self._hub.device_online(self.user, self.device, self)
         try:
+            # Registered first, checked second: a revocation committed while
+            # the auth reply was going out is caught here, a later one by revoke().
+            if self._store.get_session(self.token_hash) is None:
+                self.revoke()
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
+                if self._reason is not None:
+                    nursery.cancel_scope.cancel()
                 for task in (self._writer, self._replier, self._streamer, self._reader):
                     nursery.start_soon(self._guarded, task, nursery.cancel_scope)
         finally:
@@ -162,6 +172,16 @@ class DeviceSession:
             pass
         finally:
             scope.cancel()
+
+    def revoke(self) -> None:
+        """The token was revoked (logout, password change, user removed): end now.
+
+        The session sends ``bye unauthorized`` and closes with 1008.
+        """
+        if self._reason is None:
+            self._reason = _Disconnect(ErrorCode.UNAUTHORIZED, "session revoked; log in again")
+        if self._nursery is not None:
+            self._nursery.cancel_scope.cancel()
 
     async def _close(self, code: ErrorCode, message: str) -> None:
         """Say why (best effort, bounded), then close."""
@@ -193,6 +213,7 @@ class DeviceSession:
             await self._send_now([err_frame(request.rid, error)])
             raise _Disconnect(error.code, error.message)
         self.user, self.device = session.user, session.device
+        self.token_hash = token_hash(request.token)
         # After auth the full message size applies (4 KiB before it).
         self._ws._max_message_size = MAX_MESSAGE_BYTES  # noqa: SLF001
         await self._send_now(
@@ -252,9 +273,11 @@ class DeviceSession:
             await self._start_send(request)
         elif isinstance(request, Sync):
             head = self._store.queue_head(self.user)
-            self._stream_from = min(request.after, head)
-            self._stream_wake.set()
+            # The ok goes out before any msg of the (re)started stream.
             self._reply(ok_frame(request.rid, head=head))
+            self._stream_from = min(request.after, head)
+            if self._stream_idle is not None:
+                self._stream_idle.cancel()
         elif isinstance(request, Ack):
             await self._store.ack(self.user, self.device, request.seq)
             if request.rid is not None:
@@ -329,14 +352,30 @@ class DeviceSession:
 
     # ------------------------------------------------------------------ streamer
     async def _streamer(self) -> None:
-        await self._stream_wake.wait()
-        sent = self._stream_from or 0
+        """Stream the queue after the last ``sync``'s ``after``, then live.
+
+        Each ``sync`` (re)starts the stream: the next frame sent is the first
+        entry after its ``after``, and the stream goes on from there.
+        """
+        sent = 0
+        streaming = False
         page = self._config.sync_page
         while True:
+            start = self._stream_from
+            if start is not None:
+                self._stream_from = None
+                sent, streaming = start, True
+            # Taken before reading, so a commit in between is never missed.
             event = self._hub.commit_event(self.user)
-            entries = self._store.read_queue(self.user, sent, page)
+            entries = self._store.read_queue(self.user, sent, page) if streaming else []
             if not entries:
-                await event.wait()
+                with trio.CancelScope() as idle:
+                    self._stream_idle = idle
+                    if streaming:
+                        await event.wait()
+                    else:
+                        await trio.sleep_forever()  # until the first sync
+                self._stream_idle = None
                 continue
             for entry in entries:
                 frame = self._router.render(entry.seq, entry.record)
@@ -346,6 +385,8 @@ class DeviceSession:
                 except trio.WouldBlock:
                     # Blocking here is fine: the queue is in LMDB, not in memory.
                     await self._out_send.send(frame)
+                    if self._stream_from is not None:
+                        break  # a sync came while we waited: restart from it
                 sent = entry.seq
             # One checkpoint per page, so a long backlog cannot hog the loop.
             await trio.lowlevel.checkpoint()

@@ -7,9 +7,13 @@ sent to one dedicated writer thread through a bounded inbox. The writer
 drains whatever is waiting (up to ``batch_max``) and runs it in one write
 transaction, each operation in a nested child transaction so that one that
 fails rolls back alone (group commit). After the durable commit the results go
-back to trio in one ``run_sync_soon`` call, which also calls ``on_commit``
-with the users whose queues grew. The event loop never waits on an fsync and
-no transaction is ever held across an ``await``.
+back to trio in one ``run_sync_soon`` call, which also reports the effects of
+the committed operations (collected in their :class:`WriteTxn`): the users
+whose queues grew (``on_commit``), the peers whose outbox grew
+(``on_outbox``) and the session tokens revoked (``on_revoked``). Nothing is
+reported for an operation that rolled back, and nothing before its commit.
+The event loop never waits on an fsync and no transaction is ever held
+across an ``await``.
 
 Backpressure: at most ``max_pending`` operations are in flight; a caller past
 that waits in :meth:`Store.transact` rather than growing a queue.
@@ -227,6 +231,20 @@ def event_record(event: dict[str, Any]) -> bytes:
     return cbor2.dumps({"event": event})
 
 
+def check_send(device: str, cid: str | None, text: str) -> None:
+    """Validate the fields of a send (1:1 or group) before it reaches the writer."""
+    if not isinstance(device, str) or _DEVICE_RE.fullmatch(device) is None:
+        raise ProtocolError(ErrorCode.BAD_REQUEST, "a device id is 1-64 of A-Z a-z 0-9 . _ -")
+    if cid is not None and (not isinstance(cid, str) or not 0 < len(cid) <= MAX_CID_CHARS):
+        raise ProtocolError(ErrorCode.BAD_REQUEST, f"a cid is 1-{MAX_CID_CHARS} characters")
+    try:
+        text_bytes = len(text.encode("utf-8"))
+    except (UnicodeEncodeError, AttributeError):
+        raise ProtocolError(ErrorCode.BAD_REQUEST, "text is not valid unicode") from None
+    if text_bytes > MAX_TEXT_BYTES:
+        raise ProtocolError(ErrorCode.TOO_LARGE, f"text is over {MAX_TEXT_BYTES} bytes")
+
+
 def _decode_user(name: str, raw: bytes) -> UserRecord:
     item = cbor2.loads(raw)
     return UserRecord(
@@ -323,7 +341,12 @@ class WriteTxn(_View):
         super().__init__(txn, store._dbs)  # noqa: SLF001
         self._store = store
         self.node_key: NodeKey = store.node_key
+        #: Effects reported after the commit (kept only if this transaction
+        #: commits): users whose queues grew, session token hashes revoked,
+        #: and peers (node ids) whose outbox grew.
         self.touched: set[str] = set()
+        self.revoked: set[bytes] = set()
+        self.outboxes: set[str] = set()
 
     @property
     def node_id(self) -> str:
@@ -346,6 +369,56 @@ class WriteTxn(_View):
         """Wake ``user``'s sessions after the commit."""
         self.touched.add(user)
 
+    def outbox_grew(self, node_id: str) -> None:
+        """Wake the link to ``node_id`` after the commit (its outbox grew)."""
+        self.outboxes.add(node_id)
+
+    def _absorb(self, child: WriteTxn) -> None:
+        self.touched |= child.touched
+        self.revoked |= child.revoked
+        self.outboxes |= child.outboxes
+
+    @contextmanager
+    def nested(self) -> Iterator[WriteTxn]:
+        """A child transaction: everything written in it, or nothing.
+
+        If the block raises, the child's writes (and effects) are rolled back
+        and the exception propagates; the parent stays usable. Do not touch
+        the parent inside the block.
+        """
+        env = self._store._env  # noqa: SLF001
+        assert env is not None
+        child_txn = env.begin(write=True, parent=self.txn)
+        child = WriteTxn(self._store, child_txn)
+        try:
+            yield child
+        except BaseException:
+            child_txn.abort()
+            raise
+        child_txn.commit()
+        self._absorb(child)
+
+    def cid_result(self, uid: int, device: str, cid: str | None) -> SendResult | None:
+        """The recorded result of an earlier send with this cid (a retry), if any."""
+        if cid is None:
+            return None
+        hit = self.txn.get(_cid_key(uid, device, cid), db=self._dbs["cids"])
+        if hit is None:
+            return None
+        msg_id, seq, ts = _CID_VALUE.unpack(hit)
+        return SendResult(msg_id, seq, ts, duplicate=True)
+
+    def remember_cid(
+        self, uid: int, device: str, cid: str | None, result: SendResult, now_ms: int
+    ) -> None:
+        """Record a send's result under its cid (and prune a few expired ones)."""
+        if cid is None:
+            return
+        key = _cid_key(uid, device, cid)
+        self.txn.put(key, _CID_VALUE.pack(result.id, result.seq, result.ts), db=self._dbs["cids"])
+        self.txn.put(_u64(now_ms) + key, b"", db=self._dbs["cid_times"])
+        _prune_cids(self, now_ms)
+
 
 @dataclass(eq=False)
 class _Op(Generic[T]):
@@ -356,6 +429,15 @@ class _Op(Generic[T]):
 
 
 _Outcome = tuple[Any, ProtocolError | None]
+
+
+@dataclass
+class _Effects:
+    """What a committed batch reports back to trio (see WriteTxn)."""
+
+    touched: set[str] = field(default_factory=set)
+    revoked: set[bytes] = field(default_factory=set)
+    outboxes: set[str] = field(default_factory=set)
 
 
 def _take_lock(data_dir: Path) -> int:
@@ -399,6 +481,11 @@ class Store:
         self._max_pending = max_pending
         self._batch_max = max(1, batch_max)
         self._on_commit = on_commit
+        #: Called on the trio thread after a commit that grew a peer's outbox
+        #: (with its node id), and after one that revoked sessions (with their
+        #: token hashes). Set by the app.
+        self.on_outbox: Callable[[str], None] | None = None
+        self.on_revoked: Callable[[frozenset[bytes]], None] | None = None
         self.remote_sink: RemoteSink | None = None
         self._db_names = DB_NAMES + tuple(n for n in extra_dbs if n not in DB_NAMES)
         self._env: lmdb.Environment | None = None
@@ -620,9 +707,10 @@ class Store:
             record = w.require_user(name)
             prefix = _u32(record.uid)
             _revoke_all_sessions(w, record.uid)
-            for db in ("queue", "devices", "cids", "contacts"):
+            for db in ("queue", "devices", "cids", "contacts", "push_endpoints"):
                 _delete_prefix(w.txn, w.db(db), prefix)
             w.txn.delete(prefix, db=w.db("queue_head"))
+            w.txn.delete(prefix, db=w.db("presence"))
             w.txn.delete(prefix, db=w.db("uid_user"))
             w.txn.delete(name.encode("ascii"), db=w.db("users"))
 
@@ -778,27 +866,13 @@ class Store:
         A repeat of ``(sender, device, cid)`` within the cid retention gets the
         original result (``duplicate=True``) and writes nothing.
         """
-        if not isinstance(device, str) or _DEVICE_RE.fullmatch(device) is None:
-            raise ProtocolError(ErrorCode.BAD_REQUEST, "a device id is 1-64 of A-Z a-z 0-9 . _ -")
-        if cid is not None and (not isinstance(cid, str) or not 0 < len(cid) <= MAX_CID_CHARS):
-            raise ProtocolError(ErrorCode.BAD_REQUEST, f"a cid is 1-{MAX_CID_CHARS} characters")
-        try:
-            text_bytes = len(text.encode("utf-8"))
-        except UnicodeEncodeError:
-            raise ProtocolError(ErrorCode.BAD_REQUEST, "text is not valid unicode") from None
-        if text_bytes > MAX_TEXT_BYTES:
-            raise ProtocolError(ErrorCode.TOO_LARGE, f"text is over {MAX_TEXT_BYTES} bytes")
+        check_send(device, cid, text)
 
         def op(w: WriteTxn) -> SendResult:
             sender_record = w.require_user(sender)
-            cids = w.db("cids")
-            cid_key = None
-            if cid is not None:
-                cid_key = _cid_key(sender_record.uid, device, cid)
-                hit = w.txn.get(cid_key, db=cids)
-                if hit is not None:
-                    msg_id, seq, ts = _CID_VALUE.unpack(hit)
-                    return SendResult(msg_id, seq, ts, duplicate=True)
+            retry = w.cid_result(sender_record.uid, device, cid)
+            if retry is not None:
+                return retry
             remote = to.node != w.node_id
             if remote:
                 if self.remote_sink is None:
@@ -827,11 +901,9 @@ class Store:
                 seq = w.append_to_queue(to.user, record)
                 if to.user != sender:
                     seq = w.append_to_queue(sender, record)
-            if cid_key is not None:
-                w.txn.put(cid_key, _CID_VALUE.pack(msg_id, seq, now_ms), db=cids)
-                w.txn.put(_u64(now_ms) + cid_key, b"", db=w.db("cid_times"))
-                _prune_cids(w, now_ms)
-            return SendResult(msg_id, seq, now_ms, duplicate=False)
+            result = SendResult(msg_id, seq, now_ms, duplicate=False)
+            w.remember_cid(sender_record.uid, device, cid, result, now_ms)
+            return result
 
         return await self.transact(op)
 
@@ -853,18 +925,18 @@ class Store:
                     break
                 batch.append(more)
             try:
-                outcomes, touched = self._run_batch(batch)
+                outcomes, effects = self._run_batch(batch)
             except Exception:  # never let the writer die
                 log.exception("store batch failed")
                 error = ProtocolError(ErrorCode.INTERNAL, "internal store error")
-                outcomes, touched = [(None, error)] * len(batch), set()
+                outcomes, effects = [(None, error)] * len(batch), _Effects()
             assert self._token is not None
             try:
-                self._token.run_sync_soon(self._deliver, batch, outcomes, frozenset(touched))
+                self._token.run_sync_soon(self._deliver, batch, outcomes, effects)
             except trio.RunFinishedError:
                 return
 
-    def _run_batch(self, batch: list[_Op[Any]]) -> tuple[list[_Outcome], set[str]]:
+    def _run_batch(self, batch: list[_Op[Any]]) -> tuple[list[_Outcome], _Effects]:
         ids_before = copy.copy(self._ids)
         while True:
             try:
@@ -873,20 +945,20 @@ class Store:
                 self._ids = copy.copy(ids_before)
                 if not self._grow():
                     error = ProtocolError(ErrorCode.UNAVAILABLE, "the store is full")
-                    return [(None, error)] * len(batch), set()
+                    return [(None, error)] * len(batch), _Effects()
             except lmdb.Error:
                 # Disk full or I/O error at commit: nothing of the batch is
                 # durable, so nothing is acknowledged.
                 log.exception("store commit failed")
                 self._ids = ids_before
                 error = ProtocolError(ErrorCode.UNAVAILABLE, "storage unavailable")
-                return [(None, error)] * len(batch), set()
+                return [(None, error)] * len(batch), _Effects()
 
-    def _attempt(self, batch: list[_Op[Any]]) -> tuple[list[_Outcome], set[str]]:
+    def _attempt(self, batch: list[_Op[Any]]) -> tuple[list[_Outcome], _Effects]:
         assert self._env is not None
         env = self._env
         outcomes: list[_Outcome] = []
-        touched: set[str] = set()
+        effects = _Effects()
         with env.begin(write=True) as txn:
             for op in batch:
                 child = env.begin(write=True, parent=txn)
@@ -906,7 +978,9 @@ class Store:
                     outcomes.append((None, ProtocolError(ErrorCode.INTERNAL, "internal error")))
                     continue
                 child.commit()
-                touched |= view.touched
+                effects.touched |= view.touched
+                effects.revoked |= view.revoked
+                effects.outboxes |= view.outboxes
                 outcomes.append((value, None))
             last_id = self._ids.last
             if last_id != self._persisted_last_id:
@@ -916,7 +990,7 @@ class Store:
         self._commits += 1
         self._ops += len(batch)
         self._largest_batch = max(self._largest_batch, len(batch))
-        return outcomes, touched
+        return outcomes, effects
 
     def _grow(self) -> bool:
         assert self._env is not None
@@ -929,9 +1003,7 @@ class Store:
         log.info("store map grown to %d bytes", size)
         return True
 
-    def _deliver(
-        self, batch: list[_Op[Any]], outcomes: list[_Outcome], touched: frozenset[str]
-    ) -> None:
+    def _deliver(self, batch: list[_Op[Any]], outcomes: list[_Outcome], effects: _Effects) -> None:
         # Runs on the trio thread; must never raise.
         assert self._slots is not None
         for op, (value, error) in zip(batch, outcomes, strict=True):
@@ -939,11 +1011,22 @@ class Store:
             op.done.set()
             self._pending -= 1
             self._slots.release()
-        if touched and self._on_commit is not None:
+        if effects.touched and self._on_commit is not None:
             try:
-                self._on_commit(touched)
+                self._on_commit(frozenset(effects.touched))
             except Exception:
                 log.exception("on_commit callback failed")
+        if effects.outboxes and self.on_outbox is not None:
+            for node_id in sorted(effects.outboxes):
+                try:
+                    self.on_outbox(node_id)
+                except Exception:
+                    log.exception("on_outbox callback failed")
+        if effects.revoked and self.on_revoked is not None:
+            try:
+                self.on_revoked(frozenset(effects.revoked))
+            except Exception:
+                log.exception("on_revoked callback failed")
 
 
 # ---------------------------------------------------------------- op helpers
@@ -969,6 +1052,7 @@ def _revoke(w: WriteTxn, token_hash: bytes) -> None:
     item = cbor2.loads(raw)
     w.txn.delete(_u32(item["uid"]) + _u64(item["c"]) + token_hash, db=w.db("user_sessions"))
     w.txn.delete(token_hash, db=sessions)
+    w.revoked.add(token_hash)
 
 
 def _revoke_all_sessions(w: WriteTxn, uid: int, device: str | None = None) -> None:
@@ -982,6 +1066,7 @@ def _revoke_all_sessions(w: WriteTxn, uid: int, device: str | None = None) -> No
                 continue
         w.txn.delete(token_hash, db=sessions)
         w.txn.delete(key, db=w.db("user_sessions"))
+        w.revoked.add(token_hash)
 
 
 def _evict_oldest_device(w: WriteTxn, uid: int) -> None:

@@ -156,3 +156,12 @@ async def test_push_cli(start_node, tmp_path) -> None:
     assert removed.returncode == 0
     listed = await run_cli(["push", "list", *b, "--json"], tmp_path)
     assert json.loads(listed.stdout)["endpoints"] == []
+
+
+async def test_status_needs_the_running_node(tmp_path) -> None:
+    """As the README says: ``status`` answers only from a running node."""
+    data = tmp_path / "data"
+    assert (await run_cli(["init", "--data", str(data)], tmp_path)).returncode == 0
+    offline = await run_cli(["status", "--data", str(data)], tmp_path)
+    assert offline.returncode != 0
+    assert b"not running" in offline.stderr and b"Traceback" not in offline.stderr

@@ -234,3 +234,36 @@ def test_cbor_fixtures_are_what_they_claim() -> None:
     """The bombs are refused by cbor2's permissive default or are deliberately odd."""
     with pytest.raises(Exception):  # noqa: B017
         cbor2.loads(CBOR_BOMBS["garbage"])
+
+
+@pytest.mark.parametrize("opener,closer", [("[", "]"), ('{"a":', "}")])
+async def test_deeply_nested_json_frame_is_bad_frame_and_session_survives(
+    start_node, opener, closer
+) -> None:
+    """The JSON subprotocol's decoder survives nesting far past the stack."""
+    import json
+
+    from chinwag.protocol.codec import decode_json
+
+    node = await start_node()
+    token = await node.user("alice")
+    async with open_ws(
+        node.url.replace("http://", "ws://") + "/ws", subprotocols=["chinwag.json.v1"]
+    ) as ws:
+
+        async def reply(rid: int | None) -> dict[str, Any]:
+            with trio.fail_after(TIMEOUT):
+                while True:
+                    item = decode_json(await ws.get_message())
+                    for frame in item if isinstance(item, list) else [item]:
+                        if frame.get("rid") == rid and frame["t"] in ("ok", "err"):
+                            return frame
+
+        await ws.send_message(json.dumps({"t": "auth", "rid": 1, "token": token}))
+        assert (await reply(1))["t"] == "ok"
+        depth = 900_000 // (len(opener) + len(closer))  # under the 1 MiB message cap
+        await ws.send_message(opener * depth + "1" + closer * depth)
+        answer = await reply(None)
+        assert answer["t"] == "err" and answer["code"] == "bad_frame", answer
+        await ws.send_message(json.dumps({"t": "heartbeat", "rid": 2}))
+        assert (await reply(2))["t"] == "ok"

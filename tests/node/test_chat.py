@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import trio
+from trio_websocket import WebSocketConnection
 
-from chinwag.node.client import ChatClient, connect
+from chinwag.node.app import wall_clock_ms
+from chinwag.node.client import ChatClient, connect, open_ws
+from chinwag.protocol.addresses import UserAddress
+from chinwag.protocol.codec import decode_cbor, encode_cbor
 
 TIMEOUT = 10
 
@@ -157,3 +163,112 @@ async def test_json_subprotocol_carries_ids_as_strings(start_node) -> None:
                 frames.extend(item if isinstance(item, list) else [item])
         msg = next(f for f in frames if f["t"] == "msg")
         assert msg["id"] == reply["id"] and msg["body"]["text"] == "json hi"
+
+
+# ---------------------------------------------------------------- re-sync
+
+
+class RawSession:
+    """A device connection that sees every frame, in order (no cursor filter)."""
+
+    def __init__(self, ws: WebSocketConnection) -> None:
+        self.ws = ws
+        self.rid = 0
+        self._pending: list[dict[str, Any]] = []
+
+    async def request(self, frame: dict[str, Any]) -> int:
+        self.rid += 1
+        await self.ws.send_message(encode_cbor({**frame, "rid": self.rid}))
+        return self.rid
+
+    async def next_frame(self) -> dict[str, Any]:
+        with trio.fail_after(TIMEOUT):
+            while not self._pending:
+                item = decode_cbor(await self.ws.get_message())
+                self._pending.extend(item if isinstance(item, list) else [item])
+        return self._pending.pop(0)
+
+    async def until_reply(self, rid: int) -> tuple[list[int], dict[str, Any]]:
+        """The ``seq`` of every msg before the reply to ``rid``, and that reply."""
+        seqs = []
+        while True:
+            frame = await self.next_frame()
+            if frame["t"] == "msg":
+                seqs.append(frame["seq"])
+            elif frame.get("rid") == rid:
+                return seqs, frame
+
+    async def msg_seqs(self, count: int) -> list[int]:
+        seqs = []
+        while len(seqs) < count:
+            frame = await self.next_frame()
+            assert frame["t"] in ("msg", "presence"), frame
+            if frame["t"] == "msg":
+                seqs.append(frame["seq"])
+        return seqs
+
+
+@asynccontextmanager
+async def raw_session(node: Any, token: str) -> AsyncIterator[RawSession]:
+    url = node.url.replace("http://", "ws://") + "/ws"
+    async with open_ws(url, subprotocols=["chinwag.cbor.v1"]) as ws:
+        session = RawSession(ws)
+        rid = await session.request({"t": "auth", "token": token})
+        _, reply = await session.until_reply(rid)
+        assert reply["t"] == "ok"
+        yield session
+
+
+async def fill_queue(node: Any, count: int) -> None:
+    """``count`` messages from alice to bob, written through the store."""
+    bob = UserAddress("bob", node.running.identity.id)
+    for i in range(count):  # one at a time: seq i + 1 is text m{i + 1}
+        await node.node.store.send_direct("alice", "d", None, bob, f"m{i + 1}", wall_clock_ms())
+
+
+async def test_a_second_sync_restarts_the_stream_from_its_after(start_node) -> None:
+    node = await start_node()
+    alice = await node.user("alice")
+    bob = await node.user("bob")
+    await fill_queue(node, 5)
+    async with raw_session(node, bob) as b:
+        before, reply = await b.until_reply(await b.request({"t": "sync", "after": 0}))
+        assert before == [] and reply["head"] == 5
+        assert await b.msg_seqs(5) == [1, 2, 3, 4, 5]
+        # Again from 2: 3, 4, 5 are sent again, in order, then the live stream.
+        before, reply = await b.until_reply(await b.request({"t": "sync", "after": 2}))
+        assert before == [] and reply == {"t": "ok", "rid": b.rid, "head": 5}
+        assert await b.msg_seqs(3) == [3, 4, 5]
+        async with connect(node.url, alice) as a:
+            await a.send("bob", "live")
+        assert await b.msg_seqs(1) == [6]
+        # From the head: nothing to resend; from 0: everything, once, in order.
+        await b.until_reply(await b.request({"t": "sync", "after": 6}))
+        await b.until_reply(await b.request({"t": "sync", "after": 0}))
+        assert await b.msg_seqs(6) == [1, 2, 3, 4, 5, 6]
+        _, reply = await b.until_reply(await b.request({"t": "heartbeat"}))
+        assert reply["t"] == "ok"  # and no msg in between: nothing sent twice
+
+
+async def test_a_sync_in_the_middle_of_a_backlog_restarts_it(start_node) -> None:
+    node = await start_node(sync_page=4)  # many pages, so the stream is mid-way
+    await node.user("alice")
+    bob = await node.user("bob")
+    await fill_queue(node, 40)
+    async with raw_session(node, bob) as b:
+        await b.until_reply(await b.request({"t": "sync", "after": 0}))
+        first = await b.msg_seqs(1)
+        assert first == [1]
+        # Whatever the old stream sent before the new ok is in order and from
+        # where it was; everything after the ok is the stream from 30.
+        early, _ = await b.until_reply(await b.request({"t": "sync", "after": 30}))
+        assert early == list(range(2, 2 + len(early)))
+        assert await b.msg_seqs(10) == list(range(31, 41))
+        # Two syncs in one message: the last one wins.
+        await b.ws.send_message(
+            encode_cbor(
+                [{"t": "sync", "rid": 100, "after": 0}, {"t": "sync", "rid": 101, "after": 35}]
+            )
+        )
+        await b.until_reply(101)
+        assert await b.msg_seqs(5) == [36, 37, 38, 39, 40]

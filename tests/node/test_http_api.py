@@ -138,3 +138,98 @@ async def test_well_known(start_node) -> None:
     async with connect(node.url, token):
         info = await api_call(node.url, "GET", "/.well-known/chinwag")
         assert info["users_online"] == 1 and info["name"] == node.running.identity.name
+
+
+async def raw_http(port: int, request: bytes) -> bytes:
+    """Send raw bytes; return everything the node answers until it closes."""
+    import trio
+
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    async with stream:
+        await stream.send_all(request)
+        data = b""
+        with trio.fail_after(10):
+            while chunk := await stream.receive_some(65536):
+                data += chunk
+        return data
+
+
+def post(path: str, body: bytes) -> bytes:
+    head = (
+        f"POST {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n"
+        f"content-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+@pytest.mark.parametrize("opener", ["[", '{"a":'])
+async def test_deeply_nested_json_body_is_bad_request(start_node, opener) -> None:
+    node = await start_node()
+    depth = 60_000 // len(opener)  # under the 64 KiB body limit, far past the stack
+    body = (opener * depth).encode()
+    for path in ("/api/login", "/api/signup"):
+        answer = await raw_http(node.running.port, post(path, body))
+        assert answer.startswith(b"HTTP/1.1 400"), answer[:200]
+        assert b'"bad_request"' in answer
+    status, _ = await http_json(node.url, "GET", "/.well-known/chinwag")
+    assert status == 200
+
+
+async def test_a_stalled_request_body_is_cut_off(start_node) -> None:
+    import trio
+
+    node = await start_node(handshake_timeout=1.0, http_idle_timeout=30.0)
+    stream = await trio.open_tcp_stream("127.0.0.1", node.running.port)
+    async with stream:
+        # The head promises 100 bytes; 10 come, then nothing.
+        await stream.send_all(post("/api/login", b"x" * 100)[:-90])
+        started = trio.current_time()
+        with trio.fail_after(10):
+            try:
+                while await stream.receive_some(4096):
+                    pass
+            except trio.BrokenResourceError:
+                pass  # reset rather than closed: cut off all the same
+        assert trio.current_time() - started < 5
+
+
+async def test_a_trickled_request_body_is_cut_off(start_node) -> None:
+    import trio
+
+    node = await start_node(handshake_timeout=1.0, http_idle_timeout=30.0)
+    request = post("/api/login", b"x" * 1000)
+    head_len = request.index(b"\r\n\r\n") + 4
+    stream = await trio.open_tcp_stream("127.0.0.1", node.running.port)
+    closed = False
+    async with stream:
+        await stream.send_all(request[:head_len])
+        started = trio.current_time()
+        with trio.fail_after(10):
+            # One byte every 0.1 s: each read is quick, the body never ends.
+            for byte in request[head_len:]:
+                try:
+                    await stream.send_all(bytes([byte]))
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    closed = True
+                    break
+                with trio.move_on_after(0.1):
+                    try:
+                        if await stream.receive_some(4096) == b"":
+                            closed = True
+                            break
+                    except trio.BrokenResourceError:
+                        closed = True
+                        break
+    assert closed, "the node kept reading a trickled body"
+    assert trio.current_time() - started < 5
+
+
+def test_every_error_code_that_can_reach_http_has_a_status() -> None:
+    from chinwag.node.http_api import STATUS_BY_CODE
+    from chinwag.protocol.errors import ErrorCode
+
+    bye_only = {ErrorCode.SLOW_CONSUMER, ErrorCode.TIMEOUT}
+    assert set(ErrorCode) - set(STATUS_BY_CODE) == bye_only
+    assert STATUS_BY_CODE[ErrorCode.GROUP_FULL] == 409
+    assert STATUS_BY_CODE[ErrorCode.BAD_SIGNATURE] == 400
+    assert STATUS_BY_CODE[ErrorCode.INTERNAL] == 500

@@ -521,3 +521,108 @@ async def test_read_queue_paging(store: Store, key: NodeKey) -> None:
     assert store.read_queue("nobody", 0, 10) == []
     # Queues of different users do not bleed into each other.
     assert [e.seq for e in store.read_queue("alice", 20, 100)] == [21, 22, 23, 24, 25]
+
+
+# ---------------------------------------------------------------- effects and nesting
+
+
+def _rows(store: Store, db: str, prefix: bytes) -> list[bytes]:
+    def fn(view: Any) -> list[bytes]:
+        return [bytes(k) for k, _ in view.txn.cursor(db=view.db(db)) if bytes(k).startswith(prefix)]
+
+    return store.read(fn)
+
+
+async def test_remove_user_deletes_presence_and_push_rows(store: Store) -> None:
+    await users(store, "alice", "bob")
+    uids = {n: store.get_user(n).uid.to_bytes(4, "big") for n in ("alice", "bob")}  # type: ignore[union-attr]
+
+    def rows_for_both(w: WriteTxn) -> None:
+        for uid in uids.values():
+            w.txn.put(uid, cbor2.dumps({"s": "offline", "l": T0}), db=w.db("presence"))
+            w.txn.put(uid + b"phone\x00" + b"u" * 16, cbor2.dumps({}), db=w.db("push_endpoints"))
+
+    await store.transact(rows_for_both)
+    await store.remove_user("alice")
+    assert _rows(store, "presence", uids["alice"]) == []
+    assert _rows(store, "push_endpoints", uids["alice"]) == []
+    assert len(_rows(store, "presence", uids["bob"])) == 1  # bob's stay
+    assert len(_rows(store, "push_endpoints", uids["bob"])) == 1
+
+
+async def test_revoked_sessions_are_reported_after_the_commit(store: Store) -> None:
+    reported: list[frozenset[bytes]] = []
+    store.on_revoked = reported.append
+    await users(store, "alice", "bob")
+    hashes = {name: bytes([i]) * 32 for i, name in enumerate(("a1", "a2", "a3", "b1"), 1)}
+    for name, digest in hashes.items():
+        await store.create_session("alice" if name[0] == "a" else "bob", None, digest, T0)
+    assert reported == []
+    await store.revoke_session(hashes["a1"])
+    await store.revoke_session(b"\x09" * 32)  # unknown: nothing to report
+    await store.set_password("alice", "new-hash")
+    await store.remove_user("bob")
+    assert reported == [
+        frozenset({hashes["a1"]}),
+        frozenset({hashes["a2"], hashes["a3"]}),
+        frozenset({hashes["b1"]}),
+    ]
+
+
+async def test_nested_child_rolls_back_alone(store: Store) -> None:
+    await users(store, "alice", "bob")
+
+    def op(w: WriteTxn) -> None:
+        w.append_to_queue("alice", b"kept")
+        with pytest.raises(ProtocolError), w.nested() as child:
+            child.append_to_queue("bob", b"rolled back")
+            raise ProtocolError(ErrorCode.FORBIDDEN, "refused")
+        with w.nested() as child:
+            child.append_to_queue("alice", b"kept too")
+
+    grown: list[frozenset[str]] = []
+    store._on_commit = grown.append  # noqa: SLF001
+    await store.transact(op)
+    assert [e.record for e in store.read_queue("alice", 0, 10)] == [b"kept", b"kept too"]
+    assert store.read_queue("bob", 0, 10) == []
+    assert grown == [frozenset({"alice"})]  # the rolled-back child's effects are gone too
+
+
+async def test_outbox_growth_is_reported_after_its_commit_and_only_then(
+    store: Store, key: NodeKey
+) -> None:
+    """A link must be woken only when the entry is readable; a failed op wakes nothing."""
+    from chinwag.node.peers import TRUSTED, PeerRegistry
+
+    registry = PeerRegistry(store)
+    store.remote_sink = registry
+    peer = NodeKey.generate()
+    await registry.upsert(peer.public, state=TRUSTED, urls=("http://127.0.0.1:9",))
+    await users(store, "alice")
+    seen: list[tuple[str, list[int]]] = []
+    store.on_outbox = lambda node_id: seen.append(
+        (node_id, [e.oseq for e in registry.read_outbox(peer.public, 0, 10)])
+    )
+
+    def failing(w: WriteTxn) -> None:
+        registry.append_item(w, peer.id, "m", {"x": b"1"}, "alice", T0)
+        raise ProtocolError(ErrorCode.FORBIDDEN, "rolled back")
+
+    errors: list[ProtocolError] = []
+
+    async def expect_failure() -> None:
+        try:
+            await store.transact(failing)
+        except ProtocolError as exc:
+            errors.append(exc)
+
+    async with trio.open_nursery() as nursery:
+        gate = await hold_writer(store, nursery)  # both ops in one batch
+        nursery.start_soon(expect_failure)
+        nursery.start_soon(store.send_direct, "alice", "d", None, to(peer, "carol"), "hi", T0)
+        await trio.testing.wait_all_tasks_blocked()
+        assert seen == []
+        gate.set()
+    assert [e.code for e in errors] == [ErrorCode.FORBIDDEN]
+    # Reported once, for the committed entry, which was already readable.
+    assert seen == [(peer.id, [1])]
