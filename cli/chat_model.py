@@ -31,6 +31,15 @@ MAX_LABELS = 1024
 PENDING, OK, FAILED, RECEIVED, EVENT, NOTE = "pending", "ok", "failed", "received", "event", "note"
 
 
+def clean(text: str) -> str:
+    """Printable text: control characters (escape sequences…) become U+FFFD.
+
+    Everything a node or a peer chose (message text, titles, names, labels,
+    error messages) goes through this before it reaches the terminal.
+    """
+    return "".join(ch if ch in "\n\t" or ch.isprintable() else "\ufffd" for ch in text)
+
+
 @dataclass
 class Entry:
     """One line of a conversation: a message, a group event or a local note."""
@@ -45,6 +54,8 @@ class Entry:
     cid: str = ""
     to: str = ""
     error: str = ""
+    #: Send order (1, 2, …) of this device's sends: pending ones go out oldest first.
+    sent: int = 0
 
     @property
     def mine(self) -> bool:
@@ -100,6 +111,7 @@ class ChatModel:
         self.contacts: dict[str, Contact] = {}
         self.labels: dict[str, str] = {node_id: node_name}
         self._activity = itertools.count(1)
+        self._sends = itertools.count(1)
 
     # -- addresses ------------------------------------------------------------
     @property
@@ -107,18 +119,20 @@ class ChatModel:
         return f"{self.user}@{self.node_id}"
 
     def label(self, node_id: str) -> str:
+        """A node's name for the screen (:func:`clean`: a peer chose it)."""
         if not is_node_id_text(node_id):
-            return node_id
-        return self.labels.get(node_id) or fingerprint(node_id) + "…"
+            return clean(node_id)
+        return clean(self.labels.get(node_id) or fingerprint(node_id) + "…")
 
     def display(self, key: str) -> str:
-        """``bob@kitchen`` for ``bob@<kitchen's id>``."""
+        """``bob@kitchen`` for ``bob@<kitchen's id>``, for the screen (:func:`clean`)."""
         name, _, node = key.rpartition("@")
-        return f"{name}@{self.label(node)}" if name else key
+        return f"{clean(name)}@{self.label(node)}" if name else clean(key)
 
     def title(self, conv: Conversation) -> str:
+        """The address and the group's title, for the screen (:func:`clean`)."""
         shown = self.display(conv.key)
-        return f"{shown} ({conv.title})" if conv.title else shown
+        return f"{shown} ({clean(conv.title)})" if conv.title else shown
 
     def _node_for(self, node: str | None) -> str:
         if node is None or node in (self.node_id, self.node_name):
@@ -220,14 +234,15 @@ class ChatModel:
         conv = self._ensure(key)
         # ``to`` is the key: ``bob@<node id>`` (the node takes ids) or, not yet
         # resolved here, the label as typed, which the node resolves itself.
-        entry = Entry(PENDING, text, sender=self.me, cid=secrets.token_hex(12), to=key)
+        entry = Entry(PENDING, text, sender=self.me, cid=_new_cid(), to=key)
+        entry.sent = next(self._sends)
         self._append(conv, entry)
         return entry
 
     def pending(self) -> list[Entry]:
-        """Sends without an answer yet, oldest first."""
+        """Sends without an answer yet, across conversations, in send order (oldest first)."""
         found = [e for c in self.conversations.values() for e in c.entries if e.state == PENDING]
-        return found
+        return sorted(found, key=lambda e: e.sent)
 
     def _by_cid(self, cid: str) -> tuple[Conversation, Entry] | None:
         for conv in self.conversations.values():
@@ -244,8 +259,11 @@ class ChatModel:
         conv, entry = found
         echo = conv.find(self.node_id, msg_id)
         if echo is not None and echo is not entry:
+            # The echo came first and stays; it takes over what a retry needs.
             conv.entries.remove(entry)
-            echo.state = OK
+            echo.cid, echo.to, echo.sent = entry.cid, entry.to, entry.sent
+            if echo.state != FAILED:  # a delivery_failed may have come before this ok
+                echo.state = OK
             return conv.key
         entry.state, entry.origin, entry.id, entry.error = OK, self.node_id, msg_id, ""
         entry.ts, entry.seq = ts, entry.seq or seq
@@ -259,12 +277,25 @@ class ChatModel:
         return found[0].key
 
     def retry_failed(self, key: str) -> int:
-        """Mark the failed sends of a conversation pending again (same ``cid``)."""
+        """Mark the failed sends of a conversation pending again.
+
+        A send the node refused (an ``err`` reply) is retried with its ``cid``.
+        One that failed later (a ``delivery_failed`` event, so it has an id)
+        was stored by the home node, which remembers its ``cid`` for a day and
+        would answer a repeat with the original ``ok``, storing nothing: it is
+        sent again as a new message, with a fresh ``cid``.
+        """
+        conv = self.conversations.get(key)
         count = 0
-        for entry in self.conversations[key].entries if key in self.conversations else []:
-            if entry.state == FAILED and entry.cid:
-                entry.state, entry.error = PENDING, ""
-                count += 1
+        for entry in conv.entries if conv is not None else []:
+            if entry.state != FAILED or not (entry.cid or entry.id):
+                continue
+            if entry.id or not entry.cid:
+                entry.cid, entry.to = _new_cid(), entry.to or key
+                entry.id, entry.origin, entry.seq, entry.ts = 0, "", 0, 0
+            entry.state, entry.error = PENDING, ""
+            entry.sent = next(self._sends)
+            count += 1
         return count
 
     # -- the stream -------------------------------------------------------------
@@ -402,14 +433,26 @@ class ChatModel:
 
     # -- contacts and presence ----------------------------------------------
     def set_contacts(self, items: Iterable[Mapping[str, Any]]) -> None:
-        """The contact list from ``GET /api/contacts``."""
+        """The contact list from ``GET /api/contacts``.
+
+        A contact whose known presence is newer than the answer's (a
+        ``presence`` frame that came while the request was on its way) keeps it.
+        """
         fresh: dict[str, Contact] = {}
         for item in items:
             address = str(item.get("address", ""))
             last = item.get("last_active_at")
-            fresh[address] = Contact(
+            contact = Contact(
                 address, str(item.get("status", "unknown")), last if isinstance(last, int) else None
             )
+            known = self.contacts.get(address)
+            if (
+                known is not None
+                and known.status != "unknown"
+                and (known.last_active_at or -1) > (contact.last_active_at or -1)
+            ):
+                contact.status, contact.last_active_at = known.status, known.last_active_at
+            fresh[address] = contact
         self.contacts = fresh
 
     def apply_presence(self, frame: Mapping[str, Any]) -> bool:
@@ -465,6 +508,8 @@ class ChatModel:
         for item in reversed(items):  # oldest first, so activity order is kept
             try:
                 entries = [Entry(**e) for e in _dicts(item.get("entries"))][-HISTORY_LIMIT:]
+                for entry in entries:
+                    entry.sent = entry.sent if isinstance(entry.sent, int) else 0
                 conv = Conversation(
                     str(item["key"]),
                     bool(item.get("is_group")),
@@ -479,6 +524,12 @@ class ChatModel:
             self.conversations[conv.key] = conv
         current = data.get("current")
         self.current = current if current in self.conversations else None
+        sent = [e.sent for c in self.conversations.values() for e in c.entries]
+        self._sends = itertools.count(max(sent, default=0) + 1)
+
+
+def _new_cid() -> str:
+    return secrets.token_hex(12)
 
 
 def _is_unresolved(key: str) -> bool:

@@ -282,9 +282,21 @@ class ChatSession:
         self._notify(Change("conversations"))
 
     async def _load_contacts(self) -> None:
+        """The contact list (HTTP), without undoing newer ``presence`` frames.
+
+        Frames keep coming while the request is on its way, and its answer may
+        be older than them. The model keeps a contact's newer presence, and
+        the latest frame of each user on this connection is applied again
+        (older ones than the answer change nothing): a frame that came for a
+        contact not listed yet is not lost either.
+        """
         reply = await api_call(self.server, "GET", "/api/contacts", token=self.login.token)
         contacts = reply.get("contacts", [])
         self.model.set_contacts(c for c in contacts if isinstance(c, dict))
+        client = self._client
+        if client is not None:
+            for frame in list(client.presence.values()):
+                self.model.apply_presence(frame)
         self._notify(Change("contacts"))
 
     # -- saving and acking --------------------------------------------------------

@@ -36,7 +36,7 @@ from .chat_commands import (
     OpenChat,
     parse_command,
 )
-from .chat_model import AddressError, ChatModel
+from .chat_model import AddressError, ChatModel, clean
 from .chat_session import Backoff, Change, ChatSession
 from .chat_state import StateFile
 from .chat_view import (
@@ -185,22 +185,29 @@ class ChatApp(App[None]):
     # -- drawing ------------------------------------------------------------------
     def _render_status(self) -> None:
         session = self.session
-        text = Text(f"{self.login.user}@{self.login.node_name}", style="bold")
-        text.append(f"  device {self.login.device}  ", style="dim")
-        text.append(session.status, style="green" if session.connected else "yellow")
+        text = Text(clean(f"{self.login.user}@{self.login.node_name}"), style="bold")
+        text.append(clean(f"  device {self.login.device}  "), style="dim")
+        text.append(clean(session.status), style="green" if session.connected else "yellow")
         self.query_one("#status", Static).update(text)
 
     def _render_contacts(self) -> None:
         self.query_one("#contacts", Static).update(contacts_text(self.model, _now_ms()))
 
-    def _render_conversations(self) -> None:
+    def _render_conversations(self, *, follow: bool = False) -> None:
+        """Redraw the list; the highlight stays on its conversation (someone
+        browsing with the arrow keys is not moved), or with ``follow`` goes to
+        the open one."""
         listing = self.query_one("#conversations", OptionList)
+        highlighted = listing.highlighted_option
         ordered = self.model.ordered()
+        keys = [c.key for c in ordered]
+        target = self.model.current
+        if not follow and highlighted is not None and highlighted.id in keys:
+            target = highlighted.id
         listing.clear_options()
         listing.add_options([Option(conversation_prompt(self.model, c), id=c.key) for c in ordered])
-        keys = [c.key for c in ordered]
-        if self.model.current in keys:
-            listing.highlighted = keys.index(self.model.current)
+        if target in keys:
+            listing.highlighted = keys.index(target)
 
     def _render_log(self) -> None:
         conv = self.model.conversations.get(self.model.current or "")
@@ -215,13 +222,14 @@ class ChatApp(App[None]):
 
     def _notice(self, text: str, *, error: bool = False) -> None:
         notice = self.query_one("#notice", Static)
-        notice.update(Text(text))
+        # Notices quote the node and peers (error messages, titles, addresses).
+        notice.update(Text(clean(text)))
         notice.set_class(error, "error")
 
     # -- switching ----------------------------------------------------------------
     def _select(self, key: str | None) -> None:
         self.model.select(key)
-        self._render_conversations()
+        self._render_conversations(follow=True)
         self._render_log()
         self.bridge.call_soon(self.session.mark_dirty)
 
@@ -262,7 +270,7 @@ class ChatApp(App[None]):
             self._notice(str(exc), error=True)
             return
         self._notice("")
-        self._render_conversations()
+        self._render_conversations(follow=True)
         self._render_log()
         self.bridge.call_soon(self.session.kick)
 

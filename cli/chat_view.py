@@ -1,7 +1,9 @@
 """How ``chinwag chat`` draws the model: rich ``Text``, never markup.
 
 Message text comes from other people, so it is never parsed as markup and
-control characters are replaced before it reaches the terminal.
+control characters are replaced (:func:`clean`) before it reaches the
+terminal; so are titles, names and labels (:meth:`ChatModel.title`,
+:meth:`ChatModel.display`).
 """
 
 from __future__ import annotations
@@ -10,14 +12,28 @@ from datetime import datetime
 
 from rich.text import Text
 
-from .chat_model import EVENT, FAILED, NOTE, PENDING, ChatModel, Contact, Conversation, Entry
+from .chat_model import (
+    EVENT,
+    FAILED,
+    NOTE,
+    PENDING,
+    ChatModel,
+    Contact,
+    Conversation,
+    Entry,
+    clean,
+)
+
+__all__ = [
+    "clean",
+    "contacts_text",
+    "conversation_prompt",
+    "conversation_title",
+    "message_log",
+    "when",
+]
 
 PREVIEW_CHARS = 32
-
-
-def clean(text: str) -> str:
-    """Printable text: control characters (escape sequences…) become U+FFFD."""
-    return "".join(ch if ch in "\n\t" or ch.isprintable() else "\ufffd" for ch in text)
 
 
 def when(ms: int | None, now_ms: int) -> str:
@@ -78,9 +94,10 @@ def message_log(model: ChatModel, conv: Conversation | None, now_ms: int) -> Tex
 
 
 def _contact_line(contact: Contact, now_ms: int) -> Text:
+    address = clean(contact.address)
     if contact.status == "online":
-        return Text.assemble(("● ", "green"), contact.address, (" online", "green"))
-    line = Text.assemble(("○ ", "dim"), contact.address, (f" {contact.status}", "dim"))
+        return Text.assemble(("● ", "green"), address, (" online", "green"))
+    line = Text.assemble(("○ ", "dim"), address, (f" {clean(contact.status)}", "dim"))
     if contact.last_active_at:
         line.append(f" · last active {when(contact.last_active_at, now_ms)}", style="dim")
     return line

@@ -28,9 +28,16 @@ from chinwag.cli.chat_model import (
     AddressError,
     ChatModel,
 )
-from chinwag.cli.chat_session import Backoff
+from chinwag.cli.chat_session import Backoff, ChatSession
 from chinwag.cli.chat_state import StateBusy, StateFile
-from chinwag.cli.chat_view import clean, message_log
+from chinwag.cli.chat_view import (
+    clean,
+    contacts_text,
+    conversation_prompt,
+    conversation_title,
+    message_log,
+)
+from chinwag.node.client import LoginResult
 
 HOME = "a" * 52
 ATTIC = "b" * 52
@@ -245,3 +252,140 @@ def test_backoff_doubles_up_to_its_cap_with_jitter() -> None:
 
 def test_control_characters_never_reach_the_terminal() -> None:
     assert clean("hi\x1b[2J\x07 there\nnext") == "hi\ufffd[2J\ufffd there\nnext"
+
+
+EVIL = "x\x1b]52;c;cm0gLXJmIH4K\x07y\x1b[31mred\x1b[2J"
+
+
+def _no_escapes(text: str) -> bool:
+    return not any(ch in text for ch in "\x1b\x07\x9b")
+
+
+def test_titles_names_and_labels_from_peers_are_cleaned() -> None:
+    m = model()
+    group = {"name": "team", "host": ATTIC, "host_name": "attic\x1b[31m"}
+    renamed = {"type": "group", "group": group, "gseq": 2, "action": "renamed"}
+    renamed |= {"by": f"mallory@{ATTIC}", "title": EVIL}
+    key = m.apply_msg({"t": "msg", "seq": 1, "kind": "event", "body": renamed})
+    assert key is not None
+    conv = m.conversations[key]
+    assert conv.title == EVIL  # kept as the node sent it, cleaned when shown
+    assert _no_escapes(m.title(conv)) and "red" in m.title(conv)
+    assert _no_escapes(conversation_prompt(m, conv).plain)
+    assert _no_escapes(conversation_title(m, conv).plain)
+    assert _no_escapes(message_log(m, conv, 0).plain)
+    # From ``group list``, and a peer's node name learnt from a message.
+    listed = m.add_group("book", HOME, "\x1b]0;PWNED\x07Book")
+    assert _no_escapes(m.title(listed)) and m.title(listed).endswith("Book)")
+    frame = text_msg(2, f"eve@{ATTIC}", f"alice@{HOME}", "hi", 5)
+    frame["from"]["name"] = "evil\x1b[2Jnode"
+    sender = m.apply_msg(frame)
+    assert sender is not None
+    assert _no_escapes(m.display(sender)) and _no_escapes(m.label(ATTIC))
+    assert _no_escapes(message_log(m, m.conversations[sender], 0).plain)
+    m.set_contacts([{"address": "z\x1b[31m@attic", "status": "off\x1b[2Jline"}])
+    assert _no_escapes(contacts_text(m, 0).plain)
+
+
+@pytest.mark.parametrize("order", ["ok echo failed", "echo ok failed", "echo failed ok"])
+def test_a_retry_after_delivery_failed_is_a_new_send(order: str) -> None:
+    """The home node stored the first try and remembers its cid: same cid = nothing sent."""
+    m = model()
+    m.labels[ATTIC] = "attic"
+    key = m.open("zed@attic").key
+    first = m.queue_send(key, "hi")
+    old_cid = first.cid
+    failed = {"type": "delivery_failed", "id": 77, "to": {"u": "zed", "n": ATTIC}}
+    failed |= {"group": None, "code": "no_such_user", "node": ATTIC}
+    for step, seq in zip(order.split(), (1, 2, 3), strict=True):
+        if step == "ok":
+            m.send_ok(old_cid, 77, 1, 1000)
+        elif step == "echo":
+            m.apply_msg(text_msg(seq, f"alice@{HOME}", f"zed@{ATTIC}", "hi", 77))
+        else:
+            m.apply_msg({"t": "msg", "seq": seq, "kind": "event", "body": failed})
+    (entry,) = m.conversations[key].entries
+    assert entry.state == FAILED and entry.error.startswith("no_such_user from attic")
+    assert m.retry_failed(key) == 1
+    assert m.pending() == [entry]
+    assert entry.cid and entry.cid != old_cid and entry.to == key and entry.id == 0
+    # The new send is stored under a new id; its ok and echo make it one ✓.
+    m.send_ok(entry.cid, 78, 0, 2000)
+    m.apply_msg(text_msg(4, f"alice@{HOME}", f"zed@{ATTIC}", "hi", 78))
+    assert [(e.text, e.state, e.id) for e in m.conversations[key].entries] == [("hi", OK, 78)]
+
+
+def test_pending_sends_go_out_in_send_order_across_conversations() -> None:
+    m = model()
+    bob, carol = m.open("bob").key, m.open("carol").key
+    m.queue_send(carol, "first (to carol)")
+    m.queue_send(bob, "second (to bob)")
+    m.queue_send(carol, "third (to carol)")
+    assert [e.text for e in m.pending()] == [
+        "first (to carol)",
+        "second (to bob)",
+        "third (to carol)",
+    ]
+    refused = m.queue_send(bob, "refused")
+    m.send_failed(refused.cid, "slow down (rate_limited)")
+    m.queue_send(carol, "fourth (to carol)")
+    m.retry_failed(bob)  # a retry goes out after what was queued before it
+    expected = ["first (to carol)", "second (to bob)", "third (to carol)", "fourth (to carol)"]
+    assert [e.text for e in m.pending()] == [*expected, "refused"]
+    other = model()
+    other.load_json(m.to_json())
+    assert [e.text for e in other.pending()] == [*expected, "refused"]
+    assert other.queue_send(bob, "later").sent > max(e.sent for e in m.pending())
+
+
+def test_an_older_contact_list_does_not_undo_a_newer_presence_frame() -> None:
+    m = model()
+    m.set_contacts([{"address": "bob@kitchen", "status": "offline", "last_active_at": 100}])
+    user = {"u": "bob", "n": HOME, "name": "kitchen"}
+    assert m.apply_presence({"user": user, "status": "online", "last_active_at": 200})
+    # The answer to a request sent before that frame.
+    m.set_contacts([{"address": "bob@kitchen", "status": "offline", "last_active_at": 100}])
+    assert (m.contacts["bob@kitchen"].status, m.contacts["bob@kitchen"].last_active_at) == (
+        "online",
+        200,
+    )
+    # A newer answer wins.
+    m.set_contacts([{"address": "bob@kitchen", "status": "offline", "last_active_at": 300}])
+    assert m.contacts["bob@kitchen"].status == "offline"
+
+
+class _FakeClient:
+    def __init__(self) -> None:
+        self.presence: dict[str, dict[str, Any]] = {}
+
+
+@pytest.mark.parametrize("listed_before", [True, False])
+async def test_the_contacts_reply_does_not_undo_a_frame_that_came_meanwhile(
+    listed_before: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    m = model()
+    if listed_before:
+        m.set_contacts([{"address": "bob@kitchen", "status": "offline", "last_active_at": 100}])
+    login = LoginResult("token", "d-1", "alice", HOME, "kitchen")
+    session = ChatSession(
+        "http://h:1", login, m, StateFile("http://h:1", "alice", "d-1"), lambda change: None
+    )
+    client = _FakeClient()
+    session._client = client  # type: ignore[assignment]
+    frame = {"t": "presence", "user": {"u": "bob", "n": HOME, "name": "kitchen"}}
+    frame |= {"status": "online", "last_active_at": 200}
+
+    async def api_call(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        # While the request is on its way: the client gets the frame and the
+        # session's presence watcher applies it.
+        client.presence["bob@kitchen"] = frame
+        m.apply_presence(frame)
+        return {
+            "contacts": [{"address": "bob@kitchen", "status": "offline", "last_active_at": 100}]
+        }
+
+    monkeypatch.setattr("chinwag.cli.chat_session.api_call", api_call)
+    await session._load_contacts()
+    assert m.contacts["bob@kitchen"].status == "online"
+    assert m.contacts["bob@kitchen"].last_active_at == 200

@@ -16,12 +16,13 @@ from pathlib import Path
 
 import pytest
 import trio
+from textual.widgets import OptionList
 
 from chinwag.cli.chat_model import FAILED, OK, PENDING
 from chinwag.cli.chat_state import StateFile
 from chinwag.cli.common import cached_login
 from chinwag.cli.tui_cmd import prepare_login
-from chinwag.node.client import api_call
+from chinwag.node.client import api_call, connect
 
 from .tui_harness import (
     PW,
@@ -299,3 +300,79 @@ def test_a_revoked_session_stops_reconnecting_and_forgets_the_token(
 
     run_app_test(main)
     assert cached_login(node.url, "alice", None) is None
+
+
+EVIL_TITLE = "Evil\x1b]52;c;cm0gLXJmIH4K\x07 \x1b[31mred\x1b[0m"
+
+
+def _no_escapes(text: str) -> bool:
+    return not any(ch in text for ch in "\x1b\x07\x9b")
+
+
+async def _evil_group(url: str, token: str) -> None:
+    """bob makes a group with alice whose titles are terminal escape sequences."""
+    async with connect(url, token) as client:
+        await client.group("create", name="evil", title=EVIL_TITLE)
+        await client.group("add", group="#evil@kitchen", members=["alice"])
+        await client.group("rename", group="#evil@kitchen", title="\x1b[2J" + EVIL_TITLE)
+
+
+def test_escape_sequences_in_group_titles_never_reach_the_screen(node: NodeProc) -> None:
+    _, bob = _users(node, "alice", "bob")
+    trio.run(_evil_group, node.url, bob)
+
+    async def main() -> None:
+        app = open_app(node.url, "alice")
+        async with app.run_test(size=SIZE) as pilot:
+            await until_connected(pilot)
+            # The renamed event (and the group list at connect) set the title.
+            await until(pilot, lambda: any("#evil@kitchen" in i for i in listed(app)), "group")
+            await until(pilot, lambda: "red" in listed(app)[0], "the title")
+            assert all(_no_escapes(item) for item in listed(app)), listed(app)
+            await type_line(pilot, "/chat #evil@kitchen")
+            assert "red" in shown(app, "#title") and _no_escapes(shown(app, "#title"))
+            assert "renamed the group" in shown(app, "#messages")
+            assert _no_escapes(shown(app, "#messages"))
+            assert "chatting with #evil@kitchen (\ufffd[2JEvil" in shown(app, "#notice")
+            assert _no_escapes(shown(app, "#notice"))
+            await type_line(pilot, "/group list")
+            await until(pilot, lambda: "your groups" in shown(app, "#notice"), "group list")
+            assert "red" in shown(app, "#notice") and _no_escapes(shown(app, "#notice"))
+            assert all(_no_escapes(item) for item in listed(app))
+            await type_line(pilot, "/group members #evil@kitchen")
+            await until(pilot, lambda: "2 members" in shown(app, "#notice"), "members")
+            assert _no_escapes(shown(app, "#notice"))
+
+    run_app_test(main)
+
+
+def test_the_list_highlight_stays_where_the_user_moved_it(node: NodeProc) -> None:
+    _, bob = _users(node, "alice", "bob", "carol", "dave")[:2]
+
+    async def main() -> None:
+        app = open_app(node.url, "alice")
+        async with app.run_test(size=SIZE) as pilot:
+            await until_connected(pilot)
+            for name in ("bob", "carol", "dave"):
+                await type_line(pilot, f"/chat {name}")
+            listing = app.query_one("#conversations", OptionList)
+            carol, dave = app.model.resolve("carol"), app.model.resolve("dave")
+            assert [o.id for o in listing.options] == [dave, carol, app.model.resolve("bob")]
+            listing.focus()
+            await pilot.press("down")  # browsing: dave (open) -> carol
+            assert listing.highlighted_option is not None
+            assert listing.highlighted_option.id == carol
+            # A message re-orders and redraws the list; the highlight stays on carol.
+            await in_trio(send_as, node.url, bob, "alice", "moves bob up")
+            await until(pilot, lambda: "moves bob up" in listed(app)[0], "bob's message")
+            assert listing.highlighted_option is not None
+            assert listing.highlighted_option.id == carol
+            assert app.model.current == dave
+            await pilot.press("enter")
+            assert app.model.current == carol
+            # Switching with ctrl+n/ctrl+p moves it along with the open conversation.
+            await pilot.press("ctrl+n")
+            assert listing.highlighted_option is not None
+            assert listing.highlighted_option.id == app.model.current != carol
+
+    run_app_test(main)
