@@ -113,6 +113,12 @@ class DeviceSession:
         self._out_send, self._out_recv = trio.open_memory_channel[dict[str, Any]](
             config.send_queue_frames
         )
+        # The stream may hold at most three quarters of the outgoing queue, so
+        # replies always find room: a device catching up on a long backlog and
+        # sending a request meanwhile is not taken for a slow consumer.
+        self._stream_slots = trio.Semaphore(
+            max(1, config.send_queue_frames - max(1, config.send_queue_frames // 4))
+        )
         self._pending_send, self._pending_recv = trio.open_memory_channel[_PendingSend](
             config.max_inflight_sends
         )
@@ -378,30 +384,44 @@ class DeviceSession:
                 self._stream_idle = None
                 continue
             for entry in entries:
-                frame = self._router.render(entry.seq, entry.record)
                 try:
                     # No checkpoint per frame: the writer then batches the page.
-                    self._out_send.send_nowait(frame)
+                    self._stream_slots.acquire_nowait()
                 except trio.WouldBlock:
                     # Blocking here is fine: the queue is in LMDB, not in memory.
-                    await self._out_send.send(frame)
+                    await self._stream_slots.acquire()
                     if self._stream_from is not None:
+                        self._stream_slots.release()
                         break  # a sync came while we waited: restart from it
+                frame = self._router.render(entry.seq, entry.record)
+                try:
+                    self._out_send.send_nowait(frame)
+                except trio.WouldBlock:
+                    # Replies took more than their share; wait for the writer.
+                    await self._out_send.send(frame)
                 sent = entry.seq
             # One checkpoint per page, so a long backlog cannot hog the loop.
             await trio.lowlevel.checkpoint()
 
     # ------------------------------------------------------------------ writer
+    def _took(self, frame: dict[str, Any]) -> None:
+        """A frame left the outgoing queue; a ``msg`` gives its slot back."""
+        if frame.get("t") == "msg":
+            self._stream_slots.release()
+
     async def _writer(self) -> None:
         budget = MAX_MESSAGE_BYTES - 1024
         async for frame in self._out_recv:
+            self._took(frame)
             encoded = [encode_frame(frame, self._fmt)]
             size = len(encoded[0])
             while len(encoded) < MAX_BATCH_FRAMES and size < budget - MAX_FRAME_BYTES:
                 try:
-                    more = encode_frame(self._out_recv.receive_nowait(), self._fmt)
+                    another = self._out_recv.receive_nowait()
                 except trio.WouldBlock:
                     break
+                self._took(another)
+                more = encode_frame(another, self._fmt)
                 encoded.append(more)
                 size += len(more)
             data = join_frames(encoded, self._fmt)

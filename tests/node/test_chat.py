@@ -8,7 +8,8 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import trio
-from trio_websocket import WebSocketConnection
+import trio.testing
+from trio_websocket import WebSocketConnection, wrap_client_stream
 
 from chinwag.node.app import wall_clock_ms
 from chinwag.node.client import ChatClient, connect, open_ws
@@ -272,3 +273,55 @@ async def test_a_sync_in_the_middle_of_a_backlog_restarts_it(start_node) -> None
         )
         await b.until_reply(101)
         assert await b.msg_seqs(5) == [36, 37, 38, 39, 40]
+
+
+# ---------------------------------------------------------------- replies during a catch-up
+
+
+async def test_requests_during_a_long_catch_up_are_answered_not_dropped(
+    start_node, nursery: trio.Nursery
+) -> None:
+    """The stream fills at most part of the outgoing queue, so a device that
+    catches up on a long backlog (reading slowly) and sends requests meanwhile
+    gets its replies instead of being disconnected as a slow consumer."""
+    node = await start_node(send_queue_frames=16)
+    await node.user("alice")
+    bob_token = await node.user("bob")
+    bob = UserAddress("bob", node.running.identity.id)
+    big = "x" * 16_000
+    count = 300  # about 4.8 MB: far more than a small receive window holds
+    for _ in range(count):
+        await node.node.store.send_direct("alice", "d", None, bob, big, wall_clock_ms())
+
+    # A client socket with a tiny receive buffer, so the node's writer blocks
+    # and its outgoing queue fills up while we do not read.
+    sock = trio.socket.socket()
+    sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_RCVBUF, 4096)
+    await sock.connect(("127.0.0.1", node.running.port))
+    ws = await wrap_client_stream(
+        nursery, trio.SocketStream(sock), "127.0.0.1", "/ws", subprotocols=["chinwag.cbor.v1"]
+    )
+    raw = RawSession(ws)
+    try:
+        _, reply = await raw.until_reply(await raw.request({"t": "auth", "token": bob_token}))
+        assert reply["t"] == "ok"
+        await raw.request({"t": "sync", "after": 0})
+        session = next(iter(node.node.hub._sessions["bob"]))  # noqa: SLF001
+        with trio.fail_after(TIMEOUT):  # until the writer and the streamer wait
+            await trio.testing.wait_all_tasks_blocked(cushion=0.1)
+        # The stream has filled its share of the outgoing queue (12 of 16).
+        assert session._out_send.statistics().current_buffer_used == 12  # noqa: SLF001
+        rids = [await raw.request({"t": "heartbeat"}) for _ in range(3)]
+        seqs, answered = [], []
+        with trio.fail_after(30):
+            while len(seqs) < count or len(answered) < len(rids):
+                frame = await raw.next_frame()
+                assert frame["t"] != "bye", frame
+                if frame["t"] == "msg":
+                    seqs.append(frame["seq"])
+                elif frame["t"] == "ok" and frame["rid"] in rids:
+                    answered.append(frame["rid"])
+        assert seqs == list(range(1, count + 1))
+        assert sorted(answered) == sorted(rids)
+    finally:
+        await trio.aclose_forcefully(ws._stream)  # noqa: SLF001
