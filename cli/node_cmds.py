@@ -23,8 +23,10 @@ from chinwag.node.identity import (
     load_or_init_identity,
 )
 from chinwag.node.passwords import hash_password
+from chinwag.node.peers import check_url
 from chinwag.node.seeds import parse_seed
 from chinwag.node.store import Store, StoreLocked
+from chinwag.protocol.address_record import MAX_RECORD_URLS
 from chinwag.protocol.errors import ProtocolError
 
 from .common import CliError, fail, read_password
@@ -36,6 +38,16 @@ def _data_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data", type=Path, default=None, help=f"data directory (default {default_data_dir()})"
     )
+
+
+def _public_urls(values: list[str]) -> tuple[str, ...]:
+    """``--public-url`` values, checked before the node starts."""
+    if len(values) > MAX_RECORD_URLS:
+        raise CliError(f"--public-url: at most {MAX_RECORD_URLS} URLs")
+    try:
+        return tuple(check_url(value) for value in values)
+    except ProtocolError as exc:
+        raise CliError(f"--public-url: {exc.message}") from exc
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -63,6 +75,14 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         default=[],
         metavar="URL#NODEID",
         help="seed peer, trusted with its pinned key (repeatable)",
+    )
+    p.add_argument(
+        "--public-url",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="URL peers should dial, gossiped in the address record (repeatable, at most 4; "
+        "default: the listen address, or the interface addresses on 0.0.0.0/::)",
     )
     p.add_argument("--trust-lan", action="store_true", help="trust peers found by mDNS")
     p.add_argument(
@@ -155,6 +175,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         push_allow_private=args.push_allow_private,
         mdns=not args.no_mdns,
         mdns_interfaces=tuple(args.mdns_interface),
+        public_urls=_public_urls(args.public_url),
         **overrides,
     )
     try:

@@ -165,3 +165,15 @@ async def test_status_needs_the_running_node(tmp_path) -> None:
     offline = await run_cli(["status", "--data", str(data)], tmp_path)
     assert offline.returncode != 0
     assert b"not running" in offline.stderr and b"Traceback" not in offline.stderr
+
+
+async def test_run_checks_public_urls_before_starting(tmp_path) -> None:
+    data = tmp_path / "node"
+    bad = await run_cli(
+        ["run", "--data", str(data), "--no-mdns", "--public-url", "ftp://kitchen"], tmp_path
+    )
+    assert bad.returncode == 1
+    assert b"--public-url: not a node URL" in bad.stderr
+    many = ["--public-url", "http://192.0.2.7:7600"] * 5
+    too_many = await run_cli(["run", "--data", str(data), "--no-mdns", *many], tmp_path)
+    assert too_many.returncode == 1 and b"at most 4" in too_many.stderr
