@@ -142,7 +142,12 @@ class Presence:
             if self.state_of_local(user).status != ONLINE:
                 self._set_local(user, PresenceState(ONLINE, self._now_ms()))
         elif self._nursery is not None and user not in self._grace:
-            self._nursery.start_soon(self._offline_after_grace, user)
+            try:
+                self._nursery.start_soon(self._offline_after_grace, user)
+            except RuntimeError:
+                # The node is shutting down (its nursery takes no new tasks);
+                # a stored "online" is read as offline at the next start.
+                pass
 
     async def _offline_after_grace(self, user: str) -> None:
         with trio.CancelScope() as scope:
