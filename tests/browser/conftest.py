@@ -385,3 +385,49 @@ def screenshot() -> Callable[[Any, str], Path]:
         return path
 
     return take
+
+
+# ---------------------------------------------------------------- a second, federated node
+
+
+def _cli(node: NodeProcess, *args: str) -> str:
+    result = subprocess.run(
+        [sys.executable, "-m", "chinwag.cli", *args, "--data", str(node.data_dir)],
+        capture_output=True,
+        text=True,
+        env=cli_env(node.home),
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 0, f"chinwag {' '.join(args)}: {result.stderr}"
+    return result.stdout
+
+
+def link_nodes(a: NodeProcess, b: NodeProcess, timeout: float = 20.0) -> None:
+    """Each node adds the other as a peer (``chinwag peers add URL#ID``); waits,
+    bounded, until both report the link as ``linked``."""
+    _cli(a, "peers", "add", f"{b.origin}#{b.node_id}")
+    _cli(b, "peers", "add", f"{a.origin}#{a.node_id}")
+    deadline = time.monotonic() + timeout
+    while True:
+        states = {
+            n.name: [p.get("link") for p in json.loads(_cli(n, "status", "--json"))["peers"]]
+            for n in (a, b)
+        }
+        if all(s == ["linked"] for s in states.values()):
+            return
+        assert time.monotonic() < deadline, f"the nodes did not link: {states}"
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def attic(tmp_path: Path, node: NodeProcess) -> Iterator[NodeProcess]:
+    """A second node, ``attic``, federated with ``node`` (``kitchen``): both
+    have added each other as peers and the link is up. Always killed at the end."""
+    proc = NodeProcess(tmp_path / "attic", tmp_path / "attic-home", name="attic")
+    try:
+        proc.start()
+        link_nodes(node, proc)
+        yield proc
+    finally:
+        proc.kill()
