@@ -710,7 +710,11 @@ async function transmit(item) {
     ok = await call({ t: "send", to: item.to, text: item.text, cid: item.cid });
   } catch (err) {
     item.inFlightOn = null;
-    if (err.code === "unavailable" || err.code === "timeout") return; // resent after reconnecting
+    if (err.code === "unavailable" || err.code === "timeout") {
+      // Resent after reconnecting; until then it hides no new echo.
+      item.inFlight = false;
+      return;
+    }
     if (err.code === "rate_limited" && item.retries < MAX_RATE_RETRIES) {
       item.retries += 1;
       setTimeout(() => transmit(item), err.retry_after_ms || 1000);
@@ -776,10 +780,14 @@ function retry(item) {
 }
 
 // ------------------------------------------------------------------ contacts and groups
+let contactsAsked = 0;
+
 async function refreshContacts() {
   const asked = state.presenceEpoch;
+  const request = ++contactsAsked;
   try {
     const data = await api("GET", "/api/contacts", undefined, state.session.token);
+    if (request !== contactsAsked || !state.session) return; // a newer answer is coming
     state.contacts = data.contacts || [];
     for (const c of state.contacts) {
       // The node's answer beats what we had (a reconnect may have missed
@@ -1202,13 +1210,15 @@ function bind() {
   $("add-contact-form").addEventListener("submit", async (e) => {
     e.preventDefault();
     clearError();
-    const address = $("add-contact-address").value.trim();
+    const input = $("add-contact-address");
+    const address = input.value.trim();
     if (!address) return;
+    input.value = ""; // at once, so an address typed meanwhile is kept
     try {
       await api("POST", "/api/contacts", { address }, state.session.token);
-      $("add-contact-address").value = "";
       await refreshContacts();
     } catch (err) {
+      if (!input.value) input.value = address;
       showError(describe(err));
     }
   });
