@@ -84,6 +84,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="URL peers should dial, gossiped in the address record (repeatable, at most 4; "
         "default: the listen address, or the interface addresses on 0.0.0.0/::)",
     )
+    p.add_argument("--tls-cert", type=Path, metavar="PEM", help="serve HTTPS/WSS: cert chain")
+    p.add_argument("--tls-key", type=Path, metavar="PEM", help="the certificate's private key")
     p.add_argument("--trust-lan", action="store_true", help="trust peers found by mDNS")
     p.add_argument(
         "--push-allow-private",
@@ -176,6 +178,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         mdns=not args.no_mdns,
         mdns_interfaces=tuple(args.mdns_interface),
         public_urls=_public_urls(args.public_url),
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
         **overrides,
     )
     try:
@@ -183,7 +187,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         identity = load_or_init_identity(data_dir, args.name)
     except (IdentityError, OSError) as exc:
         raise CliError(str(exc)) from exc
-    if host not in ("127.0.0.1", "::1", "localhost"):
+    if (args.tls_cert is None) != (args.tls_key is None):
+        raise CliError("give both --tls-cert and --tls-key, or neither")
+    if args.tls_cert is not None:
+        from chinwag.node.server import tls_context
+
+        try:
+            tls_context(config)  # a bad file fails here, in one line, not mid-start
+        except (OSError, ValueError) as exc:
+            raise CliError(f"cannot use --tls-cert/--tls-key: {exc}") from exc
+    elif host not in ("127.0.0.1", "::1", "localhost"):
         print(
             f"chinwag: warning: listening on {host} without TLS; "
             "passwords and messages cross the network in clear",

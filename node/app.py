@@ -78,6 +78,7 @@ def advertised_urls(
     port: int,
     public_urls: tuple[str, ...] = (),
     addresses: Callable[[], list[str]] = interface_addresses,
+    scheme: str = "http",
 ) -> list[str]:
     """The URLs this node puts in its gossiped address record.
 
@@ -104,10 +105,10 @@ def advertised_urls(
             for text in found:
                 if _usable_from_elsewhere(text, family):
                     shown = f"[{text}]" if family == 6 else text
-                    urls.append(f"http://{shown}:{port}")
+                    urls.append(f"{scheme}://{shown}:{port}")
     else:
         shown = f"[{host}]" if ":" in host else host
-        urls = [f"http://{shown}:{port}"]
+        urls = [f"{scheme}://{shown}:{port}"]
     return list(dict.fromkeys(urls))[:MAX_RECORD_URLS]
 
 
@@ -271,7 +272,7 @@ class Node:
             await nursery.start(self.admin.run)
             port = await nursery.start(self.server.run)
             self.federation.own_urls = advertised_urls(
-                self.config.host, port, self.config.public_urls
+                self.config.host, port, self.config.public_urls, scheme=self.config.scheme
             )
             if not self.federation.own_urls:
                 log.info("no usable address to advertise: peers must be told this node's URL")
@@ -283,6 +284,7 @@ class Node:
                     name=self.identity.name,
                     port=port,
                     host=self.config.host,
+                    tls=self.config.tls_cert is not None,
                     interfaces=self.config.mdns_interfaces,
                     load=self._load,
                     on_change=self._discovered,
@@ -297,4 +299,4 @@ class Node:
         shown = f"[{host}]" if ":" in host else host
         if host in WILDCARD_HOSTS:
             shown = "127.0.0.1"
-        return f"http://{shown}:{port}"
+        return f"{self.config.scheme}://{shown}:{port}"

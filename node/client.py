@@ -115,6 +115,10 @@ async def http_json(
         raise ClientError("unavailable", f"cannot reach {url}: {exc.strerror or exc}") from exc
     except h11.ProtocolError as exc:
         raise ClientError("unavailable", f"{url} did not answer HTTP: {exc}") from exc
+    except trio.BrokenResourceError as exc:
+        # Over https this is the TLS handshake: most often an untrusted certificate.
+        reason = exc.__cause__ or "connection broken"
+        raise ClientError("unavailable", f"TLS with {url} failed: {reason}") from exc
     try:
         decoded = json.loads(data or b"{}")
     except ValueError:

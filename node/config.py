@@ -62,8 +62,21 @@ class NodeConfig:
     #: URLs to advertise in this node's gossiped address record (e.g. behind
     #: a proxy or NAT). Empty: derived from ``host`` (see app.advertised_urls).
     public_urls: tuple[str, ...] = ()
+    #: PEM certificate chain and key: serve HTTPS and WSS on the one port.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls_cert is not None else "http"
     #: How often a link re-sends the address records it knows.
     gossip_interval: float = 30.0
+    #: Outbox entries older than this are withdrawn and reported to their
+    #: sender as ``delivery_failed`` (code ``timeout``); default 7 days.
+    outbox_max_age: float = 7 * 24 * 3600.0
+    #: How often outboxes of unlinked peers are checked for expired entries
+    #: (they are also checked at every link attempt).
+    outbox_prune_interval: float = 60.0
     backoff_min: float = 0.5
     backoff_max: float = 60.0
     #: Discovery: announce and browse with mDNS; trust what it finds?

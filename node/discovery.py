@@ -71,7 +71,7 @@ class DiscoveredNode:
 
     node_id: str  # lowercase unpadded base32 node id text (52 chars), TXT "id"
     name: str  # TXT "name"
-    url: str  # http://ADDR:PORT (+ TXT "path" if not "/")
+    url: str  # http(s)://ADDR:PORT (+ TXT "path" if not "/"; https if TXT tls=1)
     protocol: int  # TXT "v"
     users_online: int  # TXT "users"
     connections: int  # TXT "conns"
@@ -147,7 +147,8 @@ def parse_record(
     if host is None:
         return None
     shown = f"[{host}]" if ":" in host else host
-    url = f"http://{shown}:{port}" + ("" if path == "/" else path)
+    scheme = "https" if txt.get("tls") == "1" else "http"
+    url = f"{scheme}://{shown}:{port}" + ("" if path == "/" else path)
     return DiscoveredNode(node_id, name, url, int(version), int(users), int(conns))
 
 
@@ -485,17 +486,19 @@ class Discovery:
         load: Callable[[], tuple[int, int]],
         on_change: Callable[[str, DiscoveredNode | None], None],
         host: str | None = None,
+        tls: bool = False,
         reannounce_every: float = REANNOUNCE_EVERY,
     ) -> None:
         """``load()`` gives (users online, connections); ``on_change(node_id, node)``
         runs on the trio thread, ``node`` None when the node went away. Our own
         node id is skipped. ``host`` is the listening address (announced when
-        it is not a wildcard)."""
+        it is not a wildcard); ``tls`` announces ``tls=1`` so peers dial https."""
         self._node_id = node_id
         self._name = name
         self._port = port
         self._interfaces = list(interfaces) if interfaces else None
         self._host = host
+        self._tls = tls
         self._load = load
         self._reannounce_every = reannounce_every
         self._tracker = _Tracker(own_id=node_id, resolve=self._resolve, on_change=on_change)
@@ -561,6 +564,7 @@ class Discovery:
                 "name": self._name,
                 "v": str(PROTOCOL_VERSION),
                 "path": "/",
+                "tls": "1" if self._tls else "0",
                 "users": str(load[0]),
                 "conns": str(load[1]),
             },

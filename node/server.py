@@ -9,6 +9,7 @@ answered by :class:`~chinwag.node.http_api.HttpApi`, with keep-alive.
 from __future__ import annotations
 
 import logging
+import ssl
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -30,6 +31,16 @@ MAX_HEAD_BYTES = 16 * 1024
 WS_PATHS = ("/ws", "/federation")
 
 WebSocketHandler = Callable[[WebSocketConnection, WireFormat | None, str], Awaitable[None]]
+
+
+def tls_context(config: NodeConfig) -> ssl.SSLContext | None:
+    """The server-side TLS context from ``--tls-cert``/``--tls-key``, if set."""
+    if config.tls_cert is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(config.tls_cert, config.tls_key)
+    return context
 
 
 class _ReplayStream(trio.abc.Stream):
@@ -83,23 +94,32 @@ class Server:
         return ServerStats(self._connections, self._websockets)
 
     async def run(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
-        listeners = await trio.open_tcp_listeners(self._config.port, host=self._config.host)
-        self.port = listeners[0].socket.getsockname()[1]
+        tcp = await trio.open_tcp_listeners(self._config.port, host=self._config.host)
+        self.port = tcp[0].socket.getsockname()[1]
+        listeners: list[trio.abc.Listener[trio.abc.Stream]] = list(tcp)
+        context = tls_context(self._config)
+        if context is not None:
+            # The TLS handshake runs lazily, on the first read, so it falls
+            # under the same handshake_timeout as a slow HTTP head.
+            listeners = [trio.SSLListener(t, context, https_compatible=True) for t in tcp]
         async with trio.open_nursery() as nursery:
             task_status.started(self.port)
             await trio.serve_listeners(self._handle, listeners, handler_nursery=nursery)
 
-    async def _handle(self, stream: trio.SocketStream) -> None:
+    async def _handle(self, stream: trio.abc.Stream) -> None:
+        transport = stream.transport_stream if isinstance(stream, trio.SSLStream) else stream
+        if not isinstance(transport, trio.SocketStream):
+            return
         try:
-            peer = stream.socket.getpeername()[0]
+            peer = transport.socket.getpeername()[0]
         except OSError:
             return
         self._per_address[peer] += 1
         self._connections += 1
         try:
             await self._serve(stream, peer)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-            pass
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError, ssl.SSLError):
+            pass  # includes a TLS handshake that failed (plain HTTP to a TLS port)
         except Exception:  # a bug in one connection must not take the node down
             log.exception("connection from %s failed", peer)
         finally:
@@ -111,7 +131,7 @@ class Server:
                 scope.shield = True
                 await stream.aclose()
 
-    async def _serve(self, stream: trio.SocketStream, peer: str) -> None:
+    async def _serve(self, stream: trio.abc.Stream, peer: str) -> None:
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES)
         first = True
         raw = b""
@@ -184,7 +204,7 @@ class Server:
             raw = b""
 
     async def _next_event(
-        self, conn: h11.Connection, stream: trio.SocketStream, raw: bytearray
+        self, conn: h11.Connection, stream: trio.abc.Stream, raw: bytearray
     ) -> h11.Event | None:
         while True:
             try:
@@ -195,7 +215,7 @@ class Server:
                 )
                 return None
             if event is h11.NEED_DATA:
-                data = await stream.receive_some(65536)
+                data = bytes(await stream.receive_some(65536))
                 raw += data
                 if len(raw) > MAX_HEAD_BYTES + self._config.max_http_body:
                     return None
@@ -207,7 +227,7 @@ class Server:
                 return None
             return event  # type: ignore[return-value]
 
-    async def _read_body(self, conn: h11.Connection, stream: trio.SocketStream) -> bytes | None:
+    async def _read_body(self, conn: h11.Connection, stream: trio.abc.Stream) -> bytes | None:
         body = bytearray()
         while True:
             event = await self._next_event(conn, stream, bytearray())
@@ -221,7 +241,7 @@ class Server:
                 return None
 
     async def _respond(
-        self, conn: h11.Connection, stream: trio.SocketStream, response: HttpResponse
+        self, conn: h11.Connection, stream: trio.abc.Stream, response: HttpResponse
     ) -> None:
         headers = [
             ("content-type", response.content_type),
@@ -240,7 +260,7 @@ class Server:
             await stream.send_all(data)
 
     async def _upgrade(
-        self, stream: trio.SocketStream, raw: bytes, headers: dict[str, str], path: str
+        self, stream: trio.abc.Stream, raw: bytes, headers: dict[str, str], path: str
     ) -> None:
         offered = [p.strip() for p in headers.get("sec-websocket-protocol", "").split(",")]
         fmt: WireFormat | None = None
@@ -262,10 +282,16 @@ class Server:
                     max_message_size=MAX_PREAUTH_MESSAGE_BYTES,
                 )
                 if subprotocol is None:
+                    refusal = json_error_response(
+                        400,
+                        "bad_request",
+                        "offer subprotocol chinwag.cbor.v1 or chinwag.json.v1 "
+                        "(chinwag.fed.v1 on /federation)",
+                    )
                     await request.reject(
                         400,
-                        body=b"offer subprotocol chinwag.cbor.v1, chinwag.json.v1 "
-                        b"(or chinwag.fed.v1 on /federation)\n",
+                        extra_headers=[(b"content-type", b"application/json")],
+                        body=refusal.body,
                     )
                     nursery.cancel_scope.cancel()
                     return

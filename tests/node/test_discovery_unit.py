@@ -84,6 +84,13 @@ def test_path_other_than_root_is_part_of_the_url() -> None:
     assert node is not None and node.url == "http://10.77.0.5:80/chat"
 
 
+def test_a_tls_node_is_dialled_over_https() -> None:
+    node = parse_record(txt(tls="1"), ["10.77.0.5"], 7600)
+    assert node is not None and node.url == "https://10.77.0.5:7600"
+    node = parse_record(txt(tls="0"), ["10.77.0.5"], 7600)
+    assert node is not None and node.url == "http://10.77.0.5:7600"
+
+
 def test_ipv4_is_preferred_and_ipv6_is_bracketed() -> None:
     node = parse_record(txt(), ["fd00::1", "10.77.0.5"], 1)
     assert node is not None and node.url == "http://10.77.0.5:1"
