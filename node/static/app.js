@@ -711,8 +711,8 @@ async function transmit(item) {
   } catch (err) {
     item.inFlightOn = null;
     if (err.code === "unavailable" || err.code === "timeout") {
-      // Resent after reconnecting; until then it hides no new echo.
-      item.inFlight = false;
+      // Resent after reconnecting. It may have been stored, so it still
+      // shadows an echo with its text until the resend's ok names the id.
       return;
     }
     if (err.code === "rate_limited" && item.retries < MAX_RATE_RETRIES) {
