@@ -88,6 +88,11 @@ def cmd_status(args: argparse.Namespace) -> int:
             f"  peer {peer['node_id'][:12]} {peer['name'] or '?'}: {peer['state']}/{peer['link']}"
             f" outbox {peer['outbox']} sent {peer['sent']} received {peer['received']}"
             f" refused {peer['refused']}"
+            + (
+                f" oldest {peer['outbox_oldest_s']}s"
+                if peer.get("outbox_oldest_s") is not None
+                else ""
+            )
             + (f" last error: {peer['last_error']}" if peer["last_error"] else "")
         )
     return 0

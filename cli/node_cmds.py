@@ -70,6 +70,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--heartbeat-deadline", type=float, help="drop a silent device after (s)")
     p.add_argument("--send-timeout", type=float, help="drop a device not reading for (s)")
     p.add_argument(
+        "--outbox-max-age",
+        type=float,
+        metavar="SECONDS",
+        help="fail messages queued for an unreachable peer after (s; default 7 days)",
+    )
+    p.add_argument(
         "--peer",
         action="append",
         default=[],
@@ -91,6 +97,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "--push-allow-private",
         action="store_true",
         help="allow push endpoints on loopback/private addresses",
+    )
+    p.add_argument(
+        "--gossip-allow-private",
+        action="store_true",
+        help="dial private-range addresses learned only by gossip",
     )
     p.add_argument("--no-mdns", action="store_true", help="no mDNS announce/browse")
     p.add_argument(
@@ -157,6 +168,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         ("heartbeat", "heartbeat_interval"),
         ("heartbeat_deadline", "heartbeat_deadline"),
         ("send_timeout", "send_timeout"),
+        ("outbox_max_age", "outbox_max_age"),
     ):
         value = getattr(args, flag)
         if value is not None:
@@ -175,6 +187,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         seeds=seeds,
         trust_lan=args.trust_lan,
         push_allow_private=args.push_allow_private,
+        gossip_allow_private=args.gossip_allow_private,
         mdns=not args.no_mdns,
         mdns_interfaces=tuple(args.mdns_interface),
         public_urls=_public_urls(args.public_url),

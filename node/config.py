@@ -83,6 +83,10 @@ class NodeConfig:
     mdns: bool = True
     mdns_interfaces: tuple[str, ...] = ()
     trust_lan: bool = False
+    #: Dial private-range addresses learned only by gossip (loopback,
+    #: link-local, multicast and unspecified ones never are). ``trust_lan``
+    #: allows them too; a peer known first-hand (seed, admin, mDNS) always may.
+    gossip_allow_private: bool = False
 
     # Groups
     group_cap: int = 256

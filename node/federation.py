@@ -7,8 +7,10 @@ sealed CBOR map:
 
 * ``resume {applied}``: sent first by both sides: the highest ``oseq`` of the
   peer's outbox already committed here; the peer resumes after it;
-* ``push {entries: [{o: oseq, u: unit}]}``: outbox entries, in order, with a
-  window of unacknowledged entries;
+* ``push {entries: [{o: oseq, u: unit}], skip?}``: outbox entries, in order,
+  with a window of unacknowledged entries; ``skip`` (the oseq just before the
+  first entry) tells the peer that the entries up to it were withdrawn here
+  (expired by age, see :meth:`PeerRegistry.expire_outbox`);
 * ``ack {upto, rejected: [{oseq, code}]}``: cumulative, after the commit;
 * ``ping`` / ``pong``: keep-alive; a link silent past the deadline is dropped.
 
@@ -24,6 +26,8 @@ import logging
 import random
 import ssl
 import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,8 +50,9 @@ from chinwag.protocol.limits import MAX_MESSAGE_BYTES
 
 from .client import open_ws
 from .config import NodeConfig
+from .dialcheck import open_ws_at, resolve_for_dial, split_url
 from .identity import NodeIdentity
-from .peers import BLOCKED, TRUSTED, PeerRegistry
+from .peers import BLOCKED, OUTBOX_EXPIRE_PER_PASS, TRUSTED, PeerRecord, PeerRegistry
 from .ratelimit import TokenBucket
 
 log = logging.getLogger(__name__)
@@ -109,6 +114,8 @@ class Link:
         self.dialer = dialer
         self._send_lock = trio.Lock()
         self._acked = 0
+        #: The highest oseq the peer said it had applied (its ``resume``).
+        self._peer_applied = 0
         self._ack_event = trio.Event()
         self._cancel = trio.CancelScope()
         self._bad = 0
@@ -150,9 +157,14 @@ class Link:
             applied = first.get("applied")
             if first.get("t") != "resume" or not isinstance(applied, int) or applied < 0:
                 raise ProtocolError(ErrorCode.BAD_FRAME, "a link starts with resume")
+            self._peer_applied = applied
+            if applied > self.fed.registry.acked(self.peer):
+                await self.fed.registry.outbox_ack(self.peer, applied, [], wall_ms())
+            # Expire what is too old before the sender reads the outbox (the
+            # store's writer is FIFO, so a periodic pass submitted earlier has
+            # committed too by then): nothing withdrawn is ever pushed.
+            await self.fed.expire(self.peer)
             self._acked = self.fed.registry.acked(self.peer)
-            if applied > self._acked:
-                self._acked = await self.fed.registry.outbox_ack(self.peer, applied, [], wall_ms())
             stats.link = "linked"
             stats.last_error = ""
             await self._send({"t": "gossip", "records": self.fed.gossip_for(self.peer)})
@@ -191,6 +203,9 @@ class Link:
         registry = self.fed.registry
         stats = self.fed.stats_for(self.peer)
         sent = self._acked
+        # What the peer holds contiguously; a hole after it (entries withdrawn
+        # by age) is announced with ``skip``.
+        pushed = self._peer_applied
         while True:
             wake = self.fed.outbox_event(self.peer)
             if sent - self._acked >= WINDOW:
@@ -210,8 +225,11 @@ class Link:
                 batch.append(entry.to_wire())
                 if entry.kind == "gr":
                     stats.group_records_sent += 1
-            await self._send({"t": "push", "entries": batch})
-            sent = batch[-1]["o"]
+            frame: dict[str, Any] = {"t": "push", "entries": batch}
+            if batch[0]["o"] > pushed + 1:
+                frame["skip"] = batch[0]["o"] - 1
+            await self._send(frame)
+            sent = pushed = batch[-1]["o"]
             stats.sent += len(batch)
 
     async def _receiver(self) -> None:
@@ -263,6 +281,9 @@ class Link:
         raw = frame.get("entries")
         if not isinstance(raw, list) or not raw or len(raw) > PUSH_ENTRIES:
             raise ProtocolError(ErrorCode.BAD_FRAME, "push carries 1-256 entries")
+        skip = frame.get("skip")
+        if skip is not None and (not isinstance(skip, int) or skip < 0):
+            raise ProtocolError(ErrorCode.BAD_FRAME, "push skip is an oseq")
         entries: list[tuple[int, str, Any]] = []
         for item in raw:
             if not isinstance(item, dict) or not isinstance(item.get("o"), int):
@@ -280,7 +301,7 @@ class Link:
         wait = self._bucket.reserve(trio.current_time(), len(entries))
         if wait > 0:
             await trio.sleep(wait)
-        result = await self.fed.registry.apply_inbound(self.peer, entries, wall_ms())
+        result = await self.fed.registry.apply_inbound(self.peer, entries, wall_ms(), skip)
         stats = self.fed.stats_for(self.peer)
         stats.received += result.stored
         stats.refused += result.refused
@@ -302,10 +323,16 @@ class Federation:
         self._nursery: trio.Nursery | None = None
         self._changed = trio.Event()
         self._records: dict[bytes, dict[str, bytes]] = {}
+        #: The ``ts`` of each record in ``_records``: only a newer one replaces it.
+        self._record_ts: dict[bytes, int] = {}
         #: Told of link up/down and handed presence frames (node/presence.py).
         self.presence: Any = None
         #: Where this node can be reached (set once the listener is up).
         self.own_urls: list[str] = []
+        #: The wall clock (Unix ms) used to age outbox entries; tests inject one.
+        self.now_ms: Callable[[], int] = wall_ms
+        #: Name resolution for gossiped URLs (node/dialcheck.py); tests inject one.
+        self.getaddrinfo: Any = None
 
     # ------------------------------------------------------------ bookkeeping
     def stats_for(self, key: bytes) -> PeerStats:
@@ -363,6 +390,7 @@ class Federation:
 
     def peer_status(self) -> list[dict[str, Any]]:
         out = []
+        now = self.now_ms()
         for record in self.registry.all():
             stats = self.stats_for(record.key)
             if record.state != TRUSTED:
@@ -382,9 +410,46 @@ class Federation:
                     "refused": stats.refused,
                     "group_records_sent": stats.group_records_sent,
                     "outbox": self.registry.outbox_depth(record.key),
+                    "outbox_oldest_s": self._oldest_age(record.key, now),
                 }
             )
         return out
+
+    def _oldest_age(self, key: bytes, now: int) -> float | None:
+        oldest = self.registry.outbox_oldest_ms(key)
+        return None if oldest is None else round(max(0, now - oldest) / 1000, 1)
+
+    # ------------------------------------------------------------ outbox age
+    async def expire(self, key: bytes, *, unlinked_only: bool = False) -> int:
+        """Withdraw ``key``'s outbox entries older than ``outbox_max_age``.
+
+        Runs in bounded passes (one transaction each) until none is left;
+        returns how many were withdrawn. Called at every link attempt, at
+        link-up and periodically for peers without a link.
+        """
+        max_age_ms = int(self.config.outbox_max_age * 1000)
+        oldest = self.registry.outbox_oldest_ms(key)
+        if oldest is None or oldest > self.now_ms() - max_age_ms:
+            return 0  # a cheap read: nothing to expire, no write
+        total = 0
+        while True:
+            if unlinked_only and key in self._links:
+                return total  # the link expires its own outbox when it starts
+            try:
+                count = await self.registry.expire_outbox(key, self.now_ms(), max_age_ms)
+            except ProtocolError as exc:
+                log.info("outbox expiry for %s failed: %s", node_id_text(key)[:12], exc.message)
+                return total
+            total += count
+            if count < OUTBOX_EXPIRE_PER_PASS:
+                return total
+
+    async def _expire_loop(self) -> None:
+        while True:
+            await trio.sleep(self.config.outbox_prune_interval)
+            for record in self.registry.all():
+                # A linked peer's outbox is moving; the link expires at its start.
+                await self.expire(record.key, unlinked_only=True)
 
     # ------------------------------------------------------------ gossip
     def gossip_for(self, peer: bytes) -> list[dict[str, bytes]]:
@@ -411,8 +476,12 @@ class Federation:
                 continue
             assert isinstance(item, dict)
             fresh = record.key not in self._records
+            known_ts = self._record_ts.get(record.key)
+            if known_ts is not None and record.ts <= known_ts:
+                continue  # an older (or the same) record never replaces a newer one
             if len(self._records) < MAX_KNOWN_RECORDS or not fresh:
                 self._records[record.key] = item
+                self._record_ts[record.key] = record.ts
             try:
                 await self.registry.upsert(
                     record.key, state=None, urls=record.urls, source="gossip", now_ms=wall_ms()
@@ -442,6 +511,7 @@ class Federation:
             for record in self.registry.all():
                 if record.state == TRUSTED and record.urls:
                     self.poke(record.key)
+            nursery.start_soon(self._expire_loop)
             task_status.started()
             await trio.sleep_forever()
 
@@ -459,10 +529,11 @@ class Federation:
                     await self._wait_poke(key, None)
                     continue
                 healthy = False
+                await self.expire(key, unlinked_only=True)
                 for url in record.urls:
                     stats.link = "connecting"
                     try:
-                        healthy = await self._dial(url, key)
+                        healthy = await self._dial(url, key, record)
                     except (ProtocolError, HandshakeError, OSError, ConnectionClosed) as exc:
                         stats.last_error = _describe(exc)
                     except trio.TooSlowError:
@@ -491,17 +562,47 @@ class Federation:
             with trio.move_on_after(delay):
                 await event.wait()
 
-    async def _dial(self, url: str, key: bytes) -> bool:
-        """One connection attempt; returns True if the link was healthy."""
-        ws_url = url.replace("https://", "wss://").replace("http://", "ws://") + "/federation"
-        async with open_ws(
-            ws_url,
-            ssl_context=LINK_TLS if ws_url.startswith("wss://") else None,
+    def _private_ok(self, record: PeerRecord) -> bool:
+        """May a gossiped URL of ``record`` lead to a private-range address?"""
+        return self.config.gossip_allow_private or self.config.trust_lan or record.first_hand
+
+    def _open(self, url: str, record: PeerRecord) -> Any:
+        """Open the WebSocket for one dial; gossiped URLs are checked first."""
+        if url not in record.gossip_urls:
+            ws_url = url.replace("https://", "wss://").replace("http://", "ws://") + "/federation"
+            return open_ws(
+                ws_url,
+                ssl_context=LINK_TLS if ws_url.startswith("wss://") else None,
+                subprotocols=[FED_SUBPROTOCOL],
+                max_message_size=MAX_MESSAGE_BYTES + 4096,
+                connect_timeout=self.config.handshake_timeout,
+                disconnect_timeout=2,
+            )
+        return self._open_checked(url, record)
+
+    @asynccontextmanager
+    async def _open_checked(self, url: str, record: PeerRecord) -> AsyncIterator[Any]:
+        """Dial a gossiped URL: resolve, check every address, connect to it."""
+        host, port, _ = split_url(url)
+        with trio.fail_after(self.config.handshake_timeout):
+            address = await resolve_for_dial(
+                host, port, allow_private=self._private_ok(record), getaddrinfo=self.getaddrinfo
+            )
+        async with open_ws_at(
+            url,
+            address,
+            "/federation",
+            ssl_context=LINK_TLS,
             subprotocols=[FED_SUBPROTOCOL],
             max_message_size=MAX_MESSAGE_BYTES + 4096,
             connect_timeout=self.config.handshake_timeout,
             disconnect_timeout=2,
         ) as ws:
+            yield ws
+
+    async def _dial(self, url: str, key: bytes, record: PeerRecord) -> bool:
+        """One connection attempt; returns True if the link was healthy."""
+        async with self._open(url, record) as ws:
             hs = DialerHandshake(self.identity.key, self.identity.name, key)
             with trio.fail_after(self.config.handshake_timeout):
                 await ws.send_message(hs.start())
@@ -559,6 +660,9 @@ class Federation:
         if record is None or record.state != TRUSTED:
             raise ProtocolError(ErrorCode.FORBIDDEN, "peer is not trusted")
         await self.registry.pin_name(keys.peer_key, keys.peer_name)
+        if self.presence is not None:
+            # Contacts added by this label before it was pinned can be watched now.
+            self.presence.name_pinned(keys.peer_name)
 
     async def _serve_link(self, link: Link) -> None:
         existing = self._links.get(link.peer)

@@ -13,6 +13,7 @@ twice, and ``(origin, id)`` dedup catches a replay under a new ``oseq``.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import struct
 from collections.abc import Callable
@@ -39,6 +40,8 @@ MAX_URLS = 8
 MAX_URL_CHARS = 300
 DEDUP_RETENTION_MS = 7 * 24 * 3600 * 1000
 DEDUP_PRUNE_PER_ENTRY = 2
+#: At most this many expired outbox entries are removed in one transaction.
+OUTBOX_EXPIRE_PER_PASS = 512
 MAX_PEERS = 4096
 
 _U64 = struct.Struct(">Q")
@@ -54,10 +57,18 @@ class PeerRecord:
     urls: tuple[str, ...]
     source: str
     added_ms: int
+    #: The URLs known only from gossip (not from a seed, an admin or mDNS):
+    #: these are dialled only after the checks of node/dialcheck.py.
+    gossip_urls: tuple[str, ...] = ()
 
     @property
     def id(self) -> str:
         return node_id_text(self.key)
+
+    @property
+    def first_hand(self) -> bool:
+        """Whether this node has a URL for the peer from a seed, an admin or mDNS."""
+        return any(url not in self.gossip_urls for url in self.urls)
 
 
 @dataclass(frozen=True)
@@ -96,6 +107,7 @@ def _decode_peer(key: bytes, raw: bytes) -> PeerRecord:
         urls=tuple(item.get("urls", ())),
         source=item.get("source", ""),
         added_ms=item.get("added", 0),
+        gossip_urls=tuple(item.get("gossip", ())),
     )
 
 
@@ -107,6 +119,7 @@ def _encode_peer(record: PeerRecord) -> bytes:
             "urls": list(record.urls),
             "source": record.source,
             "added": record.added_ms,
+            "gossip": list(record.gossip_urls),
         }
     )
 
@@ -169,6 +182,20 @@ class PeerRegistry:
     def acked(self, key: bytes) -> int:
         return self._meta(key)["acked"]
 
+    def outbox_oldest_ms(self, key: bytes) -> int | None:
+        """When the oldest unacknowledged entry for ``key`` was queued (None: empty)."""
+
+        def fn(view: Any) -> int | None:
+            raw = view.txn.get(key, db=view.db("outbox_meta"))
+            acked = 0 if raw is None else cbor2.loads(raw)["acked"]
+            cursor = view.txn.cursor(db=view.db("outbox"))
+            if not cursor.set_range(key + _U64.pack(acked + 1)) or not cursor.key().startswith(key):
+                return None
+            ms = cbor2.loads(cursor.value()).get("ms")
+            return ms if isinstance(ms, int) else 0
+
+        return self._store.read(fn)
+
     def read_outbox(self, key: bytes, after: int, limit: int) -> list[OutboxEntry]:
         def fn(view: Any) -> list[OutboxEntry]:
             out: list[OutboxEntry] = []
@@ -219,6 +246,12 @@ class PeerRegistry:
             if old is not None and old.state == BLOCKED and keep_blocked:
                 new_state = BLOCKED
             merged = tuple(dict.fromkeys((*urls, *(old.urls if old else ()))))[:MAX_URLS]
+            old_urls = old.urls if old else ()
+            gossip = set(old.gossip_urls if old else ())
+            if source == "gossip":
+                gossip |= {url for url in urls if url not in old_urls}
+            else:
+                gossip -= set(urls)  # a first-hand source vouches for these
             record = PeerRecord(
                 key=key,
                 name=name if name is not None else (old.name if old else ""),
@@ -226,6 +259,7 @@ class PeerRegistry:
                 urls=merged,
                 source=old.source if old and old.source else source,
                 added_ms=old.added_ms if old else now_ms,
+                gossip_urls=tuple(url for url in merged if url in gossip),
             )
             w.txn.put(key, _encode_peer(record), db=db)
             return record
@@ -350,15 +384,62 @@ class PeerRegistry:
 
         return await self._store.transact(op)
 
+    async def expire_outbox(
+        self, key: bytes, now_ms: int, max_age_ms: int, limit: int = OUTBOX_EXPIRE_PER_PASS
+    ) -> int:
+        """Withdraw up to ``limit`` entries queued more than ``max_age_ms`` ago.
+
+        Entries go oldest first, from the front of the outbox, and stop at the
+        first younger one. Each withdrawn 1:1 or group entry becomes a
+        ``delivery_failed`` event (code ``timeout``) in its sender's queue, in
+        the same transaction that deletes it, so it is reported exactly once.
+        The withdrawn entries count as acknowledged here; the next ``push``
+        tells the peer to skip them. Returns how many were withdrawn.
+        """
+        horizon = now_ms - max_age_ms
+
+        def op(w: WriteTxn) -> int:
+            meta = self._txn_meta(w, key)
+            cursor = w.txn.cursor(db=w.db("outbox"))
+            if not cursor.set_range(key + _U64.pack(meta["acked"] + 1)):
+                return 0
+            count = 0
+            top = meta["acked"]
+            while count < limit:
+                k = cursor.key()
+                if not k.startswith(key):
+                    break
+                item = cbor2.loads(cursor.value())
+                ms = item.get("ms")
+                if isinstance(ms, int) and ms > horizon:
+                    break
+                top = _U64.unpack(k[32:])[0]
+                _delivery_failed(w, item, str(ErrorCode.TIMEOUT), key)
+                count += 1
+                if not cursor.delete():
+                    break
+            if count:
+                meta["acked"] = top
+                w.txn.put(key, cbor2.dumps(meta), db=w.db("outbox_meta"))
+            return count
+
+        return await self._store.transact(op)
+
     # ------------------------------------------------------------ inbound
     async def apply_inbound(
-        self, peer: bytes, entries: list[tuple[int, str, Any]], now_ms: int
+        self,
+        peer: bytes,
+        entries: list[tuple[int, str, Any]],
+        now_ms: int,
+        skip: int | None = None,
     ) -> InboundResult:
         """Verify and commit a batch from ``peer`` in one transaction.
 
         Entries at or below the applied ``oseq`` are skipped (a resent batch);
         a refused entry (forged, mis-attributed, replayed, unknown user) is
-        reported in ``rejected`` and never stored.
+        reported in ``rejected`` and never stored. ``skip`` (the oseq just
+        before the first entry) says the peer withdrew every entry up to it
+        (expired by age): the applied ``oseq`` moves up to it.
         """
         our_id = self._store.node_key.id
 
@@ -366,6 +447,8 @@ class PeerRegistry:
             inbound = w.db("inbound")
             raw = w.txn.get(peer, db=inbound)
             applied = 0 if raw is None else _U64.unpack(raw)[0]
+            if skip is not None and entries and skip == entries[0][0] - 1 and skip > applied:
+                applied = skip
             result = InboundResult(applied=applied)
             for oseq, kind, payload in entries:
                 if oseq <= applied:
@@ -416,7 +499,7 @@ class PeerRegistry:
 
 
 def _replace_name(record: PeerRecord, name: str) -> PeerRecord:
-    return PeerRecord(record.key, name, record.state, record.urls, record.source, record.added_ms)
+    return dataclasses.replace(record, name=name)
 
 
 def _delivery_failed(w: WriteTxn, item: dict[str, Any], code: str, peer: bytes) -> None:

@@ -84,6 +84,9 @@ class Presence:
         self._local: dict[str, PresenceState] = {}
         self._remote: dict[Watched, PresenceState] = {}
         self._watchers: dict[Watched, set[str]] = {}
+        #: Contacts whose node label is not pinned yet: label -> {(watcher, address)}.
+        #: They are watched as soon as the label is pinned (name_pinned).
+        self._unresolved: dict[str, set[tuple[str, str]]] = {}
         self._subscribers: dict[str, set[bytes]] = {}
         self._outgoing: dict[bytes, dict[str, PresenceState]] = {}
         self._wake = trio.Event()
@@ -205,7 +208,17 @@ class Presence:
     def contact_added(self, watcher: str, address: str) -> None:
         self._watch(watcher, address)
 
+    def name_pinned(self, label: str) -> None:
+        """A node label was pinned: watch the contacts that were waiting for it."""
+        for watcher, address in sorted(self._unresolved.pop(label, ())):
+            self._watch(watcher, address)
+
     def contact_removed(self, watcher: str, address: str) -> None:
+        label = _label_of(address)
+        if label is not None and label in self._unresolved:
+            self._unresolved[label].discard((watcher, address))
+            if not self._unresolved[label]:
+                del self._unresolved[label]
         watched = self._parse(address)
         if watched is None:
             return
@@ -223,6 +236,9 @@ class Presence:
     def _watch(self, watcher: str, address: str) -> None:
         watched = self._parse(address)
         if watched is None:
+            label = _label_of(address)
+            if label is not None:
+                self._unresolved.setdefault(label, set()).add((watcher, address))
             return
         first = watched not in self._watchers
         self._watchers.setdefault(watched, set()).add(watcher)
@@ -342,6 +358,15 @@ class Presence:
                     await self._send_quietly(
                         key, {"t": "presence", "items": items[start : start + MAX_SUB_USERS]}
                     )
+
+
+def _label_of(address: str) -> str | None:
+    """The node label of a well-formed contact address that did not resolve."""
+    try:
+        target = parse_target(address)
+    except ProtocolError:
+        return None
+    return target.node if target.node and not target.is_group else None
 
 
 def _get_presence(view: Any, record: Any) -> PresenceState | None:

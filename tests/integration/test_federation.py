@@ -172,9 +172,16 @@ async def test_gossip_spreads_addresses_but_not_trust(start_node) -> None:
     await eventually(lambda: n3.node.registry.get(k1) is not None)
     assert n1.node.registry.get(k3).state == "pending"
     assert n1.node.registry.get(k3).urls == (n3.url,)
+    assert n1.node.registry.get(k3).gossip_urls == (n3.url,)
     assert not n1.node.federation.is_linked(k3)
-    # Once both admins approve, they link with the gossiped addresses alone.
+    # Approved, but the only URLs are gossiped loopback ones: never dialled.
     await admin_request(n1.node.config.data_dir, "peers.approve", {"id": n3.running.identity.id})
     await admin_request(n3.node.config.data_dir, "peers.approve", {"id": n1.running.identity.id})
+    await eventually(lambda: "not dialling gossiped" in peer_status(n1, n3)["last_error"])
+    await eventually(lambda: "not dialling gossiped" in peer_status(n3, n1)["last_error"])
+    assert not n1.node.federation.is_linked(k3)
+    # The admin giving the same URL first-hand makes it dialable.
+    await peer_add(n1, n3)
+    assert n1.node.registry.get(k3).gossip_urls == ()
     with trio.fail_after(TIMEOUT):
         await n1.node.federation.wait_linked(k3)

@@ -65,3 +65,16 @@ async def test_node_down_marks_its_users_offline_after_silence(start_node) -> No
         await n2.stop()  # the whole node goes away, dave never says goodbye
         with trio.fail_after(TIMEOUT):
             await e.wait_presence("dave@b2", "offline", TIMEOUT)
+
+
+async def test_contact_added_by_label_before_the_pin_is_watched_once_pinned(start_node) -> None:
+    n1 = await start_node(name="w3", **FAST)
+    n2 = await start_node(name="attic", **FAST)
+    watcher = await n1.user("gina")
+    # n1 has never heard of "attic": the contact is stored, not yet resolvable.
+    await add_contact(n1, watcher, "hank@attic")
+    hank = await n2.user("hank")
+    await linked(n1, n2)  # the handshake pins "attic"
+    await eventually(lambda: n2.node.presence.subscribers_of("hank") == 1)
+    async with connect(n1.url, watcher) as g, connect(n2.url, hank):
+        await g.wait_presence("hank@attic", "online", TIMEOUT)

@@ -1,0 +1,157 @@
+"""Which addresses a node may dial for a URL it learned by gossip, and the dial.
+
+A gossiped address record is signed by the node it describes, so a relay
+cannot redirect anyone, but the node itself can put any URL in its record.
+Before dialling such a URL the host is resolved and **every** address it
+resolves to is checked:
+
+* loopback, link-local, unspecified, multicast and reserved addresses are
+  never dialled (nor IPv4 addresses embedded in IPv6 ones: mapped, 6to4,
+  NAT64);
+* a private-range (any other non-global) address is dialled only when the
+  caller allows it (the peer is known first-hand, or the admin allows
+  private gossiped addresses);
+* global addresses are dialled.
+
+The connection then goes to the address that was checked (never a second
+resolution), with the URL's host kept for the ``Host`` header and TLS.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import asynccontextmanager
+from typing import Any
+from urllib.parse import urlsplit
+
+import trio
+from trio_websocket import WebSocketConnection, wrap_client_stream
+
+from chinwag.protocol.errors import ErrorCode, ProtocolError
+
+from .client import leaf_exceptions
+
+REFUSED = "refused"
+PRIVATE = "private"
+GLOBAL = "global"
+
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+Resolver = Callable[..., Awaitable[list[Any]]]
+
+
+def classify(text: str) -> str:
+    """``refused``, ``private`` or ``global`` for one IP address (text)."""
+    try:
+        ip = ipaddress.ip_address(text.split("%", 1)[0])
+    except ValueError:
+        return REFUSED
+    if isinstance(ip, ipaddress.IPv6Address):
+        embedded = ip.ipv4_mapped or ip.sixtofour
+        if embedded is None and ip in _NAT64:
+            embedded = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+        if embedded is not None:
+            inner = classify(str(embedded))
+            if inner != GLOBAL:
+                return inner
+    if ip.is_loopback or ip.is_link_local or ip.is_unspecified or ip.is_multicast or ip.is_reserved:
+        return REFUSED
+    return GLOBAL if ip.is_global else PRIVATE
+
+
+async def resolve_for_dial(
+    host: str,
+    port: int,
+    *,
+    allow_private: bool,
+    getaddrinfo: Resolver | None = None,
+) -> str:
+    """Resolve ``host`` and check every address; return the one to connect to.
+
+    Raises ``forbidden`` if any address is refused (or private, when that is
+    not allowed), and ``OSError`` if the name does not resolve.
+    """
+    resolve = getaddrinfo or trio.socket.getaddrinfo
+    try:
+        infos = await resolve(host, port, type=trio.socket.SOCK_STREAM)
+    except UnicodeError as exc:
+        raise OSError(f"cannot resolve {host[:100]!r}") from exc
+    addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
+    if not addresses:
+        raise OSError(f"{host[:100]!r} resolves to nothing")
+    for address in addresses:
+        kind = classify(address)
+        if kind == REFUSED or (kind == PRIVATE and not allow_private):
+            what = "a private" if kind == PRIVATE else "a loopback/link-local/special"
+            raise ProtocolError(
+                ErrorCode.FORBIDDEN,
+                f"not dialling gossiped {host[:100]!r}: {address} is {what} address",
+            )
+    return addresses[0]
+
+
+def split_url(url: str) -> tuple[str, int, bool]:
+    """The host, port and TLS flag of a node URL (``http(s)://host[:port]``)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ProtocolError(ErrorCode.BAD_REQUEST, f"not a node URL: {url[:80]!r}")
+    try:
+        port = parts.port
+    except ValueError as exc:
+        raise ProtocolError(ErrorCode.BAD_REQUEST, "bad port in a node URL") from exc
+    tls = parts.scheme == "https"
+    return parts.hostname, port or (443 if tls else 80), tls
+
+
+@asynccontextmanager
+async def open_ws_at(
+    url: str,
+    address: str,
+    resource: str,
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+    subprotocols: Iterable[str],
+    max_message_size: int,
+    connect_timeout: float,
+    disconnect_timeout: float,
+) -> AsyncIterator[WebSocketConnection]:
+    """A client WebSocket to ``url``'s host, connected to ``address`` (checked)."""
+    host, port, tls = split_url(url)
+    netloc = urlsplit(url).netloc
+    try:
+        async with trio.open_nursery() as nursery:
+            with trio.fail_after(connect_timeout):
+                tcp = await trio.open_tcp_stream(address, port)
+                stream: Any = tcp
+                if tls:
+                    context = ssl_context or ssl.create_default_context()
+                    stream = trio.SSLStream(
+                        tcp, context, server_hostname=host, https_compatible=True
+                    )
+                try:
+                    ws = await wrap_client_stream(
+                        nursery,
+                        stream,
+                        netloc,
+                        resource,
+                        subprotocols=subprotocols,
+                        max_message_size=max_message_size,
+                    )
+                except BaseException:
+                    await trio.aclose_forcefully(stream)
+                    raise
+            try:
+                yield ws
+            finally:
+                with trio.move_on_after(disconnect_timeout) as scope:
+                    scope.shield = True
+                    await ws.aclose()
+                await trio.aclose_forcefully(stream)
+                nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        leaves = [e for e in leaf_exceptions(group) if not isinstance(e, trio.Cancelled)]
+        if len(leaves) == 1:
+            raise leaves[0] from None
+        raise
