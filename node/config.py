@@ -69,6 +69,7 @@ class NodeConfig:
     @property
     def scheme(self) -> str:
         return "https" if self.tls_cert is not None else "http"
+
     #: How often a link re-sends the address records it knows.
     gossip_interval: float = 30.0
     #: Outbox entries older than this are withdrawn and reported to their

@@ -66,4 +66,4 @@ def test_client_loads_nothing_from_other_origins() -> None:
     for name, _ in set(STATIC_FILES.values()):
         text = static.joinpath(name).read_text("utf-8")
         assert not external.search(text), f"{name} refers to another origin"
-        assert "fetch(\"http" not in text and "new WebSocket(\"ws" not in text
+        assert 'fetch("http' not in text and 'new WebSocket("ws' not in text
