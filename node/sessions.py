@@ -116,9 +116,11 @@ class DeviceSession:
         # The stream may hold at most three quarters of the outgoing queue, so
         # replies always find room: a device catching up on a long backlog and
         # sending a request meanwhile is not taken for a slow consumer.
-        self._stream_slots = trio.Semaphore(
-            max(1, config.send_queue_frames - max(1, config.send_queue_frames // 4))
-        )
+        # (A count and an event made only while waiting, not a trio.Semaphore:
+        # this is per connection, and idle connections should stay small.)
+        self._stream_cap = max(1, config.send_queue_frames - max(1, config.send_queue_frames // 4))
+        self._stream_queued = 0
+        self._stream_room: trio.Event | None = None
         self._pending_send, self._pending_recv = trio.open_memory_channel[_PendingSend](
             config.max_inflight_sends
         )
@@ -384,15 +386,14 @@ class DeviceSession:
                 self._stream_idle = None
                 continue
             for entry in entries:
-                try:
-                    # No checkpoint per frame: the writer then batches the page.
-                    self._stream_slots.acquire_nowait()
-                except trio.WouldBlock:
-                    # Blocking here is fine: the queue is in LMDB, not in memory.
-                    await self._stream_slots.acquire()
+                # No checkpoint per frame: the writer then batches the page.
+                if self._stream_queued >= self._stream_cap:
+                    # Waiting is fine: the queue is in LMDB, not in memory.
+                    self._stream_room = trio.Event()
+                    await self._stream_room.wait()
                     if self._stream_from is not None:
-                        self._stream_slots.release()
                         break  # a sync came while we waited: restart from it
+                self._stream_queued += 1
                 frame = self._router.render(entry.seq, entry.record)
                 try:
                     self._out_send.send_nowait(frame)
@@ -407,7 +408,10 @@ class DeviceSession:
     def _took(self, frame: dict[str, Any]) -> None:
         """A frame left the outgoing queue; a ``msg`` gives its slot back."""
         if frame.get("t") == "msg":
-            self._stream_slots.release()
+            self._stream_queued -= 1
+            if self._stream_room is not None:
+                self._stream_room.set()
+                self._stream_room = None
 
     async def _writer(self) -> None:
         budget = MAX_MESSAGE_BYTES - 1024
