@@ -74,6 +74,7 @@ from nodeproc import (  # noqa: E402  (bench/ is not a package)
     memory_kb,
     percentile,
     raise_nofile_limit,
+    send_windowed,
     wait_for_quiet,
 )
 
@@ -358,33 +359,26 @@ async def send_max(
     client: ChatClient, idx: int, to: str, count: int, phase: Phase, args: argparse.Namespace
 ) -> None:
     """Keep ``--window`` sends in flight as batches of ``--batch`` frames."""
-    next_n = 0
 
-    async def worker() -> None:
-        nonlocal next_n
-        while next_n < count:
-            start = next_n
-            k = min(args.batch, count - start)
-            next_n += k
-            items: list[tuple[str, str, str | None]] = [
-                (to, make_text(phase.tag, idx, n, args.size), f"{phase.tag}-{idx}-{n}")
-                for n in range(start, start + k)
-            ]
-            try:
-                results = await client.send_many(items)
-            except ClientError as exc:
-                phase.failed(exc.code, k)
-                continue
-            for result in results:
-                if isinstance(result, ClientError):
-                    phase.failed(result.code)
-                else:
-                    phase.sent_ok += 1
-            phase.last_ok_ns = time.perf_counter_ns()
+    def settle(results: list[Any] | ClientError, k: int) -> None:
+        if isinstance(results, ClientError):
+            phase.failed(results.code, k)
+            return
+        for result in results:
+            if isinstance(result, ClientError):
+                phase.failed(result.code)
+            else:
+                phase.sent_ok += 1
+        phase.last_ok_ns = time.perf_counter_ns()
 
-    async with trio.open_nursery() as nursery:
-        for _ in range(max(1, args.window // args.batch)):
-            nursery.start_soon(worker)
+    await send_windowed(
+        client,
+        count,
+        args.batch,
+        args.window,
+        lambda n: (to, make_text(phase.tag, idx, n, args.size), f"{phase.tag}-{idx}-{n}"),
+        settle,
+    )
 
 
 async def send_paced(
@@ -617,27 +611,24 @@ async def catchup_phase(
     started = time.monotonic()
     errors: dict[str, int] = {}
 
+    def count_errors(results: list[Any] | ClientError, k: int) -> None:
+        if isinstance(results, ClientError):
+            errors[results.code] = errors.get(results.code, 0) + k
+            return
+        for reply in results:
+            if isinstance(reply, ClientError):
+                errors[reply.code] = errors.get(reply.code, 0) + 1
+
     async def queue_from(idx: int, token: str, count: int) -> None:
         async with connect(n1.url, token) as client:
-            sent = 0
-
-            async def worker() -> None:
-                nonlocal sent
-                while sent < count:
-                    first = sent
-                    k = min(args.catchup_batch, count - first)
-                    sent += k
-                    items: list[tuple[str, str, str | None]] = [
-                        (f"r{idx}@{n2.name}", make_text("C", idx, n, args.size), f"C-{idx}-{n}")
-                        for n in range(first, first + k)
-                    ]
-                    for reply in await client.send_many(items):
-                        if isinstance(reply, ClientError):
-                            errors[reply.code] = errors.get(reply.code, 0) + 1
-
-            async with trio.open_nursery() as nursery:
-                for _ in range(2):
-                    nursery.start_soon(worker)
+            await send_windowed(
+                client,
+                count,
+                args.catchup_batch,
+                2 * args.catchup_batch,  # two batches in flight
+                lambda n: (f"r{idx}@{n2.name}", make_text("C", idx, n, args.size), f"C-{idx}-{n}"),
+                count_errors,
+            )
 
     with trio.fail_after(max(1.0, deadline - time.monotonic())):
         async with trio.open_nursery() as nursery:

@@ -52,6 +52,7 @@ from nodeproc import (
     memory_kb,
     percentile,
     raise_nofile_limit,
+    send_windowed,
     thread_count,
     wait_for_quiet,
 )
@@ -158,33 +159,24 @@ async def receiver(client: ChatClient, state: State, ack_every: int) -> None:
 async def sender_max(
     client: ChatClient, idx: int, to: str, count: int, phase: Phase, args: argparse.Namespace
 ) -> None:
-    next_n = 0
+    def settle(results: list[Any] | ClientError, k: int) -> None:
+        if isinstance(results, ClientError):
+            phase.failed(results.code, k)
+            return
+        for result in results:
+            if isinstance(result, ClientError):
+                phase.failed(result.code)
+            else:
+                phase.sent_ok += 1
 
-    async def worker() -> None:
-        nonlocal next_n
-        while next_n < count:
-            start = next_n
-            k = min(args.batch, count - start)
-            next_n += k
-            items: list[tuple[str, str, str | None]] = [
-                (to, make_text(phase.tag, idx, n, args.size), _cid(args, phase, idx, n))
-                for n in range(start, start + k)
-            ]
-            try:
-                results = await client.send_many(items)
-            except ClientError as exc:
-                phase.failed(exc.code, k)
-                continue
-            for result in results:
-                if isinstance(result, ClientError):
-                    phase.failed(result.code)
-                else:
-                    phase.sent_ok += 1
-
-    depth = max(1, args.window // args.batch)
-    async with trio.open_nursery() as nursery:
-        for _ in range(depth):
-            nursery.start_soon(worker)
+    await send_windowed(
+        client,
+        count,
+        args.batch,
+        args.window,
+        lambda n: (to, make_text(phase.tag, idx, n, args.size), _cid(args, phase, idx, n)),
+        settle,
+    )
 
 
 async def sender_rate(

@@ -1,4 +1,5 @@
-"""Shared by the load generators: a chinwag node in a subprocess, and /proc readings.
+"""Shared by the load generators: a chinwag node in a subprocess, /proc readings,
+and the windowed sender.
 
 The node runs as ``python -m chinwag.cli run`` with a fresh data directory
 (on disk, so commits pay a real fsync) and the per-device limits lifted; the
@@ -19,8 +20,17 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import trio
+
+from chinwag.node.client import ChatClient, ClientError
+
+#: One send as ``ChatClient.send_many`` takes it: (to, text, cid).
+SendItem = tuple[str, str, str | None]
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 READY_MARK = " ready at "
@@ -219,3 +229,34 @@ def percentile(sorted_values: list[float], q: float) -> float:
         return float("nan")
     rank = max(1, min(len(sorted_values), math.ceil(q / 100 * len(sorted_values))))
     return sorted_values[rank - 1]
+
+
+async def send_windowed(
+    client: ChatClient,
+    count: int,
+    batch: int,
+    window: int,
+    item: Callable[[int], SendItem],
+    settle: Callable[[list[Any] | ClientError, int], None],
+) -> None:
+    """Send items ``0..count-1``, keeping about ``window`` sends in flight as
+    ``send_many`` batches of ``batch``. ``settle(results, k)`` gets each batch's
+    replies (acks or ClientErrors), or the ClientError that failed all ``k``."""
+    next_n = 0
+
+    async def worker() -> None:
+        nonlocal next_n
+        while next_n < count:
+            start = next_n
+            k = min(batch, count - start)
+            next_n += k
+            try:
+                results = await client.send_many([item(n) for n in range(start, start + k)])
+            except ClientError as exc:
+                settle(exc, k)
+                continue
+            settle(results, k)
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(max(1, window // batch)):
+            nursery.start_soon(worker)

@@ -51,7 +51,8 @@ class ClientError(Exception):
         return exc
 
 
-def _split_url(url: str) -> tuple[str, int, bool]:
+def split_url(url: str) -> tuple[str, int, bool]:
+    """The host, port and TLS flag of a node URL (``http(s)://host[:port]``)."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ClientError("bad_request", f"not a node URL (http://host:port): {url!r}")
@@ -72,7 +73,7 @@ async def http_json(
     timeout: float = DEFAULT_TIMEOUT,
 ) -> tuple[int, dict[str, Any]]:
     """One JSON request to a node; returns (status, decoded body)."""
-    host, port, tls = _split_url(url)
+    host, port, tls = split_url(url)
     payload = json.dumps(body).encode() if body is not None else b""
     headers = [("host", f"{host}:{port}"), ("connection", "close"), ("accept", "application/json")]
     if body is not None:
@@ -187,7 +188,7 @@ class AuthInfo:
 
 
 def ws_url(url: str) -> str:
-    host, port, tls = _split_url(url)
+    host, port, tls = split_url(url)
     shown = f"[{host}]" if ":" in host else host
     return f"{'wss' if tls else 'ws'}://{shown}:{port}/ws"
 

@@ -31,7 +31,8 @@ from trio_websocket import WebSocketConnection, wrap_client_stream
 
 from chinwag.protocol.errors import ErrorCode, ProtocolError
 
-from .client import leaf_exceptions
+from .client import ClientError, leaf_exceptions
+from .client import split_url as client_split_url
 
 REFUSED = "refused"
 PRIVATE = "private"
@@ -93,16 +94,11 @@ async def resolve_for_dial(
 
 
 def split_url(url: str) -> tuple[str, int, bool]:
-    """The host, port and TLS flag of a node URL (``http(s)://host[:port]``)."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ProtocolError(ErrorCode.BAD_REQUEST, f"not a node URL: {url[:80]!r}")
+    """:func:`chinwag.node.client.split_url`, failing with ``bad_request``."""
     try:
-        port = parts.port
-    except ValueError as exc:
-        raise ProtocolError(ErrorCode.BAD_REQUEST, "bad port in a node URL") from exc
-    tls = parts.scheme == "https"
-    return parts.hostname, port or (443 if tls else 80), tls
+        return client_split_url(url)
+    except ClientError as exc:
+        raise ProtocolError(ErrorCode.BAD_REQUEST, exc.message) from exc
 
 
 @asynccontextmanager

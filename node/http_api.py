@@ -11,7 +11,6 @@ import json
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from importlib import resources
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -126,7 +125,6 @@ class HttpApi:
             ("POST", "/api/contacts"): self.add_contact,
             ("DELETE", "/api/contacts"): self.remove_contact,
             ("GET", "/.well-known/chinwag"): self.node_info,
-            ("GET", "/"): self.index,
         }
 
     def add_route(self, method: str, path: str, handler: Handler) -> None:
@@ -335,13 +333,6 @@ class HttpApi:
         if self._extra_info is not None:
             info.update(self._extra_info())
         return json_response(200, info)
-
-    async def index(self, request: HttpRequest) -> HttpResponse:
-        try:
-            page = resources.files("chinwag.node").joinpath("static/index.html").read_bytes()
-        except (FileNotFoundError, OSError):
-            page = b"<!doctype html><title>chinwag</title><p>chinwag node</p>"
-        return HttpResponse(200, page, content_type="text/html; charset=utf-8")
 
 
 def _now_ms() -> int:

@@ -19,7 +19,6 @@ past a bound the oldest is dropped and counted.
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import json
 import logging
 import random
@@ -37,6 +36,7 @@ from chinwag.protocol.envelope import SignedUnit, decode_envelope
 from chinwag.protocol.errors import ErrorCode, ProtocolError
 
 from .config import NodeConfig
+from .dialcheck import GLOBAL, classify
 from .http_api import HttpApi, HttpRequest, HttpResponse, json_response
 from .hub import Hub
 from .store import Store, WriteTxn
@@ -62,9 +62,6 @@ RESOLVE_TIMEOUT = 5.0
 CONCURRENT_POSTS = 16
 #: Opted-in text is cut to this many UTF-8 bytes (push services take ~4 KiB).
 MAX_PUSH_TEXT_BYTES = 2048
-
-# The NAT64 well-known prefix: an address in it embeds an IPv4 address.
-_NAT64 = ipaddress.ip_network("64:ff9b::/96")
 
 
 @dataclass(frozen=True)
@@ -138,25 +135,7 @@ def _rows(txn: Any, db: Any, prefix: bytes) -> list[tuple[bytes, bytes]]:
 # ------------------------------------------------------------ address checks
 def address_allowed(address: str, allow_private: bool) -> bool:
     """May push dial ``address``? Only global unicast unless private is allowed."""
-    if allow_private:
-        return True
-    try:
-        ip = ipaddress.ip_address(address.split("%", 1)[0])
-    except ValueError:
-        return False
-    if isinstance(ip, ipaddress.IPv6Address):
-        embedded = ip.ipv4_mapped or ip.sixtofour
-        if embedded is None and ip in _NAT64:
-            embedded = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
-        if embedded is not None and not _plain_global(embedded):
-            return False
-    return _plain_global(ip)
-
-
-def _plain_global(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    return ip.is_global and not (
-        ip.is_multicast or ip.is_reserved or ip.is_unspecified or ip.is_link_local
-    )
+    return allow_private or classify(address) == GLOBAL
 
 
 class DialError(Exception):

@@ -20,10 +20,8 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -32,7 +30,7 @@ from typing import Any
 
 import pytest
 
-from ..integration.procs import cli_env
+from ..integration.procs import SyncNode, cli_env
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = os.environ.get("CHINWAG_CHROMIUM", "/usr/bin/chromium")
@@ -50,7 +48,6 @@ PASSWORD = "correct horse battery staple"
 NODE_NAME = "kitchen"
 #: Every Playwright wait in these tests is bounded by this (ms) unless a test says otherwise.
 TIMEOUT_MS = 10_000
-READY = re.compile(r"ready at (http://\S+)")
 
 
 def artifacts_dir() -> Path:
@@ -67,104 +64,20 @@ def screenshots_dir() -> Path:
 # ---------------------------------------------------------------- the node process
 
 
-class NodeProcess:
-    """``chinwag run`` as a subprocess; restartable on the same port and data dir."""
+class NodeProcess(SyncNode):
+    """The shared node process, plus set-up helpers over HTTP; its node id must
+    survive a restart."""
 
     def __init__(self, data_dir: Path, home: Path, name: str = NODE_NAME) -> None:
-        self.data_dir = data_dir
-        self.home = home
-        self.name = name
-        self.port = 0  # chosen by the OS at the first start, then kept
-        self.url = ""
+        super().__init__(data_dir, home, name)
         self.node_id = ""
-        self.process: subprocess.Popen[str] | None = None
-        self.output: list[str] = []  # every line the node printed, all runs
-        self._ready = threading.Event()
-        self._lock = threading.Lock()
 
-    # -- lifecycle
     def start(self, timeout: float = 20.0) -> None:
-        """Start (or start again) and wait for "ready at URL"."""
-        assert self.process is None or self.process.poll() is not None, "already running"
-        deadline = time.monotonic() + timeout
-        while True:
-            error = self._start_once(deadline)
-            if error is None:
-                break
-            # A restart may find the port still held for a moment: retry, bounded.
-            if "cannot listen" in error and self.port and time.monotonic() < deadline:
-                time.sleep(0.1)
-                continue
-            raise AssertionError(f"node did not start: {error}")
+        super().start(timeout)
         info = self.well_known()
         if self.node_id:
             assert info["node_id"] == self.node_id, "the node id changed across a restart"
         self.node_id = info["node_id"]
-
-    def _start_once(self, deadline: float) -> str | None:
-        args = [
-            sys.executable, "-m", "chinwag.cli", "run",
-            "--data", str(self.data_dir),
-            "--name", self.name,
-            "--listen", f"127.0.0.1:{self.port}",
-            "--no-mdns",
-        ]  # fmt: skip
-        self._ready.clear()
-        first_line = len(self.output)
-        process = subprocess.Popen(
-            args,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            text=True,
-            env=cli_env(self.home),
-        )
-        self.process = process
-        # The reader drains the pipe for the process's whole life (no blocked node).
-        threading.Thread(target=self._read, args=(process,), daemon=True).start()
-        while not self._ready.wait(0.05):
-            if process.poll() is not None or time.monotonic() > deadline:
-                self._kill(process)
-                with self._lock:
-                    return "".join(self.output[first_line:]) or f"exit code {process.returncode}"
-        return None
-
-    def _read(self, process: subprocess.Popen[str]) -> None:
-        assert process.stdout is not None
-        for line in process.stdout:
-            with self._lock:
-                self.output.append(line)
-            match = READY.search(line)
-            if match:
-                self.url = match.group(1)
-                self.port = int(self.url.rsplit(":", 1)[1].rstrip("/"))
-                self._ready.set()
-
-    def stop(self) -> None:
-        """SIGTERM (a clean shutdown); SIGKILL if it takes more than 10 s."""
-        process = self.process
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self._kill(process)
-
-    def kill(self) -> None:
-        """SIGKILL: no clean shutdown of any kind."""
-        if self.process is not None:
-            self._kill(self.process)
-
-    @staticmethod
-    def _kill(process: subprocess.Popen[str]) -> None:
-        if process.poll() is None:
-            process.kill()
-        process.wait(timeout=10)
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
 
     # -- HTTP helpers (setup only; the tests themselves go through the page)
     def http(self, method: str, path: str, body: Any = None, token: str | None = None) -> Any:
@@ -196,10 +109,6 @@ class NodeProcess:
     @property
     def origin(self) -> str:
         return self.url.rstrip("/")
-
-    def log(self) -> str:
-        with self._lock:
-            return "".join(self.output[-200:])
 
 
 @pytest.fixture

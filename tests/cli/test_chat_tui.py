@@ -26,8 +26,8 @@ from chinwag.node.client import api_call, connect
 
 from .tui_harness import (
     PW,
-    NodeProc,
     Online,
+    SyncNode,
     in_trio,
     listed,
     make_user,
@@ -46,22 +46,22 @@ SIZE = (120, 40)
 
 
 @pytest.fixture
-def node(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[NodeProc]:
+def node(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[SyncNode]:
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     monkeypatch.setenv("CHINWAG_PASSWORD", PW)
     proc = start_node(tmp_path / "data", tmp_path)
     try:
         yield proc
     finally:
-        proc.stop()
+        proc.kill()
 
 
-def _users(node: NodeProc, *names: str) -> list[str]:
+def _users(node: SyncNode, *names: str) -> list[str]:
     """Sign the users up; returns a token for each."""
     return [trio.run(make_user, node.url, name).token for name in names]
 
 
-def test_log_in_send_acknowledged_and_receive_live(node: NodeProc) -> None:
+def test_log_in_send_acknowledged_and_receive_live(node: SyncNode) -> None:
     (bob,) = _users(node, "alice", "bob")[1:]
 
     async def main() -> None:
@@ -100,7 +100,7 @@ def test_log_in_send_acknowledged_and_receive_live(node: NodeProc) -> None:
     assert stat.S_IMODE(os.stat(state.parent).st_mode) == 0o700
 
 
-def test_switch_conversations_with_keys_and_unread_counts(node: NodeProc) -> None:
+def test_switch_conversations_with_keys_and_unread_counts(node: SyncNode) -> None:
     _, bob, carol = _users(node, "alice", "bob", "carol")
 
     async def main() -> None:
@@ -138,7 +138,7 @@ def test_switch_conversations_with_keys_and_unread_counts(node: NodeProc) -> Non
     run_app_test(main)
 
 
-def test_group_commands(node: NodeProc) -> None:
+def test_group_commands(node: SyncNode) -> None:
     _, bob = _users(node, "alice", "bob")
 
     async def main() -> None:
@@ -172,7 +172,7 @@ def test_group_commands(node: NodeProc) -> None:
     assert trio.run(texts_of, node.url, bob) == ["chapter one", "loved it"]
 
 
-def test_contacts_presence_changes_live(node: NodeProc) -> None:
+def test_contacts_presence_changes_live(node: SyncNode) -> None:
     _, bob = _users(node, "alice", "bob")
 
     async def main() -> None:
@@ -194,7 +194,7 @@ def test_contacts_presence_changes_live(node: NodeProc) -> None:
     run_app_test(main)
 
 
-def test_restart_resumes_from_the_saved_cursor_without_duplicates(node: NodeProc) -> None:
+def test_restart_resumes_from_the_saved_cursor_without_duplicates(node: SyncNode) -> None:
     _, bob = _users(node, "alice", "bob")
     trio.run(send_as, node.url, bob, "alice", "one")
 
@@ -234,7 +234,7 @@ def test_restart_resumes_from_the_saved_cursor_without_duplicates(node: NodeProc
     run_app_test(second_run)
 
 
-def test_reconnects_by_itself_and_resends_pending(node: NodeProc, tmp_path: Path) -> None:
+def test_reconnects_by_itself_and_resends_pending(node: SyncNode) -> None:
     _, bob = _users(node, "alice", "bob")
 
     async def main() -> None:
@@ -242,34 +242,31 @@ def test_reconnects_by_itself_and_resends_pending(node: NodeProc, tmp_path: Path
         async with app.run_test(size=SIZE) as pilot:
             await until_connected(pilot)
             await type_line(pilot, "/chat bob")
-            await asyncio.to_thread(node.stop)  # SIGKILL
+            await asyncio.to_thread(node.kill)
             await until(pilot, lambda: "offline" in shown(app, "#status"), "noticed")
             await type_line(pilot, "sent while down")
             assert "sent while down  sending…" in shown(app, "#messages")
-            again = await asyncio.to_thread(start_node, tmp_path / "data", tmp_path, node.listen)
-            try:
-                await until(
-                    pilot,
-                    lambda: "you: sent while down  ✓" in shown(app, "#messages"),
-                    "the resend's ok",
-                )
-                assert app.session.connected
-                await in_trio(send_as, again.url, bob, "alice", "welcome back")
-                await until(pilot, lambda: "welcome back" in shown(app, "#messages"), "live msg")
-                lines = shown(app, "#messages").splitlines()
-                assert [line.split(" ", 1)[1] for line in lines] == [
-                    "you: sent while down  ✓",
-                    "bob@kitchen: welcome back",
-                ]
-                sent = await in_trio(texts_of, again.url, bob)
-                assert sent == ["sent while down", "welcome back"]
-            finally:
-                again.stop()
+            await asyncio.to_thread(node.start)  # the same port and data
+            await until(
+                pilot,
+                lambda: "you: sent while down  ✓" in shown(app, "#messages"),
+                "the resend's ok",
+            )
+            assert app.session.connected
+            await in_trio(send_as, node.url, bob, "alice", "welcome back")
+            await until(pilot, lambda: "welcome back" in shown(app, "#messages"), "live msg")
+            lines = shown(app, "#messages").splitlines()
+            assert [line.split(" ", 1)[1] for line in lines] == [
+                "you: sent while down  ✓",
+                "bob@kitchen: welcome back",
+            ]
+            sent = await in_trio(texts_of, node.url, bob)
+            assert sent == ["sent while down", "welcome back"]
 
     run_app_test(main)
 
 
-def test_log_in_reuses_a_valid_token_and_replaces_a_revoked_one(node: NodeProc) -> None:
+def test_log_in_reuses_a_valid_token_and_replaces_a_revoked_one(node: SyncNode) -> None:
     _users(node, "alice")
     first = trio.run(prepare_login, node.url, "alice", None)  # password from the environment
     assert trio.run(prepare_login, node.url, "alice", None) == first  # cached, still valid
@@ -279,9 +276,7 @@ def test_log_in_reuses_a_valid_token_and_replaces_a_revoked_one(node: NodeProc) 
     assert cached_login(node.url, "alice", None) == again
 
 
-def test_a_revoked_session_stops_reconnecting_and_forgets_the_token(
-    node: NodeProc, tmp_path: Path
-) -> None:
+def test_a_revoked_session_stops_reconnecting_and_forgets_the_token(node: SyncNode) -> None:
     _users(node, "alice")
 
     async def main() -> None:
@@ -290,13 +285,10 @@ def test_a_revoked_session_stops_reconnecting_and_forgets_the_token(
             await until_connected(pilot)
             await in_trio(api_call, node.url, "POST", "/api/logout", None, app.login.token)
             # An open WebSocket outlives its token; the next connection is refused.
-            await asyncio.to_thread(node.stop)
-            again = await asyncio.to_thread(start_node, tmp_path / "data", tmp_path, node.listen)
-            try:
-                await until(pilot, lambda: "logged out" in shown(app, "#status"), "refusal")
-                assert "run chinwag chat again" in shown(app, "#notice")
-            finally:
-                again.stop()
+            await asyncio.to_thread(node.kill)
+            await asyncio.to_thread(node.start)  # the same port and data
+            await until(pilot, lambda: "logged out" in shown(app, "#status"), "refusal")
+            assert "run chinwag chat again" in shown(app, "#notice")
 
     run_app_test(main)
     assert cached_login(node.url, "alice", None) is None
@@ -317,7 +309,7 @@ async def _evil_group(url: str, token: str) -> None:
         await client.group("rename", group="#evil@kitchen", title="\x1b[2J" + EVIL_TITLE)
 
 
-def test_escape_sequences_in_group_titles_never_reach_the_screen(node: NodeProc) -> None:
+def test_escape_sequences_in_group_titles_never_reach_the_screen(node: SyncNode) -> None:
     _, bob = _users(node, "alice", "bob")
     trio.run(_evil_group, node.url, bob)
 
@@ -346,7 +338,7 @@ def test_escape_sequences_in_group_titles_never_reach_the_screen(node: NodeProc)
     run_app_test(main)
 
 
-def test_the_list_highlight_stays_where_the_user_moved_it(node: NodeProc) -> None:
+def test_the_list_highlight_stays_where_the_user_moved_it(node: SyncNode) -> None:
     _, bob = _users(node, "alice", "bob", "carol", "dave")[:2]
 
     async def main() -> None:

@@ -9,13 +9,9 @@ other users are driven by the trio client library, each call in its own
 from __future__ import annotations
 
 import asyncio
-import collections
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -31,60 +27,17 @@ from chinwag.cli.common import forget_login
 from chinwag.cli.tui_cmd import load_model, prepare_login
 from chinwag.node.client import ChatClient, LoginResult, SendAck, connect, login, signup
 
-from ..integration.procs import READY, cli_env
+from ..integration.procs import SyncNode
 
 PW = "tui-password"
 T = TypeVar("T")
 
 
-@dataclass
-class NodeProc:
-    """A ``chinwag run`` process; :meth:`stop` kills it (SIGKILL)."""
-
-    process: subprocess.Popen[bytes]
-    url: str
-    output: collections.deque[bytes] = field(default_factory=lambda: collections.deque(maxlen=200))
-
-    @property
-    def listen(self) -> str:
-        return self.url.removeprefix("http://").rstrip("/")
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-        self.process.wait(timeout=10)
-        assert self.process.stdout is not None
-        self.process.stdout.close()
-
-
-def start_node(data: Path, home: Path, listen: str = "127.0.0.1:0") -> NodeProc:
+def start_node(data: Path, home: Path) -> SyncNode:
     """Start a node (named ``kitchen``) and wait, at most 20 s, for its URL."""
-    args = [sys.executable, "-m", "chinwag.cli", "run", "--data", str(data)]
-    args += ["--name", "kitchen", "--listen", listen, "--no-mdns"]
-    process = subprocess.Popen(
-        args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=cli_env(home)
-    )
-    output: collections.deque[bytes] = collections.deque(maxlen=200)
-    ready: list[str] = []
-    seen = threading.Event()
-
-    def read() -> None:
-        # Keeps draining the pipe for the node's whole life, so it never blocks.
-        assert process.stdout is not None
-        for line in process.stdout:
-            output.append(line)
-            match = READY.search(line)
-            if match and not ready:
-                ready.append(match.group(1).decode())
-                seen.set()
-        seen.set()
-
-    threading.Thread(target=read, daemon=True).start()
-    if not seen.wait(20) or not ready:
-        process.kill()
-        process.wait(timeout=10)
-        raise AssertionError(f"node did not start: {b''.join(output).decode(errors='replace')}")
-    return NodeProc(process, ready[0], output)
+    node = SyncNode(data, home)
+    node.start()
+    return node
 
 
 def run_app_test(main: Callable[[], Coroutine[Any, Any, None]], timeout: float = 60) -> None:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import collections
 import os
 import re
 import signal
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,3 +117,101 @@ async def run_cli(
             check=False,
             env=env,
         )
+
+
+class SyncNode:
+    """``chinwag run`` as a subprocess for plain (non-trio) tests: the browser
+    tests (Playwright's sync API) and the terminal-client tests (textual on
+    asyncio). Restartable on the same port and data directory."""
+
+    def __init__(self, data_dir: Path, home: Path, name: str = "kitchen") -> None:
+        self.data_dir = data_dir
+        self.home = home
+        self.name = name
+        self.port = 0  # chosen by the OS at the first start, then kept
+        self.url = ""
+        self.process: subprocess.Popen[bytes] | None = None
+        #: The last lines the node printed, over all its runs.
+        self.output: collections.deque[str] = collections.deque(maxlen=2000)
+        self._ready = threading.Event()
+        self._lock = threading.Lock()
+
+    @property
+    def listen(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 20.0) -> None:
+        """Start (or start again) and wait for "ready at URL"."""
+        assert self.process is None or self.process.poll() is not None, "already running"
+        deadline = time.monotonic() + timeout
+        while True:
+            error = self._start_once(deadline)
+            if error is None:
+                return
+            # A restart may find the port still held for a moment: retry, bounded.
+            if "cannot listen" in error and self.port and time.monotonic() < deadline:
+                time.sleep(0.1)
+                continue
+            raise AssertionError(f"node did not start: {error}")
+
+    def _start_once(self, deadline: float) -> str | None:
+        args = [sys.executable, "-m", "chinwag.cli", "run", "--data", str(self.data_dir)]
+        args += ["--name", self.name, "--listen", self.listen, "--no-mdns"]
+        self._ready.clear()
+        process = subprocess.Popen(
+            args,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=cli_env(self.home),
+        )
+        self.process = process
+        # The reader drains the pipe for the process's whole life (no blocked node).
+        threading.Thread(target=self._read, args=(process,), daemon=True).start()
+        while not self._ready.wait(0.05):
+            if process.poll() is not None or time.monotonic() > deadline:
+                self._kill(process)
+                return self.log(50) or f"exit code {process.returncode}"
+        return None
+
+    def _read(self, process: subprocess.Popen[bytes]) -> None:
+        assert process.stdout is not None
+        with process.stdout:
+            for line in process.stdout:
+                with self._lock:
+                    self.output.append(line.decode(errors="replace"))
+                match = READY.search(line)
+                if match:
+                    self.url = match.group(1).decode()
+                    self.port = int(self.url.rsplit(":", 1)[1].rstrip("/"))
+                    self._ready.set()
+
+    def stop(self) -> None:
+        """SIGTERM (a clean shutdown); SIGKILL if it takes more than 10 s."""
+        process = self.process
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self._kill(process)
+
+    def kill(self) -> None:
+        """SIGKILL: no clean shutdown of any kind."""
+        if self.process is not None:
+            self._kill(self.process)
+
+    @staticmethod
+    def _kill(process: subprocess.Popen[bytes]) -> None:
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=10)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def log(self, lines: int = 200) -> str:
+        with self._lock:
+            return "".join(list(self.output)[-lines:])
