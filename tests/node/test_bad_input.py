@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 import cbor2
 import pytest
 import trio
-from trio_websocket import ConnectionClosed, WebSocketConnection
+from trio_websocket import ConnectionClosed, ConnectionRejected, WebSocketConnection
 
 from chinwag.node.client import ClientError, connect, open_ws
 from chinwag.protocol.codec import decode_cbor, encode_cbor
@@ -267,3 +268,15 @@ async def test_deeply_nested_json_frame_is_bad_frame_and_session_survives(
         assert answer["t"] == "err" and answer["code"] == "bad_frame", answer
         await ws.send_message(json.dumps({"t": "heartbeat", "rid": 2}))
         assert (await reply(2))["t"] == "ok"
+
+
+async def test_upgrade_without_a_known_subprotocol_gets_a_json_error(start_node) -> None:
+    node = await start_node()
+    url = node.url.replace("http://", "ws://") + "/ws"
+    with pytest.raises(ConnectionRejected) as info:
+        async with open_ws(url, subprotocols=["chinwag.xml.v9"]):
+            pass
+    assert info.value.status_code == 400
+    body = json.loads(info.value.body)
+    assert body["error"]["code"] == "bad_request"
+    assert "chinwag.json.v1" in body["error"]["message"]
