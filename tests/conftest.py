@@ -89,3 +89,21 @@ class _Relay:
 
     def started(self, value: RunningNode) -> None:
         self._outer.started((value, self._scope))
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Say out loud when the web client's browser tests did not run."""
+    skipped = [
+        report
+        for report in terminalreporter.stats.get("skipped", [])
+        if "tests/browser/" in str(getattr(report, "nodeid", "")).replace("\\", "/")
+        or str(report.location[0]).startswith("tests/browser")
+    ]
+    if skipped:
+        terminalreporter.write_line(
+            f"WARNING: {len(skipped)} browser tests of the web client were SKIPPED "
+            "(no chromium or playwright): apt-get install chromium, or set "
+            "CHINWAG_REQUIRE_BROWSER=1 to make this fail.",
+            yellow=True,
+            bold=True,
+        )
