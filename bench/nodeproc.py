@@ -32,6 +32,16 @@ from chinwag.node.client import ChatClient, ClientError
 #: One send as ``ChatClient.send_many`` takes it: (to, text, cid).
 SendItem = tuple[str, str, str | None]
 
+#: Flags that lift the per-device limits for load benchmarks.
+BENCH_LIMITS = (
+    "--send-rate",
+    "1000000",
+    "--send-burst",
+    "1000000",
+    "--max-conn-per-address",
+    "5000",
+)
+
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 READY_MARK = " ready at "
 
@@ -128,6 +138,8 @@ class NodeProcess:
         python: str = sys.executable,
         python_args: tuple[str, ...] = (),
         env: dict[str, str] | None = None,
+        bench_limits: bool = True,
+        fast_kdf: bool = True,
     ) -> None:
         self.data_dir = Path(tempfile.mkdtemp(prefix="chinwag-bench-", dir=data_root))
         self._extra_args = extra_args
@@ -136,6 +148,10 @@ class NodeProcess:
         self._python = python
         self._python_args = python_args
         self._env = env or {}
+        #: Lift the per-device send limits and the per-address connection cap
+        #: (load benchmarks); False keeps the node's production defaults.
+        self._bench_limits = bench_limits
+        self._fast_kdf = fast_kdf
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = ""
         self.log_path = self.data_dir / "node.log"
@@ -158,7 +174,8 @@ class NodeProcess:
 
     def __enter__(self) -> NodeProcess:
         env = dict(os.environ)
-        env["CHINWAG_TEST_FAST_KDF"] = "1"  # creating many users stays cheap
+        if self._fast_kdf:
+            env["CHINWAG_TEST_FAST_KDF"] = "1"  # creating many users stays cheap
         env["PYTHONUNBUFFERED"] = "1"
         env.update(self._env)
         cmd = [
@@ -173,12 +190,7 @@ class NodeProcess:
             "bench",
             "--listen",
             "127.0.0.1:0",
-            "--send-rate",
-            "1000000",
-            "--send-burst",
-            "1000000",
-            "--max-conn-per-address",
-            "5000",
+            *(BENCH_LIMITS if self._bench_limits else ()),
             # Benchmarks stay on loopback: no mDNS on the machine's real links
             # (nodes from before discovery have no such flag and no mDNS).
             *(["--no-mdns"] if self._run_flag_supported("--no-mdns") else []),
