@@ -124,6 +124,29 @@ def _encode_peer(record: PeerRecord) -> bytes:
     )
 
 
+def merge_urls(
+    old: PeerRecord | None, urls: tuple[str, ...], *, gossip: bool
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """A peer's URL list after learning ``urls``: (all URLs, the gossip-only ones).
+
+    URLs from a seed, an admin or mDNS (first-hand) come first and are never
+    evicted by gossip: of the :data:`MAX_URLS` places, gossip only fills what
+    first-hand URLs leave, newest first, and evicts only older gossip URLs.
+    A first-hand source vouches for a URL that gossip brought before.
+    """
+    old_gossip = old.gossip_urls if old else ()
+    old_first = tuple(url for url in (old.urls if old else ()) if url not in old_gossip)
+    if gossip:
+        first = old_first
+        fresh = tuple(url for url in urls if url not in old_first)
+    else:
+        first = tuple(dict.fromkeys((*urls, *old_first)))[:MAX_URLS]
+        fresh = ()
+    rest = tuple(url for url in dict.fromkeys((*fresh, *old_gossip)) if url not in first)
+    rest = rest[: MAX_URLS - len(first)]
+    return first + rest, rest
+
+
 def check_url(url: str) -> str:
     if (
         not isinstance(url, str)
@@ -245,13 +268,7 @@ class PeerRegistry:
             new_state = state or (old.state if old else PENDING)
             if old is not None and old.state == BLOCKED and keep_blocked:
                 new_state = BLOCKED
-            merged = tuple(dict.fromkeys((*urls, *(old.urls if old else ()))))[:MAX_URLS]
-            old_urls = old.urls if old else ()
-            gossip = set(old.gossip_urls if old else ())
-            if source == "gossip":
-                gossip |= {url for url in urls if url not in old_urls}
-            else:
-                gossip -= set(urls)  # a first-hand source vouches for these
+            merged, gossip = merge_urls(old, urls, gossip=source == "gossip")
             record = PeerRecord(
                 key=key,
                 name=name if name is not None else (old.name if old else ""),
@@ -259,7 +276,7 @@ class PeerRegistry:
                 urls=merged,
                 source=old.source if old and old.source else source,
                 added_ms=old.added_ms if old else now_ms,
-                gossip_urls=tuple(url for url in merged if url in gossip),
+                gossip_urls=gossip,
             )
             w.txn.put(key, _encode_peer(record), db=db)
             return record
