@@ -138,7 +138,11 @@ class Node:
         # A revoked session (logout, password change, user removal, eviction)
         # ends its live WebSockets too.
         self.store.on_revoked = self.hub.sessions_revoked
-        self.registry = PeerRegistry(self.store)
+        self.registry = PeerRegistry(
+            self.store,
+            outbox_max_entries=config.outbox_max_entries,
+            outbox_max_bytes=config.outbox_max_bytes,
+        )
         self.store.remote_sink = self.registry
         self.federation = Federation(config, self.identity, self.registry)
         # Every commit that grew a peer's outbox wakes that link.

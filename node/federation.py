@@ -410,6 +410,7 @@ class Federation:
                     "refused": stats.refused,
                     "group_records_sent": stats.group_records_sent,
                     "outbox": self.registry.outbox_depth(record.key),
+                    "outbox_bytes": self.registry.outbox_bytes(record.key),
                     "outbox_oldest_s": self._oldest_age(record.key, now),
                 }
             )

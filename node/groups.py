@@ -182,7 +182,11 @@ class Groups:
             else:
                 remote_nodes.add(member.node)
         for node_id in sorted(remote_nodes):
-            self._registry.append_item(w, node_id, "gr", record, "", now_ms)
+            # Nothing is queued for a node that is not trusted (pending or
+            # blocked); once trusted again it sees the gap and asks for a
+            # snapshot. A full outbox refuses the whole operation.
+            if self._registry.is_trusted(w, node_id):
+                self._registry.append_item(w, node_id, "gr", record, "", now_ms)
         return sender_seq
 
     def _require_hosted(self, w: WriteTxn, group: GroupAddress) -> dict[str, Any]:
