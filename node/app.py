@@ -27,6 +27,7 @@ from .config import NodeConfig
 from .discovery import DiscoveredNode, Discovery
 from .federation import Federation
 from .group_ops import GroupOps
+from .group_sync import GroupSync
 from .groups import Groups
 from .http_api import HttpApi
 from .hub import Hub
@@ -160,6 +161,7 @@ class Node:
         self.presence.attach(self.federation.send_to, self.federation.is_linked)
         self.groups = Groups(self.identity, self.store, self.registry, config.group_cap)
         self.router.groups = self.groups
+        self.federation.group_sync = GroupSync(self.identity, self.store, self.registry)
         self.group_ops = GroupOps(self.groups, self.router, self.presence)
         self.federation.presence = self.presence
         self.api = HttpApi(config, self.identity, self.store, self.hub, presence=self.presence)

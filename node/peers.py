@@ -583,9 +583,16 @@ def _replace_name(record: PeerRecord, name: str) -> PeerRecord:
 
 def _delivery_failed(w: WriteTxn, item: dict[str, Any], code: str, peer: bytes) -> None:
     user = item.get("user")
-    if not isinstance(user, str) or w.get_user(user) is None or item.get("k") == "gr":
+    if not isinstance(user, str) or item.get("k") == "gr":
         return
-    unit = SignedUnit.from_wire(item["p"])
+    report_failed(w, user, SignedUnit.from_wire(item["p"]), code, peer)
+
+
+def report_failed(w: WriteTxn, user: str, unit: SignedUnit, code: str, peer: bytes) -> None:
+    """A ``delivery_failed`` event for ``unit`` in local ``user``'s queue:
+    it did not reach ``peer`` (code as in docs/protocol.md)."""
+    if w.get_user(user) is None:
+        return
     try:
         env = open_unit(unit)
     except ProtocolError:
