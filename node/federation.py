@@ -310,7 +310,8 @@ class Link:
         stats.received += result.stored
         stats.refused += result.refused
         await self._send({"t": "ack", "upto": result.applied, "rejected": result.rejected})
-        await self._request_resyncs()
+        if any(kind == "gr" for _, kind, _ in entries):
+            await self._request_resyncs()
 
     # Group re-sync (node/group_sync.py); the gsync frame joins the link-frame
     # parser when it lands.
