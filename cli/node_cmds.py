@@ -187,6 +187,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         value = getattr(args, flag)
         if value is not None:
             overrides[field] = value
+    for field in ("outbox_max_entries", "outbox_max_bytes"):
+        if overrides.get(field, 1) < 1:
+            fail(f"--{field.replace('_', '-')} must be at least 1")
     if "heartbeat_interval" in overrides and "heartbeat_deadline" not in overrides:
         overrides["heartbeat_deadline"] = overrides["heartbeat_interval"] * 3
     try:

@@ -25,7 +25,7 @@ the host's link, and a snapshot (or any later membership record) clears the
 mark.
 
 A node with no members left in the group gets a snapshot with an empty
-member list: it learns that its users are out, not who is in.
+member list and no title: it learns that its users are out, not who is in.
 """
 
 from __future__ import annotations
@@ -62,9 +62,11 @@ def snapshot_record(
 ) -> dict[str, bytes]:
     """The host's signed snapshot of hosted ``group`` for member node ``node_id``."""
     members = list(item["members"])
-    if not any(parse_member(text).node == node_id for text in members):
-        members = []  # the node's users are out; it is not told who is in
-    event = {"action": ACTION_SNAPSHOT, "title": item.get("title", "")}
+    event: dict[str, Any] = {"action": ACTION_SNAPSHOT}
+    if any(parse_member(text).node == node_id for text in members):
+        event["title"] = item.get("title", "")
+    else:
+        members = []  # the node's users are out; it is not told who is in, nor the title
     return make_group_record(w.node_key, group, item["gseq"], members=members, event=event)
 
 
