@@ -76,6 +76,18 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="fail messages queued for an unreachable peer after (s; default 7 days)",
     )
     p.add_argument(
+        "--outbox-max-entries",
+        type=int,
+        metavar="N",
+        help="entries queued for one peer before sends get unavailable (default 200000)",
+    )
+    p.add_argument(
+        "--outbox-max-bytes",
+        type=int,
+        metavar="BYTES",
+        help="bytes queued for one peer before sends get unavailable (default 256 MiB)",
+    )
+    p.add_argument(
         "--peer",
         action="append",
         default=[],
@@ -169,10 +181,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         ("heartbeat_deadline", "heartbeat_deadline"),
         ("send_timeout", "send_timeout"),
         ("outbox_max_age", "outbox_max_age"),
+        ("outbox_max_entries", "outbox_max_entries"),
+        ("outbox_max_bytes", "outbox_max_bytes"),
     ):
         value = getattr(args, flag)
         if value is not None:
             overrides[field] = value
+    for field in ("outbox_max_entries", "outbox_max_bytes"):
+        if overrides.get(field, 1) < 1:
+            fail(f"--{field.replace('_', '-')} must be at least 1")
     if "heartbeat_interval" in overrides and "heartbeat_deadline" not in overrides:
         overrides["heartbeat_deadline"] = overrides["heartbeat_interval"] * 3
     try:

@@ -27,6 +27,7 @@ from .config import NodeConfig
 from .discovery import DiscoveredNode, Discovery
 from .federation import Federation
 from .group_ops import GroupOps
+from .group_sync import GroupSync
 from .groups import Groups
 from .http_api import HttpApi
 from .hub import Hub
@@ -138,7 +139,11 @@ class Node:
         # A revoked session (logout, password change, user removal, eviction)
         # ends its live WebSockets too.
         self.store.on_revoked = self.hub.sessions_revoked
-        self.registry = PeerRegistry(self.store)
+        self.registry = PeerRegistry(
+            self.store,
+            outbox_max_entries=config.outbox_max_entries,
+            outbox_max_bytes=config.outbox_max_bytes,
+        )
         self.store.remote_sink = self.registry
         self.federation = Federation(config, self.identity, self.registry)
         # Every commit that grew a peer's outbox wakes that link.
@@ -156,6 +161,7 @@ class Node:
         self.presence.attach(self.federation.send_to, self.federation.is_linked)
         self.groups = Groups(self.identity, self.store, self.registry, config.group_cap)
         self.router.groups = self.groups
+        self.federation.group_sync = GroupSync(self.identity, self.store, self.registry)
         self.group_ops = GroupOps(self.groups, self.router, self.presence)
         self.federation.presence = self.presence
         self.api = HttpApi(config, self.identity, self.store, self.hub, presence=self.presence)

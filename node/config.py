@@ -75,6 +75,12 @@ class NodeConfig:
     #: Outbox entries older than this are withdrawn and reported to their
     #: sender as ``delivery_failed`` (code ``timeout``); default 7 days.
     outbox_max_age: float = 7 * 24 * 3600.0
+    #: The bound of one peer's outbox, in entries and in bytes (as stored):
+    #: every writer (1:1 sends, group sends to the host, the host's group
+    #: records) checks both, and a send past either gets ``unavailable``
+    #: before any ``ok``.
+    outbox_max_entries: int = 200_000
+    outbox_max_bytes: int = 256 << 20
     #: How often outboxes of unlinked peers are checked for expired entries
     #: (they are also checked at every link attempt).
     outbox_prune_interval: float = 60.0

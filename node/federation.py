@@ -35,7 +35,7 @@ import trio
 from trio_websocket import ConnectionClosed, HandshakeError, WebSocketConnection
 
 from chinwag.protocol.address_record import make_record, open_record
-from chinwag.protocol.addresses import node_id_bytes, node_id_text
+from chinwag.protocol.addresses import GroupAddress, node_id_bytes, node_id_text
 from chinwag.protocol.codec import decode_cbor, encode_cbor
 from chinwag.protocol.envelope import check_public_key
 from chinwag.protocol.errors import ErrorCode, ProtocolError
@@ -51,6 +51,7 @@ from chinwag.protocol.limits import MAX_MESSAGE_BYTES
 from .client import open_ws
 from .config import NodeConfig
 from .dialcheck import open_ws_at, resolve_for_dial, split_url
+from .group_sync import GroupSync
 from .identity import NodeIdentity
 from .peers import BLOCKED, OUTBOX_EXPIRE_PER_PASS, TRUSTED, PeerRecord, PeerRegistry
 from .ratelimit import TokenBucket
@@ -168,6 +169,7 @@ class Link:
             stats.link = "linked"
             stats.last_error = ""
             await self._send({"t": "gossip", "records": self.fed.gossip_for(self.peer)})
+            await self._request_resyncs(again=True)
             if self.fed.presence is not None:
                 self.fed.presence.link_up(self.peer)
             async with trio.open_nursery() as nursery:
@@ -264,6 +266,8 @@ class Link:
                         self.fed.presence.on_frame(self.peer, frame)
                 elif kind == "gossip":
                     await self.fed.learn_gossip(frame.get("records"))
+                elif kind == "gsync":
+                    await self._on_gsync(frame)
                 elif kind == "resume":
                     raise ProtocolError(ErrorCode.BAD_FRAME, "resume only once")
                 else:
@@ -306,6 +310,23 @@ class Link:
         stats.received += result.stored
         stats.refused += result.refused
         await self._send({"t": "ack", "upto": result.applied, "rejected": result.rejected})
+        if any(kind == "gr" for _, kind, _ in entries):
+            await self._request_resyncs()
+
+    # Group re-sync (node/group_sync.py); the gsync frame joins the link-frame
+    # parser when it lands.
+    async def _request_resyncs(self, *, again: bool = False) -> None:
+        sync = self.fed.group_sync
+        if sync is not None:
+            for frame in sync.wants_resync(self.peer, self.fed.now_ms(), again=again):
+                await self._send(frame)
+
+    async def _on_gsync(self, frame: dict[str, Any]) -> None:
+        after = frame.get("after")
+        if self.fed.group_sync is None or not isinstance(after, int) or isinstance(after, bool):
+            raise ProtocolError(ErrorCode.BAD_FRAME, "gsync {group, after}")
+        group = GroupAddress.from_wire(frame.get("group"))
+        await self.fed.group_sync.on_gsync_request(self.peer, group, after, self.fed.now_ms())
 
 
 class Federation:
@@ -327,6 +348,8 @@ class Federation:
         self._record_ts: dict[bytes, int] = {}
         #: Told of link up/down and handed presence frames (node/presence.py).
         self.presence: Any = None
+        #: Asks hosts for group snapshots and answers ``gsync`` (node/group_sync.py).
+        self.group_sync: GroupSync | None = None
         #: Where this node can be reached (set once the listener is up).
         self.own_urls: list[str] = []
         #: The wall clock (Unix ms) used to age outbox entries; tests inject one.
@@ -410,6 +433,7 @@ class Federation:
                     "refused": stats.refused,
                     "group_records_sent": stats.group_records_sent,
                     "outbox": self.registry.outbox_depth(record.key),
+                    "outbox_bytes": self.registry.outbox_bytes(record.key),
                     "outbox_oldest_s": self._oldest_age(record.key, now),
                 }
             )

@@ -37,6 +37,9 @@ from .peers import TRUSTED, PeerRegistry, record_dedup
 from .store import SendResult, Store, WriteTxn, check_send, event_record
 
 MAX_TITLE_CHARS = 100
+#: The event of a host's membership snapshot for a member node that missed
+#: records (node/group_sync.py); it carries the group's current ``gseq``.
+ACTION_SNAPSHOT = "snapshot"
 
 
 def member_text(address: UserAddress) -> str:
@@ -182,7 +185,11 @@ class Groups:
             else:
                 remote_nodes.add(member.node)
         for node_id in sorted(remote_nodes):
-            self._registry.append_item(w, node_id, "gr", record, "", now_ms)
+            # Nothing is queued for a node that is not trusted (pending or
+            # blocked); once trusted again it sees the gap and asks for a
+            # snapshot. A full outbox refuses the whole operation.
+            if self._registry.is_trusted(w, node_id):
+                self._registry.append_item(w, node_id, "gr", record, "", now_ms)
         return sender_seq
 
     def _require_hosted(self, w: WriteTxn, group: GroupAddress) -> dict[str, Any]:
@@ -383,6 +390,9 @@ class Groups:
         view: dict[str, Any] = (
             cbor2.loads(raw) if raw is not None else {"members": [], "gseq": 0, "title": ""}
         )
+        if record.kind != KIND_MESSAGE and record.event.get("action") == ACTION_SNAPSHOT:
+            self._apply_snapshot(w, key, group, view, record.gseq, record.members, record.event)
+            return
         if record.gseq <= view["gseq"]:
             return  # already applied
         if record.kind == KIND_MESSAGE:
@@ -390,11 +400,17 @@ class Groups:
             env = open_unit(record.unit)  # the origin's own signature, too
             if env.group != group:
                 raise ProtocolError(ErrorCode.FORBIDDEN, "inner envelope is for another group")
+            if record.gseq > view["gseq"] + 1:
+                # A gap: a record never arrived (withdrawn by age, or not
+                # queued while this node was not trusted), so the member list
+                # may be stale. Ask the host for a snapshot (GroupSync).
+                view["resync"] = True
             recipients = set(view["members"])
             event = None
         else:
             recipients = set(view["members"]) | set(record.members)
             view["members"] = list(record.members)
+            view.pop("resync", None)  # a membership record carries the whole list
             event = record.event
             if "title" in event and isinstance(event["title"], str):
                 view["title"] = event["title"]
@@ -406,6 +422,36 @@ class Groups:
                 w.append_to_queue(
                     member.user, _queue_record(group, record.gseq, record.unit, event)
                 )
+
+    def _apply_snapshot(
+        self,
+        w: WriteTxn,
+        key: bytes,
+        group: GroupAddress,
+        view: dict[str, Any],
+        gseq: int,
+        members: tuple[str, ...],
+        event: dict[str, Any],
+    ) -> None:
+        """The host's current member list (node/group_sync.py), at its current gseq.
+
+        Local users whose membership it changes get a ``snapshot`` event.
+        """
+        if gseq < view["gseq"]:
+            return  # older than what was applied since
+        before, after = set(view["members"]), set(members)
+        view.update(members=list(members), gseq=gseq)
+        view.pop("resync", None)
+        if isinstance(event.get("title"), str):
+            view["title"] = event["title"]
+        w.txn.put(key, cbor2.dumps(view), db=w.db("group_views"))
+        if before == after:
+            return
+        shown = {"action": ACTION_SNAPSHOT, "members": list(members)}
+        for text in sorted(before | after):
+            member = parse_member(text)
+            if member.node == self._identity.id and w.get_user(member.user) is not None:
+                w.append_to_queue(member.user, _queue_record(group, gseq, None, shown))
 
 
 def _queue_record(

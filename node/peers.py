@@ -34,8 +34,10 @@ PENDING = "pending"
 BLOCKED = "blocked"
 STATES = (TRUSTED, PENDING, BLOCKED)
 
-#: Outbox bound per peer: a send gets ``unavailable`` before any ``ok`` past it.
+#: Default outbox bounds per peer (NodeConfig.outbox_max_entries and
+#: outbox_max_bytes): a send gets ``unavailable`` before any ``ok`` past them.
 MAX_OUTBOX_ENTRIES = 200_000
+MAX_OUTBOX_BYTES = 256 << 20
 MAX_URLS = 8
 MAX_URL_CHARS = 300
 DEDUP_RETENTION_MS = 7 * 24 * 3600 * 1000
@@ -124,6 +126,29 @@ def _encode_peer(record: PeerRecord) -> bytes:
     )
 
 
+def merge_urls(
+    old: PeerRecord | None, urls: tuple[str, ...], *, gossip: bool
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """A peer's URL list after learning ``urls``: (all URLs, the gossip-only ones).
+
+    URLs from a seed, an admin or mDNS (first-hand) come first and are never
+    evicted by gossip: of the :data:`MAX_URLS` places, gossip only fills what
+    first-hand URLs leave, newest first, and evicts only older gossip URLs.
+    A first-hand source vouches for a URL that gossip brought before.
+    """
+    old_gossip = old.gossip_urls if old else ()
+    old_first = tuple(url for url in (old.urls if old else ()) if url not in old_gossip)
+    if gossip:
+        first = old_first
+        fresh = tuple(url for url in urls if url not in old_first)
+    else:
+        first = tuple(dict.fromkeys((*urls, *old_first)))[:MAX_URLS]
+        fresh = ()
+    rest = tuple(url for url in dict.fromkeys((*fresh, *old_gossip)) if url not in first)
+    rest = rest[: MAX_URLS - len(first)]
+    return first + rest, rest
+
+
 def check_url(url: str) -> str:
     if (
         not isinstance(url, str)
@@ -137,11 +162,24 @@ def check_url(url: str) -> str:
 class PeerRegistry:
     """Peers, pins, outboxes and inbound state, on top of the node's store."""
 
-    def __init__(self, store: Store, on_outbox: Callable[[bytes], None] | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        on_outbox: Callable[[bytes], None] | None = None,
+        *,
+        outbox_max_entries: int = MAX_OUTBOX_ENTRIES,
+        outbox_max_bytes: int = MAX_OUTBOX_BYTES,
+    ) -> None:
         self._store = store
         self._on_outbox = on_outbox
+        self._max_entries = outbox_max_entries
+        self._max_bytes = outbox_max_bytes
         #: Applies group items (``gs``, ``gl``, ``gr``) inside the inbound transaction.
         self.group_inbound: Callable[[WriteTxn, bytes, str, Any, int], None] | None = None
+        #: Told of the host's group records withdrawn by age from one peer's
+        #: outbox, in the same transaction (node/groups.py reports them and
+        #: queues a fresh snapshot for the peer).
+        self.group_withdrawn: Callable[[WriteTxn, bytes, list[Any], int], None] | None = None
 
     # ------------------------------------------------------------ reads
     def get(self, key: bytes) -> PeerRecord | None:
@@ -167,6 +205,10 @@ class PeerRegistry:
     def outbox_depth(self, key: bytes) -> int:
         meta = self._meta(key)
         return meta["next"] - 1 - meta["acked"]
+
+    def outbox_bytes(self, key: bytes) -> int:
+        """The bytes of ``key``'s unacknowledged entries, as stored."""
+        return max(0, self._meta(key).get("bytes", 0))
 
     def outbox_appended(self, key: bytes) -> int:
         """How many entries were ever queued for ``key`` (the last oseq used)."""
@@ -245,13 +287,7 @@ class PeerRegistry:
             new_state = state or (old.state if old else PENDING)
             if old is not None and old.state == BLOCKED and keep_blocked:
                 new_state = BLOCKED
-            merged = tuple(dict.fromkeys((*urls, *(old.urls if old else ()))))[:MAX_URLS]
-            old_urls = old.urls if old else ()
-            gossip = set(old.gossip_urls if old else ())
-            if source == "gossip":
-                gossip |= {url for url in urls if url not in old_urls}
-            else:
-                gossip -= set(urls)  # a first-hand source vouches for these
+            merged, gossip = merge_urls(old, urls, gossip=source == "gossip")
             record = PeerRecord(
                 key=key,
                 name=name if name is not None else (old.name if old else ""),
@@ -259,7 +295,7 @@ class PeerRegistry:
                 urls=merged,
                 source=old.source if old and old.source else source,
                 added_ms=old.added_ms if old else now_ms,
-                gossip_urls=tuple(url for url in merged if url in gossip),
+                gossip_urls=gossip,
             )
             w.txn.put(key, _encode_peer(record), db=db)
             return record
@@ -311,14 +347,38 @@ class PeerRegistry:
 
     # ------------------------------------------------------------ outbox (RemoteSink)
     def check(self, w: WriteTxn, node_id: str) -> None:
+        """Refuse a send towards ``node_id`` before anything is written: an
+        unknown node (``no_such_node``), one not trusted (``forbidden``: pending
+        or blocked; nothing is queued for it), or a full outbox (``unavailable``).
+        :meth:`append_item` checks the bound again with the entry's size."""
         key = node_id_bytes(node_id)
+        self._require_trusted(w, key, node_id)
+        self._require_room(self._txn_meta(w, key), 0, node_id)
+
+    def is_trusted(self, w: WriteTxn, node_id: str) -> bool:
+        """Whether ``node_id`` is a trusted peer (group fan-out skips others)."""
+        raw = w.txn.get(node_id_bytes(node_id), db=w.db("peers"))
+        return raw is not None and cbor2.loads(raw).get("state") == TRUSTED
+
+    def _require_trusted(self, w: WriteTxn, key: bytes, node_id: str) -> None:
         raw = w.txn.get(key, db=w.db("peers"))
         if raw is None:
             raise ProtocolError(ErrorCode.NO_SUCH_NODE, f"unknown node {node_id[:12]}")
-        if _decode_peer(key, raw).state == BLOCKED:
+        state = _decode_peer(key, raw).state
+        if state == BLOCKED:
             raise ProtocolError(ErrorCode.FORBIDDEN, f"node {node_id[:12]} is blocked")
-        meta = self._txn_meta(w, key)
-        if meta["next"] - 1 - meta["acked"] >= MAX_OUTBOX_ENTRIES:
+        if state != TRUSTED:
+            raise ProtocolError(
+                ErrorCode.FORBIDDEN, f"node {node_id[:12]} is not trusted (pending approval)"
+            )
+
+    def _require_room(self, meta: dict[str, int], size: int, node_id: str) -> None:
+        """The one outbox bound, in entries and in bytes, for every writer."""
+        entries = meta["next"] - 1 - meta["acked"]
+        stored = max(0, meta.get("bytes", 0))
+        if entries + 1 > self._max_entries or (
+            stored + size > self._max_bytes if size else stored >= self._max_bytes
+        ):
             raise ProtocolError(
                 ErrorCode.UNAVAILABLE, f"the outbox to {node_id[:12]} is full; try later"
             )
@@ -335,16 +395,20 @@ class PeerRegistry:
         sender: str,
         now_ms: int,
     ) -> None:
-        """Queue one item for ``node_id`` in the same transaction as the caller's."""
+        """Queue one item for ``node_id`` in the same transaction as the caller's.
+
+        Raises (before writing anything) if the peer is not trusted or the
+        item would take its outbox past the bound in entries or bytes.
+        """
         key = node_id_bytes(node_id)
+        self._require_trusted(w, key, node_id)
         meta = self._txn_meta(w, key)
+        value = cbor2.dumps({"k": kind, "p": payload, "user": sender, "ms": now_ms})
+        self._require_room(meta, len(value), node_id)
         oseq = meta["next"]
-        w.txn.put(
-            key + _U64.pack(oseq),
-            cbor2.dumps({"k": kind, "p": payload, "user": sender, "ms": now_ms}),
-            db=w.db("outbox"),
-        )
+        w.txn.put(key + _U64.pack(oseq), value, db=w.db("outbox"))
         meta["next"] = oseq + 1
+        meta["bytes"] = max(0, meta.get("bytes", 0)) + len(value)
         w.txn.put(key, cbor2.dumps(meta), db=w.db("outbox_meta"))
         # The link is woken after the commit (Store.on_outbox), never before:
         # a sender that read the outbox early would miss this entry.
@@ -376,6 +440,7 @@ class PeerRegistry:
                     if oseq in rejected_codes:
                         item = cbor2.loads(cursor.value())
                         _delivery_failed(w, item, rejected_codes[oseq], key)
+                    _forget_bytes(meta, len(cursor.value()))
                     if not cursor.delete():
                         break
             meta["acked"] = top
@@ -390,9 +455,10 @@ class PeerRegistry:
         """Withdraw up to ``limit`` entries queued more than ``max_age_ms`` ago.
 
         Entries go oldest first, from the front of the outbox, and stop at the
-        first younger one. Each withdrawn 1:1 or group entry becomes a
+        first younger one. Each withdrawn 1:1 or group send becomes a
         ``delivery_failed`` event (code ``timeout``) in its sender's queue, in
-        the same transaction that deletes it, so it is reported exactly once.
+        the same transaction that deletes it, so it is reported exactly once;
+        withdrawn group records go to :attr:`group_withdrawn`.
         The withdrawn entries count as acknowledged here; the next ``push``
         tells the peer to skip them. Returns how many were withdrawn.
         """
@@ -405,6 +471,7 @@ class PeerRegistry:
                 return 0
             count = 0
             top = meta["acked"]
+            records: list[Any] = []
             while count < limit:
                 k = cursor.key()
                 if not k.startswith(key):
@@ -414,13 +481,20 @@ class PeerRegistry:
                 if isinstance(ms, int) and ms > horizon:
                     break
                 top = _U64.unpack(k[32:])[0]
-                _delivery_failed(w, item, str(ErrorCode.TIMEOUT), key)
+                if item.get("k") == "gr":
+                    records.append(item["p"])
+                else:
+                    _delivery_failed(w, item, str(ErrorCode.TIMEOUT), key)
+                _forget_bytes(meta, len(cursor.value()))
                 count += 1
                 if not cursor.delete():
                     break
             if count:
                 meta["acked"] = top
                 w.txn.put(key, cbor2.dumps(meta), db=w.db("outbox_meta"))
+            if records and self.group_withdrawn is not None:
+                # After the meta is written: the hook may queue a snapshot.
+                self.group_withdrawn(w, key, records, now_ms)
             return count
 
         return await self._store.transact(op)
@@ -498,15 +572,27 @@ class PeerRegistry:
         w.append_to_queue(env.to.user, unit_record(unit))
 
 
+def _forget_bytes(meta: dict[str, int], size: int) -> None:
+    # Outboxes written before the byte count existed have no "bytes": never below 0.
+    meta["bytes"] = max(0, meta.get("bytes", 0) - size)
+
+
 def _replace_name(record: PeerRecord, name: str) -> PeerRecord:
     return dataclasses.replace(record, name=name)
 
 
 def _delivery_failed(w: WriteTxn, item: dict[str, Any], code: str, peer: bytes) -> None:
     user = item.get("user")
-    if not isinstance(user, str) or w.get_user(user) is None or item.get("k") == "gr":
+    if not isinstance(user, str) or item.get("k") == "gr":
         return
-    unit = SignedUnit.from_wire(item["p"])
+    report_failed(w, user, SignedUnit.from_wire(item["p"]), code, peer)
+
+
+def report_failed(w: WriteTxn, user: str, unit: SignedUnit, code: str, peer: bytes) -> None:
+    """A ``delivery_failed`` event for ``unit`` in local ``user``'s queue:
+    it did not reach ``peer`` (code as in docs/protocol.md)."""
+    if w.get_user(user) is None:
+        return
     try:
         env = open_unit(unit)
     except ProtocolError:
