@@ -113,7 +113,8 @@ async def resolve_for_dial(
         if kind == PRIVATE and not allow_private:
             raise ProtocolError(
                 ErrorCode.FORBIDDEN,
-                f"not dialling {label} {host[:100]!r}: {address} is a private address, not allowed here",
+                f"not dialling {label} {host[:100]!r}: {address} is a private address, "
+                "not allowed here",
             )
     return addresses[0]
 
