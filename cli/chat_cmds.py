@@ -4,23 +4,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import secrets
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-import trio
-
 from chinwag.node.client import ChatClient, ClientError, SendAck, connect
 
 from .common import cached_login, fail, forget_login, fresh_login
 from .node_cmds import run_async
-
-#: Sends in flight at once when reading messages from stdin.
-STDIN_WINDOW = 64
-MAX_RATE_RETRIES = 20
 
 
 def _client_args(parser: argparse.ArgumentParser) -> None:
@@ -63,18 +56,6 @@ async def session(args: argparse.Namespace) -> AsyncIterator[ChatClient]:
         yield client
 
 
-async def _send_with_retry(client: ChatClient, to: str, text: str) -> SendAck:
-    cid = secrets.token_hex(8)
-    for _ in range(MAX_RATE_RETRIES):
-        try:
-            return await client.send(to, text, cid)
-        except ClientError as exc:
-            if exc.code != "rate_limited":
-                raise
-            await trio.sleep((exc.retry_after_ms or 100) / 1000)
-    raise ClientError("rate_limited", "still rate limited after retries")
-
-
 def _print_ack(ack: SendAck) -> None:
     print(f"id={ack.id} seq={ack.seq}", flush=True)
 
@@ -85,48 +66,32 @@ def cmd_send(args: argparse.Namespace) -> int:
 
     async def one() -> int:
         async with session(args) as client:
-            _print_ack(await _send_with_retry(client, args.to, args.text))
+            _print_ack(await client.send(args.to, args.text))
         return 0
 
     return run_async(one)
 
 
 async def _send_stdin(args: argparse.Namespace) -> int:
+    """One message per non-empty stdin line, acknowledged in stdin order.
+
+    The node's rate limit only slows this down (the client library waits out
+    each ``rate_limited``); a line refused for another reason is reported on
+    stderr, the next lines go on, and the exit code is 1.
+    """
+    lines = [line.rstrip("\n") for line in sys.stdin]
+    items = [(number, line) for number, line in enumerate(lines, 1) if line]
     failures = 0
     async with session(args) as client:
-        lines = [line.rstrip("\n") for line in sys.stdin]
-        items = [line for line in lines if line]
-        start = 0
-        while start < len(items):
-            window = items[start : start + STDIN_WINDOW]
-            cids = [secrets.token_hex(8) for _ in window]
-            pending = list(range(len(window)))
-            results: dict[int, SendAck | ClientError] = {}
-            for _ in range(MAX_RATE_RETRIES):
-                replies = await client.send_many([(args.to, window[i], cids[i]) for i in pending])
-                wait_ms = 0
-                retry = []
-                for index, reply in zip(pending, replies, strict=True):
-                    if isinstance(reply, ClientError) and reply.code == "rate_limited":
-                        retry.append(index)
-                        wait_ms = max(wait_ms, reply.retry_after_ms or 100)
-                    else:
-                        results[index] = reply
-                if not retry:
-                    break
-                pending = retry
-                await trio.sleep(wait_ms / 1000)
-            for index in range(len(window)):
-                reply = results.get(index, ClientError("rate_limited", "gave up retrying"))
-                if isinstance(reply, ClientError):
-                    failures += 1
-                    print(
-                        f"chinwag: line {start + index + 1}: {reply.message} ({reply.code})",
-                        file=sys.stderr,
-                    )
-                else:
-                    _print_ack(reply)
-            start += len(window)
+        async for index, outcome in client.send_in_order(args.to, [t for _, t in items]):
+            if isinstance(outcome, ClientError):
+                failures += 1
+                number = items[index][0]
+                print(
+                    f"chinwag: line {number}: {outcome.message} ({outcome.code})", file=sys.stderr
+                )
+            else:
+                _print_ack(outcome)
     return 1 if failures else 0
 
 

@@ -108,7 +108,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument(
         "--push-allow-private",
         action="store_true",
-        help="allow push endpoints on loopback/private addresses",
+        help="allow push endpoints on private LAN addresses (never loopback or link-local)",
+    )
+    p.add_argument(
+        "--push-host-rate",
+        type=float,
+        metavar="N",
+        help="push POSTs per second to one host, node-wide (default 10, burst 50)",
     )
     p.add_argument(
         "--gossip-allow-private",
@@ -183,6 +189,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         ("outbox_max_age", "outbox_max_age"),
         ("outbox_max_entries", "outbox_max_entries"),
         ("outbox_max_bytes", "outbox_max_bytes"),
+        ("push_host_rate", "push_host_rate"),
     ):
         value = getattr(args, flag)
         if value is not None:
@@ -190,6 +197,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     for field in ("outbox_max_entries", "outbox_max_bytes"):
         if overrides.get(field, 1) < 1:
             fail(f"--{field.replace('_', '-')} must be at least 1")
+    if overrides.get("push_host_rate", 1) <= 0:
+        raise CliError("--push-host-rate: a number of POSTs per second above 0")
     if "heartbeat_interval" in overrides and "heartbeat_deadline" not in overrides:
         overrides["heartbeat_deadline"] = overrides["heartbeat_interval"] * 3
     try:

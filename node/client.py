@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 import json
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -252,10 +252,44 @@ class ChatClient:
         return ClientError("unavailable", "connection to the node closed")
 
     async def send(self, to: str, text: str, cid: str | None = None) -> SendAck:
-        """Send a message; returns once the node has made it durable."""
+        """Send a message; returns once the node has made it durable.
+
+        A ``rate_limited`` answer is not an error here: the client waits the
+        ``retry_after_ms`` it carries and resends with the same ``cid`` (so a
+        lost ``ok`` never duplicates), as often as the node asks. Any other
+        error raises :class:`ClientError`.
+        """
         frame = {"t": "send", "to": to, "text": text, "cid": cid or secrets.token_hex(8)}
-        reply = await self.call(frame)
-        return SendAck(int(reply["id"]), int(reply["seq"]), int(reply["ts"]))
+        while True:
+            try:
+                reply = await self.call(dict(frame))
+            except ClientError as exc:
+                if exc.code != ErrorCode.RATE_LIMITED:
+                    raise
+                await trio.sleep(retry_delay(exc))
+                continue
+            return SendAck(int(reply["id"]), int(reply["seq"]), int(reply["ts"]))
+
+    async def send_in_order(
+        self, to: str, texts: Iterable[str]
+    ) -> AsyncIterator[tuple[int, SendAck | ClientError]]:
+        """Send ``texts`` to ``to`` one after another; yield ``(index, outcome)``.
+
+        Order is kept under the node's rate limit: exactly one send is in
+        flight, and a ``rate_limited`` one is waited out and resent (same
+        ``cid``) before the next is sent. Pipelining several would not keep
+        it: after one send is refused, a later one already on the wire can be
+        accepted once the node's bucket refills, and land first. A send that
+        fails otherwise (``too_large``, ``no_such_user``, ...) is yielded as
+        its error and the next text goes on.
+        """
+        for index, text in enumerate(texts):
+            try:
+                yield index, await self.send(to, text)
+            except ClientError as exc:
+                if exc.code in (ErrorCode.UNAVAILABLE, "timeout") and self.is_closed:
+                    raise  # the connection is gone: nothing after this can go either
+                yield index, exc
 
     async def send_many(
         self, items: list[tuple[str, str, str | None]]
@@ -353,6 +387,15 @@ class ChatClient:
                 await self._ws.send_message(frame)
             except ConnectionClosed:
                 return
+
+
+#: Waited when a ``rate_limited`` answer carries no ``retry_after_ms``.
+DEFAULT_RETRY_MS = 100
+
+
+def retry_delay(error: ClientError) -> float:
+    """Seconds to wait before resending after ``rate_limited``."""
+    return max(1, error.retry_after_ms or DEFAULT_RETRY_MS) / 1000
 
 
 def _check(reply: dict[str, Any]) -> dict[str, Any]:

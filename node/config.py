@@ -99,10 +99,23 @@ class NodeConfig:
     group_cap: int = 256
 
     # Push
-    #: Allow push endpoints on loopback/private addresses (LAN setups, tests).
+    #: Allow push endpoints on private LAN addresses (RFC 1918, unique-local,
+    #: ...). Loopback, link-local (cloud metadata) and other special
+    #: addresses stay refused (node/dialcheck.py).
     push_allow_private: bool = False
     #: Seconds a burst of messages is gathered into one notification.
     push_coalesce: float = 1.0
+    #: POSTs per second to one destination host, node-wide over every endpoint
+    #: and user (token bucket), and its burst (node/push_hosts.py).
+    push_host_rate: float = 10.0
+    push_host_burst: int = 50
+    #: Notifications waiting for one host's turn; past it the oldest is dropped.
+    push_host_pending: int = 1000
+    #: POSTs to one host at once.
+    push_host_concurrency: int = 4
+    #: After a failed POST the host backs off, doubling from min to max.
+    push_backoff_min: float = 1.0
+    push_backoff_max: float = 300.0
 
     # Presence
     presence_timeout: float = 30.0

@@ -1,20 +1,28 @@
-"""Which addresses a node may dial for a URL it learned by gossip, and the dial.
+"""The one rule for dialling out, and the dial to the checked address.
 
-A gossiped address record is signed by the node it describes, so a relay
-cannot redirect anyone, but the node itself can put any URL in its record.
-Before dialling such a URL the host is resolved and **every** address it
-resolves to is checked:
+Two things dial URLs that someone else chose: federation (a gossiped address
+record is signed by the node it describes, but that node can put any URL in
+it) and push (a user registers any endpoint URL). Both use
+:func:`resolve_for_dial`, which resolves the host at each attempt and checks
+**every** address it resolves to:
 
-* loopback, link-local, unspecified, multicast and reserved addresses are
-  never dialled (nor IPv4 addresses embedded in IPv6 ones: mapped, 6to4,
-  NAT64);
-* a private-range (any other non-global) address is dialled only when the
-  caller allows it (the peer is known first-hand, or the admin allows
-  private gossiped addresses);
+* loopback, link-local (cloud metadata at 169.254.169.254 included),
+  unspecified, "this network" (0.0.0.0/8), multicast and reserved addresses
+  are never dialled, nor IPv4 addresses embedded in IPv6 ones (mapped, 6to4,
+  NAT64) that would be;
+* a private-range address (any other non-global one: RFC 1918, CGNAT,
+  unique-local and deprecated site-local IPv6, documentation ranges) is
+  dialled only when the caller allows it (a peer known first-hand, or the
+  admin's ``--gossip-allow-private`` / ``--push-allow-private``);
 * global addresses are dialled.
 
-The connection then goes to the address that was checked (never a second
-resolution), with the URL's host kept for the ``Host`` header and TLS.
+If any one address of the name is refused, the name is refused as a whole,
+rather than dialling the first allowed one: a name that mixes public and
+internal addresses is either misconfigured or aimed inward (DNS rebinding),
+and one rule that never depends on the resolver's order is easier to reason
+about. The connection then goes to the first address, the one that was
+checked (never a second resolution), with the URL's host kept for the
+``Host`` header and TLS.
 """
 
 from __future__ import annotations
@@ -39,6 +47,11 @@ PRIVATE = "private"
 GLOBAL = "global"
 
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
+#: "This network": Linux connects 0.x.y.z to the local host.
+_THIS_NETWORK = ipaddress.ip_network("0.0.0.0/8")
+#: Deprecated IPv6 site-local: scoped to a site, so never global (Python's
+#: ``is_global`` says True for it).
+_SITE_LOCAL = ipaddress.ip_network("fec0::/10")
 
 Resolver = Callable[..., Awaitable[list[Any]]]
 
@@ -59,6 +72,10 @@ def classify(text: str) -> str:
                 return inner
     if ip.is_loopback or ip.is_link_local or ip.is_unspecified or ip.is_multicast or ip.is_reserved:
         return REFUSED
+    if ip in _THIS_NETWORK:
+        return REFUSED
+    if ip in _SITE_LOCAL:
+        return PRIVATE
     return GLOBAL if ip.is_global else PRIVATE
 
 
@@ -68,11 +85,14 @@ async def resolve_for_dial(
     *,
     allow_private: bool,
     getaddrinfo: Resolver | None = None,
+    label: str = "gossiped address",
 ) -> str:
     """Resolve ``host`` and check every address; return the one to connect to.
 
     Raises ``forbidden`` if any address is refused (or private, when that is
-    not allowed), and ``OSError`` if the name does not resolve.
+    not allowed), and ``OSError`` if the name does not resolve. ``label``
+    names what is dialled in the error (``gossiped address``, ``push
+    endpoint``).
     """
     resolve = getaddrinfo or trio.socket.getaddrinfo
     try:
@@ -84,11 +104,17 @@ async def resolve_for_dial(
         raise OSError(f"{host[:100]!r} resolves to nothing")
     for address in addresses:
         kind = classify(address)
-        if kind == REFUSED or (kind == PRIVATE and not allow_private):
-            what = "a private" if kind == PRIVATE else "a loopback/link-local/special"
+        if kind == REFUSED:
             raise ProtocolError(
                 ErrorCode.FORBIDDEN,
-                f"not dialling gossiped {host[:100]!r}: {address} is {what} address",
+                f"not dialling {label} {host[:100]!r}: {address} is a loopback, link-local or "
+                "special address, never dialled",
+            )
+        if kind == PRIVATE and not allow_private:
+            raise ProtocolError(
+                ErrorCode.FORBIDDEN,
+                f"not dialling {label} {host[:100]!r}: {address} is a private address, "
+                "not allowed here",
             )
     return addresses[0]
 

@@ -3,17 +3,24 @@
 When a message lands for a user none of whose devices is online, each of the
 user's endpoints gets one POST (JSON: type, user, count, from or group; the
 text only if that endpoint opted in). A burst is coalesced into one POST per
-window; failures are retried with capped exponential back-off and jitter;
-endpoints answering 404/410 are forgotten. Dialling out resolves at each
-attempt, refuses non-global addresses unless the admin allowed them, connects
-to the checked address, follows no redirects, and bounds time and response
-size.
+window; endpoints answering 404/410 are forgotten. Dialling out follows the
+node's one rule (node/dialcheck.py): resolve at each attempt, refuse the name
+if any address is loopback/link-local/special (or private, unless the admin
+allowed private ones), connect to the checked address, follow no redirects,
+bound time and response size.
+
+Endpoints are URLs users choose, so push must not become an HTTP reflector:
+identical endpoint URLs (registered by several devices or users) share one
+delivery, and every POST takes a turn in its destination host's lane
+(node/push_hosts.py): a token bucket, a concurrency cap and a back-off per
+host, shared by every endpoint and user of the node, with a bounded number of
+notifications waiting per host.
 
 Push never delays delivery: the commit observer only does in-memory work (and
 one short read for a user who has endpoints and is offline); windows are kept
-by one scheduler task, and each endpoint has at most one delivery task, into
-which newer notifications are folded. Windows and deliveries are bounded;
-past a bound the oldest is dropped and counted.
+by one scheduler task, and each endpoint URL has at most one delivery task,
+into which newer notifications are folded. Windows and deliveries are
+bounded; past a bound the oldest is dropped and counted.
 """
 
 from __future__ import annotations
@@ -21,7 +28,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import random
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
@@ -36,9 +42,10 @@ from chinwag.protocol.envelope import SignedUnit, decode_envelope
 from chinwag.protocol.errors import ErrorCode, ProtocolError
 
 from .config import NodeConfig
-from .dialcheck import GLOBAL, classify
+from .dialcheck import Resolver, resolve_for_dial
 from .http_api import HttpApi, HttpRequest, HttpResponse, json_response
 from .hub import Hub
+from .push_hosts import HostLanes, HostLimits
 from .store import Store, WriteTxn
 
 log = logging.getLogger(__name__)
@@ -53,8 +60,6 @@ MAX_PENDING_USERS = 10_000
 MAX_DELIVERIES = 10_000
 MAX_RESPONSE_BYTES = 64 * 1024
 MAX_ATTEMPTS = 5
-FIRST_RETRY_DELAY = 0.5
-MAX_RETRY_DELAY = 30.0
 #: Each attempt (resolve, connect, TLS, request, response head) within this.
 POST_TIMEOUT = 10.0
 #: Resolving an endpoint's host at registration.
@@ -79,7 +84,8 @@ class PushStats:
     failed: int = 0
     #: Attempts that will be retried.
     retried: int = 0
-    #: Windows or deliveries dropped because their bound was reached.
+    #: Windows or deliveries dropped because their bound was reached
+    #: (``push_host_pending`` included).
     dropped: int = 0
     #: Endpoints deleted after a 404/410 (or whose device is gone).
     forgotten: int = 0
@@ -87,6 +93,14 @@ class PushStats:
     windows: int = 0
     #: Windows that ended with a notification (POSTs queued or folded in).
     notified: int = 0
+    #: Deliveries in progress now (one per endpoint URL), waiting ones included.
+    deliveries: int = 0
+    #: Deliveries waiting for their host's turn now (rate, concurrency, back-off).
+    waiting: int = 0
+    #: Times a host was put into back-off after a failed attempt.
+    host_backoffs: int = 0
+    #: Hosts with a lane (node/push_hosts.py).
+    hosts: int = 0
 
 
 # ------------------------------------------------------------------ storage
@@ -133,17 +147,17 @@ def _rows(txn: Any, db: Any, prefix: bytes) -> list[tuple[bytes, bytes]]:
 
 
 # ------------------------------------------------------------ address checks
-def address_allowed(address: str, allow_private: bool) -> bool:
-    """May push dial ``address``? Only global unicast unless private is allowed."""
-    return allow_private or classify(address) == GLOBAL
-
-
 class DialError(Exception):
-    """An attempt failed before or without an HTTP answer."""
+    """An attempt failed before or without an HTTP answer.
 
-    def __init__(self, message: str, retry: bool) -> None:
+    ``paced``: the host's lane already backs off for it, so the delivery does
+    not wait on its own before the next attempt.
+    """
+
+    def __init__(self, message: str, retry: bool, paced: bool = False) -> None:
         super().__init__(message)
         self.retry = retry
+        self.paced = paced
 
 
 def parse_endpoint(url: object) -> tuple[SplitResult, int]:
@@ -172,23 +186,6 @@ def parse_endpoint(url: object) -> tuple[SplitResult, int]:
     return parts, port or (443 if parts.scheme == "https" else 80)
 
 
-async def resolve_checked(host: str, port: int, allow_private: bool) -> str:
-    """The address to connect to: the first allowed one ``host`` resolves to."""
-    try:
-        infos = await trio.socket.getaddrinfo(host, port, type=trio.socket.SOCK_STREAM)
-    except (OSError, UnicodeError) as exc:
-        raise DialError(f"cannot resolve {host[:100]!r}", retry=True) from exc
-    for info in infos:
-        address = str(info[4][0])
-        if address_allowed(address, allow_private):
-            return address
-    raise DialError(
-        f"{host[:100]!r} is a loopback/private address; the admin must allow it "
-        "(chinwag run --push-allow-private)",
-        retry=False,
-    )
-
-
 # ------------------------------------------------------------------ service
 @dataclass
 class _Window:
@@ -198,9 +195,15 @@ class _Window:
 
 @dataclass(eq=False)
 class _Delivery:
+    """The one delivery of an endpoint URL, whoever registered it."""
+
+    url: str
+    #: The user of the latest body (whose devices coming online end it).
     user: str
-    endpoint: Endpoint
     body: dict[str, Any]
+    #: The (user, device) registrations of this URL folded into it: a 404/410
+    #: forgets them all.
+    owners: set[tuple[str, str]] = field(default_factory=set)
     #: A newer body arrived after the current attempt took its copy.
     fresh: bool = True
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
@@ -224,13 +227,32 @@ class Push:
         self._registered: set[str] = set()
         self._windows: dict[str, _Window] = {}  # oldest (earliest deadline) first
         self._windows_changed = trio.Event()
-        self._deliveries: dict[tuple[str, str, str], _Delivery] = {}  # oldest first
+        #: One delivery per endpoint URL: identical endpoints count once.
+        self._deliveries: dict[str, _Delivery] = {}  # oldest first
         self._nursery: trio.Nursery | None = None
         self._posts = trio.CapacityLimiter(CONCURRENT_POSTS)
         self._tls: ssl.SSLContext | None = None
         self._stats = PushStats()
         self._stats_changed = trio.Event()
+        self._hosts = HostLanes(
+            HostLimits(
+                rate=config.push_host_rate,
+                burst=config.push_host_burst,
+                pending=config.push_host_pending,
+                concurrency=config.push_host_concurrency,
+                backoff_min=config.push_backoff_min,
+                backoff_max=config.push_backoff_max,
+            ),
+            on_change=self._wake_stats,
+        )
         self._api: HttpApi | None = None
+        #: Name resolution and TCP connect for POSTs. Tests inject both to
+        #: reach a receiver on loopback through a name that resolves to a
+        #: global address; the checks of node/dialcheck.py still run.
+        self.getaddrinfo: Resolver | None = None
+        self.open_tcp_stream: Callable[[str, int], Awaitable[trio.abc.Stream]] = (
+            trio.open_tcp_stream
+        )
 
     def _session(self, request: HttpRequest) -> Any:
         assert self._api is not None, "register_routes first"
@@ -253,16 +275,25 @@ class Push:
 
     # ------------------------------------------------------------ statistics
     def statistics(self) -> PushStats:
-        return replace(self._stats)
+        return replace(
+            self._stats,
+            deliveries=len(self._deliveries),
+            waiting=self._hosts.waiting(),
+            host_backoffs=self._hosts.backoffs,
+            hosts=self._hosts.hosts(),
+        )
 
     async def wait_statistics(self, predicate: Callable[[PushStats], bool]) -> PushStats:
         """Wait until ``predicate`` holds for the statistics (tests, tools)."""
-        while not predicate(self._stats):
+        while not predicate(self.statistics()):
             await self._stats_changed.wait()
         return self.statistics()
 
     def _count(self, name: str, n: int = 1) -> None:
         setattr(self._stats, name, getattr(self._stats, name) + n)
+        self._wake_stats()
+
+    def _wake_stats(self) -> None:
         event, self._stats_changed = self._stats_changed, trio.Event()
         event.set()
 
@@ -300,14 +331,29 @@ class Push:
         assert isinstance(url, str) and parts.hostname is not None
         try:
             with trio.fail_after(RESOLVE_TIMEOUT):
-                await resolve_checked(parts.hostname, port, self._config.push_allow_private)
-        except trio.TooSlowError as exc:
+                await self._resolve(parts.hostname, port)
+        except (trio.TooSlowError, OSError) as exc:
             raise ProtocolError(
                 ErrorCode.BAD_REQUEST, f"cannot resolve {parts.hostname[:100]!r}"
             ) from exc
-        except DialError as exc:
-            raise ProtocolError(ErrorCode.BAD_REQUEST, str(exc)) from exc
+        except ProtocolError as exc:
+            raise ProtocolError(ErrorCode.BAD_REQUEST, self._refusal(exc)) from exc
         return url
+
+    async def _resolve(self, host: str, port: int) -> str:
+        """The checked address to POST to (node/dialcheck.py's one rule)."""
+        return await resolve_for_dial(
+            host,
+            port,
+            allow_private=self._config.push_allow_private,
+            getaddrinfo=self.getaddrinfo,
+            label="push endpoint",
+        )
+
+    def _refusal(self, exc: ProtocolError) -> str:
+        if "private" in exc.message and not self._config.push_allow_private:
+            return exc.message + " (the admin may allow it: chinwag run --push-allow-private)"
+        return exc.message
 
     async def add_endpoint(self, request: HttpRequest) -> HttpResponse:
         session = self._session(request)
@@ -479,69 +525,112 @@ class Push:
         self._count("forgotten")
 
     def _enqueue(self, user: str, endpoint: Endpoint, body: dict[str, Any]) -> None:
-        """Fold ``body`` into the endpoint's delivery, or start one."""
-        key = (user, endpoint.device, endpoint.url)
-        delivery = self._deliveries.get(key)
+        """Fold ``body`` into the URL's delivery, or start one.
+
+        Keyed by URL alone: the same URL registered by several devices or
+        users gets one POST per notification (the newest body), not one per
+        registration.
+        """
+        delivery = self._deliveries.get(endpoint.url)
         if delivery is not None:
-            delivery.body, delivery.fresh = body, True
+            delivery.body, delivery.user, delivery.fresh = body, user, True
+            delivery.owners.add((user, endpoint.device))
             return
         if len(self._deliveries) >= MAX_DELIVERIES:
-            oldest = self._deliveries.pop(next(iter(self._deliveries)))
-            oldest.scope.cancel()
-            self._count("dropped")
-        delivery = self._deliveries[key] = _Delivery(user, endpoint, body)
-        self._spawn(self._run_delivery, key, delivery)
+            self._drop(self._deliveries.pop(next(iter(self._deliveries))))
+        delivery = _Delivery(endpoint.url, user, body, {(user, endpoint.device)})
+        self._deliveries[endpoint.url] = delivery
+        self._wake_stats()
+        self._spawn(self._run_delivery, delivery)
 
-    async def _run_delivery(self, key: tuple[str, str, str], delivery: _Delivery) -> None:
+    def _drop(self, delivery: _Delivery) -> None:
+        delivery.scope.cancel()
+        self._count("dropped")
+
+    async def _run_delivery(self, delivery: _Delivery) -> None:
         try:
             with delivery.scope:
                 await self._deliver(delivery)
         finally:
-            if self._deliveries.get(key) is delivery:
-                del self._deliveries[key]
+            if self._deliveries.get(delivery.url) is delivery:
+                del self._deliveries[delivery.url]
+                self._wake_stats()
 
     async def _deliver(self, delivery: _Delivery) -> None:
-        endpoint = delivery.endpoint
-        delay = FIRST_RETRY_DELAY
+        """Attempts until the newest body is through, given up, or not needed.
+
+        Failures of the host are paced by its lane (node/push_hosts.py); only
+        a name that does not resolve waits here, on its own back-off.
+        """
+        delay = self._config.push_backoff_min
         attempt = 0
         while delivery.fresh:
-            if attempt and self._hub.is_online(delivery.user):
-                return  # a device came online: it syncs, no need to notify
             delivery.fresh = False
             attempt += 1
-            wait: float | None = None
             try:
-                async with self._posts:
-                    status, retry_after = await self._post(endpoint.url, delivery.body)
+                status, retry_after = await self._attempt(delivery)
+            except _NotNeeded:
+                return  # a device came online: it syncs, no need to notify
             except DialError as exc:
-                problem, retry = str(exc), exc.retry
+                problem, retry, paced, wait = str(exc), exc.retry, exc.paced, None
             else:
                 if 200 <= status < 300:
                     self._count("sent")
-                    attempt, delay = 0, FIRST_RETRY_DELAY
+                    attempt, delay = 0, self._config.push_backoff_min
                     continue  # sends again only if a newer body came meanwhile
                 if status in (404, 410):
-                    await self._forget(delivery.user, endpoint.device, endpoint.url)
-                    self._count("forgotten")
+                    for user, device in sorted(delivery.owners):
+                        await self._forget(user, device, delivery.url)
+                        self._count("forgotten")
                     return
                 # No redirect is followed: a 3xx fails like a 4xx.
                 problem, retry = f"HTTP {status}", status >= 500 or status == 429
-                wait = retry_after
+                paced, wait = True, retry_after
             if not retry or attempt >= MAX_ATTEMPTS:
                 self._count("failed")
-                log.info("push to %s failed: %s", endpoint.url[:80], problem)
+                log.info("push to %s failed: %s", delivery.url[:80], problem)
                 return
             self._count("retried")
             delivery.fresh = True
-            await trio.sleep(min(MAX_RETRY_DELAY, wait or delay * random.uniform(0.5, 1.0)))
-            delay = min(MAX_RETRY_DELAY, delay * 2)
+            if not paced:
+                await trio.sleep(min(self._config.push_backoff_max, wait or delay))
+                delay = min(self._config.push_backoff_max, delay * 2)
 
-    async def _post(self, url: str, body: dict[str, Any]) -> tuple[int, float | None]:
-        """One POST to the checked address; (status, Retry-After seconds)."""
+    async def _attempt(self, delivery: _Delivery) -> tuple[int, float | None]:
+        """Resolve, wait for the host's turn, POST; (status, Retry-After)."""
         try:
-            parts, port = parse_endpoint(url)
+            parts, port = parse_endpoint(delivery.url)
         except ProtocolError as exc:
             raise DialError(exc.message, retry=False) from exc
+        assert parts.hostname is not None
+        try:
+            with trio.fail_after(RESOLVE_TIMEOUT):
+                address = await self._resolve(parts.hostname, port)
+        except ProtocolError as exc:  # refused: the name now points inward
+            raise DialError(self._refusal(exc), retry=False) from exc
+        except (trio.TooSlowError, OSError) as exc:
+            raise DialError(f"cannot resolve {parts.hostname[:100]!r}", retry=True) from exc
+        async with self._hosts.turn(address, lambda: self._drop(delivery)) as turn:
+            if self._hub.is_online(delivery.user):
+                raise _NotNeeded
+            try:
+                async with self._posts:
+                    status, retry_after = await self._post(parts, port, address, delivery.body)
+            except DialError as exc:
+                if exc.retry:
+                    turn.failed()
+                    exc.paced = True
+                raise
+            if status >= 500 or status == 429:
+                turn.failed(retry_after)
+            else:
+                turn.succeeded()
+            return status, retry_after
+
+    async def _post(
+        self, parts: SplitResult, port: int, address: str, body: dict[str, Any]
+    ) -> tuple[int, float | None]:
+        """One POST to the checked ``address``; (status, Retry-After seconds)."""
         assert parts.hostname is not None
         payload = json.dumps(body).encode()
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
@@ -555,10 +644,7 @@ class Push:
         ]
         try:
             with trio.fail_after(POST_TIMEOUT):
-                address = await resolve_checked(
-                    parts.hostname, port, self._config.push_allow_private
-                )
-                stream: trio.abc.Stream = await trio.open_tcp_stream(address, port)
+                stream: trio.abc.Stream = await self.open_tcp_stream(address, port)
                 if parts.scheme == "https":
                     if self._tls is None:
                         self._tls = ssl.create_default_context()
@@ -576,6 +662,10 @@ class Push:
             raise DialError(f"TLS: {exc.verify_message}", retry=False) from exc
         except (OSError, trio.BrokenResourceError, h11.ProtocolError) as exc:
             raise DialError(str(exc) or type(exc).__name__, retry=True) from exc
+
+
+class _NotNeeded(Exception):
+    """A device of the user came online while the POST waited: skip it."""
 
 
 async def _read_status(conn: h11.Connection, stream: trio.abc.Stream) -> tuple[int, float | None]:

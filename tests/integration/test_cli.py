@@ -145,7 +145,7 @@ async def test_push_cli(start_node, tmp_path) -> None:
     await node.user("bob")
     pw = "correct horse battery staple"
     b = ["--server", node.url, "--user", "bob", "--device", "phone"]
-    url = "http://127.0.0.1:9/up/xyz"
+    url = "http://10.0.0.9:9/up/xyz"  # a private LAN address: allowed, never dialled here
     added = await run_cli(["push", "add", url, *b], tmp_path, password=pw)
     assert added.returncode == 0, added.stderr
     listed = await run_cli(["push", "list", *b, "--json"], tmp_path)
@@ -177,3 +177,36 @@ async def test_run_checks_public_urls_before_starting(tmp_path) -> None:
     many = ["--public-url", "http://192.0.2.7:7600"] * 5
     too_many = await run_cli(["run", "--data", str(data), "--no-mdns", *many], tmp_path)
     assert too_many.returncode == 1 and b"at most 4" in too_many.stderr
+
+
+async def test_send_stdin_waits_out_the_rate_limit_and_keeps_line_order(nursery, tmp_path) -> None:
+    """2,000 lines at the default per-device rate (100/s, burst 200): the node
+    refuses some as ``rate_limited``; the CLI waits ``retry_after_ms`` and goes
+    on, never gives up, and every line lands once, in stdin order."""
+    data = tmp_path / "data"
+    assert (
+        await run_cli(["init", "--data", str(data), "--name", "mill"], tmp_path)
+    ).returncode == 0
+    proc = await spawn_node(nursery, data, home=tmp_path)
+    for name in ("alice", "bob"):
+        added = await run_cli(["user", "add", name, "--data", str(data)], tmp_path, password=PW)
+        assert added.returncode == 0, added.stderr
+    count = 2000
+    lines = [f"line {i:04d}" for i in range(count)]
+    common = ["--server", proc.url, "--user", "alice"]
+    sent = await run_cli(
+        ["send", *common, "bob", "-"],
+        tmp_path,
+        stdin="\n".join(lines).encode() + b"\n",
+        password=PW,
+    )
+    assert sent.returncode == 0, sent.stderr[-2000:]
+    assert sent.stderr == b""
+    seqs = [int(line.split()[1].removeprefix("seq=")) for line in sent.stdout.decode().splitlines()]
+    assert seqs == list(range(1, count + 1))
+    tail = await run_cli(
+        ["tail", "--server", proc.url, "--user", "bob", "--json"], tmp_path, password=PW
+    )
+    assert tail.returncode == 0, tail.stderr
+    assert [json.loads(x)["text"] for x in tail.stdout.decode().splitlines()] == lines
+    assert await proc.terminate() == 0

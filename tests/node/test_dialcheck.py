@@ -39,6 +39,14 @@ from chinwag.protocol.handshake import FED_SUBPROTOCOL
         ("2002:7f00:1::", REFUSED),  # 6to4 of 127.0.0.1
         ("64:ff9b::7f00:1", REFUSED),  # NAT64 of 127.0.0.1
         ("240.0.0.1", REFUSED),
+        ("169.254.169.254", REFUSED),  # cloud metadata
+        ("::ffff:169.254.169.254", REFUSED),
+        ("::ffff:a9fe:a9fe", REFUSED),
+        ("64:ff9b::a9fe:a9fe", REFUSED),  # NAT64 of the metadata address
+        ("2002:a9fe:a9fe::", REFUSED),  # 6to4 of it
+        ("0.1.2.3", REFUSED),  # "this network": Linux connects it locally
+        ("fec0::1", PRIVATE),  # deprecated site-local: never global
+        ("100.64.0.1", PRIVATE),
         ("10.1.2.3", PRIVATE),
         ("192.168.1.7", PRIVATE),
         ("172.16.0.1", PRIVATE),
@@ -83,6 +91,25 @@ async def test_every_resolved_address_is_checked() -> None:
         )
         == "93.184.216.34"
     )
+
+
+async def test_one_refused_address_refuses_the_name() -> None:
+    """The one rule (push and federation): not "the first allowed address"."""
+    for addresses, allow_private in (
+        (("93.184.216.34", "10.0.0.7"), False),
+        (("93.184.216.34", "169.254.169.254"), True),
+        (("10.0.0.7", "::ffff:169.254.169.254"), True),
+    ):
+        with pytest.raises(ProtocolError) as info:
+            await resolve_for_dial(
+                "mixed.test",
+                443,
+                allow_private=allow_private,
+                getaddrinfo=fake_dns(*addresses),
+                label="push endpoint",
+            )
+        assert info.value.code is ErrorCode.FORBIDDEN
+        assert info.value.message.startswith("not dialling push endpoint 'mixed.test'")
 
 
 async def test_localhost_by_name_is_refused() -> None:
