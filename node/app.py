@@ -144,6 +144,8 @@ class Node:
             self.identity.key,
             map_size=config.map_size,
             on_commit=self.hub.queues_grew,
+            max_sessions_per_user=config.max_sessions_per_user,
+            max_devices_per_user=config.max_devices_per_user,
         )
         # A revoked session (logout, password change, user removal, eviction)
         # ends its live WebSockets too.

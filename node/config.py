@@ -65,6 +65,10 @@ class NodeConfig:
     #: Live WebSocket sessions one token may hold at once; the next ``auth``
     #: with that token is refused (``rate_limited``).
     max_sessions_per_token: int = 8
+    #: Stored sessions (tokens) and devices per user: a log-in beyond them
+    #: drops the user's oldest session / oldest device (with its sessions).
+    max_sessions_per_user: int = 256
+    max_devices_per_user: int = 256
 
     # Storage
     map_size: int = 64 << 20

@@ -239,6 +239,21 @@ async def test_live_sessions_per_token_are_bounded(start_node) -> None:
             assert again.info is not None and again.info.user == "alice"
 
 
+async def test_stored_sessions_per_user_are_bounded_from_the_config(start_node) -> None:
+    """A log-in beyond max_sessions_per_user drops the user's oldest session."""
+    node = await start_node(max_sessions_per_user=2)
+    await signup(node.url, "alice", PASSWORD)
+    tokens = [(await login(node.url, "alice", PASSWORD, "laptop")).token for _ in range(3)]
+    with trio.fail_after(20):
+        with pytest.raises(ClientError) as info:
+            async with connect(node.url, tokens[0]):
+                pass
+        assert info.value.code == "unauthorized"
+        for token in tokens[1:]:
+            async with connect(node.url, token) as client:
+                assert client.info is not None
+
+
 # ------------------------------------------------------------ the KDF seam
 async def test_a_production_node_ignores_the_old_test_switch(nursery, tmp_path) -> None:
     """``chinwag run`` with CHINWAG_TEST_FAST_KDF=1 in its environment still
