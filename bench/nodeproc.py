@@ -132,8 +132,12 @@ class NodeProcess:
         python: str = sys.executable,
         python_args: tuple[str, ...] = (),
         env: dict[str, str] | None = None,
+        production_auth: bool = False,
     ) -> None:
+        """``production_auth``: the real Argon2id cost and the default sign-up
+        and hashing-queue limits (for benchmarks of log-in floods)."""
         self.data_dir = Path(tempfile.mkdtemp(prefix="chinwag-bench-", dir=data_root))
+        self._production_auth = production_auth
         self._extra_args = extra_args
         self._keep = keep_data
         self._ready_timeout = ready_timeout
@@ -168,7 +172,7 @@ class NodeProcess:
         env.update(self._env)
         cmd = [
             self._python,
-            str(FASTKDF),
+            *([] if self._production_auth else [str(FASTKDF)]),
             *self._python_args,
             "-m",
             "chinwag.cli",
@@ -192,7 +196,7 @@ class NodeProcess:
             *(
                 ["--signups-per-address", "1000000", "--signups-per-node", "1000000"]
                 + ["--kdf-queue", "1000000"]
-                if self._run_flag_supported("--kdf-queue")
+                if not self._production_auth and self._run_flag_supported("--kdf-queue")
                 else []
             ),
             *self._extra_args,
