@@ -115,9 +115,11 @@ class Node:
 
     def start(self, timeout: float = 30.0) -> float:
         """Start the node; return seconds until it printed its ready line."""
-        env = dict(os.environ, CHINWAG_TEST_FAST_KDF="1", PYTHONUNBUFFERED="1")
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
         cmd = [
             self._args.python,
+            # The CLI with cheap Argon2id: many users sign up (test-only entry).
+            str(Path(__file__).resolve().parent.parent / "tests" / "fastkdf.py"),
             "-m",
             "chinwag.cli",
             "run",
@@ -134,6 +136,10 @@ class Node:
             "1000000",
             "--max-conn-per-address",
             "5000",
+            "--signups-per-address",
+            "1000000",
+            "--signups-per-node",
+            "1000000",
             *self._args.node_arg,
         ]
         started = time.monotonic()

@@ -1,7 +1,8 @@
 """Shared by the load generators: a chinwag node in a subprocess, /proc readings,
 and the windowed sender.
 
-The node runs as ``python -m chinwag.cli run`` with a fresh data directory
+The node runs as ``python tests/fastkdf.py -m chinwag.cli run`` (the CLI with
+cheap Argon2id, so creating many users stays cheap) with a fresh data directory
 (on disk, so commits pay a real fsync) and the per-device limits lifted; the
 load generator is this process, the node another. Readings come from
 ``/proc/PID``: CPU seconds (utime + stime of every thread), per-thread CPU
@@ -28,6 +29,9 @@ from typing import Any
 import trio
 
 from chinwag.node.client import ChatClient, ClientError
+
+#: The test-only entry that gives the node cheap Argon2id, then runs the CLI.
+FASTKDF = Path(__file__).resolve().parent.parent / "tests" / "fastkdf.py"
 
 #: One send as ``ChatClient.send_many`` takes it: (to, text, cid).
 SendItem = tuple[str, str, str | None]
@@ -138,20 +142,22 @@ class NodeProcess:
         python: str = sys.executable,
         python_args: tuple[str, ...] = (),
         env: dict[str, str] | None = None,
+        production_auth: bool = False,
         bench_limits: bool = True,
-        fast_kdf: bool = True,
     ) -> None:
+        """``production_auth``: the real Argon2id cost and the default sign-up
+        and hashing-queue limits (for benchmarks of log-in floods).
+        ``bench_limits``: lift the per-device send limits and the per-address
+        connection cap (load benchmarks); False keeps the production defaults."""
+        self._bench_limits = bench_limits
         self.data_dir = Path(tempfile.mkdtemp(prefix="chinwag-bench-", dir=data_root))
+        self._production_auth = production_auth
         self._extra_args = extra_args
         self._keep = keep_data
         self._ready_timeout = ready_timeout
         self._python = python
         self._python_args = python_args
         self._env = env or {}
-        #: Lift the per-device send limits and the per-address connection cap
-        #: (load benchmarks); False keeps the node's production defaults.
-        self._bench_limits = bench_limits
-        self._fast_kdf = fast_kdf
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = ""
         self.log_path = self.data_dir / "node.log"
@@ -174,12 +180,13 @@ class NodeProcess:
 
     def __enter__(self) -> NodeProcess:
         env = dict(os.environ)
-        if self._fast_kdf:
-            env["CHINWAG_TEST_FAST_KDF"] = "1"  # creating many users stays cheap
+        # Only nodes from before tests/fastkdf.py read this; current ones ignore it.
+        env["CHINWAG_TEST_FAST_KDF"] = "1"
         env["PYTHONUNBUFFERED"] = "1"
         env.update(self._env)
         cmd = [
             self._python,
+            *([] if self._production_auth else [str(FASTKDF)]),
             *self._python_args,
             "-m",
             "chinwag.cli",
@@ -194,6 +201,13 @@ class NodeProcess:
             # Benchmarks stay on loopback: no mDNS on the machine's real links
             # (nodes from before discovery have no such flag and no mDNS).
             *(["--no-mdns"] if self._run_flag_supported("--no-mdns") else []),
+            # Many users sign up and log in at once from this one address.
+            *(
+                ["--signups-per-address", "1000000", "--signups-per-node", "1000000"]
+                + ["--kdf-queue", "1000000"]
+                if not self._production_auth and self._run_flag_supported("--kdf-queue")
+                else []
+            ),
             *self._extra_args,
         ]
         log = open(self.log_path, "wb")  # noqa: SIM115 - handed to the child

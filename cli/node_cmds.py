@@ -66,6 +66,33 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--send-rate", type=float, help="messages/s allowed per device")
     p.add_argument("--send-burst", type=int, help="burst allowed per device")
     p.add_argument("--max-conn-per-address", type=int, help="connections allowed per address")
+    p.add_argument(
+        "--signups-per-address", type=int, help="sign-ups per address per hour (default 10)"
+    )
+    p.add_argument(
+        "--signups-per-node", type=int, help="sign-ups per hour, node-wide (default 100)"
+    )
+    p.add_argument(
+        "--login-failures-per-account",
+        type=int,
+        help="failed log-ins per account per 5 minutes (default 10)",
+    )
+    p.add_argument(
+        "--login-failures-per-address",
+        type=int,
+        help="failed log-ins per address per 5 minutes (default 30)",
+    )
+    p.add_argument(
+        "--kdf-threads", type=int, help="password hashes run at once, 64 MiB each (default 2)"
+    )
+    p.add_argument(
+        "--kdf-queue", type=int, help="password checks waiting per lane before 429 (default 32)"
+    )
+    p.add_argument(
+        "--max-sessions-per-token",
+        type=int,
+        help="live WebSocket sessions one token may hold (default 8)",
+    )
     p.add_argument("--heartbeat", type=float, help="heartbeat interval told to devices (s)")
     p.add_argument("--heartbeat-deadline", type=float, help="drop a silent device after (s)")
     p.add_argument("--send-timeout", type=float, help="drop a device not reading for (s)")
@@ -183,6 +210,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         ("send_rate", "send_rate"),
         ("send_burst", "send_burst"),
         ("max_conn_per_address", "max_connections_per_address"),
+        ("signups_per_address", "signups_per_address"),
+        ("signups_per_node", "signups_per_node"),
+        ("login_failures_per_account", "login_failures_per_account"),
+        ("login_failures_per_address", "login_failures_per_address"),
+        ("kdf_threads", "kdf_threads"),
+        ("kdf_queue", "kdf_queue"),
+        ("max_sessions_per_token", "max_sessions_per_token"),
         ("heartbeat", "heartbeat_interval"),
         ("heartbeat_deadline", "heartbeat_deadline"),
         ("send_timeout", "send_timeout"),
@@ -199,6 +233,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             fail(f"--{field.replace('_', '-')} must be at least 1")
     if overrides.get("push_host_rate", 1) <= 0:
         raise CliError("--push-host-rate: a number of POSTs per second above 0")
+    for field in ("kdf_threads", "kdf_queue", "max_sessions_per_token"):
+        if field in overrides and overrides[field] < (1 if field != "kdf_queue" else 0):
+            fail(f"--{field.replace('_', '-')} is too small")
     if "heartbeat_interval" in overrides and "heartbeat_deadline" not in overrides:
         overrides["heartbeat_deadline"] = overrides["heartbeat_interval"] * 3
     try:

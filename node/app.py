@@ -6,6 +6,7 @@ collaborators it needs in its constructor.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import logging
 import time
@@ -32,6 +33,7 @@ from .groups import Groups
 from .http_api import HttpApi
 from .hub import Hub
 from .identity import NodeIdentity, ensure_data_dir, load_or_init_identity
+from .passwords import KdfCost, PasswordHasher
 from .peers import BLOCKED, TRUSTED, PeerRegistry, check_url
 from .presence import Presence
 from .push import Push
@@ -125,7 +127,15 @@ class RunningNode:
 class Node:
     """A chinwag node: store, hub, router, HTTP/WebSocket server."""
 
-    def __init__(self, config: NodeConfig, identity: NodeIdentity | None = None) -> None:
+    def __init__(
+        self,
+        config: NodeConfig,
+        identity: NodeIdentity | None = None,
+        *,
+        kdf_cost: KdfCost | None = None,
+    ) -> None:
+        """``kdf_cost``: Argon2id cost of new password hashes; None is the
+        production cost (test fixtures pass a cheap one)."""
         ensure_data_dir(config.data_dir)
         self.config = config
         self.identity = identity or load_or_init_identity(config.data_dir)
@@ -135,6 +145,8 @@ class Node:
             self.identity.key,
             map_size=config.map_size,
             on_commit=self.hub.queues_grew,
+            max_sessions_per_user=config.max_sessions_per_user,
+            max_devices_per_user=config.max_devices_per_user,
         )
         # A revoked session (logout, password change, user removal, eviction)
         # ends its live WebSockets too.
@@ -164,7 +176,21 @@ class Node:
         self.federation.group_sync = GroupSync(self.identity, self.store, self.registry)
         self.group_ops = GroupOps(self.groups, self.router, self.presence)
         self.federation.presence = self.presence
-        self.api = HttpApi(config, self.identity, self.store, self.hub, presence=self.presence)
+        self.passwords = PasswordHasher(
+            kdf_cost,
+            threads=config.kdf_threads,
+            # One thread must stay open to everyone: the reserve is at most threads - 1.
+            reserved=max(0, min(config.kdf_reserved, config.kdf_threads - 1)),
+            queue=config.kdf_queue,
+        )
+        self.api = HttpApi(
+            config,
+            self.identity,
+            self.store,
+            self.hub,
+            presence=self.presence,
+            passwords=self.passwords,
+        )
         self.push = Push(config, self.store, self.hub, self.router.node_label)
         self.push.register_routes(self.api)
         WebClient().register_routes(self.api)
@@ -246,6 +272,7 @@ class Node:
                 "map_size": store.map_size,
             },
             "peers": self.federation.peer_status(),
+            "passwords": dataclasses.asdict(self.passwords.statistics()),
         }
 
     async def _on_websocket(

@@ -48,6 +48,27 @@ class NodeConfig:
     login_failures_per_account: int = 10
     login_failures_per_address: int = 30
     login_window: float = 300.0
+    #: Sign-ups allowed per address (IPv6: per /64) and node-wide within
+    #: ``signup_window``; each costs one password hash.
+    signups_per_address: int = 10
+    signups_per_node: int = 100
+    signup_window: float = 3600.0
+    #: Password hashes/checks (Argon2id, ~64 MiB and ~0.1 s each) running at
+    #: once, each in a worker thread; ``kdf_reserved`` of them only for
+    #: log-ins to accounts that logged in before (a returning user gets in
+    #: during a flood of sign-ups or made-up names; at most threads - 1).
+    kdf_threads: int = 2
+    kdf_reserved: int = 1
+    #: Password checks waiting for a thread, per lane (general / returning);
+    #: beyond it a request gets 429 ``rate_limited`` with Retry-After.
+    kdf_queue: int = 32
+    #: Live WebSocket sessions one token may hold at once; the next ``auth``
+    #: with that token is refused (``rate_limited``).
+    max_sessions_per_token: int = 8
+    #: Stored sessions (tokens) and devices per user: a log-in beyond them
+    #: drops the user's oldest session / oldest device (with its sessions).
+    max_sessions_per_user: int = 256
+    max_devices_per_user: int = 256
 
     # Storage
     map_size: int = 64 << 20

@@ -2,7 +2,12 @@
 
 Errors are ``{"error": {"code", "message"}}`` with the HTTP status that fits
 the code. Log-in answers an unknown user exactly as a wrong password, and
-counts failures per account and per address.
+counts failures per account and per address: a try is counted before its
+password is checked and given back if it was right, so concurrent guesses
+cannot outrun the limit. Sign-ups are limited per address and node-wide.
+Every password check or hash goes through the node's
+:class:`~chinwag.node.passwords.PasswordHasher` (bounded queue, a share kept
+for returning users).
 """
 
 from __future__ import annotations
@@ -23,8 +28,8 @@ from chinwag.protocol.limits import PROTOCOL_VERSION
 from .config import NodeConfig
 from .hub import Hub
 from .identity import NodeIdentity
-from .passwords import hash_password, new_token, token_hash, verify_password
-from .ratelimit import FailureCounter
+from .passwords import PasswordHasher, new_token, token_hash
+from .ratelimit import WindowCounter, address_key, blocked_for_all
 from .store import SessionRecord, Store
 
 VERSION = "0.1.0"
@@ -102,19 +107,24 @@ class HttpApi:
         hub: Hub,
         extra_info: Callable[[], dict[str, Any]] | None = None,
         presence: Any = None,
+        *,
+        passwords: PasswordHasher,
     ) -> None:
         self._presence = presence
+        self._passwords = passwords
         self._config = config
         self._identity = identity
         self._store = store
         self._hub = hub
         self._extra_info = extra_info
-        self._account_failures = FailureCounter(
+        self._account_failures = WindowCounter(
             config.login_failures_per_account, config.login_window
         )
-        self._address_failures = FailureCounter(
+        self._address_failures = WindowCounter(
             config.login_failures_per_address, config.login_window
         )
+        self._address_signups = WindowCounter(config.signups_per_address, config.signup_window)
+        self._node_signups = WindowCounter(config.signups_per_node, config.signup_window)
         self._routes: dict[tuple[str, str], Handler] = {
             ("POST", "/api/signup"): self.signup,
             ("POST", "/api/login"): self.login,
@@ -197,7 +207,14 @@ class HttpApi:
             raise ProtocolError(ErrorCode.BAD_REQUEST, "the password is empty")
         if self._store.get_user(user) is not None:
             raise ProtocolError(ErrorCode.USER_EXISTS, f"{user} is taken")
-        record = await self._store.create_user(user, await hash_password(password), _now_ms())
+        # Counted before hashing, never given back: each sign-up costs a hash.
+        now = trio.current_time()
+        limits = [(self._address_signups, address_key(request.peer)), (self._node_signups, "")]
+        _refuse_if_blocked(limits, now, "too many sign-ups; try again later")
+        for counter, key in limits:
+            counter.record(key, now)
+        pw_hash = await self._passwords.hash(password)
+        record = await self._store.create_user(user, pw_hash, _now_ms())
         return json_response(
             201, {"user": record.name, "address": f"{record.name}@{self._identity.name}"}
         )
@@ -208,22 +225,32 @@ class HttpApi:
         password = self._field(body, "password", MAX_PASSWORD_CHARS)
         device = self._field(body, "device", 64, required=False)
         now = trio.current_time()
-        wait = max(
-            self._account_failures.blocked_for(user, now),
-            self._address_failures.blocked_for(request.peer, now),
-        )
-        if wait > 0:
-            raise ProtocolError(
-                ErrorCode.RATE_LIMITED,
-                "too many failed log-ins; try again later",
-                retry_after_ms=int(wait * 1000) + 1,
-            )
+        limits = [
+            (self._account_failures, user),
+            (self._address_failures, address_key(request.peer)),
+        ]
+        _refuse_if_blocked(limits, now, "too many failed log-ins; try again later")
+        # Counted as a failure before the check (no await since the test
+        # above), given back if the password is right: simultaneous guesses
+        # see each other, so no more than the limit are ever checked.
+        for counter, key in limits:
+            counter.record(key, now)
         record = self._store.get_user(user)
-        good = await verify_password(password, record.pw_hash if record else None)
+        # An account with a device has logged in before: its check may use
+        # the share of the hashing threads kept for returning users.
+        returning = record is not None and bool(self._store.list_devices(record.name))
+        try:
+            good = await self._passwords.verify(
+                password, record.pw_hash if record else None, returning=returning
+            )
+        except ProtocolError:
+            for counter, key in limits:  # refused unchecked (queue full): not a try
+                counter.give_back(key, now)
+            raise
         if not good or record is None:
-            self._account_failures.record(user, now)
-            self._address_failures.record(request.peer, now)
             raise ProtocolError(ErrorCode.UNAUTHORIZED, "wrong user or password")
+        for counter, key in limits:
+            counter.give_back(key, now)
         token = new_token()
         device_id = await self._store.create_session(
             record.name, device, token_hash(token), _now_ms()
@@ -333,6 +360,12 @@ class HttpApi:
         if self._extra_info is not None:
             info.update(self._extra_info())
         return json_response(200, info)
+
+
+def _refuse_if_blocked(limits: list[tuple[WindowCounter, str]], now: float, why: str) -> None:
+    wait = blocked_for_all(limits, now)
+    if wait > 0:
+        raise ProtocolError(ErrorCode.RATE_LIMITED, why, retry_after_ms=int(wait * 1000) + 1)
 
 
 def _now_ms() -> int:

@@ -42,6 +42,8 @@ class Hub:
         self._by_token: dict[bytes, set[LiveSession]] = {}
         self._events: dict[str, trio.Event] = {}
         self._devices: dict[str, dict[str, int]] = {}
+        #: Live (or authenticating) sessions per token hash, for the per-token cap.
+        self._token_claims: dict[bytes, int] = {}
         self.connections = 0
 
     # -- commits -----------------------------------------------------------
@@ -114,6 +116,24 @@ class Hub:
         if not devices:
             del self._devices[user]
             self._presence_changed(user, False)
+
+    # -- sessions per token ------------------------------------------------------
+    def claim_token(self, token_hash: bytes, limit: int) -> bool:
+        """Count one more live session of this token; False (nothing counted)
+        if it already holds ``limit``."""
+        held = self._token_claims.get(token_hash, 0)
+        if held >= limit:
+            return False
+        self._token_claims[token_hash] = held + 1
+        return True
+
+    def release_token(self, token_hash: bytes) -> None:
+        """A session counted by :meth:`claim_token` ended."""
+        held = self._token_claims.get(token_hash, 0) - 1
+        if held > 0:
+            self._token_claims[token_hash] = held
+        else:
+            self._token_claims.pop(token_hash, None)
 
     def sessions_revoked(self, token_hashes: Iterable[bytes]) -> None:
         """End every live session authenticated with one of these tokens.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from collections import OrderedDict
 
 
@@ -38,8 +39,15 @@ class TokenBucket:
         return 0.0 if self._tokens >= 0 else -self._tokens / self.rate
 
 
-class FailureCounter:
-    """Counts failures per key within a sliding window; bounded in keys."""
+class WindowCounter:
+    """Counts events per key within a sliding window; bounded in keys.
+
+    Log-in tries are counted *before* the password is checked
+    (:meth:`blocked_for`, then :meth:`record` with no ``await`` between) and
+    handed back if the password was right (:meth:`give_back`),
+    so however many tries arrive at once, no more than ``limit`` are checked
+    per window.
+    """
 
     def __init__(self, limit: int, window: float, max_keys: int = 10_000) -> None:
         self.limit = limit
@@ -70,3 +78,29 @@ class FailureCounter:
         self._events.move_to_end(key)
         while len(self._events) > self.max_keys:
             self._events.popitem(last=False)
+
+    def give_back(self, key: str, stamp: float) -> None:
+        """Undo one :meth:`record` made at ``stamp`` (a try that succeeded)."""
+        stamps = self._events.get(key)
+        if stamps is not None and stamp in stamps:
+            stamps.remove(stamp)
+            if not stamps:
+                del self._events[key]
+
+
+def blocked_for_all(counters: list[tuple[WindowCounter, str]], now: float) -> float:
+    """The longest wait among several (counter, key) pairs; 0 if all may go."""
+    return max((counter.blocked_for(key, now) for counter, key in counters), default=0.0)
+
+
+def address_key(peer: str) -> str:
+    """The key a client address is limited by: IPv4 as is, IPv6 by its /64
+    (one host usually holds a whole /64, so per-address limits would be void)."""
+    if ":" not in peer:
+        return peer
+    try:
+        network = ipaddress.IPv6Network((peer.split("%", 1)[0], 64), strict=False)
+    except ValueError:
+        return peer
+    mapped = ipaddress.IPv6Address(peer.split("%", 1)[0]).ipv4_mapped
+    return str(mapped) if mapped is not None else str(network)

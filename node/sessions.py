@@ -138,6 +138,13 @@ class DeviceSession:
     # ------------------------------------------------------------------ run
     async def run(self) -> None:
         try:
+            await self._serve()
+        finally:
+            if self.token_hash:  # set only once the token's session slot was claimed
+                self._hub.release_token(self.token_hash)
+
+    async def _serve(self) -> None:
+        try:
             with trio.fail_after(self._config.handshake_timeout):
                 await self._authenticate()
         except trio.TooSlowError:
@@ -220,8 +227,20 @@ class DeviceSession:
             error = ProtocolError(ErrorCode.UNAUTHORIZED, "unknown or revoked token")
             await self._send_now([err_frame(request.rid, error)])
             raise _Disconnect(error.code, error.message)
+        digest = token_hash(request.token)
+        # Claimed before the ok goes out (no await between check and count),
+        # so simultaneous auths cannot pass the bound together.
+        if not self._hub.claim_token(digest, self._config.max_sessions_per_token):
+            error = ProtocolError(
+                ErrorCode.RATE_LIMITED,
+                f"this token already holds {self._config.max_sessions_per_token} live "
+                "sessions; close one or log in again for a new token",
+                retry_after_ms=int(self._config.heartbeat_deadline * 1000),
+            )
+            await self._send_now([err_frame(request.rid, error)])
+            raise _Disconnect(error.code, error.message)
         self.user, self.device = session.user, session.device
-        self.token_hash = token_hash(request.token)
+        self.token_hash = digest
         # After auth the full message size applies (4 KiB before it).
         self._ws._max_message_size = MAX_MESSAGE_BYTES  # noqa: SLF001
         await self._send_now(

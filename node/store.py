@@ -124,7 +124,8 @@ MAX_DBS = 64
 CID_RETENTION_MS = 24 * 3600 * 1000
 CID_PRUNE_PER_SEND = 4
 MAX_CID_CHARS = 64
-#: Oldest sessions and devices of a user are dropped beyond these.
+#: Oldest sessions and devices of a user are dropped beyond these (defaults
+#: of ``Store(max_sessions_per_user=, max_devices_per_user=)``, set from NodeConfig).
 MAX_SESSIONS_PER_USER = 256
 MAX_DEVICES_PER_USER = 256
 MAX_CONTACTS_PER_USER = 1000
@@ -474,8 +475,12 @@ class Store:
         batch_max: int = 1024,
         on_commit: Callable[[frozenset[str]], None] | None = None,
         extra_dbs: tuple[str, ...] = (),
+        max_sessions_per_user: int = MAX_SESSIONS_PER_USER,
+        max_devices_per_user: int = MAX_DEVICES_PER_USER,
     ) -> None:
         self.data_dir = Path(data_dir)
+        self._max_sessions = max(1, max_sessions_per_user)
+        self._max_devices = max(1, max_devices_per_user)
         self.node_key = node_key
         self._map_size = map_size
         self._max_pending = max_pending
@@ -755,13 +760,13 @@ class Store:
             while dev is None or (device is None and w.txn.get(prefix + dev.encode(), db=devices)):
                 dev = "d-" + secrets.token_urlsafe(9)  # 12 base64url characters
             if w.txn.get(prefix + dev.encode(), db=devices) is None:
-                _evict_oldest_device(w, record.uid)
+                _evict_oldest_device(w, record.uid, self._max_devices)
                 w.txn.put(prefix + dev.encode(), cbor2.dumps({"a": 0, "c": now_ms}), db=devices)
             sessions = w.db("sessions")
             if w.txn.get(token_hash, db=sessions) is not None:
                 raise ProtocolError(ErrorCode.CONFLICT, "token already in use")
             index = list(_prefix_keys(w.txn, w.db("user_sessions"), prefix))
-            for old in index[: max(0, len(index) - MAX_SESSIONS_PER_USER + 1)]:
+            for old in index[: max(0, len(index) - self._max_sessions + 1)]:
                 _revoke(w, old[12:])
             item = {"u": name, "uid": record.uid, "d": dev, "c": now_ms}
             w.txn.put(token_hash, cbor2.dumps(item), db=sessions)
@@ -1069,10 +1074,10 @@ def _revoke_all_sessions(w: WriteTxn, uid: int, device: str | None = None) -> No
         w.revoked.add(token_hash)
 
 
-def _evict_oldest_device(w: WriteTxn, uid: int) -> None:
+def _evict_oldest_device(w: WriteTxn, uid: int, limit: int) -> None:
     """Make room for one more device: drop the oldest and its sessions."""
     devices = list(_prefix_items(w.txn, w.db("devices"), _u32(uid)))
-    if len(devices) < MAX_DEVICES_PER_USER:
+    if len(devices) < limit:
         return
     key, _ = min(devices, key=lambda kv: cbor2.loads(kv[1])["c"])
     w.txn.delete(key, db=w.db("devices"))

@@ -2,25 +2,20 @@
 
 from __future__ import annotations
 
-import os
+import dataclasses
+import itertools
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
 
-# Cheap Argon2id parameters: tests create many users. Set before the node
-# modules read it.
-os.environ.setdefault("CHINWAG_TEST_FAST_KDF", "1")
+import pytest
+import trio
 
-import dataclasses  # noqa: E402
-import itertools  # noqa: E402
-from collections.abc import AsyncIterator, Awaitable, Callable  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
-
-import pytest  # noqa: E402
-import trio  # noqa: E402
-
-from chinwag.node.app import Node, RunningNode  # noqa: E402
-from chinwag.node.client import login, signup  # noqa: E402
-from chinwag.node.config import NodeConfig  # noqa: E402
-from chinwag.node.identity import load_or_init_identity  # noqa: E402
+from chinwag.node.app import Node, RunningNode
+from chinwag.node.client import login, signup
+from chinwag.node.config import NodeConfig
+from chinwag.node.identity import load_or_init_identity
+from chinwag.node.passwords import FAST_TEST_COST, KdfCost
 
 PASSWORD = "correct horse battery staple"
 
@@ -58,13 +53,23 @@ async def start_node(nursery: trio.Nursery, tmp_path: Path) -> AsyncIterator[Sta
     """Start a real node in this test's nursery: ``await start_node(**config)``."""
 
     async def start(
-        data_dir: Path | None = None, name: str | None = None, **overrides: Any
+        data_dir: Path | None = None,
+        name: str | None = None,
+        kdf_cost: KdfCost = FAST_TEST_COST,
+        **overrides: Any,
     ) -> TestNode:
+        """``kdf_cost``: cheap Argon2id by default (tests create many users),
+        injected through the node's constructor; no setting of a real node
+        can select it."""
         directory = data_dir or tmp_path / f"node{next(_counter)}"
         # Never mDNS on a real interface in tests (see tests/integration/netns).
         overrides.setdefault("mdns", False)
+        # Tests sign many users up from one loopback address; the sign-up
+        # limits have their own tests (tests/node/test_abuse_auth.py).
+        overrides.setdefault("signups_per_address", 10_000)
+        overrides.setdefault("signups_per_node", 10_000)
         config = NodeConfig(data_dir=directory, host="127.0.0.1", port=0, **overrides)
-        node = Node(config, load_or_init_identity(directory, name))
+        node = Node(config, load_or_init_identity(directory, name), kdf_cost=kdf_cost)
         stopped = trio.Event()
 
         async def serve(task_status: trio.TaskStatus[tuple[RunningNode, trio.CancelScope]]) -> None:

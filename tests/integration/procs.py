@@ -16,6 +16,8 @@ from pathlib import Path
 
 import trio
 
+from ..fastkdf import FASTKDF
+
 READY = re.compile(rb"ready at (http://\S+)")
 
 
@@ -37,9 +39,15 @@ class NodeProcess:
             return await self.process.wait()
 
 
+#: ``chinwag`` as tests run it: through tests/fastkdf.py, which gives the
+#: process cheap Argon2id (tests create many users) and then runs the CLI.
+CHINWAG = (sys.executable, str(FASTKDF), "-m", "chinwag.cli")
+#: Tests sign many users up from one loopback address.
+TEST_RUN_FLAGS = ("--signups-per-address", "10000", "--signups-per-node", "10000")
+
+
 def cli_env(home: Path) -> dict[str, str]:
     env = dict(os.environ)
-    env["CHINWAG_TEST_FAST_KDF"] = "1"
     env["XDG_CONFIG_HOME"] = str(home / "config")
     env["XDG_DATA_HOME"] = str(home / "data-home")
     env["PYTHONUNBUFFERED"] = "1"
@@ -52,12 +60,17 @@ async def spawn_node(
     *flags: str,
     home: Path | None = None,
     prefix: Sequence[str] = (),
+    production: bool = False,
+    env: dict[str, str] | None = None,
 ) -> NodeProcess:
     """Start ``chinwag run`` on a random loopback port and wait for its URL.
 
     ``prefix`` runs it through another command (``ip netns exec NS``).
+    ``production``: plain ``python -m chinwag.cli``, without the test entry's
+    cheap Argon2id. ``env``: added to the environment.
     """
-    args = [*prefix, sys.executable, "-m", "chinwag.cli", "run", "--data", str(data_dir)]
+    entry = (sys.executable, "-m", "chinwag.cli") if production else CHINWAG
+    args = [*prefix, *entry, "run", "--data", str(data_dir), *TEST_RUN_FLAGS]
     # --no-mdns unless the test runs inside its own network namespace.
     mdns = [] if "--mdns-interface" in flags or "--trust-lan" in flags else ["--no-mdns"]
     args += ["--listen", "127.0.0.1:0", *mdns, *flags]
@@ -65,7 +78,7 @@ async def spawn_node(
         args,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
-        env=cli_env(home or data_dir.parent),
+        env={**cli_env(home or data_dir.parent), **(env or {})},
     )
     output = bytearray()
     assert process.stdout is not None
@@ -110,7 +123,7 @@ async def run_cli(
         env["CHINWAG_PASSWORD"] = password
     with trio.fail_after(60):
         return await trio.run_process(
-            [*prefix, sys.executable, "-m", "chinwag.cli", *args],
+            [*prefix, *CHINWAG, *args],
             stdin=stdin,
             capture_stdout=True,
             capture_stderr=True,
@@ -155,7 +168,7 @@ class SyncNode:
             raise AssertionError(f"node did not start: {error}")
 
     def _start_once(self, deadline: float) -> str | None:
-        args = [sys.executable, "-m", "chinwag.cli", "run", "--data", str(self.data_dir)]
+        args = [*CHINWAG, "run", "--data", str(self.data_dir), *TEST_RUN_FLAGS]
         args += ["--name", self.name, "--listen", self.listen, "--no-mdns"]
         self._ready.clear()
         process = subprocess.Popen(

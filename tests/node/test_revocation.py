@@ -8,7 +8,7 @@ from trio_websocket import ConnectionClosed
 
 from chinwag.node.admin import admin_request
 from chinwag.node.client import ChatClient, ClientError, api_call, connect, open_ws
-from chinwag.node.passwords import hash_password
+from chinwag.node.passwords import FAST_TEST_COST, hash_password
 from chinwag.protocol.codec import decode_cbor, encode_cbor
 from chinwag.protocol.errors import ErrorCode
 
@@ -59,7 +59,7 @@ async def test_password_change_sends_bye_unauthorized_and_closes_1008(start_node
         await admin_request(
             node.node.config.data_dir,
             "user.passwd",
-            {"user": "alice", "pw_hash": await hash_password("new password")},
+            {"user": "alice", "pw_hash": await hash_password("new password", FAST_TEST_COST)},
         )
         frames = []
         with trio.fail_after(TIMEOUT), pytest.raises(ConnectionClosed) as closed:

@@ -193,11 +193,12 @@ async def test_sessions_and_devices(store: Store) -> None:
     assert info.value.code == ErrorCode.NO_SUCH_USER
 
 
-async def test_sessions_and_devices_are_capped(
-    store: Store, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(store_module, "MAX_SESSIONS_PER_USER", 3)
-    monkeypatch.setattr(store_module, "MAX_DEVICES_PER_USER", 2)
+async def test_sessions_and_devices_are_capped(tmp_path: Path, key: NodeKey) -> None:
+    async with running(tmp_path, key, max_sessions_per_user=3, max_devices_per_user=2) as store:
+        await _sessions_and_devices_are_capped(store)
+
+
+async def _sessions_and_devices_are_capped(store: Store) -> None:
     await users(store, "alice")
     for i in range(4):
         await store.create_session("alice", "one", bytes([i]) * 32, T0 + i)
