@@ -605,7 +605,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     raise_nofile_limit()
-    with NodeProcess(bench_limits=False, production_auth=True, extra_args=("--signup", "open")) as node:
+    with NodeProcess(
+        bench_limits=False, production_auth=True, extra_args=("--signup", "open")
+    ) as node:
         result = trio.run(drive, node, args)
     if args.json:
         print(json.dumps(result, indent=2))
