@@ -76,6 +76,25 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="fail messages queued for an unreachable peer after (s; default 7 days)",
     )
     p.add_argument(
+        "--user-quota",
+        type=int,
+        metavar="BYTES",
+        help="bytes one user's sends may store per --user-quota-window (default 256 MiB; 0: off)",
+    )
+    p.add_argument(
+        "--user-quota-window",
+        type=float,
+        metavar="SECONDS",
+        help="the window of --user-quota (default 1 day)",
+    )
+    p.add_argument(
+        "--min-free",
+        type=int,
+        metavar="BYTES",
+        help="free disk space kept in reserve: below it sends get unavailable "
+        "(default 256 MiB; 0: none)",
+    )
+    p.add_argument(
         "--peer",
         action="append",
         default=[],
@@ -169,6 +188,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         ("heartbeat_deadline", "heartbeat_deadline"),
         ("send_timeout", "send_timeout"),
         ("outbox_max_age", "outbox_max_age"),
+        ("user_quota", "user_quota_bytes"),
+        ("user_quota_window", "user_quota_window"),
+        ("min_free", "min_free_bytes"),
     ):
         value = getattr(args, flag)
         if value is not None:

@@ -34,6 +34,7 @@ from .identity import NodeIdentity, ensure_data_dir, load_or_init_identity
 from .peers import BLOCKED, TRUSTED, PeerRegistry, check_url
 from .presence import Presence
 from .push import Push
+from .quota import QuotaPolicy
 from .router import Router
 from .seeds import read_peers_file
 from .server import Server
@@ -134,6 +135,8 @@ class Node:
             self.identity.key,
             map_size=config.map_size,
             on_commit=self.hub.queues_grew,
+            quota=QuotaPolicy(config.user_quota_bytes, int(config.user_quota_window * 1000)),
+            min_free_bytes=config.min_free_bytes,
         )
         # A revoked session (logout, password change, user removal, eviction)
         # ends its live WebSockets too.

@@ -183,6 +183,7 @@ class Groups:
                 remote_nodes.add(member.node)
         for node_id in sorted(remote_nodes):
             self._registry.append_item(w, node_id, "gr", record, "", now_ms)
+            w.charge(_outbox_bytes(record))
         return sender_seq
 
     def _require_hosted(self, w: WriteTxn, group: GroupAddress) -> dict[str, Any]:
@@ -197,6 +198,7 @@ class Groups:
         me = f"{owner}@{self._identity.id}"
 
         def op(w: WriteTxn) -> None:
+            w.bill(owner, now_ms)
             if self._hosted(w, name) is not None:
                 raise ProtocolError(ErrorCode.CONFLICT, f"#{name} already exists here")
             item = {"title": title[:MAX_TITLE_CHARS], "owner": me, "members": [me], "gseq": 0}
@@ -219,6 +221,7 @@ class Groups:
         me = f"{actor}@{self._identity.id}"
 
         def op(w: WriteTxn) -> None:
+            w.bill(actor, now_ms)
             item = self._require_hosted(w, group)
             if me not in item["members"]:
                 raise ProtocolError(ErrorCode.FORBIDDEN, "you are not a member")
@@ -273,6 +276,7 @@ class Groups:
         me = f"{actor}@{self._identity.id}"
 
         def op(w: WriteTxn) -> None:
+            w.bill(actor, now_ms)
             item = self._require_hosted(w, group)
             if item["owner"] != me:
                 raise ProtocolError(ErrorCode.FORBIDDEN, "only the group's owner renames it")
@@ -295,6 +299,7 @@ class Groups:
             retry = w.cid_result(uid, device, cid)
             if retry is not None:
                 return retry
+            w.bill(sender, now_ms)
             hosted = group.host == self._identity.id
             # Every check comes before the id is drawn and anything is written.
             if hosted:
@@ -322,7 +327,9 @@ class Groups:
                 seq = self._commit_record(w, group, item, set(item["members"]), now_ms, unit=unit)
                 result = SendResult(msg_id, seq or 0, now_ms, duplicate=False)
             else:
-                self._registry.append_item(w, group.host, "gs", unit.to_wire(), sender, now_ms)
+                wire = unit.to_wire()
+                self._registry.append_item(w, group.host, "gs", wire, sender, now_ms)
+                w.charge(_outbox_bytes(wire))
                 # Durable in the home outbox; the sender's queue gets it from the host.
                 result = SendResult(msg_id, 0, now_ms, duplicate=False)
             w.remember_cid(uid, device, cid, result, now_ms)
@@ -406,6 +413,11 @@ class Groups:
                 w.append_to_queue(
                     member.user, _queue_record(group, record.gseq, record.unit, event)
                 )
+
+
+def _outbox_bytes(payload: dict[str, bytes]) -> int:
+    """About what an outbox entry with ``payload`` stores (key, framing, payload)."""
+    return 64 + sum(len(v) for v in payload.values())
 
 
 def _queue_record(

@@ -55,6 +55,8 @@ from chinwag.protocol.errors import ErrorCode, ProtocolError
 from chinwag.protocol.ids import IdGenerator
 from chinwag.protocol.limits import MAX_TEXT_BYTES
 
+from .quota import DiskReserve, QuotaPolicy
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -78,6 +80,7 @@ SCHEMA_VERSION = 1
 #   groups:        name (utf-8)                      -> cbor {title, owner, members, gseq} (hosted)
 #   group_views:   host(32) | name (utf-8)           -> cbor {members, gseq, title} (member node)
 #   push_endpoints: uid(4) | device | 0x00 | sha256(url)[:16] -> cbor {url, text: include text?}
+#   quota:         uid(4)                            -> level(8) | at_ms(8)  (node/quota.py)
 #   meta:          b"schema" -> version(4); b"last_id" -> id(8); b"next_uid" -> uid(4)
 #
 # Federation (layouts and operations in node/peers.py):
@@ -106,6 +109,7 @@ DB_NAMES = (
     "groups",
     "group_views",
     "push_endpoints",
+    "quota",
     "meta",
     "peers",
     "peer_names",
@@ -347,6 +351,11 @@ class WriteTxn(_View):
         self.touched: set[str] = set()
         self.revoked: set[bytes] = set()
         self.outboxes: set[str] = set()
+        #: The local user who pays for what this operation writes (see
+        #: :meth:`bill`), and the bytes charged so far.
+        self.payer: str | None = None
+        self.bill_ms = 0
+        self.billed = 0
 
     @property
     def node_id(self) -> str:
@@ -363,7 +372,41 @@ class WriteTxn(_View):
         self.txn.put(_u32(uid) + _u64(seq), record, db=self._dbs["queue"])
         self.txn.put(_u32(uid), _u64(seq), db=self._dbs["queue_head"])
         self.touched.add(user)
+        self.charge(12 + len(record))
         return seq
+
+    def bill(self, user: str, now_ms: int) -> None:
+        """Charge what this operation writes to local ``user``'s storage quota.
+
+        Call before writing: it refuses at once (``unavailable``) while the
+        disk is below the free-space reserve. Queue appends are counted by
+        :meth:`append_to_queue`; other writes (outbox entries) by
+        :meth:`charge`. The total is settled against the quota when the
+        operation returns, in its transaction (``quota_exceeded`` rolls the
+        whole operation back).
+        """
+        self.payer, self.bill_ms = user, now_ms
+        reserve = self._store._reserve  # noqa: SLF001
+        if reserve is not None:
+            reserve.check()
+
+    def charge(self, nbytes: int) -> None:
+        """Count ``nbytes`` written on the payer's account (no-op without one)."""
+        if self.payer is not None:
+            self.billed += nbytes
+
+    def settle(self) -> None:
+        """Add the charged bytes to the payer's quota row; raise when over."""
+        policy = self._store._quota  # noqa: SLF001
+        if self.payer is None or not self.billed or policy is None:
+            return
+        record = self.get_user(self.payer)
+        if record is None:
+            return
+        key, db = _u32(record.uid), self._dbs["quota"]
+        row = self.txn.get(key, db=db)
+        self.txn.put(key, policy.charge(row, self.billed, self.bill_ms), db=db)
+        self.billed = 0
 
     def mark_touched(self, user: str) -> None:
         """Wake ``user``'s sessions after the commit."""
@@ -374,6 +417,7 @@ class WriteTxn(_View):
         self.outboxes.add(node_id)
 
     def _absorb(self, child: WriteTxn) -> None:
+        self.billed += child.billed
         self.touched |= child.touched
         self.revoked |= child.revoked
         self.outboxes |= child.outboxes
@@ -390,6 +434,7 @@ class WriteTxn(_View):
         assert env is not None
         child_txn = env.begin(write=True, parent=self.txn)
         child = WriteTxn(self._store, child_txn)
+        child.payer, child.bill_ms = self.payer, self.bill_ms
         try:
             yield child
         except BaseException:
@@ -474,8 +519,13 @@ class Store:
         batch_max: int = 1024,
         on_commit: Callable[[frozenset[str]], None] | None = None,
         extra_dbs: tuple[str, ...] = (),
+        quota: QuotaPolicy | None = None,
+        min_free_bytes: int = 0,
     ) -> None:
         self.data_dir = Path(data_dir)
+        # Per-user storage quota and node-wide free-space reserve (node/quota.py).
+        self._quota = quota if quota is not None and quota.bytes_per_window > 0 else None
+        self._reserve = DiskReserve(self.data_dir, min_free_bytes) if min_free_bytes > 0 else None
         self.node_key = node_key
         self._map_size = map_size
         self._max_pending = max_pending
@@ -709,9 +759,8 @@ class Store:
             _revoke_all_sessions(w, record.uid)
             for db in ("queue", "devices", "cids", "contacts", "push_endpoints"):
                 _delete_prefix(w.txn, w.db(db), prefix)
-            w.txn.delete(prefix, db=w.db("queue_head"))
-            w.txn.delete(prefix, db=w.db("presence"))
-            w.txn.delete(prefix, db=w.db("uid_user"))
+            for db in ("queue_head", "presence", "uid_user", "quota"):
+                w.txn.delete(prefix, db=w.db(db))
             w.txn.delete(name.encode("ascii"), db=w.db("users"))
 
         await self.transact(op)
@@ -873,6 +922,7 @@ class Store:
             retry = w.cid_result(sender_record.uid, device, cid)
             if retry is not None:
                 return retry
+            w.bill(sender, now_ms)
             remote = to.node != w.node_id
             if remote:
                 if self.remote_sink is None:
@@ -896,6 +946,7 @@ class Store:
             if remote:
                 assert self.remote_sink is not None
                 self.remote_sink.append(w, to.node, unit, sender, now_ms)
+                w.charge(40 + len(record))  # the outbox entry: key and about the record
                 seq = w.append_to_queue(sender, record)
             else:
                 seq = w.append_to_queue(to.user, record)
@@ -965,6 +1016,7 @@ class Store:
                 view = WriteTxn(self, child)
                 try:
                     value = op.fn(view)
+                    view.settle()
                 except lmdb.MapFullError:
                     child.abort()
                     raise
