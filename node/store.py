@@ -79,6 +79,7 @@ SCHEMA_VERSION = 1
 #   presence:      uid(4)                            -> cbor {s: status, l: last_active_at ms}
 #   groups:        name (utf-8)                      -> cbor {title, owner, members, gseq} (hosted)
 #   group_views:   host(32) | name (utf-8)           -> cbor {members, gseq, title} (member node)
+#   group_invites: uid(4) | host(32) | name (utf-8)  -> cbor {s, by, title, ms} (group_invites.py)
 #   push_endpoints: uid(4) | device | 0x00 | sha256(url)[:16] -> cbor {url, text: include text?}
 #   quota:         uid(4)                            -> level(8) | at_ms(8)  (node/quota.py)
 #   meta:          b"schema" -> version(4); b"last_id" -> id(8); b"next_uid" -> uid(4)
@@ -108,6 +109,7 @@ DB_NAMES = (
     "presence",
     "groups",
     "group_views",
+    "group_invites",
     "push_endpoints",
     "quota",
     "meta",
@@ -327,6 +329,18 @@ class _View:
         if record is None:
             raise ProtocolError(ErrorCode.NO_SUCH_USER, f"no user {name[:40]!r} on this node")
         return record
+
+    def has_contact(self, user: str, addresses: set[str]) -> bool:
+        """Whether local ``user`` has any of ``addresses`` (text forms) as a contact."""
+        record = self.get_user(user)
+        if record is None:
+            return False
+        prefix = _u32(record.uid)
+        contacts = self._dbs["contacts"]
+        return any(
+            self.txn.get(prefix + address.encode("utf-8"), db=contacts) is not None
+            for address in addresses
+        )
 
     def head_of(self, uid: int) -> int:
         raw = self.txn.get(_u32(uid), db=self._dbs["queue_head"])
@@ -757,7 +771,7 @@ class Store:
             record = w.require_user(name)
             prefix = _u32(record.uid)
             _revoke_all_sessions(w, record.uid)
-            for db in ("queue", "devices", "cids", "contacts", "push_endpoints"):
+            for db in ("queue", "devices", "cids", "contacts", "push_endpoints", "group_invites"):
                 _delete_prefix(w.txn, w.db(db), prefix)
             for db in ("queue_head", "presence", "uid_user", "quota"):
                 w.txn.delete(prefix, db=w.db(db))

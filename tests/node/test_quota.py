@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import trio
 
-from chinwag.node.client import ClientError, connect
+from chinwag.node.client import ClientError, api_call, connect
 from chinwag.node.quota import DiskReserve, QuotaPolicy
 from chinwag.protocol.errors import ErrorCode, ProtocolError
 
@@ -33,7 +33,9 @@ async def test_group_fan_out_is_charged_to_the_sender_and_stops_at_the_quota(sta
     alice = await node.user("alice")
     members = [f"m{i}" for i in range(10)]
     for member in members:
-        await node.user(member)
+        # Each member has alice as a contact: her add makes them members at once.
+        token = await node.user(member)
+        await api_call(node.url, "POST", "/api/contacts", {"address": "alice"}, token)
     async with connect(node.url, alice) as a:
         await a.group("create", name="big")
         await a.group("add", group=f"#big@{name}", members=[f"{m}@{name}" for m in members])
