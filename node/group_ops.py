@@ -47,6 +47,8 @@ class GroupOps:
                 "invites": [
                     {
                         "group": self._router.group_text(invite.group),
+                        "name": invite.group.name,
+                        "host": invite.group.host,
                         "title": invite.title,
                         "by": self._show(invite.by),
                     }

@@ -48,7 +48,13 @@ async def test_a_stranger_on_another_node_is_invited_and_joins_on_accept(start_n
         assert invitation["body"]["by"] == member_of(n1, "alice")
         assert invitation["body"]["title"] == "Club"
         assert (await b.group("invites"))["invites"] == [
-            {"group": "#club@h1", "title": "Club", "by": "alice@h1"}
+            {
+                "group": "#club@h1",
+                "name": "club",
+                "host": n1.running.identity.id,
+                "title": "Club",
+                "by": "alice@h1",
+            }
         ]
         assert (await a.group("members", group="#club@h1"))["invited"] == ["bob@m2"]
         # Before bob accepts, nothing of the group reaches his node or queue.

@@ -43,7 +43,13 @@ async def test_a_stranger_add_is_an_invitation_and_nothing_arrives_before_accept
         assert invitation["body"]["by"] == f"alice@{node.running.identity.id}"
         listed = await b.group("invites")
         assert listed["invites"] == [
-            {"group": "#club@home", "title": "Book club", "by": "alice@home"}
+            {
+                "group": "#club@home",
+                "name": "club",
+                "host": node.running.identity.id,
+                "title": "Book club",
+                "by": "alice@home",
+            }
         ]
         assert (await b.group("list"))["groups"] == []
         members = await a.group("members", group="#club@home")
