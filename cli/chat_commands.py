@@ -50,6 +50,8 @@ HELP = """\
 /group leave #g@host          leave a group
 /group members #g@host        members with their presence
 /group list                   your groups
+/group invites                your open invitations to groups
+/group accept|decline #g@host join a group you were invited to, or refuse
 /retry                        resend the failed messages of this conversation
 /help                         this text
 /quit                         quit (also ctrl+q)
@@ -91,9 +93,10 @@ def _build() -> _Parser:
         p = group_op(op)
         p.add_argument("group", metavar="GROUP")
         p.add_argument("members", metavar="ADDRESS", nargs="+")
-    for op in ("leave", "members"):
+    for op in ("leave", "members", "accept", "decline"):
         group_op(op).add_argument("group", metavar="GROUP")
     group_op("list")
+    group_op("invites")
     for name in ("help", "quit", "retry"):
         command(name)
     return root
@@ -131,7 +134,7 @@ def _group_fields(args: argparse.Namespace) -> dict[str, Any]:
         return fields
     if args.op in ("add", "remove"):
         return {"group": _group(args.group), "members": list(args.members)}
-    if args.op in ("leave", "members"):
+    if args.op in ("leave", "members", "accept", "decline"):
         return {"group": _group(args.group)}
     return {}
 

@@ -110,6 +110,8 @@ class ChatModel:
         self.conversations: dict[str, Conversation] = {}
         self.contacts: dict[str, Contact] = {}
         self.labels: dict[str, str] = {node_id: node_name}
+        #: Open group invitations seen in the stream: group key -> who invited.
+        self.invites: dict[str, str] = {}
         self._activity = itertools.count(1)
         self._sends = itertools.count(1)
 
@@ -382,6 +384,15 @@ class ChatModel:
         members = [str(m) for m in _strings(body.get("members"))]
         added = [str(m) for m in _strings(body.get("added"))]
         removed = [str(m) for m in _strings(body.get("removed"))]
+        if action == "invited":
+            # Not a member until accepted: nothing else of the group arrives.
+            conv.title = str(body.get("title", ""))
+            shown = self.display(key)
+            text = f"{by} invited you: /group accept {shown} or /group decline {shown}"
+            self.invites[key] = by
+            conv.left = True
+            self._append(conv, Entry(EVENT, text))
+            return key
         if action == "created":
             text = f"{by} created the group with {self._names(members)}"
         elif action == "members":
@@ -397,6 +408,7 @@ class ChatModel:
             conv.left = True
         elif self.me in added or self.me in members:
             conv.left = False
+            self.invites.pop(key, None)
         self._append(conv, Entry(EVENT, text))
         return key
 

@@ -331,8 +331,25 @@ class ChatApp(App[None]):
             conv.title = str(command.fields.get("title", ""))
             self._notice(f"created {result['group']}")
             self._select(conv.key)
-        elif op in ("add", "remove"):
+        elif op == "add":
+            self._notice(
+                f"{result['group']}: {result['members']} members "
+                "(anyone without you in their contacts is invited)"
+            )
+        elif op == "remove":
             self._notice(f"{result['group']}: {result['members']} members")
+        elif op in ("accept", "decline"):
+            key = self.model.resolve(str(result["group"]))
+            self.model.invites.pop(key, None)
+            if op == "decline" and key in self.model.conversations:
+                self.model.conversations[key].left = True
+            done = "accepted" if op == "accept" else "declined"
+            self._notice(f"{done} {result['group']}")
+            self._render_conversations()
+        elif op == "invites":
+            invites = result.get("invites", [])
+            listed = [f"  {i['group']} from {i['by']} {i['title']}" for i in invites]
+            self._notice("\n".join(["your invitations:", *listed]) if invites else "no invitations")
         elif op == "leave":
             key = self.model.resolve(str(result["group"]))
             if key in self.model.conversations:

@@ -1,4 +1,5 @@
-"""``chinwag group ...``: create, add, remove, leave, list, members."""
+"""``chinwag group ...``: create, add, remove, leave, list, members, invites,
+accept, decline."""
 
 from __future__ import annotations
 
@@ -38,6 +39,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     q = gsub.add_parser("members", help="a group's members with their presence")
     q.add_argument("group", metavar="GROUP")
     client_args(q)
+    q = gsub.add_parser("invites", help="your open invitations to groups")
+    client_args(q)
+    for action, text in (("accept", "join a group you were invited to"), ("decline", "refuse it")):
+        q = gsub.add_parser(action, help=text)
+        q.add_argument("group", metavar="GROUP", help="#name@host")
+        client_args(q)
 
 
 def cmd_group(args: argparse.Namespace) -> int:
@@ -48,7 +55,7 @@ def cmd_group(args: argparse.Namespace) -> int:
             fields["title"] = args.title
     elif args.action in ("add", "remove"):
         fields = {"group": args.group, "members": list(args.members)}
-    elif args.action in ("leave", "members"):
+    elif args.action in ("leave", "members", "accept", "decline"):
         fields = {"group": args.group}
 
     async def go() -> dict[str, Any]:
@@ -57,9 +64,9 @@ def cmd_group(args: argparse.Namespace) -> int:
 
     result = run_async(go)
     if args.json:
-        if args.action == "members":
-            for member in result["members"]:
-                print(json.dumps(member))
+        if args.action in ("members", "invites"):
+            for item in result[args.action]:
+                print(json.dumps(item))
         else:
             print(json.dumps({k: v for k, v in result.items() if k not in ("t", "rid")}))
         return 0
@@ -70,9 +77,21 @@ def cmd_group(args: argparse.Namespace) -> int:
     elif args.action == "members":
         for member in result["members"]:
             print(f"{member['address']:<40} {member.get('status', '?')}")
+        for address in result.get("invited", []):
+            print(f"{address:<40} invited")
+    elif args.action == "invites":
+        for invite in result["invites"]:
+            title = f"  {invite['title']}" if invite["title"] else ""
+            print(f"{invite['group']}  from {invite['by']}{title}")
+    elif args.action in ("accept", "decline"):
+        done = {"accept": "accepted", "decline": "declined"}[args.action]
+        print(f"{done} {result['group']}")
     elif args.action == "create":
         print(result["group"])
-    elif args.action in ("add", "remove"):
+    elif args.action == "add":
+        print(f"{result['group']}: {result['members']} members; anyone without you in their")
+        print("contacts was sent an invitation (chinwag group invites / accept)")
+    elif args.action == "remove":
         print(f"{result['group']}: {result['members']} members")
     else:
         print(f"left {result['group']}")

@@ -115,6 +115,25 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="bytes queued for one peer before sends get unavailable (default 256 MiB)",
     )
     p.add_argument(
+        "--user-quota",
+        type=int,
+        metavar="BYTES",
+        help="bytes one user's sends may store per --user-quota-window (default 256 MiB; 0: off)",
+    )
+    p.add_argument(
+        "--user-quota-window",
+        type=float,
+        metavar="SECONDS",
+        help="the window of --user-quota (default 1 day)",
+    )
+    p.add_argument(
+        "--min-free",
+        type=int,
+        metavar="BYTES",
+        help="free disk space kept in reserve: below it sends get unavailable "
+        "(default 256 MiB; 0: none)",
+    )
+    p.add_argument(
         "--peer",
         action="append",
         default=[],
@@ -224,6 +243,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         ("outbox_max_entries", "outbox_max_entries"),
         ("outbox_max_bytes", "outbox_max_bytes"),
         ("push_host_rate", "push_host_rate"),
+        ("user_quota", "user_quota_bytes"),
+        ("user_quota_window", "user_quota_window"),
+        ("min_free", "min_free_bytes"),
     ):
         value = getattr(args, flag)
         if value is not None:

@@ -37,6 +37,7 @@ from .passwords import KdfCost, PasswordHasher
 from .peers import BLOCKED, TRUSTED, PeerRegistry, check_url
 from .presence import Presence
 from .push import Push
+from .quota import QuotaPolicy
 from .router import Router
 from .seeds import read_peers_file
 from .server import Server
@@ -147,6 +148,8 @@ class Node:
             on_commit=self.hub.queues_grew,
             max_sessions_per_user=config.max_sessions_per_user,
             max_devices_per_user=config.max_devices_per_user,
+            quota=QuotaPolicy(config.user_quota_bytes, int(config.user_quota_window * 1000)),
+            min_free_bytes=config.min_free_bytes,
         )
         # A revoked session (logout, password change, user removal, eviction)
         # ends its live WebSockets too.

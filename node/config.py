@@ -73,6 +73,14 @@ class NodeConfig:
     # Storage
     map_size: int = 64 << 20
     sync_page: int = 256
+    #: Bytes one user's sends and group changes may make the node store per
+    #: ``user_quota_window`` (every queue and outbox copy counts; a leaky
+    #: bucket, see node/quota.py); past it ``quota_exceeded``. 0: no quota.
+    user_quota_bytes: int = 256 << 20
+    user_quota_window: float = 24 * 3600.0
+    #: Free space kept on the data directory's file system: below it, sends
+    #: and group changes get ``unavailable`` before the disk is full. 0: none.
+    min_free_bytes: int = 256 << 20
 
     # Federation
     #: Seed peers: (url, node id text) pairs, trusted with their pinned key.

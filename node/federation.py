@@ -293,7 +293,7 @@ class Link:
             if not isinstance(item, dict) or not isinstance(item.get("o"), int):
                 raise ProtocolError(ErrorCode.BAD_FRAME, "a push entry is {o, k, u|r}")
             kind = item.get("k", "m")
-            if kind not in ("m", "gs", "gl", "gr"):
+            if kind not in ("m", "gs", "gl", "gr", "gi", "ga"):
                 raise ProtocolError(ErrorCode.BAD_FRAME, "unknown push entry kind")
             payload = item.get("r") if kind == "gr" else item.get("u")
             if not isinstance(payload, dict):

@@ -1,4 +1,5 @@
-"""The ``group`` frame of a device: create, add, remove, leave, rename, list, members."""
+"""The ``group`` frame of a device: create, add, remove, leave, rename, list, members,
+and the invitee's accept, decline and invites."""
 
 from __future__ import annotations
 
@@ -41,6 +42,19 @@ class GroupOps:
     async def handle(self, user: str, op: GroupOp) -> dict[str, Any]:
         if op.op == "list":
             return {"groups": [self._describe(i) for i in self._groups.groups_of(user)]}
+        if op.op == "invites":
+            return {
+                "invites": [
+                    {
+                        "group": self._router.group_text(invite.group),
+                        "name": invite.group.name,
+                        "host": invite.group.host,
+                        "title": invite.title,
+                        "by": self._show(invite.by),
+                    }
+                    for invite in self._groups.invites(user)
+                ]
+            }
         if op.op == "create":
             if op.name is None:
                 raise ProtocolError(ErrorCode.BAD_FRAME, "create needs name")
@@ -60,6 +74,9 @@ class GroupOps:
         if op.op == "leave":
             await self._groups.leave(user, group, _now_ms())
             return {"group": self._router.group_text(group)}
+        if op.op in ("accept", "decline"):
+            await self._groups.answer(user, group, op.op == "accept", _now_ms())
+            return {"group": self._router.group_text(group)}
         if op.op == "rename":
             await self._groups.rename(user, group, op.title or "", _now_ms())
             return {"group": self._router.group_text(group)}
@@ -75,4 +92,5 @@ class GroupOps:
             if self._presence is not None:
                 item.update(self._presence.state_of(member.user, member.node).to_wire())
             listed.append(item)
-        return {**self._describe(info), "members": listed}
+        invited = [self._show(text) for text in info.invited]
+        return {**self._describe(info), "members": listed, "invited": invited}

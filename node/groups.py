@@ -32,6 +32,7 @@ from chinwag.protocol.envelope import Envelope, SignedUnit, open_unit, sign_enve
 from chinwag.protocol.errors import ErrorCode, ProtocolError
 from chinwag.protocol.group_record import KIND_MESSAGE, make_group_record, open_group_record
 
+from . import group_invites as consent
 from .identity import NodeIdentity
 from .peers import TRUSTED, PeerRegistry, record_dedup
 from .store import SendResult, Store, WriteTxn, check_send, event_record
@@ -59,6 +60,8 @@ class GroupInfo:
     members: tuple[str, ...]
     gseq: int
     hosted: bool
+    #: Open invitations (known on the host only).
+    invited: tuple[str, ...] = ()
 
 
 class Groups:
@@ -103,6 +106,7 @@ class Groups:
                 tuple(item["members"]),
                 item["gseq"],
                 hosted,
+                tuple(item.get("invited", ())),
             )
 
         return self._store.read(fn)
@@ -190,6 +194,7 @@ class Groups:
             # snapshot. A full outbox refuses the whole operation.
             if self._registry.is_trusted(w, node_id):
                 self._registry.append_item(w, node_id, "gr", record, "", now_ms)
+                w.charge(_outbox_bytes(record))
         return sender_seq
 
     def _require_hosted(self, w: WriteTxn, group: GroupAddress) -> dict[str, Any]:
@@ -204,6 +209,7 @@ class Groups:
         me = f"{owner}@{self._identity.id}"
 
         def op(w: WriteTxn) -> None:
+            w.bill(owner, now_ms)
             if self._hosted(w, name) is not None:
                 raise ProtocolError(ErrorCode.CONFLICT, f"#{name} already exists here")
             item = {"title": title[:MAX_TITLE_CHARS], "owner": me, "members": [me], "gseq": 0}
@@ -226,6 +232,7 @@ class Groups:
         me = f"{actor}@{self._identity.id}"
 
         def op(w: WriteTxn) -> None:
+            w.bill(actor, now_ms)
             item = self._require_hosted(w, group)
             if me not in item["members"]:
                 raise ProtocolError(ErrorCode.FORBIDDEN, "you are not a member")
@@ -235,14 +242,25 @@ class Groups:
             for member in add:
                 self._check_member(w, member)
             before = set(item["members"])
-            after = (before | {member_text(m) for m in add}) - {member_text(m) for m in remove}
-            if len(after) > self._cap:
+            removed = {member_text(m) for m in remove}
+            direct, invite = self._consent_split(w, item, add, actor)
+            after = (before | direct) - removed
+            invited_before = set(item.get("invited", []))
+            invited = (invited_before | invite) - after - removed
+            if len(after) + len(invited) > self._cap:
                 raise ProtocolError(
                     ErrorCode.GROUP_FULL, f"a group holds at most {self._cap} members"
                 )
-            if after == before:
-                return
-            self._apply_membership(w, group, item, before, after, me, now_ms)
+            item["invited"] = sorted(invited)
+            if after != before:
+                self._apply_membership(w, group, item, before, after, me, now_ms)
+            elif invited != invited_before:
+                self._put_hosted(w, group.name, item)
+            for text in sorted(invited_before - invited - after):  # invitations withdrawn
+                member = parse_member(text)
+                if member.node == self._identity.id:
+                    consent.drop(w, member.user, group)
+            self._invite(w, group, item, sorted(invited - invited_before), actor, now_ms)
 
         await self._store.transact(op)
         info = self.info(group)
@@ -280,6 +298,7 @@ class Groups:
         me = f"{actor}@{self._identity.id}"
 
         def op(w: WriteTxn) -> None:
+            w.bill(actor, now_ms)
             item = self._require_hosted(w, group)
             if item["owner"] != me:
                 raise ProtocolError(ErrorCode.FORBIDDEN, "only the group's owner renames it")
@@ -302,6 +321,7 @@ class Groups:
             retry = w.cid_result(uid, device, cid)
             if retry is not None:
                 return retry
+            w.bill(sender, now_ms)
             hosted = group.host == self._identity.id
             # Every check comes before the id is drawn and anything is written.
             if hosted:
@@ -329,7 +349,9 @@ class Groups:
                 seq = self._commit_record(w, group, item, set(item["members"]), now_ms, unit=unit)
                 result = SendResult(msg_id, seq or 0, now_ms, duplicate=False)
             else:
-                self._registry.append_item(w, group.host, "gs", unit.to_wire(), sender, now_ms)
+                wire = unit.to_wire()
+                self._registry.append_item(w, group.host, "gs", wire, sender, now_ms)
+                w.charge(_outbox_bytes(wire))
                 # Durable in the home outbox; the sender's queue gets it from the host.
                 result = SendResult(msg_id, 0, now_ms, duplicate=False)
             w.remember_cid(uid, device, cid, result, now_ms)
@@ -355,12 +377,214 @@ class Groups:
 
         await self._store.transact(op)
 
+    # ------------------------------------------------------------ consent
+    # A user joins a group only with their consent (docs/architecture.md,
+    # "Group consent"). The host keeps the group's open invitations in
+    # ``invited``; the invitee's home node (which owns their contacts)
+    # decides: a contact of the adder joins at once, anyone else gets an
+    # invitation to accept or decline (node/group_invites.py).
+
+    def _contact_forms(self, w: WriteTxn, address: UserAddress) -> set[str]:
+        """The text forms a contact entry for ``address`` may have here."""
+        forms = {f"{address.user}@{address.node}"}
+        if address.node == self._identity.id:
+            forms.add(f"{address.user}@{self._identity.name}")
+            return forms
+        key = node_id_bytes(address.node)
+        raw = w.txn.get(key, db=w.db("peers"))
+        name = None if raw is None else cbor2.loads(raw).get("name")
+        if (
+            isinstance(name, str)
+            and name
+            and w.txn.get(name.encode(), db=w.db("peer_names")) == key
+        ):
+            forms.add(f"{address.user}@{name}")
+        return forms
+
+    def _consent_split(
+        self, w: WriteTxn, item: dict[str, Any], add: list[UserAddress], actor: str
+    ) -> tuple[set[str], set[str]]:
+        """Split ``add`` into members at once and invitees.
+
+        A local user joins at once if they have the actor in their contacts
+        (or are the actor); a remote user is always invited here, and their
+        home node answers at once for a contact.
+        """
+        adder = self._contact_forms(w, UserAddress(actor, self._identity.id))
+        direct: set[str] = set()
+        invite: set[str] = set()
+        for member in add:
+            text = member_text(member)
+            if text in item["members"]:
+                continue
+            local = member.node == self._identity.id
+            if local and (member.user == actor or w.has_contact(member.user, adder)):
+                direct.add(text)
+            else:
+                invite.add(text)
+        return direct, invite
+
+    def _invite(
+        self,
+        w: WriteTxn,
+        group: GroupAddress,
+        item: dict[str, Any],
+        invitees: list[str],
+        actor: str,
+        now_ms: int,
+    ) -> None:
+        """Tell each new invitee: local ones here, remote ones through their node."""
+        by = f"{actor}@{self._identity.id}"
+        title = item.get("title", "")
+        for text in invitees:
+            member = parse_member(text)
+            if member.node == self._identity.id:
+                consent.put(w, member.user, group, consent.INVITED, by, title, now_ms)
+                w.append_to_queue(member.user, consent.invitation_event(group, by, title))
+                continue
+            env = Envelope(
+                id=w.next_id(now_ms),
+                sender=UserAddress(actor, self._identity.id),
+                to=None,
+                group=group,
+                ts=now_ms,
+                kind="invite",
+                body={"invitee": text, "title": title},
+            )
+            wire = sign_envelope(w.node_key, env).to_wire()
+            self._registry.append_item(w, member.node, "gi", wire, actor, now_ms)
+            w.charge(_outbox_bytes(wire))
+
+    def _take_answer(
+        self,
+        w: WriteTxn,
+        group: GroupAddress,
+        item: dict[str, Any],
+        text: str,
+        accept: bool,
+        now_ms: int,
+    ) -> None:
+        """Host side: ``text`` accepted (joins) or declined its invitation."""
+        invited = set(item.get("invited", []))
+        if text not in invited:
+            raise ProtocolError(ErrorCode.NOT_FOUND, f"no invitation to #{group.name}")
+        invited.discard(text)
+        item["invited"] = sorted(invited)
+        if accept:
+            before = set(item["members"])
+            self._apply_membership(w, group, item, before, before | {text}, text, now_ms)
+        else:
+            self._put_hosted(w, group.name, item)
+
+    async def answer(self, user: str, group: GroupAddress, accept: bool, now_ms: int) -> None:
+        """``user`` accepts or declines their invitation to ``group``."""
+        me = UserAddress(user, self._identity.id)
+
+        def op(w: WriteTxn) -> None:
+            w.bill(user, now_ms)
+            row = consent.row(w, user, group)
+            if row is None or row["s"] != consent.INVITED:
+                raise ProtocolError(ErrorCode.NOT_FOUND, f"no invitation to #{group.name}")
+            if group.host == self._identity.id:
+                consent.drop(w, user, group)
+                item = self._require_hosted(w, group)
+                self._take_answer(w, group, item, member_text(me), accept, now_ms)
+                return
+            self._registry.check(w, group.host)
+            if accept:
+                consent.put(w, user, group, consent.ACCEPTED, row["by"], row["title"], now_ms)
+            else:
+                consent.drop(w, user, group)
+            self._send_answer(w, me, group, accept, now_ms)
+
+        await self._store.transact(op)
+
+    def invites(self, user: str) -> list[consent.Invite]:
+        """``user``'s open invitations, oldest first."""
+        return self._store.read(lambda view: consent.invites(view, user))
+
+    def _send_answer(
+        self, w: WriteTxn, me: UserAddress, group: GroupAddress, accept: bool, now_ms: int
+    ) -> None:
+        env = Envelope(
+            id=w.next_id(now_ms),
+            sender=me,
+            to=None,
+            group=group,
+            ts=now_ms,
+            kind="accept" if accept else "decline",
+            body={},
+        )
+        wire = sign_envelope(w.node_key, env).to_wire()
+        self._registry.append_item(w, group.host, "ga", wire, me.user, now_ms)
+        w.charge(_outbox_bytes(wire))
+
+    def _invited_here(self, w: WriteTxn, peer: bytes, payload: Any, now_ms: int) -> None:
+        """Invitee's node: a host's ``gi``. A contact of the adder accepts at
+        once; anyone else gets an invitation event and an ``i`` row."""
+        unit = SignedUnit.from_wire(payload)
+        env = open_unit(unit, expected_origin=peer)
+        group = env.group
+        if env.kind != "invite" or group is None or node_id_bytes(group.host) != peer:
+            raise ProtocolError(ErrorCode.FORBIDDEN, "invitations come from the group's host")
+        invitee, title = env.body.get("invitee"), env.body.get("title", "")
+        if not isinstance(invitee, str) or not isinstance(title, str):
+            raise ProtocolError(ErrorCode.BAD_FRAME, "an invitation names its invitee and title")
+        member = parse_member(invitee)
+        if member.node != self._identity.id:
+            raise ProtocolError(ErrorCode.FORBIDDEN, "the invitee is not a user of this node")
+        record_dedup(w, unit.by, env.id, now_ms)  # a replay is refused here
+        w.require_user(member.user)
+        title = title[:MAX_TITLE_CHARS]
+        by = member_text(env.sender)
+        row = consent.row(w, member.user, group)
+        agreed = row is not None and row["s"] == consent.ACCEPTED
+        if agreed or w.has_contact(member.user, self._contact_forms(w, env.sender)):
+            consent.put(w, member.user, group, consent.ACCEPTED, by, title, now_ms)
+            self._send_answer(w, member, group, True, now_ms)
+            return
+        consent.put(w, member.user, group, consent.INVITED, by, title, now_ms)
+        if row is None:
+            w.append_to_queue(member.user, consent.invitation_event(group, by, title))
+
+    def _answered(self, w: WriteTxn, peer: bytes, payload: Any, now_ms: int) -> None:
+        """Host: an invitee's node answered (``ga``) for one of its users."""
+        unit = SignedUnit.from_wire(payload)
+        env = open_unit(unit, expected_origin=peer)
+        group = env.group
+        if group is None or group.host != self._identity.id:
+            raise ProtocolError(ErrorCode.FORBIDDEN, "not a group hosted here")
+        if env.kind not in ("accept", "decline"):
+            raise ProtocolError(ErrorCode.BAD_FRAME, "an answer is accept or decline")
+        record_dedup(w, unit.by, env.id, now_ms)  # a replay is refused here
+        item = self._require_hosted(w, group)
+        accept = env.kind == "accept"
+        self._take_answer(w, group, item, member_text(env.sender), accept, now_ms)
+
+    def _forget_departed(self, w: WriteTxn, group: GroupAddress, departed: set[str]) -> None:
+        """Local users who left or were removed need a new consent to rejoin."""
+        for text in departed:
+            member = parse_member(text)
+            if member.node == self._identity.id:
+                consent.drop(w, member.user, group)
+
+    def _consented(self, w: WriteTxn, user: str, group: GroupAddress) -> bool:
+        """Whether local ``user`` agreed to ``group`` (hosted elsewhere)."""
+        row = consent.row(w, user, group)
+        return row is not None and row["s"] == consent.ACCEPTED
+
     # ------------------------------------------------------------ federation
     def _inbound(self, w: WriteTxn, peer: bytes, kind: str, payload: Any, now_ms: int) -> None:
         """A group item from ``peer``, applied in its own child transaction
         (PeerRegistry.apply_inbound): a refusal raised here writes nothing."""
         if kind == "gr":
             self._apply_record(w, peer, payload)
+            return
+        if kind == "gi":
+            self._invited_here(w, peer, payload, now_ms)
+            return
+        if kind == "ga":
+            self._answered(w, peer, payload, now_ms)
             return
         unit = SignedUnit.from_wire(payload)
         env = open_unit(unit, expected_origin=peer)
@@ -418,10 +642,18 @@ class Groups:
         w.txn.put(key, cbor2.dumps(view), db=w.db("group_views"))
         for text in sorted(recipients):
             member = parse_member(text)
-            if member.node == self._identity.id and w.get_user(member.user) is not None:
+            # Only users who agreed get the host's records (group consent).
+            if member.node == self._identity.id and self._consented(w, member.user, group):
                 w.append_to_queue(
                     member.user, _queue_record(group, record.gseq, record.unit, event)
                 )
+        if record.kind != KIND_MESSAGE:
+            self._forget_departed(w, group, recipients - set(view["members"]))
+
+
+def _outbox_bytes(payload: dict[str, bytes]) -> int:
+    """About what an outbox entry with ``payload`` stores (key, framing, payload)."""
+    return 64 + sum(len(v) for v in payload.values())
 
     def _apply_snapshot(
         self,

@@ -52,6 +52,8 @@ STATUS_BY_CODE = {
     ErrorCode.UNAVAILABLE: 503,
     # A group at its member cap: the request conflicts with the group's state.
     ErrorCode.GROUP_FULL: 409,
+    # A user's storage quota is a rate over a long window.
+    ErrorCode.QUOTA_EXCEEDED: 429,
     ErrorCode.BAD_SIGNATURE: 400,
     ErrorCode.INTERNAL: 500,
 }

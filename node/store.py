@@ -55,6 +55,8 @@ from chinwag.protocol.errors import ErrorCode, ProtocolError
 from chinwag.protocol.ids import IdGenerator
 from chinwag.protocol.limits import MAX_TEXT_BYTES
 
+from .quota import DiskReserve, QuotaPolicy
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -77,7 +79,9 @@ SCHEMA_VERSION = 1
 #   presence:      uid(4)                            -> cbor {s: status, l: last_active_at ms}
 #   groups:        name (utf-8)                      -> cbor {title, owner, members, gseq} (hosted)
 #   group_views:   host(32) | name (utf-8)           -> cbor {members, gseq, title} (member node)
+#   group_invites: uid(4) | host(32) | name (utf-8)  -> cbor {s, by, title, ms} (group_invites.py)
 #   push_endpoints: uid(4) | device | 0x00 | sha256(url)[:16] -> cbor {url, text: include text?}
+#   quota:         uid(4)                            -> level(8) | at_ms(8)  (node/quota.py)
 #   meta:          b"schema" -> version(4); b"last_id" -> id(8); b"next_uid" -> uid(4)
 #
 # Federation (layouts and operations in node/peers.py):
@@ -105,7 +109,9 @@ DB_NAMES = (
     "presence",
     "groups",
     "group_views",
+    "group_invites",
     "push_endpoints",
+    "quota",
     "meta",
     "peers",
     "peer_names",
@@ -325,6 +331,18 @@ class _View:
             raise ProtocolError(ErrorCode.NO_SUCH_USER, f"no user {name[:40]!r} on this node")
         return record
 
+    def has_contact(self, user: str, addresses: set[str]) -> bool:
+        """Whether local ``user`` has any of ``addresses`` (text forms) as a contact."""
+        record = self.get_user(user)
+        if record is None:
+            return False
+        prefix = _u32(record.uid)
+        contacts = self._dbs["contacts"]
+        return any(
+            self.txn.get(prefix + address.encode("utf-8"), db=contacts) is not None
+            for address in addresses
+        )
+
     def head_of(self, uid: int) -> int:
         raw = self.txn.get(_u32(uid), db=self._dbs["queue_head"])
         return 0 if raw is None else _U64.unpack(raw)[0]
@@ -348,6 +366,11 @@ class WriteTxn(_View):
         self.touched: set[str] = set()
         self.revoked: set[bytes] = set()
         self.outboxes: set[str] = set()
+        #: The local user who pays for what this operation writes (see
+        #: :meth:`bill`), and the bytes charged so far.
+        self.payer: str | None = None
+        self.bill_ms = 0
+        self.billed = 0
 
     @property
     def node_id(self) -> str:
@@ -364,7 +387,41 @@ class WriteTxn(_View):
         self.txn.put(_u32(uid) + _u64(seq), record, db=self._dbs["queue"])
         self.txn.put(_u32(uid), _u64(seq), db=self._dbs["queue_head"])
         self.touched.add(user)
+        self.charge(12 + len(record))
         return seq
+
+    def bill(self, user: str, now_ms: int) -> None:
+        """Charge what this operation writes to local ``user``'s storage quota.
+
+        Call before writing: it refuses at once (``unavailable``) while the
+        disk is below the free-space reserve. Queue appends are counted by
+        :meth:`append_to_queue`; other writes (outbox entries) by
+        :meth:`charge`. The total is settled against the quota when the
+        operation returns, in its transaction (``quota_exceeded`` rolls the
+        whole operation back).
+        """
+        self.payer, self.bill_ms = user, now_ms
+        reserve = self._store._reserve  # noqa: SLF001
+        if reserve is not None:
+            reserve.check()
+
+    def charge(self, nbytes: int) -> None:
+        """Count ``nbytes`` written on the payer's account (no-op without one)."""
+        if self.payer is not None:
+            self.billed += nbytes
+
+    def settle(self) -> None:
+        """Add the charged bytes to the payer's quota row; raise when over."""
+        policy = self._store._quota  # noqa: SLF001
+        if self.payer is None or not self.billed or policy is None:
+            return
+        record = self.get_user(self.payer)
+        if record is None:
+            return
+        key, db = _u32(record.uid), self._dbs["quota"]
+        row = self.txn.get(key, db=db)
+        self.txn.put(key, policy.charge(row, self.billed, self.bill_ms), db=db)
+        self.billed = 0
 
     def mark_touched(self, user: str) -> None:
         """Wake ``user``'s sessions after the commit."""
@@ -375,6 +432,7 @@ class WriteTxn(_View):
         self.outboxes.add(node_id)
 
     def _absorb(self, child: WriteTxn) -> None:
+        self.billed += child.billed
         self.touched |= child.touched
         self.revoked |= child.revoked
         self.outboxes |= child.outboxes
@@ -391,6 +449,7 @@ class WriteTxn(_View):
         assert env is not None
         child_txn = env.begin(write=True, parent=self.txn)
         child = WriteTxn(self._store, child_txn)
+        child.payer, child.bill_ms = self.payer, self.bill_ms
         try:
             yield child
         except BaseException:
@@ -477,10 +536,15 @@ class Store:
         extra_dbs: tuple[str, ...] = (),
         max_sessions_per_user: int = MAX_SESSIONS_PER_USER,
         max_devices_per_user: int = MAX_DEVICES_PER_USER,
+        quota: QuotaPolicy | None = None,
+        min_free_bytes: int = 0,
     ) -> None:
         self.data_dir = Path(data_dir)
         self._max_sessions = max(1, max_sessions_per_user)
         self._max_devices = max(1, max_devices_per_user)
+        # Per-user storage quota and node-wide free-space reserve (node/quota.py).
+        self._quota = quota if quota is not None and quota.bytes_per_window > 0 else None
+        self._reserve = DiskReserve(self.data_dir, min_free_bytes) if min_free_bytes > 0 else None
         self.node_key = node_key
         self._map_size = map_size
         self._max_pending = max_pending
@@ -712,11 +776,10 @@ class Store:
             record = w.require_user(name)
             prefix = _u32(record.uid)
             _revoke_all_sessions(w, record.uid)
-            for db in ("queue", "devices", "cids", "contacts", "push_endpoints"):
+            for db in ("queue", "devices", "cids", "contacts", "push_endpoints", "group_invites"):
                 _delete_prefix(w.txn, w.db(db), prefix)
-            w.txn.delete(prefix, db=w.db("queue_head"))
-            w.txn.delete(prefix, db=w.db("presence"))
-            w.txn.delete(prefix, db=w.db("uid_user"))
+            for db in ("queue_head", "presence", "uid_user", "quota"):
+                w.txn.delete(prefix, db=w.db(db))
             w.txn.delete(name.encode("ascii"), db=w.db("users"))
 
         await self.transact(op)
@@ -878,6 +941,7 @@ class Store:
             retry = w.cid_result(sender_record.uid, device, cid)
             if retry is not None:
                 return retry
+            w.bill(sender, now_ms)
             remote = to.node != w.node_id
             if remote:
                 if self.remote_sink is None:
@@ -901,6 +965,7 @@ class Store:
             if remote:
                 assert self.remote_sink is not None
                 self.remote_sink.append(w, to.node, unit, sender, now_ms)
+                w.charge(40 + len(record))  # the outbox entry: key and about the record
                 seq = w.append_to_queue(sender, record)
             else:
                 seq = w.append_to_queue(to.user, record)
@@ -970,6 +1035,7 @@ class Store:
                 view = WriteTxn(self, child)
                 try:
                     value = op.fn(view)
+                    view.settle()
                 except lmdb.MapFullError:
                     child.abort()
                     raise

@@ -22,6 +22,7 @@ class ErrorCode(enum.StrEnum):
     TOO_LARGE = "too_large"
     RATE_LIMITED = "rate_limited"
     GROUP_FULL = "group_full"
+    QUOTA_EXCEEDED = "quota_exceeded"
     UNAVAILABLE = "unavailable"
     BAD_SIGNATURE = "bad_signature"
     BAD_REQUEST = "bad_request"

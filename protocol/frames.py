@@ -194,7 +194,20 @@ class GroupOp:
     title: str | None
 
 
-GROUP_OPS = frozenset({"create", "add", "remove", "leave", "rename", "list", "members"})
+GROUP_OPS = frozenset(
+    {
+        "create",
+        "add",
+        "remove",
+        "leave",
+        "rename",
+        "list",
+        "members",
+        "accept",
+        "decline",
+        "invites",
+    }
+)
 MAX_GROUP_MEMBERS_PER_OP = 256
 
 Request = Auth | Send | Sync | Ack | Heartbeat | GroupOp

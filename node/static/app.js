@@ -427,6 +427,17 @@ function onEvent(frame) {
   const me = userKey(state.session.user, state.session.nodeId);
   const by = memberName(body.by);
   let text = "";
+  if (body.action === "invited") {
+    // Not a member until accepted: nothing else of the group arrives before.
+    conv.member = false;
+    conv.invited = true;
+    conv.invitedBy = body.by || "";
+    conv.title = body.title || conv.title;
+    addToConversation(conv, {
+      kind: "event", seq: frame.seq, text: `${by} invited you to this group`, order: sendOrder++,
+    });
+    return;
+  }
   if (body.action === "created") {
     text = `${by} created the group`;
     conv.member = true;
@@ -440,7 +451,10 @@ function onEvent(frame) {
       parts.push(self ? `${by} left` : `${by} removed ${removed.join(", ")}`);
     }
     text = parts.join("; ");
-    if ((body.added || []).includes(me)) conv.member = true;
+    if ((body.added || []).includes(me)) {
+      conv.member = true;
+      conv.invited = false;
+    }
     if ((body.removed || []).includes(me)) conv.member = false;
   } else if (body.action === "renamed") {
     conv.title = body.title || "";
@@ -815,7 +829,35 @@ async function refreshGroups() {
     conv.title = g.title || "";
     conv.member = true;
   }
+  // Open invitations (their events may predate this page's cursor).
+  try {
+    data = await call({ t: "group", op: "invites" });
+  } catch (err) {
+    data = {};
+  }
+  for (const i of data.invites || []) {
+    const conv = conversation(groupKey(i.name, i.host), "group", { member: false });
+    conv.member = false;
+    conv.invited = true;
+    conv.invitedBy = i.by;
+    conv.title = i.title || conv.title;
+  }
   render();
+}
+
+async function answerInvitation(accept) {
+  clearError();
+  const conv = state.conversations.get(state.openKey);
+  if (!conv) return;
+  try {
+    await call({ t: "group", op: accept ? "accept" : "decline", group: conv.to });
+    conv.invited = false; // an accept makes us a member with the host's "members" event
+    render();
+  } catch (err) {
+    if (err.code === "not_found") conv.invited = false;
+    showError(describe(err));
+    render();
+  }
 }
 
 async function loadMembers(conv) {
@@ -952,6 +994,7 @@ function renderConversation() {
     $("conv-title").textContent = "Pick a conversation";
     $("conv-subtitle").textContent = "";
     $("group-panel").hidden = true;
+    $("invite-panel").hidden = true;
     $("messages").replaceChildren();
     return;
   }
@@ -959,15 +1002,22 @@ function renderConversation() {
   let subtitle = "";
   if (conv.kind === "group") {
     subtitle = conv.title || "";
-    if (!conv.member) subtitle = `${subtitle ? `${subtitle} · ` : ""}you are not a member`;
+    const why = conv.invited ? "you are invited" : "you are not a member";
+    if (!conv.member) subtitle = `${subtitle ? `${subtitle} · ` : ""}${why}`;
   } else {
     const p = state.presence.get(conv.key);
     if (conv.key === userKey(state.session.user, state.session.nodeId)) subtitle = "notes to yourself";
     else subtitle = p ? lastActive(p) : "";
   }
   $("conv-subtitle").textContent = subtitle;
+  const invited = conv.kind === "group" && Boolean(conv.invited) && !conv.member;
+  $("invite-panel").hidden = !invited;
+  if (invited) {
+    const by = conv.invitedBy ? memberName(conv.invitedBy) : "someone";
+    $("invite-text").textContent = `${by} invited you to ${displayName(conv)}. Join?`;
+  }
   const groupPanel = $("group-panel");
-  groupPanel.hidden = conv.kind !== "group";
+  groupPanel.hidden = conv.kind !== "group" || invited;
   if (conv.kind === "group") {
     $("group-members").replaceChildren(
       ...state.members.map((m) =>
@@ -1257,6 +1307,8 @@ function bind() {
       showError(describe(err));
     }
   });
+  $("accept-invite-button").addEventListener("click", () => answerInvitation(true));
+  $("decline-invite-button").addEventListener("click", () => answerInvitation(false));
   $("leave-group-button").addEventListener("click", async () => {
     clearError();
     const conv = state.conversations.get(state.openKey);

@@ -199,16 +199,26 @@ def test_group_chat(browsers: Browsers, node: NodeProcess, screenshot) -> None:
     panel = page.locator("#group-panel")
     panel.get_by_label("Add member").fill("bob")
     panel.get_by_role("button", name="Add").click()
+    expect(page.locator("#error")).to_have_text("")
+
+    # Bob does not have alice in his contacts: he gets an invitation, sees
+    # nothing of the group and cannot write until he accepts.
+    expect(bob.conversation(key)).to_have_count(1)
+    bob.open_conversation(key)
+    invite = bob.page.locator("#invite-panel")
+    expect(invite).to_be_visible()
+    expect(invite.locator("#invite-text")).to_contain_text("alice invited you")
+    expect(bob.page.locator("#group-panel")).to_be_hidden()
+    expect(bob.page.locator("#composer-text")).to_be_disabled()
+    screenshot(bob.page, "group-invitation")
+    invite.get_by_role("button", name="Accept").click()
+    expect(invite).to_be_hidden()
     bob_member = page.locator(f'#group-members li.member[data-address="{node.address("bob")}"]')
     expect(bob_member).to_have_count(1)
     expect(bob_member.locator(".presence-dot")).to_have_attribute("data-status", "online")
-    expect(page.locator("#error")).to_have_text("")
-
-    # Bob is a member at once: the group shows up in his list.
-    expect(bob.conversation(key)).to_have_count(1)
-    bob.open_conversation(key)
     expect(bob.page.locator("#group-panel")).to_be_visible()
     expect(bob.page.locator("#group-members li.member")).to_have_count(2)
+    expect(bob.page.locator("#composer-text")).to_be_enabled()
 
     alice.send_and_confirm("welcome, bob")
     bob.send_and_confirm("thanks!")
@@ -452,11 +462,42 @@ def _tab_to(page, element_id: str, limit: int = 30) -> None:
     expect(page.locator(f"#{element_id}")).to_be_focused(timeout=1)
 
 
+def test_an_invitation_waiting_at_log_in_can_be_declined(
+    browsers: Browsers, node: NodeProcess
+) -> None:
+    _users(node, "alice", "bob")
+    alice = _chat(browsers, node).login("alice")
+    form = alice.page.locator("#create-group-form")
+    form.get_by_label("Group name").fill("club")
+    form.get_by_role("button", name="Create group").click()
+    key = node.group("club")
+    expect(alice.conversation(key)).to_have_attribute("aria-current", "true")
+    alice.page.locator("#group-panel").get_by_label("Add member").fill("bob")
+    alice.page.locator("#add-member-form").get_by_role("button", name="Add").click()
+    expect(alice.page.locator("#error")).to_have_text("")
+    alice.send_and_confirm("before bob answers")
+
+    # bob logs in afterwards: the invitation is loaded with his groups.
+    bob = _chat(browsers, node).login("bob")
+    expect(bob.conversation(key)).to_have_count(1)
+    bob.open_conversation(key)
+    invite = bob.page.locator("#invite-panel")
+    expect(invite).to_be_visible()
+    invite.get_by_role("button", name="Decline").click()
+    expect(invite).to_be_hidden()
+    expect(bob.page.locator("#conv-subtitle")).to_have_text("you are not a member")
+    expect(bob.page.locator("#composer-text")).to_be_disabled()
+    expect(bob.page.locator("#error")).to_have_text("")
+    expect(bob.messages).to_have_count(0)  # nothing of the group reached him
+
+
 # ------------------------------------------------------------------ phone
 
 
 def test_phone_viewport(browsers: Browsers, node: NodeProcess, screenshot) -> None:
     _users(node, "alice", "bob")
+    # bob has alice as a contact: her group add makes him a member at once.
+    node.http("POST", "/api/contacts", {"address": "alice"}, node.login("bob"))
     bob = _chat(browsers, node).login("bob")
     bob.open_new_chat("alice")
     history = [f"desktop message {n}" for n in range(1, 26)]

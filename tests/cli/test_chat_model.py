@@ -389,3 +389,33 @@ async def test_the_contacts_reply_does_not_undo_a_frame_that_came_meanwhile(
     await session._load_contacts()
     assert m.contacts["bob@kitchen"].status == "online"
     assert m.contacts["bob@kitchen"].last_active_at == 200
+
+
+def test_an_invitation_shows_how_to_answer_and_accepting_joins() -> None:
+    m = model()
+    group = {"name": "club", "host": ATTIC}
+    m.labels[ATTIC] = "attic"
+    invited = {"type": "group", "group": group, "action": "invited"}
+    invited |= {"by": f"carol@{ATTIC}", "title": "Book club"}
+    m.apply_msg({"t": "msg", "seq": 1, "kind": "event", "body": invited})
+    key = f"#club@{ATTIC}"
+    conv = m.conversations[key]
+    assert conv.left and conv.title == "Book club"  # not a member yet: no sending
+    assert m.invites == {key: "carol@attic"}
+    assert conv.entries[-1].text == (
+        "carol@attic invited you: /group accept #club@attic or /group decline #club@attic"
+    )
+    assert parse_command("group accept #club@attic") == GroupCommand(
+        "accept", {"group": "#club@attic"}
+    )
+    assert parse_command("group decline #club@attic") == GroupCommand(
+        "decline", {"group": "#club@attic"}
+    )
+    assert parse_command("group invites") == GroupCommand("invites", {})
+    with pytest.raises(CommandError, match="#name@host"):
+        parse_command("group accept club@attic")
+    # The host's record of the join (after accept) makes alice a member.
+    joined = {"type": "group", "group": group, "gseq": 5, "action": "members"}
+    joined |= {"by": f"alice@{HOME}", "added": [f"alice@{HOME}"], "removed": []}
+    m.apply_msg({"t": "msg", "seq": 2, "kind": "event", "body": joined})
+    assert not conv.left and m.invites == {}

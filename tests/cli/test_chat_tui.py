@@ -61,6 +61,11 @@ def _users(node: SyncNode, *names: str) -> list[str]:
     return [trio.run(make_user, node.url, name).token for name in names]
 
 
+def _befriend(node: SyncNode, token: str, address: str) -> None:
+    """``token``'s user adds ``address`` as a contact (whose group adds are then direct)."""
+    trio.run(api_call, node.url, "POST", "/api/contacts", {"address": address}, token)
+
+
 def test_log_in_send_acknowledged_and_receive_live(node: SyncNode) -> None:
     (bob,) = _users(node, "alice", "bob")[1:]
 
@@ -140,6 +145,7 @@ def test_switch_conversations_with_keys_and_unread_counts(node: SyncNode) -> Non
 
 def test_group_commands(node: SyncNode) -> None:
     _, bob = _users(node, "alice", "bob")
+    _befriend(node, bob, "alice")  # so alice's add makes bob a member at once
 
     async def main() -> None:
         app = open_app(node.url, "alice")
@@ -294,6 +300,36 @@ def test_a_revoked_session_stops_reconnecting_and_forgets_the_token(node: SyncNo
     assert cached_login(node.url, "alice", None) is None
 
 
+async def _invite_alice(url: str, token: str) -> None:
+    async with connect(url, token) as client:
+        await client.group("create", name="club", title="Club")
+        await client.group("add", group="#club@kitchen", members=["alice"])
+
+
+def test_an_invitation_is_answered_with_group_accept(node: SyncNode) -> None:
+    _, bob = _users(node, "alice", "bob")
+    trio.run(_invite_alice, node.url, bob)  # alice does not have bob as a contact
+
+    async def main() -> None:
+        app = open_app(node.url, "alice")
+        async with app.run_test(size=SIZE) as pilot:
+            await until_connected(pilot)
+            await until(pilot, lambda: any("#club@kitchen" in i for i in listed(app)), "invite")
+            await type_line(pilot, "/chat #club@kitchen")
+            await until(pilot, lambda: "invited you" in shown(app, "#messages"), "invitation")
+            assert "/group accept #club@kitchen" in shown(app, "#messages")
+            await type_line(pilot, "/group invites")
+            await until(pilot, lambda: "your invitations" in shown(app, "#notice"), "invites")
+            assert "#club@kitchen from bob@kitchen" in shown(app, "#notice")
+            await type_line(pilot, "/group accept #club@kitchen")
+            await until(pilot, lambda: "accepted #club@kitchen" in shown(app, "#notice"), "ok")
+            await until(pilot, lambda: "added alice@kitchen" in shown(app, "#messages"), "join")
+            await in_trio(send_as, node.url, bob, "#club@kitchen", "welcome")
+            await until(pilot, lambda: "bob@kitchen: welcome" in shown(app, "#messages"), "msg")
+
+    run_app_test(main)
+
+
 EVIL_TITLE = "Evil\x1b]52;c;cm0gLXJmIH4K\x07 \x1b[31mred\x1b[0m"
 
 
@@ -310,7 +346,8 @@ async def _evil_group(url: str, token: str) -> None:
 
 
 def test_escape_sequences_in_group_titles_never_reach_the_screen(node: SyncNode) -> None:
-    _, bob = _users(node, "alice", "bob")
+    alice, bob = _users(node, "alice", "bob")
+    _befriend(node, alice, "bob")
     trio.run(_evil_group, node.url, bob)
 
     async def main() -> None:

@@ -122,10 +122,22 @@ async def test_group_cli(start_node, tmp_path) -> None:
     assert created.stdout.decode().strip() == "#book@den"
     added = await run_cli(["group", "add", "#book@den", "bob@den", *a], tmp_path)
     assert added.returncode == 0, added.stderr
+    # bob does not have alice in his contacts: he is invited, and accepts.
+    b = ["--server", node.url, "--user", "bob"]
+    invites = await run_cli(["group", "invites", *b], tmp_path, password=pw)
+    assert invites.returncode == 0, invites.stderr
+    assert invites.stdout.decode().startswith("#book@den  from alice@den")
+    members = await run_cli(["group", "members", "#book@den", *a], tmp_path)
+    assert "bob@den" in members.stdout.decode() and "invited" in members.stdout.decode()
+    accepted = await run_cli(["group", "accept", "#book@den", *b], tmp_path)
+    assert accepted.returncode == 0, accepted.stderr
+    assert accepted.stdout.decode().strip() == "accepted #book@den"
+    again = await run_cli(["group", "accept", "#book@den", *b], tmp_path)
+    assert again.returncode != 0 and b"not_found" in again.stderr
+    assert (await run_cli(["group", "invites", *b, "--json"], tmp_path)).stdout == b""
     sent = await run_cli(["send", *a, "#book@den", "chapter one"], tmp_path)
     assert sent.returncode == 0, sent.stderr
-    b = ["--server", node.url, "--user", "bob"]
-    tail = await run_cli(["tail", *b, "--json"], tmp_path, password=pw)
+    tail = await run_cli(["tail", *b, "--json"], tmp_path)
     items = [json.loads(line) for line in tail.stdout.decode().splitlines()]
     texts = [i for i in items if i["kind"] == "text"]
     assert texts[0]["text"] == "chapter one" and texts[0]["group"] == "#book@den"

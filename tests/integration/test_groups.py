@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 import trio
 
-from chinwag.node.client import ChatClient, ClientError, connect
+from chinwag.node.client import ChatClient, ClientError, api_call, connect
 
 from .test_federation import linked
 
@@ -43,6 +43,25 @@ async def group_event(client: ChatClient, action: str) -> dict[str, Any]:
                 return frame
 
 
+async def befriend(node: Any, token: str, *addresses: str) -> None:
+    """Add contacts for ``token``'s user: their adds then need no invitation."""
+    for address in addresses:
+        await api_call(node.url, "POST", "/api/contacts", {"address": address}, token)
+
+
+def member_of(node: Any, user: str) -> str:
+    """A member address as group events carry it: ``user@<node id>``."""
+    return f"{user}@{node.running.identity.id}"
+
+
+async def until_joined(client: ChatClient, *members: str) -> None:
+    """Skip group events until each of ``members`` (``user@<node id>``) was added."""
+    waiting = set(members)
+    while waiting:
+        frame = await group_event(client, "members")
+        waiting -= set(frame["body"]["added"])
+
+
 def records_queued(host: Any, member_node: Any) -> int:
     """Group records the host ever queued for ``member_node`` (its outbox's last oseq)."""
     return host.node.registry.outbox_appended(member_node.node.identity.key.public)
@@ -68,6 +87,10 @@ async def test_group_on_three_nodes_one_order_one_copy_per_node(start_node) -> N
         "carol2": await n3.user("carol", "phone"),
         "dave": await n3.user("dave"),
     }
+    # Each member has alice in their contacts, so her add needs no invitation:
+    # their home nodes accept it at once.
+    for node, name in ((n2, "bob"), (n3, "carol"), (n3, "dave")):
+        await befriend(node, tokens[name], "alice@g1")
     async with (
         connect(n1.url, tokens["alice"]) as alice,
         connect(n2.url, tokens["bob"]) as bob,
@@ -78,15 +101,24 @@ async def test_group_on_three_nodes_one_order_one_copy_per_node(start_node) -> N
         created = await alice.group("create", name="team", title="The team")
         assert created["group"] == "#team@g1"
         info = await alice.group("add", group="#team@g1", members=["bob@g2", "carol@g3", "dave@g3"])
-        assert info["members"] == 4
+        assert info["members"] == 1  # remote invitees join when their nodes answer
         clients = [alice, bob, carol, carol2, dave]
         for client in clients:
             await client.sync(0)
-        # Membership is settled on every node (each member's queue has the
-        # "members" event, which g2 and g3 apply from the host's record)
-        # before counting group records: no fixed sleep, no polling.
-        for client in clients:
-            await group_event(client, "members")
+        # Membership is settled on every node (alice's queue has the
+        # "members" event of each join, and each member's queue its own,
+        # which g2 and g3 apply from the host's record) before counting group
+        # records: no fixed sleep, no polling.
+        await until_joined(
+            alice, member_of(n2, "bob"), member_of(n3, "carol"), member_of(n3, "dave")
+        )
+        for client, node, name in (
+            (bob, n2, "bob"),
+            (carol, n3, "carol"),
+            (carol2, n3, "carol"),
+            (dave, n3, "dave"),
+        ):
+            await until_joined(client, member_of(node, name))
         queued = (records_queued(n1, n2), records_queued(n1, n3))
         senders = [(alice, "a"), (bob, "b"), (carol, "c")]
         for round_ in range(5):
@@ -126,6 +158,8 @@ async def test_cap_forbidden_removal_and_leave(start_node) -> None:
     tokens = {
         name: await node.user(name) for node, name in ((n2, "bob"), (n3, "carol"), (n3, "dave"))
     }
+    for node, name in ((n2, "bob"), (n3, "carol"), (n3, "dave")):
+        await befriend(node, tokens[name], "alice@g1")
     async with (
         connect(n1.url, alice) as a,
         connect(n2.url, tokens["bob"]) as b,
@@ -133,7 +167,15 @@ async def test_cap_forbidden_removal_and_leave(start_node) -> None:
         connect(n3.url, tokens["dave"]) as d,
     ):
         await a.group("create", name="club")
+        await a.sync(0)
         await a.group("add", group="#club@g1", members=["bob@g2", "carol@g3"])
+        # Open invitations count toward the cap, as members do.
+        with pytest.raises(ClientError) as info:
+            await a.group("add", group="#club@g1", members=["dave@g3"])
+        assert info.value.code == "group_full"
+        await until_joined(a, member_of(n2, "bob"), member_of(n3, "carol"))
+        await c.sync(0)
+        await until_joined(c, member_of(n3, "carol"))  # g3 holds the member list now
         with pytest.raises(ClientError) as info:
             await a.group("add", group="#club@g1", members=["dave@g3"])
         assert info.value.code == "group_full"
@@ -176,9 +218,12 @@ async def test_remote_member_node_restarts_and_catches_up(start_node, tmp_path) 
     await linked(n1, n3)
     alice = await n1.user("alice")
     carol = await n3.user("carol")
+    await befriend(n3, carol, "alice@h1")
     async with connect(n1.url, alice) as a:
+        await a.sync(0)
         await a.group("create", name="ops")
         await a.group("add", group="#ops@h1", members=["carol@m3"])
+        await until_joined(a, member_of(n3, "carol"))
         await a.send("#ops@h1", "m0")
         await n3.stop()
         for i in range(1, 40):
@@ -195,9 +240,11 @@ async def test_group_send_retried_with_its_cid_is_stored_once(start_node) -> Non
     on the host and from a member on another node (through its home outbox)."""
     n1, n2 = await start_node(name="h1"), await start_node(name="m2")
     await linked(n1, n2)
+    bob_token = await n2.user("bob")
+    await befriend(n2, bob_token, "alice@h1")
     async with (
         connect(n1.url, await n1.user("alice")) as alice,
-        connect(n2.url, await n2.user("bob")) as bob,
+        connect(n2.url, bob_token) as bob,
     ):
         await alice.group("create", name="club")
         await alice.group("add", group="#club@h1", members=["bob@m2"])

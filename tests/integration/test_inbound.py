@@ -71,11 +71,17 @@ async def until_acked(link: Any, upto: int) -> list[dict[str, Any]]:
 
 
 async def hosted_group_with_mallory(node: Any, rogue: NodeKey) -> GroupAddress:
-    """``#club`` on ``node``: alice (owner) and mallory on the rogue node."""
+    """``#club`` on ``node``: alice (owner); mallory on the rogue node is
+    invited (her node accepts with :func:`accept_entry`)."""
     async with connect(node.url, await node.user("alice")) as alice:
         await alice.group("create", name="club")
         await alice.group("add", group="#club", members=[f"mallory@{rogue.id}"])
     return GroupAddress("club", node.running.identity.id)
+
+
+def accept_entry(rogue: NodeKey, group: GroupAddress, oseq: int, msg_id: int) -> dict[str, Any]:
+    """The rogue node's ``ga`` entry: mallory accepts her invitation."""
+    return {"o": oseq, "k": "ga", "u": group_item(rogue, group, msg_id, "accept").to_wire()}
 
 
 def members(node: Any, group: GroupAddress) -> set[str]:
@@ -121,16 +127,17 @@ async def test_group_items_get_dedup_age_rows_and_are_pruned(start_node) -> None
     await node.user("bob")
     async with rogue_link(node, rogue) as link:
         entries = [
-            {"o": 1, "k": "gs", "u": group_item(rogue, group, 10, "text").to_wire()},
-            {"o": 2, "k": "m", "u": text_to(rogue, bob, 11, "direct").to_wire()},
-            {"o": 3, "k": "gl", "u": group_item(rogue, group, 12, "leave").to_wire()},
+            accept_entry(rogue, group, 1, 9),
+            {"o": 2, "k": "gs", "u": group_item(rogue, group, 10, "text").to_wire()},
+            {"o": 3, "k": "m", "u": text_to(rogue, bob, 11, "direct").to_wire()},
+            {"o": 4, "k": "gl", "u": group_item(rogue, group, 12, "leave").to_wire()},
         ]
         await link.push(entries)
-        assert await until_acked(link, 3) == []
+        assert await until_acked(link, 4) == []
     assert f"mallory@{rogue.id}" not in members(node, group)  # the leave was applied
     rows = dedup_rows(node, rogue.public)
-    # Every dedup row, group items (gs, gl) included, has its age-index row ...
-    assert set(rows) == {10, 11, 12}
+    # Every dedup row, group items (ga, gs, gl) included, has its age-index row ...
+    assert set(rows) == {9, 10, 11, 12}
     assert all(stored is not None for stored in rows.values()), rows
     # ... so pruning past the retention removes them all.
     stored = max(s for s in rows.values() if s is not None)
@@ -150,14 +157,17 @@ async def test_a_refused_entry_writes_nothing(start_node) -> None:
     group = await hosted_group_with_mallory(node, rogue)
     leave = group_item(rogue, group, 20, "leave").to_wire()
     async with rogue_link(node, rogue) as link:
+        await link.push([accept_entry(rogue, group, 1, 19)])
+        assert await until_acked(link, 1) == []
+        assert f"mallory@{rogue.id}" in members(node, group)
         # A leave envelope sent as a group *message* entry is refused ...
-        await link.push([{"o": 1, "k": "gs", "u": leave}])
-        assert await until_acked(link, 1) == [{"oseq": 1, "code": "bad_frame"}]
+        await link.push([{"o": 2, "k": "gs", "u": leave}])
+        assert await until_acked(link, 2) == [{"oseq": 2, "code": "bad_frame"}]
         # ... and left nothing behind: no dedup row for its (origin, id) ...
-        assert dedup_rows(node, rogue.public) == {}
+        assert set(dedup_rows(node, rogue.public)) == {19}
         assert f"mallory@{rogue.id}" in members(node, group)
         # ... so the same envelope in the right kind of entry is not a "replay".
-        await link.push([{"o": 2, "k": "gl", "u": leave}])
-        assert await until_acked(link, 2) == []
+        await link.push([{"o": 3, "k": "gl", "u": leave}])
+        assert await until_acked(link, 3) == []
     assert f"mallory@{rogue.id}" not in members(node, group)
-    assert set(dedup_rows(node, rogue.public)) == {20}
+    assert set(dedup_rows(node, rogue.public)) == {19, 20}

@@ -211,7 +211,10 @@ async def test_group_message_names_the_group(start_node, receiver) -> None:
     node = await routed(start_node, name="home", push_coalesce=0.05)
     bob = await node.user("bob", "phone")
     await register(node, bob, receiver.url)
-    async with connect(node.url, await node.user("alice")) as a:
+    alice = await node.user("alice")
+    # bob has alice as a contact, so her add makes him a member at once.
+    await api_call(node.url, "POST", "/api/contacts", {"address": "alice"}, bob)
+    async with connect(node.url, alice) as a:
         await a.group("create", name="team")
         await a.group("add", group="#team@home", members=["bob@home"])
         await a.send("#team@home", "hi team")
