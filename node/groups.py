@@ -650,11 +650,6 @@ class Groups:
         if record.kind != KIND_MESSAGE:
             self._forget_departed(w, group, recipients - set(view["members"]))
 
-
-def _outbox_bytes(payload: dict[str, bytes]) -> int:
-    """About what an outbox entry with ``payload`` stores (key, framing, payload)."""
-    return 64 + sum(len(v) for v in payload.values())
-
     def _apply_snapshot(
         self,
         w: WriteTxn,
@@ -682,8 +677,15 @@ def _outbox_bytes(payload: dict[str, bytes]) -> int:
         shown = {"action": ACTION_SNAPSHOT, "members": list(members)}
         for text in sorted(before | after):
             member = parse_member(text)
-            if member.node == self._identity.id and w.get_user(member.user) is not None:
+            # Only users who agreed to the group hear of it (group consent).
+            if member.node == self._identity.id and self._consented(w, member.user, group):
                 w.append_to_queue(member.user, _queue_record(group, gseq, None, shown))
+        self._forget_departed(w, group, before - after)
+
+
+def _outbox_bytes(payload: dict[str, bytes]) -> int:
+    """About what an outbox entry with ``payload`` stores (key, framing, payload)."""
+    return 64 + sum(len(v) for v in payload.values())
 
 
 def _queue_record(

@@ -13,7 +13,7 @@ from chinwag.protocol.envelope import NodeKey
 
 from .rogue import rogue_link, trust_rogue
 from .test_federation import TIMEOUT, eventually, linked, peer_add, peer_status
-from .test_groups import group_event
+from .test_groups import befriend, group_event
 
 
 async def test_gossip_never_displaces_an_admin_url(start_node) -> None:
@@ -67,9 +67,13 @@ async def test_group_fan_out_to_a_full_outbox_is_refused_before_ok(start_node) -
     await linked(h1, m2)
     await linked(h1, m3)
     k2 = m2.node.identity.key.public
+    carol_token = await m3.user("carol")
+    # Contacts of alice, so her adds need no invitation.
+    await befriend(m2, await m2.user("bob"), "alice@f1")
+    await befriend(m3, carol_token, "alice@f1")
     async with (
         connect(h1.url, await h1.user("alice")) as alice,
-        connect(m3.url, await m3.user("carol")) as carol,
+        connect(m3.url, carol_token) as carol,
     ):
         await alice.group("create", name="club")
         await alice.group("add", group="#club@f1", members=["bob@f2", "carol@f3"])
