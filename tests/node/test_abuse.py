@@ -1,0 +1,163 @@
+"""Abuse resistance (issue 11): decoder bombs, fragment floods, connection
+floods from many addresses. Real nodes on loopback, real sockets."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+import trio
+import wsproto
+import wsproto.events as wse
+from trio_websocket import WebSocketConnection
+
+from chinwag.node.client import connect
+from chinwag.protocol.codec import decode_cbor, encode_cbor
+
+from .test_bad_input import authed, reply_to
+
+TIMEOUT = 20
+
+
+def cbor_array_head(count: int) -> bytes:
+    return bytes([0x99]) + count.to_bytes(2, "big") if count > 23 else bytes([0x80 | count])
+
+
+def empty_arrays_bomb(rows: int = 1000) -> bytes:
+    """~1 MiB that a permissive decoder turns into ~a million empty lists:
+    one heartbeat padded with ``rows`` arrays of 1,024 empty arrays (every
+    container within the per-container and depth bounds). Before the item
+    bound it was decoded in full (~1 s) and only then refused as a frame
+    over 64 KiB."""
+    row = cbor_array_head(1024) + b"\x80" * 1024
+    return b"\xa2\x61t\x69heartbeat\x61p" + cbor_array_head(rows) + row * rows
+
+
+async def bomb_and_collect(node: Any, token: str, bombs: int, codes: list[str]) -> None:
+    async with authed_with(node, token) as ws:
+        for _ in range(bombs):
+            await ws.send_message(empty_arrays_bomb())
+        for _ in range(bombs):
+            reply = await reply_to(ws)
+            codes.append(reply.get("code", reply["t"]))
+
+
+@asynccontextmanager
+async def authed_with(node: Any, token: str) -> AsyncIterator[WebSocketConnection]:
+    from .test_bad_input import raw_ws
+
+    async with raw_ws(node.url) as ws:
+        await ws.send_message(encode_cbor({"t": "auth", "rid": 0, "token": token}))
+        assert (await reply_to(ws, 0))["t"] == "ok"
+        yield ws
+
+
+async def test_decoder_bomb_is_refused_and_other_users_stay_fast(start_node) -> None:
+    node = await start_node()
+    await node.user("bob")
+    mallory = await node.user("mallory")
+    codes: list[str] = []
+    latencies: list[float] = []
+    async with connect(node.url, await node.user("alice")) as alice:
+        await alice.send("bob", "warm-up")
+        with trio.fail_after(60):
+            async with trio.open_nursery() as nursery:
+                for _ in range(3):
+                    nursery.start_soon(bomb_and_collect, node, mallory, 4, codes)
+                for i in range(8):
+                    start = time.perf_counter()
+                    await alice.send("bob", f"while bombed {i}")
+                    latencies.append(time.perf_counter() - start)
+                    await trio.sleep(0.05)
+    assert codes == ["too_large"] * 12, codes
+    # Generous: refusing a bomb costs milliseconds; decoding one took ~1 s.
+    assert max(latencies) < 1.0, latencies
+
+
+# ------------------------------------------------------------ raw WebSocket
+
+
+class RawWs:
+    """A client speaking WebSocket through wsproto by hand, to send what
+    trio-websocket never would (e.g. a message in thousands of fragments)."""
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self.stream = stream
+        self.ws = wsproto.WSConnection(wsproto.ConnectionType.CLIENT)
+        self.closed: wse.CloseConnection | None = None
+
+    @classmethod
+    @asynccontextmanager
+    async def open(cls, url: str, local_address: str | None = None) -> AsyncIterator[RawWs]:
+        host, port = url.removeprefix("http://").split(":")
+        stream = await trio.open_tcp_stream(host, int(port), local_address=local_address)
+        raw = cls(stream)
+        try:
+            await raw.send(wse.Request(host=host, target="/ws", subprotocols=["chinwag.cbor.v1"]))
+            event = await raw.next_event()
+            assert isinstance(event, wse.AcceptConnection), event
+            yield raw
+        finally:
+            await stream.aclose()
+
+    async def send(self, event: wse.Event) -> None:
+        await self.stream.send_all(self.ws.send(event))
+
+    async def send_many_fragments(self, count: int) -> None:
+        """``count`` one-byte fragments of a message that is never finished."""
+        data = b"".join(
+            self.ws.send(wse.BytesMessage(data=b"\x00", message_finished=False))
+            for _ in range(count)
+        )
+        await self.stream.send_all(data)
+
+    async def next_event(self) -> wse.Event | None:
+        while True:
+            for event in self.ws.events():
+                if isinstance(event, wse.CloseConnection):
+                    self.closed = event
+                return event
+            data = await self.stream.receive_some(65536)
+            if not data:
+                return None
+            self.ws.receive_data(data)
+
+    async def message(self) -> Any:
+        parts = b""
+        while True:
+            event = await self.next_event()
+            if event is None or isinstance(event, wse.CloseConnection):
+                return event
+            if isinstance(event, wse.BytesMessage):
+                parts += event.data
+                if event.message_finished:
+                    return decode_cbor(parts)
+
+
+async def test_message_in_too_many_fragments_is_closed_with_1009(start_node) -> None:
+    node = await start_node()
+    token = await node.user("alice")
+    async with RawWs.open(node.url) as raw:
+        await raw.send(wse.BytesMessage(data=encode_cbor({"t": "auth", "rid": 0, "token": token})))
+        assert (await raw.message())["t"] == "ok"
+        fragments = 20_000
+        # One byte each: 140 KB on the wire, a 20,000-byte message.
+        start = time.perf_counter()
+        with trio.fail_after(TIMEOUT):
+            try:
+                for _ in range(fragments // 1000):
+                    await raw.send_many_fragments(1000)
+            except (trio.BrokenResourceError, OSError):
+                pass  # the node closed while we were still sending
+            while raw.closed is None:
+                if await raw.next_event() is None:
+                    break
+        elapsed = time.perf_counter() - start
+    assert raw.closed is not None and raw.closed.code == 1009, raw.closed
+    assert elapsed < 5, elapsed
+    # The node is fine.
+    async with authed(node, "alice"):
+        pass
