@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import pytest
 import trio
 import wsproto
 import wsproto.events as wse
@@ -161,3 +160,103 @@ async def test_message_in_too_many_fragments_is_closed_with_1009(start_node) -> 
     # The node is fine.
     async with authed(node, "alice"):
         pass
+
+
+# ------------------------------------------------------- connection floods
+
+
+def host_port(url: str) -> tuple[str, int]:
+    host, port = url.removeprefix("http://").split(":")
+    return host, int(port)
+
+
+async def test_idle_flood_from_many_addresses_cannot_lock_out_users(start_node) -> None:
+    """Idle connections from many addresses (the per-address cap never trips)
+    used to fill the node's connection cap; now only the unauthenticated ones
+    are bounded, oldest dropped first, and real users get through."""
+    node = await start_node(max_connections=120, max_unauthenticated=40)
+    await node.user("bob")
+    alice_token = await node.user("alice")
+    host, port = host_port(node.url)
+    flood: list[trio.SocketStream] = []
+    try:
+        async with connect(node.url, alice_token) as alice:  # authenticated before
+            with trio.fail_after(TIMEOUT):
+                # 200 idle connections from 127.0.0.2 .. 127.0.0.21, 10 each.
+                for n in range(200):
+                    source = f"127.0.0.{2 + n % 20}"
+                    flood.append(await trio.open_tcp_stream(host, port, local_address=source))
+                    if n % 20 == 19:  # let the node accept them
+                        await trio.sleep(0.01)
+                # Statistics have no event to await; poll, bounded by fail_after.
+                while node.node.server.statistics().admission.evicted < 200 - 40:  # noqa: ASYNC110
+                    await trio.sleep(0.01)
+            stats = node.node.server.statistics()
+            assert stats.admission.unauthenticated <= 40
+            start = time.perf_counter()
+            with trio.fail_after(TIMEOUT):
+                await alice.send("bob", "still here")  # an existing session
+                carol = await node.user("carol")  # a new sign-up and log-in
+                async with connect(node.url, carol) as c:
+                    await c.send("bob", "got in")
+            assert time.perf_counter() - start < 2.0
+    finally:
+        for stream in flood:
+            await stream.aclose()
+
+
+# ------------------------------------------------------------ HTTP edges
+
+
+async def http_exchange(url: str, request: bytes, local_address: str | None = None) -> Any:
+    """Send raw bytes; return the h11 Response (status, headers) read back."""
+    import h11
+
+    host, port = host_port(url)
+    stream = await trio.open_tcp_stream(host, port, local_address=local_address)
+    conn = h11.Connection(h11.CLIENT)
+    try:
+        await stream.send_all(request)
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                conn.receive_data(await stream.receive_some(65536))
+                continue
+            assert isinstance(event, h11.Response), event
+            return event
+    finally:
+        await stream.aclose()
+
+
+async def test_request_head_over_16_kib_is_refused_even_in_one_write(start_node) -> None:
+    node = await start_node()
+    pad = b"x" * (60 * 1024)
+    head = b"GET /.well-known/chinwag HTTP/1.1\r\nhost: x\r\nx-pad: " + pad + b"\r\n\r\n"
+    with trio.fail_after(TIMEOUT):
+        response = await http_exchange(node.url, head)
+        assert response.status_code == 431
+        # One just under the cap still works.
+        small = b"GET /.well-known/chinwag HTTP/1.1\r\nhost: x\r\nx-pad: " + pad[:15_000]
+        assert (await http_exchange(node.url, small + b"\r\n\r\n")).status_code == 200
+
+
+async def test_oversized_content_length_is_refused_at_once(start_node) -> None:
+    node = await start_node()
+    head = b"POST /api/login HTTP/1.1\r\nhost: x\r\ncontent-length: 1000000000\r\n\r\n"
+    with trio.fail_after(3):  # before: no answer until the 10 s body timeout
+        response = await http_exchange(node.url, head)
+    assert response.status_code == 413
+
+
+async def test_connection_cap_429_carries_retry_after(start_node) -> None:
+    node = await start_node(max_connections_per_address=1)
+    host, port = host_port(node.url)
+    request = b"GET /.well-known/chinwag HTTP/1.1\r\nhost: x\r\n\r\n"
+    held = await trio.open_tcp_stream(host, port, local_address="127.0.0.7")
+    try:
+        with trio.fail_after(TIMEOUT):
+            response = await http_exchange(node.url, request, local_address="127.0.0.7")
+    finally:
+        await held.aclose()
+    assert response.status_code == 429
+    assert dict(response.headers).get(b"retry-after") == b"1"
