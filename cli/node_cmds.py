@@ -66,6 +66,17 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--send-rate", type=float, help="messages/s allowed per device")
     p.add_argument("--send-burst", type=int, help="burst allowed per device")
     p.add_argument("--max-conn-per-address", type=int, help="connections allowed per address")
+    p.add_argument(
+        "--max-unauthenticated",
+        type=int,
+        help="connections not yet logged in, node-wide; oldest idle dropped first (default 1024)",
+    )
+    p.add_argument(
+        "--read-rate",
+        type=float,
+        help="decoding work read per account, units/s (~1 us each; default 50000)",
+    )
+    p.add_argument("--read-burst", type=int, help="burst of --read-rate (default 200000)")
     p.add_argument("--heartbeat", type=float, help="heartbeat interval told to devices (s)")
     p.add_argument("--heartbeat-deadline", type=float, help="drop a silent device after (s)")
     p.add_argument("--send-timeout", type=float, help="drop a device not reading for (s)")
@@ -165,6 +176,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         ("send_rate", "send_rate"),
         ("send_burst", "send_burst"),
         ("max_conn_per_address", "max_connections_per_address"),
+        ("max_unauthenticated", "max_unauthenticated"),
+        ("read_rate", "read_rate"),
+        ("read_burst", "read_burst"),
         ("heartbeat", "heartbeat_interval"),
         ("heartbeat_deadline", "heartbeat_deadline"),
         ("send_timeout", "send_timeout"),

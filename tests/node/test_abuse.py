@@ -260,3 +260,22 @@ async def test_connection_cap_429_carries_retry_after(start_node) -> None:
         await held.aclose()
     assert response.status_code == 429
     assert dict(response.headers).get(b"retry-after") == b"1"
+
+
+async def test_decoding_work_is_charged_to_the_sending_account(start_node) -> None:
+    """An account over its read budget is read more slowly; others are not."""
+    node = await start_node(read_rate=1000, read_burst=100)
+    async with authed(node, "mallory") as ws, authed(node, "alice") as other:
+        start = time.perf_counter()
+        # 60 heartbeats, ~35 units each: ~2,000 units at 1,000 units/s.
+        for rid in range(60):
+            await ws.send_message(encode_cbor({"t": "heartbeat", "rid": rid}))
+        other_start = time.perf_counter()
+        await other.send_message(encode_cbor({"t": "heartbeat", "rid": 1}))
+        await reply_to(other, 1)
+        other_elapsed = time.perf_counter() - other_start
+        with trio.fail_after(TIMEOUT):
+            await reply_to(ws, 59)
+        elapsed = time.perf_counter() - start
+    assert elapsed > 1.5, elapsed
+    assert other_elapsed < 0.5, other_elapsed
