@@ -232,7 +232,12 @@ class DeviceSession:
     async def _authenticate(self) -> None:
         data = await self._ws.get_message()
         try:
-            frames = decode_message(data, self._fmt, max_bytes=MAX_PREAUTH_MESSAGE_BYTES)
+            frames = decode_message(
+                data,
+                self._fmt,
+                max_bytes=MAX_PREAUTH_MESSAGE_BYTES,
+                max_items=MAX_MESSAGE_ITEMS,
+            )
             if len(frames) != 1:
                 raise ProtocolError(ErrorCode.BAD_FRAME, "send exactly one auth frame first")
             request = parse_request(frames[0])
@@ -297,7 +302,7 @@ class DeviceSession:
         fragments = max(1, frames_seen - self._frames_charged)
         self._frames_charged = frames_seen
         try:
-            frames, items = decode_message_counted(data, self._fmt)
+            frames, items = decode_message_counted(data, self._fmt, max_items=MAX_MESSAGE_ITEMS)
         except ProtocolError as exc:
             # The pre-scan may have walked up to the item bound before refusing.
             return [(None, exc)], message_cost(len(data), MAX_MESSAGE_ITEMS, fragments)

@@ -22,9 +22,9 @@ from .codec import decode_cbor_counted, decode_json_counted, encode_cbor, encode
 from .errors import ErrorCode, ProtocolError
 from .limits import (
     MAX_BATCH_FRAMES,
+    MAX_DECODE_ITEMS,
     MAX_FRAME_BYTES,
     MAX_MESSAGE_BYTES,
-    MAX_MESSAGE_ITEMS,
     MAX_TEXT_BYTES,
 )
 
@@ -68,7 +68,7 @@ def decode_message(
     fmt: WireFormat,
     *,
     max_bytes: int = MAX_MESSAGE_BYTES,
-    max_items: int = MAX_MESSAGE_ITEMS,
+    max_items: int = MAX_DECODE_ITEMS,
 ) -> list[dict[str, Any]]:
     """Decode one WebSocket message into its frames (maps), strictly."""
     return decode_message_counted(data, fmt, max_bytes=max_bytes, max_items=max_items)[0]
@@ -79,13 +79,15 @@ def decode_message_counted(
     fmt: WireFormat,
     *,
     max_bytes: int = MAX_MESSAGE_BYTES,
-    max_items: int = MAX_MESSAGE_ITEMS,
+    max_items: int = MAX_DECODE_ITEMS,
 ) -> tuple[list[dict[str, Any]], int]:
     """:func:`decode_message`, also returning the message's data items.
 
     A message of more than ``max_items`` data items is ``too_large``, refused
-    by the codec's pre-scan before any object is built. The count lets the
-    node charge the sender for the decoding work.
+    by the codec's pre-scan before any object is built. A node reading a
+    device passes :data:`~.limits.MAX_MESSAGE_ITEMS`; the default is the
+    generic bound, since what a node sends (batches of ``msg`` frames) holds
+    more. The count lets the node charge the sender for the decoding work.
     """
     if fmt is WireFormat.CBOR:
         if not isinstance(data, bytes):

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from chinwag.protocol.codec import decode_cbor, decode_json, encode_cbor, encode_json
 from chinwag.protocol.errors import ErrorCode, ProtocolError
-from chinwag.protocol.limits import MAX_DEPTH, MAX_ITEMS, MAX_MESSAGE_BYTES
+from chinwag.protocol.limits import MAX_DEPTH, MAX_ITEMS, MAX_MESSAGE_BYTES, MAX_MESSAGE_ITEMS
 
 INT_MIN = -(1 << 63)
 INT_MAX = (1 << 63) - 1
@@ -505,7 +505,7 @@ def test_cbor_item_bomb_is_refused_by_the_prescan() -> None:
     bomb = empty_arrays_bomb()
     assert len(bomb) <= MAX_MESSAGE_BYTES
     with pytest.raises(ProtocolError) as info:
-        decode_message(bomb, WireFormat.CBOR)
+        decode_message(bomb, WireFormat.CBOR, max_items=MAX_MESSAGE_ITEMS)
     assert info.value.code is ErrorCode.TOO_LARGE
     # Refused during the scan, long before its end: a broken tail is never seen.
     assert cbor_code(bomb[:-1] + b"\xff", max_items=8192) is ErrorCode.TOO_LARGE
@@ -519,7 +519,8 @@ def test_message_item_bound_admits_a_full_batch_of_sends() -> None:
         for i in range(256)
     ]
     for fmt in WireFormat:
-        assert len(decode_message(encode_message(frames, fmt), fmt)) == 256
+        message = encode_message(frames, fmt)
+        assert len(decode_message(message, fmt, max_items=MAX_MESSAGE_ITEMS)) == 256
 
 
 def test_json_item_bomb_is_refused_before_decoding() -> None:
@@ -529,7 +530,7 @@ def test_json_item_bomb_is_refused_before_decoding() -> None:
     bomb = "[" + ",".join([frame] * 256) + "]"
     assert len(bomb) <= MAX_MESSAGE_BYTES
     with pytest.raises(ProtocolError) as info:
-        decode_message(bomb, WireFormat.JSON)
+        decode_message(bomb, WireFormat.JSON, max_items=MAX_MESSAGE_ITEMS)
     assert info.value.code is ErrorCode.TOO_LARGE
     # Counted before decoding: the unterminated tail is never reached.
     assert json_code(bomb + '"', max_items=8192) is ErrorCode.TOO_LARGE
