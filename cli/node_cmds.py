@@ -93,6 +93,17 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         type=int,
         help="live WebSocket sessions one token may hold (default 8)",
     )
+    p.add_argument(
+        "--max-unauthenticated",
+        type=int,
+        help="connections not yet logged in, node-wide; oldest idle dropped first (default 1024)",
+    )
+    p.add_argument(
+        "--read-rate",
+        type=float,
+        help="decoding work read per account, units/s (~1 us each; default 50000)",
+    )
+    p.add_argument("--read-burst", type=int, help="burst of --read-rate (default 200000)")
     p.add_argument("--heartbeat", type=float, help="heartbeat interval told to devices (s)")
     p.add_argument("--heartbeat-deadline", type=float, help="drop a silent device after (s)")
     p.add_argument("--send-timeout", type=float, help="drop a device not reading for (s)")
@@ -236,6 +247,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         ("kdf_threads", "kdf_threads"),
         ("kdf_queue", "kdf_queue"),
         ("max_sessions_per_token", "max_sessions_per_token"),
+        ("max_unauthenticated", "max_unauthenticated"),
+        ("read_rate", "read_rate"),
+        ("read_burst", "read_burst"),
         ("heartbeat", "heartbeat_interval"),
         ("heartbeat_deadline", "heartbeat_deadline"),
         ("send_timeout", "send_timeout"),

@@ -24,6 +24,7 @@ from chinwag.protocol.errors import ProtocolError
 from chinwag.protocol.frames import WireFormat
 
 from .admin import AdminOps, AdminServer
+from .admission import Ticket
 from .config import NodeConfig
 from .discovery import DiscoveredNode, Discovery
 from .federation import Federation
@@ -38,6 +39,7 @@ from .peers import BLOCKED, TRUSTED, PeerRegistry, check_url
 from .presence import Presence
 from .push import Push
 from .quota import QuotaPolicy
+from .readbudget import ReadBudgets
 from .router import Router
 from .seeds import read_peers_file
 from .server import Server
@@ -198,6 +200,7 @@ class Node:
         self.push.register_routes(self.api)
         WebClient().register_routes(self.api)
         self.server = Server(config, self.api, self._on_websocket)
+        self.read_budgets = ReadBudgets(config.read_rate, config.read_burst)
         self.admin = AdminServer(
             config.data_dir,
             AdminOps(
@@ -279,15 +282,23 @@ class Node:
         }
 
     async def _on_websocket(
-        self, ws: WebSocketConnection, fmt: WireFormat | None, path: str
+        self, ws: WebSocketConnection, fmt: WireFormat | None, path: str, ticket: Ticket
     ) -> None:
         if path == "/federation":
-            await self.federation.accept(ws)
+            await self.federation.accept(ws, on_authenticated=ticket.authenticated)
             return
         if fmt is None:
             return
         session = DeviceSession(
-            ws, fmt, self.config, self.identity, self.store, self.hub, self.router
+            ws,
+            fmt,
+            self.config,
+            self.identity,
+            self.store,
+            self.hub,
+            self.router,
+            budgets=self.read_budgets,
+            on_authenticated=ticket.authenticated,
         )
         session.group_ops = self.group_ops
         self.hub.connections += 1

@@ -39,11 +39,23 @@ class NodeConfig:
     max_connections: int = 10_000
     http_idle_timeout: float = 15.0
     max_http_body: int = 64 * 1024
+    #: Connections not yet authenticated (HTTP, WebSockets before ``auth`` or
+    #: the federation handshake), node-wide. When full, the oldest one idle
+    #: (waiting for bytes) is dropped to make room, so a flood of idle
+    #: connections cannot lock out log-ins or authenticated sessions.
+    max_unauthenticated: int = 1024
+    #: WebSocket frames one message may be split into (more: close 1009).
+    max_message_fragments: int = 64
 
     # Abuse limits
     #: Messages per second per device (token bucket) and its burst.
     send_rate: float = 100.0
     send_burst: int = 200
+    #: Decoding work read per account per second, in cost units of about a
+    #: microsecond (see node/readbudget.py), and its burst. An account over it
+    #: is read more slowly (TCP back-pressure), never refused.
+    read_rate: float = 50_000.0
+    read_burst: int = 200_000
     #: Failed log-ins allowed per account / per address within the window.
     login_failures_per_account: int = 10
     login_failures_per_address: int = 30

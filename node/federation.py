@@ -639,8 +639,14 @@ class Federation:
             await self._serve_link(link)
             return link.healthy.is_set() or trio.current_time() - started > HEALTHY_AFTER
 
-    async def accept(self, ws: WebSocketConnection) -> None:
-        """Serve an inbound ``/federation`` WebSocket."""
+    async def accept(
+        self, ws: WebSocketConnection, on_authenticated: Callable[[], None] | None = None
+    ) -> None:
+        """Serve an inbound ``/federation`` WebSocket.
+
+        ``on_authenticated`` is called once the handshake has proven a trusted
+        peer (the listener then stops counting it as unauthenticated).
+        """
         hs = ResponderHandshake(self.identity.key, self.identity.name)
         try:
             with trio.fail_after(self.config.handshake_timeout):
@@ -656,6 +662,8 @@ class Federation:
             log.info("refused federation link: %s", _describe(exc))
             return
         ws._max_message_size = MAX_MESSAGE_BYTES + 4096  # noqa: SLF001
+        if on_authenticated is not None:
+            on_authenticated()
         await self._after_handshake(keys)
         await self._serve_link(Link(self, ws, keys, dialer=keys.peer_key))
 

@@ -4,6 +4,12 @@ Each TCP connection starts as HTTP, parsed by h11. A first request that asks
 to upgrade to WebSocket on ``/ws`` (devices) or ``/federation`` (peer nodes)
 is handed, with the bytes already read, to trio-websocket; anything else is
 answered by :class:`~chinwag.node.http_api.HttpApi`, with keep-alive.
+
+Every connection is admitted as *unauthenticated* (node/admission.py) until
+the WebSocket handler reports that it authenticated; the oldest idle ones are
+dropped when there are more than ``max_unauthenticated``. A request head is
+bounded at 16 KiB however it arrives, a declared body over ``max_http_body``
+is refused before it is read, and every ``429`` carries ``Retry-After``.
 """
 
 from __future__ import annotations
@@ -16,21 +22,28 @@ from dataclasses import dataclass
 
 import h11
 import trio
-from trio_websocket import WebSocketConnection, wrap_server_stream
+from trio_websocket import WebSocketConnection
 
 from chinwag.protocol.frames import WireFormat
 from chinwag.protocol.handshake import FED_SUBPROTOCOL
 from chinwag.protocol.limits import MAX_PREAUTH_MESSAGE_BYTES
 
+from .admission import Admission, AdmissionStats, Ticket
 from .config import NodeConfig
 from .http_api import HttpApi, HttpRequest, HttpResponse, json_error_response
+from .websocket import wrap_server_stream
 
 log = logging.getLogger(__name__)
 
 MAX_HEAD_BYTES = 16 * 1024
 WS_PATHS = ("/ws", "/federation")
+#: Retry-After (s) of a 429 that names no time of its own (connection caps):
+#: a slot frees whenever another connection ends.
+DEFAULT_RETRY_AFTER = 1
 
-WebSocketHandler = Callable[[WebSocketConnection, WireFormat | None, str], Awaitable[None]]
+#: Serves one upgraded WebSocket; calls ``ticket.authenticated()`` once the
+#: peer has proven who it is (device ``auth``, federation handshake).
+WebSocketHandler = Callable[[WebSocketConnection, WireFormat | None, str, Ticket], Awaitable[None]]
 
 
 def tls_context(config: NodeConfig) -> ssl.SSLContext | None:
@@ -76,6 +89,8 @@ class _ReplayStream(trio.abc.Stream):
 class ServerStats:
     connections: int
     websocket_connections: int
+    #: Connections not yet authenticated, and how many were dropped for room.
+    admission: AdmissionStats
 
 
 class Server:
@@ -88,10 +103,11 @@ class Server:
         self._per_address: Counter[str] = Counter()
         self._connections = 0
         self._websockets = 0
+        self._admission = Admission(config.max_unauthenticated)
         self.port: int = 0
 
     def statistics(self) -> ServerStats:
-        return ServerStats(self._connections, self._websockets)
+        return ServerStats(self._connections, self._websockets, self._admission.statistics())
 
     async def run(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         tcp = await trio.open_tcp_listeners(self._config.port, host=self._config.host)
@@ -117,7 +133,13 @@ class Server:
         self._per_address[peer] += 1
         self._connections += 1
         try:
-            await self._serve(stream, peer)
+            # Cancelled by the admission when this connection is dropped for room.
+            with trio.CancelScope() as scope:
+                ticket = self._admission.admit(scope)
+                try:
+                    await self._serve(stream, peer, ticket)
+                finally:
+                    self._admission.release(ticket)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError, ssl.SSLError):
             pass  # includes a TLS handshake that failed (plain HTTP to a TLS port)
         except Exception:  # a bug in one connection must not take the node down
@@ -131,7 +153,7 @@ class Server:
                 scope.shield = True
                 await stream.aclose()
 
-    async def _serve(self, stream: trio.abc.Stream, peer: str) -> None:
+    async def _serve(self, stream: trio.abc.Stream, peer: str, ticket: Ticket) -> None:
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES)
         first = True
         raw = b""
@@ -140,6 +162,9 @@ class Server:
             or self._connections > self._config.max_connections
         )
         while True:
+            ticket.busy = False
+            # Bytes of the next head already buffered (a pipelined request).
+            buffered = len(conn.trailing_data[0])
             with trio.move_on_after(
                 self._config.handshake_timeout if first else self._config.http_idle_timeout
             ) as scope:
@@ -150,6 +175,14 @@ class Server:
             if isinstance(event, h11.Request):
                 request = event
             else:
+                return
+            ticket.busy = True
+            # h11 bounds a head only while it is incomplete: one that arrived
+            # whole in a single read is measured here.
+            if buffered + len(raw_sink) - len(conn.trailing_data[0]) > MAX_HEAD_BYTES:
+                await self._respond(
+                    conn, stream, json_error_response(431, "too_large", "request head too large")
+                )
                 return
             headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in request.headers}
             target = request.target.decode("latin-1")
@@ -165,11 +198,19 @@ class Server:
                 return
             if headers.get("upgrade", "").lower() == "websocket":
                 if first and path in WS_PATHS:
-                    await self._upgrade(stream, raw, headers, path)
+                    ticket.busy = False  # until auth, as idle as any waiting connection
+                    await self._upgrade(stream, raw, headers, path, ticket)
                 else:
                     await self._respond(
                         conn, stream, json_error_response(404, "not_found", "no WebSocket here")
                     )
+                return
+            if _declared_length(headers) > self._config.max_http_body:
+                # Refused before reading any of it; h11 cannot skip the body,
+                # so the connection closes after the answer.
+                await self._respond(
+                    conn, stream, json_error_response(413, "too_large", "request body too large")
+                )
                 return
             # The body gets the same bound as a first request's head, as a
             # whole: a client that stalls or trickles it is cut off.
@@ -209,10 +250,12 @@ class Server:
         while True:
             try:
                 event = conn.next_event()
-            except h11.RemoteProtocolError:
-                await self._respond(
-                    conn, stream, json_error_response(400, "bad_request", "malformed HTTP request")
-                )
+            except h11.RemoteProtocolError as exc:
+                if exc.error_status_hint == 431:  # an incomplete head over the cap
+                    answer = json_error_response(431, "too_large", "request head too large")
+                else:
+                    answer = json_error_response(400, "bad_request", "malformed HTTP request")
+                await self._respond(conn, stream, answer)
                 return None
             if event is h11.NEED_DATA:
                 data = bytes(await stream.receive_some(65536))
@@ -250,6 +293,8 @@ class Server:
             ("x-content-type-options", "nosniff"),
         ]
         headers.extend(response.headers)
+        if response.status == 429 and not any(k.lower() == "retry-after" for k, _ in headers):
+            headers.append(("retry-after", str(DEFAULT_RETRY_AFTER)))
         try:
             data = conn.send(h11.Response(status_code=response.status, headers=headers))
             data = (data or b"") + (conn.send(h11.Data(data=response.body)) or b"")
@@ -260,7 +305,12 @@ class Server:
             await stream.send_all(data)
 
     async def _upgrade(
-        self, stream: trio.abc.Stream, raw: bytes, headers: dict[str, str], path: str
+        self,
+        stream: trio.abc.Stream,
+        raw: bytes,
+        headers: dict[str, str],
+        path: str,
+        ticket: Ticket,
     ) -> None:
         offered = [p.strip() for p in headers.get("sec-websocket-protocol", "").split(",")]
         fmt: WireFormat | None = None
@@ -280,6 +330,7 @@ class Server:
                     _ReplayStream(raw, stream),
                     message_queue_size=4,
                     max_message_size=MAX_PREAUTH_MESSAGE_BYTES,
+                    max_fragments=self._config.max_message_fragments,
                 )
                 if subprotocol is None:
                     refusal = json_error_response(
@@ -301,7 +352,13 @@ class Server:
                 return
             self._websockets += 1
             try:
-                await self._on_websocket(ws, fmt, path)
+                await self._on_websocket(ws, fmt, path, ticket)
             finally:
                 self._websockets -= 1
                 nursery.cancel_scope.cancel()
+
+
+def _declared_length(headers: dict[str, str]) -> int:
+    """The request's ``Content-Length`` (h11 has checked its syntax), else 0."""
+    value = headers.get("content-length", "")
+    return int(value) if value.isdigit() else 0

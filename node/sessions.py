@@ -3,7 +3,12 @@
 Tasks of a session live in its own nursery:
 
 * the *reader* decodes messages, answers requests, and hands sends to the
-  store without waiting for their commit (pipelining);
+  store without waiting for their commit (pipelining). Each message is
+  validated into requests at once and its raw frames dropped, so nothing
+  decoded outlives the message's own requests across an await (an ``ack``
+  waiting for its commit holds no batch). The decoding work is charged to the
+  account's read budget (node/readbudget.py); an account in debt is read no
+  further until it has paid;
 * the *replier* awaits those commits in arrival order and queues each ``ok``;
 * the *streamer* is the one sender of queue records: it reads the user's
   queue from the last ``seq`` it sent whenever a commit wakes it, so sync and
@@ -21,7 +26,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeAlias
 
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection
@@ -33,11 +38,13 @@ from chinwag.protocol.frames import (
     GroupOp,
     Heartbeat,
     Request,
+    Rid,
     Send,
     Sync,
     WireFormat,
     bye_frame,
     decode_message,
+    decode_message_counted,
     encode_frame,
     encode_message,
     err_frame,
@@ -50,6 +57,7 @@ from chinwag.protocol.limits import (
     MAX_BATCH_FRAMES,
     MAX_FRAME_BYTES,
     MAX_MESSAGE_BYTES,
+    MAX_MESSAGE_ITEMS,
     MAX_PREAUTH_MESSAGE_BYTES,
     PROTOCOL_VERSION,
 )
@@ -59,8 +67,10 @@ from .hub import Hub
 from .identity import NodeIdentity
 from .passwords import token_hash
 from .ratelimit import TokenBucket
+from .readbudget import ReadBudgets, message_cost
 from .router import Router
 from .store import SendResult, Store
+from .websocket import BoundedWebSocket
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +86,10 @@ class _Disconnect(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
+
+
+#: A frame of a message that failed validation: its rid (if any) and why.
+_Refused: TypeAlias = tuple[Rid | None, ProtocolError]
 
 
 @dataclass
@@ -98,6 +112,9 @@ class DeviceSession:
         store: Store,
         hub: Hub,
         router: Router,
+        *,
+        budgets: ReadBudgets | None = None,
+        on_authenticated: Callable[[], None] | None = None,
     ) -> None:
         self._ws = ws
         self._fmt = fmt
@@ -130,6 +147,12 @@ class DeviceSession:
         self._stream_idle: trio.CancelScope | None = None
         self._bucket = TokenBucket(config.send_rate, config.send_burst, trio.current_time())
         self._bad_frames = 0
+        #: Shared by the account's sessions (the app's); else this session's own.
+        self._budgets = budgets or ReadBudgets(config.read_rate, config.read_burst)
+        #: Tells the listener this connection no longer counts as unauthenticated.
+        self._on_authenticated = on_authenticated
+        #: WebSocket frames already charged for.
+        self._frames_charged = 0
         self._nursery: trio.Nursery | None = None
         self._reason: _Disconnect | None = None
         #: Answers ``group`` frames (node/group_ops.py), set by the app.
@@ -155,6 +178,9 @@ class DeviceSession:
             return
         except ConnectionClosed:
             return
+        if self._on_authenticated is not None:
+            self._on_authenticated()
+        self._budgets.attach(self.user, trio.current_time())
         self._hub.device_online(self.user, self.device, self)
         try:
             # Registered first, checked second: a revocation committed while
@@ -169,6 +195,7 @@ class DeviceSession:
                     nursery.start_soon(self._guarded, task, nursery.cancel_scope)
         finally:
             self._hub.device_offline(self.user, self.device, self)
+            self._budgets.detach(self.user, trio.current_time())
         if self._reason is not None:
             log.info("dropping %s/%s: %s", self.user, self.device, self._reason.message)
             await self._close(self._reason.code, self._reason.message)
@@ -212,7 +239,12 @@ class DeviceSession:
     async def _authenticate(self) -> None:
         data = await self._ws.get_message()
         try:
-            frames = decode_message(data, self._fmt, max_bytes=MAX_PREAUTH_MESSAGE_BYTES)
+            frames = decode_message(
+                data,
+                self._fmt,
+                max_bytes=MAX_PREAUTH_MESSAGE_BYTES,
+                max_items=MAX_MESSAGE_ITEMS,
+            )
             if len(frames) != 1:
                 raise ProtocolError(ErrorCode.BAD_FRAME, "send exactly one auth frame first")
             request = parse_request(frames[0])
@@ -269,27 +301,44 @@ class DeviceSession:
                 data = await self._ws.get_message()
             if scope.cancelled_caught:
                 raise _Disconnect(ErrorCode.TIMEOUT, "no heartbeat within the deadline")
+            requests, cost = self._decode(data)
+            del data  # not held across the awaits below
+            wait = self._budgets.charge(self.user, cost, trio.current_time())
+            if wait > 0:
+                # Over the account's read budget: pay by waiting, unread, so
+                # TCP pushes back on the sender and the loop serves others.
+                await trio.sleep(wait)
+            for request in requests:
+                if isinstance(request, tuple):
+                    self._reply(err_frame(*request))
+                    self._count_bad()
+                else:
+                    await self._handle_request(request)
+
+    def _decode(self, data: bytes | str) -> tuple[list[Request | _Refused], int]:
+        """Validate one message into requests (or refusals) and its cost units."""
+        frames_seen = self._ws.frames_received if isinstance(self._ws, BoundedWebSocket) else 1
+        fragments = max(1, frames_seen - self._frames_charged)
+        self._frames_charged = frames_seen
+        try:
+            frames, items = decode_message_counted(data, self._fmt, max_items=MAX_MESSAGE_ITEMS)
+        except ProtocolError as exc:
+            # The pre-scan may have walked up to the item bound before refusing.
+            return [(None, exc)], message_cost(len(data), MAX_MESSAGE_ITEMS, fragments)
+        requests: list[Request | _Refused] = []
+        for frame in frames:
             try:
-                frames = decode_message(data, self._fmt)
+                requests.append(parse_request(frame))
             except ProtocolError as exc:
-                self._reply(err_frame(None, exc))
-                self._count_bad()
-                continue
-            for frame in frames:
-                await self._handle_frame(frame)
+                requests.append((frame_rid(frame), exc))
+        return requests, message_cost(len(data), items, fragments)
 
     def _count_bad(self) -> None:
         self._bad_frames += 1
         if self._bad_frames > MAX_BAD_FRAMES:
             raise _Disconnect(ErrorCode.BAD_FRAME, "too many bad frames")
 
-    async def _handle_frame(self, frame: dict[str, Any]) -> None:
-        try:
-            request = parse_request(frame)
-        except ProtocolError as exc:
-            self._reply(err_frame(frame_rid(frame), exc))
-            self._count_bad()
-            return
+    async def _handle_request(self, request: Request) -> None:
         try:
             await self._dispatch(request)
         except ProtocolError as exc:

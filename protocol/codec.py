@@ -11,18 +11,24 @@ What may come out of a decoder: ``dict`` with ``str`` keys, ``list``, ``str``,
 ``bytes`` (CBOR only), ``int`` in the signed 64-bit range, ``bool`` and
 ``None``. Containers nest at most :data:`~.limits.MAX_DEPTH` deep (a bare
 array or map is depth 1) and hold at most :data:`~.limits.MAX_ITEMS` entries
-(elements of an array, key/value pairs of a map).
+(elements of an array, key/value pairs of a map). The whole input holds at
+most ``max_items`` data items (every scalar, string, map key, array and map
+counts one; :data:`~.limits.MAX_DECODE_ITEMS` unless the caller passes a
+tighter bound, as the device protocol does): more is ``too_large``, found by
+counting before any object is built, so a small message that would expand to
+a million empty arrays costs a bounded scan and nothing else.
 
 CBOR is checked by a structural pre-scan of the item heads before
 :func:`cbor2.loads` runs. The scan rejects tags of any kind (so no bignums,
 datetimes or the shared/cyclic references of tags 28/29), indefinite lengths,
 floats, ``undefined`` and simple values other than ``true``/``false``/``null``,
 reserved additional-information values, integers outside the signed 64-bit
-range, map keys that are not text strings, too deep nesting, too many items,
-truncated input and trailing bytes. Every declared length is checked against
-the bytes that remain before anything is allocated, so a head that claims a
-4 GiB string costs nothing. cbor2 then decodes with indefinite lengths and
-duplicate keys refused and validates UTF-8.
+range, map keys that are not text strings, too deep nesting, too many items
+in one container or in all, truncated input and trailing bytes. Every
+declared length is checked against the bytes that remain before anything is
+allocated, so a head that claims a 4 GiB string costs nothing. cbor2 then
+decodes with indefinite lengths and duplicate keys refused and validates
+UTF-8.
 
 This module is sans-I/O: pure functions over bytes and strings.
 """
@@ -36,9 +42,16 @@ from typing import Any
 import cbor2
 
 from .errors import ErrorCode, ProtocolError
-from .limits import MAX_DEPTH, MAX_ITEMS, MAX_MESSAGE_BYTES
+from .limits import MAX_DECODE_ITEMS, MAX_DEPTH, MAX_ITEMS, MAX_MESSAGE_BYTES
 
-__all__ = ["decode_cbor", "decode_json", "encode_cbor", "encode_json"]
+__all__ = [
+    "decode_cbor",
+    "decode_cbor_counted",
+    "decode_json",
+    "decode_json_counted",
+    "encode_cbor",
+    "encode_json",
+]
 
 _INT_MAX = (1 << 63) - 1
 _INT_MIN = -(1 << 63)
@@ -60,17 +73,26 @@ def _too_large(size: int, max_bytes: int) -> ProtocolError:
     )
 
 
+def _too_many_items(max_items: int) -> ProtocolError:
+    return ProtocolError(ErrorCode.TOO_LARGE, f"more than {max_items} data items in one message")
+
+
 # --------------------------------------------------------------------- CBOR
 
 
-def _scan_cbor(data: bytes) -> None:
+def _scan_cbor(data: bytes, max_items: int) -> int:
     """Walk the heads of exactly one CBOR item spanning all of ``data``.
 
-    Raises ``bad_frame`` for anything outside the protocol's subset (see the
-    module docstring). Nothing is allocated in proportion to a declared length.
+    Returns the number of data items (heads). Raises ``too_large`` as soon as
+    that passes ``max_items`` and ``bad_frame`` for anything outside the
+    protocol's subset (see the module docstring). Nothing is allocated in
+    proportion to a declared length.
     """
     n = len(data)
     i = 0
+    # Every pass of the loop reads one head: stop counting at the bound, so
+    # a bomb costs at most max_items passes.
+    left = max_items
     # The innermost open container: entries still expected and whether it is a
     # map. A map of p pairs expects 2 * p entries, so an even count means a key
     # comes next. Enclosing containers wait on ``stack`` (locals are faster).
@@ -81,6 +103,9 @@ def _scan_cbor(data: bytes) -> None:
     while True:
         if i >= n:
             raise _bad("truncated CBOR")
+        if not left:
+            raise _too_many_items(max_items)
+        left -= 1
         ib = data[i]
         major = ib >> 5
         if in_map and not rem & 1 and major != 3:
@@ -158,26 +183,41 @@ def _scan_cbor(data: bytes) -> None:
             break
     if i != n:
         raise _bad("trailing bytes after the CBOR item")
+    return max_items - left
 
 
-def decode_cbor(data: bytes, *, max_bytes: int = MAX_MESSAGE_BYTES) -> object:
+def decode_cbor(
+    data: bytes, *, max_bytes: int = MAX_MESSAGE_BYTES, max_items: int = MAX_DECODE_ITEMS
+) -> object:
     """Decode one untrusted CBOR item, strictly.
 
     ``data`` must be exactly one item in the protocol's subset of CBOR (see
     the module docstring). Raises :class:`ProtocolError` with ``too_large``
-    if ``len(data) > max_bytes`` (checked first) and ``bad_frame`` for any
-    other problem; no other exception escapes.
+    if ``len(data) > max_bytes`` (checked first) or it holds more than
+    ``max_items`` data items (counted before decoding), and ``bad_frame`` for
+    any other problem; no other exception escapes.
     """
+    return decode_cbor_counted(data, max_bytes=max_bytes, max_items=max_items)[0]
+
+
+def decode_cbor_counted(
+    data: bytes, *, max_bytes: int = MAX_MESSAGE_BYTES, max_items: int = MAX_DECODE_ITEMS
+) -> tuple[object, int]:
+    """:func:`decode_cbor`, also returning how many data items it decoded
+    (what the node charges the sender for the work)."""
     if not isinstance(data, bytes):
         if not isinstance(data, bytearray | memoryview):
             raise _bad("CBOR input must be bytes")
         data = bytes(data)
     if len(data) > max_bytes:
         raise _too_large(len(data), max_bytes)
-    _scan_cbor(data)
+    items = _scan_cbor(data, max_items)
     try:
-        return cbor2.loads(
-            data, allow_indefinite=False, allow_duplicate_keys=False, max_depth=MAX_DEPTH
+        return (
+            cbor2.loads(
+                data, allow_indefinite=False, allow_duplicate_keys=False, max_depth=MAX_DEPTH
+            ),
+            items,
         )
     except Exception as exc:  # cbor2 errors, bad UTF-8, duplicate keys, MemoryError...
         raise _bad(f"invalid CBOR: {exc}") from None
@@ -236,6 +276,25 @@ _JSON_DECODER = json.JSONDecoder(
 )
 #: A ``\\u`` escape of a UTF-16 surrogate: may decode to a lone surrogate.
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+#: A JSON string (escapes skipped whole), unrolled so long strings match fast.
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+
+
+def _count_json_items(text: str, max_items: int) -> int:
+    """An upper bound on the data items in ``text``, found without building any.
+
+    Outside strings, each item is the top-level one or is preceded by its own
+    ``,``, ``:``, ``[`` or ``{`` (an array's first element by ``[``, a key by
+    ``{`` or ``,``, a map value by ``:``), so counting those characters, once
+    the strings are cut out, bounds the items. Strings are matched left to
+    right as the decoder reads them; where the two could disagree (an
+    unterminated string) the decoder has already failed.
+    """
+    bare = _JSON_STRING.sub("", text) if '"' in text else text
+    count = 1 + bare.count(",") + bare.count(":") + bare.count("[") + bare.count("{")
+    if count > max_items:
+        raise _too_many_items(max_items)
+    return count
 
 
 def _check_json_item(item: object, depth: int, check_strings: bool) -> None:
@@ -264,16 +323,27 @@ def _check_json_item(item: object, depth: int, check_strings: bool) -> None:
             raise _bad("lone UTF-16 surrogate in a JSON string") from None
 
 
-def decode_json(data: str | bytes, *, max_bytes: int = MAX_MESSAGE_BYTES) -> object:
+def decode_json(
+    data: str | bytes, *, max_bytes: int = MAX_MESSAGE_BYTES, max_items: int = MAX_DECODE_ITEMS
+) -> object:
     """Decode one untrusted JSON value, strictly.
 
     ``data`` is text, or UTF-8 bytes. Raises :class:`ProtocolError` with
     ``too_large`` if its UTF-8 encoding is over ``max_bytes`` (checked first)
-    and ``bad_frame`` for invalid JSON or UTF-8, trailing data, duplicate
-    keys, floats, ``NaN``/``Infinity``, integers outside the signed 64-bit
-    range, lone surrogates, nesting deeper than ``MAX_DEPTH`` or containers
-    with more than ``MAX_ITEMS`` entries. No other exception escapes.
+    or it may hold more than ``max_items`` data items (counted before
+    decoding), and ``bad_frame`` for invalid JSON or UTF-8, trailing data,
+    duplicate keys, floats, ``NaN``/``Infinity``, integers outside the signed
+    64-bit range, lone surrogates, nesting deeper than ``MAX_DEPTH`` or
+    containers with more than ``MAX_ITEMS`` entries. No other exception
+    escapes.
     """
+    return decode_json_counted(data, max_bytes=max_bytes, max_items=max_items)[0]
+
+
+def decode_json_counted(
+    data: str | bytes, *, max_bytes: int = MAX_MESSAGE_BYTES, max_items: int = MAX_DECODE_ITEMS
+) -> tuple[object, int]:
+    """:func:`decode_json`, also returning the item count (an upper bound)."""
     if isinstance(data, str):
         # UTF-8 never takes fewer bytes than characters.
         if len(data) > max_bytes:
@@ -296,6 +366,7 @@ def decode_json(data: str | bytes, *, max_bytes: int = MAX_MESSAGE_BYTES) -> obj
             raise _bad("JSON text is not valid UTF-8") from None
     else:
         raise _bad("JSON input must be str or bytes")
+    items = _count_json_items(text, max_items)
     try:
         item = _JSON_DECODER.decode(text)
     except ProtocolError:
@@ -311,7 +382,7 @@ def decode_json(data: str | bytes, *, max_bytes: int = MAX_MESSAGE_BYTES) -> obj
         or text.count(",") >= MAX_ITEMS
     ):
         _check_json_item(item, 0, check_strings)
-    return item
+    return item, items
 
 
 def encode_json(obj: object) -> str:

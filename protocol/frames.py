@@ -18,9 +18,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .codec import decode_cbor, decode_json, encode_cbor, encode_json
+from .codec import decode_cbor_counted, decode_json_counted, encode_cbor, encode_json
 from .errors import ErrorCode, ProtocolError
-from .limits import MAX_BATCH_FRAMES, MAX_FRAME_BYTES, MAX_MESSAGE_BYTES, MAX_TEXT_BYTES
+from .limits import (
+    MAX_BATCH_FRAMES,
+    MAX_DECODE_ITEMS,
+    MAX_FRAME_BYTES,
+    MAX_MESSAGE_BYTES,
+    MAX_TEXT_BYTES,
+)
 
 SUBPROTOCOL_CBOR = "chinwag.cbor.v1"
 SUBPROTOCOL_JSON = "chinwag.json.v1"
@@ -58,17 +64,39 @@ def _bad(message: str) -> ProtocolError:
 
 
 def decode_message(
-    data: bytes | str, fmt: WireFormat, *, max_bytes: int = MAX_MESSAGE_BYTES
+    data: bytes | str,
+    fmt: WireFormat,
+    *,
+    max_bytes: int = MAX_MESSAGE_BYTES,
+    max_items: int = MAX_DECODE_ITEMS,
 ) -> list[dict[str, Any]]:
     """Decode one WebSocket message into its frames (maps), strictly."""
+    return decode_message_counted(data, fmt, max_bytes=max_bytes, max_items=max_items)[0]
+
+
+def decode_message_counted(
+    data: bytes | str,
+    fmt: WireFormat,
+    *,
+    max_bytes: int = MAX_MESSAGE_BYTES,
+    max_items: int = MAX_DECODE_ITEMS,
+) -> tuple[list[dict[str, Any]], int]:
+    """:func:`decode_message`, also returning the message's data items.
+
+    A message of more than ``max_items`` data items is ``too_large``, refused
+    by the codec's pre-scan before any object is built. A node reading a
+    device passes :data:`~.limits.MAX_MESSAGE_ITEMS`; the default is the
+    generic bound, since what a node sends (batches of ``msg`` frames) holds
+    more. The count lets the node charge the sender for the decoding work.
+    """
     if fmt is WireFormat.CBOR:
         if not isinstance(data, bytes):
             raise _bad("chinwag.cbor.v1 frames travel in binary messages")
-        item = decode_cbor(data, max_bytes=max_bytes)
+        item, items = decode_cbor_counted(data, max_bytes=max_bytes, max_items=max_items)
     else:
         if not isinstance(data, str):
             raise _bad("chinwag.json.v1 frames travel in text messages")
-        item = decode_json(data, max_bytes=max_bytes)
+        item, items = decode_json_counted(data, max_bytes=max_bytes, max_items=max_items)
     if not isinstance(item, list) and len(data) > MAX_FRAME_BYTES:
         raise ProtocolError(ErrorCode.TOO_LARGE, f"a frame is limited to {MAX_FRAME_BYTES} bytes")
     frames = item if isinstance(item, list) else [item]
@@ -81,7 +109,7 @@ def decode_message(
         if not isinstance(frame, dict):
             raise _bad("a frame is a map")
         out.append(_from_json(frame) if fmt is WireFormat.JSON else frame)
-    return out
+    return out, items
 
 
 def encode_message(frames: Sequence[Mapping[str, Any]], fmt: WireFormat) -> bytes | str:
@@ -397,6 +425,7 @@ __all__ = [
     "WireFormat",
     "bye_frame",
     "decode_message",
+    "decode_message_counted",
     "encode_frame",
     "encode_message",
     "join_frames",

@@ -18,5 +18,14 @@ MAX_TEXT_BYTES = 16 * 1024
 MAX_DEPTH = 16
 #: Items in any one array or map.
 MAX_ITEMS = 1024
+#: Data items (every scalar, string, key, array and map) in one device
+#: message, counted by the pre-scan before anything is built: a batch is at
+#: most 256 small frames, so 32 items per frame on average is plenty, and a
+#: 1 MiB message of a million empty arrays is refused after 8,192 heads.
+MAX_MESSAGE_ITEMS = 8 * 1024
+#: The same bound for any other decoded item (link frames, records): generous,
+#: since those come from authenticated peers, but still far below one item
+#: per byte of a 1 MiB message.
+MAX_DECODE_ITEMS = 64 * 1024
 #: Generic cap on other strings (names, tokens, codes...).
 MAX_STRING_BYTES = 1024

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from chinwag.protocol.codec import decode_cbor, decode_json, encode_cbor, encode_json
 from chinwag.protocol.errors import ErrorCode, ProtocolError
-from chinwag.protocol.limits import MAX_DEPTH, MAX_ITEMS, MAX_MESSAGE_BYTES
+from chinwag.protocol.limits import MAX_DEPTH, MAX_ITEMS, MAX_MESSAGE_BYTES, MAX_MESSAGE_ITEMS
 
 INT_MIN = -(1 << 63)
 INT_MAX = (1 << 63) - 1
@@ -417,8 +417,12 @@ def test_json_nesting_too_deep() -> None:
     )
     # Deep enough to exhaust the parser's recursion, still under the size cap.
     deep = "[" * 500_000 + "]" * 500_000
-    assert json_code(deep) is ErrorCode.BAD_FRAME
-    assert json_code('{"a":' * 150_000 + "1" + "}" * 150_000) is ErrorCode.BAD_FRAME
+    assert json_code(deep, max_items=10**6) is ErrorCode.BAD_FRAME
+    assert json_code('{"a":' * 150_000 + "1" + "}" * 150_000, max_items=10**6) is (
+        ErrorCode.BAD_FRAME
+    )
+    # With the default item bound such a message is refused before parsing.
+    assert json_code(deep) is ErrorCode.TOO_LARGE
 
 
 def test_json_too_many_items() -> None:
@@ -463,3 +467,105 @@ def test_encode_json_errors() -> None:
         with pytest.raises(ProtocolError) as info:
             encode_json(bad)
         assert info.value.code is ErrorCode.BAD_FRAME
+
+
+# ------------------------------------------------- total items (decoder bombs)
+
+
+def cbor_array_head(count: int) -> bytes:
+    return bytes([0x99]) + count.to_bytes(2, "big") if count > 23 else bytes([0x80 | count])
+
+
+def empty_arrays_bomb(frames: int = 248, rows: int = 4) -> bytes:
+    """A batch of heartbeats, each padded with ``rows`` x 1,024 empty arrays.
+
+    About 1 MiB that cbor2 would turn into about a million lists; every
+    container is within MAX_ITEMS and MAX_DEPTH, and each frame is far
+    under the 64 KiB frame cap.
+    """
+    row = cbor_array_head(1024) + b"\x80" * 1024
+    frame = b"\xa2\x61t\x69heartbeat\x61p" + cbor_array_head(rows) + row * rows
+    return cbor_array_head(frames) + frame * frames
+
+
+def test_cbor_counted_returns_every_data_item() -> None:
+    from chinwag.protocol.codec import decode_cbor_counted
+
+    assert decode_cbor_counted(encode_cbor(1)) == (1, 1)
+    # map + 2 keys + "x" + [1, 2] (array + 2) = 7
+    data = encode_cbor({"t": "x", "l": [1, 2]})
+    assert decode_cbor_counted(data) == ({"t": "x", "l": [1, 2]}, 7)
+    assert decode_cbor(data, max_items=7) == {"t": "x", "l": [1, 2]}
+    assert cbor_code(data, max_items=6) is ErrorCode.TOO_LARGE
+
+
+def test_cbor_item_bomb_is_refused_by_the_prescan() -> None:
+    from chinwag.protocol.frames import WireFormat, decode_message
+
+    bomb = empty_arrays_bomb()
+    assert len(bomb) <= MAX_MESSAGE_BYTES
+    with pytest.raises(ProtocolError) as info:
+        decode_message(bomb, WireFormat.CBOR, max_items=MAX_MESSAGE_ITEMS)
+    assert info.value.code is ErrorCode.TOO_LARGE
+    # Refused during the scan, long before its end: a broken tail is never seen.
+    assert cbor_code(bomb[:-1] + b"\xff", max_items=8192) is ErrorCode.TOO_LARGE
+
+
+def test_message_item_bound_admits_a_full_batch_of_sends() -> None:
+    from chinwag.protocol.frames import WireFormat, decode_message, encode_message
+
+    frames = [
+        {"t": "send", "rid": f"r{i}", "to": "bob@kitchen", "text": "hi", "cid": f"c{i}"}
+        for i in range(256)
+    ]
+    for fmt in WireFormat:
+        message = encode_message(frames, fmt)
+        assert len(decode_message(message, fmt, max_items=MAX_MESSAGE_ITEMS)) == 256
+
+
+def test_json_item_bomb_is_refused_before_decoding() -> None:
+    from chinwag.protocol.frames import WireFormat, decode_message
+
+    frame = '{"t":"heartbeat","p":[' + ",".join(["[]"] * 1000) + "]}"
+    bomb = "[" + ",".join([frame] * 256) + "]"
+    assert len(bomb) <= MAX_MESSAGE_BYTES
+    with pytest.raises(ProtocolError) as info:
+        decode_message(bomb, WireFormat.JSON, max_items=MAX_MESSAGE_ITEMS)
+    assert info.value.code is ErrorCode.TOO_LARGE
+    # Counted before decoding: the unterminated tail is never reached.
+    assert json_code(bomb + '"', max_items=8192) is ErrorCode.TOO_LARGE
+
+
+def test_json_item_count_skips_strings() -> None:
+    from chinwag.protocol.codec import decode_json_counted
+
+    text = encode_json({"t": "send", "text": '[{,:]}" \\ ' * 1000})
+    value, items = decode_json_counted(text, max_items=5)
+    assert value["text"].startswith("[{,:]}")
+    assert items == 5  # 1 + two ':' + one ',' + one '{': an upper bound of 5
+    assert json_code("[1,2,3]", max_items=3) is ErrorCode.TOO_LARGE
+
+
+def true_items(item: object) -> int:
+    if isinstance(item, dict):
+        return 1 + sum(1 + true_items(v) for v in item.values())
+    if isinstance(item, list):
+        return 1 + sum(true_items(v) for v in item)
+    return 1
+
+
+@ROUND_TRIP
+@given(cbor_values)
+def test_cbor_item_count_is_exact(value: object) -> None:
+    from chinwag.protocol.codec import decode_cbor_counted
+
+    assert decode_cbor_counted(encode_cbor(value))[1] == true_items(value)
+
+
+@ROUND_TRIP
+@given(json_values)
+def test_json_item_count_bounds_the_items(value: object) -> None:
+    from chinwag.protocol.codec import decode_json_counted
+
+    items = decode_json_counted(encode_json(value))[1]
+    assert true_items(value) <= items <= 2 * true_items(value)
