@@ -36,7 +36,7 @@ class BoundedWebSocket(WebSocketConnection):
         max_fragments: int,
     ) -> None:
         super().__init__(
-            stream,  # type: ignore[arg-type]
+            stream,
             WSConnection(ConnectionType.SERVER),
             message_queue_size=message_queue_size,
             max_message_size=max_message_size,
