@@ -6,6 +6,7 @@ collaborators it needs in its constructor.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import logging
 import time
@@ -24,8 +25,9 @@ from chinwag.protocol.frames import WireFormat
 
 from .admin import AdminOps, AdminServer
 from .config import NodeConfig
+from .dialcheck import Resolver
 from .discovery import DiscoveredNode, Discovery
-from .federation import Federation
+from .federation import Federation, FederationRegistry
 from .group_ops import GroupOps
 from .groups import Groups
 from .http_api import HttpApi
@@ -121,10 +123,32 @@ class RunningNode:
     url: str
 
 
+@dataclass(frozen=True)
+class NodeSeams:
+    """What a test fixture may put in place of the real thing.
+
+    Production code never builds one: a node made without it runs on the
+    real clock, the real resolver and the real peer registry.
+    """
+
+    #: The wall clock (Unix ms) federation ages outbox entries by.
+    federation_now_ms: Callable[[], int] = wall_clock_ms
+    #: Name resolution for gossiped URLs (node/dialcheck.py).
+    getaddrinfo: Resolver | None = None
+    #: Wraps the peer registry federation links commit through.
+    wrap_registry: Callable[[PeerRegistry], FederationRegistry] | None = None
+
+
 class Node:
     """A chinwag node: store, hub, router, HTTP/WebSocket server."""
 
-    def __init__(self, config: NodeConfig, identity: NodeIdentity | None = None) -> None:
+    def __init__(
+        self,
+        config: NodeConfig,
+        identity: NodeIdentity | None = None,
+        seams: NodeSeams | None = None,
+    ) -> None:
+        seams = seams or NodeSeams()
         ensure_data_dir(config.data_dir)
         self.config = config
         self.identity = identity or load_or_init_identity(config.data_dir)
@@ -140,9 +164,6 @@ class Node:
         self.store.on_revoked = self.hub.sessions_revoked
         self.registry = PeerRegistry(self.store)
         self.store.remote_sink = self.registry
-        self.federation = Federation(config, self.identity, self.registry)
-        # Every commit that grew a peer's outbox wakes that link.
-        self.store.on_outbox = self.federation.outbox_grew
         self.router = Router(self.identity, self.store, wall_clock_ms, registry=self.registry)
         self.presence = Presence(
             config,
@@ -153,11 +174,23 @@ class Node:
             self.router.node_label,
             wall_clock_ms,
         )
+        link_registry = (
+            self.registry if seams.wrap_registry is None else seams.wrap_registry(self.registry)
+        )
+        self.federation = Federation(
+            config,
+            self.identity,
+            link_registry,
+            presence=self.presence,
+            now_ms=seams.federation_now_ms,
+            getaddrinfo=seams.getaddrinfo,
+        )
+        # Every commit that grew a peer's outbox wakes that link.
+        self.store.on_outbox = self.federation.outbox_grew
         self.presence.attach(self.federation.send_to, self.federation.is_linked)
         self.groups = Groups(self.identity, self.store, self.registry, config.group_cap)
         self.router.groups = self.groups
         self.group_ops = GroupOps(self.groups, self.router, self.presence)
-        self.federation.presence = self.presence
         self.api = HttpApi(config, self.identity, self.store, self.hub, presence=self.presence)
         self.push = Push(config, self.store, self.hub, self.router.node_label)
         self.push.register_routes(self.api)
@@ -170,6 +203,7 @@ class Node:
                 status=self.status,
                 registry=self.registry,
                 poke=self.federation.poke,
+                pending=self.federation.pending,
             ),
         )
         self.started_at = 0.0
@@ -205,14 +239,18 @@ class Node:
         """Seed peers (flags and DATA/peers) are trusted with their pinned key."""
         seeds = list(self.config.seeds) + read_peers_file(self.config.data_dir)
         for url, node_id in seeds:
-            key = check_public_key(node_id_bytes(node_id))
-            if key == self.identity.key.public:
-                continue
-            record = self.registry.get(key)
-            state = None if record is not None and record.state == BLOCKED else TRUSTED
-            await self.registry.upsert(
-                key, state=state, urls=(url,), source="seed", now_ms=wall_clock_ms()
-            )
+            try:
+                key = check_public_key(node_id_bytes(node_id))
+                if key == self.identity.key.public:
+                    continue
+                record = self.registry.get(key)
+                state = None if record is not None and record.state == BLOCKED else TRUSTED
+                await self.registry.upsert(
+                    key, state=state, urls=(url,), source="seed", now_ms=wall_clock_ms()
+                )
+            except ProtocolError as exc:
+                # One seed that cannot be taken must not keep the node down.
+                log.error("seed peer %s not added: %s", node_id[:12], exc.message)
 
     def status(self) -> dict[str, Any]:
         """What ``chinwag status`` shows: a view over the services' statistics."""
@@ -240,6 +278,7 @@ class Node:
                 "map_size": store.map_size,
             },
             "peers": self.federation.peer_status(),
+            "federation": dataclasses.asdict(self.federation.statistics()),
         }
 
     async def _on_websocket(
@@ -271,8 +310,10 @@ class Node:
             await nursery.start(self.push.run)
             await nursery.start(self.admin.run)
             port = await nursery.start(self.server.run)
-            self.federation.own_urls = advertised_urls(
-                self.config.host, port, self.config.public_urls, scheme=self.config.scheme
+            self.federation.advertise(
+                advertised_urls(
+                    self.config.host, port, self.config.public_urls, scheme=self.config.scheme
+                )
             )
             if not self.federation.own_urls:
                 log.info("no usable address to advertise: peers must be told this node's URL")

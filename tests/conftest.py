@@ -17,7 +17,7 @@ from typing import Any  # noqa: E402
 import pytest  # noqa: E402
 import trio  # noqa: E402
 
-from chinwag.node.app import Node, RunningNode  # noqa: E402
+from chinwag.node.app import Node, NodeSeams, RunningNode  # noqa: E402
 from chinwag.node.client import login, signup  # noqa: E402
 from chinwag.node.config import NodeConfig  # noqa: E402
 from chinwag.node.identity import load_or_init_identity  # noqa: E402
@@ -58,13 +58,18 @@ async def start_node(nursery: trio.Nursery, tmp_path: Path) -> AsyncIterator[Sta
     """Start a real node in this test's nursery: ``await start_node(**config)``."""
 
     async def start(
-        data_dir: Path | None = None, name: str | None = None, **overrides: Any
+        data_dir: Path | None = None,
+        name: str | None = None,
+        seams: NodeSeams | None = None,
+        **overrides: Any,
     ) -> TestNode:
+        """``seams``: what the test puts in place of the real clock, resolver or
+        peer registry (node/app.py NodeSeams); ``overrides``: NodeConfig fields."""
         directory = data_dir or tmp_path / f"node{next(_counter)}"
         # Never mDNS on a real interface in tests (see tests/integration/netns).
         overrides.setdefault("mdns", False)
         config = NodeConfig(data_dir=directory, host="127.0.0.1", port=0, **overrides)
-        node = Node(config, load_or_init_identity(directory, name))
+        node = Node(config, load_or_init_identity(directory, name), seams)
         stopped = trio.Event()
 
         async def serve(task_status: trio.TaskStatus[tuple[RunningNode, trio.CancelScope]]) -> None:
@@ -89,3 +94,18 @@ class _Relay:
 
     def started(self, value: RunningNode) -> None:
         self._outer.started((value, self._scope))
+
+
+class ShiftedClock:
+    """A wall clock (Unix ms) a test can move forward: ``NodeSeams(federation_now_ms=...)``."""
+
+    def __init__(self) -> None:
+        self.offset_ms = 0
+
+    def shift(self, seconds: float) -> None:
+        self.offset_ms = int(seconds * 1000)
+
+    def __call__(self) -> int:
+        import time
+
+        return time.time_ns() // 1_000_000 + self.offset_ms
