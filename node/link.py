@@ -283,9 +283,7 @@ class Link:
                 async with trio.open_nursery() as nursery:
                     for task in (self._sender, self._receiver, self._pinger):
                         nursery.start_soon(self._guard, task, nursery.cancel_scope)
-            except BaseException as exc:  # noqa: BLE001 - Cancelled is re-raised below
-                if isinstance(exc, trio.Cancelled):
-                    raise
+            except Exception as exc:  # every end of a link is recorded
                 self._record(exc)
         if self.ended is None:
             self.ended = LinkEnd(EndKind.CLOSED, "link closed here")
@@ -306,8 +304,9 @@ class Link:
         # committed too by then): nothing withdrawn is ever pushed.
         await self._local(self._fed.expire(self.peer))
         self._acked = self._registry.acked(self.peer)
+        # last_error stays: the most recent failure is still worth seeing
+        # (e.g. "local: unavailable: ..." after the link recovered).
         self._stats.link = "linked"
-        self._stats.last_error = ""
         await self.send(self._fed.gossip_for(self.peer))
         self.up.set()
 
@@ -337,7 +336,7 @@ class Link:
             end = describe_close(exc)
         elif isinstance(exc, _Closed | trio.BrokenResourceError | trio.ClosedResourceError):
             end = LinkEnd(EndKind.CLOSED, _describe(exc))
-        elif isinstance(exc, BaseExceptionGroup):
+        elif isinstance(exc, ExceptionGroup):
             for inner in exc.exceptions:
                 self._record(inner)
             return
