@@ -76,6 +76,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="fail messages queued for an unreachable peer after (s; default 7 days)",
     )
     p.add_argument(
+        "--max-pending-peers",
+        type=int,
+        metavar="N",
+        help="link requests from unknown nodes kept for approval (default 256)",
+    )
+    p.add_argument(
         "--peer",
         action="append",
         default=[],
@@ -169,6 +175,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         ("heartbeat_deadline", "heartbeat_deadline"),
         ("send_timeout", "send_timeout"),
         ("outbox_max_age", "outbox_max_age"),
+        ("max_pending_peers", "max_pending_peers"),
     ):
         value = getattr(args, flag)
         if value is not None:

@@ -27,6 +27,7 @@ from typing import Protocol
 import trio
 from trio_websocket import ConnectionClosed, HandshakeError, WebSocketConnection
 
+from chinwag.protocol.addresses import node_id_text
 from chinwag.protocol.errors import ErrorCode, ProtocolError
 from chinwag.protocol.handshake import FED_SUBPROTOCOL, DialerHandshake, LinkKeys
 from chinwag.protocol.limits import MAX_MESSAGE_BYTES
@@ -160,37 +161,48 @@ class Dialer:
         stats = self._target.stats_for(key)
         try:
             while True:
-                record = self._registry.get(key)
-                if record is None or record.state != TRUSTED or not record.urls:
-                    stats.link = "idle"
-                    return
-                if self._target.is_linked(key):
-                    # Linked (perhaps by their dial): wait until it goes.
-                    await self._wait_poke(key, None)
-                    continue
-                hold = self._backoff.hold(key, trio.current_time())
-                if hold > 0:
-                    stats.link = "backing_off"
-                    stats.retry_in = round(hold, 3)
-                    await trio.sleep(hold)  # an error hold is not cut short by pokes
-                    continue
-                await self._target.expire(key, unlinked_only=True)
-                linked = False
-                for url in record.urls:
-                    stats.link = "connecting"
-                    linked = await self._attempt(url, key, record, stats)
-                    if linked:
-                        break
-                now = trio.current_time()
-                if linked:  # the link ran and ended; it set the back-off
-                    delay = self._backoff.remaining(key, now) or 0.05
-                else:
-                    delay = self._backoff.failed(key, now, hard=False)
-                stats.link = "backing_off"
-                stats.retry_in = round(delay, 3)
-                await self._wait_poke(key, delay)
+                try:
+                    if not await self._round(key, stats):
+                        return
+                except Exception as exc:  # e.g. the store closing: never end the node
+                    log.warning("dial loop for %s: %s", node_id_text(key)[:12], _describe(exc))
+                    stats.last_error = f"local: {_describe(exc)}"
+                    await trio.sleep(self._backoff.failed(key, trio.current_time(), hard=True))
         finally:
             self._loops.discard(key)
+
+    async def _round(self, key: bytes, stats: PeerStats) -> bool:
+        """One turn of the dial loop; False when the peer is no longer dialled."""
+        record = self._registry.get(key)
+        if record is None or record.state != TRUSTED or not record.urls:
+            stats.link = "idle"
+            return False
+        if self._target.is_linked(key):
+            # Linked (perhaps by their dial): wait until it goes.
+            await self._wait_poke(key, None)
+            return True
+        hold = self._backoff.hold(key, trio.current_time())
+        if hold > 0:
+            stats.link = "backing_off"
+            stats.retry_in = round(hold, 3)
+            await trio.sleep(hold)  # an error hold is not cut short by pokes
+            return True
+        await self._target.expire(key, unlinked_only=True)
+        linked = False
+        for url in record.urls:
+            stats.link = "connecting"
+            linked = await self._attempt(url, key, record, stats)
+            if linked:
+                break
+        now = trio.current_time()
+        if linked:  # the link ran and ended; it set the back-off
+            delay = self._backoff.remaining(key, now) or 0.05
+        else:
+            delay = self._backoff.failed(key, now, hard=False)
+        stats.link = "backing_off"
+        stats.retry_in = round(delay, 3)
+        await self._wait_poke(key, delay)
+        return True
 
     async def _attempt(self, url: str, key: bytes, record: PeerRecord, stats: PeerStats) -> bool:
         """One dial; True if a link was made. Never raises but Cancelled."""

@@ -139,9 +139,10 @@ class Federation:
         self._dialer.poke(key, record)
 
     async def send_to(self, key: bytes, frame: LinkFrame) -> None:
-        """Send a frame on the live link to ``key`` (soft state: dropped if none)."""
+        """Send a frame on the live link to ``key`` (soft state: dropped if none,
+        or if the link has not exchanged ``resume`` yet: link-up resends it all)."""
         link = self._links.get(key)
-        if link is not None:
+        if link is not None and link.up.is_set():
             await link.send(frame)
 
     def is_linked(self, key: bytes) -> bool:
@@ -224,9 +225,12 @@ class Federation:
     async def _expire_loop(self) -> None:
         while True:
             await trio.sleep(self.config.outbox_prune_interval)
-            for record in self.registry.all():
-                # A linked peer's outbox is moving; the link expires at its start.
-                await self.expire(record.key, unlinked_only=True)
+            try:
+                for record in self.registry.all():
+                    # A linked peer's outbox is moving; the link expires at its start.
+                    await self.expire(record.key, unlinked_only=True)
+            except Exception as exc:  # e.g. the store closing: try again next round
+                log.warning("outbox expiry pass failed: %s", _describe(exc))
 
     # ------------------------------------------------------------ gossip
     @property
@@ -306,7 +310,9 @@ class Federation:
             check_public_key(hello.key)
             refusal = self._trust_refusal(hello.key, hello.name)
             if refusal is not None:
-                self.stats_for(hello.key).refused += 1
+                if self.registry.get(hello.key) is not None:
+                    # Known keys only: a stranger's refusal must not grow _stats.
+                    self.stats_for(hello.key).refused += 1
                 await ws.send_message(hs.refuse(refusal.code, refusal.message))
                 return None
             await ws.send_message(hs.welcome())
@@ -389,7 +395,10 @@ class Federation:
                 del self._links[link.peer]
                 self._link_changed()
                 if self._presence is not None:
-                    self._presence.link_down(link.peer)
+                    try:
+                        self._presence.link_down(link.peer)
+                    except Exception:  # soft state: never let it end the node
+                        log.exception("presence link_down failed")
                 self.stats_for(link.peer).link = "idle"
                 self.poke(link.peer)
 
