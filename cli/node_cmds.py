@@ -145,6 +145,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "(default 256 MiB; 0: none)",
     )
     p.add_argument(
+        "--max-pending-peers",
+        type=int,
+        metavar="N",
+        help="link requests from unknown nodes kept for approval (default 256)",
+    )
+    p.add_argument(
         "--peer",
         action="append",
         default=[],
@@ -260,6 +266,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         ("user_quota", "user_quota_bytes"),
         ("user_quota_window", "user_quota_window"),
         ("min_free", "min_free_bytes"),
+        ("max_pending_peers", "max_pending_peers"),
     ):
         value = getattr(args, flag)
         if value is not None:

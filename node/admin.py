@@ -27,7 +27,8 @@ from chinwag.protocol.addresses import (
 from chinwag.protocol.envelope import check_public_key
 from chinwag.protocol.errors import ErrorCode, ProtocolError
 
-from .peers import BLOCKED, TRUSTED, PeerRegistry
+from .peers import BLOCKED, PENDING, TRUSTED, PeerRecord, PeerRegistry
+from .pending import PendingRequests
 from .seeds import parse_seed
 from .store import Store
 
@@ -48,8 +49,12 @@ class AdminOps:
         status: Callable[[], dict[str, Any]] | None = None,
         registry: PeerRegistry | None = None,
         poke: Callable[[bytes], None] | None = None,
+        pending: PendingRequests | None = None,
     ) -> None:
+        """``pending``: link requests from unknown nodes, held in memory by a
+        running node (node/pending.py); ``peers approve`` and ``block`` take them."""
         self._store = store
+        self._pending = pending
         self._status = status
         self._registry = registry or PeerRegistry(store)
         self._poke = poke
@@ -113,7 +118,10 @@ class AdminOps:
         text = self._str(args, "id").lower()
         if is_node_id_text(text):
             return check_public_key(node_id_bytes(text))
-        matches = [p.key for p in self._registry.all() if p.id.startswith(text)]
+        known = [p.key for p in self._registry.all()]
+        if self._pending is not None:
+            known += [r.key for r in self._pending.all() if r.key not in known]
+        matches = [k for k in known if node_id_text(k).startswith(text)]
         if len(matches) != 1:
             raise ProtocolError(ErrorCode.NOT_FOUND, f"no single peer matches {text[:60]!r}")
         return matches[0]
@@ -129,6 +137,17 @@ class AdminOps:
             }
             for p in self._registry.all()
         ]
+        if self._pending is not None:
+            peers += [
+                {
+                    "node_id": node_id_text(r.key),
+                    "name": r.name,
+                    "state": PENDING,
+                    "urls": [],
+                    "source": "inbound",
+                }
+                for r in self._pending.all()
+            ]
         return {"peers": peers}
 
     async def peers_add(self, args: dict[str, Any]) -> dict[str, Any]:
@@ -144,13 +163,13 @@ class AdminOps:
 
     async def peers_approve(self, args: dict[str, Any]) -> dict[str, Any]:
         key = self._peer_key(args)
-        record = await self._registry.set_state(key, TRUSTED)
+        record = await self._decide(key, TRUSTED)
         self._kick(key)
         return {"node_id": record.id, "state": record.state}
 
     async def peers_block(self, args: dict[str, Any]) -> dict[str, Any]:
         key = self._peer_key(args)
-        record = await self._registry.set_state(key, BLOCKED)
+        record = await self._decide(key, BLOCKED)
         self._kick(key)
         return {"node_id": record.id, "state": record.state}
 
@@ -159,6 +178,20 @@ class AdminOps:
         await self._registry.remove(key)
         self._kick(key)
         return {"node_id": node_id_text(key)}
+
+    async def _decide(self, key: bytes, state: str) -> PeerRecord:
+        """Set a peer's state; a request held only in memory becomes a row now."""
+        if self._registry.get(key) is None and self._pending is not None:
+            request = self._pending.get(key)
+            if request is not None:
+                # source "admin": an admin's decision gets its row even when
+                # the table is full (node/peers.py VOUCHED_SOURCES).
+                record = await self._registry.upsert(
+                    key, state=state, source="admin", now_ms=_now_ms(), keep_blocked=False
+                )
+                self._pending.pop(key)
+                return record
+        return await self._registry.set_state(key, state)
 
     def _kick(self, key: bytes) -> None:
         if self._poke is not None:

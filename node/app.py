@@ -26,8 +26,9 @@ from chinwag.protocol.frames import WireFormat
 from .admin import AdminOps, AdminServer
 from .admission import Ticket
 from .config import NodeConfig
+from .dialcheck import Resolver
 from .discovery import DiscoveredNode, Discovery
-from .federation import Federation
+from .federation import Federation, FederationRegistry
 from .group_ops import GroupOps
 from .group_sync import GroupSync
 from .groups import Groups
@@ -127,6 +128,25 @@ class RunningNode:
     url: str
 
 
+@dataclass(frozen=True)
+class NodeSeams:
+    """What a test fixture may put in place of the real thing.
+
+    Production code never builds one: a node made without it runs on the
+    real clock, the real resolver and the real peer registry.
+    """
+
+    #: The wall clock (Unix ms) federation ages outbox entries by.
+    federation_now_ms: Callable[[], int] = wall_clock_ms
+    #: Name resolution for gossiped URLs (node/dialcheck.py).
+    getaddrinfo: Resolver | None = None
+    #: Wraps the peer registry federation links commit through.
+    wrap_registry: Callable[[PeerRegistry], FederationRegistry] | None = None
+    #: Argon2id cost of new password hashes; None is the production cost
+    #: (test fixtures pass a cheap one: tests create many users).
+    kdf_cost: KdfCost | None = None
+
+
 class Node:
     """A chinwag node: store, hub, router, HTTP/WebSocket server."""
 
@@ -134,11 +154,9 @@ class Node:
         self,
         config: NodeConfig,
         identity: NodeIdentity | None = None,
-        *,
-        kdf_cost: KdfCost | None = None,
+        seams: NodeSeams | None = None,
     ) -> None:
-        """``kdf_cost``: Argon2id cost of new password hashes; None is the
-        production cost (test fixtures pass a cheap one)."""
+        seams = seams or NodeSeams()
         ensure_data_dir(config.data_dir)
         self.config = config
         self.identity = identity or load_or_init_identity(config.data_dir)
@@ -162,9 +180,6 @@ class Node:
             outbox_max_bytes=config.outbox_max_bytes,
         )
         self.store.remote_sink = self.registry
-        self.federation = Federation(config, self.identity, self.registry)
-        # Every commit that grew a peer's outbox wakes that link.
-        self.store.on_outbox = self.federation.outbox_grew
         self.router = Router(self.identity, self.store, wall_clock_ms, registry=self.registry)
         self.presence = Presence(
             config,
@@ -175,14 +190,26 @@ class Node:
             self.router.node_label,
             wall_clock_ms,
         )
-        self.presence.attach(self.federation.send_to, self.federation.is_linked)
+        link_registry = (
+            self.registry if seams.wrap_registry is None else seams.wrap_registry(self.registry)
+        )
         self.groups = Groups(self.identity, self.store, self.registry, config.group_cap)
         self.router.groups = self.groups
-        self.federation.group_sync = GroupSync(self.identity, self.store, self.registry)
+        self.federation = Federation(
+            config,
+            self.identity,
+            link_registry,
+            presence=self.presence,
+            now_ms=seams.federation_now_ms,
+            getaddrinfo=seams.getaddrinfo,
+            group_sync=GroupSync(self.identity, self.store, self.registry),
+        )
+        # Every commit that grew a peer's outbox wakes that link.
+        self.store.on_outbox = self.federation.outbox_grew
+        self.presence.attach(self.federation.send_to, self.federation.is_linked)
         self.group_ops = GroupOps(self.groups, self.router, self.presence)
-        self.federation.presence = self.presence
         self.passwords = PasswordHasher(
-            kdf_cost,
+            seams.kdf_cost,
             threads=config.kdf_threads,
             # One thread must stay open to everyone: the reserve is at most threads - 1.
             reserved=max(0, min(config.kdf_reserved, config.kdf_threads - 1)),
@@ -208,6 +235,7 @@ class Node:
                 status=self.status,
                 registry=self.registry,
                 poke=self.federation.poke,
+                pending=self.federation.pending,
             ),
         )
         self.started_at = 0.0
@@ -243,14 +271,18 @@ class Node:
         """Seed peers (flags and DATA/peers) are trusted with their pinned key."""
         seeds = list(self.config.seeds) + read_peers_file(self.config.data_dir)
         for url, node_id in seeds:
-            key = check_public_key(node_id_bytes(node_id))
-            if key == self.identity.key.public:
-                continue
-            record = self.registry.get(key)
-            state = None if record is not None and record.state == BLOCKED else TRUSTED
-            await self.registry.upsert(
-                key, state=state, urls=(url,), source="seed", now_ms=wall_clock_ms()
-            )
+            try:
+                key = check_public_key(node_id_bytes(node_id))
+                if key == self.identity.key.public:
+                    continue
+                record = self.registry.get(key)
+                state = None if record is not None and record.state == BLOCKED else TRUSTED
+                await self.registry.upsert(
+                    key, state=state, urls=(url,), source="seed", now_ms=wall_clock_ms()
+                )
+            except ProtocolError as exc:
+                # One seed that cannot be taken must not keep the node down.
+                log.error("seed peer %s not added: %s", node_id[:12], exc.message)
 
     def status(self) -> dict[str, Any]:
         """What ``chinwag status`` shows: a view over the services' statistics."""
@@ -279,6 +311,7 @@ class Node:
             },
             "peers": self.federation.peer_status(),
             "passwords": dataclasses.asdict(self.passwords.statistics()),
+            "federation": dataclasses.asdict(self.federation.statistics()),
         }
 
     async def _on_websocket(
@@ -318,8 +351,10 @@ class Node:
             await nursery.start(self.push.run)
             await nursery.start(self.admin.run)
             port = await nursery.start(self.server.run)
-            self.federation.own_urls = advertised_urls(
-                self.config.host, port, self.config.public_urls, scheme=self.config.scheme
+            self.federation.advertise(
+                advertised_urls(
+                    self.config.host, port, self.config.public_urls, scheme=self.config.scheme
+                )
             )
             if not self.federation.own_urls:
                 log.info("no usable address to advertise: peers must be told this node's URL")

@@ -127,6 +127,9 @@ class NodeConfig:
     outbox_prune_interval: float = 60.0
     backoff_min: float = 0.5
     backoff_max: float = 60.0
+    #: Link requests from unknown (proven) keys kept in memory for an admin's
+    #: ``peers approve``; past this the oldest is forgotten. Never stored.
+    max_pending_peers: int = 256
     #: Discovery: announce and browse with mDNS; trust what it finds?
     mdns: bool = True
     mdns_interfaces: tuple[str, ...] = ()

@@ -39,6 +39,7 @@ from chinwag.protocol.addresses import GroupAddress, node_id_text
 from chinwag.protocol.envelope import open_unit
 from chinwag.protocol.errors import ErrorCode, ProtocolError
 from chinwag.protocol.group_record import make_group_record, open_group_record
+from chinwag.protocol.link import GroupSync as GsyncFrame
 
 from .groups import ACTION_SNAPSHOT, parse_member
 from .identity import NodeIdentity
@@ -145,9 +146,7 @@ class GroupSync:
         return await self._store.transact(op)
 
     # ------------------------------------------------------------ member side
-    def wants_resync(
-        self, host: bytes, now_ms: int, *, again: bool = False
-    ) -> list[dict[str, Any]]:
+    def wants_resync(self, host: bytes, now_ms: int, *, again: bool = False) -> list[GsyncFrame]:
         """``gsync`` frames for ``host``'s groups whose view saw a gap.
 
         A group is asked for again only after :data:`RESYNC_RETRY_MS`, or at
@@ -167,7 +166,7 @@ class GroupSync:
                     out.append((bytes(k[32:]).decode(), item["gseq"]))
             return out
 
-        frames: list[dict[str, Any]] = []
+        frames: list[GsyncFrame] = []
         for name, gseq in self._store.read(fn):
             key = (host, name)
             last = self._asked.get(key)
@@ -175,7 +174,7 @@ class GroupSync:
                 continue
             _remember(self._asked, key, now_ms)
             group = GroupAddress(name, node_id_text(host))
-            frames.append({"t": "gsync", "group": group.to_wire(), "after": gseq})
+            frames.append(GsyncFrame(group, gseq))
             if len(frames) >= MAX_GSYNC_PER_CALL:
                 break
         return frames

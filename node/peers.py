@@ -45,6 +45,8 @@ DEDUP_PRUNE_PER_ENTRY = 2
 #: At most this many expired outbox entries are removed in one transaction.
 OUTBOX_EXPIRE_PER_PASS = 512
 MAX_PEERS = 4096
+#: Sources whose peers are stored even past MAX_PEERS (an admin decided).
+VOUCHED_SOURCES = ("admin", "seed")
 
 _U64 = struct.Struct(">Q")
 
@@ -282,7 +284,10 @@ class PeerRegistry:
             db = w.db("peers")
             raw = w.txn.get(key, db=db)
             old = None if raw is None else _decode_peer(key, raw)
-            if old is None and w.txn.stat(db)["entries"] >= MAX_PEERS:
+            # The cap is for rows nobody vouched for (gossip, mDNS): an admin's
+            # or a seed's peer always gets its row.
+            vouched = source in VOUCHED_SOURCES
+            if old is None and not vouched and w.txn.stat(db)["entries"] >= MAX_PEERS:
                 raise ProtocolError(ErrorCode.TOO_LARGE, "too many peers")
             new_state = state or (old.state if old else PENDING)
             if old is not None and old.state == BLOCKED and keep_blocked:

@@ -16,7 +16,7 @@ offline at the watcher.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +24,8 @@ import cbor2
 import trio
 
 from chinwag.protocol.addresses import node_id_bytes, node_id_text, parse_target
-from chinwag.protocol.errors import ErrorCode, ProtocolError
+from chinwag.protocol.errors import ProtocolError
+from chinwag.protocol.link import LinkFrame, PresenceItem, PresenceUpdate, Sub, Unsub
 
 from .config import NodeConfig
 from .hub import Hub
@@ -92,7 +93,7 @@ class Presence:
         self._wake = trio.Event()
         self._grace: dict[str, trio.CancelScope] = {}
         self._down: dict[bytes, trio.CancelScope] = {}
-        self._send: Callable[[bytes, dict[str, Any]], Any] | None = None
+        self._send: Callable[[bytes, LinkFrame], Awaitable[None]] | None = None
         self._is_linked: Callable[[bytes], bool] = lambda key: False
         self._nursery: trio.Nursery | None = None
         self.stats = PresenceStats()
@@ -100,7 +101,7 @@ class Presence:
     # ------------------------------------------------------------ wiring
     def attach(
         self,
-        send: Callable[[bytes, dict[str, Any]], Any],
+        send: Callable[[bytes, LinkFrame], Awaitable[None]],
         is_linked: Callable[[bytes], bool],
     ) -> None:
         """How to send a frame on a peer's link (async), and whether one is up."""
@@ -231,7 +232,7 @@ class Presence:
             user, node_id = watched
             if node_id != self._identity.id:
                 self._remote.pop(watched, None)
-                self._queue_frame(node_id, {"t": "unsub", "users": [user]})
+                self._queue_frame(node_id, Unsub((user,)))
 
     def _watch(self, watcher: str, address: str) -> None:
         watched = self._parse(address)
@@ -245,16 +246,16 @@ class Presence:
         user, node_id = watched
         if first and node_id != self._identity.id:
             # One subscription per (this node, watched user), however many watch.
-            self._queue_frame(node_id, {"t": "sub", "users": [user]})
+            self._queue_frame(node_id, Sub((user,)))
 
-    def _queue_frame(self, node_id: str, frame: dict[str, Any]) -> None:
+    def _queue_frame(self, node_id: str, frame: Sub | Unsub) -> None:
         key = node_id_bytes(node_id)
         if self._nursery is not None and self._send is not None and self._is_linked(key):
-            if frame["t"] == "sub":
-                self.stats.subscriptions_sent += len(frame["users"])
+            if isinstance(frame, Sub):
+                self.stats.subscriptions_sent += len(frame.users)
             self._nursery.start_soon(self._send_quietly, key, frame)
 
-    async def _send_quietly(self, key: bytes, frame: dict[str, Any]) -> None:
+    async def _send_quietly(self, key: bytes, frame: LinkFrame) -> None:
         try:
             assert self._send is not None
             await self._send(key, frame)
@@ -270,7 +271,7 @@ class Presence:
         users = sorted(u for (u, n) in self._watchers if n == node_id)
         for start in range(0, len(users), MAX_SUB_USERS):
             chunk = users[start : start + MAX_SUB_USERS]
-            self._queue_frame(node_id, {"t": "sub", "users": chunk, "reset": start == 0})
+            self._queue_frame(node_id, Sub(tuple(chunk), reset=start == 0))
 
     def link_down(self, key: bytes) -> None:
         for subscribers in self._subscribers.values():
@@ -292,41 +293,27 @@ class Presence:
         if self._down.get(key) is scope:
             del self._down[key]
 
-    def on_frame(self, key: bytes, frame: dict[str, Any]) -> None:
-        """A ``sub``, ``unsub`` or ``presence`` frame from a linked peer."""
-        kind = frame.get("t")
-        if kind == "presence":
-            items = frame.get("items")
-            if not isinstance(items, list) or len(items) > MAX_SUB_USERS:
-                raise ProtocolError(ErrorCode.BAD_FRAME, "presence {items}")
+    def on_frame(self, key: bytes, frame: Sub | Unsub | PresenceUpdate) -> None:
+        """A ``sub``, ``unsub`` or ``presence`` frame from a linked peer
+        (already checked by protocol/link.py)."""
+        if isinstance(frame, PresenceUpdate):
             node_id = node_id_text(key)
-            for item in items:
-                if not isinstance(item, dict):
+            for item in frame.items:
+                if (item.user, node_id) not in self._watchers:
                     continue
-                user, status, last = item.get("u"), item.get("status"), item.get("last_active_at")
-                if (
-                    not isinstance(user, str)
-                    or status not in (ONLINE, OFFLINE)
-                    or (last is not None and not isinstance(last, int))
-                    or (user, node_id) not in self._watchers
-                ):
-                    continue
-                state = PresenceState(status, last)
+                state = PresenceState(item.status, item.last_active_at)
                 self.stats.updates_received += 1
-                if self._remote.get((user, node_id)) != state:
-                    self._remote[user, node_id] = state
-                    self._publish(user, node_id, state)
+                if self._remote.get((item.user, node_id)) != state:
+                    self._remote[item.user, node_id] = state
+                    self._publish(item.user, node_id, state)
             return
-        users = frame.get("users")
-        if not isinstance(users, list) or len(users) > MAX_SUB_USERS:
-            raise ProtocolError(ErrorCode.BAD_FRAME, f"{kind} carries at most 1024 users")
-        if kind == "sub":
-            if frame.get("reset"):
+        if isinstance(frame, Sub):
+            if frame.reset:
                 for subscribers in self._subscribers.values():
                     subscribers.discard(key)
             snapshot = self._outgoing.setdefault(key, {})
-            for user in users:
-                if not isinstance(user, str) or self._store.get_user(user) is None:
+            for user in frame.users:
+                if self._store.get_user(user) is None:
                     continue
                 subscribers = self._subscribers.setdefault(user, set())
                 if len(subscribers) >= MAX_SUBS_PER_PEER:
@@ -335,10 +322,9 @@ class Presence:
                 self.stats.subscriptions_received += 1
                 snapshot[user] = self.state_of_local(user)
             self._wake.set()
-        elif kind == "unsub":
-            for user in users:
-                if isinstance(user, str):
-                    self._subscribers.get(user, set()).discard(key)
+        else:
+            for user in frame.users:
+                self._subscribers.get(user, set()).discard(key)
 
     def subscribers_of(self, user: str) -> int:
         return len(self._subscribers.get(user, ()))
@@ -352,12 +338,11 @@ class Presence:
             for key, states in outgoing.items():
                 if not states or self._send is None or not self._is_linked(key):
                     continue
-                items = [{"u": u, **s.to_wire()} for u, s in states.items()]
+                items = [PresenceItem(u, s.status, s.last_active_at) for u, s in states.items()]
                 for start in range(0, len(items), MAX_SUB_USERS):
-                    self.stats.updates_sent += len(items[start : start + MAX_SUB_USERS])
-                    await self._send_quietly(
-                        key, {"t": "presence", "items": items[start : start + MAX_SUB_USERS]}
-                    )
+                    chunk = tuple(items[start : start + MAX_SUB_USERS])
+                    self.stats.updates_sent += len(chunk)
+                    await self._send_quietly(key, PresenceUpdate(chunk))
 
 
 def _label_of(address: str) -> str | None:

@@ -56,6 +56,9 @@ _RESPONDER_STATES: dict[str, dict[str, str]] = {
     "new": {"receive_hello": "got_hello"},
     "got_hello": {"welcome": "sent_welcome", "refuse": "refused"},
     "sent_welcome": {"receive_confirm": "done"},
+    # A responder that must see the dialer's proof before it decides (an
+    # unknown key is remembered only once proven) refuses after the confirm.
+    "done": {"refuse": "refused"},
 }
 
 
@@ -360,6 +363,11 @@ class ResponderHandshake:
         )
 
     def refuse(self, code: ErrorCode, message: str) -> bytes:
+        """A refusal, after the hello or after a verified confirm.
+
+        After the confirm it is sent in place of the first sealed frame; the
+        dialer tells it apart with :func:`decode_refusal`.
+        """
         self._state = _step(_RESPONDER_STATES, self._state, "refuse")
         return encode_cbor({"t": "refuse", "code": str(code), "message": message[:200]})
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import trio
 
-from chinwag.node.app import Node, RunningNode
+from chinwag.node.app import Node, NodeSeams, RunningNode
 from chinwag.node.client import login, signup
 from chinwag.node.config import NodeConfig
 from chinwag.node.identity import load_or_init_identity
@@ -56,11 +56,14 @@ async def start_node(nursery: trio.Nursery, tmp_path: Path) -> AsyncIterator[Sta
         data_dir: Path | None = None,
         name: str | None = None,
         kdf_cost: KdfCost = FAST_TEST_COST,
+        seams: NodeSeams | None = None,
         **overrides: Any,
     ) -> TestNode:
         """``kdf_cost``: cheap Argon2id by default (tests create many users),
-        injected through the node's constructor; no setting of a real node
-        can select it."""
+        injected through the node's constructor (NodeSeams); no setting of a
+        real node can select it. ``seams``: what the test puts in place of the
+        real clock, resolver or peer registry (node/app.py NodeSeams);
+        ``overrides``: NodeConfig fields."""
         directory = data_dir or tmp_path / f"node{next(_counter)}"
         # Never mDNS on a real interface in tests (see tests/integration/netns).
         overrides.setdefault("mdns", False)
@@ -69,7 +72,8 @@ async def start_node(nursery: trio.Nursery, tmp_path: Path) -> AsyncIterator[Sta
         overrides.setdefault("signups_per_address", 10_000)
         overrides.setdefault("signups_per_node", 10_000)
         config = NodeConfig(data_dir=directory, host="127.0.0.1", port=0, **overrides)
-        node = Node(config, load_or_init_identity(directory, name), kdf_cost=kdf_cost)
+        seams = dataclasses.replace(seams or NodeSeams(), kdf_cost=kdf_cost)
+        node = Node(config, load_or_init_identity(directory, name), seams)
         stopped = trio.Event()
 
         async def serve(task_status: trio.TaskStatus[tuple[RunningNode, trio.CancelScope]]) -> None:
@@ -112,3 +116,18 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
             yellow=True,
             bold=True,
         )
+
+
+class ShiftedClock:
+    """A wall clock (Unix ms) a test can move forward: ``NodeSeams(federation_now_ms=...)``."""
+
+    def __init__(self) -> None:
+        self.offset_ms = 0
+
+    def shift(self, seconds: float) -> None:
+        self.offset_ms = int(seconds * 1000)
+
+    def __call__(self) -> int:
+        import time
+
+        return time.time_ns() // 1_000_000 + self.offset_ms

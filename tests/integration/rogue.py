@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import trio
-from trio_websocket import WebSocketConnection
+from trio_websocket import ConnectionClosed, WebSocketConnection
 
 from chinwag.node.admin import admin_request
 from chinwag.node.client import open_ws
@@ -45,6 +45,19 @@ class RogueLink:
     async def push(self, entries: list[dict[str, Any]]) -> None:
         await self.send({"t": "push", "entries": entries})
 
+    async def send_plain(self, plaintext: bytes) -> None:
+        """Seal any bytes at the right counter: the frame opens, then is judged."""
+        await self.ws.send_message(self.cipher.seal(plaintext))
+
+    async def closed(self) -> int | None:
+        """Wait until the node closes the link; its close code."""
+        with trio.fail_after(TIMEOUT):
+            while True:
+                try:
+                    await self.ws.get_message()
+                except ConnectionClosed as exc:
+                    return exc.reason.code if exc.reason is not None else None
+
 
 async def trust_rogue(node: Any, key: NodeKey) -> None:
     await admin_request(
@@ -53,8 +66,11 @@ async def trust_rogue(node: Any, key: NodeKey) -> None:
 
 
 @asynccontextmanager
-async def rogue_link(node: Any, key: NodeKey, name: str = "rogue") -> AsyncIterator[RogueLink]:
-    """Dial ``node`` as the (already trusted) ``key`` and exchange ``resume``."""
+async def rogue_link(
+    node: Any, key: NodeKey, name: str = "rogue", *, resume: bool = True
+) -> AsyncIterator[RogueLink]:
+    """Dial ``node`` as the (already trusted) ``key`` and exchange ``resume``
+    (unless ``resume`` is False: the link is then left at its very start)."""
     url = node.url.replace("http://", "ws://") + "/federation"
     async with open_ws(url, subprotocols=[FED_SUBPROTOCOL]) as ws:
         hs = DialerHandshake(key, name, node.node.identity.key.public)
@@ -62,6 +78,7 @@ async def rogue_link(node: Any, key: NodeKey, name: str = "rogue") -> AsyncItera
             await ws.send_message(hs.start())
             await ws.send_message(hs.receive_welcome(await ws.get_message()))
         link = RogueLink(key, ws, hs.result().cipher)
-        await link.send({"t": "resume", "applied": 0})
-        await link.receive("resume")
+        if resume:
+            await link.send({"t": "resume", "applied": 0})
+            await link.receive("resume")
         yield link

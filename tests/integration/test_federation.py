@@ -114,10 +114,11 @@ async def eventually(predicate: Any, timeout: float = TIMEOUT) -> None:
 async def test_pending_peer_links_after_cli_approve(start_node, tmp_path) -> None:
     n1, n2 = await start_node(name="n1"), await start_node(name="n2")
     n2_key = n2.node.identity.key.public
-    # n2 trusts n1 and dials it; n1 has never heard of n2: pending, refused.
+    # n2 trusts n1 and dials it; n1 has never heard of n2: pending, refused
+    # after n2 proved its key, and held in memory only (no durable row).
     await peer_add(n2, n1)
-    await eventually(lambda: n1.node.registry.get(n2_key) is not None)
-    assert n1.node.registry.get(n2_key).state == "pending"
+    await eventually(lambda: n1.node.federation.statistics().pending_requests == 1)
+    assert n1.node.registry.get(n2_key) is None
     await eventually(lambda: "pending" in peer_status(n2, n1)["last_error"])
     assert not n1.node.federation.is_linked(n2_key)
     listed = await run_cli(

@@ -75,7 +75,9 @@ async def test_forged_tampered_and_replayed_envelopes(start_node) -> None:
             await send(
                 {
                     "t": "push",
-                    "entries": [{"o": i + 1, "u": u.to_wire()} for i, u in enumerate(entries)],
+                    "entries": [
+                        {"o": i + 1, "k": "m", "u": u.to_wire()} for i, u in enumerate(entries)
+                    ],
                 }
             )
             ack = await receive("ack")

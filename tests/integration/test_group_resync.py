@@ -14,12 +14,13 @@ import pytest
 import trio
 
 from chinwag.node.admin import admin_request
+from chinwag.node.app import NodeSeams
 from chinwag.node.client import ChatClient, ClientError, connect
-from chinwag.node.federation import wall_ms
 
+from ..conftest import ShiftedClock
 from .test_federation import TIMEOUT, eventually, linked, peer_add
 from .test_groups import befriend, group_event
-from .test_outbox_age import DAY_S, _later
+from .test_outbox_age import DAY_S
 
 
 async def _event(client: ChatClient, kind: str) -> dict[str, Any]:
@@ -38,7 +39,8 @@ async def _members(client: ChatClient, group: str) -> set[str]:
 async def test_record_withdrawn_by_age_is_reported_and_resent_as_a_snapshot(
     start_node, tmp_path
 ) -> None:
-    h1 = await start_node(name="w1", outbox_max_age=DAY_S)
+    clock = ShiftedClock()
+    h1 = await start_node(name="w1", seams=NodeSeams(federation_now_ms=clock), outbox_max_age=DAY_S)
     m2_dir = tmp_path / "member"
     m2 = await start_node(data_dir=m2_dir, name="w2")
     await linked(h1, m2)
@@ -58,7 +60,7 @@ async def test_record_withdrawn_by_age_is_reported_and_resent_as_a_snapshot(
         # outbox, then expire there.
         await alice.group("remove", group="#club@w1", members=["carol@w2"])
         sent = await alice.send("#club@w1", "hello")
-        h1.node.federation.now_ms = _later(2 * DAY_S)
+        clock.shift(2 * DAY_S)
         h1.node.federation.poke(k2)
         # The withdrawn removal is reported to alice too.
         failed = await _event(alice, "delivery_failed")
@@ -68,7 +70,7 @@ async def test_record_withdrawn_by_age_is_reported_and_resent_as_a_snapshot(
         assert failed["code"] == "timeout"
         assert failed["group"] == {"name": "club", "host": h1.running.identity.id}
         assert failed["node"] == m2.running.identity.id
-        h1.node.federation.now_ms = wall_ms
+        clock.shift(0)
     m2 = await start_node(data_dir=m2_dir, name="w2")
     await peer_add(h1, m2)  # its new port
     async with connect(m2.url, carol) as c, connect(m2.url, bob) as b:

@@ -104,7 +104,7 @@ async def test_per_peer_rate_limit_lets_no_more_than_its_rate_through(start_node
         for p in range(pushes):
             await link.push(
                 [
-                    {"o": o + 1, "u": units[o].to_wire()}
+                    {"o": o + 1, "k": "m", "u": units[o].to_wire()}
                     for o in range(p * per_push, (p + 1) * per_push)
                 ]
             )

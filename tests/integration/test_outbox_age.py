@@ -10,16 +10,14 @@ from typing import Any
 
 import trio
 
+from chinwag.node.app import NodeSeams
 from chinwag.node.client import ChatClient, connect
-from chinwag.node.federation import wall_ms
+from chinwag.node.link import wall_ms
 
+from ..conftest import ShiftedClock
 from .test_federation import TIMEOUT, drain, eventually, linked, peer_add, peer_status
 
 DAY_S = 24 * 3600.0
-
-
-def _later(seconds: float) -> Any:
-    return lambda: wall_ms() + int(seconds * 1000)
 
 
 async def _next_event(client: ChatClient) -> dict[str, Any]:
@@ -29,7 +27,8 @@ async def _next_event(client: ChatClient) -> dict[str, Any]:
 
 
 async def test_expired_entry_fails_once_and_the_link_resumes_after_it(start_node) -> None:
-    n1 = await start_node(name="o1", outbox_max_age=DAY_S)
+    clock = ShiftedClock()
+    n1 = await start_node(name="o1", seams=NodeSeams(federation_now_ms=clock), outbox_max_age=DAY_S)
     n2 = await start_node(name="o2")
     n2_dir = n2.node.config.data_dir
     await linked(n1, n2)
@@ -47,7 +46,7 @@ async def test_expired_entry_fails_once_and_the_link_resumes_after_it(start_node
         # Not old enough yet: a link attempt keeps it.
         assert await n1.node.federation.expire(k2) == 0
         # Two days later, the next link attempt withdraws it.
-        n1.node.federation.now_ms = _later(2 * DAY_S)
+        clock.shift(2 * DAY_S)
         n1.node.federation.poke(k2)
         event = await _next_event(alice)
         assert event["type"] == "delivery_failed"
@@ -61,7 +60,7 @@ async def test_expired_entry_fails_once_and_the_link_resumes_after_it(start_node
         assert n1.node.store.queue_head("alice") == 2
         # A fresh message is delivered once the peer is back: the receiver is
         # told to skip the withdrawn oseq instead of waiting for it.
-        n1.node.federation.now_ms = wall_ms
+        clock.shift(0)
         fresh = await alice.send("bob@o2", "still here?")
         n2 = await start_node(data_dir=n2_dir, name="o2")
         await peer_add(n1, n2)  # its new port
@@ -77,8 +76,10 @@ async def test_expired_entry_fails_once_and_the_link_resumes_after_it(start_node
 async def test_periodic_pass_expires_without_a_link_attempt(start_node) -> None:
     # Back-off so long that no further link attempt happens in this test: only
     # the periodic pass can expire the entry.
+    clock = ShiftedClock()
     n1 = await start_node(
         name="p1",
+        seams=NodeSeams(federation_now_ms=clock),
         outbox_max_age=DAY_S,
         outbox_prune_interval=0.05,
         backoff_min=3600.0,
@@ -94,7 +95,7 @@ async def test_periodic_pass_expires_without_a_link_attempt(start_node) -> None:
         await carol.sync(0)
         sent = [await carol.send("dave@p2", f"m{i}") for i in range(3)]
         await drain(carol, 3)
-        n1.node.federation.now_ms = _later(2 * DAY_S)
+        clock.shift(2 * DAY_S)
         events = [await _next_event(carol) for _ in range(3)]
         assert [e["id"] for e in events] == [s.id for s in sent]
         assert {e["code"] for e in events} == {"timeout"}

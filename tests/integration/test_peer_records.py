@@ -123,11 +123,13 @@ async def test_outbox_bound_counts_bytes(start_node) -> None:
 async def test_nothing_is_queued_for_a_peer_that_is_not_trusted(start_node) -> None:
     n1, n2 = await start_node(name="t1"), await start_node(name="t2")
     k2 = n2.node.identity.key.public
-    # t2 dials t1, which has never heard of it: t2 is pending at t1.
+    # t2 dials t1, which has never heard of it: t2's request is pending at t1
+    # (held in memory only, see test_link_requests.py).
     await peer_add(n2, n1)
-    await eventually(lambda: n1.node.registry.get(k2) is not None)
+    await eventually(lambda: n1.node.federation.statistics().pending_requests == 1)
     async with connect(n1.url, await n1.user("alice")) as alice:
-        await _refused(alice.send(f"bob@{n2.running.identity.id}", "hi"), "forbidden")
+        # A stranger's request gives it no row: the node stays unknown here.
+        await _refused(alice.send(f"bob@{n2.running.identity.id}", "hi"), "no_such_node")
         assert n1.node.registry.outbox_appended(k2) == 0
         # Trusted, a member added, then blocked: group fan-out skips it.
         await peer_add(n1, n2)

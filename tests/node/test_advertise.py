@@ -71,7 +71,7 @@ async def test_node_on_all_interfaces_gossips_no_loopback_address(
     running = await nursery.start(node.run)
     try:
         assert running.url.startswith("http://127.0.0.1:")  # for the local user
-        records = node.federation.gossip_for(b"\x00" * 32)
+        records = node.federation.gossip_for(b"\x00" * 32).records
         urls = [u for r in records for u in open_record(r).urls]
         assert urls == node.federation.own_urls
         for url in urls:

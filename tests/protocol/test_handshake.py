@@ -440,6 +440,33 @@ def test_refusal_is_decoded_on_the_dialer_side_with_its_code(code: ErrorCode) ->
         dialer.result()  # a refused handshake has no result
 
 
+def test_responder_may_refuse_after_the_verified_confirm() -> None:
+    """An unknown key is refused only once proven (node/federation.py)."""
+    dialer, responder = pair()
+    responder.receive_hello(dialer.start())
+    confirm = dialer.receive_welcome(responder.welcome())
+    keys = responder.receive_confirm(confirm)
+    refusal = responder.refuse(ErrorCode.FORBIDDEN, "unknown node; pending admin approval")
+    decoded = decode_refusal(refusal)
+    assert decoded is not None and decoded.code is ErrorCode.FORBIDDEN
+    # The refusal is no sealed frame: it never opens as one.
+    with raises_code(ErrorCode.BAD_SIGNATURE):
+        dialer.result().cipher.open(refusal)
+    assert keys.transcript_hash == dialer.result().transcript_hash
+    with raises_code(ErrorCode.BAD_REQUEST):
+        responder.refuse(ErrorCode.FORBIDDEN, "twice")
+
+
+def test_no_refusal_before_welcome_is_sent_after_a_bad_confirm() -> None:
+    dialer, responder = pair()
+    responder.receive_hello(dialer.start())
+    dialer.receive_welcome(responder.welcome())
+    with pytest.raises(ProtocolError):
+        responder.receive_confirm(b"not a confirm")
+    with raises_code(ErrorCode.BAD_REQUEST):
+        responder.refuse(ErrorCode.FORBIDDEN, "a failed handshake refuses nothing")
+
+
 def test_decode_refusal_tells_a_refusal_from_anything_else() -> None:
     dialer, responder = pair()
     responder.receive_hello(dialer.start())

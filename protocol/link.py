@@ -1,0 +1,498 @@
+"""The frames of a federation link after the handshake, sans-I/O.
+
+Every frame on a link is a sealed CBOR map (see :mod:`.handshake` for the
+sealing). This module sees the opened plaintext only: bytes in, a frozen
+dataclass or :class:`~.errors.ProtocolError` out; a dataclass in, bytes out.
+Nothing here reads a clock, a socket or a store.
+
+One direction of a link is a tiny state machine (:class:`LinkDirection`):
+``resume`` comes first and only once, then any other frame; ``push`` oseqs
+only go up; ``ack`` never goes back. The table is :data:`_STATES`.
+
+Every frame is checked strictly: exactly the known fields (a missing or an
+extra one is refused), exact types (``bool`` is not an ``int``), ranges and
+counts. A change of shape comes with a new subprotocol version, never as a
+field an old node would silently ignore.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .addresses import GroupAddress, check_user_name
+from .codec import decode_cbor, encode_cbor
+from .errors import ErrorCode, ProtocolError
+from .limits import MAX_FRAME_BYTES, MAX_MESSAGE_BYTES
+
+__all__ = [
+    "Ack",
+    "EntryKind",
+    "Gossip",
+    "GroupSync",
+    "LinkDirection",
+    "LinkFrame",
+    "Ping",
+    "Pong",
+    "PresenceItem",
+    "PresenceUpdate",
+    "Push",
+    "PushEntry",
+    "Rejected",
+    "Resume",
+    "Sub",
+    "Unsub",
+    "decode_link_frame",
+    "encode_link_frame",
+]
+
+#: Entries in one ``push`` frame.
+MAX_PUSH_ENTRIES = 256
+#: Items in ``ack.rejected``: at most one per entry of a push.
+MAX_REJECTED = MAX_PUSH_ENTRIES
+#: Address records in one ``gossip`` frame.
+MAX_GOSSIP_RECORDS = 64
+#: Users in one ``sub`` / ``unsub``, items in one ``presence``.
+MAX_PRESENCE_USERS = 1024
+#: A signed gossip record's bytes (``rec``); see address_record.MAX_RECORD_BYTES.
+MAX_RECORD_FIELD_BYTES = 4096
+#: One field of an entry payload (an envelope, a signature, a group record).
+MAX_PAYLOAD_FIELD_BYTES = MAX_MESSAGE_BYTES
+#: oseq, upto, applied, skip and gseq are unsigned and fit in 63 bits.
+MAX_COUNTER = (1 << 63) - 1
+#: Frames that may exceed MAX_FRAME_BYTES (everything else is small).
+_LARGE_FRAMES = frozenset({"push", "gossip"})
+_CODE_RE = re.compile(r"[a-z][a-z0-9_]{0,31}")
+_STATUSES = ("online", "offline")
+
+
+class EntryKind:
+    """Kinds of outbox entries; the payload field name and its keys."""
+
+    MESSAGE = "m"  # a 1:1 unit
+    GROUP_SEND = "gs"  # a member's group send, to the host
+    GROUP_LEAVE = "gl"  # a member leaving, to the host
+    GROUP_RECORD = "gr"  # the host's signed group record
+    GROUP_INVITE = "gi"  # the host's invitation of a user who must consent
+    GROUP_ANSWER = "ga"  # that user's accept or decline, to the host
+
+
+_UNIT_KEYS = frozenset({"env", "sig", "by"})
+_RECORD_KEYS = frozenset({"rec", "sig"})
+#: kind -> (payload field, its exact keys)
+_ENTRY_SHAPES: dict[str, tuple[str, frozenset[str]]] = {
+    EntryKind.MESSAGE: ("u", _UNIT_KEYS),
+    EntryKind.GROUP_SEND: ("u", _UNIT_KEYS),
+    EntryKind.GROUP_LEAVE: ("u", _UNIT_KEYS),
+    EntryKind.GROUP_RECORD: ("r", _RECORD_KEYS),
+    EntryKind.GROUP_INVITE: ("u", _UNIT_KEYS),
+    EntryKind.GROUP_ANSWER: ("u", _UNIT_KEYS),
+}
+
+
+# ---------------------------------------------------------------- frames
+@dataclass(frozen=True)
+class Resume:
+    """The first frame of each direction: the highest oseq of the peer's
+    outbox already committed here; the peer resumes after it."""
+
+    applied: int
+
+
+@dataclass(frozen=True)
+class PushEntry:
+    oseq: int
+    kind: str
+    #: ``{env, sig, by}`` for m/gs/gl, ``{rec, sig}`` for gr: checked in depth
+    #: (signatures, origin) by the node, entry by entry.
+    payload: Mapping[str, bytes]
+
+
+@dataclass(frozen=True)
+class Push:
+    entries: tuple[PushEntry, ...]
+    #: The oseq just before the first entry, when the entries up to it were
+    #: withdrawn by age at the sender.
+    skip: int | None = None
+
+
+@dataclass(frozen=True)
+class Rejected:
+    oseq: int
+    code: str
+
+
+@dataclass(frozen=True)
+class Ack:
+    upto: int
+    rejected: tuple[Rejected, ...] = ()
+
+
+@dataclass(frozen=True)
+class Ping:
+    pass
+
+
+@dataclass(frozen=True)
+class Pong:
+    pass
+
+
+@dataclass(frozen=True)
+class Gossip:
+    #: Signed address records ``{rec, sig}``; verified by address_record.open_record.
+    records: tuple[Mapping[str, bytes], ...]
+
+
+@dataclass(frozen=True)
+class Sub:
+    users: tuple[str, ...]
+    #: True: these users replace the whole subscription set of the peer.
+    reset: bool = False
+
+
+@dataclass(frozen=True)
+class Unsub:
+    users: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class PresenceItem:
+    user: str
+    status: str
+    last_active_at: int | None
+
+
+@dataclass(frozen=True)
+class PresenceUpdate:
+    items: tuple[PresenceItem, ...]
+
+
+@dataclass(frozen=True)
+class GroupSync:
+    """Ask the group's host for its records after ``after`` (gap recovery)."""
+
+    group: GroupAddress
+    after: int
+
+
+LinkFrame = Resume | Push | Ack | Ping | Pong | Gossip | Sub | Unsub | PresenceUpdate | GroupSync
+
+
+# ---------------------------------------------------------------- checks
+def _bad(message: str) -> ProtocolError:
+    return ProtocolError(ErrorCode.BAD_FRAME, message)
+
+
+def _fields(item: dict[str, Any], kind: str, required: set[str], optional: set[str]) -> None:
+    keys = set(item) - {"t"}
+    missing = required - keys
+    if missing:
+        raise _bad(f"{kind}: missing {sorted(missing)[0]!r}")
+    extra = keys - required - optional
+    if extra:
+        raise _bad(f"{kind}: unknown field {sorted(extra)[0][:30]!r}")
+
+
+def _counter(value: object, what: str, *, low: int = 0) -> int:
+    # bool is an int in Python (True == 1): refuse it explicitly.
+    if type(value) is not int or not low <= value <= MAX_COUNTER:
+        raise _bad(f"{what} is an integer in {low}..2^63-1")
+    return value
+
+
+def _list(value: object, what: str, low: int, high: int) -> list[Any]:
+    if type(value) is not list or not low <= len(value) <= high:
+        raise _bad(f"{what} is a list of {low}-{high} items")
+    return value
+
+
+def _bytes_map(value: object, keys: frozenset[str], what: str, cap: int) -> dict[str, bytes]:
+    if type(value) is not dict or set(value) != keys:
+        raise _bad(f"{what} is a map {{{', '.join(sorted(keys))}}}")
+    for key, field in value.items():
+        if type(field) is not bytes or len(field) > cap:
+            raise _bad(f"{what}.{key} is at most {cap} bytes")
+    return value
+
+
+def _users(value: object, what: str) -> tuple[str, ...]:
+    users = _list(value, what, 0, MAX_PRESENCE_USERS)
+    out = []
+    for user in users:
+        try:
+            out.append(check_user_name(user))
+        except ProtocolError as exc:
+            raise _bad(f"{what}: not a user name") from exc
+    return tuple(out)
+
+
+def _parse_resume(item: dict[str, Any]) -> Resume:
+    _fields(item, "resume", {"applied"}, set())
+    return Resume(_counter(item["applied"], "resume.applied"))
+
+
+def _parse_push(item: dict[str, Any]) -> Push:
+    _fields(item, "push", {"entries"}, {"skip"})
+    raw = _list(item["entries"], "push.entries", 1, MAX_PUSH_ENTRIES)
+    entries: list[PushEntry] = []
+    for one in raw:
+        if type(one) is not dict:
+            raise _bad("a push entry is a map {o, k, u | r}")
+        kind = one.get("k")
+        shape = _ENTRY_SHAPES.get(kind) if type(kind) is str else None
+        if shape is None:
+            raise _bad("push entry: unknown kind")
+        field, keys = shape
+        assert isinstance(kind, str)  # a known kind is a str
+        if set(one) != {"o", "k", field}:
+            raise _bad(f"push entry of kind {kind} is {{o, k, {field}}}")
+        oseq = _counter(one["o"], "push entry oseq", low=1)
+        if entries and oseq <= entries[-1].oseq:
+            raise _bad("push entries go up by oseq")
+        payload = _bytes_map(one[field], keys, f"push entry {field}", MAX_PAYLOAD_FIELD_BYTES)
+        entries.append(PushEntry(oseq, kind, payload))
+    skip = None
+    if "skip" in item:
+        skip = _counter(item["skip"], "push.skip")
+        if skip != entries[0].oseq - 1:
+            raise _bad("push.skip is the oseq just before the first entry")
+    return Push(tuple(entries), skip)
+
+
+def _parse_ack(item: dict[str, Any]) -> Ack:
+    _fields(item, "ack", {"upto", "rejected"}, set())
+    upto = _counter(item["upto"], "ack.upto")
+    rejected: list[Rejected] = []
+    for one in _list(item["rejected"], "ack.rejected", 0, MAX_REJECTED):
+        if type(one) is not dict or set(one) != {"oseq", "code"}:
+            raise _bad("ack.rejected items are {oseq, code}")
+        oseq = _counter(one["oseq"], "ack.rejected oseq", low=1)
+        code = one["code"]
+        if type(code) is not str or _CODE_RE.fullmatch(code) is None:
+            raise _bad("ack.rejected code is a short snake_case string")
+        if oseq > upto:
+            raise _bad("ack.rejected names an oseq above upto")
+        rejected.append(Rejected(oseq, code))
+    return Ack(upto, tuple(rejected))
+
+
+def _parse_ping(item: dict[str, Any]) -> Ping:
+    _fields(item, "ping", set(), set())
+    return Ping()
+
+
+def _parse_pong(item: dict[str, Any]) -> Pong:
+    _fields(item, "pong", set(), set())
+    return Pong()
+
+
+def _parse_gossip(item: dict[str, Any]) -> Gossip:
+    _fields(item, "gossip", {"records"}, set())
+    raw = _list(item["records"], "gossip.records", 0, MAX_GOSSIP_RECORDS)
+    return Gossip(
+        tuple(_bytes_map(r, _RECORD_KEYS, "gossip record", MAX_RECORD_FIELD_BYTES) for r in raw)
+    )
+
+
+def _parse_sub(item: dict[str, Any]) -> Sub:
+    _fields(item, "sub", {"users"}, {"reset"})
+    reset = item.get("reset", False)
+    if type(reset) is not bool:
+        raise _bad("sub.reset is a bool")
+    return Sub(_users(item["users"], "sub.users"), reset)
+
+
+def _parse_unsub(item: dict[str, Any]) -> Unsub:
+    _fields(item, "unsub", {"users"}, set())
+    return Unsub(_users(item["users"], "unsub.users"))
+
+
+def _parse_presence(item: dict[str, Any]) -> PresenceUpdate:
+    _fields(item, "presence", {"items"}, set())
+    items: list[PresenceItem] = []
+    for one in _list(item["items"], "presence.items", 0, MAX_PRESENCE_USERS):
+        if type(one) is not dict or set(one) != {"u", "status", "last_active_at"}:
+            raise _bad("presence items are {u, status, last_active_at}")
+        try:
+            user = check_user_name(one["u"])
+        except ProtocolError as exc:
+            raise _bad("presence item: not a user name") from exc
+        status = one["status"]
+        if type(status) is not str or status not in _STATUSES:
+            raise _bad("presence status is online or offline")
+        last = one["last_active_at"]
+        if last is not None:
+            last = _counter(last, "presence last_active_at")
+        items.append(PresenceItem(user, status, last))
+    return PresenceUpdate(tuple(items))
+
+
+def _parse_gsync(item: dict[str, Any]) -> GroupSync:
+    _fields(item, "gsync", {"group", "after"}, set())
+    try:
+        group = GroupAddress.from_wire(item["group"])
+    except ProtocolError as exc:
+        raise _bad("gsync.group is {host, name}") from exc
+    return GroupSync(group, _counter(item["after"], "gsync.after"))
+
+
+_PARSERS: dict[str, Callable[[dict[str, Any]], LinkFrame]] = {
+    "resume": _parse_resume,
+    "push": _parse_push,
+    "ack": _parse_ack,
+    "ping": _parse_ping,
+    "pong": _parse_pong,
+    "gossip": _parse_gossip,
+    "sub": _parse_sub,
+    "unsub": _parse_unsub,
+    "presence": _parse_presence,
+    "gsync": _parse_gsync,
+}
+
+
+def decode_link_frame(data: bytes) -> LinkFrame:
+    """Parse one opened link frame; raise only ProtocolError.
+
+    ``too_large`` for more than 1 MiB (``push``, ``gossip``) or 64 KiB (any
+    other frame); ``bad_frame`` for anything else that is not a well-formed
+    frame of a known type.
+    """
+    if not isinstance(data, bytes | bytearray):
+        raise _bad("a link frame is bytes")
+    item = decode_cbor(bytes(data), max_bytes=MAX_MESSAGE_BYTES)
+    if type(item) is not dict or type(item.get("t")) is not str:
+        raise _bad("a link frame is a map with 't'")
+    kind = item["t"]
+    parser = _PARSERS.get(kind)
+    if parser is None:
+        raise _bad(f"unknown link frame {kind[:30]!r}")
+    _check_size(kind, len(data))
+    return parser(item)
+
+
+def _check_size(kind: str, size: int) -> None:
+    limit = MAX_MESSAGE_BYTES if kind in _LARGE_FRAMES else MAX_FRAME_BYTES
+    if size > limit:
+        raise ProtocolError(ErrorCode.TOO_LARGE, f"a {kind} frame is at most {limit} bytes")
+
+
+# ---------------------------------------------------------------- encoding
+def _to_wire(frame: LinkFrame) -> dict[str, Any]:
+    match frame:
+        case Resume(applied):
+            return {"t": "resume", "applied": applied}
+        case Push(entries, skip):
+            out: dict[str, Any] = {
+                "t": "push",
+                "entries": [
+                    {"o": e.oseq, "k": e.kind, _ENTRY_SHAPES[e.kind][0]: dict(e.payload)}
+                    for e in entries
+                ],
+            }
+            if skip is not None:
+                out["skip"] = skip
+            return out
+        case Ack(upto, rejected):
+            return {
+                "t": "ack",
+                "upto": upto,
+                "rejected": [{"oseq": r.oseq, "code": r.code} for r in rejected],
+            }
+        case Ping():
+            return {"t": "ping"}
+        case Pong():
+            return {"t": "pong"}
+        case Gossip(records):
+            return {"t": "gossip", "records": [dict(r) for r in records]}
+        case Sub(users, reset):
+            return {"t": "sub", "users": list(users), "reset": reset}
+        case Unsub(users):
+            return {"t": "unsub", "users": list(users)}
+        case PresenceUpdate(items):
+            return {
+                "t": "presence",
+                "items": [
+                    {"u": i.user, "status": i.status, "last_active_at": i.last_active_at}
+                    for i in items
+                ],
+            }
+        case GroupSync(group, after):
+            return {"t": "gsync", "group": group.to_wire(), "after": after}
+    raise ProtocolError(ErrorCode.INTERNAL, f"not a link frame: {type(frame).__name__}")
+
+
+def encode_link_frame(frame: LinkFrame) -> bytes:
+    """The plaintext of ``frame``; it decodes back to an equal frame.
+
+    A frame this module would refuse is refused here too (``bad_frame``,
+    ``too_large``), so a node never sends what its peer must drop the link for.
+    The check runs the parser over the wire map, not over decoded bytes: a
+    900 KiB push is not decoded again on its way out.
+    """
+    wire = _to_wire(frame)
+    if _PARSERS[wire["t"]](wire) != frame:
+        raise _bad(f"{type(frame).__name__} does not survive a round trip")
+    data = encode_cbor(wire)
+    _check_size(wire["t"], len(data))
+    return data
+
+
+# ---------------------------------------------------------------- state
+#: One direction of a link: state -> frame types allowed -> next state.
+_STATES: dict[str, dict[type, str]] = {
+    "awaiting_resume": {Resume: "open"},
+    "open": {
+        Push: "open",
+        Ack: "open",
+        Ping: "open",
+        Pong: "open",
+        Gossip: "open",
+        Sub: "open",
+        Unsub: "open",
+        PresenceUpdate: "open",
+        GroupSync: "open",
+    },
+}
+
+
+class LinkDirection:
+    """The rules of one direction of a link (what we receive, or what we send).
+
+    ``receive(bytes)`` parses and checks order; ``send(frame)`` checks order
+    and encodes. Either raises ProtocolError (``bad_frame``) for a frame out of
+    place: anything before ``resume``, a second ``resume``, a ``push`` whose
+    oseqs do not go past the last one, an ``ack`` below the last one.
+    """
+
+    def __init__(self) -> None:
+        self.state = "awaiting_resume"
+        self._last_pushed = 0
+        self._last_ack = 0
+
+    def _step(self, frame: LinkFrame) -> None:
+        nxt = _STATES[self.state].get(type(frame))
+        if nxt is None:
+            name = type(frame).__name__.lower()
+            raise _bad(f"link: {name} not allowed in state {self.state}")
+        if isinstance(frame, Push):
+            if frame.entries[0].oseq <= self._last_pushed:
+                raise _bad("push: oseq went back on this link")
+            self._last_pushed = frame.entries[-1].oseq
+        elif isinstance(frame, Ack):
+            if frame.upto < self._last_ack:
+                raise _bad("ack: upto went back on this link")
+            self._last_ack = frame.upto
+        self.state = nxt
+
+    def receive(self, data: bytes) -> LinkFrame:
+        frame = decode_link_frame(data)
+        self._step(frame)
+        return frame
+
+    def send(self, frame: LinkFrame) -> bytes:
+        data = encode_link_frame(frame)
+        self._step(frame)
+        return data
