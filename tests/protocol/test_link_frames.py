@@ -213,7 +213,9 @@ record_maps = st.fixed_dictionaries({"rec": st.binary(max_size=64), "sig": st.bi
 @st.composite
 def pushes(draw: st.DrawFn) -> Push:
     first = draw(st.integers(1, 1000))
-    kinds = draw(st.lists(st.sampled_from(["m", "gs", "gl", "gr"]), min_size=1, max_size=5))
+    kinds = draw(
+        st.lists(st.sampled_from(["m", "gs", "gl", "gr", "gi", "ga"]), min_size=1, max_size=5)
+    )
     entries = tuple(
         PushEntry(first + i, k, draw(record_maps if k == "gr" else byte_maps))
         for i, k in enumerate(kinds)
@@ -275,15 +277,17 @@ def test_random_bytes_raise_only_protocol_error(data: bytes) -> None:
         pass
 
 
+def _containers(inner: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    return st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
+
+
 json_values = st.recursive(
     st.none()
     | st.booleans()
     | st.integers(-(2**63), 2**63 - 1)
     | st.text(max_size=8)
     | st.binary(max_size=8),
-    lambda inner: (
-        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
-    ),
+    _containers,
     max_leaves=8,
 )
 
