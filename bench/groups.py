@@ -26,7 +26,9 @@ from typing import Any
 import trio
 
 sys.path.insert(0, str(Path(__file__).parent))
-from federation import PW, Node, pct, status, wait_linked  # noqa: E402
+from federation import PASSWORD as PW  # noqa: E402
+from federation import Node, status, wait_link  # noqa: E402
+from nodeproc import percentile  # noqa: E402
 
 from chinwag.node.admin import admin_request  # noqa: E402
 from chinwag.node.client import api_call, connect, login, signup  # noqa: E402
@@ -105,8 +107,8 @@ async def fanout(nodes: list[Node], members: int, messages: int) -> dict[str, An
         "deliveries": received,
         "seconds": round(seconds, 2),
         "deliveries_per_s": round(received / seconds),
-        "p50_ms": round(pct(latencies, 50), 1),
-        "p99_ms": round(pct(latencies, 99), 1),
+        "p50_ms": round(percentile(sorted(latencies), 50), 1),
+        "p99_ms": round(percentile(sorted(latencies), 99), 1),
     }
 
 
@@ -137,14 +139,16 @@ async def presence(nodes: list[Node], watchers: int, changes: int) -> dict[str, 
         "watchers": watchers,
         "changes": changes * 2,
         "home_cpu_ms_per_change": round(cpu * 1000 / (changes * 2), 2),
-        "remote_sees_online_p50_ms": round(pct(times, 50), 1),
+        "remote_sees_online_p50_ms": round(percentile(sorted(times), 50), 1),
         "peers": len(subs["peers"]),
     }
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     root = Path(tempfile.mkdtemp(prefix="chinwag-groupbench-"))
-    nodes = [Node(root, f"n{i}") for i in (1, 2, 3)]
+    # What bench/federation.py's Node reads from its own command line.
+    node_args = argparse.Namespace(python=sys.executable, node_arg=[])
+    nodes = [Node(root, f"n{i}", node_args) for i in (1, 2, 3)]
     try:
         for node in nodes:
             await trio.to_thread.run_sync(node.start)
@@ -156,7 +160,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         for a in nodes:
             for b in nodes:
                 if a is not b:
-                    await wait_linked(a, b)
+                    await wait_link(a, b, True, 60)
         result: dict[str, Any] = {}
         if args.messages:
             result["fanout"] = await fanout(nodes, args.members, args.messages)
