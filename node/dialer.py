@@ -165,8 +165,8 @@ class Dialer:
                     if not await self._round(key, stats):
                         return
                 except Exception as exc:  # e.g. the store closing: never end the node
-                    log.warning("dial loop for %s: %s", node_id_text(key)[:12], _describe(exc))
-                    stats.last_error = f"local: {_describe(exc)}"
+                    log.warning("dial loop for %s: %s", node_id_text(key)[:12], describe(exc))
+                    stats.last_error = f"local: {describe(exc)}"
                     await trio.sleep(self._backoff.failed(key, trio.current_time(), hard=True))
         finally:
             self._loops.discard(key)
@@ -209,13 +209,13 @@ class Dialer:
         try:
             return await self._dial(url, key, record)
         except (ProtocolError, HandshakeError, OSError, ConnectionClosed) as exc:
-            stats.last_error = _describe(exc)
+            stats.last_error = describe(exc)
         except trio.TooSlowError:
             stats.last_error = "handshake timed out"
         except Exception as exc:  # a bug here must not end the node: log and count
             log.exception("dialling %s failed", url)
             stats.internal_errors += 1
-            stats.last_error = f"internal: {_describe(exc)}"
+            stats.last_error = f"internal: {describe(exc)}"
         return False
 
     def _open(
@@ -265,19 +265,21 @@ class Dialer:
             hs = DialerHandshake(self._identity.key, self._identity.name, key)
             with trio.fail_after(self._config.handshake_timeout):
                 await ws.send_message(hs.start())
-                confirm = hs.receive_welcome(_as_bytes(await ws.get_message()))
+                confirm = hs.receive_welcome(as_bytes(await ws.get_message()))
                 await ws.send_message(confirm)
             await self._target.serve_dialled(ws, hs.result())
             return True
 
 
-def _as_bytes(data: bytes | str) -> bytes:
+def as_bytes(data: bytes | str) -> bytes:
+    """A handshake message, which is binary on a federation link."""
     if not isinstance(data, bytes):
         raise ProtocolError(ErrorCode.BAD_FRAME, "federation frames are binary")
     return data
 
 
-def _describe(exc: BaseException) -> str:
+def describe(exc: BaseException) -> str:
+    """How a link attempt or link end is shown in ``status`` and the log."""
     if isinstance(exc, ProtocolError):
         return f"{exc.code}: {exc.message}"
     return str(exc) or type(exc).__name__

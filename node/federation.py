@@ -34,7 +34,7 @@ from chinwag.protocol.link import Gossip, GroupSync, LinkFrame
 
 from .config import NodeConfig
 from .dialcheck import Resolver
-from .dialer import HEALTHY_AFTER, LINK_MESSAGE_BYTES, Backoff, Dialer
+from .dialer import HEALTHY_AFTER, LINK_MESSAGE_BYTES, Backoff, Dialer, as_bytes, describe
 from .gossip import GossipBook, GossipRegistry
 from .identity import NodeIdentity
 from .link import CLOSE_BAD_FRAME, Link, LinkRegistry, PeerStats, PresenceFrames, wall_ms
@@ -242,7 +242,7 @@ class Federation:
                     # A linked peer's outbox is moving; the link expires at its start.
                     await self.expire(record.key, unlinked_only=True)
             except Exception as exc:  # e.g. the store closing: try again next round
-                log.warning("outbox expiry pass failed: %s", _describe(exc))
+                log.warning("outbox expiry pass failed: %s", describe(exc))
 
     # ------------------------------------------------------------ gossip
     @property
@@ -315,7 +315,7 @@ class Federation:
             if on_authenticated is not None:
                 on_authenticated()
         except (ProtocolError, trio.TooSlowError, ConnectionClosed) as exc:
-            log.info("refused federation link: %s", _describe(exc))
+            log.info("refused federation link: %s", describe(exc))
             return
         except Exception:  # a bug must not end the node: log it, drop this link
             log.exception("accepting a federation link failed")
@@ -331,7 +331,7 @@ class Federation:
         """
         hs = ResponderHandshake(self.identity.key, self.identity.name)
         with trio.fail_after(self.config.handshake_timeout):
-            hello = hs.receive_hello(_as_bytes(await ws.get_message()))
+            hello = hs.receive_hello(as_bytes(await ws.get_message()))
             check_public_key(hello.key)
             refusal = self._trust_refusal(hello.key, hello.name)
             if refusal is not None:
@@ -341,7 +341,7 @@ class Federation:
                 await ws.send_message(hs.refuse(refusal.code, refusal.message))
                 return None
             await ws.send_message(hs.welcome())
-            keys = hs.receive_confirm(_as_bytes(await ws.get_message()))
+            keys = hs.receive_confirm(as_bytes(await ws.get_message()))
             record = self.registry.get(keys.peer_key)
             if record is None or record.state != TRUSTED:
                 # Proven, but not trusted (yet): an admin may approve it.
@@ -435,18 +435,6 @@ class Federation:
                 self._presence.link_up(link.peer)
             except Exception:  # presence is soft state: never end the link for it
                 log.exception("presence link_up failed")
-
-
-def _as_bytes(data: bytes | str) -> bytes:
-    if not isinstance(data, bytes):
-        raise ProtocolError(ErrorCode.BAD_FRAME, "federation frames are binary")
-    return data
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, ProtocolError):
-        return f"{exc.code}: {exc.message}"
-    return str(exc) or type(exc).__name__
 
 
 __all__ = ["Federation", "FederationRegistry", "LinkEvents", "PeerRecord", "PeerStats"]
