@@ -103,12 +103,14 @@ async def _tcp(url: str, source: str | None) -> trio.SocketStream:
     return trio.SocketStream(sock)
 
 
-async def http_post(url: str, path: str, body: dict[str, Any], source: str | None) -> int:
-    """POST a JSON body from ``source``; the HTTP status (0: no answer)."""
+async def http_post(
+    url: str, path: str, body: dict[str, Any], source: str | None, timeout: float = IO_TIMEOUT
+) -> int:
+    """POST a JSON body from ``source``; the HTTP status (0: no answer in ``timeout``)."""
     host, port, _ = split_url(url)
     data = json.dumps(body).encode()
     conn = h11.Connection(h11.CLIENT)
-    with trio.move_on_after(IO_TIMEOUT):
+    with trio.move_on_after(timeout):
         try:
             stream = await _tcp(url, source)
         except OSError:

@@ -68,6 +68,8 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from nodeproc import (  # noqa: E402  (bench/ is not a package)
+    BENCH_LIMITS,
+    BENCH_SIGNUPS,
     CpuSample,
     cpu_seconds,
     machine_cpu,
@@ -130,16 +132,8 @@ class Node:
             "--listen",
             f"127.0.0.1:{self.port}",
             "--no-mdns",
-            "--send-rate",
-            "1000000",
-            "--send-burst",
-            "1000000",
-            "--max-conn-per-address",
-            "5000",
-            "--signups-per-address",
-            "1000000",
-            "--signups-per-node",
-            "1000000",
+            *BENCH_LIMITS,
+            *BENCH_SIGNUPS,
             *self._args.node_arg,
         ]
         started = time.monotonic()

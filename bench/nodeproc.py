@@ -45,6 +45,8 @@ BENCH_LIMITS = (
     "--max-conn-per-address",
     "5000",
 )
+#: Flags that lift the sign-up limits (benchmarks sign many users up from one address).
+BENCH_SIGNUPS = ("--signups-per-address", "1000000", "--signups-per-node", "1000000")
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 READY_MARK = " ready at "
@@ -203,8 +205,7 @@ class NodeProcess:
             *(["--no-mdns"] if self._run_flag_supported("--no-mdns") else []),
             # Many users sign up and log in at once from this one address.
             *(
-                ["--signups-per-address", "1000000", "--signups-per-node", "1000000"]
-                + ["--kdf-queue", "1000000"]
+                [*BENCH_SIGNUPS, "--kdf-queue", "1000000"]
                 if not self._production_auth and self._run_flag_supported("--kdf-queue")
                 else []
             ),
