@@ -480,10 +480,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             result = await scenario_group(node, args)
         else:
             result = await scenario_idle(node, args)
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
-    ).stdout.strip()
-    return {"scenario": args.scenario, "mode": args.mode, "commit": commit, **result}
+    return {"scenario": args.scenario, "mode": args.mode, **result}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -508,7 +505,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--spy-bin", default="py-spy")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    result = asyncio.run(run(args))
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+    result = {"commit": commit, **asyncio.run(run(args))}
     if args.json:
         print(json.dumps(result))
     else:
