@@ -23,6 +23,9 @@ production, per-device send limits lifted). Scenarios (``--scenario``):
 * ``group``: one group of ``--members`` users (all connected); ``--senders``
   of them send to it (``--mode max`` or ``rate``); a delivery is one ``msg``
   of the group received by a member other than its sender.
+* ``federation``: two nodes linked by pinned keys (through the admin CLI);
+  ``--pairs`` senders on the first write to receivers on the second, over
+  the one link; the headline is delivered messages/s end to end.
 * ``idle``: ``--users`` x ``--devices`` authenticated, synced, idle
   connections (heartbeats every 10 s); reported: node memory per connection
   (VmRSS and RssAnon growth over the connections, settled).
@@ -470,9 +473,72 @@ async def scenario_idle(node: NodeProcess, args: argparse.Namespace) -> dict[str
     }
 
 
+def admin(node: NodeProcess, *argv: str) -> str:
+    """The admin CLI against a running node (its admin socket), as an admin would."""
+    return subprocess.run(
+        [sys.executable, "-m", "chinwag.cli", *argv, "--data", str(node.data_dir / "node")],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+
+
+def node_status(node: NodeProcess) -> dict[str, Any]:
+    return json.loads(admin(node, "status", "--json"))  # type: ignore[no-any-return]
+
+
+async def link(n1: NodeProcess, n2: NodeProcess) -> None:
+    ids = [node_status(n)["node_id"] for n in (n1, n2)]
+    admin(n1, "peers", "add", f"{n2.url}#{ids[1]}")
+    admin(n2, "peers", "add", f"{n1.url}#{ids[0]}")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        peers = node_status(n1).get("peers", [])
+        if any(p.get("node_id") == ids[1] and p.get("link") == "linked" for p in peers):
+            return
+        await asyncio.sleep(0.1)
+    raise RuntimeError("the two nodes did not link within 30 s")
+
+
+async def scenario_federation(
+    n1: NodeProcess, n2: NodeProcess, args: argparse.Namespace
+) -> dict[str, Any]:
+    """Senders on n1, receivers on n2, one link between them; n1's CPU and n2's."""
+    await link(n1, n2)
+    ws1, ws2 = (n.url.replace("http", "ws", 1) + "/ws" for n in (n1, n2))
+    n2_name = "bench2"
+    s_specs = [(f"s{i}", make_user(n1.url, f"s{i}")[0]) for i in range(args.pairs)]
+    r_specs = [(f"r{i}", make_user(n2.url, f"r{i}")[0]) for i in range(args.pairs)]
+    tally = Tally()
+    devices = await open_devices(ws1, s_specs, tally) + await open_devices(ws2, r_specs, tally)
+    senders = [(devices[i], f"r{i}@{n2_name}") for i in range(args.pairs)]
+    cpu2 = cpu_seconds(n2.pid)
+    try:
+        result = await measure(n1, senders, 1, tally, args)
+    finally:
+        await asyncio.gather(*(d.close() for d in devices), return_exceptions=True)
+    used2 = cpu_seconds(n2.pid) - cpu2
+    # n2's reading spans the warm-up too; n1's spans the measured phase only.
+    result["receiver_node_cpu_s_per_1000_incl_warmup"] = round(
+        1000 * used2.total / max(1, result["messages"] + args.warmup), 4
+    )
+    return result
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     raise_nofile_limit()
     extra: tuple[str, ...] = tuple(args.node_arg or ())
+    if args.scenario == "federation":
+        with (
+            NodeProcess(extra_args=extra) as n1,
+            NodeProcess(extra_args=(*extra, "--name", "bench2")) as n2,
+        ):
+            return {
+                "scenario": args.scenario,
+                "mode": args.mode,
+                **await scenario_federation(n1, n2, args),
+            }
     with NodeProcess(extra_args=extra) as node:
         if args.scenario == "pairs":
             result = await scenario_pairs(node, args)
@@ -485,7 +551,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
-    parser.add_argument("--scenario", choices=("pairs", "group", "idle"), default="pairs")
+    parser.add_argument(
+        "--scenario", choices=("pairs", "group", "idle", "federation"), default="pairs"
+    )
     parser.add_argument("--mode", choices=("max", "rate"), default="max")
     parser.add_argument("--pairs", type=int, default=20)
     parser.add_argument("--members", type=int, default=20)
