@@ -134,7 +134,7 @@ class AdminOps:
         return matches[0]
 
     async def peers_list(self, args: dict[str, Any]) -> dict[str, Any]:
-        peers = [
+        peers: list[dict[str, Any]] = [
             {
                 "node_id": p.id,
                 "name": p.name,

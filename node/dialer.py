@@ -269,12 +269,12 @@ class Dialer:
 
     async def _dial(self, url: str, key: bytes, record: PeerRecord) -> bool:
         async with self._open(url, record) as ws:
-            record, invitation = self._extras(key) if self._extras else (None, None)
+            own, invitation = self._extras(key) if self._extras else (None, None)
             hs = DialerHandshake(
                 self._identity.key,
                 self._identity.name,
                 key,
-                record=record,
+                record=own,
                 invitation=invitation,
             )
             with trio.fail_after(self._config.handshake_timeout):

@@ -24,7 +24,7 @@ from chinwag.protocol.invitation import parse_invitation
 
 from ..conftest import PASSWORD, ShiftedClock
 from .procs import run_cli, spawn_node
-from .test_federation import TIMEOUT, drain
+from .test_federation import TIMEOUT, drain, eventually
 
 DAY_S = 24 * 3600
 
@@ -180,9 +180,7 @@ async def test_peers_add_url_shows_fingerprint_and_links_after_approval(
         listed = await admin_request(data(a), "peers.list", {})
         return [p for p in listed["peers"] if p["state"] == "pending"]
 
-    with trio.fail_after(TIMEOUT):
-        while not await pending():
-            await trio.sleep(0.05)
+    await eventually(lambda: a.node.federation.statistics().pending_requests == 1)
     [request] = await pending()
     assert request["name"] == "beta" and request["urls"] == [b.url]
     assert request["fingerprint"] == fingerprint(key(b))
@@ -205,9 +203,7 @@ async def test_peers_add_url_shows_fingerprint_and_links_after_approval(
 async def test_run_prints_full_id_and_a_line_that_links_verbatim(nursery, tmp_path) -> None:
     first = await spawn_node(nursery, tmp_path / "one", "--name", "one", home=tmp_path)
     second = await spawn_node(nursery, tmp_path / "two", "--name", "two", home=tmp_path)
-    with trio.fail_after(TIMEOUT):
-        while b"peers add" not in first.output:
-            await trio.sleep(0.05)
+    await eventually(lambda: b"peers add" in first.output)  # printed with "ready at"
     printed = first.output.decode()
     line = re.search(r"chinwag (peers add \S+#[a-z2-7]{52})", printed)
     assert line, printed
