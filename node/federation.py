@@ -432,6 +432,7 @@ class Federation:
         except ProtocolError as exc:
             log.info("refused an invitation from %s: %s", node_id_text(keys.peer_key), exc.message)
             return exc
+        self.pending.pop(keys.peer_key)  # an earlier request of it is answered
         log.info("node %s (%s) joined by invitation", keys.peer_name, node_id_text(keys.peer_key))
         return None
 

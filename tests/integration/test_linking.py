@@ -115,7 +115,8 @@ async def test_used_and_expired_peer_invitations_are_refused(start_node) -> None
 
 
 async def test_user_invitation_opens_closed_signup_once(start_node) -> None:
-    node = await start_node(name="club", signup="closed")
+    clock = ShiftedClock()
+    node = await start_node(name="club", signup="closed", seams=NodeSeams(federation_now_ms=clock))
     other = await start_node(name="elsewhere", signup="closed")
     body = {"user": "carol", "password": PASSWORD}
     with pytest.raises(ClientError) as closed:
@@ -148,6 +149,24 @@ async def test_user_invitation_opens_closed_signup_once(start_node) -> None:
         node.url, "POST", "/api/signup", {"user": "erin", "password": PASSWORD, "invite": fresh}
     )
     assert ok["user"] == "erin"
+    # An expired code opens nothing.
+    stale = await invite(node, "user", ttl_s=600)
+    clock.shift(3600)
+    with pytest.raises(ClientError) as expired:
+        await api_call(
+            node.url, "POST", "/api/signup", {"user": "fay", "password": PASSWORD, "invite": stale}
+        )
+    assert expired.value.code == "forbidden" and "expired" in expired.value.message
+    assert node.node.store.get_user("fay") is None
+
+
+async def test_invitations_need_the_running_node(tmp_path) -> None:
+    data_dir = tmp_path / "idle"
+    made = await run_cli(["init", "--data", str(data_dir), "--name", "idle"], tmp_path)
+    assert made.returncode == 0, made.stderr
+    refused = await run_cli(["invite", "peer", "--data", str(data_dir)], tmp_path)
+    assert refused.returncode != 0 and b"not running" in refused.stderr
+    assert b"Traceback" not in refused.stderr
 
 
 def _fingerprint_in(text: str) -> str:
