@@ -15,6 +15,7 @@ from . import (
     contacts_cmds,
     discover_cmd,
     group_cmds,
+    link_cmds,
     node_cmds,
     push_cmds,
     tui_cmd,
@@ -34,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     discover_cmd.register(sub)
     contacts_cmds.register(sub)
     group_cmds.register(sub)
+    link_cmds.register(sub)
     push_cmds.register(sub)
     tui_cmd.register(sub)
     return parser

@@ -8,6 +8,7 @@ from typing import Any
 
 from chinwag.protocol.errors import ProtocolError
 
+from . import link_cmds
 from .common import CliError
 from .node_cmds import _data_arg, _data_dir, run_async, with_admin
 
@@ -19,8 +20,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     _data_arg(q)
     q.add_argument("--json", action="store_true")
     q.set_defaults(handler=cmd_peers, target=None)
-    q = psub.add_parser("add", help="trust a peer: URL#NODEID")
-    q.add_argument("target", metavar="URL#NODEID")
+    q = psub.add_parser(
+        "add", help="trust a peer: URL#NODEID, or URL (shows its fingerprint to confirm)"
+    )
+    q.add_argument("target", metavar="URL[#NODEID]")
+    q.add_argument("--yes", action="store_true", help="trust the fetched key without asking")
     _data_arg(q)
     q.add_argument("--json", action="store_true")
     q.set_defaults(handler=cmd_peers)
@@ -34,6 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         _data_arg(q)
         q.add_argument("--json", action="store_true")
         q.set_defaults(handler=cmd_peers)
+    link_cmds.register_peers(psub)
 
     p = sub.add_parser("status", help="show the running node's status")
     _data_arg(p)
@@ -55,7 +60,7 @@ def cmd_peers(args: argparse.Namespace) -> int:
     action = args.action
     cmd_args: dict[str, Any] = {}
     if action == "add":
-        cmd_args["peer"] = args.target
+        cmd_args["peer"] = link_cmds.peer_target(args)
     elif args.target is not None:
         cmd_args["id"] = args.target
     result = _call(args, f"peers.{action}", cmd_args)
@@ -65,9 +70,11 @@ def cmd_peers(args: argparse.Namespace) -> int:
         for peer in result["peers"]:
             urls = ",".join(peer["urls"]) or "-"
             name = peer["name"] or "?"
-            print(f"{peer['node_id'][:12]}  {name:<16} {peer['state']:<8} {urls}")
+            came = f" (asked from {peer['address']})" if peer.get("address") else ""
+            print(f"{name:<16} {peer['state']:<8} {urls}{came}")
+            print(f"  id {peer['node_id']}  fingerprint {peer['fingerprint']}")
     else:
-        print(f"{result['node_id'][:12]} {result.get('state', 'removed')}")
+        print(f"{result['node_id']} {result.get('state', 'removed')}")
     return 0
 
 
@@ -76,7 +83,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result))
         return 0
-    print(f"node {result['name']} ({result['node_id'][:12]}) up {result['uptime_s']}s")
+    print(f"node {result['name']} up {result['uptime_s']}s")
+    print(f"  id           {result['node_id']}")
+    print(f"  fingerprint  {result['fingerprint']}")
     print(
         f"connections {result['connections']}  users online {result['users_online']}"
         f"  users {result['users']}"
@@ -85,7 +94,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"  queue {queue['user']}: head {queue['head']}, unacked {queue['max_unacked']}")
     for peer in result["peers"]:
         print(
-            f"  peer {peer['node_id'][:12]} {peer['name'] or '?'}: {peer['state']}/{peer['link']}"
+            f"  peer {peer['node_id']} {peer['name'] or '?'}: {peer['state']}/{peer['link']}"
             f" outbox {peer['outbox']} sent {peer['sent']} received {peer['received']}"
             f" refused {peer['refused']}"
             + (

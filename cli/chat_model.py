@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from chinwag.protocol.addresses import fingerprint, is_node_id_text, parse_target
+from chinwag.protocol.addresses import is_node_id_text, parse_target, short_id
 from chinwag.protocol.errors import ProtocolError
 
 #: Messages kept per conversation, in memory and in the state file.
@@ -124,7 +124,7 @@ class ChatModel:
         """A node's name for the screen (:func:`clean`: a peer chose it)."""
         if not is_node_id_text(node_id):
             return clean(node_id)
-        return clean(self.labels.get(node_id) or fingerprint(node_id) + "…")
+        return clean(self.labels.get(node_id) or short_id(node_id) + "…")
 
     def display(self, key: str) -> str:
         """``bob@kitchen`` for ``bob@<kitchen's id>``, for the screen (:func:`clean`)."""

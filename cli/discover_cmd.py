@@ -13,7 +13,6 @@ import math
 import trio
 
 from chinwag.node.discovery import DiscoveredNode, DiscoveryError, discover_once, recommend
-from chinwag.protocol.addresses import fingerprint
 
 from .common import CliError
 
@@ -54,7 +53,7 @@ def cmd_discover(args: argparse.Namespace) -> int:
     for n in nodes:
         mark = "*" if n is best else " "
         print(
-            f"{mark} {n.name:<16} {n.url:<28} {fingerprint(n.node_id)}"
+            f"{mark} {n.name:<16} {n.url:<28} {n.node_id}"
             f"  users online {n.users_online}  connections {n.connections}"
         )
     print("* recommended (lowest load)")

@@ -28,6 +28,7 @@ from chinwag.node.seeds import parse_seed
 from chinwag.node.store import Store, StoreLocked
 from chinwag.protocol.address_record import MAX_RECORD_URLS
 from chinwag.protocol.errors import ProtocolError
+from chinwag.protocol.fingerprint import fingerprint
 
 from .common import CliError, fail, read_password
 
@@ -328,8 +329,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
                 running = await nursery.start(node.run)
                 print(
-                    f"chinwag node {running.identity.name} ({running.identity.id[:12]}) "
-                    f"ready at {running.url}",
+                    f"chinwag node {running.identity.name} ready at {running.url}\n"
+                    + ready_lines(node, running.url),
                     flush=True,
                 )
                 async for _ in signals:
@@ -351,6 +352,20 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise
     print("chinwag: stopped", file=sys.stderr)
     return 0
+
+
+def ready_lines(node: Any, url: str) -> str:
+    """The full id, the fingerprint, and a line another admin can paste."""
+    own = node.federation.own_urls
+    link_url = own[0] if own else url
+    identity = node.identity
+    return (
+        f"  node id      {identity.id}\n"
+        f"  fingerprint  {fingerprint(identity.key.public)}\n"
+        "  to link another node to this one, run there:\n"
+        f"    chinwag peers add {link_url}#{identity.id}\n"
+        "  or make a one-time invitation here: chinwag invite peer"
+    )
 
 
 async def with_admin(data_dir: Path, cmd: str, cmd_args: dict[str, Any]) -> dict[str, Any]:

@@ -26,8 +26,10 @@ from chinwag.protocol.addresses import (
 )
 from chinwag.protocol.envelope import check_public_key
 from chinwag.protocol.errors import ErrorCode, ProtocolError
+from chinwag.protocol.fingerprint import fingerprint
 
-from .peers import BLOCKED, PENDING, TRUSTED, PeerRecord, PeerRegistry
+from .invitations import DEFAULT_TTL_S, InvitationDesk
+from .peers import BLOCKED, PENDING, TRUSTED, PeerRecord, PeerRegistry, check_url
 from .pending import PendingRequests
 from .seeds import parse_seed
 from .store import Store
@@ -50,10 +52,13 @@ class AdminOps:
         registry: PeerRegistry | None = None,
         poke: Callable[[bytes], None] | None = None,
         pending: PendingRequests | None = None,
+        invitations: InvitationDesk | None = None,
     ) -> None:
         """``pending``: link requests from unknown nodes, held in memory by a
-        running node (node/pending.py); ``peers approve`` and ``block`` take them."""
+        running node (node/pending.py); ``peers approve`` and ``block`` take them.
+        ``invitations``: ``invite`` and ``peers join`` (a running node only)."""
         self._store = store
+        self._invitations = invitations
         self._pending = pending
         self._status = status
         self._registry = registry or PeerRegistry(store)
@@ -64,6 +69,8 @@ class AdminOps:
             "peers.approve": self.peers_approve,
             "peers.block": self.peers_block,
             "peers.remove": self.peers_remove,
+            "peers.join": self.peers_join,
+            "invite.create": self.invite_create,
             "user.add": self.user_add,
             "user.list": self.user_list,
             "user.remove": self.user_remove,
@@ -127,13 +134,14 @@ class AdminOps:
         return matches[0]
 
     async def peers_list(self, args: dict[str, Any]) -> dict[str, Any]:
-        peers = [
+        peers: list[dict[str, Any]] = [
             {
                 "node_id": p.id,
                 "name": p.name,
                 "state": p.state,
                 "urls": list(p.urls),
                 "source": p.source,
+                "fingerprint": fingerprint(p.key),
             }
             for p in self._registry.all()
         ]
@@ -143,12 +151,36 @@ class AdminOps:
                     "node_id": node_id_text(r.key),
                     "name": r.name,
                     "state": PENDING,
-                    "urls": [],
+                    "urls": list(r.urls),
                     "source": "inbound",
+                    "fingerprint": fingerprint(r.key),
+                    "address": r.address,
+                    "attempts": r.attempts,
                 }
                 for r in self._pending.all()
             ]
         return {"peers": peers}
+
+    def _desk(self) -> InvitationDesk:
+        if self._invitations is None:
+            raise ProtocolError(
+                ErrorCode.UNAVAILABLE, "the node is not running; start it with 'chinwag run'"
+            )
+        return self._invitations
+
+    async def invite_create(self, args: dict[str, Any]) -> dict[str, Any]:
+        ttl = args.get("ttl_s", DEFAULT_TTL_S)
+        url = args.get("url")
+        if not isinstance(ttl, int | float) or isinstance(ttl, bool):
+            raise ProtocolError(ErrorCode.BAD_REQUEST, "ttl_s is a number of seconds")
+        if url is not None:
+            url = check_url(self._str(args, "url"))
+        return await self._desk().invite(self._str(args, "kind"), float(ttl), url)
+
+    async def peers_join(self, args: dict[str, Any]) -> dict[str, Any]:
+        result = await self._desk().join(self._str(args, "invitation"))
+        self._kick(node_id_bytes(result["node_id"]))
+        return result
 
     async def peers_add(self, args: dict[str, Any]) -> dict[str, Any]:
         url, node_id = parse_seed(self._str(args, "peer"))
@@ -186,8 +218,15 @@ class AdminOps:
             if request is not None:
                 # source "admin": an admin's decision gets its row even when
                 # the table is full (node/peers.py VOUCHED_SOURCES).
+                # The URLs the node signed in its request: the admin saw them
+                # in ``peers list`` before approving, so they are dialled at once.
                 record = await self._registry.upsert(
-                    key, state=state, source="admin", now_ms=_now_ms(), keep_blocked=False
+                    key,
+                    state=state,
+                    urls=request.urls if state == TRUSTED else (),
+                    source="admin",
+                    now_ms=_now_ms(),
+                    keep_blocked=False,
                 )
                 self._pending.pop(key)
                 return record

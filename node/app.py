@@ -21,6 +21,7 @@ from chinwag.protocol.address_record import MAX_RECORD_URLS
 from chinwag.protocol.addresses import node_id_bytes
 from chinwag.protocol.envelope import check_public_key
 from chinwag.protocol.errors import ProtocolError
+from chinwag.protocol.fingerprint import fingerprint
 from chinwag.protocol.frames import WireFormat
 
 from .admin import AdminOps, AdminServer
@@ -35,6 +36,7 @@ from .groups import Groups
 from .http_api import HttpApi
 from .hub import Hub
 from .identity import NodeIdentity, ensure_data_dir, load_or_init_identity
+from .invitations import InvitationDesk, Invitations, InvitedPeers
 from .passwords import KdfCost, PasswordHasher
 from .peers import BLOCKED, TRUSTED, PeerRegistry, check_url
 from .presence import Presence
@@ -136,7 +138,8 @@ class NodeSeams:
     real clock, the real resolver and the real peer registry.
     """
 
-    #: The wall clock (Unix ms) federation ages outbox entries by.
+    #: The wall clock (Unix ms) federation ages outbox entries by (and
+    #: invitations expire by).
     federation_now_ms: Callable[[], int] = wall_clock_ms
     #: Name resolution for gossiped URLs (node/dialcheck.py).
     getaddrinfo: Resolver | None = None
@@ -195,6 +198,9 @@ class Node:
         )
         self.groups = Groups(self.identity, self.store, self.registry, config.group_cap)
         self.router.groups = self.groups
+        self.invitations = Invitations(
+            self.store, config.max_invitations, now_ms=seams.federation_now_ms
+        )
         self.federation = Federation(
             config,
             self.identity,
@@ -203,6 +209,7 @@ class Node:
             now_ms=seams.federation_now_ms,
             getaddrinfo=seams.getaddrinfo,
             group_sync=GroupSync(self.identity, self.store, self.registry),
+            admit=InvitedPeers(self.invitations, self.registry, self.invitations.now_ms).admit,
         )
         # Every commit that grew a peer's outbox wakes that link.
         self.store.on_outbox = self.federation.outbox_grew
@@ -222,6 +229,7 @@ class Node:
             self.hub,
             presence=self.presence,
             passwords=self.passwords,
+            invitations=self.invitations,
         )
         self.push = Push(config, self.store, self.hub, self.router.node_label)
         self.push.register_routes(self.api)
@@ -236,10 +244,24 @@ class Node:
                 registry=self.registry,
                 poke=self.federation.poke,
                 pending=self.federation.pending,
+                invitations=InvitationDesk(
+                    self.invitations,
+                    self.identity,
+                    self.registry,
+                    self.federation,
+                    self._invitation_url,
+                    self.invitations.now_ms,
+                ),
             ),
         )
         self.started_at = 0.0
+        self._port = 0
         self._nursery: trio.Nursery | None = None
+
+    def _invitation_url(self) -> str:
+        """Where an invitation tells the other side to go: the first advertised URL."""
+        own = self.federation.own_urls
+        return own[0] if own else self._url(self._port)
 
     def _load(self) -> tuple[int, int]:
         stats = self.hub.statistics()
@@ -297,6 +319,7 @@ class Node:
         return {
             "node_id": self.identity.id,
             "name": self.identity.name,
+            "fingerprint": fingerprint(self.identity.key.public),
             "uptime_s": round(trio.current_time() - self.started_at, 1),
             "connections": hub.connections,
             "users_online": hub.users_online,
@@ -351,6 +374,7 @@ class Node:
             await nursery.start(self.push.run)
             await nursery.start(self.admin.run)
             port = await nursery.start(self.server.run)
+            self._port = port
             self.federation.advertise(
                 advertised_urls(
                     self.config.host, port, self.config.public_urls, scheme=self.config.scheme

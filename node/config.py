@@ -130,6 +130,9 @@ class NodeConfig:
     #: Link requests from unknown (proven) keys kept in memory for an admin's
     #: ``peers approve``; past this the oldest is forgotten. Never stored.
     max_pending_peers: int = 256
+    #: Invitations (``chinwag invite``) kept, open, used or expired; a used or
+    #: expired one is forgotten 7 days after its expiry (node/invitations.py).
+    max_invitations: int = 1024
     #: Discovery: announce and browse with mDNS; trust what it finds?
     mdns: bool = True
     mdns_interfaces: tuple[str, ...] = ()

@@ -108,6 +108,9 @@ class DialTarget(Protocol):
     async def serve_dialled(self, ws: WebSocketConnection, keys: LinkKeys) -> None: ...
 
 
+ConfirmExtras = Callable[[bytes], tuple[dict[str, bytes] | None, bytes | None]]
+
+
 class Dialer:
     """Runs one dial loop per trusted peer that has a URL."""
 
@@ -120,7 +123,11 @@ class Dialer:
         backoff: Backoff,
         *,
         getaddrinfo: Resolver | None = None,
+        confirm_extras: ConfirmExtras | None = None,
     ) -> None:
+        """``confirm_extras(key)``: our signed address record and an invitation
+        secret to put in the handshake's confirm to ``key``."""
+        self._extras = confirm_extras
         self._config = config
         self._identity = identity
         self._registry = registry
@@ -262,7 +269,14 @@ class Dialer:
 
     async def _dial(self, url: str, key: bytes, record: PeerRecord) -> bool:
         async with self._open(url, record) as ws:
-            hs = DialerHandshake(self._identity.key, self._identity.name, key)
+            own, invitation = self._extras(key) if self._extras else (None, None)
+            hs = DialerHandshake(
+                self._identity.key,
+                self._identity.name,
+                key,
+                record=own,
+                invitation=invitation,
+            )
             with trio.fail_after(self._config.handshake_timeout):
                 await ws.send_message(hs.start())
                 confirm = hs.receive_welcome(as_bytes(await ws.get_message()))

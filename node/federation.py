@@ -19,13 +19,14 @@ catch, log and count anything else.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection
 
+from chinwag.protocol.address_record import make_record
 from chinwag.protocol.addresses import GroupAddress, node_id_bytes, node_id_text
 from chinwag.protocol.envelope import check_public_key
 from chinwag.protocol.errors import ErrorCode, ProtocolError
@@ -42,6 +43,18 @@ from .peers import BLOCKED, OUTBOX_EXPIRE_PER_PASS, TRUSTED, PeerRecord
 from .pending import PendingRequests
 
 log = logging.getLogger(__name__)
+
+#: Trusts a dialer that presented an invitation (node/invitations.py
+#: InvitedPeers.admit): key, secret, its URLs; raises the refusal.
+Admit = Callable[[bytes, bytes, tuple[str, ...]], Awaitable[None]]
+
+
+@dataclass
+class _JoinWait:
+    """``peers join`` waiting for its link: set when up, or with the reason it ended."""
+
+    done: trio.Event
+    error: str | None = None
 
 
 class GroupResync(Protocol):
@@ -95,17 +108,23 @@ class Federation:
         now_ms: Callable[[], int] = wall_ms,
         getaddrinfo: Resolver | None = None,
         group_sync: GroupResync | None = None,
+        admit: Admit | None = None,
     ) -> None:
         """``now_ms`` is the wall clock used to age outbox entries; ``getaddrinfo``
         resolves gossiped URLs (node/dialcheck.py); ``group_sync`` answers a
         peer's ``gsync`` request and names the groups to ask a host about
-        (node/group_sync.py; none when None)."""
+        (node/group_sync.py; none when None); ``admit`` trusts a dialer that
+        presents an invitation (none: invitations are refused)."""
         self.config = config
         self.identity = identity
         self.registry = registry
         self._presence = presence
         self._now_ms = now_ms
         self._group_sync = group_sync
+        self._admit = admit
+        #: Invitation secrets to present when dialling these keys (``peers join``).
+        self._joins: dict[bytes, bytes] = {}
+        self._join_waits: dict[bytes, _JoinWait] = {}
         self._links: dict[bytes, Link] = {}
         self._stats: dict[bytes, PeerStats] = {}
         self._outbox_events: dict[bytes, trio.Event] = {}
@@ -113,7 +132,13 @@ class Federation:
         self.pending = PendingRequests(config.max_pending_peers)
         self._backoff = Backoff(config.backoff_min, config.backoff_max)
         self._dialer = Dialer(
-            config, identity, registry, self, self._backoff, getaddrinfo=getaddrinfo
+            config,
+            identity,
+            registry,
+            self,
+            self._backoff,
+            getaddrinfo=getaddrinfo,
+            confirm_extras=self._confirm_extras,
         )
         self._gossip = GossipBook(
             identity, registry, now_ms, learned=self._gossip_learned, forward=self._forward
@@ -163,6 +188,38 @@ class Federation:
         """Wait until a link to ``key`` is up (or down); callers bound the wait."""
         while (key in self._links) != linked:
             await self._changed.wait()
+
+    def _confirm_extras(self, key: bytes) -> tuple[dict[str, bytes] | None, bytes | None]:
+        """What a dial to ``key`` adds to its confirm: our signed address record
+        (so a node asked for a link can show and dial our URLs) and a pending
+        invitation secret."""
+        record = None
+        if self.own_urls:
+            record = make_record(self.identity.key, self.own_urls, self._now_ms())
+        return record, self._joins.get(key)
+
+    async def join(self, key: bytes, secret: bytes, timeout: float) -> str | None:
+        """Dial trusted ``key`` presenting an invitation ``secret``; None once
+        the link is up, else why not (the refusal, or the last dial error)."""
+        wait = self._join_waits[key] = _JoinWait(trio.Event())
+        self._joins[key] = secret
+        try:
+            with trio.move_on_after(timeout):
+                self.poke(key)
+                await wait.done.wait()
+            if wait.done.is_set():
+                return wait.error
+            return self.stats_for(key).last_error or f"no link within {timeout:g}s"
+        finally:
+            self._joins.pop(key, None)
+            if self._join_waits.get(key) is wait:
+                del self._join_waits[key]
+
+    def _join_outcome(self, key: bytes, error: str | None) -> None:
+        wait = self._join_waits.get(key)
+        if wait is not None and not wait.done.is_set():
+            wait.error = error
+            wait.done.set()
 
     def _link_changed(self) -> None:
         event, self._changed = self._changed, trio.Event()
@@ -307,7 +364,7 @@ class Federation:
         peer (the listener then stops counting it as unauthenticated).
         """
         try:
-            keys = await self._handshake(ws)
+            keys = await self._handshake(ws, _remote_address(ws))
             if keys is None:
                 return
             ws._max_message_size = LINK_MESSAGE_BYTES  # noqa: SLF001
@@ -322,12 +379,14 @@ class Federation:
             return
         await self._serve_link(ws, keys, dialer=keys.peer_key)
 
-    async def _handshake(self, ws: WebSocketConnection) -> LinkKeys | None:
+    async def _handshake(self, ws: WebSocketConnection, address: str = "") -> LinkKeys | None:
         """The responder's handshake; None if the dialer was refused.
 
-        A known key is refused (or not) at its hello. An unknown one is let
-        through to its signed confirm first, then refused and remembered in
-        memory (node/pending.py): nothing is stored for a key nobody proved.
+        A blocked key is refused at its hello. An unknown or pending one is
+        let through to its signed confirm first: if the confirm presents a
+        valid invitation, the dialer is trusted now (node/invitations.py);
+        otherwise it is refused and, if unknown, remembered in memory
+        (node/pending.py): nothing is stored for a key nobody proved.
         """
         hs = ResponderHandshake(self.identity.key, self.identity.name)
         with trio.fail_after(self.config.handshake_timeout):
@@ -344,17 +403,38 @@ class Federation:
             keys = hs.receive_confirm(as_bytes(await ws.get_message()))
             record = self.registry.get(keys.peer_key)
             if record is None or record.state != TRUSTED:
+                refusal = await self._invited(keys)
+                if refusal is None:
+                    return keys
                 # Proven, but not trusted (yet): an admin may approve it.
-                if record is None:
-                    self.pending.record(keys.peer_key, keys.peer_name, self._now_ms())
-                message = "unknown node; pending admin approval"
-                await ws.send_message(hs.refuse(ErrorCode.FORBIDDEN, message))
+                if record is None and keys.invitation is None:
+                    urls = keys.record.urls if keys.record is not None else ()
+                    self.pending.record(
+                        keys.peer_key, keys.peer_name, self._now_ms(), urls=urls, address=address
+                    )
+                message = refusal.message
+                await ws.send_message(hs.refuse(refusal.code, message))
                 # A graceful close reads what the dialer sent meanwhile (its
                 # first sealed frame): closing on unread data would reset the
                 # connection and lose the refusal on its way.
                 await ws.aclose(CLOSE_BAD_FRAME, message)
                 return None
             return keys
+
+    async def _invited(self, keys: LinkKeys) -> ProtocolError | None:
+        """None if ``keys`` presented a valid invitation (now used up, the
+        dialer trusted); else the refusal to send."""
+        if keys.invitation is None or self._admit is None:
+            return ProtocolError(ErrorCode.FORBIDDEN, "unknown node; pending admin approval")
+        urls = keys.record.urls if keys.record is not None else ()
+        try:
+            await self._admit(keys.peer_key, keys.invitation, urls)
+        except ProtocolError as exc:
+            log.info("refused an invitation from %s: %s", node_id_text(keys.peer_key), exc.message)
+            return exc
+        self.pending.pop(keys.peer_key)  # an earlier request of it is answered
+        log.info("node %s (%s) joined by invitation", keys.peer_name, node_id_text(keys.peer_key))
+        return None
 
     def _trust_refusal(self, key: bytes, name: str) -> ProtocolError | None:
         record = self.registry.get(key)
@@ -367,9 +447,7 @@ class Federation:
             return None  # decided after its confirm
         if record.state == BLOCKED:
             return ProtocolError(ErrorCode.FORBIDDEN, "this node is blocked here")
-        if record.state != TRUSTED:
-            return ProtocolError(ErrorCode.FORBIDDEN, "pending admin approval")
-        return None
+        return None  # trusted, or pending: decided after its confirm (an invitation?)
 
     async def _after_handshake(self, keys: LinkKeys) -> None:
         """Pin the trusted peer's name from its signed handshake."""
@@ -408,6 +486,7 @@ class Federation:
                 nursery.start_soon(self._announce_up, link)
                 end = await link.run()
                 nursery.cancel_scope.cancel()
+            self._join_outcome(link.peer, end.message)
             now = trio.current_time()
             if end.is_error:
                 self._backoff.failed(link.peer, now, hard=True)
@@ -430,11 +509,18 @@ class Federation:
     async def _announce_up(self, link: Link) -> None:
         """Tell presence once the link is up (its resume exchanged)."""
         await link.up.wait()
+        self._join_outcome(link.peer, None)
         if self._presence is not None and self._links.get(link.peer) is link:
             try:
                 self._presence.link_up(link.peer)
             except Exception:  # presence is soft state: never end the link for it
                 log.exception("presence link_up failed")
+
+
+def _remote_address(ws: WebSocketConnection) -> str:
+    """The address a connection came from (shown with a pending request)."""
+    remote = getattr(ws, "remote", None)
+    return str(getattr(remote, "address", "") or "")
 
 
 __all__ = ["Federation", "FederationRegistry", "LinkEvents", "PeerRecord", "PeerStats"]

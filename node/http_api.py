@@ -23,11 +23,13 @@ import trio
 
 from chinwag.protocol.addresses import check_user_name, parse_target
 from chinwag.protocol.errors import ErrorCode, ProtocolError
+from chinwag.protocol.invitation import KIND_USER, MAX_INVITATION_CHARS, parse_invitation
 from chinwag.protocol.limits import PROTOCOL_VERSION
 
 from .config import NodeConfig
 from .hub import Hub
 from .identity import NodeIdentity
+from .invitations import Invitations
 from .passwords import PasswordHasher, new_token, token_hash
 from .ratelimit import WindowCounter, address_key, blocked_for_all
 from .store import SessionRecord, Store
@@ -111,7 +113,10 @@ class HttpApi:
         presence: Any = None,
         *,
         passwords: PasswordHasher,
+        invitations: Invitations | None = None,
     ) -> None:
+        """``invitations``: user invitations that open a closed sign-up (none: closed is closed)."""
+        self._invitations = invitations
         self._presence = presence
         self._passwords = passwords
         self._config = config
@@ -198,11 +203,8 @@ class HttpApi:
 
     # -------------------------------------------------------------- accounts
     async def signup(self, request: HttpRequest) -> HttpResponse:
-        if self._config.signup != "open":
-            raise ProtocolError(
-                ErrorCode.FORBIDDEN, "sign-up is closed on this node; ask its admin"
-            )
         body = self.json_body(request)
+        secret = self._invitation(body) if self._config.signup != "open" else None
         user = check_user_name(self._field(body, "user", 32))
         password = self._field(body, "password", MAX_PASSWORD_CHARS)
         if len(password) < MIN_PASSWORD_CHARS:
@@ -215,11 +217,41 @@ class HttpApi:
         _refuse_if_blocked(limits, now, "too many sign-ups; try again later")
         for counter, key in limits:
             counter.record(key, now)
-        pw_hash = await self._passwords.hash(password)
-        record = await self._store.create_user(user, pw_hash, _now_ms())
+        if secret is not None and self._invitations is not None:
+            # Checked before the costly hash, used up with the user's creation.
+            invitations = self._invitations
+            now_ms = invitations.now_ms()
+            invitations.check(secret, KIND_USER, now_ms)
+            pw_hash = await self._passwords.hash(password)
+            record = await self._store.create_user(
+                user,
+                pw_hash,
+                now_ms,
+                also=lambda w: invitations.use(w, secret, KIND_USER, now_ms),
+            )
+        else:
+            pw_hash = await self._passwords.hash(password)
+            record = await self._store.create_user(user, pw_hash, _now_ms())
         return json_response(
             201, {"user": record.name, "address": f"{record.name}@{self._identity.name}"}
         )
+
+    def _invitation(self, body: dict[str, Any]) -> bytes:
+        """The secret of the user invitation that opens a closed sign-up."""
+        text = body.get("invite")
+        if not text or self._invitations is None:
+            raise ProtocolError(
+                ErrorCode.FORBIDDEN,
+                "sign-up is closed on this node; ask its admin for an invitation code",
+            )
+        invitation = parse_invitation(self._field(body, "invite", MAX_INVITATION_CHARS))
+        if invitation.node_key != self._identity.key.public:
+            raise ProtocolError(ErrorCode.FORBIDDEN, "this invitation is for another node")
+        if invitation.kind != KIND_USER:
+            raise ProtocolError(
+                ErrorCode.FORBIDDEN, "this invitation links a node (chinwag peers join), not a user"
+            )
+        return invitation.secret
 
     async def login(self, request: HttpRequest) -> HttpResponse:
         body = self.json_body(request)

@@ -46,7 +46,7 @@ DEDUP_PRUNE_PER_ENTRY = 2
 OUTBOX_EXPIRE_PER_PASS = 512
 MAX_PEERS = 4096
 #: Sources whose peers are stored even past MAX_PEERS (an admin decided).
-VOUCHED_SOURCES = ("admin", "seed")
+VOUCHED_SOURCES = ("admin", "seed", "invite")
 
 _U64 = struct.Struct(">Q")
 
@@ -275,12 +275,18 @@ class PeerRegistry:
         name: str | None = None,
         now_ms: int = 0,
         keep_blocked: bool = True,
+        also: Callable[[WriteTxn], object] | None = None,
     ) -> PeerRecord:
-        """Add or update a peer; URLs are merged; a blocked peer stays blocked."""
+        """Add or update a peer; URLs are merged; a blocked peer stays blocked.
+
+        ``also`` runs first in the same transaction (an invitation used up
+        together with the trust it grants, node/invitations.py)."""
         for url in urls:
             check_url(url)
 
         def op(w: WriteTxn) -> PeerRecord:
+            if also is not None:
+                also(w)
             db = w.db("peers")
             raw = w.txn.get(key, db=db)
             old = None if raw is None else _decode_peer(key, raw)

@@ -22,6 +22,10 @@ class PendingRequest:
     first_ms: int
     last_ms: int
     attempts: int
+    #: Where the node says it can be reached (its signed address record in
+    #: the handshake's confirm), and the address the request came from.
+    urls: tuple[str, ...] = ()
+    address: str = ""
 
 
 @dataclass(frozen=True)
@@ -41,7 +45,15 @@ class PendingRequests:
         self._recorded = 0
         self._evicted = 0
 
-    def record(self, key: bytes, name: str, now_ms: int) -> PendingRequest:
+    def record(
+        self,
+        key: bytes,
+        name: str,
+        now_ms: int,
+        *,
+        urls: tuple[str, ...] = (),
+        address: str = "",
+    ) -> PendingRequest:
         """Remember that ``key`` (proven) asked for a link."""
         old = self._requests.pop(key, None)
         request = PendingRequest(
@@ -50,6 +62,8 @@ class PendingRequests:
             old.first_ms if old else now_ms,
             now_ms,
             (old.attempts if old else 0) + 1,
+            urls or (old.urls if old else ()),
+            address,
         )
         self._requests[key] = request  # newest last: eviction takes the front
         self._recorded += 1

@@ -93,6 +93,9 @@ SCHEMA_VERSION = 1
 #   dedup:         origin(32) | id(8)                -> stored_ms(8)
 #   dedup_times:   stored_ms(8) | origin(32) | id(8) -> b""  (age index for pruning)
 #
+# Invitations (node/invitations.py):
+#   invites:       sha256(secret)(32)                -> cbor {k, c, exp, used}
+#
 # uids are never reused, so rows a removed user leaves behind (cid_times
 # entries, pruned by age) can never be mistaken for a new user's.
 DB_NAMES = (
@@ -120,6 +123,7 @@ DB_NAMES = (
     "inbound",
     "dedup",
     "dedup_times",
+    "invites",
 )
 MAX_DBS = 64
 
@@ -754,12 +758,22 @@ class Store:
             raise op.error
         return op.result  # type: ignore[return-value]
 
-    async def create_user(self, name: str, pw_hash: str, now_ms: int) -> UserRecord:
+    async def create_user(
+        self,
+        name: str,
+        pw_hash: str,
+        now_ms: int,
+        also: Callable[[WriteTxn], object] | None = None,
+    ) -> UserRecord:
+        """Create a user; ``also`` runs in the same transaction (an invitation
+        is used up only if the user is created, node/invitations.py)."""
         key = check_user_name(name).encode("ascii")
 
         def op(w: WriteTxn) -> UserRecord:
             if w.txn.get(key, db=w.db("users")) is not None:
                 raise ProtocolError(ErrorCode.USER_EXISTS, f"{name} is taken")
+            if also is not None:
+                also(w)
             meta = w.db("meta")
             raw = w.txn.get(b"next_uid", db=meta)
             uid = 1 if raw is None else _U32.unpack(raw)[0]

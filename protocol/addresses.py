@@ -40,8 +40,9 @@ def is_node_id_text(text: str) -> bool:
     return _NODE_ID_RE.fullmatch(text) is not None
 
 
-def fingerprint(node_id: str) -> str:
-    """A short human-comparable prefix of a node id."""
+def short_id(node_id: str) -> str:
+    """The first characters of a node id, for display only (shown with "…";
+    the voice-comparable fingerprint is protocol/fingerprint.py)."""
     return node_id[:12]
 
 

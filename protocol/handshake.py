@@ -7,7 +7,7 @@ Sans-I/O, h11 style: feed bytes in, get bytes or typed results out.
     dialer                                   responder
     hello {v, key, name, nonce, eph, want}  ->
                                             <-  welcome {v, key, name, nonce, eph, sig}
-    confirm {sig}                           ->
+    confirm {sig, rec?, inv?}               ->
 
 Both signatures cover the same transcript (versions, both node keys, both
 names, both nonces, both X25519 ephemerals), prefixed by the handshake
@@ -15,6 +15,14 @@ context and the signer's role, so neither can be replayed or reflected.
 The X25519 secret and both nonces derive one ChaCha20-Poly1305 key per
 direction; every later frame is sealed with a 64-bit counter nonce, so a
 replayed, reordered, dropped or injected frame fails to open.
+
+The confirm may carry two optional fields. ``rec``: the dialer's signed
+address record (protocol/address_record.py), so a node it asks for a link
+can show an admin where the request comes from and dial back once approved.
+``inv``: an invitation secret (protocol/invitation.py), sealed under a key
+derived from this handshake's X25519 secret, so it never crosses the wire in
+clear and a man in the middle cannot lift it; the responder then trusts the
+dialer without an admin's approval.
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from .address_record import AddressRecord, open_record
 from .addresses import check_node_name
 from .codec import decode_cbor, encode_cbor
 from .envelope import CONTEXT_HANDSHAKE, NodeKey, check_public_key, verify
@@ -42,6 +51,8 @@ NONCE_BYTES = 32
 _ROLE_DIALER = b"dialer\x00"
 _ROLE_RESPONDER = b"responder\x00"
 _LINK_INFO = b"chinwag/v1/link\x00"
+_INVITATION_INFO = b"chinwag/v1/invitation\x00"
+MAX_INVITATION_SECRET = 64
 _MAX_COUNTER = (1 << 64) - 1
 
 Rng = Callable[[int], bytes]
@@ -118,10 +129,19 @@ class LinkKeys:
     peer_name: str
     cipher: LinkCipher
     transcript_hash: bytes
+    #: The dialer's own signed address record, if its confirm had one (responder only).
+    record: AddressRecord | None = None
+    #: The invitation secret the dialer presented (responder only).
+    invitation: bytes | None = None
 
 
 def _decode(
-    data: bytes, kind: str, fields: frozenset[str], *, refusal_ok: bool = False
+    data: bytes,
+    kind: str,
+    fields: frozenset[str],
+    *,
+    refusal_ok: bool = False,
+    optional: frozenset[str] = frozenset(),
 ) -> dict[str, Any]:
     if not isinstance(data, bytes | bytearray):
         raise ProtocolError(ErrorCode.BAD_FRAME, "handshake messages are bytes")
@@ -132,7 +152,7 @@ def _decode(
         refusal = _refusal(item)
         if refusal is not None:
             raise refusal
-    if item.get("t") != kind or set(item) != fields | {"t"}:
+    if item.get("t") != kind or not fields | {"t"} <= set(item) <= fields | optional | {"t"}:
         raise ProtocolError(ErrorCode.BAD_FRAME, f"expected a well-formed {kind}")
     if "v" in fields:
         version = item["v"]
@@ -215,6 +235,14 @@ def _keys(
     return okm[:32], okm[32:], digest
 
 
+def _invitation_cipher(shared: bytes, nonces: bytes, digest: bytes) -> ChaCha20Poly1305:
+    """A one-use key for the confirm's ``inv`` (never a link key)."""
+    key = HKDF(
+        algorithm=hashes.SHA256(), length=32, salt=nonces, info=_INVITATION_INFO + digest
+    ).derive(shared)
+    return ChaCha20Poly1305(key)
+
+
 def _transcript(
     dialer_key: bytes,
     responder_key: bytes,
@@ -244,8 +272,21 @@ class DialerHandshake:
     """The side that opened the connection."""
 
     def __init__(
-        self, key: NodeKey, name: str, expected_peer: bytes | None, *, rng: Rng = os.urandom
+        self,
+        key: NodeKey,
+        name: str,
+        expected_peer: bytes | None,
+        *,
+        rng: Rng = os.urandom,
+        record: dict[str, bytes] | None = None,
+        invitation: bytes | None = None,
     ) -> None:
+        """``record``: this node's signed address record (``make_record``), sent
+        in the confirm; ``invitation``: a secret to present (sealed)."""
+        if invitation is not None and not 0 < len(invitation) <= MAX_INVITATION_SECRET:
+            raise ProtocolError(ErrorCode.BAD_REQUEST, "bad invitation secret")
+        self._record = record
+        self._invitation = invitation
         self._key = key
         self._name = check_node_name(name)
         self._expected = expected_peer
@@ -290,14 +331,20 @@ class DialerHandshake:
             self._key.public, peer, self._name, name, self._nonce, nonce, self._eph_public, eph
         )
         verify(CONTEXT_HANDSHAKE, peer, _ROLE_RESPONDER + transcript, sig)
-        out_key, in_key, digest = _keys(
-            _shared(self._eph_private, eph), self._nonce, nonce, transcript
-        )
+        shared = _shared(self._eph_private, eph)
+        out_key, in_key, digest = _keys(shared, self._nonce, nonce, transcript)
         self._result = LinkKeys(peer, name, LinkCipher(out_key, in_key), digest)
         self._state = "done"
-        return encode_cbor(
-            {"t": "confirm", "sig": self._key.sign(CONTEXT_HANDSHAKE, _ROLE_DIALER + transcript)}
-        )
+        confirm: dict[str, Any] = {
+            "t": "confirm",
+            "sig": self._key.sign(CONTEXT_HANDSHAKE, _ROLE_DIALER + transcript),
+        }
+        if self._record is not None:
+            confirm["rec"] = dict(self._record)
+        if self._invitation is not None:
+            sealer = _invitation_cipher(shared, self._nonce + nonce, digest)
+            confirm["inv"] = sealer.encrypt(bytes(12), self._invitation, None)
+        return encode_cbor(confirm)
 
     def result(self) -> LinkKeys:
         self._state = _step(_DIALER_STATES, self._state, "result")
@@ -375,14 +422,34 @@ class ResponderHandshake:
         self._state = _step(_RESPONDER_STATES, self._state, "receive_confirm")
         self._state = "failed"
         assert self._peer is not None
-        item = _decode(data, "confirm", frozenset({"sig"}))
+        item = _decode(data, "confirm", frozenset({"sig"}), optional=frozenset({"rec", "inv"}))
         sig = _bytes_field(item, "sig", 64)
         verify(CONTEXT_HANDSHAKE, self._peer.key, _ROLE_DIALER + self._transcript, sig)
-        in_key, out_key, digest = _keys(
-            _shared(self._eph_private, self._peer_eph),
-            self._peer_nonce,
-            self._nonce,
-            self._transcript,
-        )
+        shared = _shared(self._eph_private, self._peer_eph)
+        in_key, out_key, digest = _keys(shared, self._peer_nonce, self._nonce, self._transcript)
+        record = None
+        if "rec" in item:
+            record = open_record(item["rec"])
+            if record.key != self._peer.key:
+                raise ProtocolError(ErrorCode.BAD_FRAME, "the confirm's record is another node's")
+        invitation = None
+        if "inv" in item:
+            sealed = item["inv"]
+            if not isinstance(sealed, bytes) or len(sealed) > MAX_INVITATION_SECRET + 16:
+                raise ProtocolError(ErrorCode.BAD_FRAME, "handshake field 'inv' is bytes")
+            opener = _invitation_cipher(shared, self._peer_nonce + self._nonce, digest)
+            try:
+                invitation = opener.decrypt(bytes(12), sealed, None)
+            except Exception as exc:  # InvalidTag
+                raise ProtocolError(
+                    ErrorCode.BAD_SIGNATURE, "the invitation does not open"
+                ) from exc
         self._state = "done"
-        return LinkKeys(self._peer.key, self._peer.name, LinkCipher(out_key, in_key), digest)
+        return LinkKeys(
+            self._peer.key,
+            self._peer.name,
+            LinkCipher(out_key, in_key),
+            digest,
+            record=record,
+            invitation=invitation,
+        )

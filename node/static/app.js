@@ -1156,7 +1156,13 @@ async function login(signup) {
   const buttons = [$("login-button"), $("signup-button")];
   buttons.forEach((b) => (b.disabled = true));
   try {
-    if (signup) await api("POST", "/api/signup", { user, password });
+    if (signup) {
+      const signupBody = { user, password };
+      const invite = $("login-invite").value.trim();
+      if (invite) signupBody.invite = invite;
+      await api("POST", "/api/signup", signupBody);
+      $("login-invite").value = "";
+    }
     const body = { user, password };
     const device = sessionStorage.getItem("chinwag.device");
     if (device) body.device = device;
