@@ -10,6 +10,7 @@ from chinwag.protocol.errors import ProtocolError
 
 from .common import CliError
 from .node_cmds import _data_arg, _data_dir, run_async, with_admin
+from .status_view import link_words, status_lines
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -66,6 +67,8 @@ def cmd_peers(args: argparse.Namespace) -> int:
             urls = ",".join(peer["urls"]) or "-"
             name = peer["name"] or "?"
             print(f"{peer['node_id'][:12]}  {name:<16} {peer['state']:<8} {urls}")
+            if "link" in peer:  # the node is running: how its link is doing
+                print(f"    {link_words(peer)}")
     else:
         print(f"{result['node_id'][:12]} {result.get('state', 'removed')}")
     return 0
@@ -76,23 +79,6 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result))
         return 0
-    print(f"node {result['name']} ({result['node_id'][:12]}) up {result['uptime_s']}s")
-    print(
-        f"connections {result['connections']}  users online {result['users_online']}"
-        f"  users {result['users']}"
-    )
-    for queue in result["queues"]:
-        print(f"  queue {queue['user']}: head {queue['head']}, unacked {queue['max_unacked']}")
-    for peer in result["peers"]:
-        print(
-            f"  peer {peer['node_id'][:12]} {peer['name'] or '?'}: {peer['state']}/{peer['link']}"
-            f" outbox {peer['outbox']} sent {peer['sent']} received {peer['received']}"
-            f" refused {peer['refused']}"
-            + (
-                f" oldest {peer['outbox_oldest_s']}s"
-                if peer.get("outbox_oldest_s") is not None
-                else ""
-            )
-            + (f" last error: {peer['last_error']}" if peer["last_error"] else "")
-        )
+    for line in status_lines(result):
+        print(line)
     return 0

@@ -10,6 +10,7 @@ against the store directly.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 from collections.abc import Awaitable, Callable
@@ -27,10 +28,13 @@ from chinwag.protocol.addresses import (
 from chinwag.protocol.envelope import check_public_key
 from chinwag.protocol.errors import ErrorCode, ProtocolError
 
+from .logs import event
 from .peers import BLOCKED, PENDING, TRUSTED, PeerRecord, PeerRegistry
 from .pending import PendingRequests
 from .seeds import parse_seed
 from .store import Store
+
+log = logging.getLogger(__name__)
 
 SOCKET_NAME = "admin.sock"
 MAX_LINE = 64 * 1024
@@ -50,6 +54,7 @@ class AdminOps:
         registry: PeerRegistry | None = None,
         poke: Callable[[bytes], None] | None = None,
         pending: PendingRequests | None = None,
+        links: Callable[[], list[dict[str, Any]]] | None = None,
     ) -> None:
         """``pending``: link requests from unknown nodes, held in memory by a
         running node (node/pending.py); ``peers approve`` and ``block`` take them."""
@@ -58,6 +63,8 @@ class AdminOps:
         self._status = status
         self._registry = registry or PeerRegistry(store)
         self._poke = poke
+        #: Each peer's link state (Federation.peer_status) while the node runs.
+        self._links = links
         self._commands: dict[str, Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]] = {
             "peers.list": self.peers_list,
             "peers.add": self.peers_add,
@@ -87,6 +94,7 @@ class AdminOps:
     async def user_add(self, args: dict[str, Any]) -> dict[str, Any]:
         user = check_user_name(self._str(args, "user"))
         record = await self._store.create_user(user, self._str(args, "pw_hash"), _now_ms())
+        log.info("user %s added by the admin", user, extra=event("user_added", user=user))
         return {"user": record.name}
 
     async def user_list(self, args: dict[str, Any]) -> dict[str, Any]:
@@ -106,11 +114,17 @@ class AdminOps:
     async def user_remove(self, args: dict[str, Any]) -> dict[str, Any]:
         user = self._str(args, "user")
         await self._store.remove_user(user)
+        log.info("user %s removed by the admin", user, extra=event("user_removed", user=user))
         return {"user": user}
 
     async def user_passwd(self, args: dict[str, Any]) -> dict[str, Any]:
         user = self._str(args, "user")
         await self._store.set_password(user, self._str(args, "pw_hash"))
+        log.info(
+            "password of %s set by the admin (sessions revoked)",
+            user,
+            extra=event("password_set", user=user),
+        )
         return {"user": user}
 
     def _peer_key(self, args: dict[str, Any]) -> bytes:
@@ -148,6 +162,13 @@ class AdminOps:
                 }
                 for r in self._pending.all()
             ]
+        if self._links is not None:
+            live = {p["node_id"]: p for p in self._links()}
+            for peer in peers:
+                link = live.get(peer["node_id"])
+                if link is not None:
+                    for key in ("link", "link_changed_ms", "last_error", "retry_in"):
+                        peer[key] = link[key]
         return {"peers": peers}
 
     async def peers_add(self, args: dict[str, Any]) -> dict[str, Any]:
@@ -159,24 +180,34 @@ class AdminOps:
             key, state=TRUSTED, urls=(url,), source="admin", now_ms=_now_ms(), keep_blocked=False
         )
         self._kick(key)
+        _log_peer("added", record)
         return {"node_id": record.id, "state": record.state}
 
     async def peers_approve(self, args: dict[str, Any]) -> dict[str, Any]:
         key = self._peer_key(args)
+        request = self._pending.get(key) if self._pending is not None else None
         record = await self._decide(key, TRUSTED)
         self._kick(key)
+        _log_peer("approved", record, request.name if request is not None else "")
         return {"node_id": record.id, "state": record.state}
 
     async def peers_block(self, args: dict[str, Any]) -> dict[str, Any]:
         key = self._peer_key(args)
+        request = self._pending.get(key) if self._pending is not None else None
         record = await self._decide(key, BLOCKED)
         self._kick(key)
+        _log_peer("blocked", record, request.name if request is not None else "")
         return {"node_id": record.id, "state": record.state}
 
     async def peers_remove(self, args: dict[str, Any]) -> dict[str, Any]:
         key = self._peer_key(args)
         await self._registry.remove(key)
         self._kick(key)
+        log.info(
+            "peer %s removed",
+            node_id_text(key),
+            extra=event("peer_removed", peer=node_id_text(key)),
+        )
         return {"node_id": node_id_text(key)}
 
     async def _decide(self, key: bytes, state: str) -> PeerRecord:
@@ -289,6 +320,18 @@ async def admin_request(
         raise ProtocolError(ErrorCode(err.get("code", "internal")), err.get("message", ""))
     result: dict[str, Any] = answer["ok"]
     return result
+
+
+def _log_peer(what: str, record: PeerRecord, asked_as: str = "") -> None:
+    """``asked_as``: the name a pending node gave in its link request."""
+    name = record.name or asked_as
+    log.info(
+        "peer %s (%s) %s by the admin",
+        name or "?",
+        record.id,
+        what,
+        extra=event(f"peer_{what}", peer=record.id, peer_name=name),
+    )
 
 
 def _now_ms() -> int:

@@ -51,6 +51,7 @@ from chinwag.protocol.link import (
 )
 
 from .config import NodeConfig
+from .logs import event
 from .peers import InboundResult, OutboxEntry
 from .ratelimit import TokenBucket
 
@@ -111,6 +112,16 @@ class PeerStats:
     local_failures: int = 0
     #: Links to this peer ended by a bug here while handling its frames.
     internal_errors: int = 0
+    #: Wall time (Unix ms) the link last went up or down; 0: not since start.
+    changed_ms: int = 0
+
+    def __setattr__(self, name: str, value: object) -> None:
+        # Stamped on every crossing between "linked" and the rest, so status
+        # can say "up since" / "down since" without every writer of ``link``
+        # keeping the time.
+        if name == "link" and (value == "linked") != (getattr(self, "link", "idle") == "linked"):
+            object.__setattr__(self, "changed_ms", wall_ms())
+        object.__setattr__(self, name, value)
 
 
 class LinkRegistry(Protocol):
@@ -190,7 +201,16 @@ def describe_close(exc: ConnectionClosed) -> LinkEnd:
     text = (getattr(reason, "reason", None) or "")[:200]
     if code in _ERROR_CLOSES:
         return LinkEnd(EndKind.REMOTE, f"peer closed the link ({code}): {text}")
-    return LinkEnd(EndKind.CLOSED, f"link closed ({code})")
+    return LinkEnd(EndKind.CLOSED, f"link closed ({_CLOSE_WORDS.get(code, code)})")
+
+
+#: Close codes of a link that ended without an error, in words (RFC 6455).
+_CLOSE_WORDS = {
+    1000: "closed normally",
+    1001: "the peer is going away",
+    1006: "connection lost",
+    None: "no close code",
+}
 
 
 class Link:
@@ -377,6 +397,19 @@ class Link:
             scope.shield = True
             await self.ws.aclose(code, self.ended.message[:120])
 
+    def _log_refused(self, rejected: list[dict[str, object]]) -> None:
+        """Refused entries (forged, mis-attributed, replayed): worth an admin's look."""
+        refused = [str(r["code"]) for r in rejected if r["code"] != ErrorCode.NO_SUCH_USER]
+        codes = ",".join(sorted(set(refused)))
+        peer = node_id_text(self.peer)
+        log.warning(
+            "refused %d message(s) from %s: %s",
+            len(refused),
+            self._label(),
+            codes,
+            extra=event("envelopes_refused", peer=peer, count=len(refused), codes=codes),
+        )
+
     def _label(self) -> str:
         return node_id_text(self.peer)[:12]
 
@@ -473,6 +506,8 @@ class Link:
         )
         self._stats.received += result.stored
         self._stats.refused += result.refused
+        if result.refused:
+            self._log_refused(result.rejected)
         rejected = tuple(Rejected(int(r["oseq"]), str(r["code"])) for r in result.rejected)
         await self.send(Ack(result.applied, rejected))
         self.healthy.set()
