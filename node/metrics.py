@@ -145,7 +145,7 @@ class NodeCollector(Collector):
         )
         yield _gauge("chinwag_store_map_bytes", "LMDB map size.", stats.map_size)
         try:
-            size = os.stat(store.data_dir / "data.mdb").st_size
+            size = os.stat(store.data_dir / "db" / "data.mdb").st_size
         except OSError:
             size = 0
         yield _gauge("chinwag_store_file_bytes", "Size of the LMDB data file.", size)

@@ -44,8 +44,8 @@ class JsonLog:
         return found[0]
 
 
-@pytest.fixture
-def json_log(tmp_path: Path) -> Iterator[JsonLog]:
+@pytest.fixture(name="json_log")
+def json_log_fixture(tmp_path: Path) -> Iterator[JsonLog]:
     """The ``chinwag`` loggers of in-process nodes, written as JSON lines to a file."""
     path = tmp_path / "node.log.json"
     handler = ReopenableFileHandler(path)

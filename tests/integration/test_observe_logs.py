@@ -23,7 +23,7 @@ from chinwag.protocol.envelope import (
 from chinwag.protocol.handshake import FED_SUBPROTOCOL, DialerHandshake
 
 from ..conftest import ShiftedClock
-from .logwatch import JsonLog, json_log  # noqa: F401 - the fixture
+from .logwatch import JsonLog, json_log_fixture  # noqa: F401 - the fixture
 from .test_federation import TIMEOUT, drain, peer_add
 
 DAY_S = 24 * 3600.0
