@@ -201,6 +201,8 @@ class Federation:
                     "local_failures": stats.local_failures,
                     "internal_errors": stats.internal_errors,
                     "group_records_sent": stats.group_records_sent,
+                    "frames_sent": stats.frames_sent,
+                    "frames_received": stats.frames_received,
                     "outbox": self.registry.outbox_depth(record.key),
                     "outbox_bytes": self.registry.outbox_bytes(record.key),
                     "outbox_oldest_s": self._oldest_age(record.key, now),

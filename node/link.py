@@ -112,6 +112,9 @@ class PeerStats:
     local_failures: int = 0
     #: Links to this peer ended by a bug here while handling its frames.
     internal_errors: int = 0
+    #: Link frames (each WebSocket message on the link) sent and received.
+    frames_sent: int = 0
+    frames_received: int = 0
     #: Wall time (Unix ms) the link last went up or down; 0: not since start.
     changed_ms: int = 0
 
@@ -265,12 +268,14 @@ class Link:
                 await self.ws.send_message(data)
             if scope.cancelled_caught:
                 raise _Closed("peer stopped reading")
+            self._stats.frames_sent += 1
 
     async def _receive(self) -> LinkFrame:
         with trio.move_on_after(self._config.heartbeat_deadline) as scope:
             data = await self.ws.get_message()
         if scope.cancelled_caught:
             raise _Closed("link silent past the deadline")
+        self._stats.frames_received += 1
         try:
             if not isinstance(data, bytes):
                 raise ProtocolError(ErrorCode.BAD_FRAME, "text message on a federation link")

@@ -27,6 +27,8 @@ from prometheus_client.core import (
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
 
+from chinwag.protocol.addresses import node_id_bytes
+
 from .http_api import HttpRequest, HttpResponse, json_error_response
 from .version import VERSION
 
@@ -183,6 +185,9 @@ class NodeCollector(Collector):
                 ("entries_refused", "c", "Entries from the peer refused (forged, replayed, ...)."),
                 ("bad_frames", "c", "Malformed or out-of-place frames from the peer."),
                 ("local_failures", "c", "Links ended by a failure of this node."),
+                ("frames_sent", "c", "Link frames sent to the peer."),
+                ("frames_received", "c", "Link frames received from the peer."),
+                ("entries_delivered", "c", "Outbox entries the peer acknowledged (its oseq)."),
                 ("outbox_entries", "g", "Entries waiting in the peer's outbox."),
                 ("outbox_bytes", "g", "Bytes waiting in the peer's outbox."),
             )
@@ -197,10 +202,14 @@ class NodeCollector(Collector):
                 ("entries_refused", "refused"),
                 ("bad_frames", "bad_frames"),
                 ("local_failures", "local_failures"),
+                ("frames_sent", "frames_sent"),
+                ("frames_received", "frames_received"),
                 ("outbox_entries", "outbox"),
                 ("outbox_bytes", "outbox_bytes"),
             ):
                 families[key].add_metric(values, peer[source])
+            acked = self._node.registry.acked(node_id_bytes(peer["node_id"]))
+            families["entries_delivered"].add_metric(values, acked)
         yield state
         yield from families.values()
 

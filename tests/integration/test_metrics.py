@@ -130,6 +130,9 @@ async def test_peer_link_state_and_entry_counters(start_node) -> None:
     assert value(samples, "chinwag_peer_link_state", **peer, state="linked") == 1
     assert value(samples, "chinwag_peer_link_state", **peer, state="connecting") == 0
     assert value(samples, "chinwag_peer_entries_sent_total", **peer) == 1
+    assert value(samples, "chinwag_peer_entries_delivered_total", **peer) == 1
+    assert value(samples, "chinwag_peer_frames_sent_total", **peer) >= 2  # resume, push
+    assert value(samples, "chinwag_peer_frames_received_total", **peer) >= 2  # resume, ack
     assert value(samples, "chinwag_peer_outbox_entries", **peer) == 0
     assert value(samples, "chinwag_federation_links") == 1
     theirs = await scrape(n2.url + "/metrics")

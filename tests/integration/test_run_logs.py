@@ -8,7 +8,9 @@ from pathlib import Path
 
 import trio
 
+from chinwag.node.admin import admin_request
 from chinwag.node.client import api_call, connect, http_json, login, signup
+from chinwag.protocol.envelope import NodeKey
 
 from .logwatch import JsonLog
 from .procs import run_cli, spawn_node
@@ -93,3 +95,23 @@ async def test_status_speaks_plain_words(nursery, tmp_path: Path) -> None:
     assert "messages waiting for devices" in text and "bob: 1" in text
     assert f"version {version('chinwag')}" in text
     await node.terminate()
+
+
+async def test_peers_list_shows_each_link_in_words(nursery, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    absent = NodeKey.generate().id  # nobody listens on port 9 of loopback
+    await spawn_node(nursery, data, "--name", "lonely", "--peer", f"http://127.0.0.1:9#{absent}")
+
+    async def last_error() -> str:
+        status = await admin_request(data, "status", {})
+        return str(status["peers"][0]["last_error"])
+
+    with trio.fail_after(15):
+        while await last_error() != "connection refused":  # noqa: ASYNC110 - another process
+            await trio.sleep(0.05)
+    result = await run_cli(["peers", "list", "--data", str(data)], tmp_path)
+    text = result.stdout.decode()
+    assert result.returncode == 0, result.stderr
+    assert absent[:12] in text and "trusted" in text
+    assert "link down" in text or "connecting" in text
+    assert "last error: connection refused" in text, text
