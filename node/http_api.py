@@ -29,7 +29,7 @@ from chinwag.protocol.limits import PROTOCOL_VERSION
 from .config import NodeConfig
 from .hub import Hub
 from .identity import NodeIdentity
-from .logs import event
+from .logs import event, printable
 from .passwords import PasswordHasher, new_token, token_hash
 from .ratelimit import WindowCounter, address_key, blocked_for_all
 from .store import SessionRecord, Store
@@ -264,9 +264,9 @@ class HttpApi:
             self._stats.login_blocked += 1
             log.warning(
                 "log-in refused for %s from %s: too many failures",
-                user,
+                printable(user),
                 request.peer,
-                extra=event("login_blocked", user=user, client=request.peer),
+                extra=event("login_blocked", user=printable(user), client=request.peer),
             )
             raise
         # Counted as a failure before the check (no await since the test
@@ -275,6 +275,7 @@ class HttpApi:
         for counter, key in limits:
             counter.record(key, now)
         record = self._store.get_user(user)
+        shown = printable(user)  # as typed, which may be anything: escaped for the log
         # An account with a device has logged in before: its check may use
         # the share of the hashing threads kept for returning users.
         returning = record is not None and bool(self._store.list_devices(record.name))
@@ -290,11 +291,11 @@ class HttpApi:
             self._stats.login_failures += 1
             log.info(
                 "log-in failed for %s from %s: %s",
-                user,
+                shown,
                 request.peer,
                 "wrong password" if record is not None else "no such user",
                 extra=event(
-                    "login_failed", user=user, client=request.peer, known_user=record is not None
+                    "login_failed", user=shown, client=request.peer, known_user=record is not None
                 ),
             )
             raise ProtocolError(ErrorCode.UNAUTHORIZED, "wrong user or password")

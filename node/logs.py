@@ -51,6 +51,13 @@ def event(kind: str, /, **fields: Any) -> dict[str, Any]:
     return {"event": kind, **fields}
 
 
+def printable(text: str, limit: int = 64) -> str:
+    """Untrusted text (a user name typed at log-in) safe for a text log line:
+    control characters escaped, so it can never start a forged line."""
+    text = text[:limit]
+    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: ts, level, logger, msg, event and fields."""
 
@@ -218,6 +225,7 @@ __all__ = [
     "ReopenableFileHandler",
     "event",
     "plain_reason",
+    "printable",
     "reopen_log_files",
     "setup_logging",
 ]

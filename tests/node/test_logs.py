@@ -11,7 +11,7 @@ import pytest
 import trio
 from trio_websocket import ConnectionRejected, HandshakeError
 
-from chinwag.node.logs import JsonFormatter, event, plain_reason
+from chinwag.node.logs import JsonFormatter, event, plain_reason, printable
 from chinwag.protocol.errors import ErrorCode, ProtocolError
 
 
@@ -73,3 +73,9 @@ def test_json_lines_carry_event_fields() -> None:
 def test_event_fields_may_not_shadow_record_attributes() -> None:
     with pytest.raises(ValueError, match="name"):
         event("peer_added", name="kitchen")
+
+
+def test_untrusted_text_cannot_forge_a_line() -> None:
+    assert printable("alice") == "alice"
+    assert "\n" not in printable("bob\n2026-01-01 INFO forged")
+    assert len(printable("x" * 1000)) == 64
