@@ -42,6 +42,8 @@ LINK_STATES = ("linked", "connecting", "backing_off", "idle", "pending", "blocke
 #: A scrape request's head, and how long a metrics client may take to send it.
 MAX_REQUEST_BYTES = 8192
 REQUEST_TIMEOUT = 10.0
+#: Connections the metrics listener serves at once; more are closed unserved.
+MAX_SCRAPERS = 16
 
 
 class NodeCollector(Collector):
@@ -240,6 +242,7 @@ class Metrics:
     def __init__(self, node: Node) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(NodeCollector(node))
+        self._scrapers = 0
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -248,7 +251,12 @@ class Metrics:
         """``GET /metrics`` on the main port: loopback clients only."""
         if not _is_loopback(request.peer):
             return json_error_response(404, "not_found", "no such path /metrics")
-        return HttpResponse(200, self.render(), CONTENT_TYPE_LATEST)
+        try:
+            body = self.render()
+        except Exception:  # a bug in a collector must not look like a broken node
+            log.exception("rendering /metrics failed")
+            return json_error_response(500, "internal", "metrics unavailable")
+        return HttpResponse(200, body, CONTENT_TYPE_LATEST)
 
     async def serve(
         self, host: str, port: int, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
@@ -262,12 +270,19 @@ class Metrics:
             await trio.serve_listeners(self._handle, listeners, handler_nursery=nursery)
 
     async def _handle(self, stream: trio.SocketStream) -> None:
+        if self._scrapers >= MAX_SCRAPERS:
+            await stream.aclose()
+            return
+        self._scrapers += 1
         try:
             with trio.move_on_after(REQUEST_TIMEOUT):
                 await self._answer(stream)
         except (trio.BrokenResourceError, h11.ProtocolError, OSError):
             pass  # a scraper that went away or spoke nonsense: nothing to keep
+        except Exception:  # a bug here must not end the node
+            log.exception("serving /metrics failed")
         finally:
+            self._scrapers -= 1
             await stream.aclose()
 
     async def _answer(self, stream: trio.SocketStream) -> None:

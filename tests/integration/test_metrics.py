@@ -10,6 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from chinwag.node.client import connect, http_json
 from chinwag.node.http_api import HttpRequest
+from chinwag.node.metrics import MAX_SCRAPERS
 
 from .test_federation import TIMEOUT, drain, linked
 
@@ -139,3 +140,32 @@ async def test_peer_link_state_and_entry_counters(start_node) -> None:
     other = {"peer": n1.running.identity.id, "name": "pm1"}
     assert value(theirs, "chinwag_peer_entries_received_total", **other) == 1
     assert value(theirs, "chinwag_peer_entries_refused_total", **other) == 0
+
+
+async def test_metrics_listener_serves_a_bounded_number_of_connections(start_node) -> None:
+    node = await start_node(name="mb", metrics_listen=("127.0.0.1", 0))
+    port = node.running.metrics_port
+    assert port
+    idle = [await trio.open_tcp_stream("127.0.0.1", port) for _ in range(MAX_SCRAPERS)]
+    # Each idle connection holds its slot until the request timeout; the next
+    # one is closed unserved.
+    with trio.fail_after(TIMEOUT):
+        while True:
+            extra = await trio.open_tcp_stream("127.0.0.1", port)
+            await extra.send_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n")
+            answer = await extra.receive_some(100)
+            await extra.aclose()
+            if answer == b"":
+                break
+            # Answered: the listener had not accepted all idle ones yet.
+            await trio.sleep(0.02)
+    for stream in idle:
+        await stream.aclose()
+    with trio.fail_after(TIMEOUT):
+        while True:
+            try:
+                samples = await scrape(f"http://127.0.0.1:{port}/metrics")
+                break
+            except (AssertionError, OSError):  # slots not released yet
+                await trio.sleep(0.02)
+    assert value(samples, "chinwag_uptime_seconds") >= 0
