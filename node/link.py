@@ -99,7 +99,8 @@ class LinkEnd:
 class PeerStats:
     """Counters shown by ``chinwag status`` for one peer."""
 
-    link: str = "idle"  # linked | connecting | backing_off | idle
+    #: linked | connecting | backing_off | idle (the ``link`` property).
+    _link: str = "idle"
     last_error: str = ""
     sent: int = 0
     received: int = 0
@@ -118,13 +119,18 @@ class PeerStats:
     #: Wall time (Unix ms) the link last went up or down; 0: not since start.
     changed_ms: int = 0
 
-    def __setattr__(self, name: str, value: object) -> None:
+    @property
+    def link(self) -> str:
+        return self._link
+
+    @link.setter
+    def link(self, value: str) -> None:
         # Stamped on every crossing between "linked" and the rest, so status
         # can say "up since" / "down since" without every writer of ``link``
-        # keeping the time.
-        if name == "link" and (value == "linked") != (getattr(self, "link", "idle") == "linked"):
-            object.__setattr__(self, "changed_ms", wall_ms())
-        object.__setattr__(self, name, value)
+        # keeping the time (a property: the counters stay plain attributes).
+        if (value == "linked") != (self._link == "linked"):
+            self.changed_ms = wall_ms()
+        self._link = value
 
 
 class LinkRegistry(Protocol):
