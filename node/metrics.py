@@ -30,6 +30,7 @@ from prometheus_client.registry import Collector
 from chinwag.protocol.addresses import node_id_bytes
 
 from .http_api import HttpRequest, HttpResponse, json_error_response
+from .logs import event
 from .version import VERSION
 
 if TYPE_CHECKING:
@@ -264,7 +265,9 @@ class Metrics:
         """Serve ``/metrics`` alone on ``host:port`` (``--metrics-listen``)."""
         listeners = await trio.open_tcp_listeners(port, host=host)
         bound = listeners[0].socket.getsockname()[1]
-        log.info("metrics at http://%s:%d/metrics", host, bound)
+        shown = f"[{host}]" if ":" in host else host
+        url = f"http://{shown}:{bound}/metrics"
+        log.info("metrics at %s", url, extra=event("metrics_listening", url=url))
         async with trio.open_nursery() as nursery:
             task_status.started(bound)
             await trio.serve_listeners(self._handle, listeners, handler_nursery=nursery)

@@ -14,6 +14,7 @@ from chinwag.protocol.envelope import NodeKey
 
 from .logwatch import JsonLog
 from .procs import run_cli, spawn_node
+from .test_metrics import scrape, value
 
 SECRET = "a password never logged"
 
@@ -30,11 +31,14 @@ async def test_json_log_events_and_sighup_reopens_the_file(nursery, tmp_path: Pa
         "json",
         "--log-file",
         str(log_path),
+        "--metrics-listen",
+        "127.0.0.1:0",
     )
     started = await log.wait_for("node_started")
     assert started["url"] == node.url and started["version"] == version("chinwag")
     assert started["node_name"] == "logger" and started["level"] == "info"
     assert started["logger"] == "chinwag.node.app" and started["ts"].endswith("Z")
+    metrics_url = (await log.wait_for("metrics_listening"))["url"]
 
     await signup(node.url, "alice", SECRET)
     signed = await log.wait_for("signup", user="alice")
@@ -53,6 +57,9 @@ async def test_json_log_events_and_sighup_reopens_the_file(nursery, tmp_path: Pa
     await log.wait_for("logout", user="alice", device="laptop")
     revoked = await log.wait_for("sessions_revoked")
     assert revoked["count"] == 1
+    samples = await scrape(metrics_url)
+    assert value(samples, "chinwag_login_failures_total") == 1
+    assert value(samples, "chinwag_logins_total") == 1
     text = log_path.read_text()
     assert SECRET not in text and "nope" not in text and session.token not in text
 
