@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from chinwag.node.client import ClientError
+from chinwag.node.version import VERSION
 
 from . import (
     admin_cmds,
@@ -28,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="chinwag", description="A peer-to-peer federated chat node."
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+    parser.add_argument("--version", action="version", version=f"chinwag {VERSION}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     node_cmds.register(sub)
     chat_cmds.register(sub)

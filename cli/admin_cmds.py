@@ -11,6 +11,7 @@ from chinwag.protocol.errors import ProtocolError
 from . import link_cmds
 from .common import CliError
 from .node_cmds import _data_arg, _data_dir, run_async, with_admin
+from .status_view import link_words, status_lines
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -73,6 +74,8 @@ def cmd_peers(args: argparse.Namespace) -> int:
             came = f" (asked from {peer['address']})" if peer.get("address") else ""
             print(f"{name:<16} {peer['state']:<8} {urls}{came}")
             print(f"  id {peer['node_id']}  fingerprint {peer['fingerprint']}")
+            if "link" in peer:  # the node is running: how its link is doing
+                print(f"    {link_words(peer)}")
     else:
         print(f"{result['node_id']} {result.get('state', 'removed')}")
     return 0
@@ -83,25 +86,6 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result))
         return 0
-    print(f"node {result['name']} up {result['uptime_s']}s")
-    print(f"  id           {result['node_id']}")
-    print(f"  fingerprint  {result['fingerprint']}")
-    print(
-        f"connections {result['connections']}  users online {result['users_online']}"
-        f"  users {result['users']}"
-    )
-    for queue in result["queues"]:
-        print(f"  queue {queue['user']}: head {queue['head']}, unacked {queue['max_unacked']}")
-    for peer in result["peers"]:
-        print(
-            f"  peer {peer['node_id']} {peer['name'] or '?'}: {peer['state']}/{peer['link']}"
-            f" outbox {peer['outbox']} sent {peer['sent']} received {peer['received']}"
-            f" refused {peer['refused']}"
-            + (
-                f" oldest {peer['outbox_oldest_s']}s"
-                if peer.get("outbox_oldest_s") is not None
-                else ""
-            )
-            + (f" last error: {peer['last_error']}" if peer["last_error"] else "")
-        )
+    for line in status_lines(result):
+        print(line)
     return 0

@@ -22,6 +22,7 @@ from chinwag.node.identity import (
     load_identity,
     load_or_init_identity,
 )
+from chinwag.node.logs import FORMATS, LEVELS, reopen_log_files, setup_logging
 from chinwag.node.passwords import hash_password
 from chinwag.node.peers import check_url
 from chinwag.node.seeds import parse_seed
@@ -187,6 +188,20 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     p.add_argument("--no-mdns", action="store_true", help="no mDNS announce/browse")
     p.add_argument(
+        "--log-level", choices=LEVELS, default=None, help="what to log (default info; -v: debug)"
+    )
+    p.add_argument(
+        "--log-file", type=Path, metavar="PATH", help="log here (default stderr); SIGHUP reopens it"
+    )
+    p.add_argument(
+        "--log-format", choices=FORMATS, default="text", help="text, or json: one object a line"
+    )
+    p.add_argument(
+        "--metrics-listen",
+        metavar="HOST:PORT",
+        help="serve /metrics on this address only (default: on the main port, to loopback)",
+    )
+    p.add_argument(
         "--mdns-interface", action="append", default=[], help="announce/browse only here"
     )
     p.set_defaults(handler=cmd_run)
@@ -223,17 +238,17 @@ def cmd_init(args: argparse.Namespace) -> int:
     return 0
 
 
-def _parse_listen(text: str) -> tuple[str, int]:
+def _parse_listen(text: str, flag: str = "--listen") -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
     if not sep:
-        fail(f"--listen wants HOST:PORT, got {text!r}")
+        fail(f"{flag} wants HOST:PORT, got {text!r}")
     host = host.strip("[]") or "127.0.0.1"
     try:
         number = int(port)
     except ValueError:
-        fail(f"bad port in --listen {text!r}")
+        fail(f"bad port in {flag} {text!r}")
     if not 0 <= number <= 65535:
-        fail(f"bad port in --listen {text!r}")
+        fail(f"bad port in {flag} {text!r}")
     return host, number
 
 
@@ -243,6 +258,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     data_dir = _data_dir(args)
     host, port = _parse_listen(args.listen)
     overrides: dict[str, Any] = {}
+    if args.metrics_listen is not None:
+        overrides["metrics_listen"] = _parse_listen(args.metrics_listen, "--metrics-listen")
     for flag, field in (
         ("send_rate", "send_rate"),
         ("send_burst", "send_burst"),
@@ -323,17 +340,29 @@ def cmd_run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
 
+    level = args.log_level or ("debug" if args.verbose else "info")
+    try:
+        setup_logging(level, args.log_file, args.log_format)
+    except OSError as exc:
+        raise CliError(f"cannot open --log-file {args.log_file}: {exc.strerror or exc}") from exc
+
     async def main() -> None:
         node = Node(config, identity)
         async with trio.open_nursery() as nursery:
-            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
                 running = await nursery.start(node.run)
                 print(
                     f"chinwag node {running.identity.name} ready at {running.url}\n"
                     + ready_lines(node, running.url),
                     flush=True,
                 )
-                async for _ in signals:
+                async for signum in signals:
+                    if signum == signal.SIGHUP:
+                        try:
+                            reopen_log_files()  # logrotate moved the file: write a new one
+                        except OSError as exc:  # keep logging to the old file
+                            print(f"chinwag: cannot reopen the log file: {exc}", file=sys.stderr)
+                        continue
                     nursery.cancel_scope.cancel()
                     break
 

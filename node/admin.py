@@ -10,6 +10,7 @@ against the store directly.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 from collections.abc import Awaitable, Callable
@@ -29,10 +30,13 @@ from chinwag.protocol.errors import ErrorCode, ProtocolError
 from chinwag.protocol.fingerprint import fingerprint
 
 from .invitations import DEFAULT_TTL_S, InvitationDesk
+from .logs import event
 from .peers import BLOCKED, PENDING, TRUSTED, PeerRecord, PeerRegistry, check_url
 from .pending import PendingRequests
 from .seeds import parse_seed
 from .store import Store
+
+log = logging.getLogger(__name__)
 
 SOCKET_NAME = "admin.sock"
 MAX_LINE = 64 * 1024
@@ -53,6 +57,7 @@ class AdminOps:
         poke: Callable[[bytes], None] | None = None,
         pending: PendingRequests | None = None,
         invitations: InvitationDesk | None = None,
+        links: Callable[[], list[dict[str, Any]]] | None = None,
     ) -> None:
         """``pending``: link requests from unknown nodes, held in memory by a
         running node (node/pending.py); ``peers approve`` and ``block`` take them.
@@ -63,6 +68,8 @@ class AdminOps:
         self._status = status
         self._registry = registry or PeerRegistry(store)
         self._poke = poke
+        #: Each peer's link state (Federation.peer_status) while the node runs.
+        self._links = links
         self._commands: dict[str, Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]] = {
             "peers.list": self.peers_list,
             "peers.add": self.peers_add,
@@ -94,6 +101,7 @@ class AdminOps:
     async def user_add(self, args: dict[str, Any]) -> dict[str, Any]:
         user = check_user_name(self._str(args, "user"))
         record = await self._store.create_user(user, self._str(args, "pw_hash"), _now_ms())
+        log.info("user %s added by the admin", user, extra=event("user_added", user=user))
         return {"user": record.name}
 
     async def user_list(self, args: dict[str, Any]) -> dict[str, Any]:
@@ -113,11 +121,17 @@ class AdminOps:
     async def user_remove(self, args: dict[str, Any]) -> dict[str, Any]:
         user = self._str(args, "user")
         await self._store.remove_user(user)
+        log.info("user %s removed by the admin", user, extra=event("user_removed", user=user))
         return {"user": user}
 
     async def user_passwd(self, args: dict[str, Any]) -> dict[str, Any]:
         user = self._str(args, "user")
         await self._store.set_password(user, self._str(args, "pw_hash"))
+        log.info(
+            "password of %s set by the admin (sessions revoked)",
+            user,
+            extra=event("password_set", user=user),
+        )
         return {"user": user}
 
     def _peer_key(self, args: dict[str, Any]) -> bytes:
@@ -159,6 +173,13 @@ class AdminOps:
                 }
                 for r in self._pending.all()
             ]
+        if self._links is not None:
+            live = {p["node_id"]: p for p in self._links()}
+            for peer in peers:
+                link = live.get(peer["node_id"])
+                if link is not None:
+                    for key in ("link", "link_changed_ms", "last_error", "retry_in"):
+                        peer[key] = link[key]
         return {"peers": peers}
 
     def _desk(self) -> InvitationDesk:
@@ -191,24 +212,34 @@ class AdminOps:
             key, state=TRUSTED, urls=(url,), source="admin", now_ms=_now_ms(), keep_blocked=False
         )
         self._kick(key)
+        _log_peer("added", record)
         return {"node_id": record.id, "state": record.state}
 
     async def peers_approve(self, args: dict[str, Any]) -> dict[str, Any]:
         key = self._peer_key(args)
+        request = self._pending.get(key) if self._pending is not None else None
         record = await self._decide(key, TRUSTED)
         self._kick(key)
+        _log_peer("approved", record, request.name if request is not None else "")
         return {"node_id": record.id, "state": record.state}
 
     async def peers_block(self, args: dict[str, Any]) -> dict[str, Any]:
         key = self._peer_key(args)
+        request = self._pending.get(key) if self._pending is not None else None
         record = await self._decide(key, BLOCKED)
         self._kick(key)
+        _log_peer("blocked", record, request.name if request is not None else "")
         return {"node_id": record.id, "state": record.state}
 
     async def peers_remove(self, args: dict[str, Any]) -> dict[str, Any]:
         key = self._peer_key(args)
         await self._registry.remove(key)
         self._kick(key)
+        log.info(
+            "peer %s removed",
+            node_id_text(key),
+            extra=event("peer_removed", peer=node_id_text(key)),
+        )
         return {"node_id": node_id_text(key)}
 
     async def _decide(self, key: bytes, state: str) -> PeerRecord:
@@ -328,6 +359,18 @@ async def admin_request(
         raise ProtocolError(ErrorCode(err.get("code", "internal")), err.get("message", ""))
     result: dict[str, Any] = answer["ok"]
     return result
+
+
+def _log_peer(what: str, record: PeerRecord, asked_as: str = "") -> None:
+    """``asked_as``: the name a pending node gave in its link request."""
+    name = record.name or asked_as
+    log.info(
+        "peer %s (%s) %s by the admin",
+        name or "?",
+        record.id,
+        what,
+        extra=event(f"peer_{what}", peer=record.id, peer_name=name),
+    )
 
 
 def _now_ms() -> int:

@@ -37,6 +37,8 @@ from .http_api import HttpApi
 from .hub import Hub
 from .identity import NodeIdentity, ensure_data_dir, load_or_init_identity
 from .invitations import InvitationDesk, Invitations, InvitedPeers
+from .logs import event
+from .metrics import Metrics
 from .passwords import KdfCost, PasswordHasher
 from .peers import BLOCKED, TRUSTED, PeerRegistry, check_url
 from .presence import Presence
@@ -48,6 +50,7 @@ from .seeds import read_peers_file
 from .server import Server
 from .sessions import DeviceSession
 from .store import Store
+from .version import VERSION
 from .webclient import WebClient
 
 log = logging.getLogger(__name__)
@@ -128,6 +131,8 @@ class RunningNode:
     identity: NodeIdentity
     port: int
     url: str
+    #: The ``--metrics-listen`` port, when /metrics has a listener of its own.
+    metrics_port: int | None = None
 
 
 @dataclass(frozen=True)
@@ -176,7 +181,7 @@ class Node:
         )
         # A revoked session (logout, password change, user removal, eviction)
         # ends its live WebSockets too.
-        self.store.on_revoked = self.hub.sessions_revoked
+        self.store.on_revoked = self._sessions_revoked
         self.registry = PeerRegistry(
             self.store,
             outbox_max_entries=config.outbox_max_entries,
@@ -234,6 +239,9 @@ class Node:
         self.push = Push(config, self.store, self.hub, self.router.node_label)
         self.push.register_routes(self.api)
         WebClient().register_routes(self.api)
+        self.metrics = Metrics(self)
+        if config.metrics_listen is None:
+            self.api.add_route("GET", "/metrics", self.metrics.route)
         self.server = Server(config, self.api, self._on_websocket)
         self.read_budgets = ReadBudgets(config.read_rate, config.read_burst)
         self.admin = AdminServer(
@@ -252,6 +260,7 @@ class Node:
                     self._invitation_url,
                     self.invitations.now_ms,
                 ),
+                links=self.federation.peer_status,
             ),
         )
         self.started_at = 0.0
@@ -262,6 +271,14 @@ class Node:
         """Where an invitation tells the other side to go: the first advertised URL."""
         own = self.federation.own_urls
         return own[0] if own else self._url(self._port)
+
+    def _sessions_revoked(self, token_hashes: frozenset[bytes]) -> None:
+        log.info(
+            "%d session(s) revoked",
+            len(token_hashes),
+            extra=event("sessions_revoked", count=len(token_hashes)),
+        )
+        self.hub.sessions_revoked(token_hashes)
 
     def _load(self) -> tuple[int, int]:
         stats = self.hub.statistics()
@@ -320,6 +337,7 @@ class Node:
             "node_id": self.identity.id,
             "name": self.identity.name,
             "fingerprint": fingerprint(self.identity.key.public),
+            "version": VERSION,
             "uptime_s": round(trio.current_time() - self.started_at, 1),
             "connections": hub.connections,
             "users_online": hub.users_online,
@@ -396,8 +414,38 @@ class Node:
                     on_change=self._discovered,
                 )
                 await nursery.start(discovery.run)
+            if self.config.metrics_listen is not None:
+                host, wanted = self.config.metrics_listen
+                metrics_port = await nursery.start(self.metrics.serve, host, wanted)
+            else:
+                metrics_port = None
             self.started_at = trio.current_time()
-            task_status.started(RunningNode(self.identity, port, self._url(port)))
+            url = self._url(port)
+            log.info(
+                "chinwag %s node %s (%s) started at %s",
+                VERSION,
+                self.identity.name,
+                self.identity.id,
+                url,
+                extra=event(
+                    "node_started",
+                    version=VERSION,
+                    node_id=self.identity.id,
+                    node_name=self.identity.name,
+                    url=url,
+                ),
+            )
+            task_status.started(RunningNode(self.identity, port, url, metrics_port))
+            try:
+                await trio.sleep_forever()
+            finally:
+                log.info(
+                    "chinwag %s node %s stopping (was at %s)",
+                    VERSION,
+                    self.identity.name,
+                    url,
+                    extra=event("node_stopped", version=VERSION, url=url),
+                )
 
     def _url(self, port: int) -> str:
         """The URL to open on this machine (printed at start; not advertised)."""

@@ -103,6 +103,9 @@ class NodeConfig:
     #: URLs to advertise in this node's gossiped address record (e.g. behind
     #: a proxy or NAT). Empty: derived from ``host`` (see app.advertised_urls).
     public_urls: tuple[str, ...] = ()
+    #: ``/metrics`` on a listener of its own (``--metrics-listen HOST:PORT``);
+    #: None: on the main port, to loopback clients only.
+    metrics_listen: tuple[str, int] | None = None
     #: PEM certificate chain and key: serve HTTPS and WSS on the one port.
     tls_cert: Path | None = None
     tls_key: Path | None = None

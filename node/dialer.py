@@ -37,6 +37,7 @@ from .config import NodeConfig
 from .dialcheck import Resolver, open_ws_at, resolve_for_dial, split_url
 from .identity import NodeIdentity
 from .link import PeerStats
+from .logs import event, plain_reason
 from .peers import TRUSTED, PeerRecord
 
 log = logging.getLogger(__name__)
@@ -216,8 +217,10 @@ class Dialer:
         try:
             return await self._dial(url, key, record)
         except (ProtocolError, HandshakeError, OSError, ConnectionClosed) as exc:
-            stats.last_error = describe(exc)
+            _log_dial_failure(record, url, plain_reason(exc), stats.last_error)
+            stats.last_error = plain_reason(exc)
         except trio.TooSlowError:
+            _log_dial_failure(record, url, "handshake timed out", stats.last_error)
             stats.last_error = "handshake timed out"
         except Exception as exc:  # a bug here must not end the node: log and count
             log.exception("dialling %s failed", url)
@@ -283,6 +286,18 @@ class Dialer:
                 await ws.send_message(confirm)
             await self._target.serve_dialled(ws, hs.result())
             return True
+
+
+def _log_dial_failure(record: PeerRecord, url: str, reason: str, previous: str) -> None:
+    """At info when the reason changes, at debug while it repeats each back-off."""
+    log.log(
+        logging.DEBUG if reason == previous else logging.INFO,
+        "cannot link to %s at %s: %s",
+        record.name or record.id[:12],
+        url,
+        reason,
+        extra=event("link_failed", peer=record.id, peer_name=record.name, url=url, reason=reason),
+    )
 
 
 def as_bytes(data: bytes | str) -> bytes:

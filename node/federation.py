@@ -39,6 +39,7 @@ from .dialer import HEALTHY_AFTER, LINK_MESSAGE_BYTES, Backoff, Dialer, as_bytes
 from .gossip import GossipBook, GossipRegistry
 from .identity import NodeIdentity
 from .link import CLOSE_BAD_FRAME, Link, LinkRegistry, PeerStats, PresenceFrames, wall_ms
+from .logs import event
 from .peers import BLOCKED, OUTBOX_EXPIRE_PER_PASS, TRUSTED, PeerRecord
 from .pending import PendingRequests
 
@@ -248,6 +249,8 @@ class Federation:
                     "link": link,
                     "urls": list(record.urls),
                     "last_error": stats.last_error,
+                    "link_changed_ms": stats.changed_ms,
+                    "retry_in": stats.retry_in,
                     "sent": stats.sent,
                     "received": stats.received,
                     "refused": stats.refused,
@@ -255,6 +258,8 @@ class Federation:
                     "local_failures": stats.local_failures,
                     "internal_errors": stats.internal_errors,
                     "group_records_sent": stats.group_records_sent,
+                    "frames_sent": stats.frames_sent,
+                    "frames_received": stats.frames_received,
                     "outbox": self.registry.outbox_depth(record.key),
                     "outbox_bytes": self.registry.outbox_bytes(record.key),
                     "outbox_oldest_s": self._oldest_age(record.key, now),
@@ -289,6 +294,15 @@ class Federation:
                 return total
             total += count
             if count < OUTBOX_EXPIRE_PER_PASS:
+                if total:
+                    peer = node_id_text(key)
+                    log.info(
+                        "withdrew %d message(s) for %s from its outbox: older than %.0f s",
+                        total,
+                        peer[:12],
+                        self.config.outbox_max_age,
+                        extra=event("outbox_expired", peer=peer, count=total),
+                    )
                 return total
 
     async def _expire_loop(self) -> None:
@@ -373,6 +387,12 @@ class Federation:
                 on_authenticated()
         except (ProtocolError, trio.TooSlowError, ConnectionClosed) as exc:
             log.info("refused federation link: %s", describe(exc))
+            if isinstance(exc, ProtocolError):
+                # Say why in the close (e.g. "the dialer wants another node":
+                # its pinned key is not ours), so the dialer's admin sees it.
+                with trio.move_on_after(1) as scope:
+                    scope.shield = True
+                    await ws.aclose(CLOSE_BAD_FRAME, exc.message[:120])
             return
         except Exception:  # a bug must not end the node: log it, drop this link
             log.exception("accepting a federation link failed")
@@ -394,6 +414,16 @@ class Federation:
             check_public_key(hello.key)
             refusal = self._trust_refusal(hello.key, hello.name)
             if refusal is not None:
+                peer = node_id_text(hello.key)
+                log.info(
+                    "refused a link from %s (%s): %s",
+                    hello.name,
+                    peer[:12],
+                    refusal.message,
+                    extra=event(
+                        "link_refused", peer=peer, peer_name=hello.name, reason=refusal.message
+                    ),
+                )
                 if self.registry.get(hello.key) is not None:
                     # Known keys only: a stranger's refusal must not grow _stats.
                     self.stats_for(hello.key).refused += 1
@@ -408,6 +438,16 @@ class Federation:
                     return keys
                 # Proven, but not trusted (yet): an admin may approve it.
                 if record is None and keys.invitation is None:
+                    if self.pending.get(keys.peer_key) is None:
+                        peer = node_id_text(keys.peer_key)
+                        log.info(
+                            "link request from unknown node %s (%s): pending; "
+                            "'chinwag peers approve %s' to trust it",
+                            keys.peer_name,
+                            peer,
+                            peer,
+                            extra=event("peer_pending", peer=peer, peer_name=keys.peer_name),
+                        )
                     urls = keys.record.urls if keys.record is not None else ()
                     self.pending.record(
                         keys.peer_key, keys.peer_name, self._now_ms(), urls=urls, address=address
@@ -487,6 +527,7 @@ class Federation:
                 end = await link.run()
                 nursery.cancel_scope.cancel()
             self._join_outcome(link.peer, end.message)
+            _log_link_down(link.peer, end.message, str(end.kind), up=link.up.is_set())
             now = trio.current_time()
             if end.is_error:
                 self._backoff.failed(link.peer, now, hard=True)
@@ -510,6 +551,17 @@ class Federation:
         """Tell presence once the link is up (its resume exchanged)."""
         await link.up.wait()
         self._join_outcome(link.peer, None)
+        peer = node_id_text(link.peer)
+        record = self.registry.get(link.peer)
+        name = record.name if record is not None else ""
+        how = "dialled" if link.dialer == self.identity.key.public else "accepted"
+        log.info(
+            "link to %s (%s) up (%s)",
+            name or "?",
+            peer[:12],
+            how,
+            extra=event("link_up", peer=peer, peer_name=name, direction=how),
+        )
         if self._presence is not None and self._links.get(link.peer) is link:
             try:
                 self._presence.link_up(link.peer)
@@ -521,6 +573,17 @@ def _remote_address(ws: WebSocketConnection) -> str:
     """The address a connection came from (shown with a pending request)."""
     remote = getattr(ws, "remote", None)
     return str(getattr(remote, "address", "") or "")
+
+
+def _log_link_down(key: bytes, reason: str, kind: str, *, up: bool) -> None:
+    peer = node_id_text(key)
+    log.info(
+        "link to %s %s: %s",
+        peer[:12],
+        "down" if up else "ended before it was up",
+        reason,
+        extra=event("link_down" if up else "link_failed", peer=peer, reason=reason, kind=kind),
+    )
 
 
 __all__ = ["Federation", "FederationRegistry", "LinkEvents", "PeerRecord", "PeerStats"]

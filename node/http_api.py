@@ -13,9 +13,10 @@ for returning users).
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -30,11 +31,14 @@ from .config import NodeConfig
 from .hub import Hub
 from .identity import NodeIdentity
 from .invitations import Invitations
+from .logs import event, printable
 from .passwords import PasswordHasher, new_token, token_hash
 from .ratelimit import WindowCounter, address_key, blocked_for_all
 from .store import SessionRecord, Store
+from .version import VERSION
 
-VERSION = "0.1.0"
+log = logging.getLogger(__name__)
+
 MAX_PASSWORD_CHARS = 1024
 MIN_PASSWORD_CHARS = 1
 MAX_PROFILE_CHARS = 200
@@ -100,6 +104,18 @@ def error_response(error: ProtocolError) -> HttpResponse:
 Handler = Callable[[HttpRequest], Awaitable[HttpResponse]]
 
 
+@dataclass
+class AccountStats:
+    """What the account endpoints did since start (``/metrics``)."""
+
+    signups: int = 0
+    logins: int = 0
+    #: Wrong user or password.
+    login_failures: int = 0
+    #: Refused unchecked: too many failures for the account or address.
+    login_blocked: int = 0
+
+
 class HttpApi:
     """Routes HTTP requests to their handlers."""
 
@@ -132,6 +148,7 @@ class HttpApi:
         )
         self._address_signups = WindowCounter(config.signups_per_address, config.signup_window)
         self._node_signups = WindowCounter(config.signups_per_node, config.signup_window)
+        self._stats = AccountStats()
         self._routes: dict[tuple[str, str], Handler] = {
             ("POST", "/api/signup"): self.signup,
             ("POST", "/api/login"): self.login,
@@ -143,6 +160,9 @@ class HttpApi:
             ("DELETE", "/api/contacts"): self.remove_contact,
             ("GET", "/.well-known/chinwag"): self.node_info,
         }
+
+    def statistics(self) -> AccountStats:
+        return replace(self._stats)
 
     def add_route(self, method: str, path: str, handler: Handler) -> None:
         """Register another service's endpoint (push, presence, ...)."""
@@ -232,6 +252,13 @@ class HttpApi:
         else:
             pw_hash = await self._passwords.hash(password)
             record = await self._store.create_user(user, pw_hash, _now_ms())
+        self._stats.signups += 1
+        log.info(
+            "signed up %s from %s",
+            record.name,
+            request.peer,
+            extra=event("signup", user=record.name, client=request.peer),
+        )
         return json_response(
             201, {"user": record.name, "address": f"{record.name}@{self._identity.name}"}
         )
@@ -263,13 +290,24 @@ class HttpApi:
             (self._account_failures, user),
             (self._address_failures, address_key(request.peer)),
         ]
-        _refuse_if_blocked(limits, now, "too many failed log-ins; try again later")
+        try:
+            _refuse_if_blocked(limits, now, "too many failed log-ins; try again later")
+        except ProtocolError:
+            self._stats.login_blocked += 1
+            log.warning(
+                "log-in refused for %s from %s: too many failures",
+                printable(user),
+                request.peer,
+                extra=event("login_blocked", user=printable(user), client=request.peer),
+            )
+            raise
         # Counted as a failure before the check (no await since the test
         # above), given back if the password is right: simultaneous guesses
         # see each other, so no more than the limit are ever checked.
         for counter, key in limits:
             counter.record(key, now)
         record = self._store.get_user(user)
+        shown = printable(user)  # as typed, which may be anything: escaped for the log
         # An account with a device has logged in before: its check may use
         # the share of the hashing threads kept for returning users.
         returning = record is not None and bool(self._store.list_devices(record.name))
@@ -282,12 +320,30 @@ class HttpApi:
                 counter.give_back(key, now)
             raise
         if not good or record is None:
+            self._stats.login_failures += 1
+            log.info(
+                "log-in failed for %s from %s: %s",
+                shown,
+                request.peer,
+                "wrong password" if record is not None else "no such user",
+                extra=event(
+                    "login_failed", user=shown, client=request.peer, known_user=record is not None
+                ),
+            )
             raise ProtocolError(ErrorCode.UNAUTHORIZED, "wrong user or password")
         for counter, key in limits:
             counter.give_back(key, now)
         token = new_token()
         device_id = await self._store.create_session(
             record.name, device, token_hash(token), _now_ms()
+        )
+        self._stats.logins += 1
+        log.info(
+            "logged in %s (device %s) from %s",
+            record.name,
+            device_id,
+            request.peer,
+            extra=event("login", user=record.name, device=device_id, client=request.peer),
         )
         return json_response(
             200,
@@ -301,8 +357,15 @@ class HttpApi:
         )
 
     async def logout(self, request: HttpRequest) -> HttpResponse:
-        _, digest = self._authorized(request)
+        session, digest = self._authorized(request)
         await self._store.revoke_session(digest)
+        log.info(
+            "logged out %s (device %s) from %s",
+            session.user,
+            session.device,
+            request.peer,
+            extra=event("logout", user=session.user, device=session.device, client=request.peer),
+        )
         return json_response(200, {})
 
     # -------------------------------------------------------------- profile

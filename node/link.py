@@ -51,6 +51,7 @@ from chinwag.protocol.link import (
 )
 
 from .config import NodeConfig
+from .logs import event
 from .peers import InboundResult, OutboxEntry
 from .ratelimit import TokenBucket
 
@@ -98,7 +99,8 @@ class LinkEnd:
 class PeerStats:
     """Counters shown by ``chinwag status`` for one peer."""
 
-    link: str = "idle"  # linked | connecting | backing_off | idle
+    #: linked | connecting | backing_off | idle (the ``link`` property).
+    _link: str = "idle"
     last_error: str = ""
     sent: int = 0
     received: int = 0
@@ -111,6 +113,24 @@ class PeerStats:
     local_failures: int = 0
     #: Links to this peer ended by a bug here while handling its frames.
     internal_errors: int = 0
+    #: Link frames (each WebSocket message on the link) sent and received.
+    frames_sent: int = 0
+    frames_received: int = 0
+    #: Wall time (Unix ms) the link last went up or down; 0: not since start.
+    changed_ms: int = 0
+
+    @property
+    def link(self) -> str:
+        return self._link
+
+    @link.setter
+    def link(self, value: str) -> None:
+        # Stamped on every crossing between "linked" and the rest, so status
+        # can say "up since" / "down since" without every writer of ``link``
+        # keeping the time (a property: the counters stay plain attributes).
+        if (value == "linked") != (self._link == "linked"):
+            self.changed_ms = wall_ms()
+        self._link = value
 
 
 class LinkRegistry(Protocol):
@@ -190,7 +210,16 @@ def describe_close(exc: ConnectionClosed) -> LinkEnd:
     text = (getattr(reason, "reason", None) or "")[:200]
     if code in _ERROR_CLOSES:
         return LinkEnd(EndKind.REMOTE, f"peer closed the link ({code}): {text}")
-    return LinkEnd(EndKind.CLOSED, f"link closed ({code})")
+    return LinkEnd(EndKind.CLOSED, f"link closed ({_CLOSE_WORDS.get(code, code)})")
+
+
+#: Close codes of a link that ended without an error, in words (RFC 6455).
+_CLOSE_WORDS = {
+    1000: "closed normally",
+    1001: "the peer is going away",
+    1006: "connection lost",
+    None: "no close code",
+}
 
 
 class Link:
@@ -245,12 +274,14 @@ class Link:
                 await self.ws.send_message(data)
             if scope.cancelled_caught:
                 raise _Closed("peer stopped reading")
+            self._stats.frames_sent += 1
 
     async def _receive(self) -> LinkFrame:
         with trio.move_on_after(self._config.heartbeat_deadline) as scope:
             data = await self.ws.get_message()
         if scope.cancelled_caught:
             raise _Closed("link silent past the deadline")
+        self._stats.frames_received += 1
         try:
             if not isinstance(data, bytes):
                 raise ProtocolError(ErrorCode.BAD_FRAME, "text message on a federation link")
@@ -377,6 +408,19 @@ class Link:
             scope.shield = True
             await self.ws.aclose(code, self.ended.message[:120])
 
+    def _log_refused(self, rejected: list[dict[str, object]]) -> None:
+        """Refused entries (forged, mis-attributed, replayed): worth an admin's look."""
+        refused = [str(r["code"]) for r in rejected if r["code"] != ErrorCode.NO_SUCH_USER]
+        codes = ",".join(sorted(set(refused)))
+        peer = node_id_text(self.peer)
+        log.warning(
+            "refused %d message(s) from %s: %s",
+            len(refused),
+            self._label(),
+            codes,
+            extra=event("envelopes_refused", peer=peer, count=len(refused), codes=codes),
+        )
+
     def _label(self) -> str:
         return node_id_text(self.peer)[:12]
 
@@ -473,6 +517,8 @@ class Link:
         )
         self._stats.received += result.stored
         self._stats.refused += result.refused
+        if result.refused:
+            self._log_refused(result.rejected)
         rejected = tuple(Rejected(int(r["oseq"]), str(r["code"])) for r in result.rejected)
         await self.send(Ack(result.applied, rejected))
         self.healthy.set()

@@ -45,6 +45,7 @@ from .config import NodeConfig
 from .dialcheck import Resolver, resolve_for_dial
 from .http_api import HttpApi, HttpRequest, HttpResponse, json_response
 from .hub import Hub
+from .logs import event
 from .push_hosts import HostLanes, HostLimits
 from .store import Store, WriteTxn
 
@@ -588,7 +589,14 @@ class Push:
                 paced, wait = True, retry_after
             if not retry or attempt >= MAX_ATTEMPTS:
                 self._count("failed")
-                log.info("push to %s failed: %s", delivery.url[:80], problem)
+                # The host only: an endpoint's path often holds its secret token.
+                host = urlsplit(delivery.url).hostname or "?"
+                log.info(
+                    "push notification to %s failed: %s",
+                    host,
+                    problem,
+                    extra=event("push_failed", host=host, reason=problem),
+                )
                 return
             self._count("retried")
             delivery.fresh = True

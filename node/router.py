@@ -8,6 +8,7 @@ through :class:`~chinwag.node.groups.Groups`.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import cbor2
@@ -34,6 +35,14 @@ from .store import SendResult, Store
 RENDER_CACHE = 2048
 
 
+@dataclass(frozen=True)
+class RouterStats:
+    #: Sends by this node's devices that were committed (1:1 and group).
+    sent: int
+    #: Sends refused with an error before or at their commit.
+    refused: int
+
+
 class Router:
     """Resolves addresses and commits messages through the store."""
 
@@ -52,6 +61,11 @@ class Router:
         self._rendered: dict[bytes, dict[str, Any]] = {}
         #: Set by the app once groups exist.
         self.groups: Groups | None = None
+        self._sent = 0
+        self._refused = 0
+
+    def statistics(self) -> RouterStats:
+        return RouterStats(self._sent, self._refused)
 
     def node_label(self, node_id: str) -> str | None:
         """The display name of a node, from this node's own pins."""
@@ -98,6 +112,18 @@ class Router:
         return f"{address.user}@{self.node_label(address.node) or address.node}"
 
     async def send(
+        self, sender: str, device: str, cid: str | None, to_text: str, text: str
+    ) -> SendResult:
+        # Counted here, once per send, for /metrics (node/metrics.py).
+        try:
+            result = await self._send(sender, device, cid, to_text, text)
+        except ProtocolError:
+            self._refused += 1
+            raise
+        self._sent += 1
+        return result
+
+    async def _send(
         self, sender: str, device: str, cid: str | None, to_text: str, text: str
     ) -> SendResult:
         if to_text.startswith("#"):

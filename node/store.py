@@ -39,6 +39,7 @@ import re
 import secrets
 import struct
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -55,6 +56,8 @@ from chinwag.protocol.errors import ErrorCode, ProtocolError
 from chinwag.protocol.ids import IdGenerator
 from chinwag.protocol.limits import MAX_TEXT_BYTES
 
+from .latency import LatencyHistogram
+from .logs import event
 from .quota import DiskReserve, QuotaPolicy
 
 log = logging.getLogger(__name__)
@@ -560,6 +563,8 @@ class Store:
         self.on_outbox: Callable[[str], None] | None = None
         self.on_revoked: Callable[[frozenset[bytes]], None] | None = None
         self.remote_sink: RemoteSink | None = None
+        #: Seconds per committed batch, written by the writer thread (/metrics).
+        self.commit_times = LatencyHistogram()
         self._db_names = DB_NAMES + tuple(n for n in extra_dbs if n not in DB_NAMES)
         self._env: lmdb.Environment | None = None
         self._dbs: dict[str, Any] = {}
@@ -1033,7 +1038,7 @@ class Store:
             except lmdb.Error:
                 # Disk full or I/O error at commit: nothing of the batch is
                 # durable, so nothing is acknowledged.
-                log.exception("store commit failed")
+                log.exception("store commit failed", extra=event("storage_error"))
                 self._ids = ids_before
                 error = ProtocolError(ErrorCode.UNAVAILABLE, "storage unavailable")
                 return [(None, error)] * len(batch), _Effects()
@@ -1043,6 +1048,7 @@ class Store:
         env = self._env
         outcomes: list[_Outcome] = []
         effects = _Effects()
+        started = time.perf_counter()
         with env.begin(write=True) as txn:
             for op in batch:
                 child = env.begin(write=True, parent=txn)
@@ -1073,6 +1079,7 @@ class Store:
         # Leaving the block committed (durably: sync is on).
         self._persisted_last_id = last_id
         self._commits += 1
+        self.commit_times.observe(time.perf_counter() - started)
         self._ops += len(batch)
         self._largest_batch = max(self._largest_batch, len(batch))
         return outcomes, effects
@@ -1081,7 +1088,11 @@ class Store:
         assert self._env is not None
         size = self._env.info()["map_size"] * 2
         if size > MAX_MAP_SIZE:
-            log.error("store map cannot grow past %d bytes", MAX_MAP_SIZE)
+            log.error(
+                "store map cannot grow past %d bytes",
+                MAX_MAP_SIZE,
+                extra=event("storage_error", reason="store full"),
+            )
             return False
         with self._resize_lock:
             self._env.set_mapsize(size)

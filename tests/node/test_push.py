@@ -23,6 +23,8 @@ import trio
 from chinwag.node.client import ClientError, api_call, connect
 from chinwag.node.push import MAX_ENDPOINTS_PER_DEVICE, PushStats
 
+from ..integration.logwatch import JsonLog, json_log_fixture  # noqa: F401 - the fixture
+
 TIMEOUT = 10
 #: What test names resolve to by default: a global address, never connected
 #: (the injected connect goes to loopback).
@@ -540,3 +542,19 @@ async def test_a_host_recovers_after_its_back_off(start_node, receiver) -> None:
     final = await stats(node, lambda s: s.sent >= 4 and s.deliveries == 0)
     assert [status for status, _ in receiver.posts] == [503, 200, 200, 200, 200]
     assert final.host_backoffs == 1 and final.retried == 1 and final.failed == 0
+
+
+async def test_a_failed_push_is_logged_with_its_host_only(
+    start_node, receiver, json_log: JsonLog
+) -> None:
+    node = await routed(start_node, push_coalesce=0.05)
+    bob = await node.user("bob", "phone")
+    url = receiver.url + "/secret-token-in-the-path"
+    await register(node, bob, url)
+    receiver.statuses = [400]
+    async with connect(node.url, await node.user("alice")) as a:
+        await a.send("bob", "bad")
+    await stats(node, lambda s: s.failed >= 1)
+    failed = await json_log.wait_for("push_failed")
+    assert failed["reason"] == "HTTP 400" and failed["host"] in receiver.url
+    assert "secret-token" not in json_log.path.read_text()
