@@ -25,10 +25,11 @@ async def queue_ids(url: str, user: str) -> list[tuple[int, str]]:
     """``(id, text)`` of every message in ``user``'s queue, read by a device sync."""
     token = (await login(url, user, PASSWORD)).token
     out: list[tuple[int, str]] = []
+    last = 0
     async with connect(url, token) as client:
         head = await client.sync(0)
         with trio.fail_after(TIMEOUT):
-            while head and (not out or last < head):
+            while last < head:
                 frame = await client.messages.receive()
                 last = frame["seq"]
                 if frame.get("kind") != "event":
@@ -51,6 +52,7 @@ async def test_backup_while_two_clients_send_restores_each_acked_message_once(
     acked: dict[str, list[int]] = {"alice": [], "bob": []}
     backup_started = trio.Event()
     backup_done = trio.Event()
+    warmed_up = trio.Event()  # both senders have had 50 messages acknowledged
     during: Counter[str] = Counter()
 
     async def sender(user: str, to: str) -> None:
@@ -60,6 +62,8 @@ async def test_backup_while_two_clients_send_restores_each_acked_message_once(
                     return
                 ack = await client.send(to, f"{user} {n}")
                 acked[user].append(ack.id)
+                if min(len(ids) for ids in acked.values()) >= 50:
+                    warmed_up.set()
                 if backup_started.is_set():
                     during[user] += 1
 
@@ -68,8 +72,7 @@ async def test_backup_while_two_clients_send_restores_each_acked_message_once(
         async with trio.open_nursery() as nursery:
             nursery.start_soon(sender, "alice", "bob")
             nursery.start_soon(sender, "bob", "alice")
-            while min(len(v) for v in acked.values()) < 50:
-                await trio.sleep(0.01)
+            await warmed_up.wait()
             before = {user: list(ids) for user, ids in acked.items()}
             backup_started.set()
             started_at = time.monotonic()
@@ -85,7 +88,7 @@ async def test_backup_while_two_clients_send_restores_each_acked_message_once(
     manifest = json.loads((dest / "backup.json").read_text())
     assert manifest["online"] is True and manifest["node_id"] == kitchen.running.identity.id
     assert {"db/data.mdb", "node.key", "node.json"} <= manifest["files"].keys()
-    assert not [p for p in tmp_path.iterdir() if ".partial-" in p.name]
+    assert not [p for p in await trio.Path(tmp_path).iterdir() if ".partial-" in p.name]
 
     await kitchen.stop()
     restored = tmp_path / "restored"
