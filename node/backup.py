@@ -46,6 +46,8 @@ BLOBS_DIR = "blobs"
 #: Top-level files of a data directory that belong to the running process,
 #: not to its state (the lock, the admin socket), never copied.
 RUNTIME_FILES = frozenset({"store.lock", "admin.sock"})
+#: Nor are log files (``--log-file`` may point into the data directory).
+SKIPPED_SUFFIXES = (".log",)
 #: Where a node puts its automatic backups (before a migration).
 BACKUPS_DIR = "backups"
 _CHUNK = 1 << 20
@@ -113,6 +115,8 @@ def write_backup(
         os.chmod(partial / DB_DIR / "data.mdb", 0o600)
         for entry in sorted(data_dir.iterdir()):
             if entry.name in RUNTIME_FILES or entry.name.startswith("."):
+                continue
+            if entry.name.endswith(SKIPPED_SUFFIXES):
                 continue
             if entry.is_file() and not entry.is_symlink():
                 _copy_private(entry, partial / entry.name)
