@@ -26,6 +26,10 @@ only change the transaction, never Python state outside it.
 Ownership: :meth:`Store.run` first takes an exclusive ``flock`` on
 ``data_dir/store.lock``; a second store (another node, or the CLI while the
 node runs) gets :class:`StoreLocked`.
+
+Schema: opening reads ``meta: schema`` first, refuses a newer store and
+migrates an older one after backing it up (node/migrations.py).
+:meth:`Store.copy_snapshot` is the online backup's copy (node/backup.py).
 """
 
 from __future__ import annotations
