@@ -36,6 +36,7 @@ from typing import Any
 
 import lmdb
 
+from .identity import IdentityError, load_identity
 from .migrations import SCHEMA_VERSION, chinwag_version, read_schema
 
 MANIFEST = "backup.json"
@@ -194,6 +195,12 @@ def restore_backup(src: Path, data_dir: Path) -> dict[str, Any]:
             raise BackupError(f"{src} is incomplete: {name} is missing")
         if _describe(path) != expected:
             raise BackupError(f"{src} is damaged: {name} does not match its checksum")
+    try:
+        key_id = load_identity(src).id
+    except IdentityError as exc:
+        raise BackupError(f"{src} holds no usable node key: {exc}") from exc
+    if key_id != manifest.get("node_id"):
+        raise BackupError(f"{src}: node.key is not the key of node {manifest.get('node_id')}")
     data_dir.parent.mkdir(parents=True, exist_ok=True)
     partial = data_dir.parent / f".{data_dir.name}.partial-{secrets.token_hex(4)}"
     partial.mkdir(mode=0o700)
