@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from chinwag.node.client import ClientError
-from chinwag.node.migrations import StoreTooNew
+from chinwag.node.migrations import SchemaError
 
 from . import (
     admin_cmds,
@@ -58,7 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ClientError as exc:
         print(f"chinwag: {client_error_message(exc)}", file=sys.stderr)
         return 1
-    except StoreTooNew as exc:
+    except SchemaError as exc:
         # Any command that opens the store (run, user, peers, export offline).
         print(f"chinwag: {exc}", file=sys.stderr)
         return 1

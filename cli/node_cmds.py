@@ -22,7 +22,7 @@ from chinwag.node.identity import (
     load_identity,
     load_or_init_identity,
 )
-from chinwag.node.migrations import StoreTooNew
+from chinwag.node.migrations import SchemaError
 from chinwag.node.passwords import hash_password
 from chinwag.node.peers import check_url
 from chinwag.node.seeds import parse_seed
@@ -347,7 +347,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         for leaf in leaf_exceptions(group):
             if isinstance(leaf, StoreLocked):
                 raise CliError(f"{data_dir} is in use by another node") from leaf
-            if isinstance(leaf, StoreTooNew):
+            if isinstance(leaf, SchemaError):
                 raise CliError(str(leaf)) from leaf
             if isinstance(leaf, OSError):
                 raise CliError(f"cannot listen on {args.listen}: {leaf.strerror or leaf}") from leaf

@@ -42,7 +42,11 @@ SCHEMA_KEY = b"schema"
 WRITER_KEY = b"writer"
 
 
-class StoreTooNew(Exception):
+class SchemaError(Exception):
+    """The store cannot be opened at this version; the message says why and what to do."""
+
+
+class StoreTooNew(SchemaError):
     """The data directory was written by a newer chinwag than this one."""
 
     def __init__(self, found: int, supported: int, writer: str | None) -> None:
@@ -55,6 +59,10 @@ class StoreTooNew(Exception):
         self.found = found
         self.supported = supported
         self.writer = writer
+
+
+class MigrationFailed(SchemaError):
+    """The store needs a migration that could not go ahead (e.g. its backup)."""
 
 
 @dataclass(frozen=True)

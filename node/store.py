@@ -60,8 +60,15 @@ from chinwag.protocol.errors import ErrorCode, ProtocolError
 from chinwag.protocol.ids import IdGenerator
 from chinwag.protocol.limits import MAX_TEXT_BYTES
 
-from .backup import pre_migration_dir, write_backup
-from .migrations import SCHEMA_VERSION, check_supported, plan, read_schema, stamp
+from .backup import BackupError, pre_migration_dir, write_backup
+from .migrations import (
+    SCHEMA_VERSION,
+    MigrationFailed,
+    check_supported,
+    plan,
+    read_schema,
+    stamp,
+)
 from .quota import DiskReserve, QuotaPolicy
 
 log = logging.getLogger(__name__)
@@ -648,13 +655,21 @@ class Store:
     def _backup_before_migration(self, env: lmdb.Environment, version: int) -> None:
         """Copy the data directory as it is into ``DATA/backups/`` (before migrating)."""
         dest = pre_migration_dir(self.data_dir, version, time.time_ns() // 1_000_000)
-        dest.parent.mkdir(mode=0o700, exist_ok=True)
 
         def copy_db(directory: Path) -> int:
             env.copy(str(directory), compact=True)
             return version
 
-        write_backup(dest, self.data_dir, copy_db, self.node_key.id, online=False)
+        try:
+            dest.parent.mkdir(mode=0o700, exist_ok=True)
+            write_backup(dest, self.data_dir, copy_db, self.node_key.id, online=False)
+        except (OSError, lmdb.Error, BackupError) as exc:
+            raise MigrationFailed(
+                f"{self.data_dir} needs its store upgraded from schema {version} to "
+                f"{SCHEMA_VERSION}, but the backup taken first failed ({exc}); nothing was "
+                "changed. Free some space (the backup is about the size of db/data.mdb) "
+                "or make the data directory writable, and start again."
+            ) from exc
         log.warning(
             "store schema %d is older than %d: backed up to %s", version, SCHEMA_VERSION, dest
         )

@@ -156,3 +156,17 @@ def test_migration_plan_runs_every_step_in_order() -> None:
         plan(1, 4, (step(1), step(3)))
     # The real registry reaches the current version from schema 1.
     assert plan(1, SCHEMA_VERSION, MIGRATIONS)[-1].from_version == SCHEMA_VERSION - 1
+
+
+async def test_no_migration_without_its_backup(start_node, tmp_path: Path) -> None:
+    data = tmp_path / "kitchen"
+    await chat_history(start_node, data)
+    make_schema_1(data)
+    (data / "backups").write_text("in the way\n")  # the backup cannot be made
+    run = await run_cli(["run", "--data", str(data), "--listen", "127.0.0.1:0"], tmp_path)
+    assert run.returncode != 0
+    message = run.stderr.decode()
+    assert "Traceback" not in message and "cannot listen" not in message
+    assert "backup taken first failed" in message and "nothing was changed" in message
+    assert get_meta(data, "schema") == _U32.pack(1)
+    assert get_meta(data, "writer") is None
