@@ -8,10 +8,12 @@ import sys
 from collections.abc import Callable, Sequence
 
 from chinwag.node.client import ClientError
+from chinwag.node.migrations import SchemaError
 from chinwag.node.version import VERSION
 
 from . import (
     admin_cmds,
+    backup_cmds,
     chat_cmds,
     contacts_cmds,
     discover_cmd,
@@ -40,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     link_cmds.register(sub)
     push_cmds.register(sub)
     tui_cmd.register(sub)
+    backup_cmds.register(sub)
     return parser
 
 
@@ -58,6 +61,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     except ClientError as exc:
         print(f"chinwag: {client_error_message(exc)}", file=sys.stderr)
+        return 1
+    except SchemaError as exc:
+        # Any command that opens the store (run, user, peers, export offline).
+        print(f"chinwag: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

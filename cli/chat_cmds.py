@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from chinwag.node.client import ChatClient, ClientError, SendAck, connect
+from chinwag.node.history import message_json
 
 from .common import cached_login, fail, forget_login, fresh_login
 from .node_cmds import run_async
@@ -95,37 +96,15 @@ async def _send_stdin(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
-def format_address(address: Any) -> str:
-    if not isinstance(address, dict):
-        return "?"
-    return f"{address.get('u')}@{address.get('name') or address.get('n')}"
-
-
-def message_json(frame: dict[str, Any]) -> dict[str, Any]:
-    """The ``tail --json`` shape of a ``msg`` frame."""
-    found = frame.get("body")
-    body: dict[str, Any] = found if isinstance(found, dict) else {}
-    out: dict[str, Any] = {
-        "seq": frame.get("seq"),
-        "id": frame.get("id"),
-        "from": format_address(frame.get("from")),
-        "to": format_address(frame.get("to")) if "to" in frame else None,
-        "ts": frame.get("ts"),
-        "kind": frame.get("kind"),
-        "text": body.get("text"),
-    }
-    group = frame.get("group")
-    if isinstance(group, dict):
-        out["group"] = f"#{group.get('name')}@{group.get('host_name') or group.get('host')}"
-    if frame.get("kind") == "event":
-        out["event"] = body
-    return out
+def print_json_item(item: dict[str, Any]) -> None:
+    """One line of ``tail --json`` (and of ``export``)."""
+    print(json.dumps(item, ensure_ascii=False), flush=True)
 
 
 def _print_message(frame: dict[str, Any], as_json: bool) -> None:
     item = message_json(frame)
     if as_json:
-        print(json.dumps(item, ensure_ascii=False), flush=True)
+        print_json_item(item)
         return
     ts = item["ts"]
     when = datetime.fromtimestamp(ts / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S") if ts else "-"
@@ -134,26 +113,35 @@ def _print_message(frame: dict[str, Any], as_json: bool) -> None:
     print(f"[{item['seq']}] {when} {item['from']} -> {target}: {text}", flush=True)
 
 
+async def queue_frames(
+    client: ChatClient, since: int, follow: bool
+) -> AsyncIterator[dict[str, Any]]:
+    """The ``msg`` frames of the user's queue after ``since``, acknowledged as
+    they are read; without ``follow``, up to the head at the start."""
+    head = await client.sync(since)
+    last = since
+    if not follow and head <= since:
+        return
+    async for frame in client.messages:
+        yield frame
+        last = frame["seq"]
+        if client.messages.statistics().current_buffer_used == 0:
+            await client.ack(last)
+        if not follow and last >= head:
+            await client.ack(last)
+            return
+    if client.closed_reason is not None:
+        raise ClientError(str(client.closed_reason.code), client.closed_reason.message)
+
+
 def cmd_tail(args: argparse.Namespace) -> int:
     if args.since < 0:
         fail("--since is a seq, 0 or more")
 
     async def go() -> int:
         async with session(args) as client:
-            head = await client.sync(args.since)
-            last = args.since
-            if not args.follow and head <= args.since:
-                return 0
-            async for frame in client.messages:
+            async for frame in queue_frames(client, args.since, args.follow):
                 _print_message(frame, args.json)
-                last = frame["seq"]
-                if client.messages.statistics().current_buffer_used == 0:
-                    await client.ack(last)
-                if not args.follow and last >= head:
-                    await client.ack(last)
-                    return 0
-            if client.closed_reason is not None:
-                raise ClientError(str(client.closed_reason.code), client.closed_reason.message)
         return 0
 
     return run_async(go)

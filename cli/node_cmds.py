@@ -23,6 +23,7 @@ from chinwag.node.identity import (
     load_or_init_identity,
 )
 from chinwag.node.logs import FORMATS, LEVELS, reopen_log_files, setup_logging
+from chinwag.node.migrations import SchemaError
 from chinwag.node.passwords import hash_password
 from chinwag.node.peers import check_url
 from chinwag.node.seeds import parse_seed
@@ -376,6 +377,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         for leaf in leaf_exceptions(group):
             if isinstance(leaf, StoreLocked):
                 raise CliError(f"{data_dir} is in use by another node") from leaf
+            if isinstance(leaf, SchemaError):
+                raise CliError(str(leaf)) from leaf
             if isinstance(leaf, OSError):
                 raise CliError(f"cannot listen on {args.listen}: {leaf.strerror or leaf}") from leaf
         raise

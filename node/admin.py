@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import lmdb
 import trio
 
 from chinwag.protocol.addresses import (
@@ -29,10 +30,14 @@ from chinwag.protocol.envelope import check_public_key
 from chinwag.protocol.errors import ErrorCode, ProtocolError
 from chinwag.protocol.fingerprint import fingerprint
 
+from .backup import BackupError, write_backup
+from .history import MAX_HISTORY_PAGE, read_history
+from .identity import NodeIdentity, load_identity
 from .invitations import DEFAULT_TTL_S, InvitationDesk
 from .logs import event
 from .peers import BLOCKED, PENDING, TRUSTED, PeerRecord, PeerRegistry, check_url
 from .pending import PendingRequests
+from .router import Router
 from .seeds import parse_seed
 from .store import Store
 
@@ -40,6 +45,8 @@ log = logging.getLogger(__name__)
 
 SOCKET_NAME = "admin.sock"
 MAX_LINE = 64 * 1024
+#: Answers may be longer than requests (a ``user.history`` page, node/history.py).
+MAX_ANSWER = 4 * 1024 * 1024
 
 
 class AdminUnavailable(Exception):
@@ -83,7 +90,10 @@ class AdminOps:
             "user.remove": self.user_remove,
             "user.passwd": self.user_passwd,
             "status": self.status,
+            "backup": self.backup,
+            "user.history": self.user_history,
         }
+        self._router: Router | None = None
 
     async def call(self, cmd: str, args: dict[str, Any]) -> dict[str, Any]:
         handler = self._commands.get(cmd)
@@ -133,6 +143,58 @@ class AdminOps:
             extra=event("password_set", user=user),
         )
         return {"user": user}
+
+    async def backup(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Back the data directory up into ``dest`` (an absolute path, new or empty).
+
+        Runs in a worker thread: LMDB's compacting copy reads one snapshot
+        while the node keeps committing (node/backup.py).
+        """
+        dest = Path(self._str(args, "dest"))
+        if not dest.is_absolute():
+            raise ProtocolError(ErrorCode.BAD_REQUEST, "dest is an absolute path")
+        store = self._store
+
+        def run() -> dict[str, Any]:
+            manifest = write_backup(
+                dest, store.data_dir, store.copy_snapshot, store.node_key.id, online=True
+            )
+            return manifest.to_json()
+
+        try:
+            return await trio.to_thread.run_sync(run)
+        except BackupError as exc:
+            raise ProtocolError(ErrorCode.CONFLICT, str(exc)) from exc
+        except (OSError, lmdb.Error) as exc:
+            raise ProtocolError(ErrorCode.UNAVAILABLE, f"backup failed: {exc}") from exc
+
+    async def user_history(self, args: dict[str, Any]) -> dict[str, Any]:
+        """A page of a user's history as ``tail --json`` items (``chinwag export``)."""
+        user = self._str(args, "user")
+        after, limit, since_ms = (
+            args.get("after", 0),
+            args.get("limit", MAX_HISTORY_PAGE),
+            args.get("since_ms", 0),
+        )
+        if not all(isinstance(v, int) and v >= 0 for v in (after, limit, since_ms)):
+            raise ProtocolError(ErrorCode.BAD_REQUEST, "after, limit and since_ms are integers")
+        if self._store.get_user(user) is None:
+            raise ProtocolError(ErrorCode.NO_SUCH_USER, f"no user {user[:40]!r} on this node")
+        page = read_history(self._store, self.router(), user, after, limit, since_ms)
+        return {
+            "messages": page.messages,
+            "last_seq": page.last_seq,
+            "head": page.head,
+            "started": page.started,
+        }
+
+    def router(self) -> Router:
+        """Renders queue records as devices get them, with this node's labels."""
+        if self._router is None:
+            name = load_identity(self._store.data_dir).name
+            identity = NodeIdentity(self._store.node_key, name)
+            self._router = Router(identity, self._store, _now_ms, self._registry)
+        return self._router
 
     def _peer_key(self, args: dict[str, Any]) -> bytes:
         """A node id, or an unambiguous prefix of one (as ``peers list`` shows)."""
@@ -304,7 +366,9 @@ class AdminServer:
             try:
                 with trio.fail_after(30):
                     line = await _read_line(stream)
-                    answer = await self._answer(line)
+                # Not under the 30 s: a backup of a large store takes longer.
+                answer = await self._answer(line)
+                with trio.fail_after(30):
                     await stream.send_all(json.dumps(answer).encode() + b"\n")
             except (trio.TooSlowError, trio.BrokenResourceError, trio.ClosedResourceError):
                 return
@@ -324,14 +388,14 @@ class AdminServer:
             return {"error": {"code": "bad_request", "message": "not JSON"}}
 
 
-async def _read_line(stream: trio.abc.ReceiveStream) -> bytes:
+async def _read_line(stream: trio.abc.ReceiveStream, limit: int = MAX_LINE) -> bytes:
     data = bytearray()
     while b"\n" not in data:
         chunk = await stream.receive_some(65536)
         if not chunk:
             break
         data += chunk
-        if len(data) > MAX_LINE:
+        if len(data) > limit:
             raise ProtocolError(ErrorCode.TOO_LARGE, "admin request too large")
     return bytes(data).split(b"\n", 1)[0]
 
@@ -348,7 +412,7 @@ async def admin_request(
             stream = await trio.open_unix_socket(str(path))
             async with stream:
                 await stream.send_all(json.dumps({"cmd": cmd, "args": args}).encode() + b"\n")
-                line = await _read_line(stream)
+                line = await _read_line(stream, MAX_ANSWER)
     except OSError as exc:
         raise AdminUnavailable(str(path)) from exc
     except trio.TooSlowError as exc:

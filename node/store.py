@@ -26,6 +26,10 @@ only change the transaction, never Python state outside it.
 Ownership: :meth:`Store.run` first takes an exclusive ``flock`` on
 ``data_dir/store.lock``; a second store (another node, or the CLI while the
 node runs) gets :class:`StoreLocked`.
+
+Schema: opening reads ``meta: schema`` first, refuses a newer store and
+migrates an older one after backing it up (node/migrations.py).
+:meth:`Store.copy_snapshot` is the online backup's copy (node/backup.py).
 """
 
 from __future__ import annotations
@@ -56,15 +60,22 @@ from chinwag.protocol.errors import ErrorCode, ProtocolError
 from chinwag.protocol.ids import IdGenerator
 from chinwag.protocol.limits import MAX_TEXT_BYTES
 
+from .backup import BackupError, pre_migration_dir, write_backup
 from .latency import LatencyHistogram
 from .logs import event
+from .migrations import (
+    SCHEMA_VERSION,
+    MigrationFailed,
+    check_supported,
+    plan,
+    read_schema,
+    stamp,
+)
 from .quota import DiskReserve, QuotaPolicy
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-SCHEMA_VERSION = 1
 
 # Named databases and their layouts. Integers are fixed-width big-endian, so
 # LMDB's byte order is numeric order and prefix ranges select one user.
@@ -85,7 +96,8 @@ SCHEMA_VERSION = 1
 #   group_invites: uid(4) | host(32) | name (utf-8)  -> cbor {s, by, title, ms} (group_invites.py)
 #   push_endpoints: uid(4) | device | 0x00 | sha256(url)[:16] -> cbor {url, text: include text?}
 #   quota:         uid(4)                            -> level(8) | at_ms(8)  (node/quota.py)
-#   meta:          b"schema" -> version(4); b"last_id" -> id(8); b"next_uid" -> uid(4)
+#   meta:          b"schema" -> version(4); b"last_id" -> id(8); b"next_uid" -> uid(4);
+#                  b"writer" -> chinwag version (utf-8)  (node/migrations.py)
 #
 # Federation (layouts and operations in node/peers.py):
 #   peers:         node_key(32)                      -> cbor {name, state, urls, ...}
@@ -518,6 +530,16 @@ def _take_lock(data_dir: Path) -> int:
     return fd
 
 
+@contextmanager
+def locked_data_dir(data_dir: Path) -> Iterator[None]:
+    """Hold the data directory's store lock (:class:`StoreLocked` if taken)."""
+    fd = _take_lock(data_dir)
+    try:
+        yield
+    finally:
+        os.close(fd)
+
+
 class RemoteSink(Protocol):
     """Where messages for other nodes go (federation's durable outboxes)."""
 
@@ -571,6 +593,9 @@ class Store:
         # Held by every read and by the writer while it resizes the map:
         # mdb_env_set_mapsize needs no transaction open in the process.
         self._resize_lock = threading.Lock()
+        # Held by a backup's copy (one long read transaction in a worker
+        # thread) and by whatever must not run under it: a map resize, close.
+        self._copy_lock = threading.Lock()
         self._inbox: queue.SimpleQueue[_Op[Any] | None] = queue.SimpleQueue()
         self._slots: trio.Semaphore | None = None
         self._token: trio.lowlevel.TrioToken | None = None
@@ -612,15 +637,21 @@ class Store:
             str(db_dir), map_size=self._map_size, max_dbs=MAX_DBS, mode=0o600, subdir=True
         )
         try:
+            # Read before any write: a newer store is refused untouched.
+            schema = read_schema(env)
+            check_supported(schema)
+            if schema.version is not None and schema.version < SCHEMA_VERSION:
+                self._backup_before_migration(env, schema.version)
             with env.begin(write=True) as txn:
                 dbs = {name: env.open_db(name.encode(), txn=txn) for name in self._db_names}
-                meta = dbs["meta"]
-                schema = txn.get(b"schema", db=meta)
-                if schema is None:
-                    txn.put(b"schema", _u32(SCHEMA_VERSION), db=meta)
-                elif _U32.unpack(schema)[0] != SCHEMA_VERSION:
-                    raise RuntimeError(f"store schema {_U32.unpack(schema)[0]} is not supported")
-                raw = txn.get(b"last_id", db=meta)
+            for step in plan(schema.version or SCHEMA_VERSION):
+                with env.begin(write=True) as txn:
+                    step.apply(txn, dbs)
+                    stamp(txn, dbs["meta"], step.from_version + 1)
+                log.info("store migrated to schema %d: %s", step.from_version + 1, step.summary)
+            with env.begin(write=True) as txn:
+                stamp(txn, dbs["meta"], SCHEMA_VERSION)
+                raw = txn.get(b"last_id", db=dbs["meta"])
                 last_id = 0 if raw is None else _U64.unpack(raw)[0]
         except BaseException:
             env.close()
@@ -629,6 +660,44 @@ class Store:
         self._ids = IdGenerator(last_id)
         self._persisted_last_id = last_id
 
+    def _backup_before_migration(self, env: lmdb.Environment, version: int) -> None:
+        """Copy the data directory as it is into ``DATA/backups/`` (before migrating)."""
+        dest = pre_migration_dir(self.data_dir, version, time.time_ns() // 1_000_000)
+
+        def copy_db(directory: Path) -> int:
+            env.copy(str(directory), compact=True)
+            return version
+
+        try:
+            dest.parent.mkdir(mode=0o700, exist_ok=True)
+            write_backup(dest, self.data_dir, copy_db, self.node_key.id, online=False)
+        except (OSError, lmdb.Error, BackupError) as exc:
+            raise MigrationFailed(
+                f"{self.data_dir} needs its store upgraded from schema {version} to "
+                f"{SCHEMA_VERSION}, but the backup taken first failed ({exc}); nothing was "
+                "changed. Free some space (the backup is about the size of db/data.mdb) "
+                "or make the data directory writable, and start again."
+            ) from exc
+        log.warning(
+            "store schema %d is older than %d: backed up to %s", version, SCHEMA_VERSION, dest
+        )
+
+    def copy_snapshot(self, directory: Path) -> int:
+        """Write a compacted copy of the store into ``directory``; return its schema.
+
+        Blocking: call it from a worker thread. The copy is one read
+        transaction, so it is the store as of one commit, and writers go on;
+        only a map resize (and closing the store) waits for it to finish.
+        """
+        with self._copy_lock:
+            env = self._env
+            if env is None or self._closing:
+                raise ProtocolError(ErrorCode.UNAVAILABLE, "the store is not open")
+            with env.begin() as txn:
+                raw = txn.get(b"schema", db=self._dbs["meta"])
+                env.copy(str(directory), compact=True, txn=txn)
+        return SCHEMA_VERSION if raw is None else _U32.unpack(raw)[0]
+
     async def _shutdown(self) -> None:
         self._closing = True
         if self._thread is not None:
@@ -636,9 +705,14 @@ class Store:
             await trio.to_thread.run_sync(self._thread.join)
             self._thread = None
         if self._env is not None:
-            with self._resize_lock:
-                env, self._env = self._env, None
-            env.close()
+            # A backup's copy may be running in a worker thread: let it end.
+            await trio.to_thread.run_sync(self._copy_lock.acquire)
+            try:
+                with self._resize_lock:
+                    env, self._env = self._env, None
+                env.close()
+            finally:
+                self._copy_lock.release()
 
     # ------------------------------------------------------------ reads
     @contextmanager
@@ -1094,7 +1168,8 @@ class Store:
                 extra=event("storage_error", reason="store full"),
             )
             return False
-        with self._resize_lock:
+        # A running backup copy holds a read transaction: wait for it.
+        with self._copy_lock, self._resize_lock:
             self._env.set_mapsize(size)
         log.info("store map grown to %d bytes", size)
         return True

@@ -1,0 +1,172 @@
+"""Store schema versions: upgrading an older data directory, refusing a newer one."""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+
+import lmdb
+import pytest
+import trio
+
+from chinwag.node.client import connect
+from chinwag.node.migrations import (
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    Migration,
+    plan,
+)
+
+from ..integration.procs import run_cli
+from ..integration.test_backup import queue_ids
+
+_U32 = struct.Struct(">I")
+
+
+def set_meta(data_dir: Path, **values: bytes | None) -> None:
+    """Rewrite ``meta`` keys of a stopped node's store (None deletes one)."""
+    env = lmdb.open(str(data_dir / "db"), max_dbs=64, subdir=True)
+    try:
+        with env.begin(write=True) as txn:
+            meta = env.open_db(b"meta", txn=txn, create=False)
+            for key, value in values.items():
+                if value is None:
+                    txn.delete(key.encode(), db=meta)
+                else:
+                    txn.put(key.encode(), value, db=meta)
+    finally:
+        env.close()
+
+
+def get_meta(data_dir: Path, key: str) -> bytes | None:
+    env = lmdb.open(str(data_dir / "db"), max_dbs=64, subdir=True, readonly=True, lock=False)
+    try:
+        with env.begin() as txn:
+            meta = env.open_db(b"meta", txn=txn, create=False)
+            value = txn.get(key.encode(), db=meta)
+            return None if value is None else bytes(value)
+    finally:
+        env.close()
+
+
+def make_schema_1(data_dir: Path, *, stamped: bool = True) -> None:
+    """Turn a stopped node's store into the schema-1 layout.
+
+    Schema 2 differs from 1 only by ``meta: writer`` (node/migrations.py),
+    so a store written by today's code minus that key, stamped 1 (or, with
+    ``stamped=False``, with no stamp at all: how a store before the key
+    looked), is byte for byte what the previous version left behind.
+    """
+    set_meta(data_dir, writer=None, schema=_U32.pack(1) if stamped else None)
+
+
+async def chat_history(start_node, data: Path) -> list[str]:
+    """A stopped node in ``data`` whose bob got five messages from alice."""
+    node = await start_node(data_dir=data, name="kitchen")
+    alice = await node.user("alice")
+    await node.user("bob")
+    async with connect(node.url, alice) as client:
+        for n in range(5):
+            await client.send("bob", f"before {n}")
+    await node.stop()
+    return [f"before {n}" for n in range(5)]
+
+
+@pytest.mark.parametrize("stamped", [True, False], ids=["schema-1", "no-schema-key"])
+async def test_a_store_of_the_previous_format_is_upgraded_after_a_backup(
+    start_node, tmp_path: Path, stamped: bool
+) -> None:
+    data = tmp_path / "kitchen"
+    texts = await chat_history(start_node, data)
+    make_schema_1(data, stamped=stamped)
+    assert get_meta(data, "writer") is None
+
+    node = await start_node(data_dir=data)
+    # It serves what it held: the users log in, the history syncs, and new
+    # messages commit on top of it.
+    assert [text for _, text in await queue_ids(node.url, "bob")] == texts
+    async with connect(node.url, await node.user("alice")) as client:
+        ack = await client.send("bob", "after")
+    assert ack.seq == len(texts) + 1
+    await node.stop()
+    assert get_meta(data, "schema") == _U32.pack(SCHEMA_VERSION)
+    assert get_meta(data, "writer")  # the schema-2 key, set at every open
+
+    # The backup taken before migrating holds the old layout, restorable.
+    (backup,) = (data / "backups").iterdir()
+    assert backup.name.startswith("pre-migration-1-")
+    manifest = json.loads((backup / "backup.json").read_text())
+    assert manifest["schema"] == 1 and manifest["online"] is False
+    restored = tmp_path / "restored"
+    result = await run_cli(["restore", str(backup), "--data", str(restored)], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert get_meta(restored, "writer") is None
+    again = await start_node(data_dir=restored)
+    assert [text for _, text in await queue_ids(again.url, "bob")] == texts
+    # A store already at the current version is not backed up again.
+    await again.stop()
+    assert len(list((restored / "backups").iterdir())) == 1
+    again = await start_node(data_dir=restored)
+    await again.stop()
+    assert len(list((restored / "backups").iterdir())) == 1
+
+
+async def test_a_store_written_by_a_newer_version_is_refused_untouched(
+    start_node, tmp_path: Path
+) -> None:
+    data = tmp_path / "kitchen"
+    await chat_history(start_node, data)
+    newer = SCHEMA_VERSION + 1
+    set_meta(data, schema=_U32.pack(newer), writer=b"9.9.9")
+    before = (data / "db" / "data.mdb").read_bytes()
+
+    with trio.fail_after(60):
+        run = await run_cli(["run", "--data", str(data), "--listen", "127.0.0.1:0"], tmp_path)
+    assert run.returncode != 0
+    message = run.stderr.decode()
+    assert "Traceback" not in message
+    assert f"written by chinwag 9.9.9 (store schema {newer})" in message
+    assert f"reads store schema {SCHEMA_VERSION} and older" in message
+    # Offline admin commands refuse the same way.
+    listed = await run_cli(["user", "list", "--data", str(data)], tmp_path)
+    assert listed.returncode != 0 and b"written by chinwag 9.9.9" in listed.stderr
+    assert b"Traceback" not in listed.stderr
+    # Nothing was written: the newer chinwag can still open it as it left it.
+    assert (data / "db" / "data.mdb").read_bytes() == before
+    assert not (data / "backups").exists()
+
+    # A backup of it says so, and an older chinwag will not restore it.
+    dest = tmp_path / "b"
+    made = await run_cli(["backup", str(dest), "--data", str(data)], tmp_path)
+    assert made.returncode == 0, made.stderr
+    refused = await run_cli(["restore", str(dest), "--data", str(tmp_path / "r")], tmp_path)
+    assert refused.returncode != 0 and f"store schema {newer}".encode() in refused.stderr
+
+
+def test_migration_plan_runs_every_step_in_order() -> None:
+    def step(n: int) -> Migration:
+        return Migration(n, f"step {n}", lambda txn, dbs: None)
+
+    chain = (step(1), step(2), step(3))
+    assert [m.from_version for m in plan(1, 4, chain)] == [1, 2, 3]
+    assert [m.from_version for m in plan(3, 4, chain)] == [3]
+    assert plan(4, 4, chain) == []
+    with pytest.raises(RuntimeError, match="no migration from store schema 2"):
+        plan(1, 4, (step(1), step(3)))
+    # The real registry reaches the current version from schema 1.
+    assert plan(1, SCHEMA_VERSION, MIGRATIONS)[-1].from_version == SCHEMA_VERSION - 1
+
+
+async def test_no_migration_without_its_backup(start_node, tmp_path: Path) -> None:
+    data = tmp_path / "kitchen"
+    await chat_history(start_node, data)
+    make_schema_1(data)
+    (data / "backups").write_text("in the way\n")  # the backup cannot be made
+    run = await run_cli(["run", "--data", str(data), "--listen", "127.0.0.1:0"], tmp_path)
+    assert run.returncode != 0
+    message = run.stderr.decode()
+    assert "Traceback" not in message and "cannot listen" not in message
+    assert "backup taken first failed" in message and "nothing was changed" in message
+    assert get_meta(data, "schema") == _U32.pack(1)
+    assert get_meta(data, "writer") is None
