@@ -22,6 +22,7 @@ from chinwag.node.identity import (
     load_identity,
     load_or_init_identity,
 )
+from chinwag.node.password_policy import MAX_PASSWORD_CHARS, PasswordPolicy
 from chinwag.node.passwords import hash_password
 from chinwag.node.peers import check_url
 from chinwag.node.seeds import parse_seed
@@ -29,7 +30,9 @@ from chinwag.node.store import Store, StoreLocked
 from chinwag.protocol.address_record import MAX_RECORD_URLS
 from chinwag.protocol.errors import ProtocolError
 
-from .common import CliError, fail, read_password
+from . import run_hints
+from .common import CliError, fail, protocol_failure, read_new_password
+from .exitcodes import Exit
 
 T = TypeVar("T")
 
@@ -56,8 +59,19 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--name", help="the node's human name (default: host name)")
     p.set_defaults(handler=cmd_init)
 
-    p = sub.add_parser("run", help="run the node (initialises it on first run)")
+    p = sub.add_parser(
+        "run",
+        help="run the node (initialises it on first run)",
+        description="Every flag can also be set in the config file (DATA/chinwag.toml or "
+        "--config PATH) under its name without dashes, e.g. 'send-rate = 50'; flags win.",
+    )
     _data_arg(p)
+    p.add_argument(
+        "--config",
+        type=Path,
+        metavar="PATH",
+        help="TOML config file (default: chinwag.toml in the data directory, if there)",
+    )
     p.add_argument("--name", help="node name, used when initialising")
     p.add_argument(
         "--listen", default=f"127.0.0.1:{DEFAULT_PORT}", help="HOST:PORT (default %(default)s)"
@@ -81,6 +95,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "--login-failures-per-address",
         type=int,
         help="failed log-ins per address per 5 minutes (default 30)",
+    )
+    p.add_argument(
+        "--min-password-length",
+        type=int,
+        metavar="N",
+        help="shortest new password accepted, in characters (default 8; "
+        "very common passwords are refused at any length)",
     )
     p.add_argument(
         "--kdf-threads", type=int, help="password hashes run at once, 64 MiB each (default 2)"
@@ -236,38 +257,43 @@ def _parse_listen(text: str) -> tuple[str, int]:
     return host, number
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    from chinwag.node.app import Node
+#: ``run`` flags (argparse dest) that set a NodeConfig field of another name or
+#: only when given; ``config show`` reads the effective values through it too.
+CONFIG_FIELDS: tuple[tuple[str, str], ...] = (
+    ("send_rate", "send_rate"),
+    ("send_burst", "send_burst"),
+    ("max_conn_per_address", "max_connections_per_address"),
+    ("signups_per_address", "signups_per_address"),
+    ("signups_per_node", "signups_per_node"),
+    ("login_failures_per_account", "login_failures_per_account"),
+    ("login_failures_per_address", "login_failures_per_address"),
+    ("kdf_threads", "kdf_threads"),
+    ("kdf_queue", "kdf_queue"),
+    ("max_sessions_per_token", "max_sessions_per_token"),
+    ("max_unauthenticated", "max_unauthenticated"),
+    ("read_rate", "read_rate"),
+    ("read_burst", "read_burst"),
+    ("heartbeat", "heartbeat_interval"),
+    ("heartbeat_deadline", "heartbeat_deadline"),
+    ("send_timeout", "send_timeout"),
+    ("outbox_max_age", "outbox_max_age"),
+    ("outbox_max_entries", "outbox_max_entries"),
+    ("outbox_max_bytes", "outbox_max_bytes"),
+    ("push_host_rate", "push_host_rate"),
+    ("user_quota", "user_quota_bytes"),
+    ("user_quota_window", "user_quota_window"),
+    ("min_free", "min_free_bytes"),
+    ("max_pending_peers", "max_pending_peers"),
+    ("min_password_length", "min_password_length"),
+)
 
+
+def node_config(args: argparse.Namespace) -> NodeConfig:
+    """The NodeConfig of ``run``'s (merged) settings; CliError if one is wrong."""
     data_dir = _data_dir(args)
     host, port = _parse_listen(args.listen)
     overrides: dict[str, Any] = {}
-    for flag, field in (
-        ("send_rate", "send_rate"),
-        ("send_burst", "send_burst"),
-        ("max_conn_per_address", "max_connections_per_address"),
-        ("signups_per_address", "signups_per_address"),
-        ("signups_per_node", "signups_per_node"),
-        ("login_failures_per_account", "login_failures_per_account"),
-        ("login_failures_per_address", "login_failures_per_address"),
-        ("kdf_threads", "kdf_threads"),
-        ("kdf_queue", "kdf_queue"),
-        ("max_sessions_per_token", "max_sessions_per_token"),
-        ("max_unauthenticated", "max_unauthenticated"),
-        ("read_rate", "read_rate"),
-        ("read_burst", "read_burst"),
-        ("heartbeat", "heartbeat_interval"),
-        ("heartbeat_deadline", "heartbeat_deadline"),
-        ("send_timeout", "send_timeout"),
-        ("outbox_max_age", "outbox_max_age"),
-        ("outbox_max_entries", "outbox_max_entries"),
-        ("outbox_max_bytes", "outbox_max_bytes"),
-        ("push_host_rate", "push_host_rate"),
-        ("user_quota", "user_quota_bytes"),
-        ("user_quota_window", "user_quota_window"),
-        ("min_free", "min_free_bytes"),
-        ("max_pending_peers", "max_pending_peers"),
-    ):
+    for flag, field in CONFIG_FIELDS:
         value = getattr(args, flag)
         if value is not None:
             overrides[field] = value
@@ -276,6 +302,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             fail(f"--{field.replace('_', '-')} must be at least 1")
     if overrides.get("push_host_rate", 1) <= 0:
         raise CliError("--push-host-rate: a number of POSTs per second above 0")
+    if not 1 <= overrides.get("min_password_length", 8) <= MAX_PASSWORD_CHARS:
+        fail(f"--min-password-length: from 1 to {MAX_PASSWORD_CHARS} characters")
     for field in ("kdf_threads", "kdf_queue", "max_sessions_per_token"):
         if field in overrides and overrides[field] < (1 if field != "kdf_queue" else 0):
             fail(f"--{field.replace('_', '-')} is too small")
@@ -301,26 +329,24 @@ def cmd_run(args: argparse.Namespace) -> int:
         tls_key=args.tls_key,
         **overrides,
     )
+    run_hints.check_tls_files(config)
+    return config
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from chinwag.node.app import Node
+
+    config = node_config(args)
+    data_dir = config.data_dir
     try:
         ensure_data_dir(data_dir)
         identity = load_or_init_identity(data_dir, args.name)
-    except (IdentityError, OSError) as exc:
-        raise CliError(str(exc)) from exc
-    if (args.tls_cert is None) != (args.tls_key is None):
-        raise CliError("give both --tls-cert and --tls-key, or neither")
-    if args.tls_cert is not None:
-        from chinwag.node.server import tls_context
-
-        try:
-            tls_context(config)  # a bad file fails here, in one line, not mid-start
-        except (OSError, ValueError) as exc:
-            raise CliError(f"cannot use --tls-cert/--tls-key: {exc}") from exc
-    elif host not in ("127.0.0.1", "::1", "localhost"):
-        print(
-            f"chinwag: warning: listening on {host} without TLS; "
-            "passwords and messages cross the network in clear",
-            file=sys.stderr,
-        )
+    except IdentityError as exc:
+        raise CliError(str(exc), Exit.STORAGE) from exc
+    except OSError as exc:
+        raise run_hints.data_dir_failure(data_dir, exc) from exc
+    for warning in run_hints.exposure_warnings(config):
+        print(f"chinwag: warning: {warning}", file=sys.stderr)
 
     async def main() -> None:
         node = Node(config, identity)
@@ -332,23 +358,25 @@ def cmd_run(args: argparse.Namespace) -> int:
                     f"ready at {running.url}",
                     flush=True,
                 )
+                for line in run_hints.lan_lines(config, running.port):
+                    print(line, flush=True)
                 async for _ in signals:
                     nursery.cancel_scope.cancel()
                     break
 
     try:
         trio.run(main)
-    except StoreLocked as exc:
-        raise CliError(f"{data_dir} is in use by another node ({exc})") from exc
-    except OSError as exc:
-        raise CliError(f"cannot listen on {args.listen}: {exc.strerror or exc}") from exc
     except BaseExceptionGroup as group:
         for leaf in leaf_exceptions(group):
-            if isinstance(leaf, StoreLocked):
-                raise CliError(f"{data_dir} is in use by another node") from leaf
-            if isinstance(leaf, OSError):
-                raise CliError(f"cannot listen on {args.listen}: {leaf.strerror or leaf}") from leaf
+            failure = run_hints.start_failure(config, leaf)
+            if failure is not None:
+                raise failure from leaf
         raise
+    except Exception as exc:
+        failure = run_hints.start_failure(config, exc)
+        if failure is None:
+            raise
+        raise failure from exc
     print("chinwag: stopped", file=sys.stderr)
     return 0
 
@@ -362,7 +390,7 @@ async def with_admin(data_dir: Path, cmd: str, cmd_args: dict[str, Any]) -> dict
     try:
         identity = load_identity(data_dir)
     except IdentityError as exc:
-        raise CliError(str(exc)) from exc
+        raise CliError(str(exc), Exit.NOT_FOUND) from exc
     store = Store(data_dir, identity.key)
     async with trio.open_nursery() as nursery:
         try:
@@ -370,7 +398,11 @@ async def with_admin(data_dir: Path, cmd: str, cmd_args: dict[str, Any]) -> dict
         except StoreLocked as exc:
             raise CliError(
                 f"{data_dir} is locked by a node that does not answer on its admin socket"
+                f"{run_hints.lock_holder(data_dir)}",
+                Exit.STORAGE,
             ) from exc
+        except OSError as exc:
+            raise run_hints.data_dir_failure(data_dir, exc) from exc
         try:
             return await AdminOps(store).call(cmd, cmd_args)
         finally:
@@ -395,9 +427,10 @@ def cmd_user(args: argparse.Namespace) -> int:
     if args.name is not None:
         cmd_args["user"] = args.name
     if action in ("add", "passwd"):
-        password = read_password(f"Password for {args.name}: ", confirm=True)
-        if not password:
-            fail("the password is empty")
+        policy = PasswordPolicy(password_min_length(data_dir))
+        password = read_new_password(
+            f"Password for {args.name}: ", lambda text: policy.problem(text, args.name)
+        )
 
         async def hashed() -> str:
             return await hash_password(password)
@@ -410,7 +443,7 @@ def cmd_user(args: argparse.Namespace) -> int:
     try:
         result = run_async(go)
     except ProtocolError as exc:
-        raise CliError(f"{exc.message} ({exc.code})") from exc
+        raise protocol_failure(exc) from exc
     if args.json:
         print(json.dumps(result))
     elif action == "list":
@@ -422,4 +455,20 @@ def cmd_user(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["register", "run_async", "with_admin"]
+def password_min_length(data_dir: Path) -> int:
+    """The node's minimum password length: its config file's, else the default.
+
+    ``user add``/``passwd`` hash on this side, so they check here with the
+    setting the node's config file gives (a ``--min-password-length`` typed on
+    the node's command line is not known here; put it in the file).
+    """
+    from .settings import CONFIG_NAME, read_file
+
+    table = read_file(data_dir / CONFIG_NAME, named=False) or {}
+    value = table.get("min-password-length")
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return value
+    return NodeConfig.min_password_length
+
+
+__all__ = ["node_config", "register", "run_async", "with_admin"]

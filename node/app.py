@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -239,6 +240,8 @@ class Node:
             ),
         )
         self.started_at = 0.0
+        #: The URL printed at start (None until listening).
+        self.url: str | None = None
         self._nursery: trio.Nursery | None = None
 
     def _load(self) -> tuple[int, int]:
@@ -297,6 +300,9 @@ class Node:
         return {
             "node_id": self.identity.id,
             "name": self.identity.name,
+            # Who holds the data directory, for a second `run` that finds it in use.
+            "pid": os.getpid(),
+            "url": self.url,
             "uptime_s": round(trio.current_time() - self.started_at, 1),
             "connections": hub.connections,
             "users_online": hub.users_online,
@@ -373,7 +379,8 @@ class Node:
                 )
                 await nursery.start(discovery.run)
             self.started_at = trio.current_time()
-            task_status.started(RunningNode(self.identity, port, self._url(port)))
+            self.url = self._url(port)
+            task_status.started(RunningNode(self.identity, port, self.url))
 
     def _url(self, port: int) -> str:
         """The URL to open on this machine (printed at start; not advertised)."""

@@ -28,13 +28,12 @@ from chinwag.protocol.limits import PROTOCOL_VERSION
 from .config import NodeConfig
 from .hub import Hub
 from .identity import NodeIdentity
+from .password_policy import MAX_PASSWORD_CHARS, PasswordPolicy
 from .passwords import PasswordHasher, new_token, token_hash
 from .ratelimit import WindowCounter, address_key, blocked_for_all
 from .store import SessionRecord, Store
 
 VERSION = "0.1.0"
-MAX_PASSWORD_CHARS = 1024
-MIN_PASSWORD_CHARS = 1
 MAX_PROFILE_CHARS = 200
 
 STATUS_BY_CODE = {
@@ -55,6 +54,8 @@ STATUS_BY_CODE = {
     # A user's storage quota is a rate over a long window.
     ErrorCode.QUOTA_EXCEEDED: 429,
     ErrorCode.BAD_SIGNATURE: 400,
+    # The request is well-formed; the password it carries is refused.
+    ErrorCode.WEAK_PASSWORD: 422,
     ErrorCode.INTERNAL: 500,
 }
 
@@ -119,6 +120,7 @@ class HttpApi:
         self._store = store
         self._hub = hub
         self._extra_info = extra_info
+        self._password_policy = PasswordPolicy(config.min_password_length)
         self._account_failures = WindowCounter(
             config.login_failures_per_account, config.login_window
         )
@@ -205,8 +207,8 @@ class HttpApi:
         body = self.json_body(request)
         user = check_user_name(self._field(body, "user", 32))
         password = self._field(body, "password", MAX_PASSWORD_CHARS)
-        if len(password) < MIN_PASSWORD_CHARS:
-            raise ProtocolError(ErrorCode.BAD_REQUEST, "the password is empty")
+        # Before the rate limits: a refused password costs no hash.
+        self._password_policy.check(password, user)
         if self._store.get_user(user) is not None:
             raise ProtocolError(ErrorCode.USER_EXISTS, f"{user} is taken")
         # Counted before hashing, never given back: each sign-up costs a hash.
