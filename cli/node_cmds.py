@@ -345,8 +345,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise CliError(str(exc), Exit.STORAGE) from exc
     except OSError as exc:
         raise run_hints.data_dir_failure(data_dir, exc) from exc
-    for warning in run_hints.exposure_warnings(config):
-        print(f"chinwag: warning: {warning}", file=sys.stderr)
 
     async def main() -> None:
         node = Node(config, identity)
@@ -360,6 +358,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                 )
                 for line in run_hints.lan_lines(config, running.port):
                     print(line, flush=True)
+                for warning in run_hints.exposure_warnings(config, running.port):
+                    print(f"chinwag: warning: {warning}", file=sys.stderr, flush=True)
                 async for _ in signals:
                     nursery.cancel_scope.cancel()
                     break

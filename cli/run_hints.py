@@ -34,14 +34,14 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def _where(config: NodeConfig) -> str:
+def _where(config: NodeConfig, port: int) -> str:
     shown = f"[{config.host}]" if ":" in config.host else config.host
     every = " (every interface)" if config.host in WILDCARD_HOSTS else ""
-    return f"{shown}:{config.port}{every}"
+    return f"{shown}:{port}{every}"
 
 
-def exposure_warnings(config: NodeConfig) -> list[str]:
-    """Warnings for a node reachable from other machines."""
+def exposure_warnings(config: NodeConfig, port: int) -> list[str]:
+    """Warnings for a node reachable from other machines (``port``: the one bound)."""
     if is_loopback(config.host):
         return []
     out = []
@@ -52,7 +52,7 @@ def exposure_warnings(config: NodeConfig) -> list[str]:
         )
     if config.signup == "open":
         out.append(
-            f"sign-up is open to anyone who can reach {_where(config)}: close it with "
+            f"sign-up is open to anyone who can reach {_where(config, port)}: close it with "
             '--signup closed (or signup = "closed" in the config file) and create '
             "accounts with 'chinwag user add NAME', or invite people with 'chinwag invite user'"
         )

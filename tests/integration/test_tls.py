@@ -17,7 +17,7 @@ from chinwag.node.client import ClientError, connect, http_json, login, signup
 from .procs import run_cli
 from .test_federation import drain, linked
 
-PASSWORD = "pw-tls"
+PASSWORD = "pw-tls-secret"
 
 
 def self_signed(directory: Path) -> tuple[Path, Path]:
