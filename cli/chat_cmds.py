@@ -13,6 +13,7 @@ from typing import Any
 from chinwag.node.client import ChatClient, ClientError, SendAck, connect
 
 from .common import cached_login, fail, forget_login, fresh_login
+from .exitcodes import Exit
 from .node_cmds import run_async
 
 
@@ -92,7 +93,7 @@ async def _send_stdin(args: argparse.Namespace) -> int:
                 )
             else:
                 _print_ack(outcome)
-    return 1 if failures else 0
+    return Exit.ERROR if failures else Exit.OK
 
 
 def format_address(address: Any) -> str:

@@ -165,7 +165,10 @@ async def test_a_returning_user_gets_in_during_a_hashing_flood(start_node) -> No
                     queue_full.set()
             else:
                 answer = await post(
-                    node.url, "/api/signup", {"user": f"spam{n}", "password": "spam-password-1"}, source
+                    node.url,
+                    "/api/signup",
+                    {"user": f"spam{n}", "password": "spam-password-1"},
+                    source,
                 )
             answers.append((kind, answer))
 
