@@ -41,20 +41,22 @@ def _where(config: NodeConfig, port: int) -> str:
 
 
 def exposure_warnings(config: NodeConfig, port: int) -> list[str]:
-    """Warnings for a node reachable from other machines (``port``: the one bound)."""
+    """Warnings for a node reachable from other machines (``port``: the one bound).
+
+    The TLS warning comes last (tests read up to it)."""
     if is_loopback(config.host):
         return []
     out = []
-    if config.tls_cert is None:
-        out.append(
-            f"listening on {config.host} without TLS; "
-            "passwords and messages cross the network in clear"
-        )
     if config.signup == "open":
         out.append(
             f"sign-up is open to anyone who can reach {_where(config, port)}: close it with "
             '--signup closed (or signup = "closed" in the config file) and create '
             "accounts with 'chinwag user add NAME', or invite people with 'chinwag invite user'"
+        )
+    if config.tls_cert is None:
+        out.append(
+            f"listening on {config.host} without TLS; "
+            "passwords and messages cross the network in clear"
         )
     return out
 

@@ -125,7 +125,7 @@ def read_file(path: Path, named: bool) -> dict[str, Any] | None:
     """The file's table, None if it is absent and was not named."""
     try:
         raw = path.read_bytes()
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         if named:
             raise ConfigError(f"{path}: no such config file") from None
         return None
