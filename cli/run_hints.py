@@ -88,7 +88,7 @@ def check_tls_files(config: NodeConfig) -> None:
         tls_context(config)  # a bad file fails here, in one line, not mid-start
     except (OSError, ValueError) as exc:
         raise CliError(
-            f"cannot use --tls-cert {config.tls_cert} / --tls-key {config.tls_key}: {exc} "
+            f"cannot use --tls-cert/--tls-key ({config.tls_cert}, {config.tls_key}): {exc} "
             "(the key must be the certificate's, both in PEM)",
             Exit.USAGE,
         ) from exc
