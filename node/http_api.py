@@ -360,6 +360,7 @@ class HttpApi:
             "users_online": stats.users_online,
             "connections": stats.connections,
             "signup": self._config.signup,
+            "min_password_length": self._config.min_password_length,
         }
         if self._extra_info is not None:
             info.update(self._extra_info())
