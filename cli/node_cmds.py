@@ -16,6 +16,7 @@ from chinwag.node.admin import AdminOps, AdminUnavailable, admin_request
 from chinwag.node.client import leaf_exceptions
 from chinwag.node.config import DEFAULT_PORT, NodeConfig, default_data_dir
 from chinwag.node.identity import (
+    KEY_FILE,
     IdentityError,
     ensure_data_dir,
     init_identity,
@@ -46,11 +47,11 @@ def _data_arg(parser: argparse.ArgumentParser) -> None:
 def _public_urls(values: list[str]) -> tuple[str, ...]:
     """``--public-url`` values, checked before the node starts."""
     if len(values) > MAX_RECORD_URLS:
-        raise CliError(f"--public-url: at most {MAX_RECORD_URLS} URLs")
+        raise CliError(f"--public-url: at most {MAX_RECORD_URLS} URLs", Exit.USAGE)
     try:
         return tuple(check_url(value) for value in values)
     except ProtocolError as exc:
-        raise CliError(f"--public-url: {exc.message}") from exc
+        raise CliError(f"--public-url: {exc.message}", Exit.USAGE) from exc
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -237,7 +238,9 @@ def cmd_init(args: argparse.Namespace) -> int:
     try:
         identity = init_identity(_data_dir(args), args.name)
     except IdentityError as exc:
-        raise CliError(str(exc)) from exc
+        # A key already there is a conflict; anything else is a bad --name.
+        taken = (_data_dir(args) / KEY_FILE).exists()
+        raise CliError(str(exc), Exit.CONFLICT if taken else Exit.USAGE) from exc
     print(identity.id)
     print(f"initialised node {identity.name} in {_data_dir(args)}", file=sys.stderr)
     return 0
@@ -301,7 +304,7 @@ def node_config(args: argparse.Namespace) -> NodeConfig:
         if overrides.get(field, 1) < 1:
             fail(f"--{field.replace('_', '-')} must be at least 1")
     if overrides.get("push_host_rate", 1) <= 0:
-        raise CliError("--push-host-rate: a number of POSTs per second above 0")
+        raise CliError("--push-host-rate: a number of POSTs per second above 0", Exit.USAGE)
     if not 1 <= overrides.get("min_password_length", 8) <= MAX_PASSWORD_CHARS:
         fail(f"--min-password-length: from 1 to {MAX_PASSWORD_CHARS} characters")
     for field in ("kdf_threads", "kdf_queue", "max_sessions_per_token"):
@@ -312,7 +315,7 @@ def node_config(args: argparse.Namespace) -> NodeConfig:
     try:
         seeds = tuple(parse_seed(text) for text in args.peer)
     except ProtocolError as exc:
-        raise CliError(exc.message) from exc
+        raise CliError(f"--peer: {exc.message}", Exit.USAGE) from exc
     config = NodeConfig(
         data_dir=data_dir,
         host=host,
@@ -342,7 +345,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         ensure_data_dir(data_dir)
         identity = load_or_init_identity(data_dir, args.name)
     except IdentityError as exc:
-        raise CliError(str(exc), Exit.STORAGE) from exc
+        # An unreadable key is the store's problem; without one, a bad --name.
+        broken = (data_dir / KEY_FILE).exists()
+        raise CliError(str(exc), Exit.STORAGE if broken else Exit.USAGE) from exc
     except OSError as exc:
         raise run_hints.data_dir_failure(data_dir, exc) from exc
 
