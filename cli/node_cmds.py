@@ -29,7 +29,7 @@ from chinwag.node.peers import check_url
 from chinwag.node.seeds import parse_seed
 from chinwag.node.store import Store, StoreLocked
 from chinwag.protocol.address_record import MAX_RECORD_URLS
-from chinwag.protocol.errors import ProtocolError
+from chinwag.protocol.errors import ErrorCode, ProtocolError
 
 from . import run_hints
 from .common import CliError, fail, protocol_failure, read_new_password
@@ -404,12 +404,19 @@ async def with_admin(data_dir: Path, cmd: str, cmd_args: dict[str, Any]) -> dict
             raise CliError(
                 f"{data_dir} is locked by a node that does not answer on its admin socket"
                 f"{run_hints.lock_holder(data_dir)}",
-                Exit.STORAGE,
+                Exit.UNREACHABLE,
             ) from exc
         except OSError as exc:
             raise run_hints.data_dir_failure(data_dir, exc) from exc
         try:
             return await AdminOps(store).call(cmd, cmd_args)
+        except ProtocolError as exc:
+            if exc.code != ErrorCode.UNAVAILABLE:
+                raise
+            # Offline, "unavailable" means: this needs the running node.
+            raise CliError(
+                f"{exc.message}: start it with 'chinwag run --data {data_dir}'", Exit.UNREACHABLE
+            ) from exc
         finally:
             nursery.cancel_scope.cancel()
 

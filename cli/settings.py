@@ -183,6 +183,8 @@ def _convert(option: Option, value: Any, path: Path) -> Any:
     if action.nargs == 0:  # store_true / store_false / store_const
         if not isinstance(value, bool):
             raise ConfigError(f"{where} is true or false, not {_kind(value)}")
+        if isinstance(action, argparse.BooleanOptionalAction):  # --x / --no-x
+            return value
         # The file says whether the flag is on; the namespace holds what the flag would store.
         return action.const if value else action.default
     if isinstance(action, argparse._AppendAction):  # noqa: SLF001

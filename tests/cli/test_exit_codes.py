@@ -61,6 +61,17 @@ def test_not_initialised_is_not_found(capsys: pytest.CaptureFixture[str], tmp_pa
     assert code == Exit.NOT_FOUND and "not initialised" in err
 
 
+def test_status_without_a_running_node_is_unreachable(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    data = tmp_path / "d"
+    assert run(capsys, "init", "--data", str(data), "--name", "kitchen")[0] == Exit.OK
+    code, _, err = run(capsys, "status", "--data", str(data))
+    assert code == Exit.UNREACHABLE and "the node is not running: start it with" in err
+    # init over an existing key: a conflict.
+    assert run(capsys, "init", "--data", str(data))[0] == Exit.CONFLICT
+
+
 def test_data_directory_not_writable(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     (tmp_path / "a-file").write_text("")
     data = tmp_path / "a-file" / "data"

@@ -36,10 +36,28 @@ def test_every_run_flag_has_a_key() -> None:
     assert {"max-unauthenticated", "no-mdns", "peer", "signup", "min-password-length"} <= keys
 
 
-def test_a_flag_added_later_gets_a_key_with_no_extra_work() -> None:
+def test_a_flag_added_later_gets_a_key_with_no_extra_work(tmp_path: Path) -> None:
     parser = build_parser()
-    subparser(parser, "run").add_argument("--shiny-new-limit", type=int, default=3)
-    assert {o.key for o in run_options(subparser(parser, "run"))} >= {"shiny-new-limit"}
+    run = subparser(parser, "run")
+    run.add_argument("--shiny-new-limit", type=int, default=3)
+    run.add_argument("--log-format", choices=("text", "json"), default="text")
+    run.add_argument("--log-file", type=Path)
+    run.add_argument("--color", action=argparse.BooleanOptionalAction, default=True)
+    run.add_argument("--quiet", action="store_false", dest="loud")
+    assert {o.key for o in run_options(run)} >= {"shiny-new-limit", "log-format", "color"}
+    data = tmp_path / "data"
+    _write(
+        data,
+        'shiny-new-limit = 5\nlog-format = "json"\nlog-file = "/var/log/x.log"\n'
+        "color = false\nquiet = true\n",
+    )
+    got = resolve(parser, ["run", "--data", str(data)]).args
+    assert (got.shiny_new_limit, got.log_format) == (5, "json")
+    assert got.log_file == Path("/var/log/x.log")
+    assert got.color is False and got.loud is False
+    _write(data, 'log-format = "xml"\n')
+    with pytest.raises(ConfigError, match="log-format is one of 'text', 'json', not 'xml'"):
+        resolve(parser, ["run", "--data", str(data)])
 
 
 def test_precedence_flag_then_file_then_default(tmp_path: Path) -> None:
