@@ -133,6 +133,7 @@ class HttpApi:
             ("POST", "/api/signup"): self.signup,
             ("POST", "/api/login"): self.login,
             ("POST", "/api/logout"): self.logout,
+            ("POST", "/api/password"): self.change_password,
             ("GET", "/api/profile"): self.get_profile,
             ("PUT", "/api/profile"): self.put_profile,
             ("GET", "/api/contacts"): self.get_contacts,
@@ -269,6 +270,43 @@ class HttpApi:
                 "node_name": self._identity.name,
             },
         )
+
+    async def change_password(self, request: HttpRequest) -> HttpResponse:
+        """A user sets a new password, proving the current one.
+
+        The new one must pass the password rule (checked first: a refusal
+        costs no hash). A wrong current password counts as a failed log-in,
+        under the same limits. On success every session of the user ends,
+        this one included: the devices log in again with the new password.
+        """
+        session, _ = self._authorized(request)
+        body = self.json_body(request)
+        current = self._field(body, "password", MAX_PASSWORD_CHARS)
+        new = self._field(body, "new_password", MAX_PASSWORD_CHARS)
+        self._password_policy.check(new, session.user)
+        record = self._store.get_user(session.user)
+        if record is None:
+            raise ProtocolError(ErrorCode.UNAUTHORIZED, "unknown or revoked token")
+        now = trio.current_time()
+        limits = [
+            (self._account_failures, record.name),
+            (self._address_failures, address_key(request.peer)),
+        ]
+        _refuse_if_blocked(limits, now, "too many failed log-ins; try again later")
+        for counter, key in limits:
+            counter.record(key, now)
+        try:
+            good = await self._passwords.verify(current, record.pw_hash, returning=True)
+        except ProtocolError:
+            for counter, key in limits:
+                counter.give_back(key, now)
+            raise
+        if not good:
+            raise ProtocolError(ErrorCode.UNAUTHORIZED, "the current password is wrong")
+        for counter, key in limits:
+            counter.give_back(key, now)
+        await self._store.set_password(record.name, await self._passwords.hash(new))
+        return json_response(200, {"user": record.name})
 
     async def logout(self, request: HttpRequest) -> HttpResponse:
         _, digest = self._authorized(request)

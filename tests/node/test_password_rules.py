@@ -84,3 +84,30 @@ async def test_an_old_short_password_still_logs_in(start_node) -> None:
     pw_hash = await hash_password("pw", FAST_TEST_COST)
     await admin_request(node.node.config.data_dir, "user.add", {"user": "old", "pw_hash": pw_hash})
     assert (await login(node.url, "old", "pw")).user == "old"
+
+
+async def test_password_change_applies_the_rule_and_needs_the_current_one(start_node) -> None:
+    node = await start_node()
+    await http_json(node.url, "POST", "/api/signup", {"user": "erin", "password": GOOD})
+    token = (await login(node.url, "erin", GOOD)).token
+
+    async def change(current: str, new: str) -> tuple[int, dict]:
+        return await http_json(
+            node.url, "POST", "/api/password", {"password": current, "new_password": new}, token
+        )
+
+    status, body = await change(GOOD, "abc")
+    assert status == 422 and body["error"]["code"] == "weak_password"
+    assert "at least 8 characters" in body["error"]["message"]
+    status, body = await change(GOOD, "sunshine1")
+    assert status == 422 and "most common" in body["error"]["message"]
+    status, body = await change("not the password", "another good password")
+    assert status == 401 and body["error"]["code"] == "unauthorized"
+    status, body = await change(GOOD, "another good password")
+    assert status == 200 and body == {"user": "erin"}
+    # Every session ended, this one too; the new password logs in, the old does not.
+    status, _ = await http_json(node.url, "GET", "/api/profile", None, token)
+    assert status == 401
+    assert (await login(node.url, "erin", "another good password")).token
+    status, _ = await http_json(node.url, "POST", "/api/login", {"user": "erin", "password": GOOD})
+    assert status == 401
