@@ -48,7 +48,7 @@ async def flood(url: str, args: argparse.Namespace) -> dict[str, object]:
             status = await post(url, "/api/login", {"user": f"ghost{n}", "password": "x"}, source)
         else:
             status = await post(
-                url, "/api/signup", {"user": f"spam{n}", "password": "x"}, "127.0.0.1"
+                url, "/api/signup", {"user": f"spam{n}", "password": "spam-password-1"}, "127.0.0.1"
             )
         statuses[kind][status] += 1
 

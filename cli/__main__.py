@@ -7,7 +7,7 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
-from chinwag.node.client import ClientError
+from chinwag.node.client import ClientError, NodeUnreachable
 from chinwag.node.migrations import SchemaError
 from chinwag.node.version import VERSION
 
@@ -15,15 +15,18 @@ from . import (
     admin_cmds,
     backup_cmds,
     chat_cmds,
+    config_cmds,
     contacts_cmds,
     discover_cmd,
     group_cmds,
     link_cmds,
     node_cmds,
     push_cmds,
+    settings,
     tui_cmd,
 )
 from .common import CliError, client_error_message
+from .exitcodes import Exit, for_error_code
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     push_cmds.register(sub)
     tui_cmd.register(sub)
     backup_cmds.register(sub)
+    config_cmds.register(sub)
     return parser
 
 
@@ -55,19 +59,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
+        if args.command == "run":
+            # The config file's settings, under the flags typed (cli/settings.py).
+            typed = list(sys.argv[1:] if argv is None else argv)
+            args = settings.resolve(parser, typed).args
         return handler(args)
     except CliError as exc:
         print(f"chinwag: {exc}", file=sys.stderr)
         return exc.exit_code
+    except NodeUnreachable as exc:
+        print(f"chinwag: {client_error_message(exc)}", file=sys.stderr)
+        return Exit.UNREACHABLE
     except ClientError as exc:
         print(f"chinwag: {client_error_message(exc)}", file=sys.stderr)
-        return 1
+        return for_error_code(exc.code)
     except SchemaError as exc:
         # Any command that opens the store (run, user, peers, export offline).
         print(f"chinwag: {exc}", file=sys.stderr)
-        return 1
+        return Exit.STORAGE
     except KeyboardInterrupt:
-        return 130
+        return Exit.INTERRUPTED
 
 
 if __name__ == "__main__":

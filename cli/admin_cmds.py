@@ -9,7 +9,7 @@ from typing import Any
 from chinwag.protocol.errors import ProtocolError
 
 from . import link_cmds
-from .common import CliError
+from .common import protocol_failure
 from .node_cmds import _data_arg, _data_dir, run_async, with_admin
 from .status_view import link_words, status_lines
 
@@ -54,7 +54,7 @@ def _call(args: argparse.Namespace, cmd: str, cmd_args: dict[str, Any]) -> dict[
     try:
         return run_async(go)
     except ProtocolError as exc:
-        raise CliError(f"{exc.message} ({exc.code})") from exc
+        raise protocol_failure(exc) from exc
 
 
 def cmd_peers(args: argparse.Namespace) -> int:
@@ -68,6 +68,11 @@ def cmd_peers(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result))
     elif action == "list":
+        if not result["peers"]:
+            print(
+                "no peers yet: add one with 'chinwag peers add URL#NODEID', "
+                "or run with --trust-lan on a LAN"
+            )
         for peer in result["peers"]:
             urls = ",".join(peer["urls"]) or "-"
             name = peer["name"] or "?"

@@ -14,6 +14,7 @@ from chinwag.node.client import ChatClient, ClientError, SendAck, connect
 from chinwag.node.history import message_json
 
 from .common import cached_login, fail, forget_login, fresh_login
+from .exitcodes import Exit
 from .node_cmds import run_async
 
 
@@ -93,7 +94,7 @@ async def _send_stdin(args: argparse.Namespace) -> int:
                 )
             else:
                 _print_ack(outcome)
-    return 1 if failures else 0
+    return Exit.ERROR if failures else Exit.OK
 
 
 def print_json_item(item: dict[str, Any]) -> None:

@@ -6,35 +6,73 @@ import getpass
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
 from chinwag.node.client import ClientError, LoginResult, login
+from chinwag.protocol.errors import ProtocolError
+
+from .exitcodes import Exit, for_error_code
+
+#: Prompts for a new password before giving up.
+NEW_PASSWORD_TRIES = 3
 
 
 class CliError(Exception):
-    """A user-facing failure: printed as one line, exit code 1 (or ``code``)."""
+    """A user-facing failure: printed as one line, with an exit code (cli/exitcodes.py)."""
 
-    def __init__(self, message: str, exit_code: int = 1) -> None:
+    def __init__(self, message: str, exit_code: int = Exit.ERROR) -> None:
         super().__init__(message)
         self.exit_code = exit_code
 
 
-def fail(message: str) -> NoReturn:
-    raise CliError(message)
+def fail(message: str, exit_code: int = Exit.USAGE) -> NoReturn:
+    """Stop with ``message``; by default a usage error (exit 2)."""
+    raise CliError(message, exit_code)
 
 
-def read_password(prompt: str = "Password: ", confirm: bool = False) -> str:
-    """``CHINWAG_PASSWORD`` if set, else a prompt on the terminal."""
+def protocol_failure(exc: ProtocolError) -> CliError:
+    """A node's refusal as a CliError with the exit code its error code maps to."""
+    return CliError(f"{exc.message} ({exc.code})", for_error_code(str(exc.code)))
+
+
+def read_password(prompt: str = "Password: ") -> str:
+    """``CHINWAG_PASSWORD`` if set, else a prompt on the terminal (for log-in)."""
     env = os.environ.get("CHINWAG_PASSWORD")
     if env is not None:
         return env
     if not sys.stdin.isatty():
         fail("no password: set CHINWAG_PASSWORD or run in a terminal")
-    password = getpass.getpass(prompt)
-    if confirm and getpass.getpass("Again: ") != password:
-        fail("the passwords differ")
-    return password
+    return getpass.getpass(prompt)
+
+
+def read_new_password(prompt: str, problem: Callable[[str], str | None]) -> str:
+    """A new password: ``CHINWAG_PASSWORD`` if set, else typed twice at a prompt.
+
+    ``problem`` says why a password is refused (None: accepted). At the
+    prompt, a refused password or a mismatched repeat is reported and asked
+    for again, up to :data:`NEW_PASSWORD_TRIES` times.
+    """
+    env = os.environ.get("CHINWAG_PASSWORD")
+    if env is not None:
+        why = problem(env)
+        if why is not None:
+            raise CliError(f"CHINWAG_PASSWORD refused: {why}", Exit.REFUSED)
+        return env
+    if not sys.stdin.isatty():
+        fail("no password: set CHINWAG_PASSWORD or run in a terminal")
+    for _ in range(NEW_PASSWORD_TRIES):
+        password = getpass.getpass(prompt)
+        why = problem(password)
+        if why is not None:
+            print(f"{why}; try again", file=sys.stderr, flush=True)
+            continue
+        if getpass.getpass("Again: ") != password:
+            print("the passwords differ; try again", file=sys.stderr, flush=True)
+            continue
+        return password
+    raise CliError(f"no password set after {NEW_PASSWORD_TRIES} tries", Exit.USAGE)
 
 
 def config_dir() -> Path:

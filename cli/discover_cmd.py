@@ -15,6 +15,7 @@ import trio
 from chinwag.node.discovery import DiscoveredNode, DiscoveryError, discover_once, recommend
 
 from .common import CliError
+from .exitcodes import Exit
 
 MAX_TIMEOUT = 60.0
 
@@ -38,11 +39,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 def cmd_discover(args: argparse.Namespace) -> int:
     timeout = args.timeout
     if not math.isfinite(timeout) or not 0 < timeout <= MAX_TIMEOUT:
-        raise CliError(f"--timeout must be more than 0 and at most {MAX_TIMEOUT:g} seconds", 2)
+        raise CliError(
+            f"--timeout must be more than 0 and at most {MAX_TIMEOUT:g} seconds", Exit.USAGE
+        )
     try:
         nodes = trio.run(discover_once, timeout, args.interface or None)
     except DiscoveryError as exc:
-        raise CliError(str(exc), 2) from exc
+        raise CliError(str(exc), Exit.USAGE) from exc
     best = recommend(nodes)
     if args.json:
         print(json.dumps([_as_json(n, n is best) for n in nodes]))

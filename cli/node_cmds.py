@@ -16,6 +16,7 @@ from chinwag.node.admin import AdminOps, AdminUnavailable, admin_request
 from chinwag.node.client import leaf_exceptions
 from chinwag.node.config import DEFAULT_PORT, NodeConfig, default_data_dir
 from chinwag.node.identity import (
+    KEY_FILE,
     IdentityError,
     ensure_data_dir,
     init_identity,
@@ -24,15 +25,18 @@ from chinwag.node.identity import (
 )
 from chinwag.node.logs import FORMATS, LEVELS, reopen_log_files, setup_logging
 from chinwag.node.migrations import SchemaError
+from chinwag.node.password_policy import MAX_PASSWORD_CHARS, PasswordPolicy
 from chinwag.node.passwords import hash_password
 from chinwag.node.peers import check_url
 from chinwag.node.seeds import parse_seed
 from chinwag.node.store import Store, StoreLocked
 from chinwag.protocol.address_record import MAX_RECORD_URLS
-from chinwag.protocol.errors import ProtocolError
+from chinwag.protocol.errors import ErrorCode, ProtocolError
 from chinwag.protocol.fingerprint import fingerprint
 
-from .common import CliError, fail, read_password
+from . import run_hints
+from .common import CliError, fail, protocol_failure, read_new_password
+from .exitcodes import Exit
 
 T = TypeVar("T")
 
@@ -46,11 +50,11 @@ def _data_arg(parser: argparse.ArgumentParser) -> None:
 def _public_urls(values: list[str]) -> tuple[str, ...]:
     """``--public-url`` values, checked before the node starts."""
     if len(values) > MAX_RECORD_URLS:
-        raise CliError(f"--public-url: at most {MAX_RECORD_URLS} URLs")
+        raise CliError(f"--public-url: at most {MAX_RECORD_URLS} URLs", Exit.USAGE)
     try:
         return tuple(check_url(value) for value in values)
     except ProtocolError as exc:
-        raise CliError(f"--public-url: {exc.message}") from exc
+        raise CliError(f"--public-url: {exc.message}", Exit.USAGE) from exc
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -59,8 +63,19 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--name", help="the node's human name (default: host name)")
     p.set_defaults(handler=cmd_init)
 
-    p = sub.add_parser("run", help="run the node (initialises it on first run)")
+    p = sub.add_parser(
+        "run",
+        help="run the node (initialises it on first run)",
+        description="Every flag can also be set in the config file (DATA/chinwag.toml or "
+        "--config PATH) under its name without dashes, e.g. 'send-rate = 50'; flags win.",
+    )
     _data_arg(p)
+    p.add_argument(
+        "--config",
+        type=Path,
+        metavar="PATH",
+        help="TOML config file (default: chinwag.toml in the data directory, if there)",
+    )
     p.add_argument("--name", help="node name, used when initialising")
     p.add_argument(
         "--listen", default=f"127.0.0.1:{DEFAULT_PORT}", help="HOST:PORT (default %(default)s)"
@@ -84,6 +99,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "--login-failures-per-address",
         type=int,
         help="failed log-ins per address per 5 minutes (default 30)",
+    )
+    p.add_argument(
+        "--min-password-length",
+        type=int,
+        metavar="N",
+        help="shortest new password accepted, in characters (default 8; "
+        "very common passwords are refused at any length)",
     )
     p.add_argument(
         "--kdf-threads", type=int, help="password hashes run at once, 64 MiB each (default 2)"
@@ -233,7 +255,9 @@ def cmd_init(args: argparse.Namespace) -> int:
     try:
         identity = init_identity(_data_dir(args), args.name)
     except IdentityError as exc:
-        raise CliError(str(exc)) from exc
+        # A key already there is a conflict; anything else is a bad --name.
+        taken = (_data_dir(args) / KEY_FILE).exists()
+        raise CliError(str(exc), Exit.CONFLICT if taken else Exit.USAGE) from exc
     print(identity.id)
     print(f"initialised node {identity.name} in {_data_dir(args)}", file=sys.stderr)
     return 0
@@ -253,40 +277,45 @@ def _parse_listen(text: str, flag: str = "--listen") -> tuple[str, int]:
     return host, number
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    from chinwag.node.app import Node
+#: ``run`` flags (argparse dest) that set a NodeConfig field of another name or
+#: only when given; ``config show`` reads the effective values through it too.
+CONFIG_FIELDS: tuple[tuple[str, str], ...] = (
+    ("send_rate", "send_rate"),
+    ("send_burst", "send_burst"),
+    ("max_conn_per_address", "max_connections_per_address"),
+    ("signups_per_address", "signups_per_address"),
+    ("signups_per_node", "signups_per_node"),
+    ("login_failures_per_account", "login_failures_per_account"),
+    ("login_failures_per_address", "login_failures_per_address"),
+    ("kdf_threads", "kdf_threads"),
+    ("kdf_queue", "kdf_queue"),
+    ("max_sessions_per_token", "max_sessions_per_token"),
+    ("max_unauthenticated", "max_unauthenticated"),
+    ("read_rate", "read_rate"),
+    ("read_burst", "read_burst"),
+    ("heartbeat", "heartbeat_interval"),
+    ("heartbeat_deadline", "heartbeat_deadline"),
+    ("send_timeout", "send_timeout"),
+    ("outbox_max_age", "outbox_max_age"),
+    ("outbox_max_entries", "outbox_max_entries"),
+    ("outbox_max_bytes", "outbox_max_bytes"),
+    ("push_host_rate", "push_host_rate"),
+    ("user_quota", "user_quota_bytes"),
+    ("user_quota_window", "user_quota_window"),
+    ("min_free", "min_free_bytes"),
+    ("max_pending_peers", "max_pending_peers"),
+    ("min_password_length", "min_password_length"),
+)
 
+
+def node_config(args: argparse.Namespace) -> NodeConfig:
+    """The NodeConfig of ``run``'s (merged) settings; CliError if one is wrong."""
     data_dir = _data_dir(args)
     host, port = _parse_listen(args.listen)
     overrides: dict[str, Any] = {}
     if args.metrics_listen is not None:
         overrides["metrics_listen"] = _parse_listen(args.metrics_listen, "--metrics-listen")
-    for flag, field in (
-        ("send_rate", "send_rate"),
-        ("send_burst", "send_burst"),
-        ("max_conn_per_address", "max_connections_per_address"),
-        ("signups_per_address", "signups_per_address"),
-        ("signups_per_node", "signups_per_node"),
-        ("login_failures_per_account", "login_failures_per_account"),
-        ("login_failures_per_address", "login_failures_per_address"),
-        ("kdf_threads", "kdf_threads"),
-        ("kdf_queue", "kdf_queue"),
-        ("max_sessions_per_token", "max_sessions_per_token"),
-        ("max_unauthenticated", "max_unauthenticated"),
-        ("read_rate", "read_rate"),
-        ("read_burst", "read_burst"),
-        ("heartbeat", "heartbeat_interval"),
-        ("heartbeat_deadline", "heartbeat_deadline"),
-        ("send_timeout", "send_timeout"),
-        ("outbox_max_age", "outbox_max_age"),
-        ("outbox_max_entries", "outbox_max_entries"),
-        ("outbox_max_bytes", "outbox_max_bytes"),
-        ("push_host_rate", "push_host_rate"),
-        ("user_quota", "user_quota_bytes"),
-        ("user_quota_window", "user_quota_window"),
-        ("min_free", "min_free_bytes"),
-        ("max_pending_peers", "max_pending_peers"),
-    ):
+    for flag, field in CONFIG_FIELDS:
         value = getattr(args, flag)
         if value is not None:
             overrides[field] = value
@@ -294,7 +323,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         if overrides.get(field, 1) < 1:
             fail(f"--{field.replace('_', '-')} must be at least 1")
     if overrides.get("push_host_rate", 1) <= 0:
-        raise CliError("--push-host-rate: a number of POSTs per second above 0")
+        raise CliError("--push-host-rate: a number of POSTs per second above 0", Exit.USAGE)
+    if not 1 <= overrides.get("min_password_length", 8) <= MAX_PASSWORD_CHARS:
+        fail(f"--min-password-length: from 1 to {MAX_PASSWORD_CHARS} characters")
     for field in ("kdf_threads", "kdf_queue", "max_sessions_per_token"):
         if field in overrides and overrides[field] < (1 if field != "kdf_queue" else 0):
             fail(f"--{field.replace('_', '-')} is too small")
@@ -303,7 +334,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         seeds = tuple(parse_seed(text) for text in args.peer)
     except ProtocolError as exc:
-        raise CliError(exc.message) from exc
+        raise CliError(f"--peer: {exc.message}", Exit.USAGE) from exc
     config = NodeConfig(
         data_dir=data_dir,
         host=host,
@@ -320,26 +351,24 @@ def cmd_run(args: argparse.Namespace) -> int:
         tls_key=args.tls_key,
         **overrides,
     )
+    run_hints.check_tls_files(config)
+    return config
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from chinwag.node.app import Node
+
+    config = node_config(args)
+    data_dir = config.data_dir
     try:
         ensure_data_dir(data_dir)
         identity = load_or_init_identity(data_dir, args.name)
-    except (IdentityError, OSError) as exc:
-        raise CliError(str(exc)) from exc
-    if (args.tls_cert is None) != (args.tls_key is None):
-        raise CliError("give both --tls-cert and --tls-key, or neither")
-    if args.tls_cert is not None:
-        from chinwag.node.server import tls_context
-
-        try:
-            tls_context(config)  # a bad file fails here, in one line, not mid-start
-        except (OSError, ValueError) as exc:
-            raise CliError(f"cannot use --tls-cert/--tls-key: {exc}") from exc
-    elif host not in ("127.0.0.1", "::1", "localhost"):
-        print(
-            f"chinwag: warning: listening on {host} without TLS; "
-            "passwords and messages cross the network in clear",
-            file=sys.stderr,
-        )
+    except IdentityError as exc:
+        # An unreadable key is the store's problem; without one, a bad --name.
+        broken = (data_dir / KEY_FILE).exists()
+        raise CliError(str(exc), Exit.STORAGE if broken else Exit.USAGE) from exc
+    except OSError as exc:
+        raise run_hints.data_dir_failure(data_dir, exc) from exc
 
     level = args.log_level or ("debug" if args.verbose else "info")
     try:
@@ -357,6 +386,10 @@ def cmd_run(args: argparse.Namespace) -> int:
                     + ready_lines(node, running.url),
                     flush=True,
                 )
+                for line in run_hints.lan_lines(config, running.port):
+                    print(line, flush=True)
+                for warning in run_hints.exposure_warnings(config, running.port):
+                    print(f"chinwag: warning: {warning}", file=sys.stderr, flush=True)
                 async for signum in signals:
                     if signum == signal.SIGHUP:
                         try:
@@ -369,19 +402,19 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     try:
         trio.run(main)
-    except StoreLocked as exc:
-        raise CliError(f"{data_dir} is in use by another node ({exc})") from exc
-    except OSError as exc:
-        raise CliError(f"cannot listen on {args.listen}: {exc.strerror or exc}") from exc
     except BaseExceptionGroup as group:
         for leaf in leaf_exceptions(group):
-            if isinstance(leaf, StoreLocked):
-                raise CliError(f"{data_dir} is in use by another node") from leaf
             if isinstance(leaf, SchemaError):
-                raise CliError(str(leaf)) from leaf
-            if isinstance(leaf, OSError):
-                raise CliError(f"cannot listen on {args.listen}: {leaf.strerror or leaf}") from leaf
+                raise CliError(str(leaf), Exit.STORAGE) from leaf
+            failure = run_hints.start_failure(config, leaf)
+            if failure is not None:
+                raise failure from leaf
         raise
+    except Exception as exc:
+        failure = run_hints.start_failure(config, exc)
+        if failure is None:
+            raise
+        raise failure from exc
     print("chinwag: stopped", file=sys.stderr)
     return 0
 
@@ -409,7 +442,7 @@ async def with_admin(data_dir: Path, cmd: str, cmd_args: dict[str, Any]) -> dict
     try:
         identity = load_identity(data_dir)
     except IdentityError as exc:
-        raise CliError(str(exc)) from exc
+        raise CliError(str(exc), Exit.NOT_FOUND) from exc
     store = Store(data_dir, identity.key)
     async with trio.open_nursery() as nursery:
         try:
@@ -417,9 +450,20 @@ async def with_admin(data_dir: Path, cmd: str, cmd_args: dict[str, Any]) -> dict
         except StoreLocked as exc:
             raise CliError(
                 f"{data_dir} is locked by a node that does not answer on its admin socket"
+                f"{run_hints.lock_holder(data_dir)}",
+                Exit.UNREACHABLE,
             ) from exc
+        except OSError as exc:
+            raise run_hints.data_dir_failure(data_dir, exc) from exc
         try:
             return await AdminOps(store).call(cmd, cmd_args)
+        except ProtocolError as exc:
+            if exc.code != ErrorCode.UNAVAILABLE:
+                raise
+            # Offline, "unavailable" means: this needs the running node.
+            raise CliError(
+                f"{exc.message}: start it with 'chinwag run --data {data_dir}'", Exit.UNREACHABLE
+            ) from exc
         finally:
             nursery.cancel_scope.cancel()
 
@@ -442,9 +486,10 @@ def cmd_user(args: argparse.Namespace) -> int:
     if args.name is not None:
         cmd_args["user"] = args.name
     if action in ("add", "passwd"):
-        password = read_password(f"Password for {args.name}: ", confirm=True)
-        if not password:
-            fail("the password is empty")
+        policy = PasswordPolicy(password_min_length(data_dir))
+        password = read_new_password(
+            f"Password for {args.name}: ", lambda text: policy.problem(text, args.name)
+        )
 
         async def hashed() -> str:
             return await hash_password(password)
@@ -457,7 +502,7 @@ def cmd_user(args: argparse.Namespace) -> int:
     try:
         result = run_async(go)
     except ProtocolError as exc:
-        raise CliError(f"{exc.message} ({exc.code})") from exc
+        raise protocol_failure(exc) from exc
     if args.json:
         print(json.dumps(result))
     elif action == "list":
@@ -469,4 +514,20 @@ def cmd_user(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["register", "run_async", "with_admin"]
+def password_min_length(data_dir: Path) -> int:
+    """The node's minimum password length: its config file's, else the default.
+
+    ``user add``/``passwd`` hash on this side, so they check here with the
+    setting the node's config file gives (a ``--min-password-length`` typed on
+    the node's command line is not known here; put it in the file).
+    """
+    from .settings import CONFIG_NAME, read_file
+
+    table = read_file(data_dir / CONFIG_NAME, named=False) or {}
+    value = table.get("min-password-length")
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return value
+    return NodeConfig.min_password_length
+
+
+__all__ = ["node_config", "register", "run_async", "with_admin"]

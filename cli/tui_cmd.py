@@ -9,6 +9,7 @@ from chinwag.node.client import ClientError, LoginResult, http_json
 from .chat_model import ChatModel
 from .chat_state import StateBusy, StateFile
 from .common import cached_login, fail, forget_login, fresh_login
+from .exitcodes import Exit
 from .node_cmds import run_async
 
 #: How long the start-up check of a cached token may take.
@@ -57,7 +58,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
     try:
         state.lock()
     except StateBusy as exc:
-        fail(str(exc))
+        fail(str(exc), Exit.CONFLICT)
     try:
         # Imported here: only this command needs textual.
         from .chat_tui import ChatApp

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -265,6 +266,8 @@ class Node:
         )
         self.started_at = 0.0
         self._port = 0
+        #: The URL printed at start (None until listening).
+        self.url: str | None = None
         self._nursery: trio.Nursery | None = None
 
     def _invitation_url(self) -> str:
@@ -338,6 +341,9 @@ class Node:
             "name": self.identity.name,
             "fingerprint": fingerprint(self.identity.key.public),
             "version": VERSION,
+            # Who holds the data directory, for a second `run` that finds it in use.
+            "pid": os.getpid(),
+            "url": self.url,
             "uptime_s": round(trio.current_time() - self.started_at, 1),
             "connections": hub.connections,
             "users_online": hub.users_online,
@@ -420,7 +426,7 @@ class Node:
             else:
                 metrics_port = None
             self.started_at = trio.current_time()
-            url = self._url(port)
+            url = self.url = self._url(port)
             log.info(
                 "chinwag %s node %s (%s) started at %s",
                 VERSION,

@@ -51,6 +51,10 @@ class ClientError(Exception):
         return exc
 
 
+class NodeUnreachable(ClientError):
+    """The node did not answer at all (refused, timed out, not HTTP, TLS failed)."""
+
+
 def split_url(url: str) -> tuple[str, int, bool]:
     """The host, port and TLS flag of a node URL (``http(s)://host[:port]``)."""
     parts = urlsplit(url)
@@ -111,15 +115,15 @@ async def http_json(
                     elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
                         break
     except trio.TooSlowError as exc:
-        raise ClientError("timeout", f"no answer from {url} in {timeout:g}s") from exc
+        raise NodeUnreachable("timeout", f"no answer from {url} in {timeout:g}s") from exc
     except OSError as exc:
-        raise ClientError("unavailable", f"cannot reach {url}: {exc.strerror or exc}") from exc
+        raise NodeUnreachable("unavailable", f"cannot reach {url}: {exc.strerror or exc}") from exc
     except h11.ProtocolError as exc:
-        raise ClientError("unavailable", f"{url} did not answer HTTP: {exc}") from exc
+        raise NodeUnreachable("unavailable", f"{url} did not answer HTTP: {exc}") from exc
     except trio.BrokenResourceError as exc:
         # Over https this is the TLS handshake: most often an untrusted certificate.
         reason = exc.__cause__ or "connection broken"
-        raise ClientError("unavailable", f"TLS with {url} failed: {reason}") from exc
+        raise NodeUnreachable("unavailable", f"TLS with {url} failed: {reason}") from exc
     try:
         decoded = json.loads(data or b"{}")
     except ValueError:
@@ -489,14 +493,17 @@ async def connect(
                 yield client
                 nursery.cancel_scope.cancel()
     except HandshakeError as exc:
-        raise ClientError("unavailable", f"WebSocket handshake with {url} failed: {exc}") from exc
+        raise NodeUnreachable(
+            "unavailable", f"WebSocket handshake with {url} failed: {exc}"
+        ) from exc
     except OSError as exc:
-        raise ClientError("unavailable", f"cannot reach {url}: {exc.strerror or exc}") from exc
+        raise NodeUnreachable("unavailable", f"cannot reach {url}: {exc.strerror or exc}") from exc
 
 
 __all__ = [
     "ChatClient",
     "ClientError",
+    "NodeUnreachable",
     "ErrorCode",
     "LoginResult",
     "SendAck",

@@ -65,6 +65,10 @@ class NodeConfig:
     signups_per_address: int = 10
     signups_per_node: int = 100
     signup_window: float = 3600.0
+    #: Shortest new password accepted (sign-up, ``user add``, ``user passwd``),
+    #: in characters; very common passwords are refused whatever their length
+    #: (node/password_policy.py).
+    min_password_length: int = 8
     #: Password hashes/checks (Argon2id, ~64 MiB and ~0.1 s each) running at
     #: once, each in a worker thread; ``kdf_reserved`` of them only for
     #: log-ins to accounts that logged in before (a returning user gets in

@@ -32,6 +32,7 @@ from .hub import Hub
 from .identity import NodeIdentity
 from .invitations import Invitations
 from .logs import event, printable
+from .password_policy import MAX_PASSWORD_CHARS, PasswordPolicy
 from .passwords import PasswordHasher, new_token, token_hash
 from .ratelimit import WindowCounter, address_key, blocked_for_all
 from .store import SessionRecord, Store
@@ -39,8 +40,6 @@ from .version import VERSION
 
 log = logging.getLogger(__name__)
 
-MAX_PASSWORD_CHARS = 1024
-MIN_PASSWORD_CHARS = 1
 MAX_PROFILE_CHARS = 200
 
 STATUS_BY_CODE = {
@@ -61,6 +60,8 @@ STATUS_BY_CODE = {
     # A user's storage quota is a rate over a long window.
     ErrorCode.QUOTA_EXCEEDED: 429,
     ErrorCode.BAD_SIGNATURE: 400,
+    # The request is well-formed; the password it carries is refused.
+    ErrorCode.WEAK_PASSWORD: 422,
     ErrorCode.INTERNAL: 500,
 }
 
@@ -140,6 +141,7 @@ class HttpApi:
         self._store = store
         self._hub = hub
         self._extra_info = extra_info
+        self._password_policy = PasswordPolicy(config.min_password_length)
         self._account_failures = WindowCounter(
             config.login_failures_per_account, config.login_window
         )
@@ -153,6 +155,7 @@ class HttpApi:
             ("POST", "/api/signup"): self.signup,
             ("POST", "/api/login"): self.login,
             ("POST", "/api/logout"): self.logout,
+            ("POST", "/api/password"): self.change_password,
             ("GET", "/api/profile"): self.get_profile,
             ("PUT", "/api/profile"): self.put_profile,
             ("GET", "/api/contacts"): self.get_contacts,
@@ -227,8 +230,8 @@ class HttpApi:
         secret = self._invitation(body) if self._config.signup != "open" else None
         user = check_user_name(self._field(body, "user", 32))
         password = self._field(body, "password", MAX_PASSWORD_CHARS)
-        if len(password) < MIN_PASSWORD_CHARS:
-            raise ProtocolError(ErrorCode.BAD_REQUEST, "the password is empty")
+        # Before the rate limits: a refused password costs no hash.
+        self._password_policy.check(password, user)
         if self._store.get_user(user) is not None:
             raise ProtocolError(ErrorCode.USER_EXISTS, f"{user} is taken")
         # Counted before hashing, never given back: each sign-up costs a hash.
@@ -356,6 +359,43 @@ class HttpApi:
             },
         )
 
+    async def change_password(self, request: HttpRequest) -> HttpResponse:
+        """A user sets a new password, proving the current one.
+
+        The new one must pass the password rule (checked first: a refusal
+        costs no hash). A wrong current password counts as a failed log-in,
+        under the same limits. On success every session of the user ends,
+        this one included: the devices log in again with the new password.
+        """
+        session, _ = self._authorized(request)
+        body = self.json_body(request)
+        current = self._field(body, "password", MAX_PASSWORD_CHARS)
+        new = self._field(body, "new_password", MAX_PASSWORD_CHARS)
+        self._password_policy.check(new, session.user)
+        record = self._store.get_user(session.user)
+        if record is None:
+            raise ProtocolError(ErrorCode.UNAUTHORIZED, "unknown or revoked token")
+        now = trio.current_time()
+        limits = [
+            (self._account_failures, record.name),
+            (self._address_failures, address_key(request.peer)),
+        ]
+        _refuse_if_blocked(limits, now, "too many failed log-ins; try again later")
+        for counter, key in limits:
+            counter.record(key, now)
+        try:
+            good = await self._passwords.verify(current, record.pw_hash, returning=True)
+        except ProtocolError:
+            for counter, key in limits:
+                counter.give_back(key, now)
+            raise
+        if not good:
+            raise ProtocolError(ErrorCode.UNAUTHORIZED, "the current password is wrong")
+        for counter, key in limits:
+            counter.give_back(key, now)
+        await self._store.set_password(record.name, await self._passwords.hash(new))
+        return json_response(200, {"user": record.name})
+
     async def logout(self, request: HttpRequest) -> HttpResponse:
         session, digest = self._authorized(request)
         await self._store.revoke_session(digest)
@@ -453,6 +493,7 @@ class HttpApi:
             "users_online": stats.users_online,
             "connections": stats.connections,
             "signup": self._config.signup,
+            "min_password_length": self._config.min_password_length,
         }
         if self._extra_info is not None:
             info.update(self._extra_info())

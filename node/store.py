@@ -527,6 +527,10 @@ def _take_lock(data_dir: Path) -> int:
     except BlockingIOError:
         os.close(fd)
         raise StoreLocked(f"{data_dir} is in use by another chinwag process") from None
+    # The holder's PID, for the message another process shows when it finds
+    # the lock taken (the lock itself is the flock, not this content).
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     return fd
 
 

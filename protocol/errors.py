@@ -23,6 +23,9 @@ class ErrorCode(enum.StrEnum):
     RATE_LIMITED = "rate_limited"
     GROUP_FULL = "group_full"
     QUOTA_EXCEEDED = "quota_exceeded"
+    #: A new password refused by the node's password rule (too short, very
+    #: common, the user name); the message says which.
+    WEAK_PASSWORD = "weak_password"
     UNAVAILABLE = "unavailable"
     BAD_SIGNATURE = "bad_signature"
     BAD_REQUEST = "bad_request"

@@ -1178,7 +1178,11 @@ async function login(signup) {
     start();
   } catch (err) {
     if (err.code === "user_exists") showError(`The name ${user} is taken on this node.`);
-    else showError(describe(err));
+    else if (err.code === "weak_password") {
+      // The node says why (too short, too common, the user name).
+      showError(`Choose another password: ${err.message}.`);
+      $("login-password").focus();
+    } else showError(describe(err));
   } finally {
     buttons.forEach((b) => (b.disabled = false));
   }
@@ -1342,6 +1346,11 @@ async function showNodeName() {
     const info = await api("GET", "/.well-known/chinwag");
     $("node-name").textContent = info.name;
     document.title = `chinwag · ${info.name}`;
+    if (Number.isInteger(info.min_password_length)) {
+      $("password-rule").textContent =
+        `A new password needs at least ${info.min_password_length} characters ` +
+        "and must not be a common one.";
+    }
   } catch (err) {
     $("node-name").textContent = "(unreachable)";
   }

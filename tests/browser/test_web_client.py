@@ -793,3 +793,19 @@ def test_send_whose_ok_was_lost_is_stored_once(browsers: Browsers, node: NodePro
     fresh = _chat(browsers, node).login("alice")
     fresh.open_conversation(node.address("bob"))
     fresh.expect_texts(expected)
+
+
+def test_signup_with_a_weak_password_shows_why(browsers: Browsers, node: NodeProcess) -> None:
+    chat = _chat(browsers, node)
+    page = chat.page
+    expect(page.locator("#password-rule")).to_contain_text("at least 8 characters")
+    page.get_by_label("User name").fill("dora")
+    page.get_by_label("Password", exact=True).fill("password1")
+    page.locator("#signup-button").click()
+    expect(chat.error).to_contain_text("Choose another password")
+    expect(chat.error).to_contain_text("one of the most common passwords")
+    expect(page.locator("#login-password")).to_be_focused()
+    expect(page.locator("#chat-view")).to_be_hidden()
+    # A good one goes through from the same page, and the error goes.
+    chat.login("dora", "a much better password", signup=True)
+    expect(chat.error).to_have_text("")

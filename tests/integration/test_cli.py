@@ -20,7 +20,7 @@ async def test_init_refuses_to_overwrite_and_creates_private_files(tmp_path) -> 
     assert stat.S_IMODE(os.stat(data).st_mode) == 0o700
     assert stat.S_IMODE(os.stat(data / "node.key").st_mode) == 0o600
     again = await run_cli(["init", "--data", str(data)], tmp_path)
-    assert again.returncode != 0
+    assert again.returncode == 6  # conflict
     assert b"refusing" in again.stderr and b"Traceback" not in again.stderr
 
 
@@ -184,11 +184,11 @@ async def test_run_checks_public_urls_before_starting(tmp_path) -> None:
     bad = await run_cli(
         ["run", "--data", str(data), "--no-mdns", "--public-url", "ftp://kitchen"], tmp_path
     )
-    assert bad.returncode == 1
+    assert bad.returncode == 2  # usage
     assert b"--public-url: not a node URL" in bad.stderr
     many = ["--public-url", "http://192.0.2.7:7600"] * 5
     too_many = await run_cli(["run", "--data", str(data), "--no-mdns", *many], tmp_path)
-    assert too_many.returncode == 1 and b"at most 4" in too_many.stderr
+    assert too_many.returncode == 2 and b"at most 4" in too_many.stderr
 
 
 async def test_send_stdin_waits_out_the_rate_limit_and_keeps_line_order(nursery, tmp_path) -> None:

@@ -8,7 +8,7 @@ from chinwag.node.client import ClientError, connect, login, signup
 
 from .procs import spawn_node
 
-PASSWORD = "pw"
+PASSWORD = "crash-test-password"
 FLAGS = ("--send-rate", "100000", "--send-burst", "100000")
 
 

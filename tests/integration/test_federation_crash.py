@@ -12,7 +12,7 @@ from chinwag.node.client import ClientError, connect, login, signup
 
 from .procs import NodeProcess, run_cli, spawn_node
 
-PW = "pw"
+PW = "federation-crash-password"
 FLAGS = ("--send-rate", "100000", "--send-burst", "100000", "--heartbeat", "1")
 TIMEOUT = 60
 

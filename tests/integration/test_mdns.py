@@ -208,7 +208,7 @@ async def test_discovery_stays_on_the_interfaces_asked_for(
     assert bad.returncode == 2 and b"no-such-if0" in bad.stderr
 
 
-PW = "pw"
+PW = "mdns-test-password"
 TIMEOUT = 40
 
 

@@ -12,12 +12,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from chinwag.cli.exitcodes import Exit
 from chinwag.node.client import ClientError, connect, http_json, login, signup
 
 from .procs import run_cli
 from .test_federation import drain, linked
 
-PASSWORD = "pw-tls"
+PASSWORD = "pw-tls-secret"
 
 
 def self_signed(directory: Path) -> tuple[Path, Path]:
@@ -118,9 +119,9 @@ async def test_run_refuses_half_or_bad_tls_options(tmp_path: Path, tls_files) ->
     cert, key = tls_files
     data = str(tmp_path / "node")
     half = await run_cli(["run", "--data", data, "--no-mdns", "--tls-cert", str(cert)], tmp_path)
-    assert half.returncode == 1 and b"both --tls-cert and --tls-key" in half.stderr
+    assert half.returncode == Exit.USAGE and b"both --tls-cert and --tls-key" in half.stderr
     bad = await run_cli(
         ["run", "--data", data, "--no-mdns", "--tls-cert", str(key), "--tls-key", str(key)],
         tmp_path,
     )
-    assert bad.returncode == 1 and b"cannot use --tls-cert/--tls-key" in bad.stderr
+    assert bad.returncode == Exit.USAGE and b"cannot use --tls-cert/--tls-key" in bad.stderr

@@ -165,7 +165,10 @@ async def test_a_returning_user_gets_in_during_a_hashing_flood(start_node) -> No
                     queue_full.set()
             else:
                 answer = await post(
-                    node.url, "/api/signup", {"user": f"spam{n}", "password": "x"}, source
+                    node.url,
+                    "/api/signup",
+                    {"user": f"spam{n}", "password": "spam-password-1"},
+                    source,
                 )
             answers.append((kind, answer))
 
@@ -203,25 +206,25 @@ async def test_sign_ups_are_limited_node_wide(start_node) -> None:
     statuses = []
     for i in range(8):
         answer = await post(
-            node.url, "/api/signup", {"user": f"u{i}", "password": "x"}, SOURCES[i % 4]
+            node.url, "/api/signup", {"user": f"u{i}", "password": PASSWORD}, SOURCES[i % 4]
         )
         statuses.append(answer.status)
         if answer.status == 429:
             assert answer.code == "rate_limited" and int(answer.headers["retry-after"]) >= 1
     assert statuses == [201] * 3 + [429] * 5
     # A taken name costs no hash and is not counted: still user_exists.
-    taken = await post(node.url, "/api/signup", {"user": "u0", "password": "x"}, SOURCES[0])
+    taken = await post(node.url, "/api/signup", {"user": "u0", "password": PASSWORD}, SOURCES[0])
     assert taken.status == 409
 
 
 async def test_sign_ups_are_limited_per_address(start_node) -> None:
     node = await start_node(signups_per_address=2, signups_per_node=100)
     first = [
-        (await post(node.url, "/api/signup", {"user": f"a{i}", "password": "x"}, SOURCES[0]))
+        (await post(node.url, "/api/signup", {"user": f"a{i}", "password": PASSWORD}, SOURCES[0]))
         for i in range(3)
     ]
     assert [a.status for a in first] == [201, 201, 429]
-    other = await post(node.url, "/api/signup", {"user": "b0", "password": "x"}, SOURCES[1])
+    other = await post(node.url, "/api/signup", {"user": "b0", "password": PASSWORD}, SOURCES[1])
     assert other.status == 201
 
 

@@ -76,8 +76,8 @@ async def test_closed_signup(start_node) -> None:
 @pytest.mark.parametrize(
     ("body", "status"),
     [
-        ({"user": "Bad Name", "password": "x"}, 400),
-        ({"user": "a" * 33, "password": "x"}, 400),
+        ({"user": "Bad Name", "password": PASSWORD}, 400),
+        ({"user": "a" * 33, "password": PASSWORD}, 400),
         ({"user": "alice"}, 400),
         ({"user": "alice", "password": 5}, 400),
     ],
