@@ -27,6 +27,7 @@ from chinwag.protocol.addresses import (
 from chinwag.protocol.envelope import check_public_key
 from chinwag.protocol.errors import ErrorCode, ProtocolError
 
+from .introductions import revoke_introductions, set_trust_introductions
 from .peers import BLOCKED, PENDING, TRUSTED, PeerRecord, PeerRegistry
 from .pending import PendingRequests
 from .seeds import parse_seed
@@ -50,20 +51,25 @@ class AdminOps:
         registry: PeerRegistry | None = None,
         poke: Callable[[bytes], None] | None = None,
         pending: PendingRequests | None = None,
+        request_introductions: Callable[[bytes], Awaitable[None]] | None = None,
     ) -> None:
         """``pending``: link requests from unknown nodes, held in memory by a
-        running node (node/pending.py); ``peers approve`` and ``block`` take them."""
+        running node (node/pending.py); ``peers approve`` and ``block`` take them.
+        ``request_introductions(key)``: ask a linked peer for its introductions
+        now (node/introductions.py)."""
         self._store = store
         self._pending = pending
         self._status = status
         self._registry = registry or PeerRegistry(store)
         self._poke = poke
+        self._request_introductions = request_introductions
         self._commands: dict[str, Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]] = {
             "peers.list": self.peers_list,
             "peers.add": self.peers_add,
             "peers.approve": self.peers_approve,
             "peers.block": self.peers_block,
             "peers.remove": self.peers_remove,
+            "peers.trust_introductions": self.peers_trust_introductions,
             "user.add": self.user_add,
             "user.list": self.user_list,
             "user.remove": self.user_remove,
@@ -134,6 +140,8 @@ class AdminOps:
                 "state": p.state,
                 "urls": list(p.urls),
                 "source": p.source,
+                "introductions": p.trust_introductions,
+                "introduced_by": [node_id_text(k) for k in p.introducers],
             }
             for p in self._registry.all()
         ]
@@ -145,6 +153,8 @@ class AdminOps:
                     "state": PENDING,
                     "urls": [],
                     "source": "inbound",
+                    "introductions": False,
+                    "introduced_by": [],
                 }
                 for r in self._pending.all()
             ]
@@ -171,13 +181,39 @@ class AdminOps:
         key = self._peer_key(args)
         record = await self._decide(key, BLOCKED)
         self._kick(key)
-        return {"node_id": record.id, "state": record.state}
+        revoked = await self._revoke(key)
+        return {"node_id": record.id, "state": record.state, "revoked": revoked}
 
     async def peers_remove(self, args: dict[str, Any]) -> dict[str, Any]:
         key = self._peer_key(args)
         await self._registry.remove(key)
         self._kick(key)
-        return {"node_id": node_id_text(key)}
+        revoked = await self._revoke(key)
+        return {"node_id": node_id_text(key), "revoked": revoked}
+
+    async def peers_trust_introductions(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Trust (``on``, the default) or stop trusting the nodes a peer introduces."""
+        key = self._peer_key(args)
+        on = args.get("on", True)
+        if not isinstance(on, bool):
+            raise ProtocolError(ErrorCode.BAD_REQUEST, "'on' is true or false")
+        revoked = await set_trust_introductions(self._store, key, on)
+        for other in revoked:
+            self._kick(other)
+        if on and self._request_introductions is not None:
+            await self._request_introductions(key)
+        return {
+            "node_id": node_id_text(key),
+            "introductions": on,
+            "revoked": [node_id_text(k) for k in revoked],
+        }
+
+    async def _revoke(self, introducer: bytes) -> list[str]:
+        """Withdraw the trust ``introducer`` granted that has no other basis."""
+        revoked = await revoke_introductions(self._store, introducer)
+        for key in revoked:
+            self._kick(key)
+        return [node_id_text(k) for k in revoked]
 
     async def _decide(self, key: bytes, state: str) -> PeerRecord:
         """Set a peer's state; a request held only in memory becomes a row now."""

@@ -30,7 +30,7 @@ from chinwag.protocol.addresses import GroupAddress, node_id_bytes, node_id_text
 from chinwag.protocol.envelope import check_public_key
 from chinwag.protocol.errors import ErrorCode, ProtocolError
 from chinwag.protocol.handshake import LinkKeys, ResponderHandshake
-from chinwag.protocol.link import Gossip, GroupSync, LinkFrame
+from chinwag.protocol.link import Gossip, GroupSync, IntroRequest, Introductions, LinkFrame
 
 from .config import NodeConfig
 from .dialcheck import Resolver
@@ -51,6 +51,14 @@ class GroupResync(Protocol):
         self, peer: bytes, group: GroupAddress, after: int, now_ms: int
     ) -> bool: ...
     def wants_resync(self, host: bytes, now_ms: int, *, again: bool = False) -> list[GroupSync]: ...
+
+
+class IntroductionHooks(Protocol):
+    """Introductions on links (node/introductions.py)."""
+
+    async def link_up(self, peer: bytes) -> None: ...
+    def link_down(self, peer: bytes) -> None: ...
+    async def on_frame(self, peer: bytes, frame: IntroRequest | Introductions) -> None: ...
 
 
 class FederationRegistry(LinkRegistry, GossipRegistry, Protocol):
@@ -95,17 +103,20 @@ class Federation:
         now_ms: Callable[[], int] = wall_ms,
         getaddrinfo: Resolver | None = None,
         group_sync: GroupResync | None = None,
+        introductions: IntroductionHooks | None = None,
     ) -> None:
         """``now_ms`` is the wall clock used to age outbox entries; ``getaddrinfo``
         resolves gossiped URLs (node/dialcheck.py); ``group_sync`` answers a
         peer's ``gsync`` request and names the groups to ask a host about
-        (node/group_sync.py; none when None)."""
+        (node/group_sync.py; none when None); ``introductions`` asks for and
+        answers introductions on each link (node/introductions.py)."""
         self.config = config
         self.identity = identity
         self.registry = registry
         self._presence = presence
         self._now_ms = now_ms
         self._group_sync = group_sync
+        self._introductions = introductions
         self._links: dict[bytes, Link] = {}
         self._stats: dict[bytes, PeerStats] = {}
         self._outbox_events: dict[bytes, trio.Event] = {}
@@ -277,6 +288,10 @@ class Federation:
         if self._group_sync is not None:
             await self._group_sync.on_gsync_request(key, frame.group, frame.after, self._now_ms())
 
+    async def on_intro(self, key: bytes, frame: IntroRequest | Introductions) -> None:
+        if self._introductions is not None:
+            await self._introductions.on_frame(key, frame)
+
     def resync_frames(self, key: bytes, *, again: bool) -> list[GroupSync]:
         if self._group_sync is None:
             return []
@@ -425,6 +440,8 @@ class Federation:
                     except Exception:  # soft state: never let it end the node
                         log.exception("presence link_down failed")
                 self.stats_for(link.peer).link = "idle"
+                if self._introductions is not None:
+                    self._introductions.link_down(link.peer)
                 self.poke(link.peer)
 
     async def _announce_up(self, link: Link) -> None:
@@ -435,6 +452,11 @@ class Federation:
                 self._presence.link_up(link.peer)
             except Exception:  # presence is soft state: never end the link for it
                 log.exception("presence link_up failed")
+        if self._introductions is not None and self._links.get(link.peer) is link:
+            try:
+                await self._introductions.link_up(link.peer)
+            except Exception as exc:  # soft: asked again on the next link
+                log.info("introductions at link-up failed: %s", describe(exc))
 
 
 __all__ = ["Federation", "FederationRegistry", "LinkEvents", "PeerRecord", "PeerStats"]
