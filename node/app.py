@@ -187,6 +187,7 @@ class Node:
             self.registry,
             self.identity.key.public,
             linked=lambda key: self.federation.is_linked(key),
+            ever_linked=lambda key: self.federation.ever_linked(key),
             now_ms=seams.federation_now_ms,
         )
         self.store.remote_sink = self.relay

@@ -118,6 +118,8 @@ class Federation:
         self._group_sync = group_sync
         self._introductions = introductions
         self._links: dict[bytes, Link] = {}
+        #: Peers that had a link since start (node/relay.py: they have a route).
+        self._ever_linked: set[bytes] = set()
         self._stats: dict[bytes, PeerStats] = {}
         self._outbox_events: dict[bytes, trio.Event] = {}
         self._changed = trio.Event()
@@ -169,6 +171,10 @@ class Federation:
 
     def is_linked(self, key: bytes) -> bool:
         return key in self._links
+
+    def ever_linked(self, key: bytes) -> bool:
+        """Whether ``key`` had a link (either direction) since this node started."""
+        return key in self._ever_linked
 
     async def wait_linked(self, key: bytes, linked: bool = True) -> None:
         """Wait until a link to ``key`` is up (or down); callers bound the wait."""
@@ -415,6 +421,7 @@ class Federation:
                 return
             existing.close()
         self._links[link.peer] = link
+        self._ever_linked.add(link.peer)
         self._link_changed()
         self.poke(link.peer)
         started = trio.current_time()

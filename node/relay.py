@@ -18,9 +18,11 @@ that it trusts: the relay. Store-and-forward, durable at each hop:
   drops duplicates by ``(origin, id)``.
 
 Order per origin holds while the route stays the same (two FIFO outboxes).
-A message to a node with no route at all is queued in that node's own outbox
-and withdrawn after ``route_timeout`` as ``delivery_failed`` code
-``no_route``, unless a link comes up first (:meth:`Relay.run`).
+A message to a node with no route at all (no link now, none ever, no URL of
+its own, no relay) is queued in that node's own outbox and withdrawn after
+``route_timeout`` as ``delivery_failed`` code ``no_route``, unless a link
+comes up first (:meth:`Relay.run`). A node that has linked before keeps the
+full ``outbox_max_age``: it dials in from behind its NAT.
 """
 
 from __future__ import annotations
@@ -68,14 +70,17 @@ class Relay:
         own_key: bytes,
         *,
         linked: Callable[[bytes], bool],
+        ever_linked: Callable[[bytes], bool],
         now_ms: Callable[[], int],
     ) -> None:
-        """``linked(key)``: whether a link to ``key`` is up now (federation)."""
+        """``linked(key)``: whether a link to ``key`` is up now;
+        ``ever_linked(key)``: whether it had one since start (federation)."""
         self._config = config
         self._registry = registry
         self._own = own_key
         self._own_id = node_id_text(own_key)
         self._linked = linked
+        self._ever_linked = ever_linked
         self._now_ms = now_ms
         self._sent = self._relayed = self._delivered = self._no_route = 0
 
@@ -165,7 +170,7 @@ class Relay:
         max_age_ms = int(self._config.route_timeout * 1000)
         total = 0
         for record in self._registry.all():
-            if record.state != TRUSTED or record.first_hand or self._linked(record.key):
+            if record.state != TRUSTED or record.first_hand or self._has_linked(record.key):
                 continue
             oldest = self._registry.outbox_oldest_ms(record.key)
             if oldest is None or oldest > self._now_ms() - max_age_ms:
@@ -176,3 +181,13 @@ class Relay:
             self._no_route += count
             total += count
         return total
+
+    def _has_linked(self, key: bytes) -> bool:
+        """Whether ``key`` has ever been reachable: linked now or since start,
+        or it acknowledged or sent entries (so it dials in, e.g. from behind
+        a NAT, and its messages wait the full ``outbox_max_age``)."""
+        return (
+            self._ever_linked(key)
+            or self._registry.acked(key) > 0
+            or self._registry.applied_from(key) > 0
+        )

@@ -159,8 +159,8 @@ async def test_introduced_trust_and_its_revocation(start_node, tmp_path) -> None
     hub, leaves = await star(start_node)
     leaf3, leaf5, leaf7 = leaves["leaf3"], leaves["leaf5"], leaves["leaf7"]
     hub_id = hub.running.identity.id
-    # Blocking wins: leaf3 blocked leaf5 (known by gossip) before any introduction.
-    await eventually(lambda: state_of(leaf3, leaf5) is not None)
+    # Blocking wins: leaf3 blocked leaf5 before any introduction.
+    await admin(leaf3, "peers.add", peer=f"http://127.0.0.1:9#{leaf5.running.identity.id}")
     await admin(leaf3, "peers.block", id=leaf5.running.identity.id)
     # Off by default: nothing is trusted on the hub's word.
     assert state_of(leaf3, leaf7) in (None, "pending")
@@ -171,7 +171,9 @@ async def test_introduced_trust_and_its_revocation(start_node, tmp_path) -> None
     assert result.returncode == 0, result.stderr
     await eventually(lambda: state_of(leaf3, leaf7) == "trusted")
     assert state_of(leaf3, leaf5) == "blocked"
-    listed = {p["node_id"]: p for p in (await admin(leaf3, "peers.list"))["peers"]}
+    rows = (await admin(leaf3, "peers.list"))["peers"]
+    # (In-memory link requests are listed too: the hub's first dial, refused.)
+    listed = {p["node_id"]: p for p in rows if p["source"] != "inbound"}
     assert listed[hub_id]["introductions"] is True
     assert listed[leaf7.running.identity.id]["introduced_by"] == [hub_id]
     assert leaf3.node.router.resolve_node("leaf7") == leaf7.running.identity.id
@@ -219,3 +221,38 @@ async def test_introductions_from_an_untrusted_sender_are_ignored(start_node) ->
         await link.receive("pong")
     assert leaf.node.registry.get(victim.public) is None
     assert leaf.node.status()["introductions"]["ignored"] == 1
+
+
+async def test_a_hub_that_does_not_relay_says_no_route(start_node) -> None:
+    hub = await start_node(name="hub", relay=False)
+    leaf3, leaf7 = await start_node(name="leaf3"), await start_node(name="leaf7")
+    for leaf in (leaf3, leaf7):
+        await linked(hub, leaf)
+        await admin(leaf, "peers.trust_introductions", id=hub.running.identity.id)
+    await eventually(lambda: state_of(leaf3, leaf7) == "trusted")
+    async with connect(leaf3.url, await leaf3.user("alice")) as alice:
+        await alice.sync(0)
+        sent = await alice.send("bob@leaf7", "no relay here")
+        event = (await next_frame(alice, "event"))["body"]
+    assert event["code"] == "no_route" and event["id"] == sent.id
+    assert hub.node.status()["relay"]["relayed"] == 0
+
+
+async def test_a_node_that_dials_in_keeps_its_messages(start_node) -> None:
+    # Behind a NAT, no URL of its own, but it has linked: it dials in again
+    # later, so its messages wait the full outbox_max_age, not route_timeout.
+    node = await start_node(name="home", route_timeout=0.2)
+    natted = NodeKey.generate()
+    async with rogue_link(node, natted, resume=False):
+        await eventually(lambda: node.node.federation.statistics().pending_requests == 1)
+    await admin(node, "peers.approve", id=natted.id)
+    async with rogue_link(node, natted):
+        await eventually(lambda: node.node.federation.is_linked(natted.public))
+    await eventually(lambda: not node.node.federation.is_linked(natted.public))
+    async with connect(node.url, await node.user("alice")) as alice:
+        await alice.sync(0)
+        await alice.send(f"bob@{natted.id}", "for later")
+    with trio.move_on_after(1.0):  # five no-route passes
+        await trio.sleep_forever()
+    assert await node.node.relay.expire_unroutable() == 0
+    assert node.node.registry.outbox_depth(natted.public) == 1
