@@ -30,7 +30,7 @@ from chinwag.protocol.addresses import GroupAddress, node_id_bytes, node_id_text
 from chinwag.protocol.envelope import check_public_key
 from chinwag.protocol.errors import ErrorCode, ProtocolError
 from chinwag.protocol.handshake import LinkKeys, ResponderHandshake
-from chinwag.protocol.link import Gossip, GroupSync, IntroRequest, Introductions, LinkFrame
+from chinwag.protocol.link import Gossip, GroupSync, Introductions, IntroRequest, LinkFrame
 
 from .config import NodeConfig
 from .dialcheck import Resolver

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from chinwag.protocol.addresses import node_id_text
 from chinwag.protocol.errors import ErrorCode, ProtocolError
 from chinwag.protocol.introduction import Introduction, make_statement, open_statement
-from chinwag.protocol.link import MAX_INTRODUCTIONS, IntroRequest, Introductions, LinkFrame
+from chinwag.protocol.link import MAX_INTRODUCTIONS, Introductions, IntroRequest, LinkFrame
 
 from .identity import NodeIdentity
 from .peers import (
@@ -145,9 +145,13 @@ class IntroductionService:
         if not record.introducers and record.name:
             statement = self._statement(record)
             for asker in list(self._askers):
-                if asker != peer:
+                if asker == peer:
+                    continue
+                try:
                     await self._send(asker, Introductions((statement,)))
                     self._sent += 1
+                except Exception as exc:  # that link ends by itself; the others go on
+                    log.debug("introduction to %s not sent: %s", node_id_text(asker)[:12], exc)
 
     def link_down(self, peer: bytes) -> None:
         self._askers.discard(peer)
@@ -161,6 +165,14 @@ class IntroductionService:
             await self._introduce_all(peer)
         else:
             await self._accept(peer, frame)
+
+    def _known(self, introducer: bytes, intro: Introduction) -> bool:
+        record = self._registry.get(intro.key)
+        return (
+            record is not None
+            and record.state == TRUSTED
+            and (not record.introducers or introducer in record.introducers)
+        )
 
     # ------------------------------------------------------------ introducer
     def _statement(self, record: PeerRecord) -> dict[str, bytes]:
@@ -184,6 +196,10 @@ class IntroductionService:
 
     # ------------------------------------------------------------ receiver
     async def _accept(self, peer: bytes, frame: Introductions) -> None:
+        introducer = self._registry.get(peer)
+        if introducer is None or introducer.state != TRUSTED or not introducer.trust_introductions:
+            self._ignored += len(frame.statements)  # not even verified: no work for them
+            return
         verified: list[Introduction] = []
         for item in frame.statements:
             try:
@@ -191,9 +207,11 @@ class IntroductionService:
             except ProtocolError as exc:
                 self._refused += 1
                 log.info("introduction from %s refused: %s", node_id_text(peer)[:12], exc.message)
+        own = self._identity.key.public
+        # Statements that change nothing (a repeat at every link-up) write nothing.
+        verified = [i for i in verified if i.key != own and not self._known(peer, i)]
         if not verified:
             return
-        own = self._identity.key.public
         now = self._now_ms()
 
         def op(w: WriteTxn) -> tuple[list[tuple[bytes, str]], int, int]:
@@ -205,8 +223,6 @@ class IntroductionService:
             trusted: list[tuple[bytes, str]] = []
             refused = 0
             for intro in verified:
-                if intro.key == own:
-                    continue
                 outcome = _trust(w, peer, intro, now)
                 if outcome is None:
                     refused += 1

@@ -197,7 +197,7 @@ class GroupSync:
 
 @dataclass(frozen=True)
 class IntroRequest:
-    """"I take your introductions": sent by a node that turned them on for
+    """Sent to say "I take your introductions", by a node that turned them on for
     this peer (at link-up and when turned on); the peer answers with
     :class:`Introductions` now and whenever it trusts a new node."""
 
