@@ -256,3 +256,44 @@ async def test_a_node_that_dials_in_keeps_its_messages(start_node) -> None:
         await trio.sleep_forever()
     assert await node.node.relay.expire_unroutable() == 0
     assert node.node.registry.outbox_depth(natted.public) == 1
+
+
+async def test_the_relay_stores_and_forwards_while_the_destination_is_down(start_node) -> None:
+    hub, leaves = await star(start_node)
+    leaf3, leaf7 = leaves["leaf3"], leaves["leaf7"]
+    await take_introductions(hub, leaves)
+    bob_token = await leaf7.user("bob")
+    leaf7_dir, leaf7_key = leaf7.node.config.data_dir, leaf7.node.identity.key.public
+    await leaf7.stop()
+    with trio.fail_after(TIMEOUT):
+        await hub.node.federation.wait_linked(leaf7_key, linked=False)
+    async with connect(leaf3.url, await leaf3.user("alice")) as alice:
+        await alice.sync(0)
+        sent = await alice.send("bob@leaf7", "kept by the hub")
+    # The hub acked only after committing the unit to leaf7's outbox.
+    hub_key = hub.node.identity.key.public
+    await eventually(lambda: leaf3.node.registry.outbox_depth(hub_key) == 0)
+    assert hub.node.registry.outbox_depth(leaf7_key) == 1
+    # leaf7 comes back (a new port; it dials the hub, its seed): delivered once.
+    leaf7 = await start_node(data_dir=leaf7_dir, name="leaf7")
+    async with connect(leaf7.url, bob_token) as bob:
+        await bob.sync(0)
+        got = await next_frame(bob)
+    assert got["id"] == sent.id and got["origin"] == leaf3.running.identity.id
+    await eventually(lambda: hub.node.registry.outbox_depth(leaf7_key) == 0)
+    assert leaf7.node.store.queue_head("bob") == 1
+
+
+async def test_an_introduction_cannot_take_a_pinned_name(start_node) -> None:
+    hub, leaves = await star(start_node)
+    leaf3, leaf7 = leaves["leaf3"], leaves["leaf7"]
+    impostor = NodeKey.generate()
+    await trust_rogue(leaf3, impostor)
+    async with rogue_link(leaf3, impostor, name="leaf7"):  # its handshake pins "leaf7"
+        pass
+    assert leaf3.node.registry.pinned("leaf7") == impostor.public
+    await admin(leaf3, "peers.trust_introductions", id=hub.running.identity.id)
+    await eventually(lambda: state_of(leaf3, leaves["leaf5"]) == "trusted")
+    await eventually(lambda: leaf3.node.status()["introductions"]["refused"] >= 1)
+    assert state_of(leaf3, leaf7) in (None, "pending")
+    assert leaf3.node.router.resolve_node("leaf7") == impostor.id
