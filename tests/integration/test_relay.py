@@ -22,6 +22,7 @@ from .rogue import rogue_link, trust_rogue
 from .test_federation import TIMEOUT, eventually, linked
 
 LEAVES = ("leaf3", "leaf5", "leaf7")
+COUNT = 20
 
 
 async def admin(node: Any, cmd: str, **args: Any) -> dict[str, Any]:
@@ -75,18 +76,19 @@ async def test_leaf_to_leaf_through_the_hub_exactly_once(start_node) -> None:
     ):
         await alice.sync(0)
         await bob.sync(0)
-        first = await alice.send("bob@leaf7", "through the hub")  # the name resolves
-        second = await alice.send("bob@leaf7", "and again")
-        got = [await next_frame(bob), await next_frame(bob)]
-        assert [f["id"] for f in got] == [first.id, second.id]  # once each, in order
+        # The name resolves through the pin the hub's introduction made.
+        sent = [await alice.send("bob@leaf7", f"through the hub {i}") for i in range(COUNT)]
+        got = [await next_frame(bob) for _ in range(COUNT)]
+        assert [f["id"] for f in got] == [s.id for s in sent]  # once each, in order
         assert got[0]["origin"] == leaf3.running.identity.id
         assert got[0]["from"]["name"] == "leaf3"
+        assert got[-1]["body"]["text"] == f"through the hub {COUNT - 1}"
     # It went through the hub: no link between the leaves, one relay hop.
     assert not leaf3.node.federation.is_linked(leaf7.node.identity.key.public)
-    assert leaf3.node.status()["relay"]["sent_via_relay"] == 2
-    assert hub.node.status()["relay"]["relayed"] == 2
-    assert leaf7.node.status()["relay"]["delivered"] == 2
-    assert leaf7.node.store.queue_head("bob") == 2
+    assert leaf3.node.status()["relay"]["sent_via_relay"] == COUNT
+    assert hub.node.status()["relay"]["relayed"] == COUNT
+    assert leaf7.node.status()["relay"]["delivered"] == COUNT
+    assert leaf7.node.store.queue_head("bob") == COUNT
 
 
 async def test_a_tampering_relay_is_refused_at_the_destination(start_node) -> None:
