@@ -40,6 +40,19 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         q.add_argument("--json", action="store_true")
         q.set_defaults(handler=cmd_peers)
     link_cmds.register_peers(psub)
+    q = psub.add_parser(
+        "trust-introductions",
+        help="trust the nodes a trusted peer introduces (off by default; --off revokes)",
+    )
+    q.add_argument("target", metavar="ID", help="node id (or a unique prefix)")
+    q.add_argument(
+        "--off",
+        action="store_true",
+        help="stop: nodes trusted only on this peer's word go back to pending",
+    )
+    _data_arg(q)
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(handler=cmd_peers)
 
     p = sub.add_parser("status", help="show the running node's status")
     _data_arg(p)
@@ -64,7 +77,9 @@ def cmd_peers(args: argparse.Namespace) -> int:
         cmd_args["peer"] = link_cmds.peer_target(args)
     elif args.target is not None:
         cmd_args["id"] = args.target
-    result = _call(args, f"peers.{action}", cmd_args)
+    if action == "trust-introductions":
+        cmd_args["on"] = not args.off
+    result = _call(args, f"peers.{action.replace('-', '_')}", cmd_args)
     if args.json:
         print(json.dumps(result))
     elif action == "list":
@@ -77,13 +92,30 @@ def cmd_peers(args: argparse.Namespace) -> int:
             urls = ",".join(peer["urls"]) or "-"
             name = peer["name"] or "?"
             came = f" (asked from {peer['address']})" if peer.get("address") else ""
-            print(f"{name:<16} {peer['state']:<8} {urls}{came}")
+            flags = _peer_flags(peer)
+            print(f"{name:<16} {peer['state']:<8} {urls}{came}{flags}")
             print(f"  id {peer['node_id']}  fingerprint {peer['fingerprint']}")
             if "link" in peer:  # the node is running: how its link is doing
                 print(f"    {link_words(peer)}")
+    elif action == "trust-introductions":
+        state = "on" if result["introductions"] else "off"
+        print(f"{result['node_id']} introductions {state}")
+        for node_id in result["revoked"]:
+            print(f"  {node_id} no longer trusted (pending)")
     else:
         print(f"{result['node_id']} {result.get('state', 'removed')}")
     return 0
+
+
+def _peer_flags(peer: dict[str, Any]) -> str:
+    """``peers list`` extras: introductions taken from it, who introduced it."""
+    out = ""
+    if peer.get("introductions"):
+        out += "  [takes introductions]"
+    via = peer.get("introduced_by") or []
+    if via:
+        out += "  introduced by " + ",".join(node_id[:12] for node_id in via)
+    return out
 
 
 def cmd_status(args: argparse.Namespace) -> int:

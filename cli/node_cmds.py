@@ -139,6 +139,17 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="fail messages queued for an unreachable peer after (s; default 7 days)",
     )
     p.add_argument(
+        "--route-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="fail messages to a node with no link, address or relay after (s; default 300)",
+    )
+    p.add_argument(
+        "--no-relay",
+        action="store_true",
+        help="do not pass messages between trusted peers that cannot link to each other",
+    )
+    p.add_argument(
         "--outbox-max-entries",
         type=int,
         metavar="N",
@@ -298,6 +309,7 @@ CONFIG_FIELDS: tuple[tuple[str, str], ...] = (
     ("send_timeout", "send_timeout"),
     ("outbox_max_age", "outbox_max_age"),
     ("outbox_max_entries", "outbox_max_entries"),
+    ("route_timeout", "route_timeout"),
     ("outbox_max_bytes", "outbox_max_bytes"),
     ("push_host_rate", "push_host_rate"),
     ("user_quota", "user_quota_bytes"),
@@ -322,6 +334,8 @@ def node_config(args: argparse.Namespace) -> NodeConfig:
     for field in ("outbox_max_entries", "outbox_max_bytes"):
         if overrides.get(field, 1) < 1:
             fail(f"--{field.replace('_', '-')} must be at least 1")
+    if overrides.get("route_timeout", 1) <= 0:
+        fail("--route-timeout must be above 0")
     if overrides.get("push_host_rate", 1) <= 0:
         raise CliError("--push-host-rate: a number of POSTs per second above 0", Exit.USAGE)
     if not 1 <= overrides.get("min_password_length", 8) <= MAX_PASSWORD_CHARS:
@@ -342,6 +356,7 @@ def node_config(args: argparse.Namespace) -> NodeConfig:
         signup=args.signup,
         seeds=seeds,
         trust_lan=args.trust_lan,
+        relay=not args.no_relay,
         push_allow_private=args.push_allow_private,
         gossip_allow_private=args.gossip_allow_private,
         mdns=not args.no_mdns,

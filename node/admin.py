@@ -33,6 +33,7 @@ from chinwag.protocol.fingerprint import fingerprint
 from .backup import BackupError, write_backup
 from .history import MAX_HISTORY_PAGE, read_history
 from .identity import NodeIdentity, load_identity
+from .introductions import revoke_introductions, set_trust_introductions
 from .invitations import DEFAULT_TTL_S, InvitationDesk
 from .logs import event
 from .peers import BLOCKED, PENDING, TRUSTED, PeerRecord, PeerRegistry, check_url
@@ -65,10 +66,13 @@ class AdminOps:
         pending: PendingRequests | None = None,
         invitations: InvitationDesk | None = None,
         links: Callable[[], list[dict[str, Any]]] | None = None,
+        request_introductions: Callable[[bytes], Awaitable[None]] | None = None,
     ) -> None:
         """``pending``: link requests from unknown nodes, held in memory by a
         running node (node/pending.py); ``peers approve`` and ``block`` take them.
-        ``invitations``: ``invite`` and ``peers join`` (a running node only)."""
+        ``invitations``: ``invite`` and ``peers join`` (a running node only).
+        ``request_introductions(key)``: ask a linked peer for its introductions
+        now (node/introductions.py)."""
         self._store = store
         self._invitations = invitations
         self._pending = pending
@@ -77,6 +81,7 @@ class AdminOps:
         self._poke = poke
         #: Each peer's link state (Federation.peer_status) while the node runs.
         self._links = links
+        self._request_introductions = request_introductions
         self._commands: dict[str, Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]] = {
             "peers.list": self.peers_list,
             "peers.add": self.peers_add,
@@ -85,6 +90,7 @@ class AdminOps:
             "peers.remove": self.peers_remove,
             "peers.join": self.peers_join,
             "invite.create": self.invite_create,
+            "peers.trust_introductions": self.peers_trust_introductions,
             "user.add": self.user_add,
             "user.list": self.user_list,
             "user.remove": self.user_remove,
@@ -218,6 +224,8 @@ class AdminOps:
                 "urls": list(p.urls),
                 "source": p.source,
                 "fingerprint": fingerprint(p.key),
+                "introductions": p.trust_introductions,
+                "introduced_by": [node_id_text(k) for k in p.introducers],
             }
             for p in self._registry.all()
         ]
@@ -232,6 +240,8 @@ class AdminOps:
                     "fingerprint": fingerprint(r.key),
                     "address": r.address,
                     "attempts": r.attempts,
+                    "introductions": False,
+                    "introduced_by": [],
                 }
                 for r in self._pending.all()
             ]
@@ -291,7 +301,8 @@ class AdminOps:
         record = await self._decide(key, BLOCKED)
         self._kick(key)
         _log_peer("blocked", record, request.name if request is not None else "")
-        return {"node_id": record.id, "state": record.state}
+        revoked = await self._revoke(key)
+        return {"node_id": record.id, "state": record.state, "revoked": revoked}
 
     async def peers_remove(self, args: dict[str, Any]) -> dict[str, Any]:
         key = self._peer_key(args)
@@ -302,7 +313,32 @@ class AdminOps:
             node_id_text(key),
             extra=event("peer_removed", peer=node_id_text(key)),
         )
-        return {"node_id": node_id_text(key)}
+        revoked = await self._revoke(key)
+        return {"node_id": node_id_text(key), "revoked": revoked}
+
+    async def peers_trust_introductions(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Trust (``on``, the default) or stop trusting the nodes a peer introduces."""
+        key = self._peer_key(args)
+        on = args.get("on", True)
+        if not isinstance(on, bool):
+            raise ProtocolError(ErrorCode.BAD_REQUEST, "'on' is true or false")
+        revoked = await set_trust_introductions(self._store, key, on)
+        for other in revoked:
+            self._kick(other)
+        if on and self._request_introductions is not None:
+            await self._request_introductions(key)
+        return {
+            "node_id": node_id_text(key),
+            "introductions": on,
+            "revoked": [node_id_text(k) for k in revoked],
+        }
+
+    async def _revoke(self, introducer: bytes) -> list[str]:
+        """Withdraw the trust ``introducer`` granted that has no other basis."""
+        revoked = await revoke_introductions(self._store, introducer)
+        for key in revoked:
+            self._kick(key)
+        return [node_id_text(k) for k in revoked]
 
     async def _decide(self, key: bytes, state: str) -> PeerRecord:
         """Set a peer's state; a request held only in memory becomes a row now."""

@@ -37,6 +37,7 @@ from .groups import Groups
 from .http_api import HttpApi
 from .hub import Hub
 from .identity import NodeIdentity, ensure_data_dir, load_or_init_identity
+from .introductions import IntroductionService
 from .invitations import InvitationDesk, Invitations, InvitedPeers
 from .logs import event
 from .metrics import Metrics
@@ -46,6 +47,7 @@ from .presence import Presence
 from .push import Push
 from .quota import QuotaPolicy
 from .readbudget import ReadBudgets
+from .relay import Relay
 from .router import Router
 from .seeds import read_peers_file
 from .server import Server
@@ -188,7 +190,17 @@ class Node:
             outbox_max_entries=config.outbox_max_entries,
             outbox_max_bytes=config.outbox_max_bytes,
         )
-        self.store.remote_sink = self.registry
+        # Sends to other nodes go direct or through one relay (node/relay.py).
+        self.relay = Relay(
+            config,
+            self.registry,
+            self.identity.key.public,
+            linked=lambda key: self.federation.is_linked(key),
+            ever_linked=lambda key: self.federation.ever_linked(key),
+            now_ms=seams.federation_now_ms,
+        )
+        self.store.remote_sink = self.relay
+        self.registry.relay_inbound = self.relay.inbound
         self.router = Router(self.identity, self.store, wall_clock_ms, registry=self.registry)
         self.presence = Presence(
             config,
@@ -201,6 +213,14 @@ class Node:
         )
         link_registry = (
             self.registry if seams.wrap_registry is None else seams.wrap_registry(self.registry)
+        )
+        self.introductions = IntroductionService(
+            self.identity,
+            self.store,
+            self.registry,
+            seams.federation_now_ms,
+            send=lambda key, frame: self.federation.send_to(key, frame),
+            changed=self._introduced,
         )
         self.groups = Groups(self.identity, self.store, self.registry, config.group_cap)
         self.router.groups = self.groups
@@ -216,6 +236,7 @@ class Node:
             getaddrinfo=seams.getaddrinfo,
             group_sync=GroupSync(self.identity, self.store, self.registry),
             admit=InvitedPeers(self.invitations, self.registry, self.invitations.now_ms).admit,
+            introductions=self.introductions,
         )
         # Every commit that grew a peer's outbox wakes that link.
         self.store.on_outbox = self.federation.outbox_grew
@@ -262,6 +283,7 @@ class Node:
                     self.invitations.now_ms,
                 ),
                 links=self.federation.peer_status,
+                request_introductions=self.introductions.request,
             ),
         )
         self.started_at = 0.0
@@ -282,6 +304,11 @@ class Node:
             extra=event("sessions_revoked", count=len(token_hashes)),
         )
         self.hub.sessions_revoked(token_hashes)
+
+    def _introduced(self, key: bytes, name: str) -> None:
+        """An introducer's statement made ``key`` trusted here."""
+        self.federation.poke(key)
+        self.presence.name_pinned(name)
 
     def _load(self) -> tuple[int, int]:
         stats = self.hub.statistics()
@@ -359,6 +386,8 @@ class Node:
             "peers": self.federation.peer_status(),
             "passwords": dataclasses.asdict(self.passwords.statistics()),
             "federation": dataclasses.asdict(self.federation.statistics()),
+            "introductions": dataclasses.asdict(self.introductions.statistics()),
+            "relay": dataclasses.asdict(self.relay.statistics()),
         }
 
     async def _on_websocket(
@@ -407,6 +436,7 @@ class Node:
             if not self.federation.own_urls:
                 log.info("no usable address to advertise: peers must be told this node's URL")
             await nursery.start(self.federation.run)
+            await nursery.start(self.relay.run)
             if self.config.mdns:
                 self._nursery = nursery
                 discovery = Discovery(

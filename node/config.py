@@ -132,6 +132,13 @@ class NodeConfig:
     #: How often outboxes of unlinked peers are checked for expired entries
     #: (they are also checked at every link attempt).
     outbox_prune_interval: float = 60.0
+    #: A message to a trusted node with no route (not linked, no URL of its
+    #: own from a seed, an admin or mDNS, no relay) is withdrawn after this
+    #: long and reported as ``delivery_failed`` code ``no_route`` (5 minutes).
+    route_timeout: float = 300.0
+    #: Pass 1:1 messages between trusted peers that cannot link to each
+    #: other (one relay hop, node/relay.py).
+    relay: bool = True
     backoff_min: float = 0.5
     backoff_max: float = 60.0
     #: Link requests from unknown (proven) keys kept in memory for an admin's

@@ -31,7 +31,7 @@ from chinwag.protocol.addresses import GroupAddress, node_id_bytes, node_id_text
 from chinwag.protocol.envelope import check_public_key
 from chinwag.protocol.errors import ErrorCode, ProtocolError
 from chinwag.protocol.handshake import LinkKeys, ResponderHandshake
-from chinwag.protocol.link import Gossip, GroupSync, LinkFrame
+from chinwag.protocol.link import Gossip, GroupSync, Introductions, IntroRequest, LinkFrame
 
 from .config import NodeConfig
 from .dialcheck import Resolver
@@ -65,6 +65,14 @@ class GroupResync(Protocol):
         self, peer: bytes, group: GroupAddress, after: int, now_ms: int
     ) -> bool: ...
     def wants_resync(self, host: bytes, now_ms: int, *, again: bool = False) -> list[GroupSync]: ...
+
+
+class IntroductionHooks(Protocol):
+    """Introductions on links (node/introductions.py)."""
+
+    async def link_up(self, peer: bytes) -> None: ...
+    def link_down(self, peer: bytes) -> None: ...
+    async def on_frame(self, peer: bytes, frame: IntroRequest | Introductions) -> None: ...
 
 
 class FederationRegistry(LinkRegistry, GossipRegistry, Protocol):
@@ -110,12 +118,14 @@ class Federation:
         getaddrinfo: Resolver | None = None,
         group_sync: GroupResync | None = None,
         admit: Admit | None = None,
+        introductions: IntroductionHooks | None = None,
     ) -> None:
         """``now_ms`` is the wall clock used to age outbox entries; ``getaddrinfo``
         resolves gossiped URLs (node/dialcheck.py); ``group_sync`` answers a
         peer's ``gsync`` request and names the groups to ask a host about
         (node/group_sync.py; none when None); ``admit`` trusts a dialer that
-        presents an invitation (none: invitations are refused)."""
+        presents an invitation (none: invitations are refused); ``introductions``
+        asks for and answers introductions on each link (node/introductions.py)."""
         self.config = config
         self.identity = identity
         self.registry = registry
@@ -126,7 +136,10 @@ class Federation:
         #: Invitation secrets to present when dialling these keys (``peers join``).
         self._joins: dict[bytes, bytes] = {}
         self._join_waits: dict[bytes, _JoinWait] = {}
+        self._introductions = introductions
         self._links: dict[bytes, Link] = {}
+        #: Peers that had a link since start (node/relay.py: they have a route).
+        self._ever_linked: set[bytes] = set()
         self._stats: dict[bytes, PeerStats] = {}
         self._outbox_events: dict[bytes, trio.Event] = {}
         self._changed = trio.Event()
@@ -184,6 +197,10 @@ class Federation:
 
     def is_linked(self, key: bytes) -> bool:
         return key in self._links
+
+    def ever_linked(self, key: bytes) -> bool:
+        """Whether ``key`` had a link (either direction) since this node started."""
+        return key in self._ever_linked
 
     async def wait_linked(self, key: bytes, linked: bool = True) -> None:
         """Wait until a link to ``key`` is up (or down); callers bound the wait."""
@@ -347,6 +364,10 @@ class Federation:
     async def on_gsync(self, key: bytes, frame: GroupSync) -> None:
         if self._group_sync is not None:
             await self._group_sync.on_gsync_request(key, frame.group, frame.after, self._now_ms())
+
+    async def on_intro(self, key: bytes, frame: IntroRequest | Introductions) -> None:
+        if self._introductions is not None:
+            await self._introductions.on_frame(key, frame)
 
     def resync_frames(self, key: bytes, *, again: bool) -> list[GroupSync]:
         if self._group_sync is None:
@@ -518,6 +539,7 @@ class Federation:
                 return
             existing.close()
         self._links[link.peer] = link
+        self._ever_linked.add(link.peer)
         self._link_changed()
         self.poke(link.peer)
         started = trio.current_time()
@@ -545,6 +567,8 @@ class Federation:
                     except Exception:  # soft state: never let it end the node
                         log.exception("presence link_down failed")
                 self.stats_for(link.peer).link = "idle"
+                if self._introductions is not None:
+                    self._introductions.link_down(link.peer)
                 self.poke(link.peer)
 
     async def _announce_up(self, link: Link) -> None:
@@ -567,6 +591,11 @@ class Federation:
                 self._presence.link_up(link.peer)
             except Exception:  # presence is soft state: never end the link for it
                 log.exception("presence link_up failed")
+        if self._introductions is not None and self._links.get(link.peer) is link:
+            try:
+                await self._introductions.link_up(link.peer)
+            except Exception as exc:  # soft: asked again on the next link
+                log.info("introductions at link-up failed: %s", describe(exc))
 
 
 def _remote_address(ws: WebSocketConnection) -> str:

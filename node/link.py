@@ -37,6 +37,8 @@ from chinwag.protocol.link import (
     EntryKind,
     Gossip,
     GroupSync,
+    Introductions,
+    IntroRequest,
     LinkDirection,
     LinkFrame,
     Ping,
@@ -167,6 +169,7 @@ class LinkServices(Protocol):
     async def learn_gossip(self, frame: Gossip) -> None: ...
     async def on_gsync(self, key: bytes, frame: GroupSync) -> None: ...
     def resync_frames(self, key: bytes, *, again: bool) -> list[GroupSync]: ...
+    async def on_intro(self, key: bytes, frame: IntroRequest | Introductions) -> None: ...
 
 
 class _PeerFault(Exception):
@@ -487,6 +490,8 @@ class Link:
                     await self._fed.learn_gossip(frame)
                 case GroupSync():
                     await self._on_gsync(frame)
+                case IntroRequest() | Introductions():
+                    await self._local(self._fed.on_intro(self.peer, frame))
                 case Resume():  # pragma: no cover - LinkDirection refuses a second one
                     raise _PeerFault(ProtocolError(ErrorCode.BAD_FRAME, "resume only once"))
 

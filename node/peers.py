@@ -24,8 +24,9 @@ import cbor2
 import lmdb
 
 from chinwag.protocol.addresses import UserAddress, node_id_bytes, node_id_text
-from chinwag.protocol.envelope import SignedUnit, open_unit
+from chinwag.protocol.envelope import Envelope, SignedUnit, open_unit
 from chinwag.protocol.errors import ErrorCode, ProtocolError
+from chinwag.protocol.link import entry_field
 
 from .store import Store, WriteTxn, event_record, unit_record
 
@@ -64,6 +65,11 @@ class PeerRecord:
     #: The URLs known only from gossip (not from a seed, an admin or mDNS):
     #: these are dialled only after the checks of node/dialcheck.py.
     gossip_urls: tuple[str, ...] = ()
+    #: This node accepts nodes that this peer introduces (node/introductions.py).
+    trust_introductions: bool = False
+    #: The introducers whose statements this peer's trust rests on; empty
+    #: when an admin, a seed or mDNS trusted it directly.
+    introducers: tuple[bytes, ...] = ()
 
     @property
     def id(self) -> str:
@@ -86,8 +92,7 @@ class OutboxEntry:
     user: str
 
     def to_wire(self) -> dict[str, Any]:
-        key = "r" if self.kind == "gr" else "u"
-        return {"o": self.oseq, "k": self.kind, key: self.payload}
+        return {"o": self.oseq, "k": self.kind, entry_field(self.kind): self.payload}
 
     @property
     def size(self) -> int:
@@ -112,6 +117,8 @@ def _decode_peer(key: bytes, raw: bytes) -> PeerRecord:
         source=item.get("source", ""),
         added_ms=item.get("added", 0),
         gossip_urls=tuple(item.get("gossip", ())),
+        trust_introductions=bool(item.get("intro", False)),
+        introducers=tuple(item.get("via", ())),
     )
 
 
@@ -124,8 +131,25 @@ def _encode_peer(record: PeerRecord) -> bytes:
             "source": record.source,
             "added": record.added_ms,
             "gossip": list(record.gossip_urls),
+            "intro": record.trust_introductions,
+            "via": list(record.introducers),
         }
     )
+
+
+def peer_in(w: WriteTxn, key: bytes) -> PeerRecord | None:
+    """``key``'s peer row, read inside the caller's write transaction."""
+    raw = w.txn.get(key, db=w.db("peers"))
+    return None if raw is None else _decode_peer(key, raw)
+
+
+def put_peer(w: WriteTxn, record: PeerRecord) -> None:
+    """Write ``record`` inside the caller's write transaction."""
+    w.txn.put(record.key, _encode_peer(record), db=w.db("peers"))
+
+
+def all_peers_in(w: WriteTxn) -> list[PeerRecord]:
+    return [_decode_peer(bytes(k), v) for k, v in w.txn.cursor(db=w.db("peers"))]
 
 
 def merge_urls(
@@ -178,6 +202,9 @@ class PeerRegistry:
         self._max_bytes = outbox_max_bytes
         #: Applies group items (``gs``, ``gl``, ``gr``) inside the inbound transaction.
         self.group_inbound: Callable[[WriteTxn, bytes, str, Any, int], None] | None = None
+        #: Applies relay items (``rl`` at the relay, ``rd`` at the destination)
+        #: inside the inbound transaction (node/relay.py).
+        self.relay_inbound: Callable[[WriteTxn, bytes, str, Any, int], None] | None = None
         #: Told of the host's group records withdrawn by age from one peer's
         #: outbox, in the same transaction (node/groups.py reports them and
         #: queues a fresh snapshot for the peer).
@@ -299,6 +326,9 @@ class PeerRegistry:
             if old is not None and old.state == BLOCKED and keep_blocked:
                 new_state = BLOCKED
             merged, gossip = merge_urls(old, urls, gossip=source == "gossip")
+            # An explicit "trusted" (admin, seed, mDNS auto-trust) is direct
+            # trust: it no longer rests on any introducer.
+            direct = new_state == TRUSTED and state == TRUSTED
             record = PeerRecord(
                 key=key,
                 name=name if name is not None else (old.name if old else ""),
@@ -307,6 +337,8 @@ class PeerRegistry:
                 source=old.source if old and old.source else source,
                 added_ms=old.added_ms if old else now_ms,
                 gossip_urls=gossip,
+                trust_introductions=old.trust_introductions if old else False,
+                introducers=() if direct or old is None else old.introducers,
             )
             w.txn.put(key, _encode_peer(record), db=db)
             return record
@@ -461,13 +493,19 @@ class PeerRegistry:
         return await self._store.transact(op)
 
     async def expire_outbox(
-        self, key: bytes, now_ms: int, max_age_ms: int, limit: int = OUTBOX_EXPIRE_PER_PASS
+        self,
+        key: bytes,
+        now_ms: int,
+        max_age_ms: int,
+        limit: int = OUTBOX_EXPIRE_PER_PASS,
+        code: str = str(ErrorCode.TIMEOUT),
     ) -> int:
         """Withdraw up to ``limit`` entries queued more than ``max_age_ms`` ago.
 
         Entries go oldest first, from the front of the outbox, and stop at the
         first younger one. Each withdrawn 1:1 or group send becomes a
-        ``delivery_failed`` event (code ``timeout``) in its sender's queue, in
+        ``delivery_failed`` event (``code``: ``timeout``, or ``no_route`` from
+        node/relay.py) in its sender's queue, in
         the same transaction that deletes it, so it is reported exactly once;
         withdrawn group records go to :attr:`group_withdrawn`.
         The withdrawn entries count as acknowledged here; the next ``push``
@@ -495,7 +533,7 @@ class PeerRegistry:
                 if item.get("k") == "gr":
                     records.append(item["p"])
                 else:
-                    _delivery_failed(w, item, str(ErrorCode.TIMEOUT), key)
+                    _delivery_failed(w, item, code, key)
                 _forget_bytes(meta, len(cursor.value()))
                 count += 1
                 if not cursor.delete():
@@ -568,19 +606,28 @@ class PeerRegistry:
         self, w: WriteTxn, peer: bytes, kind: str, payload: Any, our_id: str, now_ms: int
     ) -> None:
         """Verify and store one inbound entry; raise ProtocolError to refuse it."""
+        if kind in ("rl", "rd"):
+            if self.relay_inbound is None:
+                raise ProtocolError(ErrorCode.FORBIDDEN, "this node does not relay")
+            self.relay_inbound(w, peer, kind, payload, now_ms)
+            return
         if kind != "m":
             if self.group_inbound is None:
                 raise ProtocolError(ErrorCode.BAD_FRAME, "groups are not served here")
             self.group_inbound(w, peer, kind, payload, now_ms)
             return
         unit = SignedUnit.from_wire(payload)
-        env = open_unit(unit, expected_origin=peer)
-        if env.to is None or env.to.node != our_id:
-            raise ProtocolError(ErrorCode.FORBIDDEN, "not addressed to this node")
-        record_dedup(w, unit.by, env.id, now_ms)  # a replay is refused here
-        if w.get_user(env.to.user) is None:
-            raise ProtocolError(ErrorCode.NO_SUCH_USER, f"no user {env.to.user} on this node")
-        w.append_to_queue(env.to.user, unit_record(unit))
+        deliver_unit(w, unit, open_unit(unit, expected_origin=peer), our_id, now_ms)
+
+
+def deliver_unit(w: WriteTxn, unit: SignedUnit, env: Envelope, our_id: str, now_ms: int) -> None:
+    """Store a verified 1:1 unit in its local recipient's queue, exactly once."""
+    if env.to is None or env.to.node != our_id:
+        raise ProtocolError(ErrorCode.FORBIDDEN, "not addressed to this node")
+    record_dedup(w, unit.by, env.id, now_ms)  # a replay is refused here
+    if w.get_user(env.to.user) is None:
+        raise ProtocolError(ErrorCode.NO_SUCH_USER, f"no user {env.to.user} on this node")
+    w.append_to_queue(env.to.user, unit_record(unit))
 
 
 def _forget_bytes(meta: dict[str, int], size: int) -> None:
@@ -596,7 +643,10 @@ def _delivery_failed(w: WriteTxn, item: dict[str, Any], code: str, peer: bytes) 
     user = item.get("user")
     if not isinstance(user, str) or item.get("k") == "gr":
         return
-    report_failed(w, user, SignedUnit.from_wire(item["p"]), code, peer)
+    payload = item["p"]
+    if item.get("k") == "rl":  # a unit for a relay to pass on: the unit, not its "to"
+        payload = {k: v for k, v in payload.items() if k != "to"}
+    report_failed(w, user, SignedUnit.from_wire(payload), code, peer)
 
 
 def report_failed(w: WriteTxn, user: str, unit: SignedUnit, code: str, peer: bytes) -> None:

@@ -33,6 +33,7 @@ class ErrorCode(enum.StrEnum):
     CONFLICT = "conflict"
     SLOW_CONSUMER = "slow_consumer"
     TIMEOUT = "timeout"
+    NO_ROUTE = "no_route"
     INTERNAL = "internal"
 
 

@@ -32,6 +32,8 @@ __all__ = [
     "EntryKind",
     "Gossip",
     "GroupSync",
+    "IntroRequest",
+    "Introductions",
     "LinkDirection",
     "LinkFrame",
     "Ping",
@@ -60,6 +62,10 @@ MAX_PRESENCE_USERS = 1024
 MAX_RECORD_FIELD_BYTES = 4096
 #: One field of an entry payload (an envelope, a signature, a group record).
 MAX_PAYLOAD_FIELD_BYTES = MAX_MESSAGE_BYTES
+#: Statements in one ``intro`` frame, and the bytes of one statement field
+#: (see introduction.MAX_STATEMENT_BYTES).
+MAX_INTRODUCTIONS = 64
+MAX_STATEMENT_FIELD_BYTES = 512
 #: oseq, upto, applied, skip and gseq are unsigned and fit in 63 bits.
 MAX_COUNTER = (1 << 63) - 1
 #: Frames that may exceed MAX_FRAME_BYTES (everything else is small).
@@ -77,10 +83,14 @@ class EntryKind:
     GROUP_RECORD = "gr"  # the host's signed group record
     GROUP_INVITE = "gi"  # the host's invitation of a user who must consent
     GROUP_ANSWER = "ga"  # that user's accept or decline, to the host
+    RELAY = "rl"  # a 1:1 unit of the sender's, for the relay to pass to ``to``
+    RELAYED = "rd"  # a 1:1 unit another node originated, passed on by a relay
 
 
 _UNIT_KEYS = frozenset({"env", "sig", "by"})
 _RECORD_KEYS = frozenset({"rec", "sig"})
+_RELAY_KEYS = _UNIT_KEYS | {"to"}
+_STATEMENT_KEYS = frozenset({"st", "sig"})
 #: kind -> (payload field, its exact keys)
 _ENTRY_SHAPES: dict[str, tuple[str, frozenset[str]]] = {
     EntryKind.MESSAGE: ("u", _UNIT_KEYS),
@@ -89,7 +99,14 @@ _ENTRY_SHAPES: dict[str, tuple[str, frozenset[str]]] = {
     EntryKind.GROUP_RECORD: ("r", _RECORD_KEYS),
     EntryKind.GROUP_INVITE: ("u", _UNIT_KEYS),
     EntryKind.GROUP_ANSWER: ("u", _UNIT_KEYS),
+    EntryKind.RELAY: ("x", _RELAY_KEYS),
+    EntryKind.RELAYED: ("u", _UNIT_KEYS),
 }
+
+
+def entry_field(kind: str) -> str:
+    """The payload field of an entry of ``kind`` (``u``, ``r`` or ``x``)."""
+    return _ENTRY_SHAPES[kind][0]
 
 
 # ---------------------------------------------------------------- frames
@@ -178,7 +195,34 @@ class GroupSync:
     after: int
 
 
-LinkFrame = Resume | Push | Ack | Ping | Pong | Gossip | Sub | Unsub | PresenceUpdate | GroupSync
+@dataclass(frozen=True)
+class IntroRequest:
+    """Sent to say "I take your introductions", by a node that turned them on for
+    this peer (at link-up and when turned on); the peer answers with
+    :class:`Introductions` now and whenever it trusts a new node."""
+
+
+@dataclass(frozen=True)
+class Introductions:
+    #: Signed statements ``{st, sig}`` by the sending node, each vouching for
+    #: one node it trusts; verified by introduction.open_statement.
+    statements: tuple[Mapping[str, bytes], ...]
+
+
+LinkFrame = (
+    Resume
+    | Push
+    | Ack
+    | Ping
+    | Pong
+    | Gossip
+    | Sub
+    | Unsub
+    | PresenceUpdate
+    | GroupSync
+    | IntroRequest
+    | Introductions
+)
 
 
 # ---------------------------------------------------------------- checks
@@ -339,6 +383,21 @@ def _parse_gsync(item: dict[str, Any]) -> GroupSync:
     return GroupSync(group, _counter(item["after"], "gsync.after"))
 
 
+def _parse_intro_req(item: dict[str, Any]) -> IntroRequest:
+    _fields(item, "introreq", set(), set())
+    return IntroRequest()
+
+
+def _parse_intro(item: dict[str, Any]) -> Introductions:
+    _fields(item, "intro", {"statements"}, set())
+    raw = _list(item["statements"], "intro.statements", 1, MAX_INTRODUCTIONS)
+    return Introductions(
+        tuple(
+            _bytes_map(s, _STATEMENT_KEYS, "introduction", MAX_STATEMENT_FIELD_BYTES) for s in raw
+        )
+    )
+
+
 _PARSERS: dict[str, Callable[[dict[str, Any]], LinkFrame]] = {
     "resume": _parse_resume,
     "push": _parse_push,
@@ -350,6 +409,8 @@ _PARSERS: dict[str, Callable[[dict[str, Any]], LinkFrame]] = {
     "unsub": _parse_unsub,
     "presence": _parse_presence,
     "gsync": _parse_gsync,
+    "introreq": _parse_intro_req,
+    "intro": _parse_intro,
 }
 
 
@@ -421,6 +482,10 @@ def _to_wire(frame: LinkFrame) -> dict[str, Any]:
             }
         case GroupSync(group, after):
             return {"t": "gsync", "group": group.to_wire(), "after": after}
+        case IntroRequest():
+            return {"t": "introreq"}
+        case Introductions(statements):
+            return {"t": "intro", "statements": [dict(s) for s in statements]}
     raise ProtocolError(ErrorCode.INTERNAL, f"not a link frame: {type(frame).__name__}")
 
 
@@ -454,6 +519,8 @@ _STATES: dict[str, dict[type, str]] = {
         Unsub: "open",
         PresenceUpdate: "open",
         GroupSync: "open",
+        IntroRequest: "open",
+        Introductions: "open",
     },
 }
 

@@ -16,6 +16,8 @@ from chinwag.protocol.link import (
     Ack,
     Gossip,
     GroupSync,
+    Introductions,
+    IntroRequest,
     LinkDirection,
     LinkFrame,
     Ping,
@@ -35,6 +37,8 @@ from chinwag.protocol.link import (
 HOST = "a" * 52
 UNIT = {"env": b"e", "sig": b"s" * 64, "by": b"k" * 32}
 RECORD = {"rec": b"r", "sig": b"s" * 64}
+RELAY = {**UNIT, "to": b"t" * 32}
+STATEMENT = {"st": b"x", "sig": b"s" * 64}
 
 
 def raw(frame: dict[str, Any]) -> bytes:
@@ -64,6 +68,9 @@ EXAMPLES: list[LinkFrame] = [
     Unsub(("alice",)),
     PresenceUpdate((PresenceItem("alice", "online", 5), PresenceItem("bob", "offline", None))),
     GroupSync(GroupAddress("club", HOST), 7),
+    Push((PushEntry(1, "rl", RELAY), PushEntry(2, "rd", UNIT))),
+    IntroRequest(),
+    Introductions((STATEMENT, STATEMENT)),
 ]
 
 
@@ -84,6 +91,13 @@ def test_wire_shapes_are_the_documented_ones() -> None:
     assert decode_link_frame(
         raw({"t": "gsync", "group": {"host": HOST, "name": "club"}, "after": 0})
     ) == GroupSync(GroupAddress("club", HOST), 0)
+    assert decode_link_frame(
+        raw({"t": "push", "entries": [{"o": 1, "k": "rl", "x": RELAY}]})
+    ) == Push((PushEntry(1, "rl", RELAY),))
+    assert decode_link_frame(raw({"t": "introreq"})) == IntroRequest()
+    assert decode_link_frame(raw({"t": "intro", "statements": [STATEMENT]})) == Introductions(
+        (STATEMENT,)
+    )
 
 
 # ---------------------------------------------------------------- refusals
@@ -133,6 +147,17 @@ def test_the_reported_crash_an_ack_rejected_without_code() -> None:
         {"t": "presence", "items": [{"u": "al", "status": "online", "last_active_at": -5}]},
         {"t": "gsync", "group": {"host": "nope", "name": "club"}, "after": 0},
         {"t": "gsync", "group": {"host": HOST, "name": "club"}},
+        {"t": "push", "entries": [{"o": 1, "k": "rl", "u": UNIT}]},
+        {"t": "push", "entries": [{"o": 1, "k": "rl", "x": UNIT}]},
+        {"t": "push", "entries": [{"o": 1, "k": "rd", "x": RELAY}]},
+        {"t": "push", "entries": [{"o": 1, "k": "rd", "u": RELAY}]},
+        {"t": "introreq", "x": 1},
+        {"t": "intro"},
+        {"t": "intro", "statements": []},
+        {"t": "intro", "statements": [STATEMENT] * 65},
+        {"t": "intro", "statements": [{"st": b"x"}]},
+        {"t": "intro", "statements": [{**STATEMENT, "st": "text"}]},
+        {"t": "intro", "statements": [{**STATEMENT, "st": b"x" * 513}]},
         {"t": "hello"},
         {"t": 7},
         {"applied": 1},
@@ -157,6 +182,21 @@ def test_sizes() -> None:
     assert isinstance(decode_link_frame(push), Push)  # a push may be up to 1 MiB
     bad(raw({"t": "ping", "pad": b"x" * (65 * 1024)}), ErrorCode.TOO_LARGE)
     bad(b"\x00" * (1024 * 1024 + 1), ErrorCode.TOO_LARGE)
+    # A full intro frame (64 statements at their field bounds) is a small frame.
+    full = Introductions(({"st": b"x" * 512, "sig": b"s" * 64},) * 64)
+    assert len(encode_link_frame(full)) <= 64 * 1024
+
+
+def test_introductions_only_on_an_open_link() -> None:
+    direction = LinkDirection()
+    with pytest.raises(ProtocolError):
+        direction.receive(encode_link_frame(IntroRequest()))
+    direction = LinkDirection()
+    direction.receive(encode_link_frame(Resume(0)))
+    assert direction.receive(encode_link_frame(IntroRequest())) == IntroRequest()
+    assert direction.receive(encode_link_frame(Introductions((STATEMENT,)))) == Introductions(
+        (STATEMENT,)
+    )
 
 
 def test_encoding_refuses_what_decoding_would() -> None:
@@ -208,17 +248,27 @@ counters = st.integers(0, MAX_COUNTER)
 users = st.from_regex(r"[a-z0-9][a-z0-9._-]{0,31}", fullmatch=True)
 byte_maps = st.fixed_dictionaries({"env": st.binary(), "sig": st.binary(), "by": st.binary()})
 record_maps = st.fixed_dictionaries({"rec": st.binary(max_size=64), "sig": st.binary()})
+relay_maps = st.fixed_dictionaries(
+    {"env": st.binary(), "sig": st.binary(), "by": st.binary(), "to": st.binary(max_size=32)}
+)
+statement_maps = st.fixed_dictionaries(
+    {"st": st.binary(max_size=512), "sig": st.binary(max_size=64)}
+)
 
 
 @st.composite
 def pushes(draw: st.DrawFn) -> Push:
     first = draw(st.integers(1, 1000))
     kinds = draw(
-        st.lists(st.sampled_from(["m", "gs", "gl", "gr", "gi", "ga"]), min_size=1, max_size=5)
+        st.lists(
+            st.sampled_from(["m", "gs", "gl", "gr", "gi", "ga", "rl", "rd"]),
+            min_size=1,
+            max_size=5,
+        )
     )
+    shapes = {"gr": record_maps, "rl": relay_maps}
     entries = tuple(
-        PushEntry(first + i, k, draw(record_maps if k == "gr" else byte_maps))
-        for i, k in enumerate(kinds)
+        PushEntry(first + i, k, draw(shapes.get(k, byte_maps))) for i, k in enumerate(kinds)
     )
     skip = draw(st.none() | st.just(first - 1))
     return Push(entries, skip)
@@ -259,6 +309,8 @@ frames = st.one_of(
         ).map(tuple),
     ),
     st.builds(GroupSync, st.builds(GroupAddress, users, st.just(HOST)), counters),
+    st.just(IntroRequest()),
+    st.builds(Introductions, st.lists(statement_maps, min_size=1, max_size=3).map(tuple)),
 )
 
 
