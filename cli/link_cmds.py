@@ -48,6 +48,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="valid for this long (30m, 24h, 7d; default 24h, at most 30d)",
     )
     p.add_argument("--url", help="the URL to put in it (default: the node's advertised URL)")
+    p.add_argument(
+        "--introductions",
+        action="store_true",
+        help="peer: also trust the nodes the joiner introduces (see 'peers trust-introductions')",
+    )
     _data_arg(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_invite)
@@ -57,6 +62,11 @@ def register_peers(psub: argparse._SubParsersAction) -> None:  # type: ignore[ty
     """``peers join`` (the ``peers`` parser lives in admin_cmds)."""
     q = psub.add_parser("join", help="link to the node that made an invitation (no approval)")
     q.add_argument("invitation", metavar="INVITATION", help="the chinwag1:... string")
+    q.add_argument(
+        "--trust-introductions",
+        action="store_true",
+        help="also trust the nodes the inviting node introduces (see 'peers trust-introductions')",
+    )
     _data_arg(q)
     q.add_argument("--json", action="store_true")
     q.set_defaults(handler=cmd_join)
@@ -76,6 +86,8 @@ def cmd_invite(args: argparse.Namespace) -> int:
     cmd_args: dict[str, Any] = {"kind": args.kind, "ttl_s": args.expires}
     if args.url:
         cmd_args["url"] = args.url
+    if args.introductions:
+        cmd_args["introductions"] = True
     result = _call(args, "invite.create", cmd_args)
     if args.json:
         print(json.dumps(result))
@@ -91,7 +103,10 @@ def cmd_invite(args: argparse.Namespace) -> int:
 
 
 def cmd_join(args: argparse.Namespace) -> int:
-    result = _call(args, "peers.join", {"invitation": args.invitation})
+    join_args: dict[str, Any] = {"invitation": args.invitation}
+    if args.trust_introductions:
+        join_args["trust_introductions"] = True
+    result = _call(args, "peers.join", join_args)
     if args.json:
         print(json.dumps(result))
         return 0

@@ -268,11 +268,22 @@ class AdminOps:
             raise ProtocolError(ErrorCode.BAD_REQUEST, "ttl_s is a number of seconds")
         if url is not None:
             url = check_url(self._str(args, "url"))
-        return await self._desk().invite(self._str(args, "kind"), float(ttl), url)
+        introductions = args.get("introductions", False)
+        if not isinstance(introductions, bool):
+            raise ProtocolError(ErrorCode.BAD_REQUEST, "introductions is true or false")
+        return await self._desk().invite(
+            self._str(args, "kind"), float(ttl), url, introductions=introductions
+        )
 
     async def peers_join(self, args: dict[str, Any]) -> dict[str, Any]:
         result = await self._desk().join(self._str(args, "invitation"))
-        self._kick(node_id_bytes(result["node_id"]))
+        key = node_id_bytes(result["node_id"])
+        self._kick(key)
+        if args.get("trust_introductions") is True:
+            await set_trust_introductions(self._store, key, True)
+            if self._request_introductions is not None:
+                await self._request_introductions(key)
+            result["introductions"] = True
         return result
 
     async def peers_add(self, args: dict[str, Any]) -> dict[str, Any]:

@@ -37,7 +37,7 @@ from .groups import Groups
 from .http_api import HttpApi
 from .hub import Hub
 from .identity import NodeIdentity, ensure_data_dir, load_or_init_identity
-from .introductions import IntroductionService
+from .introductions import IntroductionService, set_trust_introductions
 from .invitations import InvitationDesk, Invitations, InvitedPeers
 from .logs import event
 from .metrics import Metrics
@@ -235,7 +235,12 @@ class Node:
             now_ms=seams.federation_now_ms,
             getaddrinfo=seams.getaddrinfo,
             group_sync=GroupSync(self.identity, self.store, self.registry),
-            admit=InvitedPeers(self.invitations, self.registry, self.invitations.now_ms).admit,
+            admit=InvitedPeers(
+                self.invitations,
+                self.registry,
+                self.invitations.now_ms,
+                grant_introductions=self._grant_introductions,
+            ).admit,
             introductions=self.introductions,
         )
         # Every commit that grew a peer's outbox wakes that link.
@@ -304,6 +309,10 @@ class Node:
             extra=event("sessions_revoked", count=len(token_hashes)),
         )
         self.hub.sessions_revoked(token_hashes)
+
+    async def _grant_introductions(self, key: bytes) -> None:
+        """A peer invitation made with ``--introductions`` was used by ``key``."""
+        await set_trust_introductions(self.store, key, True)
 
     def _introduced(self, key: bytes, name: str) -> None:
         """An introducer's statement made ``key`` trusted here."""

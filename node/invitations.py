@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -180,22 +180,28 @@ class InvitedPeers:
     invitations: Invitations
     registry: AdmissionRegistry
     now_ms: Callable[[], int]
+    #: Trusts the introductions of a node (node/introductions.py), for
+    #: invitations made with ``invite peer --introductions``.
+    grant_introductions: Callable[[bytes], Awaitable[object]] | None = None
 
     async def admit(self, key: bytes, secret: bytes, urls: tuple[str, ...]) -> None:
         """Use the invitation up and trust ``key`` in one transaction, or raise
         the refusal (unknown, used, expired) for the handshake to send."""
         now = self.now_ms()
 
+        rows: list[dict[str, Any]] = []
+
         def use(w: WriteTxn) -> None:
-            # The row's "intro" is where a grant of trust-introductions
-            # (issue 13) would be read and copied to the peer.
-            self.invitations.use(w, secret, KIND_PEER, now)
+            rows.append(self.invitations.use(w, secret, KIND_PEER, now))
 
         record = await self.registry.upsert(
             key, state=TRUSTED, source="invite", now_ms=now, also=use
         )
         if record.state != TRUSTED:
             raise ProtocolError(ErrorCode.FORBIDDEN, "this node is blocked here")
+        if rows and rows[-1].get("intro") and self.grant_introductions is not None:
+            # Before the link runs, so its first frames ask for the introductions.
+            await self.grant_introductions(key)
         if urls:
             # The joiner's own (signed) URLs: dialled like gossiped ones,
             # after the checks of node/dialcheck.py.
@@ -240,8 +246,16 @@ class InvitationDesk:
     now_ms: Callable[[], int]
     join_timeout: float = JOIN_TIMEOUT
 
-    async def invite(self, kind: str, ttl_s: float, url: str | None = None) -> dict[str, Any]:
-        secret, expires_ms = await self.invitations.create(kind, ttl_s, self.now_ms())
+    async def invite(
+        self, kind: str, ttl_s: float, url: str | None = None, *, introductions: bool = False
+    ) -> dict[str, Any]:
+        if introductions and kind != KIND_PEER:
+            raise ProtocolError(
+                ErrorCode.BAD_REQUEST, "only a peer invitation can grant introductions"
+            )
+        secret, expires_ms = await self.invitations.create(
+            kind, ttl_s, self.now_ms(), introductions=introductions
+        )
         where = url or self.url()
         text = encode_invitation(
             Invitation(kind, where, self.identity.key.public, secret, expires_ms // 1000)

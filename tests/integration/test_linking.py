@@ -250,3 +250,36 @@ async def test_run_prints_full_id_and_a_line_that_links_verbatim(nursery, tmp_pa
     # Already linked: nothing to present, so the used secret is no error here.
     assert again.returncode == 0, again.stderr
     assert second.url
+
+
+async def test_invitations_can_grant_introductions(start_node) -> None:
+    """A hub's invitations joined with ``--trust-introductions``: the leaves
+    learn each other from the hub and reach each other by name; an invitation
+    made with ``--introductions`` makes the hub trust the joiner's word too."""
+    hub = await start_node(name="hub")
+    leaf_a, leaf_b = await start_node(name="leafa"), await start_node(name="leafb")
+    for leaf in (leaf_a, leaf_b):
+        text = await invite(hub, introductions=True)
+        result = await admin_request(
+            data(leaf), "peers.join", {"invitation": text, "trust_introductions": True}, timeout=60
+        )
+        assert result["introductions"] is True
+    listed = (await admin_request(data(hub), "peers.list", {}))["peers"]
+    takes = {p["node_id"]: p["introductions"] for p in listed if p["state"] == "trusted"}
+    assert takes == {leaf_a.node.identity.id: True, leaf_b.node.identity.id: True}
+    # A user invitation cannot grant it.
+    with pytest.raises(ProtocolError):
+        await invite(hub, "user", introductions=True)
+
+    async def trusted(leaf: Any, other: Any) -> Any:
+        while True:
+            record = leaf.node.registry.get(key(other))
+            if record is not None and record.state == "trusted":
+                return record
+            await trio.sleep(0.05)
+
+    with trio.fail_after(TIMEOUT):
+        a_knows_b = await trusted(leaf_a, leaf_b)
+        b_knows_a = await trusted(leaf_b, leaf_a)
+    assert key(hub) in a_knows_b.introducers and key(hub) in b_knows_a.introducers
+    await both_ways(leaf_a, leaf_b)
