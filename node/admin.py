@@ -230,6 +230,7 @@ class AdminOps:
             for p in self._registry.all()
         ]
         if self._pending is not None:
+            known = {p["node_id"] for p in peers}
             peers += [
                 {
                     "node_id": node_id_text(r.key),
@@ -244,6 +245,8 @@ class AdminOps:
                     "introduced_by": [],
                 }
                 for r in self._pending.all()
+                # A durable row (trusted meanwhile, e.g. by introduction) wins.
+                if node_id_text(r.key) not in known
             ]
         if self._links is not None:
             live = {p["node_id"]: p for p in self._links()}
@@ -294,6 +297,8 @@ class AdminOps:
         record = await self._registry.upsert(
             key, state=TRUSTED, urls=(url,), source="admin", now_ms=_now_ms(), keep_blocked=False
         )
+        if self._pending is not None:
+            self._pending.pop(key)  # decided: no longer a request
         self._kick(key)
         _log_peer("added", record)
         return {"node_id": record.id, "state": record.state}

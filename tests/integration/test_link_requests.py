@@ -14,6 +14,7 @@ import trio
 from chinwag.node.admin import admin_request
 from chinwag.node.client import open_ws
 from chinwag.node.peers import MAX_PEERS
+from chinwag.protocol.addresses import node_id_text
 from chinwag.protocol.envelope import NodeKey
 from chinwag.protocol.handshake import FED_SUBPROTOCOL, DialerHandshake, decode_refusal
 
@@ -109,3 +110,21 @@ async def test_full_peer_table_still_takes_admin_peers_and_new_seeds(start_node,
     assert not restarted.stopped.is_set()
     record = restarted.node.registry.get(seed.public)
     assert record is not None and record.state == "trusted"
+
+
+async def test_a_request_then_added_by_hand_is_listed_once(start_node) -> None:
+    """An unknown node asks (held pending in memory); the admin then trusts it
+    with ``peers add URL#ID`` rather than ``approve``: ``peers list`` shows
+    it once, trusted, and the in-memory request is gone."""
+    node = await start_node(name="target")
+    stranger = NodeKey.generate()
+    await _hello(node, stranger, confirm=True)
+    assert node.node.federation.statistics().pending_requests == 1
+    stranger_id = node_id_text(stranger.public)
+    await admin_request(
+        node.node.config.data_dir, "peers.add", {"peer": f"http://127.0.0.1:9#{stranger_id}"}
+    )
+    listed = (await admin_request(node.node.config.data_dir, "peers.list", {}))["peers"]
+    rows = [p for p in listed if p["node_id"] == stranger_id]
+    assert [p["state"] for p in rows] == ["trusted"]
+    assert node.node.federation.statistics().pending_requests == 0
