@@ -125,6 +125,7 @@ class DeviceSession:
         self._router = router
         self.user = ""
         self.device = ""
+        self._uid = 0
         #: SHA-256 of the token this session authenticated with (for revocation).
         self.token_hash = b""
         self._out_send, self._out_recv = trio.open_memory_channel[dict[str, Any]](
@@ -255,7 +256,8 @@ class DeviceSession:
             await self._send_now([err_frame(rid, exc)])
             raise _Disconnect(exc.code, exc.message) from exc
         session = self._store.get_session(token_hash(request.token))
-        if session is None or self._store.get_user(session.user) is None:
+        record = None if session is None else self._store.get_user(session.user)
+        if session is None or record is None:
             error = ProtocolError(ErrorCode.UNAUTHORIZED, "unknown or revoked token")
             await self._send_now([err_frame(request.rid, error)])
             raise _Disconnect(error.code, error.message)
@@ -272,6 +274,8 @@ class DeviceSession:
             await self._send_now([err_frame(request.rid, error)])
             raise _Disconnect(error.code, error.message)
         self.user, self.device = session.user, session.device
+        #: Never reused, so an ack of a removed user can touch nothing.
+        self._uid = record.uid
         self.token_hash = digest
         # After auth the full message size applies (4 KiB before it).
         self._ws._max_message_size = MAX_MESSAGE_BYTES  # noqa: SLF001
@@ -355,7 +359,8 @@ class DeviceSession:
             if self._stream_idle is not None:
                 self._stream_idle.cancel()
         elif isinstance(request, Ack):
-            await self._store.ack(self.user, self.device, request.seq)
+            # A soft cursor, written with the next commit (node/store.py).
+            self._store.note_ack(self._uid, self.device, request.seq)
             if request.rid is not None:
                 self._reply(ok_frame(request.rid))
         elif isinstance(request, Heartbeat):

@@ -18,6 +18,15 @@ across an ``await``.
 Backpressure: at most ``max_pending`` operations are in flight; a caller past
 that waits in :meth:`Store.transact` rather than growing a queue.
 
+Device acks are soft cursors, not operations: :meth:`Store.note_ack` keeps
+the highest ``seq`` per device in memory (one entry per device that acked,
+so bounded by the devices), and the writer writes them with the next batch
+it commits anyway, or on its own after ``ack_flush_delay`` when no batch
+comes. An ack thus never costs a commit (and an fsync) of its own while
+messages flow; after a crash a device may be offered again what it acked in
+the last ``ack_flush_delay`` and drops it by ``seq``. Reads of the cursor
+(:meth:`Store.list_devices`) see the noted value at once.
+
 Map size: on ``MapFullError`` the batch is aborted, the map doubled (with no
 transaction open anywhere: reads take a lock the writer holds while resizing)
 and the batch run again. Operations may therefore run more than once and must
@@ -39,6 +48,7 @@ import re
 import secrets
 import struct
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -201,6 +211,11 @@ class StoreStats:
     largest_batch: int
     pending: int
     map_size: int
+    #: Device acks noted; cursors written (a device's acks noted between two
+    #: flushes are written once); commits made only to write cursors.
+    acks: int = 0
+    acks_written: int = 0
+    ack_commits: int = 0
 
 
 # ---------------------------------------------------------------- encoding
@@ -490,6 +505,9 @@ class _Op(Generic[T]):
 
 _Outcome = tuple[Any, ProtocolError | None]
 
+#: Put in the writer's inbox when acks start waiting (wakes an idle writer).
+_ACKS: Any = object()
+
 
 @dataclass
 class _Effects:
@@ -538,6 +556,7 @@ class Store:
         max_devices_per_user: int = MAX_DEVICES_PER_USER,
         quota: QuotaPolicy | None = None,
         min_free_bytes: int = 0,
+        ack_flush_delay: float = 1.0,
     ) -> None:
         self.data_dir = Path(data_dir)
         self._max_sessions = max(1, max_sessions_per_user)
@@ -573,6 +592,14 @@ class Store:
         self._commits = 0
         self._ops = 0
         self._largest_batch = 0
+        # Device ack cursors not yet written: (uid, device) -> highest seq.
+        # Filled on the trio thread, taken by the writer, hence the lock.
+        self._ack_flush_delay = max(0.0, ack_flush_delay)
+        self._acks: dict[tuple[int, str], int] = {}
+        self._acks_lock = threading.Lock()
+        self._acks_noted = 0
+        self._acks_written = 0
+        self._ack_commits = 0
 
     # ------------------------------------------------------------ lifetime
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -699,10 +726,16 @@ class Store:
             record = view.get_user(user)
             if record is None:
                 return []
+            head = view.head_of(record.uid)
             devices = []
             for key, value in _prefix_items(view.txn, view.db("devices"), _u32(record.uid)):
                 item = cbor2.loads(value)
-                devices.append(DeviceRecord(key[4:].decode("ascii"), item["a"], item["c"]))
+                device = key[4:].decode("ascii")
+                # An ack noted but not yet written counts already.
+                with self._acks_lock:
+                    noted = self._acks.get((record.uid, device), 0)
+                acked = max(item["a"], min(noted, head))
+                devices.append(DeviceRecord(device, acked, item["c"]))
             return devices
 
     def list_contacts(self, user: str) -> list[str]:
@@ -728,6 +761,9 @@ class Store:
             largest_batch=self._largest_batch,
             pending=self._pending,
             map_size=map_size,
+            acks=self._acks_noted,
+            acks_written=self._acks_written,
+            ack_commits=self._ack_commits,
         )
 
     # ------------------------------------------------------------ writes
@@ -903,22 +939,29 @@ class Store:
         await self.transact(op)
 
     async def ack(self, name: str, device: str, seq: int) -> None:
-        """Cumulative ack: the device's acked = max(old, min(seq, head))."""
+        """Cumulative ack by user name (see :meth:`note_ack`); unknown users are ignored."""
+        record = self.get_user(name)
+        if record is not None:
+            self.note_ack(record.uid, device, seq)
 
-        def op(w: WriteTxn) -> None:
-            record = w.require_user(name)
-            key = _u32(record.uid) + device.encode("utf-8", "surrogatepass")
-            devices = w.db("devices")
-            raw = w.txn.get(key, db=devices)
-            if raw is None:
-                return  # the device was dropped (its sessions with it)
-            item = cbor2.loads(raw)
-            acked = max(item["a"], min(seq, w.head_of(record.uid)))
-            if acked != item["a"]:
-                item["a"] = acked
-                w.txn.put(key, cbor2.dumps(item), db=devices)
+    def note_ack(self, uid: int, device: str, seq: int) -> None:
+        """Cumulative ack: the device's acked becomes max(old, min(seq, head)).
 
-        await self.transact(op)
+        Kept in memory and written with the writer's next batch, or within
+        ``ack_flush_delay`` (see the module docstring): no await, no commit
+        of its own. Unknown users and devices are ignored when written.
+        """
+        if not isinstance(seq, int) or seq <= 0 or self._closing or self._thread is None:
+            return
+        key = (uid, device)
+        with self._acks_lock:
+            first = not self._acks
+            if seq > self._acks.get(key, 0):
+                self._acks[key] = seq
+            self._acks_noted += 1
+        if first:
+            # Wakes the writer to start the flush delay (it may be idle).
+            self._inbox.put(_ACKS)
 
     async def send_direct(
         self,
@@ -979,11 +1022,29 @@ class Store:
 
     # ------------------------------------------------------------ writer thread
     def _writer(self) -> None:
+        # When acks wait with no batch to carry them: write them alone then.
+        # (Invariant: while acks wait, an _ACKS mark is in the inbox or the
+        # deadline is set; note_ack marks when it fills an empty table.)
+        ack_deadline: float | None = None
         stop = False
         while not stop:
-            first = self._inbox.get()
+            try:
+                if ack_deadline is None:
+                    first = self._inbox.get()
+                else:
+                    first = self._inbox.get(timeout=max(0.0, ack_deadline - time.monotonic()))
+            except queue.Empty:
+                ack_deadline = None
+                if not self._flush_acks_alone():
+                    ack_deadline = time.monotonic() + self._ack_flush_delay
+                continue
             if first is None:
+                self._flush_acks_alone()
                 return
+            if first is _ACKS:
+                if ack_deadline is None:
+                    ack_deadline = time.monotonic() + self._ack_flush_delay
+                continue
             batch: list[_Op[Any]] = [first]
             while len(batch) < self._batch_max:
                 try:
@@ -993,38 +1054,83 @@ class Store:
                 if more is None:
                     stop = True
                     break
+                if more is _ACKS:
+                    continue  # this batch carries the acks
                 batch.append(more)
+            acks = self._take_acks()
+            ack_deadline = None
             try:
-                outcomes, effects = self._run_batch(batch)
+                outcomes, effects, written = self._run_batch(batch, acks)
             except Exception:  # never let the writer die
                 log.exception("store batch failed")
                 error = ProtocolError(ErrorCode.INTERNAL, "internal store error")
-                outcomes, effects = [(None, error)] * len(batch), _Effects()
+                outcomes, effects, written = [(None, error)] * len(batch), _Effects(), False
+            if not written and acks:
+                self._return_acks(acks)
+                ack_deadline = time.monotonic() + self._ack_flush_delay
             assert self._token is not None
             try:
                 self._token.run_sync_soon(self._deliver, batch, outcomes, effects)
             except trio.RunFinishedError:
+                self._flush_acks_alone()
                 return
+        self._flush_acks_alone()
 
-    def _run_batch(self, batch: list[_Op[Any]]) -> tuple[list[_Outcome], _Effects]:
+    def _take_acks(self) -> dict[tuple[int, str], int]:
+        with self._acks_lock:
+            acks, self._acks = self._acks, {}
+        return acks
+
+    def _return_acks(self, acks: dict[tuple[int, str], int]) -> None:
+        """Put back acks a failed commit did not write (newer ones win)."""
+        if not acks:
+            return
+        with self._acks_lock:
+            for key, seq in acks.items():
+                if seq > self._acks.get(key, 0):
+                    self._acks[key] = seq
+
+    def _flush_acks_alone(self) -> bool:
+        """Write the waiting acks in a commit of their own; False if it failed."""
+        acks = self._take_acks()
+        if not acks:
+            return True
+        try:
+            _, _, written = self._run_batch([], acks)
+        except Exception:
+            log.exception("writing device acks failed")
+            written = False
+        if not written:
+            self._return_acks(acks)
+            return False
+        self._ack_commits += 1
+        return True
+
+    def _run_batch(
+        self, batch: list[_Op[Any]], acks: dict[tuple[int, str], int]
+    ) -> tuple[list[_Outcome], _Effects, bool]:
+        """Run and commit a batch; the flag says whether it committed."""
         ids_before = copy.copy(self._ids)
         while True:
             try:
-                return self._attempt(batch)
+                outcomes, effects = self._attempt(batch, acks)
+                return outcomes, effects, True
             except lmdb.MapFullError:
                 self._ids = copy.copy(ids_before)
                 if not self._grow():
                     error = ProtocolError(ErrorCode.UNAVAILABLE, "the store is full")
-                    return [(None, error)] * len(batch), _Effects()
+                    return [(None, error)] * len(batch), _Effects(), False
             except lmdb.Error:
                 # Disk full or I/O error at commit: nothing of the batch is
                 # durable, so nothing is acknowledged.
                 log.exception("store commit failed")
                 self._ids = ids_before
                 error = ProtocolError(ErrorCode.UNAVAILABLE, "storage unavailable")
-                return [(None, error)] * len(batch), _Effects()
+                return [(None, error)] * len(batch), _Effects(), False
 
-    def _attempt(self, batch: list[_Op[Any]]) -> tuple[list[_Outcome], _Effects]:
+    def _attempt(
+        self, batch: list[_Op[Any]], acks: dict[tuple[int, str], int]
+    ) -> tuple[list[_Outcome], _Effects]:
         assert self._env is not None
         env = self._env
         outcomes: list[_Outcome] = []
@@ -1053,6 +1159,19 @@ class Store:
                 effects.revoked |= view.revoked
                 effects.outboxes |= view.outboxes
                 outcomes.append((value, None))
+            if acks:
+                # In a child of their own: a bad device row loses the acks, not the batch.
+                child = env.begin(write=True, parent=txn)
+                try:
+                    _write_acks(child, self._dbs, acks)
+                except lmdb.MapFullError:
+                    child.abort()
+                    raise
+                except Exception:
+                    child.abort()
+                    log.exception("writing device acks failed")
+                else:
+                    child.commit()
             last_id = self._ids.last
             if last_id != self._persisted_last_id:
                 txn.put(b"last_id", _u64(last_id), db=self._dbs["meta"])
@@ -1060,6 +1179,7 @@ class Store:
         self._persisted_last_id = last_id
         self._commits += 1
         self._ops += len(batch)
+        self._acks_written += len(acks)
         self._largest_batch = max(self._largest_batch, len(batch))
         return outcomes, effects
 
@@ -1101,6 +1221,28 @@ class Store:
 
 
 # ---------------------------------------------------------------- op helpers
+
+
+def _write_acks(
+    txn: lmdb.Transaction[bytes], dbs: dict[str, Any], acks: dict[tuple[int, str], int]
+) -> None:
+    """Raise each device's acked cursor to max(old, min(seq, head)).
+
+    A device (or user) gone meanwhile is skipped: uids are never reused.
+    """
+    devices, heads = dbs["devices"], dbs["queue_head"]
+    for (uid, device), seq in acks.items():
+        key = _u32(uid) + device.encode("utf-8", "surrogatepass")
+        raw = txn.get(key, db=devices)
+        if raw is None:
+            continue
+        item = cbor2.loads(raw)
+        head_raw = txn.get(_u32(uid), db=heads)
+        head = 0 if head_raw is None else _U64.unpack(head_raw)[0]
+        acked = max(item["a"], min(seq, head))
+        if acked != item["a"]:
+            item["a"] = acked
+            txn.put(key, cbor2.dumps(item), db=devices)
 
 
 def _contact_bytes(address: str) -> bytes:

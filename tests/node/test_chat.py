@@ -325,3 +325,36 @@ async def test_requests_during_a_long_catch_up_are_answered_not_dropped(
         assert sorted(answered) == sorted(rids)
     finally:
         await trio.aclose_forcefully(ws._stream)  # noqa: SLF001
+
+
+async def test_acks_cost_no_commit_of_their_own_and_survive_a_restart(
+    start_node, tmp_path
+) -> None:
+    """Each received message acked on its own, as the web client does: the
+    cursors ride on the sends' commits, and a graceful stop writes the rest."""
+    data = tmp_path / "acks"
+    node = await start_node(data_dir=data, ack_flush_delay=3600)
+    alice = await node.user("alice")
+    bob = await node.user("bob", "phone")
+    async with connect(node.url, alice) as a, connect(node.url, bob) as b:
+        await b.sync(0)
+        before = node.node.store.statistics()
+        for i in range(20):
+            await a.send("bob", f"m{i}")
+            (frame,) = await drain(b, 1)
+            await b.ack(frame["seq"])
+        await b.call({"t": "heartbeat"})  # the node has read every ack
+        after = node.node.store.statistics()
+        assert after.acks - before.acks == 20
+        assert after.ack_commits == 0
+        # Write operations: the 20 sends and what was already pending (the
+        # log-ins' presence), none for the acks.
+        assert after.ops - before.ops <= 20 + before.pending
+        assert after.commits - before.commits <= after.ops - before.ops
+        assert node.node.status()["queues"] == [
+            {"user": "alice", "head": 20, "max_unacked": 20},
+            {"user": "bob", "head": 20, "max_unacked": 0},
+        ]
+    await node.stop()
+    node = await start_node(data_dir=data)
+    assert [d.acked for d in node.node.store.list_devices("bob")] == [20]
