@@ -9,7 +9,8 @@ Tasks of a session live in its own nursery:
   waiting for its commit holds no batch). The decoding work is charged to the
   account's read budget (node/readbudget.py); an account in debt is read no
   further until it has paid;
-* the *replier* awaits those commits in arrival order and queues each ``ok``;
+* no task per send and no *replier*: the store's commit callback answers
+  each send (``_PendingSend``), in arrival order, on the trio thread;
 * the *streamer* is the one sender of queue records: it reads the user's
   queue from the last ``seq`` it sent whenever a commit wakes it, so sync and
   live delivery are one stream with no gap and no duplicate;
@@ -24,8 +25,8 @@ sync when it returns. A device silent past ``heartbeat_deadline`` is dropped.
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 import trio
@@ -92,12 +93,26 @@ class _Disconnect(Exception):
 _Refused: TypeAlias = tuple[Rid | None, ProtocolError]
 
 
-@dataclass
 class _PendingSend:
-    rid: Any
-    done: trio.Event
-    result: SendResult | None = None
-    error: ProtocolError | None = None
+    """A send handed to the store; the store's callback (this) answers it.
+
+    Sends are answered in arrival order: the session keeps them in a deque
+    and replies for the committed ones at its head. No task and no event per
+    send: the writer thread's commit callback does it all on the trio thread.
+    """
+
+    __slots__ = ("session", "rid", "done", "result", "error")
+
+    def __init__(self, session: DeviceSession, rid: Any) -> None:
+        self.session = session
+        self.rid = rid
+        self.done = False
+        self.result: SendResult | None = None
+        self.error: ProtocolError | None = None
+
+    def __call__(self, result: SendResult | None, error: ProtocolError | None) -> None:
+        self.result, self.error, self.done = result, error, True
+        self.session._answer_sends()  # noqa: SLF001
 
 
 class DeviceSession:
@@ -139,9 +154,10 @@ class DeviceSession:
         self._stream_cap = max(1, config.send_queue_frames - max(1, config.send_queue_frames // 4))
         self._stream_queued = 0
         self._stream_room: trio.Event | None = None
-        self._pending_send, self._pending_recv = trio.open_memory_channel[_PendingSend](
-            config.max_inflight_sends
-        )
+        #: Sends awaiting their commit, oldest first (at most max_inflight_sends).
+        self._inflight: deque[_PendingSend] = deque()
+        #: Made only while the reader waits for room in ``_inflight``.
+        self._inflight_room: trio.Event | None = None
         #: Set by each ``sync``: where the streamer (re)starts; None once taken.
         self._stream_from: int | None = None
         #: The streamer's idle wait, cancelled by a ``sync`` to restart it at once.
@@ -192,7 +208,7 @@ class DeviceSession:
                 self._nursery = nursery
                 if self._reason is not None:
                     nursery.cancel_scope.cancel()
-                for task in (self._writer, self._replier, self._streamer, self._reader):
+                for task in (self._writer, self._streamer, self._reader):
                     nursery.start_soon(self._guarded, task, nursery.cancel_scope)
         finally:
             self._hub.device_offline(self.user, self.device, self)
@@ -221,10 +237,7 @@ class DeviceSession:
 
         The session sends ``bye unauthorized`` and closes with 1008.
         """
-        if self._reason is None:
-            self._reason = _Disconnect(ErrorCode.UNAUTHORIZED, "session revoked; log in again")
-        if self._nursery is not None:
-            self._nursery.cancel_scope.cancel()
+        self._end(_Disconnect(ErrorCode.UNAUTHORIZED, "session revoked; log in again"))
 
     async def _close(self, code: ErrorCode, message: str) -> None:
         """Say why (best effort, bounded), then close."""
@@ -381,39 +394,69 @@ class DeviceSession:
                 "too many messages; slow down",
                 retry_after_ms=max(1, int(wait * 1000)),
             )
-        pending = _PendingSend(rid=request.rid, done=trio.Event())
-        # Blocks when max_inflight_sends are awaiting commit: back-pressure.
-        await self._pending_send.send(pending)
-        assert self._nursery is not None
-        self._nursery.start_soon(self._commit_send, request, pending)
-
-    async def _commit_send(self, request: Send, pending: _PendingSend) -> None:
+        # At most max_inflight_sends awaiting commit: back-pressure.
+        while len(self._inflight) >= self._config.max_inflight_sends:
+            self._inflight_room = trio.Event()
+            await self._inflight_room.wait()
+        pending = _PendingSend(self, request.rid)
+        self._inflight.append(pending)
         try:
-            pending.result = await self._router.send(
+            handed = await self._router.submit_send(
+                self.user, self.device, request.cid, request.to, request.text, pending
+            )
+        except ProtocolError as exc:
+            pending(None, exc)
+            return
+        if not handed:  # a group send: the groups service awaits its own commits
+            assert self._nursery is not None
+            self._nursery.start_soon(self._group_send, request, pending)
+
+    async def _group_send(self, request: Send, pending: _PendingSend) -> None:
+        try:
+            result = await self._router.send(
                 self.user, self.device, request.cid, request.to, request.text
             )
         except ProtocolError as exc:
-            pending.error = exc
-        finally:
-            pending.done.set()
+            pending(None, exc)
+        else:
+            pending(result, None)
 
-    async def _replier(self) -> None:
-        async for first in self._pending_recv:
-            pending = first
-            # Answer every already-committed send in one go, with no checkpoint
-            # between them, so the writer batches the oks into one message.
-            while True:
-                if not pending.done.is_set():
-                    await pending.done.wait()
-                if pending.error is not None:
-                    self._reply(err_frame(pending.rid, pending.error))
-                elif pending.result is not None:
-                    r = pending.result
-                    self._reply(ok_frame(pending.rid, id=r.id, seq=r.seq, ts=r.ts))
-                try:
-                    pending = self._pending_recv.receive_nowait()
-                except trio.WouldBlock:
-                    break
+    def _answer_sends(self) -> None:
+        """Reply to the committed sends at the head of the line, in order.
+
+        Runs on the trio thread, also from the store's commit callback, so it
+        never raises: a full outgoing queue ends the session instead. The
+        replies of one commit are queued with no checkpoint between them, so
+        the writer sends them in one WebSocket message.
+        """
+        inflight = self._inflight
+        while inflight and inflight[0].done:
+            pending = inflight.popleft()
+            if pending.error is not None:
+                frame = err_frame(pending.rid, pending.error)
+            else:
+                r = pending.result
+                assert r is not None
+                frame = ok_frame(pending.rid, id=r.id, seq=r.seq, ts=r.ts)
+            try:
+                self._out_send.send_nowait(frame)
+            except trio.WouldBlock:
+                reason = _Disconnect(ErrorCode.SLOW_CONSUMER, "send queue full; reconnect and sync")
+                self._end(reason)
+                return
+            except (trio.ClosedResourceError, trio.BrokenResourceError):
+                return
+        room = self._inflight_room
+        if room is not None:
+            self._inflight_room = None
+            room.set()
+
+    def _end(self, reason: _Disconnect) -> None:
+        """End the session for ``reason`` (from outside its tasks)."""
+        if self._reason is None:
+            self._reason = reason
+        if self._nursery is not None:
+            self._nursery.cancel_scope.cancel()
 
     def offer(self, frame: dict[str, Any]) -> bool:
         """Queue a soft-state frame (presence); dropped, not fatal, when full."""

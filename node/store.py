@@ -384,6 +384,8 @@ class WriteTxn(_View):
         #: The local user who pays for what this operation writes (see
         #: :meth:`bill`), and the bytes charged so far.
         self.payer: str | None = None
+        #: The payer's uid when the caller looked it up already (else None).
+        self.payer_uid: int | None = None
         self.bill_ms = 0
         self.billed = 0
 
@@ -397,15 +399,19 @@ class WriteTxn(_View):
 
     def append_to_queue(self, user: str, record: bytes) -> int:
         """Append ``record`` to ``user``'s queue; return its ``seq``."""
-        uid = self.require_user(user).uid
+        return self.append_to_uid(self.require_user(user).uid, user, record)
+
+    def append_to_uid(self, uid: int, user: str, record: bytes) -> int:
+        """:meth:`append_to_queue` for a user already looked up (``uid``)."""
         seq = self.head_of(uid) + 1
-        self.txn.put(_u32(uid) + _u64(seq), record, db=self._dbs["queue"])
-        self.txn.put(_u32(uid), _u64(seq), db=self._dbs["queue_head"])
+        key = _u32(uid)
+        self.txn.put(key + _u64(seq), record, db=self._dbs["queue"])
+        self.txn.put(key, _u64(seq), db=self._dbs["queue_head"])
         self.touched.add(user)
         self.charge(12 + len(record))
         return seq
 
-    def bill(self, user: str, now_ms: int) -> None:
+    def bill(self, user: str, now_ms: int, uid: int | None = None) -> None:
         """Charge what this operation writes to local ``user``'s storage quota.
 
         Call before writing: it refuses at once (``unavailable``) while the
@@ -415,7 +421,7 @@ class WriteTxn(_View):
         operation returns, in its transaction (``quota_exceeded`` rolls the
         whole operation back).
         """
-        self.payer, self.bill_ms = user, now_ms
+        self.payer, self.bill_ms, self.payer_uid = user, now_ms, uid
         reserve = self._store._reserve  # noqa: SLF001
         if reserve is not None:
             reserve.check()
@@ -430,10 +436,13 @@ class WriteTxn(_View):
         policy = self._store._quota  # noqa: SLF001
         if self.payer is None or not self.billed or policy is None:
             return
-        record = self.get_user(self.payer)
-        if record is None:
-            return
-        key, db = _u32(record.uid), self._dbs["quota"]
+        uid = self.payer_uid
+        if uid is None:
+            record = self.get_user(self.payer)
+            if record is None:
+                return
+            uid = record.uid
+        key, db = _u32(uid), self._dbs["quota"]
         row = self.txn.get(key, db=db)
         self.txn.put(key, policy.charge(row, self.billed, self.bill_ms), db=db)
         self.billed = 0
@@ -464,7 +473,7 @@ class WriteTxn(_View):
         assert env is not None
         child_txn = env.begin(write=True, parent=self.txn)
         child = WriteTxn(self._store, child_txn)
-        child.payer, child.bill_ms = self.payer, self.bill_ms
+        child.payer, child.bill_ms, child.payer_uid = self.payer, self.bill_ms, self.payer_uid
         try:
             yield child
         except BaseException:
@@ -495,12 +504,26 @@ class WriteTxn(_View):
         _prune_cids(self, now_ms)
 
 
-@dataclass(eq=False)
+#: Called on the trio thread with an operation's outcome: (result, None)
+#: once durable, or (None, error). Must not raise.
+Callback = Callable[[Any, "ProtocolError | None"], None]
+
+
 class _Op(Generic[T]):
-    fn: Callable[[WriteTxn], T]
-    done: trio.Event = field(default_factory=trio.Event)
-    result: T | None = None
-    error: ProtocolError | None = None
+    """One write operation; answered by ``done`` or, if given, ``callback``.
+
+    (A plain class with slots: a send makes one, so no dataclass, and no
+    trio.Event when a callback answers.)
+    """
+
+    __slots__ = ("fn", "done", "callback", "result", "error")
+
+    def __init__(self, fn: Callable[[WriteTxn], T], callback: Callback | None = None) -> None:
+        self.fn = fn
+        self.callback = callback
+        self.done: trio.Event | None = None if callback is not None else trio.Event()
+        self.result: T | None = None
+        self.error: ProtocolError | None = None
 
 
 _Outcome = tuple[Any, ProtocolError | None]
@@ -785,10 +808,31 @@ class Store:
         op: _Op[T] = _Op(fn)
         self._pending += 1
         self._inbox.put(op)
+        assert op.done is not None
         await op.done.wait()
         if op.error is not None:
             raise op.error
         return op.result  # type: ignore[return-value]
+
+    async def submit(self, fn: Callable[[WriteTxn], Any], callback: Callback) -> None:
+        """Like :meth:`transact`, but return once queued; ``callback`` gets the outcome.
+
+        No task, no event and (while slots are free) no checkpoint per
+        operation: the hot path of sends. Waits only for a slot when
+        ``max_pending`` operations are in flight. ``callback`` runs on the
+        trio thread after the commit, in commit order, and must not raise.
+        """
+        if self._closing or self._slots is None:
+            raise ProtocolError(ErrorCode.UNAVAILABLE, "the store is not open")
+        try:
+            self._slots.acquire_nowait()
+        except trio.WouldBlock:
+            await self._slots.acquire()
+        if self._closing:
+            self._slots.release()
+            raise ProtocolError(ErrorCode.UNAVAILABLE, "the store is closing")
+        self._pending += 1
+        self._inbox.put(_Op(fn, callback))
 
     async def create_user(self, name: str, pw_hash: str, now_ms: int) -> UserRecord:
         key = check_user_name(name).encode("ascii")
@@ -977,6 +1021,30 @@ class Store:
         A repeat of ``(sender, device, cid)`` within the cid retention gets the
         original result (``duplicate=True``) and writes nothing.
         """
+        return await self.transact(self._direct_op(sender, device, cid, to, text, now_ms))
+
+    async def submit_direct(
+        self,
+        sender: str,
+        device: str,
+        cid: str | None,
+        to: UserAddress,
+        text: str,
+        now_ms: int,
+        callback: Callback,
+    ) -> None:
+        """:meth:`send_direct` answered through ``callback`` (see :meth:`submit`)."""
+        await self.submit(self._direct_op(sender, device, cid, to, text, now_ms), callback)
+
+    def _direct_op(
+        self,
+        sender: str,
+        device: str,
+        cid: str | None,
+        to: UserAddress,
+        text: str,
+        now_ms: int,
+    ) -> Callable[[WriteTxn], SendResult]:
         check_send(device, cid, text)
 
         def op(w: WriteTxn) -> SendResult:
@@ -984,15 +1052,16 @@ class Store:
             retry = w.cid_result(sender_record.uid, device, cid)
             if retry is not None:
                 return retry
-            w.bill(sender, now_ms)
+            w.bill(sender, now_ms, sender_record.uid)
             remote = to.node != w.node_id
+            recipient: UserRecord | None = None
             if remote:
                 if self.remote_sink is None:
                     raise ProtocolError(ErrorCode.NO_SUCH_NODE, f"unknown node {to.node[:12]}")
                 # Refuses an unknown node or a full outbox before any id is used.
                 self.remote_sink.check(w, to.node)
             else:
-                w.require_user(to.user)
+                recipient = w.require_user(to.user)
             msg_id = w.next_id(now_ms)
             env = Envelope(
                 id=msg_id,
@@ -1005,20 +1074,20 @@ class Store:
             )
             unit = sign_envelope(w.node_key, env)
             record = unit_record(unit)
-            if remote:
+            if recipient is None:
                 assert self.remote_sink is not None
                 self.remote_sink.append(w, to.node, unit, sender, now_ms)
                 w.charge(40 + len(record))  # the outbox entry: key and about the record
-                seq = w.append_to_queue(sender, record)
+                seq = w.append_to_uid(sender_record.uid, sender, record)
             else:
-                seq = w.append_to_queue(to.user, record)
-                if to.user != sender:
-                    seq = w.append_to_queue(sender, record)
+                seq = w.append_to_uid(recipient.uid, recipient.name, record)
+                if recipient.uid != sender_record.uid:
+                    seq = w.append_to_uid(sender_record.uid, sender, record)
             result = SendResult(msg_id, seq, now_ms, duplicate=False)
             w.remember_cid(sender_record.uid, device, cid, result, now_ms)
             return result
 
-        return await self.transact(op)
+        return op
 
     # ------------------------------------------------------------ writer thread
     def _writer(self) -> None:
@@ -1198,10 +1267,17 @@ class Store:
         # Runs on the trio thread; must never raise.
         assert self._slots is not None
         for op, (value, error) in zip(batch, outcomes, strict=True):
-            op.result, op.error = value, error
-            op.done.set()
             self._pending -= 1
             self._slots.release()
+            if op.callback is not None:
+                try:
+                    op.callback(value, error)
+                except Exception:
+                    log.exception("store callback failed")
+            else:
+                assert op.done is not None
+                op.result, op.error = value, error
+                op.done.set()
         if effects.touched and self._on_commit is not None:
             try:
                 self._on_commit(frozenset(effects.touched))
