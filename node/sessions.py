@@ -160,7 +160,11 @@ class DeviceSession:
         self._inflight_room: trio.Event | None = None
         #: Set by each ``sync``: where the streamer (re)starts; None once taken.
         self._stream_from: int | None = None
-        #: The streamer's idle wait, cancelled by a ``sync`` to restart it at once.
+        #: The last ``seq`` queued to the device, and whether a sync started the stream.
+        self._sent = 0
+        self._streaming = False
+        #: The streamer's idle wait (set while it is parked caught up), cancelled
+        #: by a ``sync`` or a backlog too big for :meth:`queue_grew`.
         self._stream_idle: trio.CancelScope | None = None
         self._bucket = TokenBucket(config.send_rate, config.send_burst, trio.current_time())
         self._bad_frames = 0
@@ -479,26 +483,23 @@ class DeviceSession:
         """Stream the queue after the last ``sync``'s ``after``, then live.
 
         Each ``sync`` (re)starts the stream: the next frame sent is the first
-        entry after its ``after``, and the stream goes on from there.
+        entry after its ``after``, and the stream goes on from there. Once
+        caught up the task parks; live entries are then queued by
+        :meth:`queue_grew` from the commit callback, without waking it.
         """
-        sent = 0
-        streaming = False
         page = self._config.sync_page
         while True:
             start = self._stream_from
             if start is not None:
                 self._stream_from = None
-                sent, streaming = start, True
-            # Taken before reading, so a commit in between is never missed.
-            event = self._hub.commit_event(self.user)
-            entries = self._store.read_queue(self.user, sent, page) if streaming else []
+                self._sent, self._streaming = start, True
+            entries = self._store.read_queue(self.user, self._sent, page) if self._streaming else []
             if not entries:
+                # No checkpoint between the read and parking: a commit after
+                # the read finds the task parked and is taken by queue_grew.
                 with trio.CancelScope() as idle:
                     self._stream_idle = idle
-                    if streaming:
-                        await event.wait()
-                    else:
-                        await trio.sleep_forever()  # until the first sync
+                    await trio.sleep_forever()  # until a sync, or a backlog
                 self._stream_idle = None
                 continue
             for entry in entries:
@@ -516,9 +517,39 @@ class DeviceSession:
                 except trio.WouldBlock:
                     # Replies took more than their share; wait for the writer.
                     await self._out_send.send(frame)
-                sent = entry.seq
+                self._sent = entry.seq
             # One checkpoint per page, so a long backlog cannot hog the loop.
             await trio.lowlevel.checkpoint()
+
+    def queue_grew(self) -> None:
+        """The user's queue grew (the hub calls this from the commit callback).
+
+        While the streamer is parked caught up, queue the new entries here,
+        synchronously: no task wakes per message, and a sender's ``ok`` and
+        its own copy (queued in the same callback) leave in one WebSocket
+        message. More than fits (the stream's share of the queue, or a full
+        page) is left to the streamer task, woken for it.
+        """
+        idle = self._stream_idle
+        if idle is None or not self._streaming or self._stream_from is not None:
+            return  # not streaming yet, a sync is pending, or the task reads on
+        page = self._config.sync_page
+        entries = self._store.read_queue(self.user, self._sent, page)
+        for entry in entries:
+            if self._stream_queued >= self._stream_cap:
+                break
+            try:
+                self._out_send.send_nowait(self._router.render(entry.seq, entry.record))
+            except trio.WouldBlock:
+                break
+            except (trio.ClosedResourceError, trio.BrokenResourceError):
+                return
+            self._stream_queued += 1
+            self._sent = entry.seq
+        else:
+            if len(entries) < page:
+                return
+        idle.cancel()
 
     # ------------------------------------------------------------------ writer
     def _took(self, frame: dict[str, Any]) -> None:

@@ -327,9 +327,7 @@ async def test_requests_during_a_long_catch_up_are_answered_not_dropped(
         await trio.aclose_forcefully(ws._stream)  # noqa: SLF001
 
 
-async def test_acks_cost_no_commit_of_their_own_and_survive_a_restart(
-    start_node, tmp_path
-) -> None:
+async def test_acks_cost_no_commit_of_their_own_and_survive_a_restart(start_node, tmp_path) -> None:
     """Each received message acked on its own, as the web client does: the
     cursors ride on the sends' commits, and a graceful stop writes the rest."""
     data = tmp_path / "acks"
@@ -358,3 +356,21 @@ async def test_acks_cost_no_commit_of_their_own_and_survive_a_restart(
     await node.stop()
     node = await start_node(data_dir=data)
     assert [d.acked for d in node.node.store.list_devices("bob")] == [20]
+
+
+async def test_a_senders_ok_and_own_copy_leave_in_one_websocket_message(start_node) -> None:
+    """The commit callback queues both before the writer runs: one message,
+    not one per frame (real clients send one frame per message and get
+    three frames back per 1:1 message otherwise)."""
+    node = await start_node()
+    await node.user("bob")
+    async with raw_session(node, await node.user("alice")) as alice:
+        rid = await alice.request({"t": "sync", "after": 0})
+        await alice.until_reply(rid)
+        for i in range(5):
+            rid = await alice.request({"t": "send", "to": "bob", "text": f"m{i}"})
+            with trio.fail_after(TIMEOUT):
+                item = decode_cbor(await alice.ws.get_message())
+            frames = [f for f in (item if isinstance(item, list) else [item])]
+            assert [(f["t"], f.get("rid")) for f in frames] == [("ok", rid), ("msg", None)]
+            assert frames[1]["seq"] == frames[0]["seq"] == i + 1

@@ -260,8 +260,9 @@ async def test_idle_acks_are_written_within_the_flush_delay(tmp_path: Path, key:
         await store.send_direct("bob", "x", None, to(key, "bob"), "note to self", T0)
         await store.ack("bob", "phone", 1)
         with trio.fail_after(5):
-            while store.statistics().ack_commits < 1:
-                await trio.sleep(0.01)  # the writer thread has no event to await
+            # The writer thread's own flush sets no trio event to await.
+            while store.statistics().ack_commits < 1:  # noqa: ASYNC110
+                await trio.sleep(0.01)
         assert store.statistics().acks_written == 1
     async with running(tmp_path, key) as store:
         assert store.list_devices("bob")[0].acked == 1
@@ -307,9 +308,7 @@ trio.run(main)
 
 
 async def test_a_crash_loses_only_the_acks_not_yet_written(tmp_path: Path, key: NodeKey) -> None:
-    await trio.run_process(
-        [sys.executable, "-c", _CRASH_SCRIPT, str(tmp_path), key.seed().hex()]
-    )
+    await trio.run_process([sys.executable, "-c", _CRASH_SCRIPT, str(tmp_path), key.seed().hex()])
     async with running(tmp_path, key) as store:
         # The ack carried by the fourth send survived; the last one did not,
         # so the device is offered messages 2-4 again (it drops them by seq).
