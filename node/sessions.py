@@ -5,15 +5,17 @@ Tasks of a session live in its own nursery:
 * the *reader* decodes messages, answers requests, and hands sends to the
   store without waiting for their commit (pipelining). Each message is
   validated into requests at once and its raw frames dropped, so nothing
-  decoded outlives the message's own requests across an await (an ``ack``
-  waiting for its commit holds no batch). The decoding work is charged to the
+  decoded outlives the message's own requests across an await (a message
+  waiting for its read budget holds no batch). The decoding work is charged to the
   account's read budget (node/readbudget.py); an account in debt is read no
   further until it has paid;
 * no task per send and no *replier*: the store's commit callback answers
   each send (``_PendingSend``), in arrival order, on the trio thread;
-* the *streamer* is the one sender of queue records: it reads the user's
-  queue from the last ``seq`` it sent whenever a commit wakes it, so sync and
-  live delivery are one stream with no gap and no duplicate;
+* queue records are read from the last ``seq`` sent, so sync and live
+  delivery are one stream with no gap and no duplicate: by the *streamer*
+  task while there is a backlog (it runs from a ``sync`` until caught up,
+  then ends), and by :meth:`DeviceSession.queue_grew`, called from the
+  commit callback, while the stream is caught up;
 * the *writer* drains the bounded outgoing queue, batching whatever is
   waiting into one WebSocket message.
 
@@ -154,8 +156,9 @@ class DeviceSession:
         self._stream_cap = max(1, config.send_queue_frames - max(1, config.send_queue_frames // 4))
         self._stream_queued = 0
         self._stream_room: trio.Event | None = None
-        #: Sends awaiting their commit, oldest first (at most max_inflight_sends).
-        self._inflight: deque[_PendingSend] = deque()
+        #: Sends awaiting their commit, oldest first (at most max_inflight_sends);
+        #: made at the first send (memory per idle connection).
+        self._inflight: deque[_PendingSend] | None = None
         #: Made only while the reader waits for room in ``_inflight``.
         self._inflight_room: trio.Event | None = None
         #: Set by each ``sync``: where the streamer (re)starts; None once taken.
@@ -163,9 +166,9 @@ class DeviceSession:
         #: The last ``seq`` queued to the device, and whether a sync started the stream.
         self._sent = 0
         self._streaming = False
-        #: The streamer's idle wait (set while it is parked caught up), cancelled
-        #: by a ``sync`` or a backlog too big for :meth:`queue_grew`.
-        self._stream_idle: trio.CancelScope | None = None
+        #: Whether the streamer task runs (only while it has a backlog to page
+        #: through: an idle session keeps no task for it).
+        self._streamer_running = False
         self._bucket = TokenBucket(config.send_rate, config.send_burst, trio.current_time())
         self._bad_frames = 0
         #: Shared by the account's sessions (the app's); else this session's own.
@@ -212,7 +215,7 @@ class DeviceSession:
                 self._nursery = nursery
                 if self._reason is not None:
                     nursery.cancel_scope.cancel()
-                for task in (self._writer, self._streamer, self._reader):
+                for task in (self._writer, self._reader):
                     nursery.start_soon(self._guarded, task, nursery.cancel_scope)
         finally:
             self._hub.device_offline(self.user, self.device, self)
@@ -373,8 +376,7 @@ class DeviceSession:
             # The ok goes out before any msg of the (re)started stream.
             self._reply(ok_frame(request.rid, head=head))
             self._stream_from = min(request.after, head)
-            if self._stream_idle is not None:
-                self._stream_idle.cancel()
+            self._start_streamer()
         elif isinstance(request, Ack):
             # A soft cursor, written with the next commit (node/store.py).
             self._store.note_ack(self._uid, self.device, request.seq)
@@ -398,12 +400,15 @@ class DeviceSession:
                 "too many messages; slow down",
                 retry_after_ms=max(1, int(wait * 1000)),
             )
+        inflight = self._inflight
+        if inflight is None:
+            inflight = self._inflight = deque()
         # At most max_inflight_sends awaiting commit: back-pressure.
-        while len(self._inflight) >= self._config.max_inflight_sends:
+        while len(inflight) >= self._config.max_inflight_sends:
             self._inflight_room = trio.Event()
             await self._inflight_room.wait()
         pending = _PendingSend(self, request.rid)
-        self._inflight.append(pending)
+        inflight.append(pending)
         try:
             handed = await self._router.submit_send(
                 self.user, self.device, request.cid, request.to, request.text, pending
@@ -459,6 +464,9 @@ class DeviceSession:
         """End the session for ``reason`` (from outside its tasks)."""
         if self._reason is None:
             self._reason = reason
+        self._end_quietly()
+
+    def _end_quietly(self) -> None:
         if self._nursery is not None:
             self._nursery.cancel_scope.cancel()
 
@@ -479,13 +487,31 @@ class DeviceSession:
             ) from None
 
     # ------------------------------------------------------------------ streamer
+    def _start_streamer(self) -> None:
+        """Run the streamer task unless it runs already (it ends when caught up)."""
+        if self._streamer_running or self._nursery is None:
+            return
+        self._streamer_running = True
+        self._nursery.start_soon(self._stream_task)
+
+    async def _stream_task(self) -> None:
+        try:
+            await self._streamer()
+        except _Disconnect as exc:
+            self._end(exc)
+        except ConnectionClosed:
+            self._end_quietly()
+        finally:
+            self._streamer_running = False
+
     async def _streamer(self) -> None:
-        """Stream the queue after the last ``sync``'s ``after``, then live.
+        """Stream the queue after the last ``sync``'s ``after`` until caught up.
 
         Each ``sync`` (re)starts the stream: the next frame sent is the first
         entry after its ``after``, and the stream goes on from there. Once
-        caught up the task parks; live entries are then queued by
-        :meth:`queue_grew` from the commit callback, without waking it.
+        caught up the task ends, with no checkpoint after its last read; live
+        entries are then queued by :meth:`queue_grew` from the commit
+        callback, which starts the task again for a backlog.
         """
         page = self._config.sync_page
         while True:
@@ -495,13 +521,7 @@ class DeviceSession:
                 self._sent, self._streaming = start, True
             entries = self._store.read_queue(self.user, self._sent, page) if self._streaming else []
             if not entries:
-                # No checkpoint between the read and parking: a commit after
-                # the read finds the task parked and is taken by queue_grew.
-                with trio.CancelScope() as idle:
-                    self._stream_idle = idle
-                    await trio.sleep_forever()  # until a sync, or a backlog
-                self._stream_idle = None
-                continue
+                return
             for entry in entries:
                 # No checkpoint per frame: the writer then batches the page.
                 if self._stream_queued >= self._stream_cap:
@@ -524,15 +544,14 @@ class DeviceSession:
     def queue_grew(self) -> None:
         """The user's queue grew (the hub calls this from the commit callback).
 
-        While the streamer is parked caught up, queue the new entries here,
-        synchronously: no task wakes per message, and a sender's ``ok`` and
-        its own copy (queued in the same callback) leave in one WebSocket
-        message. More than fits (the stream's share of the queue, or a full
-        page) is left to the streamer task, woken for it.
+        While the stream is caught up (no streamer task), queue the new
+        entries here, synchronously: no task wakes per message, and a
+        sender's ``ok`` and its own copy (queued in the same callback) leave
+        in one WebSocket message. More than fits (the stream's share of the
+        queue, or a full page) is left to the streamer task, started for it.
         """
-        idle = self._stream_idle
-        if idle is None or not self._streaming or self._stream_from is not None:
-            return  # not streaming yet, a sync is pending, or the task reads on
+        if self._streamer_running or not self._streaming or self._nursery is None:
+            return  # the task reads on, or no sync started the stream yet
         page = self._config.sync_page
         entries = self._store.read_queue(self.user, self._sent, page)
         for entry in entries:
@@ -549,7 +568,7 @@ class DeviceSession:
         else:
             if len(entries) < page:
                 return
-        idle.cancel()
+        self._start_streamer()
 
     # ------------------------------------------------------------------ writer
     def _took(self, frame: dict[str, Any]) -> None:
