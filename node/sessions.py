@@ -519,7 +519,9 @@ class DeviceSession:
             if start is not None:
                 self._stream_from = None
                 self._sent, self._streaming = start, True
-            entries = self._store.read_queue(self.user, self._sent, page) if self._streaming else []
+            if not self._streaming:
+                return
+            entries = self._store.read_queue_uid(self._uid, self._sent, page)
             if not entries:
                 return
             for entry in entries:
@@ -553,7 +555,7 @@ class DeviceSession:
         if self._streamer_running or not self._streaming or self._nursery is None:
             return  # the task reads on, or no sync started the stream yet
         page = self._config.sync_page
-        entries = self._store.read_queue(self.user, self._sent, page)
+        entries = self._store.read_queue_uid(self._uid, self._sent, page)
         for entry in entries:
             if self._stream_queued >= self._stream_cap:
                 break

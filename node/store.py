@@ -731,18 +731,18 @@ class Store:
             record = view.get_user(user)
             if record is None:
                 return []
-            prefix = _u32(record.uid)
-            cursor = view.txn.cursor(db=view.db("queue"))
-            entries: list[QueueEntry] = []
-            if not cursor.set_range(prefix + _u64(max(after, 0) + 1)):
-                return entries
-            for key, value in cursor:
-                if not key.startswith(prefix):
-                    break
-                entries.append(QueueEntry(_U64.unpack(key[4:])[0], value))
-                if len(entries) >= limit:
-                    break
-            return entries
+            return _read_queue(view, record.uid, after, limit)
+
+    def read_queue_uid(self, uid: int, after: int, limit: int) -> list[QueueEntry]:
+        """:meth:`read_queue` by uid (a live session's, looked up at its auth).
+
+        uids are never reused: a removed user's queue reads as empty.
+        """
+        limit = min(limit, MAX_READ_PAGE)
+        if limit <= 0 or after >= _MAX_U64:
+            return []
+        with self._read() as view:
+            return _read_queue(view, uid, after, limit)
 
     def list_devices(self, user: str) -> list[DeviceRecord]:
         with self._read() as view:
@@ -1297,6 +1297,21 @@ class Store:
 
 
 # ---------------------------------------------------------------- op helpers
+
+
+def _read_queue(view: _View, uid: int, after: int, limit: int) -> list[QueueEntry]:
+    prefix = _u32(uid)
+    cursor = view.txn.cursor(db=view.db("queue"))
+    entries: list[QueueEntry] = []
+    if not cursor.set_range(prefix + _u64(max(after, 0) + 1)):
+        return entries
+    for key, value in cursor:
+        if not key.startswith(prefix):
+            break
+        entries.append(QueueEntry(_U64.unpack(key[4:])[0], value))
+        if len(entries) >= limit:
+            break
+    return entries
 
 
 def _write_acks(
