@@ -66,15 +66,17 @@ class _ReplayStream(trio.abc.Stream):
         # sending always, calls go straight to the socket's stream, with no
         # extra coroutine per call.
         self.send_all = inner.send_all  # type: ignore[method-assign]
-        if not prefix:
-            self.receive_some = inner.receive_some  # type: ignore[method-assign]
+        # (A socket gives bytes; other streams, e.g. TLS, go through bytes() below.)
+        self._direct = isinstance(inner, trio.SocketStream)
+        if not prefix and self._direct:
+            self.receive_some = inner.receive_some  # type: ignore[method-assign,assignment]
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         if self._prefix:
             size = len(self._prefix) if max_bytes is None else max_bytes
             chunk, self._prefix = self._prefix[:size], self._prefix[size:]
-            if not self._prefix:
-                self.receive_some = self._inner.receive_some  # type: ignore[method-assign]
+            if not self._prefix and self._direct:
+                self.receive_some = self._inner.receive_some  # type: ignore[method-assign,assignment]
             return chunk
         return bytes(await self._inner.receive_some(max_bytes))
 
