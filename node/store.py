@@ -682,13 +682,9 @@ class Store:
             env.close()
 
     # ------------------------------------------------------------ reads
-    @contextmanager
-    def _read(self) -> Iterator[_View]:
-        with self._resize_lock:
-            if self._env is None:
-                raise ProtocolError(ErrorCode.UNAVAILABLE, "the store is not open")
-            with self._env.begin() as txn:
-                yield _View(txn, self._dbs)
+    def _read(self) -> _ReadTxn:
+        """A short read transaction: ``with store._read() as view: ...``."""
+        return _ReadTxn(self)
 
     def read(self, fn: Callable[[_View], T]) -> T:
         """Run ``fn`` in a short read transaction (extension point for reads)."""
@@ -1297,6 +1293,40 @@ class Store:
 
 
 # ---------------------------------------------------------------- op helpers
+
+
+class _ReadTxn:
+    """The context of :meth:`Store._read` (a class, not a generator: every
+    live delivery reads the queue, so contextlib's overhead counted)."""
+
+    __slots__ = ("_store", "_txn")
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._txn: lmdb.Transaction[bytes] | None = None
+
+    def __enter__(self) -> _View:
+        store = self._store
+        # Held by every read: the writer resizes the map only with no
+        # transaction open in the process.
+        store._resize_lock.acquire()  # noqa: SLF001
+        try:
+            env = store._env  # noqa: SLF001
+            if env is None:
+                raise ProtocolError(ErrorCode.UNAVAILABLE, "the store is not open")
+            self._txn = env.begin()
+        except BaseException:
+            store._resize_lock.release()  # noqa: SLF001
+            raise
+        return _View(self._txn, store._dbs)  # noqa: SLF001
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            if self._txn is not None:
+                self._txn.abort()  # a read transaction: nothing to commit
+                self._txn = None
+        finally:
+            self._store._resize_lock.release()  # noqa: SLF001
 
 
 def _read_queue(view: _View, uid: int, after: int, limit: int) -> list[QueueEntry]:
