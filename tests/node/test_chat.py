@@ -374,3 +374,21 @@ async def test_a_senders_ok_and_own_copy_leave_in_one_websocket_message(start_no
             frames = [f for f in (item if isinstance(item, list) else [item])]
             assert [(f["t"], f.get("rid")) for f in frames] == [("ok", rid), ("msg", None)]
             assert frames[1]["seq"] == frames[0]["seq"] == i + 1
+
+
+async def test_sends_past_the_inflight_bound_wait_and_are_answered_in_order(start_node) -> None:
+    """max_inflight_sends bounds the sends awaiting their commit: the reader
+    waits for room (the commit callback makes it) and every send is answered,
+    in order, with a mix of accepted and refused ones."""
+    node = await start_node(max_inflight_sends=2)
+    await node.user("bob")
+    async with connect(node.url, await node.user("alice")) as a:
+        items: list[tuple[str, str, str | None]] = [
+            ("bob" if i % 5 else "nobody", f"m{i}", f"c{i}") for i in range(30)
+        ]
+        with trio.fail_after(TIMEOUT):
+            replies = await a.send_many(items)
+    refused = [i for i, r in enumerate(replies) if not hasattr(r, "seq")]
+    assert refused == list(range(0, 30, 5))  # "nobody" is no user here
+    seqs = [r.seq for r in replies if hasattr(r, "seq")]
+    assert seqs == list(range(1, 25))
