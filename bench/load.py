@@ -318,39 +318,49 @@ async def drive(node: NodeProcess, args: argparse.Namespace) -> dict[str, Any]:
     cpu_before = cpu_seconds(node.pid)
     client_before = _client_cpu()
     machine_before = machine_cpu()
+    measured: tuple[float, float] | None = None
+    close_error = None
     with trio.move_on_after(args.timeout) as scope:
         sender_tokens, receiver_tokens = await setup_users(node.url, args.pairs)
-        async with AsyncExitStack() as stack:
-            senders = [await stack.enter_async_context(connect(node.url, t)) for t in sender_tokens]
-            receivers = [
-                await stack.enter_async_context(connect(node.url, t)) for t in receiver_tokens
-            ]
-            for client in receivers:
-                await client.sync(0)
-                count_ws_messages(client, state.ws_messages, "receivers")
-            for client in senders:
-                count_ws_messages(client, state.ws_messages, "senders")
-            async with trio.open_nursery() as nursery:
+        try:
+            async with AsyncExitStack() as stack:
+                senders = [
+                    await stack.enter_async_context(connect(node.url, t)) for t in sender_tokens
+                ]
+                receivers = [
+                    await stack.enter_async_context(connect(node.url, t)) for t in receiver_tokens
+                ]
                 for client in receivers:
-                    nursery.start_soon(receiver, client, state, args.ack_every)
-                if args.warmup:
-                    warmup = Phase("W", args.warmup, record=False)
-                    await run_phase(senders, state, warmup, args, "max")
-                    await trio.sleep(0.5)
-                spy = start_spy(node.pid, args) if args.spy else None
-                cpu_before = cpu_seconds(node.pid)
-                client_before = _client_cpu()
-                machine_before = machine_cpu()
-                state.ws_messages.clear()
-                await run_phase(senders, state, phase, args, args.mode)
-                if spy is not None:
-                    spy.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
-                    await trio.to_thread.run_sync(spy.wait)
-                nursery.cancel_scope.cancel()
+                    await client.sync(0)
+                    count_ws_messages(client, state.ws_messages, "receivers")
+                for client in senders:
+                    count_ws_messages(client, state.ws_messages, "senders")
+                async with trio.open_nursery() as nursery:
+                    for client in receivers:
+                        nursery.start_soon(receiver, client, state, args.ack_every)
+                    if args.warmup:
+                        warmup = Phase("W", args.warmup, record=False)
+                        await run_phase(senders, state, warmup, args, "max")
+                        await trio.sleep(0.5)
+                    spy = start_spy(node.pid, args) if args.spy else None
+                    cpu_before = cpu_seconds(node.pid)
+                    client_before = _client_cpu()
+                    machine_before = machine_cpu()
+                    state.ws_messages.clear()
+                    await run_phase(senders, state, phase, args, args.mode)
+                    if spy is not None:
+                        spy.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
+                        await trio.to_thread.run_sync(spy.wait)
+                    nursery.cancel_scope.cancel()
+                    measured = (cpu_seconds(node.pid) - cpu_before, _client_cpu() - client_before)
+        except ClientError as exc:
+            # A close that times out (a node still busy) keeps the figures.
+            close_error = str(exc)
     if scope.cancelled_caught:
         timed_out = True
-    node_cpu = cpu_seconds(node.pid) - cpu_before
-    client_cpu = _client_cpu() - client_before
+    if measured is None:
+        measured = (cpu_seconds(node.pid) - cpu_before, _client_cpu() - client_before)
+    node_cpu, client_cpu = measured
     machine_after = machine_cpu()
     result = summarize(phase, node_cpu, client_cpu, timed_out)
     wall = result["wall_s"]
@@ -370,6 +380,8 @@ async def drive(node: NodeProcess, args: argparse.Namespace) -> dict[str, Any]:
     result["node_memory_kb"] = memory_kb(node.pid)
     result["node_threads"] = thread_count(node.pid)
     result["stray_messages"] = state.stray
+    if close_error is not None:
+        result["close_error"] = close_error
     received = max(1, phase.received)
     # Frames per WebSocket message the node sent: msg frames to receivers, ok
     # frames to senders (both ~1 per message).

@@ -181,6 +181,7 @@ class Node:
             max_devices_per_user=config.max_devices_per_user,
             quota=QuotaPolicy(config.user_quota_bytes, int(config.user_quota_window * 1000)),
             min_free_bytes=config.min_free_bytes,
+            ack_flush_delay=config.ack_flush_delay,
         )
         # A revoked session (logout, password change, user removal, eviction)
         # ends its live WebSockets too.

@@ -35,6 +35,9 @@ class NodeConfig:
     send_queue_frames: int = 1024
     #: Sends of one device awaiting their commit at once (pipelining depth).
     max_inflight_sends: int = 256
+    #: Device acks are soft cursors: written with the next commit, or after
+    #: at most this many seconds when none comes (never a commit per ack).
+    ack_flush_delay: float = 1.0
     max_connections_per_address: int = 64
     max_connections: int = 10_000
     http_idle_timeout: float = 15.0

@@ -1,9 +1,11 @@
 """Who is connected, and waking device sessions when their user's queue grows.
 
 The store calls :meth:`Hub.queues_grew` on the trio thread after each commit;
-every session of those users is woken and reads its queue from the last
-``seq`` it sent. Waking is level-triggered (sessions compare heads), so a
-wake-up can never be lost between a read and a wait.
+every session of those users is told (``queue_grew``) and reads its queue
+from the last ``seq`` it sent, right there in the callback while its stream
+is caught up (no task wakes per message). Reading is level-triggered (from
+the last ``seq`` sent), so a commit can never be lost between a read and a
+wait. :meth:`Hub.commit_event` serves other waiters.
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ class LiveSession(Protocol):
 
     def revoke(self) -> None:
         """The session's token was revoked: end the session (``bye unauthorized``)."""
+
+    def queue_grew(self) -> None:
+        """The user's queue grew (called on the trio thread after the commit)."""
 
 
 @dataclass(frozen=True)
@@ -62,6 +67,11 @@ class Hub:
             event = self._events.pop(user, None)
             if event is not None:
                 event.set()
+            for session in self._sessions.get(user, ()):
+                try:
+                    session.queue_grew()
+                except Exception:  # one session's failure must not stop the others
+                    logging.getLogger(__name__).exception("queue_grew failed")
 
     def commit_event(self, user: str) -> trio.Event:
         """An event set at the next commit that grows ``user``'s queue.

@@ -29,7 +29,7 @@ from .peers import PeerRegistry
 
 if TYPE_CHECKING:
     from .groups import Groups
-from .store import SendResult, Store
+from .store import Callback, SendResult, Store
 
 #: Decoded queue records kept for reuse (insertion order: oldest dropped first).
 RENDER_CACHE = 2048
@@ -135,6 +135,39 @@ class Router:
         # A remote recipient's outbox wakes its link after the commit
         # (Store.on_outbox), like every other outbox write.
         return await self._store.send_direct(sender, device, cid, to, text, self._now_ms())
+
+    async def submit_send(
+        self,
+        sender: str,
+        device: str,
+        cid: str | None,
+        to_text: str,
+        text: str,
+        callback: Callback,
+    ) -> bool:
+        """Hand a 1:1 send to the store, answered through ``callback``.
+
+        Returns False, having done nothing, for a group target (the caller
+        uses :meth:`send` for those). Raises a resolution error at once.
+        """
+        if to_text.startswith("#"):
+            return False
+        try:
+            to = self.resolve_user(to_text)
+        except ProtocolError:
+            self._refused += 1
+            raise
+
+        def counted(result: Any, error: ProtocolError | None) -> None:
+            # Counted like send(), for /metrics (node/metrics.py).
+            if error is None:
+                self._sent += 1
+            else:
+                self._refused += 1
+            callback(result, error)
+
+        await self._store.submit_direct(sender, device, cid, to, text, self._now_ms(), counted)
+        return True
 
     def render(self, seq: int, record: bytes) -> dict[str, Any]:
         """A queue record as the ``msg`` frame a device receives.

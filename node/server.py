@@ -62,11 +62,21 @@ class _ReplayStream(trio.abc.Stream):
     def __init__(self, prefix: bytes, inner: trio.abc.Stream) -> None:
         self._prefix = prefix
         self._inner = inner
+        # Every WebSocket message passes here: once the prefix is out, and for
+        # sending always, calls go straight to the socket's stream, with no
+        # extra coroutine per call.
+        self.send_all = inner.send_all  # type: ignore[method-assign]
+        # (A socket gives bytes; other streams, e.g. TLS, go through bytes() below.)
+        self._direct = isinstance(inner, trio.SocketStream)
+        if not prefix and self._direct:
+            self.receive_some = inner.receive_some  # type: ignore[method-assign,assignment]
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         if self._prefix:
             size = len(self._prefix) if max_bytes is None else max_bytes
             chunk, self._prefix = self._prefix[:size], self._prefix[size:]
+            if not self._prefix and self._direct:
+                self.receive_some = self._inner.receive_some  # type: ignore[method-assign,assignment]
             return chunk
         return bytes(await self._inner.receive_some(max_bytes))
 
@@ -199,7 +209,13 @@ class Server:
             if headers.get("upgrade", "").lower() == "websocket":
                 if first and path in WS_PATHS:
                     ticket.busy = False  # until auth, as idle as any waiting connection
-                    await self._upgrade(stream, raw, headers, path, ticket)
+                    replay = _ReplayStream(raw, stream)
+                    offered = headers.get("sec-websocket-protocol", "")
+                    # A WebSocket session lasts for hours: nothing of the HTTP
+                    # exchange (h11 state, head, headers) stays alive in this
+                    # frame meanwhile (memory per idle connection).
+                    del conn, request, event, headers, raw, raw_sink, target
+                    await self._upgrade(replay, offered, path, ticket)
                 else:
                     await self._respond(
                         conn, stream, json_error_response(404, "not_found", "no WebSocket here")
@@ -306,13 +322,12 @@ class Server:
 
     async def _upgrade(
         self,
-        stream: trio.abc.Stream,
-        raw: bytes,
-        headers: dict[str, str],
+        stream: _ReplayStream,
+        offered_header: str,
         path: str,
         ticket: Ticket,
     ) -> None:
-        offered = [p.strip() for p in headers.get("sec-websocket-protocol", "").split(",")]
+        offered = [p.strip() for p in offered_header.split(",")]
         fmt: WireFormat | None = None
         subprotocol: str | None = None
         if path == "/federation":
@@ -327,7 +342,7 @@ class Server:
             with trio.move_on_after(self._config.handshake_timeout) as scope:
                 request = await wrap_server_stream(
                     nursery,
-                    _ReplayStream(raw, stream),
+                    stream,
                     message_queue_size=4,
                     max_message_size=MAX_PREAUTH_MESSAGE_BYTES,
                     max_fragments=self._config.max_message_fragments,
@@ -347,6 +362,7 @@ class Server:
                     nursery.cancel_scope.cancel()
                     return
                 ws = await request.accept(subprotocol=subprotocol)
+                del request, offered  # not kept for the session's life
             if scope.cancelled_caught:
                 nursery.cancel_scope.cancel()
                 return

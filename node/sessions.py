@@ -5,14 +5,17 @@ Tasks of a session live in its own nursery:
 * the *reader* decodes messages, answers requests, and hands sends to the
   store without waiting for their commit (pipelining). Each message is
   validated into requests at once and its raw frames dropped, so nothing
-  decoded outlives the message's own requests across an await (an ``ack``
-  waiting for its commit holds no batch). The decoding work is charged to the
+  decoded outlives the message's own requests across an await (a message
+  waiting for its read budget holds no batch). The decoding work is charged to the
   account's read budget (node/readbudget.py); an account in debt is read no
   further until it has paid;
-* the *replier* awaits those commits in arrival order and queues each ``ok``;
-* the *streamer* is the one sender of queue records: it reads the user's
-  queue from the last ``seq`` it sent whenever a commit wakes it, so sync and
-  live delivery are one stream with no gap and no duplicate;
+* no task per send and no *replier*: the store's commit callback answers
+  each send (``_PendingSend``), in arrival order, on the trio thread;
+* queue records are read from the last ``seq`` sent, so sync and live
+  delivery are one stream with no gap and no duplicate: by the *streamer*
+  task while there is a backlog (it runs from a ``sync`` until caught up,
+  then ends), and by :meth:`DeviceSession.queue_grew`, called from the
+  commit callback, while the stream is caught up;
 * the *writer* drains the bounded outgoing queue, batching whatever is
   waiting into one WebSocket message.
 
@@ -24,8 +27,8 @@ sync when it returns. A device silent past ``heartbeat_deadline`` is dropped.
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 import trio
@@ -92,12 +95,26 @@ class _Disconnect(Exception):
 _Refused: TypeAlias = tuple[Rid | None, ProtocolError]
 
 
-@dataclass
 class _PendingSend:
-    rid: Any
-    done: trio.Event
-    result: SendResult | None = None
-    error: ProtocolError | None = None
+    """A send handed to the store; the store's callback (this) answers it.
+
+    Sends are answered in arrival order: the session keeps them in a deque
+    and replies for the committed ones at its head. No task and no event per
+    send: the writer thread's commit callback does it all on the trio thread.
+    """
+
+    __slots__ = ("session", "rid", "done", "result", "error")
+
+    def __init__(self, session: DeviceSession, rid: Any) -> None:
+        self.session = session
+        self.rid = rid
+        self.done = False
+        self.result: SendResult | None = None
+        self.error: ProtocolError | None = None
+
+    def __call__(self, result: SendResult | None, error: ProtocolError | None) -> None:
+        self.result, self.error, self.done = result, error, True
+        self.session._answer_sends()  # noqa: SLF001
 
 
 class DeviceSession:
@@ -125,6 +142,7 @@ class DeviceSession:
         self._router = router
         self.user = ""
         self.device = ""
+        self._uid = 0
         #: SHA-256 of the token this session authenticated with (for revocation).
         self.token_hash = b""
         self._out_send, self._out_recv = trio.open_memory_channel[dict[str, Any]](
@@ -138,13 +156,19 @@ class DeviceSession:
         self._stream_cap = max(1, config.send_queue_frames - max(1, config.send_queue_frames // 4))
         self._stream_queued = 0
         self._stream_room: trio.Event | None = None
-        self._pending_send, self._pending_recv = trio.open_memory_channel[_PendingSend](
-            config.max_inflight_sends
-        )
+        #: Sends awaiting their commit, oldest first (at most max_inflight_sends);
+        #: made at the first send (memory per idle connection).
+        self._inflight: deque[_PendingSend] | None = None
+        #: Made only while the reader waits for room in ``_inflight``.
+        self._inflight_room: trio.Event | None = None
         #: Set by each ``sync``: where the streamer (re)starts; None once taken.
         self._stream_from: int | None = None
-        #: The streamer's idle wait, cancelled by a ``sync`` to restart it at once.
-        self._stream_idle: trio.CancelScope | None = None
+        #: The last ``seq`` queued to the device, and whether a sync started the stream.
+        self._sent = 0
+        self._streaming = False
+        #: Whether the streamer task runs (only while it has a backlog to page
+        #: through: an idle session keeps no task for it).
+        self._streamer_running = False
         self._bucket = TokenBucket(config.send_rate, config.send_burst, trio.current_time())
         self._bad_frames = 0
         #: Shared by the account's sessions (the app's); else this session's own.
@@ -191,7 +215,7 @@ class DeviceSession:
                 self._nursery = nursery
                 if self._reason is not None:
                     nursery.cancel_scope.cancel()
-                for task in (self._writer, self._replier, self._streamer, self._reader):
+                for task in (self._writer, self._reader):
                     nursery.start_soon(self._guarded, task, nursery.cancel_scope)
         finally:
             self._hub.device_offline(self.user, self.device, self)
@@ -220,10 +244,7 @@ class DeviceSession:
 
         The session sends ``bye unauthorized`` and closes with 1008.
         """
-        if self._reason is None:
-            self._reason = _Disconnect(ErrorCode.UNAUTHORIZED, "session revoked; log in again")
-        if self._nursery is not None:
-            self._nursery.cancel_scope.cancel()
+        self._end(_Disconnect(ErrorCode.UNAUTHORIZED, "session revoked; log in again"))
 
     async def _close(self, code: ErrorCode, message: str) -> None:
         """Say why (best effort, bounded), then close."""
@@ -255,7 +276,8 @@ class DeviceSession:
             await self._send_now([err_frame(rid, exc)])
             raise _Disconnect(exc.code, exc.message) from exc
         session = self._store.get_session(token_hash(request.token))
-        if session is None or self._store.get_user(session.user) is None:
+        record = None if session is None else self._store.get_user(session.user)
+        if session is None or record is None:
             error = ProtocolError(ErrorCode.UNAUTHORIZED, "unknown or revoked token")
             await self._send_now([err_frame(request.rid, error)])
             raise _Disconnect(error.code, error.message)
@@ -272,6 +294,8 @@ class DeviceSession:
             await self._send_now([err_frame(request.rid, error)])
             raise _Disconnect(error.code, error.message)
         self.user, self.device = session.user, session.device
+        #: Never reused, so an ack of a removed user can touch nothing.
+        self._uid = record.uid
         self.token_hash = digest
         # After auth the full message size applies (4 KiB before it).
         self._ws._max_message_size = MAX_MESSAGE_BYTES  # noqa: SLF001
@@ -352,10 +376,10 @@ class DeviceSession:
             # The ok goes out before any msg of the (re)started stream.
             self._reply(ok_frame(request.rid, head=head))
             self._stream_from = min(request.after, head)
-            if self._stream_idle is not None:
-                self._stream_idle.cancel()
+            self._start_streamer()
         elif isinstance(request, Ack):
-            await self._store.ack(self.user, self.device, request.seq)
+            # A soft cursor, written with the next commit (node/store.py).
+            self._store.note_ack(self._uid, self.device, request.seq)
             if request.rid is not None:
                 self._reply(ok_frame(request.rid))
         elif isinstance(request, Heartbeat):
@@ -376,39 +400,75 @@ class DeviceSession:
                 "too many messages; slow down",
                 retry_after_ms=max(1, int(wait * 1000)),
             )
-        pending = _PendingSend(rid=request.rid, done=trio.Event())
-        # Blocks when max_inflight_sends are awaiting commit: back-pressure.
-        await self._pending_send.send(pending)
-        assert self._nursery is not None
-        self._nursery.start_soon(self._commit_send, request, pending)
-
-    async def _commit_send(self, request: Send, pending: _PendingSend) -> None:
+        inflight = self._inflight
+        if inflight is None:
+            inflight = self._inflight = deque()
+        # At most max_inflight_sends awaiting commit: back-pressure.
+        while len(inflight) >= self._config.max_inflight_sends:
+            self._inflight_room = trio.Event()
+            await self._inflight_room.wait()
+        pending = _PendingSend(self, request.rid)
+        inflight.append(pending)
         try:
-            pending.result = await self._router.send(
+            handed = await self._router.submit_send(
+                self.user, self.device, request.cid, request.to, request.text, pending
+            )
+        except ProtocolError as exc:
+            pending(None, exc)
+            return
+        if not handed:  # a group send: the groups service awaits its own commits
+            assert self._nursery is not None
+            self._nursery.start_soon(self._group_send, request, pending)
+
+    async def _group_send(self, request: Send, pending: _PendingSend) -> None:
+        try:
+            result = await self._router.send(
                 self.user, self.device, request.cid, request.to, request.text
             )
         except ProtocolError as exc:
-            pending.error = exc
-        finally:
-            pending.done.set()
+            pending(None, exc)
+        else:
+            pending(result, None)
 
-    async def _replier(self) -> None:
-        async for first in self._pending_recv:
-            pending = first
-            # Answer every already-committed send in one go, with no checkpoint
-            # between them, so the writer batches the oks into one message.
-            while True:
-                if not pending.done.is_set():
-                    await pending.done.wait()
-                if pending.error is not None:
-                    self._reply(err_frame(pending.rid, pending.error))
-                elif pending.result is not None:
-                    r = pending.result
-                    self._reply(ok_frame(pending.rid, id=r.id, seq=r.seq, ts=r.ts))
-                try:
-                    pending = self._pending_recv.receive_nowait()
-                except trio.WouldBlock:
-                    break
+    def _answer_sends(self) -> None:
+        """Reply to the committed sends at the head of the line, in order.
+
+        Runs on the trio thread, also from the store's commit callback, so it
+        never raises: a full outgoing queue ends the session instead. The
+        replies of one commit are queued with no checkpoint between them, so
+        the writer sends them in one WebSocket message.
+        """
+        inflight = self._inflight
+        while inflight and inflight[0].done:
+            pending = inflight.popleft()
+            if pending.error is not None:
+                frame = err_frame(pending.rid, pending.error)
+            else:
+                r = pending.result
+                assert r is not None
+                frame = ok_frame(pending.rid, id=r.id, seq=r.seq, ts=r.ts)
+            try:
+                self._out_send.send_nowait(frame)
+            except trio.WouldBlock:
+                reason = _Disconnect(ErrorCode.SLOW_CONSUMER, "send queue full; reconnect and sync")
+                self._end(reason)
+                return
+            except (trio.ClosedResourceError, trio.BrokenResourceError):
+                return
+        room = self._inflight_room
+        if room is not None:
+            self._inflight_room = None
+            room.set()
+
+    def _end(self, reason: _Disconnect) -> None:
+        """End the session for ``reason`` (from outside its tasks)."""
+        if self._reason is None:
+            self._reason = reason
+        self._end_quietly()
+
+    def _end_quietly(self) -> None:
+        if self._nursery is not None:
+            self._nursery.cancel_scope.cancel()
 
     def offer(self, frame: dict[str, Any]) -> bool:
         """Queue a soft-state frame (presence); dropped, not fatal, when full."""
@@ -427,32 +487,43 @@ class DeviceSession:
             ) from None
 
     # ------------------------------------------------------------------ streamer
+    def _start_streamer(self) -> None:
+        """Run the streamer task unless it runs already (it ends when caught up)."""
+        if self._streamer_running or self._nursery is None:
+            return
+        self._streamer_running = True
+        self._nursery.start_soon(self._stream_task)
+
+    async def _stream_task(self) -> None:
+        try:
+            await self._streamer()
+        except _Disconnect as exc:
+            self._end(exc)
+        except ConnectionClosed:
+            self._end_quietly()
+        finally:
+            self._streamer_running = False
+
     async def _streamer(self) -> None:
-        """Stream the queue after the last ``sync``'s ``after``, then live.
+        """Stream the queue after the last ``sync``'s ``after`` until caught up.
 
         Each ``sync`` (re)starts the stream: the next frame sent is the first
-        entry after its ``after``, and the stream goes on from there.
+        entry after its ``after``, and the stream goes on from there. Once
+        caught up the task ends, with no checkpoint after its last read; live
+        entries are then queued by :meth:`queue_grew` from the commit
+        callback, which starts the task again for a backlog.
         """
-        sent = 0
-        streaming = False
         page = self._config.sync_page
         while True:
             start = self._stream_from
             if start is not None:
                 self._stream_from = None
-                sent, streaming = start, True
-            # Taken before reading, so a commit in between is never missed.
-            event = self._hub.commit_event(self.user)
-            entries = self._store.read_queue(self.user, sent, page) if streaming else []
+                self._sent, self._streaming = start, True
+            if not self._streaming:
+                return
+            entries = self._store.read_queue_uid(self._uid, self._sent, page)
             if not entries:
-                with trio.CancelScope() as idle:
-                    self._stream_idle = idle
-                    if streaming:
-                        await event.wait()
-                    else:
-                        await trio.sleep_forever()  # until the first sync
-                self._stream_idle = None
-                continue
+                return
             for entry in entries:
                 # No checkpoint per frame: the writer then batches the page.
                 if self._stream_queued >= self._stream_cap:
@@ -468,9 +539,38 @@ class DeviceSession:
                 except trio.WouldBlock:
                     # Replies took more than their share; wait for the writer.
                     await self._out_send.send(frame)
-                sent = entry.seq
+                self._sent = entry.seq
             # One checkpoint per page, so a long backlog cannot hog the loop.
             await trio.lowlevel.checkpoint()
+
+    def queue_grew(self) -> None:
+        """The user's queue grew (the hub calls this from the commit callback).
+
+        While the stream is caught up (no streamer task), queue the new
+        entries here, synchronously: no task wakes per message, and a
+        sender's ``ok`` and its own copy (queued in the same callback) leave
+        in one WebSocket message. More than fits (the stream's share of the
+        queue, or a full page) is left to the streamer task, started for it.
+        """
+        if self._streamer_running or not self._streaming or self._nursery is None:
+            return  # the task reads on, or no sync started the stream yet
+        page = self._config.sync_page
+        entries = self._store.read_queue_uid(self._uid, self._sent, page)
+        for entry in entries:
+            if self._stream_queued >= self._stream_cap:
+                break
+            try:
+                self._out_send.send_nowait(self._router.render(entry.seq, entry.record))
+            except trio.WouldBlock:
+                break
+            except (trio.ClosedResourceError, trio.BrokenResourceError):
+                return
+            self._stream_queued += 1
+            self._sent = entry.seq
+        else:
+            if len(entries) < page:
+                return
+        self._start_streamer()
 
     # ------------------------------------------------------------------ writer
     def _took(self, frame: dict[str, Any]) -> None:

@@ -18,6 +18,15 @@ across an ``await``.
 Backpressure: at most ``max_pending`` operations are in flight; a caller past
 that waits in :meth:`Store.transact` rather than growing a queue.
 
+Device acks are soft cursors, not operations: :meth:`Store.note_ack` keeps
+the highest ``seq`` per device in memory (one entry per device that acked,
+so bounded by the devices), and the writer writes them with the next batch
+it commits anyway, or on its own after ``ack_flush_delay`` when no batch
+comes. An ack thus never costs a commit (and an fsync) of its own while
+messages flow; after a crash a device may be offered again what it acked in
+the last ``ack_flush_delay`` and drops it by ``seq``. Reads of the cursor
+(:meth:`Store.list_devices`) see the noted value at once.
+
 Map size: on ``MapFullError`` the batch is aborted, the map doubled (with no
 transaction open anywhere: reads take a lock the writer holds while resizing)
 and the batch run again. Operations may therefore run more than once and must
@@ -220,6 +229,11 @@ class StoreStats:
     largest_batch: int
     pending: int
     map_size: int
+    #: Device acks noted; cursors written (a device's acks noted between two
+    #: flushes are written once); commits made only to write cursors.
+    acks: int = 0
+    acks_written: int = 0
+    ack_commits: int = 0
 
 
 # ---------------------------------------------------------------- encoding
@@ -388,6 +402,8 @@ class WriteTxn(_View):
         #: The local user who pays for what this operation writes (see
         #: :meth:`bill`), and the bytes charged so far.
         self.payer: str | None = None
+        #: The payer's uid when the caller looked it up already (else None).
+        self.payer_uid: int | None = None
         self.bill_ms = 0
         self.billed = 0
 
@@ -401,15 +417,19 @@ class WriteTxn(_View):
 
     def append_to_queue(self, user: str, record: bytes) -> int:
         """Append ``record`` to ``user``'s queue; return its ``seq``."""
-        uid = self.require_user(user).uid
+        return self.append_to_uid(self.require_user(user).uid, user, record)
+
+    def append_to_uid(self, uid: int, user: str, record: bytes) -> int:
+        """:meth:`append_to_queue` for a user already looked up (``uid``)."""
         seq = self.head_of(uid) + 1
-        self.txn.put(_u32(uid) + _u64(seq), record, db=self._dbs["queue"])
-        self.txn.put(_u32(uid), _u64(seq), db=self._dbs["queue_head"])
+        key = _u32(uid)
+        self.txn.put(key + _u64(seq), record, db=self._dbs["queue"])
+        self.txn.put(key, _u64(seq), db=self._dbs["queue_head"])
         self.touched.add(user)
         self.charge(12 + len(record))
         return seq
 
-    def bill(self, user: str, now_ms: int) -> None:
+    def bill(self, user: str, now_ms: int, uid: int | None = None) -> None:
         """Charge what this operation writes to local ``user``'s storage quota.
 
         Call before writing: it refuses at once (``unavailable``) while the
@@ -419,7 +439,7 @@ class WriteTxn(_View):
         operation returns, in its transaction (``quota_exceeded`` rolls the
         whole operation back).
         """
-        self.payer, self.bill_ms = user, now_ms
+        self.payer, self.bill_ms, self.payer_uid = user, now_ms, uid
         reserve = self._store._reserve  # noqa: SLF001
         if reserve is not None:
             reserve.check()
@@ -434,10 +454,13 @@ class WriteTxn(_View):
         policy = self._store._quota  # noqa: SLF001
         if self.payer is None or not self.billed or policy is None:
             return
-        record = self.get_user(self.payer)
-        if record is None:
-            return
-        key, db = _u32(record.uid), self._dbs["quota"]
+        uid = self.payer_uid
+        if uid is None:
+            record = self.get_user(self.payer)
+            if record is None:
+                return
+            uid = record.uid
+        key, db = _u32(uid), self._dbs["quota"]
         row = self.txn.get(key, db=db)
         self.txn.put(key, policy.charge(row, self.billed, self.bill_ms), db=db)
         self.billed = 0
@@ -468,7 +491,7 @@ class WriteTxn(_View):
         assert env is not None
         child_txn = env.begin(write=True, parent=self.txn)
         child = WriteTxn(self._store, child_txn)
-        child.payer, child.bill_ms = self.payer, self.bill_ms
+        child.payer, child.bill_ms, child.payer_uid = self.payer, self.bill_ms, self.payer_uid
         try:
             yield child
         except BaseException:
@@ -499,15 +522,32 @@ class WriteTxn(_View):
         _prune_cids(self, now_ms)
 
 
-@dataclass(eq=False)
+#: Called on the trio thread with an operation's outcome: (result, None)
+#: once durable, or (None, error). Must not raise.
+Callback = Callable[[Any, "ProtocolError | None"], None]
+
+
 class _Op(Generic[T]):
-    fn: Callable[[WriteTxn], T]
-    done: trio.Event = field(default_factory=trio.Event)
-    result: T | None = None
-    error: ProtocolError | None = None
+    """One write operation; answered by ``done`` or, if given, ``callback``.
+
+    (A plain class with slots: a send makes one, so no dataclass, and no
+    trio.Event when a callback answers.)
+    """
+
+    __slots__ = ("fn", "done", "callback", "result", "error")
+
+    def __init__(self, fn: Callable[[WriteTxn], T], callback: Callback | None = None) -> None:
+        self.fn = fn
+        self.callback = callback
+        self.done: trio.Event | None = None if callback is not None else trio.Event()
+        self.result: T | None = None
+        self.error: ProtocolError | None = None
 
 
 _Outcome = tuple[Any, ProtocolError | None]
+
+#: Put in the writer's inbox when acks start waiting (wakes an idle writer).
+_ACKS: Any = object()
 
 
 @dataclass
@@ -571,6 +611,7 @@ class Store:
         max_devices_per_user: int = MAX_DEVICES_PER_USER,
         quota: QuotaPolicy | None = None,
         min_free_bytes: int = 0,
+        ack_flush_delay: float = 1.0,
     ) -> None:
         self.data_dir = Path(data_dir)
         self._max_sessions = max(1, max_sessions_per_user)
@@ -611,6 +652,14 @@ class Store:
         self._commits = 0
         self._ops = 0
         self._largest_batch = 0
+        # Device ack cursors not yet written: (uid, device) -> highest seq.
+        # Filled on the trio thread, taken by the writer, hence the lock.
+        self._ack_flush_delay = max(0.0, ack_flush_delay)
+        self._acks: dict[tuple[int, str], int] = {}
+        self._acks_lock = threading.Lock()
+        self._acks_noted = 0
+        self._acks_written = 0
+        self._ack_commits = 0
 
     # ------------------------------------------------------------ lifetime
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -719,13 +768,9 @@ class Store:
                 self._copy_lock.release()
 
     # ------------------------------------------------------------ reads
-    @contextmanager
-    def _read(self) -> Iterator[_View]:
-        with self._resize_lock:
-            if self._env is None:
-                raise ProtocolError(ErrorCode.UNAVAILABLE, "the store is not open")
-            with self._env.begin() as txn:
-                yield _View(txn, self._dbs)
+    def _read(self) -> _ReadTxn:
+        """A short read transaction: ``with store._read() as view: ...``."""
+        return _ReadTxn(self)
 
     def read(self, fn: Callable[[_View], T]) -> T:
         """Run ``fn`` in a short read transaction (extension point for reads)."""
@@ -768,28 +813,34 @@ class Store:
             record = view.get_user(user)
             if record is None:
                 return []
-            prefix = _u32(record.uid)
-            cursor = view.txn.cursor(db=view.db("queue"))
-            entries: list[QueueEntry] = []
-            if not cursor.set_range(prefix + _u64(max(after, 0) + 1)):
-                return entries
-            for key, value in cursor:
-                if not key.startswith(prefix):
-                    break
-                entries.append(QueueEntry(_U64.unpack(key[4:])[0], value))
-                if len(entries) >= limit:
-                    break
-            return entries
+            return _read_queue(view, record.uid, after, limit)
+
+    def read_queue_uid(self, uid: int, after: int, limit: int) -> list[QueueEntry]:
+        """:meth:`read_queue` by uid (a live session's, looked up at its auth).
+
+        uids are never reused: a removed user's queue reads as empty.
+        """
+        limit = min(limit, MAX_READ_PAGE)
+        if limit <= 0 or after >= _MAX_U64:
+            return []
+        with self._read() as view:
+            return _read_queue(view, uid, after, limit)
 
     def list_devices(self, user: str) -> list[DeviceRecord]:
         with self._read() as view:
             record = view.get_user(user)
             if record is None:
                 return []
+            head = view.head_of(record.uid)
             devices = []
             for key, value in _prefix_items(view.txn, view.db("devices"), _u32(record.uid)):
                 item = cbor2.loads(value)
-                devices.append(DeviceRecord(key[4:].decode("ascii"), item["a"], item["c"]))
+                device = key[4:].decode("ascii")
+                # An ack noted but not yet written counts already.
+                with self._acks_lock:
+                    noted = self._acks.get((record.uid, device), 0)
+                acked = max(item["a"], min(noted, head))
+                devices.append(DeviceRecord(device, acked, item["c"]))
             return devices
 
     def list_contacts(self, user: str) -> list[str]:
@@ -815,6 +866,9 @@ class Store:
             largest_batch=self._largest_batch,
             pending=self._pending,
             map_size=map_size,
+            acks=self._acks_noted,
+            acks_written=self._acks_written,
+            ack_commits=self._ack_commits,
         )
 
     # ------------------------------------------------------------ writes
@@ -836,10 +890,31 @@ class Store:
         op: _Op[T] = _Op(fn)
         self._pending += 1
         self._inbox.put(op)
+        assert op.done is not None
         await op.done.wait()
         if op.error is not None:
             raise op.error
         return op.result  # type: ignore[return-value]
+
+    async def submit(self, fn: Callable[[WriteTxn], Any], callback: Callback) -> None:
+        """Like :meth:`transact`, but return once queued; ``callback`` gets the outcome.
+
+        No task, no event and (while slots are free) no checkpoint per
+        operation: the hot path of sends. Waits only for a slot when
+        ``max_pending`` operations are in flight. ``callback`` runs on the
+        trio thread after the commit, in commit order, and must not raise.
+        """
+        if self._closing or self._slots is None:
+            raise ProtocolError(ErrorCode.UNAVAILABLE, "the store is not open")
+        try:
+            self._slots.acquire_nowait()
+        except trio.WouldBlock:
+            await self._slots.acquire()
+        if self._closing:
+            self._slots.release()
+            raise ProtocolError(ErrorCode.UNAVAILABLE, "the store is closing")
+        self._pending += 1
+        self._inbox.put(_Op(fn, callback))
 
     async def create_user(
         self,
@@ -1000,22 +1075,29 @@ class Store:
         await self.transact(op)
 
     async def ack(self, name: str, device: str, seq: int) -> None:
-        """Cumulative ack: the device's acked = max(old, min(seq, head))."""
+        """Cumulative ack by user name (see :meth:`note_ack`); unknown users are ignored."""
+        record = self.get_user(name)
+        if record is not None:
+            self.note_ack(record.uid, device, seq)
 
-        def op(w: WriteTxn) -> None:
-            record = w.require_user(name)
-            key = _u32(record.uid) + device.encode("utf-8", "surrogatepass")
-            devices = w.db("devices")
-            raw = w.txn.get(key, db=devices)
-            if raw is None:
-                return  # the device was dropped (its sessions with it)
-            item = cbor2.loads(raw)
-            acked = max(item["a"], min(seq, w.head_of(record.uid)))
-            if acked != item["a"]:
-                item["a"] = acked
-                w.txn.put(key, cbor2.dumps(item), db=devices)
+    def note_ack(self, uid: int, device: str, seq: int) -> None:
+        """Cumulative ack: the device's acked becomes max(old, min(seq, head)).
 
-        await self.transact(op)
+        Kept in memory and written with the writer's next batch, or within
+        ``ack_flush_delay`` (see the module docstring): no await, no commit
+        of its own. Unknown users and devices are ignored when written.
+        """
+        if not isinstance(seq, int) or seq <= 0 or self._closing or self._thread is None:
+            return
+        key = (uid, device)
+        with self._acks_lock:
+            first = not self._acks
+            if seq > self._acks.get(key, 0):
+                self._acks[key] = seq
+            self._acks_noted += 1
+        if first:
+            # Wakes the writer to start the flush delay (it may be idle).
+            self._inbox.put(_ACKS)
 
     async def send_direct(
         self,
@@ -1031,6 +1113,30 @@ class Store:
         A repeat of ``(sender, device, cid)`` within the cid retention gets the
         original result (``duplicate=True``) and writes nothing.
         """
+        return await self.transact(self._direct_op(sender, device, cid, to, text, now_ms))
+
+    async def submit_direct(
+        self,
+        sender: str,
+        device: str,
+        cid: str | None,
+        to: UserAddress,
+        text: str,
+        now_ms: int,
+        callback: Callback,
+    ) -> None:
+        """:meth:`send_direct` answered through ``callback`` (see :meth:`submit`)."""
+        await self.submit(self._direct_op(sender, device, cid, to, text, now_ms), callback)
+
+    def _direct_op(
+        self,
+        sender: str,
+        device: str,
+        cid: str | None,
+        to: UserAddress,
+        text: str,
+        now_ms: int,
+    ) -> Callable[[WriteTxn], SendResult]:
         check_send(device, cid, text)
 
         def op(w: WriteTxn) -> SendResult:
@@ -1038,15 +1144,16 @@ class Store:
             retry = w.cid_result(sender_record.uid, device, cid)
             if retry is not None:
                 return retry
-            w.bill(sender, now_ms)
+            w.bill(sender, now_ms, sender_record.uid)
             remote = to.node != w.node_id
+            recipient: UserRecord | None = None
             if remote:
                 if self.remote_sink is None:
                     raise ProtocolError(ErrorCode.NO_SUCH_NODE, f"unknown node {to.node[:12]}")
                 # Refuses an unknown node or a full outbox before any id is used.
                 self.remote_sink.check(w, to.node)
             else:
-                w.require_user(to.user)
+                recipient = w.require_user(to.user)
             msg_id = w.next_id(now_ms)
             env = Envelope(
                 id=msg_id,
@@ -1059,28 +1166,46 @@ class Store:
             )
             unit = sign_envelope(w.node_key, env)
             record = unit_record(unit)
-            if remote:
+            if recipient is None:
                 assert self.remote_sink is not None
                 self.remote_sink.append(w, to.node, unit, sender, now_ms)
                 w.charge(40 + len(record))  # the outbox entry: key and about the record
-                seq = w.append_to_queue(sender, record)
+                seq = w.append_to_uid(sender_record.uid, sender, record)
             else:
-                seq = w.append_to_queue(to.user, record)
-                if to.user != sender:
-                    seq = w.append_to_queue(sender, record)
+                seq = w.append_to_uid(recipient.uid, recipient.name, record)
+                if recipient.uid != sender_record.uid:
+                    seq = w.append_to_uid(sender_record.uid, sender, record)
             result = SendResult(msg_id, seq, now_ms, duplicate=False)
             w.remember_cid(sender_record.uid, device, cid, result, now_ms)
             return result
 
-        return await self.transact(op)
+        return op
 
     # ------------------------------------------------------------ writer thread
     def _writer(self) -> None:
+        # When acks wait with no batch to carry them: write them alone then.
+        # (Invariant: while acks wait, an _ACKS mark is in the inbox or the
+        # deadline is set; note_ack marks when it fills an empty table.)
+        ack_deadline: float | None = None
         stop = False
         while not stop:
-            first = self._inbox.get()
+            try:
+                if ack_deadline is None:
+                    first = self._inbox.get()
+                else:
+                    first = self._inbox.get(timeout=max(0.0, ack_deadline - time.monotonic()))
+            except queue.Empty:
+                ack_deadline = None
+                if not self._flush_acks_alone():
+                    ack_deadline = time.monotonic() + self._ack_flush_delay
+                continue
             if first is None:
+                self._flush_acks_alone()
                 return
+            if first is _ACKS:
+                if ack_deadline is None:
+                    ack_deadline = time.monotonic() + self._ack_flush_delay
+                continue
             batch: list[_Op[Any]] = [first]
             while len(batch) < self._batch_max:
                 try:
@@ -1090,38 +1215,83 @@ class Store:
                 if more is None:
                     stop = True
                     break
+                if more is _ACKS:
+                    continue  # this batch carries the acks
                 batch.append(more)
+            acks = self._take_acks()
+            ack_deadline = None
             try:
-                outcomes, effects = self._run_batch(batch)
+                outcomes, effects, written = self._run_batch(batch, acks)
             except Exception:  # never let the writer die
                 log.exception("store batch failed")
                 error = ProtocolError(ErrorCode.INTERNAL, "internal store error")
-                outcomes, effects = [(None, error)] * len(batch), _Effects()
+                outcomes, effects, written = [(None, error)] * len(batch), _Effects(), False
+            if not written and acks:
+                self._return_acks(acks)
+                ack_deadline = time.monotonic() + self._ack_flush_delay
             assert self._token is not None
             try:
                 self._token.run_sync_soon(self._deliver, batch, outcomes, effects)
             except trio.RunFinishedError:
+                self._flush_acks_alone()
                 return
+        self._flush_acks_alone()
 
-    def _run_batch(self, batch: list[_Op[Any]]) -> tuple[list[_Outcome], _Effects]:
+    def _take_acks(self) -> dict[tuple[int, str], int]:
+        with self._acks_lock:
+            acks, self._acks = self._acks, {}
+        return acks
+
+    def _return_acks(self, acks: dict[tuple[int, str], int]) -> None:
+        """Put back acks a failed commit did not write (newer ones win)."""
+        if not acks:
+            return
+        with self._acks_lock:
+            for key, seq in acks.items():
+                if seq > self._acks.get(key, 0):
+                    self._acks[key] = seq
+
+    def _flush_acks_alone(self) -> bool:
+        """Write the waiting acks in a commit of their own; False if it failed."""
+        acks = self._take_acks()
+        if not acks:
+            return True
+        try:
+            _, _, written = self._run_batch([], acks)
+        except Exception:
+            log.exception("writing device acks failed")
+            written = False
+        if not written:
+            self._return_acks(acks)
+            return False
+        self._ack_commits += 1
+        return True
+
+    def _run_batch(
+        self, batch: list[_Op[Any]], acks: dict[tuple[int, str], int]
+    ) -> tuple[list[_Outcome], _Effects, bool]:
+        """Run and commit a batch; the flag says whether it committed."""
         ids_before = copy.copy(self._ids)
         while True:
             try:
-                return self._attempt(batch)
+                outcomes, effects = self._attempt(batch, acks)
+                return outcomes, effects, True
             except lmdb.MapFullError:
                 self._ids = copy.copy(ids_before)
                 if not self._grow():
                     error = ProtocolError(ErrorCode.UNAVAILABLE, "the store is full")
-                    return [(None, error)] * len(batch), _Effects()
+                    return [(None, error)] * len(batch), _Effects(), False
             except lmdb.Error:
                 # Disk full or I/O error at commit: nothing of the batch is
                 # durable, so nothing is acknowledged.
                 log.exception("store commit failed", extra=event("storage_error"))
                 self._ids = ids_before
                 error = ProtocolError(ErrorCode.UNAVAILABLE, "storage unavailable")
-                return [(None, error)] * len(batch), _Effects()
+                return [(None, error)] * len(batch), _Effects(), False
 
-    def _attempt(self, batch: list[_Op[Any]]) -> tuple[list[_Outcome], _Effects]:
+    def _attempt(
+        self, batch: list[_Op[Any]], acks: dict[tuple[int, str], int]
+    ) -> tuple[list[_Outcome], _Effects]:
         assert self._env is not None
         env = self._env
         outcomes: list[_Outcome] = []
@@ -1151,6 +1321,19 @@ class Store:
                 effects.revoked |= view.revoked
                 effects.outboxes |= view.outboxes
                 outcomes.append((value, None))
+            if acks:
+                # In a child of their own: a bad device row loses the acks, not the batch.
+                child = env.begin(write=True, parent=txn)
+                try:
+                    _write_acks(child, self._dbs, acks)
+                except lmdb.MapFullError:
+                    child.abort()
+                    raise
+                except Exception:
+                    child.abort()
+                    log.exception("writing device acks failed")
+                else:
+                    child.commit()
             last_id = self._ids.last
             if last_id != self._persisted_last_id:
                 txn.put(b"last_id", _u64(last_id), db=self._dbs["meta"])
@@ -1159,6 +1342,7 @@ class Store:
         self._commits += 1
         self.commit_times.observe(time.perf_counter() - started)
         self._ops += len(batch)
+        self._acks_written += len(acks)
         self._largest_batch = max(self._largest_batch, len(batch))
         return outcomes, effects
 
@@ -1182,10 +1366,17 @@ class Store:
         # Runs on the trio thread; must never raise.
         assert self._slots is not None
         for op, (value, error) in zip(batch, outcomes, strict=True):
-            op.result, op.error = value, error
-            op.done.set()
             self._pending -= 1
             self._slots.release()
+            if op.callback is not None:
+                try:
+                    op.callback(value, error)
+                except Exception:
+                    log.exception("store callback failed")
+            else:
+                assert op.done is not None
+                op.result, op.error = value, error
+                op.done.set()
         if effects.touched and self._on_commit is not None:
             try:
                 self._on_commit(frozenset(effects.touched))
@@ -1205,6 +1396,77 @@ class Store:
 
 
 # ---------------------------------------------------------------- op helpers
+
+
+class _ReadTxn:
+    """The context of :meth:`Store._read` (a class, not a generator: every
+    live delivery reads the queue, so contextlib's overhead counted)."""
+
+    __slots__ = ("_store", "_txn")
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._txn: lmdb.Transaction[bytes] | None = None
+
+    def __enter__(self) -> _View:
+        store = self._store
+        # Held by every read: the writer resizes the map only with no
+        # transaction open in the process.
+        store._resize_lock.acquire()  # noqa: SLF001
+        try:
+            env = store._env  # noqa: SLF001
+            if env is None:
+                raise ProtocolError(ErrorCode.UNAVAILABLE, "the store is not open")
+            self._txn = env.begin()
+        except BaseException:
+            store._resize_lock.release()  # noqa: SLF001
+            raise
+        return _View(self._txn, store._dbs)  # noqa: SLF001
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            if self._txn is not None:
+                self._txn.abort()  # a read transaction: nothing to commit
+                self._txn = None
+        finally:
+            self._store._resize_lock.release()  # noqa: SLF001
+
+
+def _read_queue(view: _View, uid: int, after: int, limit: int) -> list[QueueEntry]:
+    prefix = _u32(uid)
+    cursor = view.txn.cursor(db=view.db("queue"))
+    entries: list[QueueEntry] = []
+    if not cursor.set_range(prefix + _u64(max(after, 0) + 1)):
+        return entries
+    for key, value in cursor:
+        if not key.startswith(prefix):
+            break
+        entries.append(QueueEntry(_U64.unpack(key[4:])[0], value))
+        if len(entries) >= limit:
+            break
+    return entries
+
+
+def _write_acks(
+    txn: lmdb.Transaction[bytes], dbs: dict[str, Any], acks: dict[tuple[int, str], int]
+) -> None:
+    """Raise each device's acked cursor to max(old, min(seq, head)).
+
+    A device (or user) gone meanwhile is skipped: uids are never reused.
+    """
+    devices, heads = dbs["devices"], dbs["queue_head"]
+    for (uid, device), seq in acks.items():
+        key = _u32(uid) + device.encode("utf-8", "surrogatepass")
+        raw = txn.get(key, db=devices)
+        if raw is None:
+            continue
+        item = cbor2.loads(raw)
+        head_raw = txn.get(_u32(uid), db=heads)
+        head = 0 if head_raw is None else _U64.unpack(head_raw)[0]
+        acked = max(item["a"], min(seq, head))
+        if acked != item["a"]:
+            item["a"] = acked
+            txn.put(key, cbor2.dumps(item), db=devices)
 
 
 def _contact_bytes(address: str) -> bytes:

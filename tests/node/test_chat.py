@@ -325,3 +325,70 @@ async def test_requests_during_a_long_catch_up_are_answered_not_dropped(
         assert sorted(answered) == sorted(rids)
     finally:
         await trio.aclose_forcefully(ws._stream)  # noqa: SLF001
+
+
+async def test_acks_cost_no_commit_of_their_own_and_survive_a_restart(start_node, tmp_path) -> None:
+    """Each received message acked on its own, as the web client does: the
+    cursors ride on the sends' commits, and a graceful stop writes the rest."""
+    data = tmp_path / "acks"
+    node = await start_node(data_dir=data, ack_flush_delay=3600)
+    alice = await node.user("alice")
+    bob = await node.user("bob", "phone")
+    async with connect(node.url, alice) as a, connect(node.url, bob) as b:
+        await b.sync(0)
+        before = node.node.store.statistics()
+        for i in range(20):
+            await a.send("bob", f"m{i}")
+            (frame,) = await drain(b, 1)
+            await b.ack(frame["seq"])
+        await b.call({"t": "heartbeat"})  # the node has read every ack
+        after = node.node.store.statistics()
+        assert after.acks - before.acks == 20
+        assert after.ack_commits == 0
+        # Write operations: the 20 sends and what was already pending (the
+        # log-ins' presence), none for the acks.
+        assert after.ops - before.ops <= 20 + before.pending
+        assert after.commits - before.commits <= after.ops - before.ops
+        assert node.node.status()["queues"] == [
+            {"user": "alice", "head": 20, "max_unacked": 20},
+            {"user": "bob", "head": 20, "max_unacked": 0},
+        ]
+    await node.stop()
+    node = await start_node(data_dir=data)
+    assert [d.acked for d in node.node.store.list_devices("bob")] == [20]
+
+
+async def test_a_senders_ok_and_own_copy_leave_in_one_websocket_message(start_node) -> None:
+    """The commit callback queues both before the writer runs: one message,
+    not one per frame (real clients send one frame per message and get
+    three frames back per 1:1 message otherwise)."""
+    node = await start_node()
+    await node.user("bob")
+    async with raw_session(node, await node.user("alice")) as alice:
+        rid = await alice.request({"t": "sync", "after": 0})
+        await alice.until_reply(rid)
+        for i in range(5):
+            rid = await alice.request({"t": "send", "to": "bob", "text": f"m{i}"})
+            with trio.fail_after(TIMEOUT):
+                item = decode_cbor(await alice.ws.get_message())
+            frames = [f for f in (item if isinstance(item, list) else [item])]
+            assert [(f["t"], f.get("rid")) for f in frames] == [("ok", rid), ("msg", None)]
+            assert frames[1]["seq"] == frames[0]["seq"] == i + 1
+
+
+async def test_sends_past_the_inflight_bound_wait_and_are_answered_in_order(start_node) -> None:
+    """max_inflight_sends bounds the sends awaiting their commit: the reader
+    waits for room (the commit callback makes it) and every send is answered,
+    in order, with a mix of accepted and refused ones."""
+    node = await start_node(max_inflight_sends=2)
+    await node.user("bob")
+    async with connect(node.url, await node.user("alice")) as a:
+        items: list[tuple[str, str, str | None]] = [
+            ("bob" if i % 5 else "nobody", f"m{i}", f"c{i}") for i in range(30)
+        ]
+        with trio.fail_after(TIMEOUT):
+            replies = await a.send_many(items)
+    refused = [i for i, r in enumerate(replies) if not hasattr(r, "seq")]
+    assert refused == list(range(0, 30, 5))  # "nobody" is no user here
+    seqs = [r.seq for r in replies if hasattr(r, "seq")]
+    assert seqs == list(range(1, 25))
