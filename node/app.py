@@ -312,6 +312,7 @@ class Node:
             "peers": self.federation.peer_status(),
             "passwords": dataclasses.asdict(self.passwords.statistics()),
             "federation": dataclasses.asdict(self.federation.statistics()),
+            "gossip": dataclasses.asdict(self.federation.gossip_statistics()),
         }
 
     async def _on_websocket(

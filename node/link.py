@@ -36,6 +36,8 @@ from chinwag.protocol.link import (
     Ack,
     EntryKind,
     Gossip,
+    GossipDigest,
+    GossipSummary,
     GroupSync,
     LinkDirection,
     LinkFrame,
@@ -143,7 +145,9 @@ class LinkServices(Protocol):
     def stats_for(self, key: bytes) -> PeerStats: ...
     def outbox_event(self, key: bytes) -> trio.Event: ...
     async def expire(self, key: bytes) -> int: ...
-    def gossip_for(self, peer: bytes) -> Gossip: ...
+    def gossip_summary(self) -> GossipSummary: ...
+    def on_gossip_summary(self, frame: GossipSummary) -> list[Gossip | GossipDigest]: ...
+    def on_gossip_digest(self, peer: bytes, frame: GossipDigest) -> list[Gossip | GossipDigest]: ...
     async def learn_gossip(self, frame: Gossip) -> None: ...
     async def on_gsync(self, key: bytes, frame: GroupSync) -> None: ...
     def resync_frames(self, key: bytes, *, again: bool) -> list[GroupSync]: ...
@@ -309,7 +313,8 @@ class Link:
         # last_error stays: the most recent failure is still worth seeing
         # (e.g. "local: unavailable: ..." after the link recovered).
         self._stats.link = "linked"
-        await self.send(self._fed.gossip_for(self.peer))
+        # A gossip round: records follow only if the two sides hold different ones.
+        await self.send(self._fed.gossip_summary())
         # Groups whose records showed a gap ask their host for a snapshot on
         # every new link (an earlier answer may have been lost).
         await self._request_resyncs(again=True)
@@ -391,9 +396,9 @@ class Link:
             since_gossip += interval
             if since_gossip >= gossip_every:
                 # Periodic gossip covers records a link missed (e.g. while a
-                # duplicate link was being dropped).
+                # duplicate link was being dropped); idle, it is one hash.
                 since_gossip = 0.0
-                await self.send(self._fed.gossip_for(self.peer))
+                await self.send(self._fed.gossip_summary())
 
     async def _sender(self) -> None:
         sent = self._acked
@@ -441,6 +446,12 @@ class Link:
                         self._presence.on_frame(self.peer, frame)
                 case Gossip():
                     await self._fed.learn_gossip(frame)
+                case GossipSummary():
+                    for reply in self._fed.on_gossip_summary(frame):
+                        await self.send(reply)
+                case GossipDigest():
+                    for reply in self._fed.on_gossip_digest(self.peer, frame):
+                        await self.send(reply)
                 case GroupSync():
                     await self._on_gsync(frame)
                 case Resume():  # pragma: no cover - LinkDirection refuses a second one

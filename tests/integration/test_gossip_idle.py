@@ -1,0 +1,82 @@
+"""Gossip at rest: linked nodes that learned nothing new sign, verify and write nothing."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import trio
+
+from .test_federation import TIMEOUT, eventually, peer_add
+
+FAST = {"heartbeat_interval": 0.05, "gossip_interval": 0.05}
+
+
+def _gossip(node: Any) -> dict[str, int]:
+    return dict(node.node.status()["gossip"])
+
+
+def _commits(node: Any) -> int:
+    return int(node.node.status()["store"]["commits"])
+
+
+async def _mesh(nodes: list[Any]) -> None:
+    for a, b in itertools.combinations(nodes, 2):
+        await peer_add(a, b)
+        await peer_add(b, a)
+    with trio.fail_after(TIMEOUT):
+        for a, b in itertools.permutations(nodes, 2):
+            await a.node.federation.wait_linked(b.node.identity.key.public)
+
+
+async def test_idle_gossip_between_five_nodes_writes_nothing(start_node) -> None:
+    nodes = [await start_node(name=f"q{i}", **FAST) for i in range(5)]
+    await _mesh(nodes)
+    # Converged: every node holds the other four records, and its latest
+    # rounds on every link matched (one hash each way, nothing else).
+    for node in nodes:
+        await eventually(lambda node=node: _gossip(node)["records_learned"] >= 4)
+    marks = [_gossip(n)["summaries_matched"] for n in nodes]
+    for node, mark in zip(nodes, marks, strict=True):
+        await eventually(lambda node=node, mark=mark: _gossip(node)["summaries_matched"] > mark + 8)
+    before = [(_commits(n), _gossip(n)) for n in nodes]
+    # At least ten more rounds on every link of every node.
+    for node, (_, stats) in zip(nodes, before, strict=True):
+        target = stats["summaries_matched"] + 40
+        await eventually(lambda node=node, target=target: _gossip(node)["summaries"] >= target)
+    for node, (commits, stats) in zip(nodes, before, strict=True):
+        after = _gossip(node)
+        assert _commits(node) == commits, "idle gossip committed to the store"
+        # Every round matched: no digest, no record, no signature checked.
+        assert after["summaries"] - stats["summaries"] == (
+            after["summaries_matched"] - stats["summaries_matched"]
+        )
+        assert after["digests_sent"] == stats["digests_sent"]
+        assert after["records_verified"] == stats["records_verified"]
+        assert after["records_sent"] == stats["records_sent"]
+
+
+async def test_a_restarted_node_record_spreads_by_digest_and_is_written_once(
+    start_node, tmp_path
+) -> None:
+    nodes = [await start_node(name=f"r{i}", **FAST) for i in range(3)]
+    await _mesh(nodes)
+    for node in nodes:
+        await eventually(lambda node=node: _gossip(node)["records_learned"] >= 2)
+    # A newcomer linked to one node only: the others learn its record from
+    # that node's digest answer, verify it once, and write its row once.
+    late = await start_node(name="r3", **FAST)
+    await peer_add(late, nodes[0])
+    await peer_add(nodes[0], late)
+    key = late.node.identity.key.public
+    for node in nodes[1:]:
+        await eventually(lambda node=node: node.node.registry.get(key) is not None)
+        assert node.node.registry.get(key).urls == (late.url,)
+    stats = [_gossip(n) for n in nodes]
+    for node, mark in zip(nodes, stats, strict=True):
+        target = mark["summaries_matched"] + 20
+        await eventually(
+            lambda node=node, target=target: _gossip(node)["summaries_matched"] >= target
+        )
+    for node, mark in zip(nodes, stats, strict=True):
+        assert _gossip(node)["records_learned"] == mark["records_learned"]
