@@ -319,7 +319,7 @@ class Node:
         self, ws: WebSocketConnection, fmt: WireFormat | None, path: str, ticket: Ticket
     ) -> None:
         if path == "/federation":
-            await self.federation.accept(ws, on_authenticated=ticket.authenticated)
+            await self.federation.accept(ws, on_authenticated=ticket.link_authenticated)
             return
         if fmt is None:
             return
