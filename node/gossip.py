@@ -62,6 +62,8 @@ class GossipRegistry(Protocol):
 
 @dataclass(frozen=True)
 class GossipStats:
+    #: Gossip rounds started here (``gsum`` frames sent).
+    rounds: int
     #: ``gsum`` frames received, and how many of them matched ours (idle rounds).
     summaries: int
     summaries_matched: int
@@ -107,6 +109,7 @@ class GossipBook:
         #: The hash of ``_held()``, dropped whenever a record changes.
         self._summary: bytes | None = None
         self.own_urls: list[str] = []
+        self._rounds = 0
         self._summaries = 0
         self._matched = 0
         self._digests_sent = 0
@@ -117,6 +120,7 @@ class GossipBook:
 
     def statistics(self) -> GossipStats:
         return GossipStats(
+            self._rounds,
             self._summaries,
             self._matched,
             self._digests_sent,
@@ -172,6 +176,7 @@ class GossipBook:
 
     def summary_frame(self) -> GossipSummary:
         """One gossip round on a link: a hash of what this node holds."""
+        self._rounds += 1
         if self._summary is None:
             self._summary = gossip_summary(self._held())
         return GossipSummary(self._summary)
@@ -189,7 +194,9 @@ class GossipBook:
     def on_summary(self, frame: GossipSummary) -> Replies:
         """A peer's round: answer with our digest only if we hold something else."""
         self._summaries += 1
-        if frame.summary == self.summary_frame().summary:
+        if self._summary is None:
+            self._summary = gossip_summary(self._held())
+        if frame.summary == self._summary:
             self._matched += 1
             return []
         self._digests_sent += 1

@@ -387,6 +387,12 @@ class Link:
 
     # ------------------------------------------------------------ tasks
     async def _pinger(self) -> None:
+        if self.dialer == self.peer:
+            # The dialling side keeps the link alive (its pings, our pongs,
+            # which the deadline of both sides counts) and runs the gossip
+            # rounds: one side suffices, and an idle link then costs half
+            # the frames (what an idle full mesh pays N-1 times per node).
+            await trio.sleep_forever()
         interval = self._config.heartbeat_interval
         gossip_every = self._config.gossip_interval
         since_gossip = 0.0
