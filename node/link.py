@@ -229,6 +229,8 @@ class Link:
         #: The highest oseq the peer said it had applied (its ``resume``).
         self._peer_applied = 0
         self._ack_event = trio.Event()
+        #: Messages received on this link (the pinger skips a ping after one).
+        self._frames_in = 0
         self._cancel = trio.CancelScope()
         #: Set once the link made progress (an ack either way): resets the back-off.
         self.healthy = trio.Event()
@@ -255,6 +257,7 @@ class Link:
             data = await self.ws.get_message()
         if scope.cancelled_caught:
             raise _Closed("link silent past the deadline")
+        self._frames_in += 1
         try:
             if not isinstance(data, bytes):
                 raise ProtocolError(ErrorCode.BAD_FRAME, "text message on a federation link")
@@ -387,22 +390,27 @@ class Link:
 
     # ------------------------------------------------------------ tasks
     async def _pinger(self) -> None:
-        if self.dialer == self.peer:
-            # The dialling side keeps the link alive (its pings, our pongs,
-            # which the deadline of both sides counts) and runs the gossip
-            # rounds: one side suffices, and an idle link then costs half
-            # the frames (what an idle full mesh pays N-1 times per node).
-            await trio.sleep_forever()
+        # A side pings only when it heard nothing since its last tick: on an
+        # idle link the two sides then take turns, one ping and one pong per
+        # interval instead of two of each (an idle full mesh pays that N-1
+        # times per node). Each side still pings on its own interval, so a
+        # peer with a shorter deadline than ours is never left silent: its
+        # longest silence is two intervals, under the three of the deadline.
         interval = self._config.heartbeat_interval
         gossip_every = self._config.gossip_interval
+        dialled = self.dialer != self.peer
         since_gossip = 0.0
+        heard = self._frames_in
         while True:
             await trio.sleep(interval)
-            await self.send(Ping())
+            if self._frames_in == heard:
+                await self.send(Ping())
+            heard = self._frames_in
             since_gossip += interval
-            if since_gossip >= gossip_every:
+            if dialled and since_gossip >= gossip_every:
                 # Periodic gossip covers records a link missed (e.g. while a
                 # duplicate link was being dropped); idle, it is one hash.
+                # The dialling side starts the rounds: one side suffices.
                 since_gossip = 0.0
                 await self.send(self._fed.gossip_summary())
 

@@ -7,7 +7,9 @@ from typing import Any
 
 import trio
 
-from .test_federation import TIMEOUT, eventually, peer_add
+from chinwag.node.admin import admin_request
+
+from .test_federation import TIMEOUT, eventually, peer_add, peer_status
 
 FAST = {"heartbeat_interval": 0.05, "gossip_interval": 0.05}
 
@@ -84,3 +86,24 @@ async def test_a_restarted_node_record_spreads_by_digest_and_is_written_once(
     await _rounds(nodes, 20)
     for node, mark in zip(nodes, stats, strict=True):
         assert _gossip(node)["records_learned"] == mark["records_learned"]
+
+
+async def test_a_link_between_different_heartbeats_stays_up(start_node) -> None:
+    # Only a side that heard nothing for a tick pings: a peer with a much
+    # shorter deadline than ours must still hear from us in time.
+    # The slow side dials (the quick one knows it only at an address that
+    # refuses), so the quick side answers pings it gets only every 10 s.
+    quick = await start_node(name="hq", heartbeat_interval=0.1, heartbeat_deadline=0.3)
+    slow = await start_node(name="hs")
+    await admin_request(
+        quick.node.config.data_dir,
+        "peers.add",
+        {"peer": f"http://127.0.0.1:9#{slow.running.identity.id}"},
+    )
+    await peer_add(slow, quick)
+    with trio.fail_after(TIMEOUT):
+        await quick.node.federation.wait_linked(slow.node.identity.key.public)
+    error = peer_status(slow, quick)["last_error"]
+    await trio.sleep(1.5)  # five deadlines of the quick side: no event marks "no drop"
+    assert quick.node.federation.statistics().links == 1
+    assert peer_status(slow, quick)["last_error"] == error
