@@ -38,8 +38,8 @@ class Ticket:
         self.scope = scope
         #: True while a request is being served (not merely awaited).
         self.busy = False
-        #: Called once when the connection turns out to be an authenticated
-        #: federation link (set by the listener for ``/federation``).
+        #: Called by :meth:`link_authenticated` (the listener sets it to
+        #: stop counting the connection against its address's cap).
         self.on_link: Callable[[], None] | None = None
 
     def authenticated(self) -> None:
