@@ -11,10 +11,16 @@ room, or the oldest of all if none is idle. A flood of idle connections from
 many addresses therefore only ever displaces itself: the newest connection,
 such as a user's log-in, always gets in, and authenticated sessions are never
 counted or dropped.
+
+An authenticated *federation link* also leaves the per-address count
+(``max_connections_per_address``, applied by node/server.py): a federation of
+many nodes behind one address (a NAT, or all on one machine) would otherwise
+be refused. Its ticket's ``on_link`` hook tells the listener so.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import trio
@@ -24,7 +30,7 @@ class Ticket:
     """One admitted connection, known to the :class:`Admission` until it
     authenticates or ends."""
 
-    __slots__ = ("_admission", "busy", "scope")
+    __slots__ = ("_admission", "busy", "on_link", "scope")
 
     def __init__(self, admission: Admission, scope: trio.CancelScope) -> None:
         self._admission = admission
@@ -32,10 +38,21 @@ class Ticket:
         self.scope = scope
         #: True while a request is being served (not merely awaited).
         self.busy = False
+        #: Called by :meth:`link_authenticated` (the listener sets it to
+        #: stop counting the connection against its address's cap).
+        self.on_link: Callable[[], None] | None = None
 
     def authenticated(self) -> None:
         """The connection proved who it is: it no longer counts or can be dropped."""
         self._admission.release(self)
+
+    def link_authenticated(self) -> None:
+        """A federation link passed its handshake: as :meth:`authenticated`,
+        and it stops counting against its address's connection cap."""
+        self.authenticated()
+        hook, self.on_link = self.on_link, None
+        if hook is not None:
+            hook()
 
 
 @dataclass(frozen=True)

@@ -398,13 +398,14 @@ class Node:
             "federation": dataclasses.asdict(self.federation.statistics()),
             "introductions": dataclasses.asdict(self.introductions.statistics()),
             "relay": dataclasses.asdict(self.relay.statistics()),
+            "gossip": dataclasses.asdict(self.federation.gossip_statistics()),
         }
 
     async def _on_websocket(
         self, ws: WebSocketConnection, fmt: WireFormat | None, path: str, ticket: Ticket
     ) -> None:
         if path == "/federation":
-            await self.federation.accept(ws, on_authenticated=ticket.authenticated)
+            await self.federation.accept(ws, on_authenticated=ticket.link_authenticated)
             return
         if fmt is None:
             return

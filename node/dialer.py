@@ -32,7 +32,6 @@ from chinwag.protocol.errors import ErrorCode, ProtocolError
 from chinwag.protocol.handshake import FED_SUBPROTOCOL, DialerHandshake, LinkKeys
 from chinwag.protocol.limits import MAX_MESSAGE_BYTES
 
-from .client import open_ws
 from .config import NodeConfig
 from .dialcheck import Resolver, open_ws_at, resolve_for_dial, split_url
 from .identity import NodeIdentity
@@ -231,12 +230,20 @@ class Dialer:
     def _open(
         self, url: str, record: PeerRecord
     ) -> AbstractAsyncContextManager[WebSocketConnection]:
-        """Open the WebSocket for one dial; gossiped URLs are checked first."""
+        """Open the WebSocket for one dial; gossiped URLs are checked first.
+
+        Both go through :func:`~.dialcheck.open_ws_at`, which owns the TCP
+        stream and closes it on every way out: trio-websocket's own client
+        drops a stream it opened when the server refuses the upgrade (an HTTP
+        429 from a peer's connection cap) or the handshake times out, and the
+        socket then sat half-closed until the garbage collector found it.
+        """
         if url not in record.gossip_urls:
-            ws_url = url.replace("https://", "wss://").replace("http://", "ws://") + "/federation"
-            return open_ws(
-                ws_url,
-                ssl_context=LINK_TLS if ws_url.startswith("wss://") else None,
+            return open_ws_at(
+                url,
+                split_url(url)[0],
+                "/federation",
+                ssl_context=LINK_TLS,
                 subprotocols=[FED_SUBPROTOCOL],
                 max_message_size=LINK_MESSAGE_BYTES,
                 connect_timeout=self._config.handshake_timeout,

@@ -31,12 +31,20 @@ from chinwag.protocol.addresses import GroupAddress, node_id_bytes, node_id_text
 from chinwag.protocol.envelope import check_public_key
 from chinwag.protocol.errors import ErrorCode, ProtocolError
 from chinwag.protocol.handshake import LinkKeys, ResponderHandshake
-from chinwag.protocol.link import Gossip, GroupSync, Introductions, IntroRequest, LinkFrame
+from chinwag.protocol.link import (
+    Gossip,
+    GossipDigest,
+    GossipSummary,
+    GroupSync,
+    Introductions,
+    IntroRequest,
+    LinkFrame,
+)
 
 from .config import NodeConfig
 from .dialcheck import Resolver
 from .dialer import HEALTHY_AFTER, LINK_MESSAGE_BYTES, Backoff, Dialer, as_bytes, describe
-from .gossip import GossipBook, GossipRegistry
+from .gossip import GossipBook, GossipRegistry, GossipStats
 from .identity import NodeIdentity
 from .link import CLOSE_BAD_FRAME, Link, LinkRegistry, PeerStats, PresenceFrames, wall_ms
 from .logs import event
@@ -343,6 +351,18 @@ class Federation:
 
     def gossip_for(self, peer: bytes) -> Gossip:
         return self._gossip.frame_for(peer)
+
+    def gossip_summary(self) -> GossipSummary:
+        return self._gossip.summary_frame()
+
+    def on_gossip_summary(self, frame: GossipSummary) -> list[Gossip | GossipDigest]:
+        return self._gossip.on_summary(frame)
+
+    def on_gossip_digest(self, peer: bytes, frame: GossipDigest) -> list[Gossip | GossipDigest]:
+        return self._gossip.on_digest(peer, frame)
+
+    def gossip_statistics(self) -> GossipStats:
+        return self._gossip.statistics()
 
     async def learn_gossip(self, frame: Gossip) -> None:
         await self._gossip.learn(frame)

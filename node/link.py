@@ -36,6 +36,8 @@ from chinwag.protocol.link import (
     Ack,
     EntryKind,
     Gossip,
+    GossipDigest,
+    GossipSummary,
     GroupSync,
     Introductions,
     IntroRequest,
@@ -165,7 +167,9 @@ class LinkServices(Protocol):
     def stats_for(self, key: bytes) -> PeerStats: ...
     def outbox_event(self, key: bytes) -> trio.Event: ...
     async def expire(self, key: bytes) -> int: ...
-    def gossip_for(self, peer: bytes) -> Gossip: ...
+    def gossip_summary(self) -> GossipSummary: ...
+    def on_gossip_summary(self, frame: GossipSummary) -> list[Gossip | GossipDigest]: ...
+    def on_gossip_digest(self, peer: bytes, frame: GossipDigest) -> list[Gossip | GossipDigest]: ...
     async def learn_gossip(self, frame: Gossip) -> None: ...
     async def on_gsync(self, key: bytes, frame: GroupSync) -> None: ...
     def resync_frames(self, key: bytes, *, again: bool) -> list[GroupSync]: ...
@@ -257,6 +261,8 @@ class Link:
         #: The highest oseq the peer said it had applied (its ``resume``).
         self._peer_applied = 0
         self._ack_event = trio.Event()
+        #: Messages received on this link (the pinger skips a ping after one).
+        self._frames_in = 0
         self._cancel = trio.CancelScope()
         #: Set once the link made progress (an ack either way): resets the back-off.
         self.healthy = trio.Event()
@@ -285,6 +291,7 @@ class Link:
         if scope.cancelled_caught:
             raise _Closed("link silent past the deadline")
         self._stats.frames_received += 1
+        self._frames_in += 1
         try:
             if not isinstance(data, bytes):
                 raise ProtocolError(ErrorCode.BAD_FRAME, "text message on a federation link")
@@ -343,7 +350,8 @@ class Link:
         # last_error stays: the most recent failure is still worth seeing
         # (e.g. "local: unavailable: ..." after the link recovered).
         self._stats.link = "linked"
-        await self.send(self._fed.gossip_for(self.peer))
+        # A gossip round: records follow only if the two sides hold different ones.
+        await self.send(self._fed.gossip_summary())
         # Groups whose records showed a gap ask their host for a snapshot on
         # every new link (an earlier answer may have been lost).
         await self._request_resyncs(again=True)
@@ -429,18 +437,29 @@ class Link:
 
     # ------------------------------------------------------------ tasks
     async def _pinger(self) -> None:
+        # A side pings only when it heard nothing since its last tick: on an
+        # idle link the two sides then take turns, one ping and one pong per
+        # interval instead of two of each (an idle full mesh pays that N-1
+        # times per node). Each side still pings on its own interval, so a
+        # peer with a shorter deadline than ours is never left silent: its
+        # longest silence is two intervals, under the three of the deadline.
         interval = self._config.heartbeat_interval
         gossip_every = self._config.gossip_interval
+        dialled = self.dialer != self.peer
         since_gossip = 0.0
+        heard = self._frames_in
         while True:
             await trio.sleep(interval)
-            await self.send(Ping())
+            if self._frames_in == heard:
+                await self.send(Ping())
+            heard = self._frames_in
             since_gossip += interval
-            if since_gossip >= gossip_every:
+            if dialled and since_gossip >= gossip_every:
                 # Periodic gossip covers records a link missed (e.g. while a
-                # duplicate link was being dropped).
+                # duplicate link was being dropped); idle, it is one hash.
+                # The dialling side starts the rounds: one side suffices.
                 since_gossip = 0.0
-                await self.send(self._fed.gossip_for(self.peer))
+                await self.send(self._fed.gossip_summary())
 
     async def _sender(self) -> None:
         sent = self._acked
@@ -488,6 +507,12 @@ class Link:
                         self._presence.on_frame(self.peer, frame)
                 case Gossip():
                     await self._fed.learn_gossip(frame)
+                case GossipSummary():
+                    for reply in self._fed.on_gossip_summary(frame):
+                        await self.send(reply)
+                case GossipDigest():
+                    for reply in self._fed.on_gossip_digest(self.peer, frame):
+                        await self.send(reply)
                 case GroupSync():
                     await self._on_gsync(frame)
                 case IntroRequest() | Introductions():

@@ -345,6 +345,58 @@ class PeerRegistry:
 
         return await self._store.transact(op)
 
+    async def learn_gossiped(
+        self, items: list[tuple[bytes, tuple[str, ...]]], now_ms: int
+    ) -> list[bytes]:
+        """Merge gossiped URLs of several nodes in one transaction (one commit).
+
+        Only rows that change are written, and when none would, no transaction
+        is opened at all: gossip that repeats what is known costs no commit.
+        Returns the keys whose rows exist afterwards (a stranger past
+        :data:`MAX_PEERS` gets none); a bad URL or a full table skips that
+        node alone.
+        """
+        wanted: list[tuple[bytes, tuple[str, ...]]] = []
+        for key, urls in items:
+            try:
+                clean = tuple(check_url(url) for url in urls)
+            except ProtocolError:
+                continue
+            old = self.get(key)
+            if old is None or merge_urls(old, clean, gossip=True) != (old.urls, old.gossip_urls):
+                wanted.append((key, clean))
+        known = [key for key, _ in items if key not in {k for k, _ in wanted}]
+        known = [key for key in known if self.get(key) is not None]
+        if not wanted:
+            return known
+
+        def op(w: WriteTxn) -> list[bytes]:
+            db = w.db("peers")
+            written: list[bytes] = []
+            for key, urls in wanted:
+                raw = w.txn.get(key, db=db)
+                old = None if raw is None else _decode_peer(key, raw)
+                if old is None and w.txn.stat(db)["entries"] >= MAX_PEERS:
+                    continue  # the cap is for rows nobody vouched for
+                merged, gossip = merge_urls(old, urls, gossip=True)
+                if old is not None and (merged, gossip) == (old.urls, old.gossip_urls):
+                    written.append(key)
+                    continue
+                record = PeerRecord(
+                    key=key,
+                    name=old.name if old else "",
+                    state=old.state if old else PENDING,
+                    urls=merged,
+                    source=old.source if old and old.source else "gossip",
+                    added_ms=old.added_ms if old else now_ms,
+                    gossip_urls=gossip,
+                )
+                w.txn.put(key, _encode_peer(record), db=db)
+                written.append(key)
+            return written
+
+        return known + await self._store.transact(op)
+
     async def set_state(self, key: bytes, state: str) -> PeerRecord:
         if state not in STATES:
             raise ProtocolError(ErrorCode.BAD_REQUEST, f"unknown state {state!r}")

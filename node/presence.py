@@ -186,8 +186,11 @@ class Presence:
         except ProtocolError as exc:
             log.info("presence of %s not persisted: %s", user, exc.message)
 
-    def _publish(self, user: str, node_id: str, state: PresenceState) -> None:
-        watchers = self._watchers.get((user, node_id))
+    def _publish(
+        self, user: str, node_id: str, state: PresenceState, to: set[str] | None = None
+    ) -> None:
+        """Offer ``state`` to the watchers of ``user@node_id`` (or to ``to`` only)."""
+        watchers = self._watchers.get((user, node_id)) if to is None else to
         if not watchers:
             return
         address: dict[str, str] = {"u": user, "n": node_id}
@@ -244,9 +247,16 @@ class Presence:
         first = watched not in self._watchers
         self._watchers.setdefault(watched, set()).add(watcher)
         user, node_id = watched
-        if first and node_id != self._identity.id:
-            # One subscription per (this node, watched user), however many watch.
+        if node_id == self._identity.id:
+            self._publish(user, node_id, self.state_of_local(user), {watcher})
+        elif first:
+            # One subscription per (this node, watched user), however many
+            # watch; its snapshot is published to every watcher by then.
             self._queue_frame(node_id, Sub((user,)))
+        elif watched in self._remote:
+            # Watched already: the status is known here and will not be sent
+            # again until it changes, so the new watcher is told now.
+            self._publish(user, node_id, self._remote[watched], {watcher})
 
     def _queue_frame(self, node_id: str, frame: Sub | Unsub) -> None:
         key = node_id_bytes(node_id)

@@ -142,10 +142,21 @@ class Server:
             return
         self._per_address[peer] += 1
         self._connections += 1
+        counted = True
+
+        def uncount() -> None:
+            # An authenticated federation link: no longer one of its
+            # address's connections (node/admission.py).
+            nonlocal counted
+            if counted:
+                counted = False
+                self._release_address(peer)
+
         try:
             # Cancelled by the admission when this connection is dropped for room.
             with trio.CancelScope() as scope:
                 ticket = self._admission.admit(scope)
+                ticket.on_link = uncount
                 try:
                     await self._serve(stream, peer, ticket)
                 finally:
@@ -156,12 +167,15 @@ class Server:
             log.exception("connection from %s failed", peer)
         finally:
             self._connections -= 1
-            self._per_address[peer] -= 1
-            if self._per_address[peer] <= 0:
-                del self._per_address[peer]
+            uncount()
             with trio.move_on_after(1) as scope:
                 scope.shield = True
                 await stream.aclose()
+
+    def _release_address(self, peer: str) -> None:
+        self._per_address[peer] -= 1
+        if self._per_address[peer] <= 0:
+            del self._per_address[peer]
 
     async def _serve(self, stream: trio.abc.Stream, peer: str, ticket: Ticket) -> None:
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES)

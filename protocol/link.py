@@ -17,8 +17,9 @@ field an old node would silently ignore.
 
 from __future__ import annotations
 
+import hashlib
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +31,10 @@ from .limits import MAX_FRAME_BYTES, MAX_MESSAGE_BYTES
 __all__ = [
     "Ack",
     "EntryKind",
+    "DigestEntry",
     "Gossip",
+    "GossipDigest",
+    "GossipSummary",
     "GroupSync",
     "IntroRequest",
     "Introductions",
@@ -48,6 +52,7 @@ __all__ = [
     "Unsub",
     "decode_link_frame",
     "encode_link_frame",
+    "gossip_summary",
 ]
 
 #: Entries in one ``push`` frame.
@@ -56,6 +61,11 @@ MAX_PUSH_ENTRIES = 256
 MAX_REJECTED = MAX_PUSH_ENTRIES
 #: Address records in one ``gossip`` frame.
 MAX_GOSSIP_RECORDS = 64
+#: Entries in one ``gdigest`` (the strict decoder's cap on one array).
+MAX_DIGEST_ENTRIES = 1024
+#: Bytes of a ``gsum`` summary (BLAKE2b-256) and of a node key in a digest.
+SUMMARY_BYTES = 32
+NODE_KEY_BYTES = 32
 #: Users in one ``sub`` / ``unsub``, items in one ``presence``.
 MAX_PRESENCE_USERS = 1024
 #: A signed gossip record's bytes (``rec``); see address_record.MAX_RECORD_BYTES.
@@ -69,7 +79,7 @@ MAX_STATEMENT_FIELD_BYTES = 512
 #: oseq, upto, applied, skip and gseq are unsigned and fit in 63 bits.
 MAX_COUNTER = (1 << 63) - 1
 #: Frames that may exceed MAX_FRAME_BYTES (everything else is small).
-_LARGE_FRAMES = frozenset({"push", "gossip"})
+_LARGE_FRAMES = frozenset({"push", "gossip", "gdigest"})
 _CODE_RE = re.compile(r"[a-z][a-z0-9_]{0,31}")
 _STATUSES = ("online", "offline")
 
@@ -164,6 +174,32 @@ class Gossip:
 
 
 @dataclass(frozen=True)
+class GossipSummary:
+    """One gossip round: a hash of the records the sender holds
+    (:func:`gossip_summary`). Equal summaries: nothing to exchange."""
+
+    summary: bytes
+
+
+@dataclass(frozen=True)
+class DigestEntry:
+    """A record the sender holds: whose (node key) and how new (its ``ts``)."""
+
+    key: bytes
+    ts: int
+
+
+@dataclass(frozen=True)
+class GossipDigest:
+    """Every record the sender holds, without the records themselves; the
+    receiver sends back (``gossip``) what the digest lacks or has older.
+    ``reply``: an answer to a digest, which is never answered by a digest again."""
+
+    have: tuple[DigestEntry, ...]
+    reply: bool = False
+
+
+@dataclass(frozen=True)
 class Sub:
     users: tuple[str, ...]
     #: True: these users replace the whole subscription set of the peer.
@@ -216,6 +252,8 @@ LinkFrame = (
     | Ping
     | Pong
     | Gossip
+    | GossipSummary
+    | GossipDigest
     | Sub
     | Unsub
     | PresenceUpdate
@@ -223,6 +261,16 @@ LinkFrame = (
     | IntroRequest
     | Introductions
 )
+
+
+def gossip_summary(held: Iterable[DigestEntry]) -> bytes:
+    """The ``gsum`` of a set of records: BLAKE2b-256 over the entries sorted by
+    key, so two nodes holding the same records get the same bytes."""
+    h = hashlib.blake2b(digest_size=SUMMARY_BYTES, person=b"chinwag-gsum-v1")
+    for entry in sorted(held, key=lambda e: e.key):
+        h.update(entry.key)
+        h.update(entry.ts.to_bytes(8, "big"))
+    return h.digest()
 
 
 # ---------------------------------------------------------------- checks
@@ -341,6 +389,34 @@ def _parse_gossip(item: dict[str, Any]) -> Gossip:
     )
 
 
+def _parse_gsum(item: dict[str, Any]) -> GossipSummary:
+    _fields(item, "gsum", {"sum"}, set())
+    summary = item["sum"]
+    if type(summary) is not bytes or len(summary) != SUMMARY_BYTES:
+        raise _bad(f"gsum.sum is {SUMMARY_BYTES} bytes")
+    return GossipSummary(summary)
+
+
+def _parse_gdigest(item: dict[str, Any]) -> GossipDigest:
+    _fields(item, "gdigest", {"have", "reply"}, set())
+    reply = item["reply"]
+    if type(reply) is not bool:
+        raise _bad("gdigest.reply is a bool")
+    have: list[DigestEntry] = []
+    seen: set[bytes] = set()
+    for one in _list(item["have"], "gdigest.have", 0, MAX_DIGEST_ENTRIES):
+        if type(one) is not dict or set(one) != {"n", "ts"}:
+            raise _bad("gdigest.have items are {n, ts}")
+        key = one["n"]
+        if type(key) is not bytes or len(key) != NODE_KEY_BYTES:
+            raise _bad(f"gdigest.have n is a {NODE_KEY_BYTES}-byte node key")
+        if key in seen:
+            raise _bad("gdigest.have names a node twice")
+        seen.add(key)
+        have.append(DigestEntry(key, _counter(one["ts"], "gdigest.have ts")))
+    return GossipDigest(tuple(have), reply)
+
+
 def _parse_sub(item: dict[str, Any]) -> Sub:
     _fields(item, "sub", {"users"}, {"reset"})
     reset = item.get("reset", False)
@@ -405,6 +481,8 @@ _PARSERS: dict[str, Callable[[dict[str, Any]], LinkFrame]] = {
     "ping": _parse_ping,
     "pong": _parse_pong,
     "gossip": _parse_gossip,
+    "gsum": _parse_gsum,
+    "gdigest": _parse_gdigest,
     "sub": _parse_sub,
     "unsub": _parse_unsub,
     "presence": _parse_presence,
@@ -417,7 +495,7 @@ _PARSERS: dict[str, Callable[[dict[str, Any]], LinkFrame]] = {
 def decode_link_frame(data: bytes) -> LinkFrame:
     """Parse one opened link frame; raise only ProtocolError.
 
-    ``too_large`` for more than 1 MiB (``push``, ``gossip``) or 64 KiB (any
+    ``too_large`` for more than 1 MiB (``push``, ``gossip``, ``gdigest``) or 64 KiB (any
     other frame); ``bad_frame`` for anything else that is not a well-formed
     frame of a known type.
     """
@@ -468,6 +546,14 @@ def _to_wire(frame: LinkFrame) -> dict[str, Any]:
             return {"t": "pong"}
         case Gossip(records):
             return {"t": "gossip", "records": [dict(r) for r in records]}
+        case GossipSummary(summary):
+            return {"t": "gsum", "sum": summary}
+        case GossipDigest(have, reply):
+            return {
+                "t": "gdigest",
+                "have": [{"n": e.key, "ts": e.ts} for e in have],
+                "reply": reply,
+            }
         case Sub(users, reset):
             return {"t": "sub", "users": list(users), "reset": reset}
         case Unsub(users):
@@ -515,6 +601,8 @@ _STATES: dict[str, dict[type, str]] = {
         Ping: "open",
         Pong: "open",
         Gossip: "open",
+        GossipSummary: "open",
+        GossipDigest: "open",
         Sub: "open",
         Unsub: "open",
         PresenceUpdate: "open",

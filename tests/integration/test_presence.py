@@ -9,6 +9,8 @@ from chinwag.node.client import api_call, connect
 from .test_federation import eventually, linked
 
 TIMEOUT = 15
+#: A frame already due, not one after some later change.
+AT_ONCE = 3
 FAST = {"presence_grace": 0.1, "heartbeat_interval": 0.2}
 
 
@@ -78,3 +80,27 @@ async def test_contact_added_by_label_before_the_pin_is_watched_once_pinned(star
     await eventually(lambda: n2.node.presence.subscribers_of("hank") == 1)
     async with connect(n1.url, watcher) as g, connect(n2.url, hank):
         await g.wait_presence("hank@attic", "online", TIMEOUT)
+
+
+async def test_a_second_watcher_gets_the_current_status_at_once(start_node) -> None:
+    n1 = await start_node(name="s1", **FAST)
+    n2 = await start_node(name="s2", **FAST)
+    await linked(n1, n2)
+    carol = await n2.user("carol")
+    first, second = await n1.user("wa"), await n1.user("wb")
+    local = await n1.user("wl")
+    async with (
+        connect(n2.url, carol),
+        connect(n1.url, first) as a,
+        connect(n1.url, second) as b,
+        connect(n1.url, local) as c,
+    ):
+        await add_contact(n1, first, "carol@s2")
+        await a.wait_presence("carol@s2", "online", TIMEOUT)
+        # carol's status does not change from here on: the second watcher of
+        # an already watched user must be told by its own node at once.
+        await add_contact(n1, second, "carol@s2")
+        await b.wait_presence("carol@s2", "online", AT_ONCE)
+        # The same for a user of the watcher's own node who is online.
+        await add_contact(n1, local, "wa")
+        await c.wait_presence("wa@s1", "online", AT_ONCE)

@@ -25,3 +25,60 @@ async def test_an_older_record_does_not_replace_a_newer_one(start_node) -> None:
     assert newest in fed.gossip_for(b"").records
     assert newer not in fed.gossip_for(b"").records
     assert "http://192.0.2.3:7600" in node.node.registry.get(other.public).urls
+
+
+async def test_a_held_record_costs_no_verification_and_no_commit(start_node) -> None:
+    node = await start_node(name="held")
+    fed = node.node.federation
+    keys = [NodeKey.generate() for _ in range(5)]
+    records = [make_record(k, [f"http://192.0.2.{i}:7600"], ts=1_000) for i, k in enumerate(keys)]
+    commits = node.node.store.statistics().commits
+    await fed.learn_gossip(Gossip(tuple(records)))
+    # Five new nodes: five verifications, one transaction for all of them.
+    assert node.node.store.statistics().commits == commits + 1
+    stats = fed.gossip_statistics()
+    assert (stats.records_verified, stats.records_learned) == (5, 5)
+    for _ in range(3):
+        await fed.learn_gossip(Gossip(tuple(records)))
+    stats = fed.gossip_statistics()
+    assert (stats.records_verified, stats.records_skipped) == (5, 15)
+    assert node.node.store.statistics().commits == commits + 1
+    # A newer record with the same URLs is verified and kept, but the peer
+    # row does not change: nothing is written.
+    again = make_record(keys[0], ["http://192.0.2.0:7600"], ts=2_000)
+    await fed.learn_gossip(Gossip((again,)))
+    assert fed.gossip_statistics().records_learned == 6
+    assert node.node.store.statistics().commits == commits + 1
+
+
+async def test_digests_send_only_what_the_other_side_lacks(start_node) -> None:
+    from chinwag.protocol.link import DigestEntry, GossipDigest
+
+    node = await start_node(name="dig")
+    fed = node.node.federation
+    keys = [NodeKey.generate() for _ in range(3)]
+    records = [make_record(k, [f"http://192.0.2.{i}:7600"], ts=10) for i, k in enumerate(keys)]
+    await fed.learn_gossip(Gossip(tuple(records)))
+    for key in keys:
+        await node.node.registry.set_state(key.public, "trusted")
+    own = node.node.identity.key.public
+    summary = fed.gossip_summary()
+    # A peer with the same records answers nothing.
+    assert fed.on_gossip_summary(summary) == []
+    # A peer that lacks one record and holds another older is sent those two.
+    have = (
+        DigestEntry(keys[0].public, 10),
+        DigestEntry(keys[1].public, 9),
+        DigestEntry(own, 2**62),
+    )
+    replies = fed.on_gossip_digest(b"\x01" * 32, GossipDigest(have))
+    assert len(replies) == 1 and isinstance(replies[0], Gossip)
+    assert sorted(r["sig"] for r in replies[0].records) == sorted(
+        [records[1]["sig"], records[2]["sig"]]
+    )
+    # A peer that holds a newer record is asked for it with our digest, once.
+    newer = (*have[::2], DigestEntry(keys[1].public, 11), DigestEntry(keys[2].public, 10))
+    replies = fed.on_gossip_digest(b"\x01" * 32, GossipDigest(newer))
+    assert [type(r) for r in replies] == [GossipDigest]
+    assert replies[0].reply is True
+    assert fed.on_gossip_digest(b"\x01" * 32, GossipDigest(newer, reply=True)) == []

@@ -14,7 +14,10 @@ from chinwag.protocol.errors import ErrorCode, ProtocolError
 from chinwag.protocol.link import (
     MAX_COUNTER,
     Ack,
+    DigestEntry,
     Gossip,
+    GossipDigest,
+    GossipSummary,
     GroupSync,
     Introductions,
     IntroRequest,
@@ -32,6 +35,7 @@ from chinwag.protocol.link import (
     Unsub,
     decode_link_frame,
     encode_link_frame,
+    gossip_summary,
 )
 
 HOST = "a" * 52
@@ -64,6 +68,9 @@ EXAMPLES: list[LinkFrame] = [
     Pong(),
     Gossip((RECORD,)),
     Gossip(()),
+    GossipSummary(b"h" * 32),
+    GossipDigest((DigestEntry(b"k" * 32, 5), DigestEntry(b"j" * 32, 0))),
+    GossipDigest((), reply=True),
     Sub(("alice", "bob"), reset=True),
     Unsub(("alice",)),
     PresenceUpdate((PresenceItem("alice", "online", 5), PresenceItem("bob", "offline", None))),
@@ -138,6 +145,16 @@ def test_the_reported_crash_an_ack_rejected_without_code() -> None:
         {"t": "gossip"},
         {"t": "gossip", "records": [RECORD] * 65},
         {"t": "gossip", "records": [{"rec": b"x"}]},
+        {"t": "gsum"},
+        {"t": "gsum", "sum": b"short"},
+        {"t": "gsum", "sum": "h" * 32},
+        {"t": "gdigest", "have": []},
+        {"t": "gdigest", "have": [], "reply": 1},
+        {"t": "gdigest", "have": [{"n": b"k" * 31, "ts": 1}], "reply": False},
+        {"t": "gdigest", "have": [{"n": b"k" * 32, "ts": -1}], "reply": False},
+        {"t": "gdigest", "have": [{"n": b"k" * 32}], "reply": False},
+        {"t": "gdigest", "have": [{"n": b"k" * 32, "ts": 1}] * 2, "reply": False},
+        {"t": "gdigest", "have": [[b"k" * 32, 1]], "reply": False},
         {"t": "sub", "users": ["Not A User"]},
         {"t": "sub", "users": ["al"], "reset": 1},
         {"t": "sub", "users": ["al"] * 1025},
@@ -297,6 +314,16 @@ frames = st.one_of(
     st.just(Ping()),
     st.just(Pong()),
     st.builds(Gossip, st.lists(record_maps, max_size=3).map(tuple)),
+    st.builds(GossipSummary, st.binary(min_size=32, max_size=32)),
+    st.builds(
+        GossipDigest,
+        st.lists(
+            st.builds(DigestEntry, st.binary(min_size=32, max_size=32), counters),
+            max_size=4,
+            unique_by=lambda e: e.key,
+        ).map(tuple),
+        st.booleans(),
+    ),
     st.builds(Sub, st.lists(users, max_size=5).map(tuple), st.booleans()),
     st.builds(Unsub, st.lists(users, max_size=5).map(tuple)),
     st.builds(
@@ -395,3 +422,32 @@ def test_mutated_frames_raise_only_protocol_error(
         direction.receive(data)
     except ProtocolError:
         pass
+
+
+def test_a_digest_of_many_records_fits_one_frame() -> None:
+    have = tuple(DigestEntry(i.to_bytes(32, "big"), 2**62 + i) for i in range(1024))
+    frame = GossipDigest(have)
+    assert decode_link_frame(encode_link_frame(frame)) == frame
+    extra = [{"n": b"z" * 32, "ts": 1}]
+    too_many = {"t": "gdigest", "have": [{"n": e.key, "ts": 1} for e in have] + extra}
+    bad(raw({**too_many, "reply": False}))
+
+
+def test_gossip_summary_is_order_free_and_sees_every_change() -> None:
+    a, b = DigestEntry(b"a" * 32, 1), DigestEntry(b"b" * 32, 2)
+    assert gossip_summary([a, b]) == gossip_summary([b, a])
+    assert len(gossip_summary([])) == 32
+    assert gossip_summary([a, b]) != gossip_summary([a, DigestEntry(b"b" * 32, 3)])
+    assert gossip_summary([a, b]) != gossip_summary([a])
+
+
+def test_digest_frames_only_after_resume() -> None:
+    direction = LinkDirection()
+    with pytest.raises(ProtocolError):
+        direction.receive(encode_link_frame(GossipSummary(b"h" * 32)))
+    direction = LinkDirection()
+    direction.receive(encode_link_frame(Resume(0)))
+    assert direction.receive(encode_link_frame(GossipSummary(b"h" * 32))) == GossipSummary(
+        b"h" * 32
+    )
+    assert direction.receive(encode_link_frame(GossipDigest(()))) == GossipDigest(())
