@@ -382,15 +382,19 @@ class PeerRegistry:
                 if old is not None and (merged, gossip) == (old.urls, old.gossip_urls):
                     written.append(key)
                     continue
-                record = PeerRecord(
-                    key=key,
-                    name=old.name if old else "",
-                    state=old.state if old else PENDING,
-                    urls=merged,
-                    source=old.source if old and old.source else "gossip",
-                    added_ms=old.added_ms if old else now_ms,
-                    gossip_urls=gossip,
-                )
+                if old is not None:
+                    # Only the URLs change: trust, name and introducers stay.
+                    record = dataclasses.replace(old, urls=merged, gossip_urls=gossip)
+                else:
+                    record = PeerRecord(
+                        key=key,
+                        name="",
+                        state=PENDING,
+                        urls=merged,
+                        source="gossip",
+                        added_ms=now_ms,
+                        gossip_urls=gossip,
+                    )
                 w.txn.put(key, _encode_peer(record), db=db)
                 written.append(key)
             return written

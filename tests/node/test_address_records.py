@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+
+from chinwag.node.introductions import set_trust_introductions
+from chinwag.node.peers import peer_in, put_peer
+from chinwag.node.store import WriteTxn
 from chinwag.protocol.address_record import make_record
 from chinwag.protocol.envelope import NodeKey
 from chinwag.protocol.link import Gossip
@@ -82,3 +87,29 @@ async def test_digests_send_only_what_the_other_side_lacks(start_node) -> None:
     assert [type(r) for r in replies] == [GossipDigest]
     assert replies[0].reply is True
     assert fed.on_gossip_digest(b"\x01" * 32, GossipDigest(newer, reply=True)) == []
+
+
+async def test_gossiped_urls_keep_the_trust_and_introducers_of_the_row(start_node) -> None:
+    """Learning a node's URLs by gossip rewrites its row's URLs only: the
+    introducers it was trusted on and the trust-introductions flag stay (a
+    merge once rebuilt the row without them, so an introduced node lost its
+    relay route and its messages waited for a direct link that never came)."""
+    node = await start_node(name="here")
+    registry = node.node.registry
+    introducer, introduced = NodeKey.generate(), NodeKey.generate()
+    await registry.upsert(introducer.public, state="trusted", source="admin", now_ms=1)
+    await set_trust_introductions(node.node.store, introducer.public, True)
+    await registry.upsert(introduced.public, state="trusted", source="admin", now_ms=1)
+
+    def give(w: WriteTxn) -> None:  # trusted on the introducer's word
+        row = peer_in(w, introduced.public)
+        assert row is not None
+        put_peer(w, dataclasses.replace(row, introducers=(introducer.public,)))
+
+    await node.node.store.transact(give)
+    for key in (introducer.public, introduced.public):
+        await registry.learn_gossiped([(key, ("http://127.0.0.1:9",))], now_ms=2)
+    assert registry.get(introducer.public).trust_introductions is True
+    row = registry.get(introduced.public)
+    assert row.introducers == (introducer.public,)
+    assert row.gossip_urls == ("http://127.0.0.1:9",)
