@@ -9,6 +9,7 @@ receiving node's pins.
 from __future__ import annotations
 
 import base64
+import functools
 import re
 from dataclasses import dataclass
 
@@ -21,8 +22,13 @@ _NODE_NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
 _NODE_ID_RE = re.compile(r"[a-z2-7]{52}")
 
 
+@functools.lru_cache(maxsize=4096)
 def node_id_text(raw: bytes) -> str:
-    """Encode a 32-byte node id as lowercase unpadded base32."""
+    """Encode a 32-byte node id as lowercase unpadded base32.
+
+    Cached: every inbound envelope checks its sender against its origin's
+    text form, and a node knows few keys.
+    """
     if len(raw) != NODE_ID_BYTES:
         raise ProtocolError(ErrorCode.BAD_REQUEST, "a node id is 32 bytes")
     return base64.b32encode(raw).decode("ascii").rstrip("=").lower()
