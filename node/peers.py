@@ -594,8 +594,7 @@ class PeerRegistry:
         if env.to is None or env.to.node != our_id:
             raise ProtocolError(ErrorCode.FORBIDDEN, "not addressed to this node")
         record_dedup(w, unit.by, env.id, now_ms)  # a replay is refused here
-        if w.get_user(env.to.user) is None:
-            raise ProtocolError(ErrorCode.NO_SUCH_USER, f"no user {env.to.user} on this node")
+        # Refuses an unknown user (no_such_user) before it writes anything.
         w.append_to_queue(env.to.user, unit_record(unit))
 
 
