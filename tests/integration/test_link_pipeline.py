@@ -99,3 +99,20 @@ async def test_malformed_entry_in_a_multi_entry_frame_ends_only_the_link(start_n
         await client.sync(0)
         got = await drain(client, 200)
     assert [f["body"]["text"] for f in got] == [f"m{oseq}" for oseq in range(1, 201)]
+
+
+async def test_a_full_inbound_pipeline_pushes_back_and_loses_nothing(start_node) -> None:
+    """With one push frame held at a time (``link_inbound_frames=1``), a peer
+    pushing many frames at once is read only as fast as they commit: all of
+    them still arrive once and in order."""
+    node = await start_node(name="target", link_inbound_frames=1)
+    rogue = NodeKey.generate()
+    await trust_rogue(node, rogue)
+    await node.user("bob")
+    bob = UserAddress("bob", node.running.identity.id)
+    async with rogue_link(node, rogue) as link:
+        for first in range(1, 8 * 64 + 1, 64):
+            await link.push(entries(rogue, bob, first, 64, set()))
+        acks = await acks_until(link, 8 * 64)
+    assert all(a["rejected"] == [] for a in acks)
+    assert node.node.store.queue_head("bob") == 8 * 64
