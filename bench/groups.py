@@ -27,8 +27,8 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).parent))
 from federation import PASSWORD as PW  # noqa: E402
-from federation import Node, status, wait_link  # noqa: E402
-from nodeproc import percentile  # noqa: E402
+from federation import CpuWindow, Node, Spy, status, wait_link  # noqa: E402
+from nodeproc import percentile, send_windowed  # noqa: E402
 
 from chinwag.node.admin import admin_request  # noqa: E402
 from chinwag.node.client import api_call, connect, login, signup  # noqa: E402
@@ -41,7 +41,9 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
-async def fanout(nodes: list[Node], members: int, messages: int) -> dict[str, Any]:
+async def fanout(
+    nodes: list[Node], members: int, messages: int, args: argparse.Namespace
+) -> dict[str, Any]:
     names = [(nodes[i % 3], f"m{i}") for i in range(members)]
     tokens = {}
     owner = names[0][1]
@@ -85,20 +87,35 @@ async def fanout(nodes: list[Node], members: int, messages: int) -> dict[str, An
                 if all(all(p["outbox"] == 0 for p in v["peers"]) for v in views):
                     break
                 await trio.sleep(0.1)
+        errors: list[Any] = []
+
+        def settle(results: list[Any] | Exception, k: int) -> None:
+            for reply in results if isinstance(results, list) else [results]:
+                if not hasattr(reply, "id"):
+                    errors.append(reply)
+
         with trio.fail_after(600):
             async with trio.open_nursery() as nursery:
                 for node, name in names:
                     await nursery.start(member, node, name)
+                spy = Spy(args, nodes, "groups")
+                cpu = CpuWindow(nodes).start()
                 started = time.monotonic()
-                for start in range(0, messages, 50):
-                    batch = [
-                        ("#big@n1", str(time.time_ns()), f"g{k}")
-                        for k in range(start, min(messages, start + 50))
-                    ]
-                    for reply in await host.send_many(batch):
-                        if not hasattr(reply, "id"):
-                            raise RuntimeError(reply)
+                # ``--batch 1``: one send frame per WebSocket message, as real
+                # clients send; ``--window`` of them in flight.
+                await send_windowed(
+                    host,
+                    messages,
+                    args.batch,
+                    args.window,
+                    lambda k: ("#big@n1", str(time.time_ns()), f"g{k}"),
+                    settle,
+                )
+                if errors:
+                    raise RuntimeError(errors[0])
                 await done.wait()
+                usage = cpu.finish(received)
+                await spy.stop()
                 nursery.cancel_scope.cancel()
     seconds = last - started
     return {
@@ -109,6 +126,13 @@ async def fanout(nodes: list[Node], members: int, messages: int) -> dict[str, An
         "deliveries_per_s": round(received / seconds),
         "p50_ms": round(percentile(sorted(latencies), 50), 1),
         "p99_ms": round(percentile(sorted(latencies), 99), 1),
+        "batch": args.batch,
+        "window": args.window,
+        # Node CPU (all three) per 1,000 deliveries, and each node's share.
+        "nodes_cpu_s_per_1000": round(
+            sum(v for k, v in usage.items() if k.endswith("_cpu_s_per_1000")), 4
+        ),
+        "cpu": usage,
     }
 
 
@@ -147,7 +171,7 @@ async def presence(nodes: list[Node], watchers: int, changes: int) -> dict[str, 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     root = Path(tempfile.mkdtemp(prefix="chinwag-groupbench-"))
     # What bench/federation.py's Node reads from its own command line.
-    node_args = argparse.Namespace(python=sys.executable, node_arg=[])
+    node_args = argparse.Namespace(python=args.python, node_arg=[])
     nodes = [Node(root, f"n{i}", node_args) for i in (1, 2, 3)]
     try:
         for node in nodes:
@@ -163,7 +187,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     await wait_link(a, b, True, 60)
         result: dict[str, Any] = {}
         if args.messages:
-            result["fanout"] = await fanout(nodes, args.members, args.messages)
+            result["fanout"] = await fanout(nodes, args.members, args.messages, args)
         if args.watchers:
             result["presence"] = await presence(nodes, args.watchers, args.changes)
         return result
@@ -179,7 +203,16 @@ def main() -> int:
     parser.add_argument("--messages", type=int, default=200)
     parser.add_argument("--watchers", type=int, default=1000)
     parser.add_argument("--changes", type=int, default=10)
+    parser.add_argument("--batch", type=int, default=50, help="send frames per WebSocket message")
+    parser.add_argument("--window", type=int, default=50, help="sends in flight")
+    parser.add_argument("--spy", metavar="DIR", help="py-spy the three nodes during fan-out")
+    parser.add_argument("--spy-bin", default="py-spy", help="py-spy executable")
+    parser.add_argument("--spy-gil", action="store_true", help="py-spy --gil")
+    parser.add_argument("--python", default=sys.executable, help="interpreter for the nodes")
     args = parser.parse_args()
+    if args.spy and args.spy_bin == "py-spy":
+        local = Path(sys.executable).with_name("py-spy")
+        args.spy_bin = str(local) if local.exists() else "py-spy"
     print(json.dumps(trio.run(run, args)))
     return 0
 

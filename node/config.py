@@ -107,6 +107,12 @@ class NodeConfig:
     #: Envelopes per second accepted from one peer (token bucket) and burst.
     peer_rate: float = 20_000.0
     peer_burst: int = 40_000
+    #: Push frames from one peer waiting to be committed once their
+    #: signatures were checked (in a worker thread); those waiting commit in
+    #: one transaction. A quarter as many more wait for their check, plus the
+    #: few in hand: a link holds about 1.25 x this + 3 frames of at most
+    #: 1 MiB; past it the link stops reading (back-pressure on the peer).
+    link_inbound_frames: int = 8
     #: URLs to advertise in this node's gossiped address record (e.g. behind
     #: a proxy or NAT). Empty: derived from ``host`` (see app.advertised_urls).
     public_urls: tuple[str, ...] = ()

@@ -28,7 +28,7 @@ from chinwag.protocol.addresses import (
     node_id_bytes,
     node_id_text,
 )
-from chinwag.protocol.envelope import Envelope, SignedUnit, open_unit, sign_envelope
+from chinwag.protocol.envelope import Envelope, SignedUnit, Verified, open_unit, sign_envelope
 from chinwag.protocol.errors import ErrorCode, ProtocolError
 from chinwag.protocol.group_record import KIND_MESSAGE, make_group_record, open_group_record
 
@@ -176,14 +176,15 @@ class Groups:
         self._put_hosted(w, group.name, {k: v for k, v in item.items() if not k.startswith("_")})
         sender_seq = None
         remote_nodes: set[str] = set()
+        # One record for every member's queue: encoded once, and the same
+        # bytes let Router.render decode it once for all of them.
+        queued = _queue_record(group, item["gseq"], unit, event)
         for text in sorted(recipients):
             member = parse_member(text)
             if member.node == self._identity.id:
                 if w.get_user(member.user) is None:
                     continue
-                seq = w.append_to_queue(
-                    member.user, _queue_record(group, item["gseq"], unit, event)
-                )
+                seq = w.append_to_queue(member.user, queued)
                 if text == item.get("_sender"):
                     sender_seq = seq
             else:
@@ -519,11 +520,13 @@ class Groups:
         self._registry.append_item(w, group.host, "ga", wire, me.user, now_ms)
         w.charge(_outbox_bytes(wire))
 
-    def _invited_here(self, w: WriteTxn, peer: bytes, payload: Any, now_ms: int) -> None:
+    def _invited_here(
+        self, w: WriteTxn, peer: bytes, payload: Any, now_ms: int, verified: Verified | None
+    ) -> None:
         """Invitee's node: a host's ``gi``. A contact of the adder accepts at
         once; anyone else gets an invitation event and an ``i`` row."""
         unit = SignedUnit.from_wire(payload)
-        env = open_unit(unit, expected_origin=peer)
+        env = open_unit(unit, expected_origin=peer, verified=verified)
         group = env.group
         if env.kind != "invite" or group is None or node_id_bytes(group.host) != peer:
             raise ProtocolError(ErrorCode.FORBIDDEN, "invitations come from the group's host")
@@ -547,10 +550,12 @@ class Groups:
         if row is None:
             w.append_to_queue(member.user, consent.invitation_event(group, by, title))
 
-    def _answered(self, w: WriteTxn, peer: bytes, payload: Any, now_ms: int) -> None:
+    def _answered(
+        self, w: WriteTxn, peer: bytes, payload: Any, now_ms: int, verified: Verified | None
+    ) -> None:
         """Host: an invitee's node answered (``ga``) for one of its users."""
         unit = SignedUnit.from_wire(payload)
-        env = open_unit(unit, expected_origin=peer)
+        env = open_unit(unit, expected_origin=peer, verified=verified)
         group = env.group
         if group is None or group.host != self._identity.id:
             raise ProtocolError(ErrorCode.FORBIDDEN, "not a group hosted here")
@@ -574,20 +579,29 @@ class Groups:
         return row is not None and row["s"] == consent.ACCEPTED
 
     # ------------------------------------------------------------ federation
-    def _inbound(self, w: WriteTxn, peer: bytes, kind: str, payload: Any, now_ms: int) -> None:
+    def _inbound(
+        self,
+        w: WriteTxn,
+        peer: bytes,
+        kind: str,
+        payload: Any,
+        now_ms: int,
+        verified: Verified | None = None,
+    ) -> None:
         """A group item from ``peer``, applied in its own child transaction
-        (PeerRegistry.apply_inbound): a refusal raised here writes nothing."""
+        (PeerRegistry.apply_inbound): a refusal raised here writes nothing.
+        ``verified``: signatures checked before (node/peers.check_signatures)."""
         if kind == "gr":
-            self._apply_record(w, peer, payload)
+            self._apply_record(w, peer, payload, verified)
             return
         if kind == "gi":
-            self._invited_here(w, peer, payload, now_ms)
+            self._invited_here(w, peer, payload, now_ms, verified)
             return
         if kind == "ga":
-            self._answered(w, peer, payload, now_ms)
+            self._answered(w, peer, payload, now_ms, verified)
             return
         unit = SignedUnit.from_wire(payload)
-        env = open_unit(unit, expected_origin=peer)
+        env = open_unit(unit, expected_origin=peer, verified=verified)
         if env.group is None or env.group.host != self._identity.id:
             raise ProtocolError(ErrorCode.FORBIDDEN, "not a group hosted here")
         group = env.group
@@ -604,8 +618,10 @@ class Groups:
             before = set(item["members"])
             self._apply_membership(w, group, item, before, before - {sender}, sender, now_ms)
 
-    def _apply_record(self, w: WriteTxn, peer: bytes, payload: Any) -> None:
-        record = open_group_record(payload, peer)
+    def _apply_record(
+        self, w: WriteTxn, peer: bytes, payload: Any, verified: Verified | None = None
+    ) -> None:
+        record = open_group_record(payload, peer, verified)
         group = record.group
         if node_id_bytes(group.host) != peer:
             raise ProtocolError(ErrorCode.FORBIDDEN, "group records come only from their host")
@@ -621,7 +637,7 @@ class Groups:
             return  # already applied
         if record.kind == KIND_MESSAGE:
             assert record.unit is not None
-            env = open_unit(record.unit)  # the origin's own signature, too
+            env = open_unit(record.unit, verified=verified)  # the origin's signature, too
             if env.group != group:
                 raise ProtocolError(ErrorCode.FORBIDDEN, "inner envelope is for another group")
             if record.gseq > view["gseq"] + 1:
@@ -640,13 +656,12 @@ class Groups:
                 view["title"] = event["title"]
         view["gseq"] = record.gseq
         w.txn.put(key, cbor2.dumps(view), db=w.db("group_views"))
+        queued = _queue_record(group, record.gseq, record.unit, event)
         for text in sorted(recipients):
             member = parse_member(text)
             # Only users who agreed get the host's records (group consent).
             if member.node == self._identity.id and self._consented(w, member.user, group):
-                w.append_to_queue(
-                    member.user, _queue_record(group, record.gseq, record.unit, event)
-                )
+                w.append_to_queue(member.user, queued)
         if record.kind != KIND_MESSAGE:
             self._forget_departed(w, group, recipients - set(view["members"]))
 

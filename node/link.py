@@ -29,10 +29,12 @@ import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection
 
 from chinwag.protocol.addresses import node_id_text
+from chinwag.protocol.envelope import Verified
 from chinwag.protocol.errors import ErrorCode, ProtocolError
 from chinwag.protocol.handshake import LinkCipher, LinkKeys, decode_refusal
 from chinwag.protocol.link import (
     MAX_PUSH_ENTRIES,
+    MAX_REJECTED,
     Ack,
     EntryKind,
     Gossip,
@@ -56,18 +58,25 @@ from chinwag.protocol.link import (
 
 from .config import NodeConfig
 from .logs import event
-from .peers import InboundResult, OutboxEntry
+from .peers import InboundResult, OutboxEntry, check_signatures
 from .ratelimit import TokenBucket
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-#: Unacknowledged outbox entries in flight on one link.
-WINDOW = 2048
+#: Unacknowledged outbox entries in flight on one link (several push frames:
+#: the receiver checks the signatures of one while it commits another).
+WINDOW = 4096
 #: Entries per push frame, and the byte budget of one push message.
 PUSH_ENTRIES = MAX_PUSH_ENTRIES
 PUSH_BYTES = 900 * 1024
+
+#: Pushes of at least this many entries have their signatures checked in a
+#: worker thread ahead of the commit; a smaller one (live traffic, a few
+#: entries) is checked in the commit itself: the thread hop would cost about
+#: as much as it spares the writer.
+CHECK_AHEAD_MIN = 8
 
 #: WebSocket close codes a link ends with (RFC 6455).
 CLOSE_BAD_FRAME = 1008  # policy violation: the peer broke the protocol
@@ -152,6 +161,7 @@ class LinkRegistry(Protocol):
         entries: list[tuple[int, str, object]],
         now_ms: int,
         skip: int | None = None,
+        verified: Verified | None = None,
     ) -> InboundResult: ...
 
 
@@ -270,6 +280,13 @@ class Link:
         self.up = trio.Event()
         self.ended: LinkEnd | None = None
         self._bucket = TokenBucket(config.peer_rate, config.peer_burst, trio.current_time())
+        # Inbound pushes flow reader -> checker -> committer, in order: the
+        # checker verifies one frame's signatures in a worker thread while
+        # the committer commits the frames before it. Bounded: past these
+        # the reader stops reading and the peer's window fills.
+        depth = max(1, config.link_inbound_frames)
+        self._to_check, self._checking = trio.open_memory_channel[Push](max(0, depth // 4))
+        self._to_commit, self._committing = trio.open_memory_channel[tuple[Push, Verified]](depth)
 
     def close(self) -> None:
         self._cancel.cancel()
@@ -324,7 +341,8 @@ class Link:
             try:
                 await self._start()
                 async with trio.open_nursery() as nursery:
-                    for task in (self._sender, self._receiver, self._pinger):
+                    tasks = (self._sender, self._receiver, self._pinger, self._checker)
+                    for task in (*tasks, self._committer):
                         nursery.start_soon(self._guard, task, nursery.cancel_scope)
             except Exception as exc:  # every end of a link is recorded
                 self._record(exc)
@@ -495,7 +513,7 @@ class Link:
             frame = await self._receive()
             match frame:
                 case Push():
-                    await self._on_push(frame)
+                    await self._to_check.send(frame)
                 case Ack():
                     await self._on_ack(frame)
                 case Ping():
@@ -529,28 +547,69 @@ class Link:
         event.set()
         self.healthy.set()
 
-    async def _on_push(self, frame: Push) -> None:
-        entries: list[tuple[int, str, object]] = [
-            (e.oseq, e.kind, dict(e.payload)) for e in frame.entries
-        ]
-        # The per-peer rate limit: a flooding peer is slowed, not served first.
-        # The entries' tokens are taken now (into debt if need be), so the
-        # wait pays for exactly these entries and nothing is let through twice.
-        wait = self._bucket.reserve(trio.current_time(), len(entries))
-        if wait > 0:
-            await trio.sleep(wait)
+    async def _checker(self) -> None:
+        """Rate-limit each push, then verify its signatures off the event loop."""
+        async for frame in self._checking:
+            # The per-peer rate limit: a flooding peer is slowed, not served
+            # first. The entries' tokens are taken now (into debt if need
+            # be), so the wait pays for exactly these and nothing passes twice.
+            wait = self._bucket.reserve(trio.current_time(), len(frame.entries))
+            if wait > 0:
+                await trio.sleep(wait)
+            verified = Verified()
+            if len(frame.entries) >= CHECK_AHEAD_MIN:
+                # Ed25519 releases the GIL: this runs beside the loop and the
+                # store's writer. What passes here is only a hint: the commit
+                # opens every entry as before and checks anything not in the set.
+                entries = [(e.oseq, e.kind, e.payload) for e in frame.entries]
+                verified = await trio.to_thread.run_sync(check_signatures, self.peer, entries)
+            await self._to_commit.send((frame, verified))
+
+    async def _committer(self) -> None:
+        """Commit checked pushes in order, the waiting ones in one transaction."""
+        while True:
+            frames = [await self._committing.receive()]
+            count = len(frames[0][0].entries)
+            while count < WINDOW:
+                try:
+                    nxt = self._committing.receive_nowait()
+                except trio.WouldBlock:
+                    break
+                frames.append(nxt)
+                count += len(nxt[0].entries)
+                if nxt[0].skip is not None:
+                    break  # a skip only opens a batch: commit this one alone next
+            if len(frames) > 1 and frames[-1][0].skip is not None:
+                await self._commit(frames[:-1])
+                frames = frames[-1:]
+            await self._commit(frames)
+
+    async def _commit(self, frames: list[tuple[Push, Verified]]) -> None:
+        entries: list[tuple[int, str, object]] = []
+        verified = Verified() if len(frames) > 1 else frames[0][1]
+        for frame, checked in frames:
+            entries.extend((e.oseq, e.kind, dict(e.payload)) for e in frame.entries)
+            if checked is not verified:
+                verified.merge(checked)
         # A failed commit ends the link (nothing was applied, nothing is
         # acked): the peer resends from its last acknowledgement on the next
         # link, after a back-off, instead of pushing into a gap here forever.
         result = await self._local(
-            self._registry.apply_inbound(self.peer, entries, self._now_ms(), frame.skip)
+            self._registry.apply_inbound(
+                self.peer, entries, self._now_ms(), frames[0][0].skip, verified=verified
+            )
         )
         self._stats.received += result.stored
         self._stats.refused += result.refused
         if result.refused:
             self._log_refused(result.rejected)
-        rejected = tuple(Rejected(int(r["oseq"]), str(r["code"])) for r in result.rejected)
-        await self.send(Ack(result.applied, rejected))
+        rejected = [Rejected(int(r["oseq"]), str(r["code"])) for r in result.rejected]
+        # One ack names at most MAX_REJECTED refusals: more go in acks before
+        # it, each up to its last refused oseq (everything there is applied).
+        while len(rejected) > MAX_REJECTED:
+            part, rejected = rejected[:MAX_REJECTED], rejected[MAX_REJECTED:]
+            await self.send(Ack(part[-1].oseq, tuple(part)))
+        await self.send(Ack(result.applied, tuple(rejected)))
         self.healthy.set()
-        if any(e.kind == EntryKind.GROUP_RECORD for e in frame.entries):
+        if any(e.kind == EntryKind.GROUP_RECORD for f, _ in frames for e in f.entries):
             await self._request_resyncs()

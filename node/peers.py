@@ -24,8 +24,16 @@ import cbor2
 import lmdb
 
 from chinwag.protocol.addresses import UserAddress, node_id_bytes, node_id_text
-from chinwag.protocol.envelope import Envelope, SignedUnit, open_unit
+from chinwag.protocol.envelope import (
+    CONTEXT_ENVELOPE,
+    CONTEXT_GROUP_RECORD,
+    Envelope,
+    SignedUnit,
+    Verified,
+    open_unit,
+)
 from chinwag.protocol.errors import ErrorCode, ProtocolError
+from chinwag.protocol.group_record import open_group_record
 from chinwag.protocol.link import entry_field
 
 from .store import Store, WriteTxn, event_record, unit_record
@@ -200,8 +208,11 @@ class PeerRegistry:
         self._on_outbox = on_outbox
         self._max_entries = outbox_max_entries
         self._max_bytes = outbox_max_bytes
-        #: Applies group items (``gs``, ``gl``, ``gr``) inside the inbound transaction.
-        self.group_inbound: Callable[[WriteTxn, bytes, str, Any, int], None] | None = None
+        #: Applies group items (``gs``, ``gl``, ``gr``) inside the inbound
+        #: transaction (the last argument: signatures checked before).
+        self.group_inbound: (
+            Callable[[WriteTxn, bytes, str, Any, int, Verified | None], None] | None
+        ) = None
         #: Applies relay items (``rl`` at the relay, ``rd`` at the destination)
         #: inside the inbound transaction (node/relay.py).
         self.relay_inbound: Callable[[WriteTxn, bytes, str, Any, int], None] | None = None
@@ -611,8 +622,13 @@ class PeerRegistry:
         entries: list[tuple[int, str, Any]],
         now_ms: int,
         skip: int | None = None,
+        verified: Verified | None = None,
     ) -> InboundResult:
         """Verify and commit a batch from ``peer`` in one transaction.
+
+        ``verified`` holds signatures already checked over the exact bytes
+        (:func:`check_signatures`, run in a worker thread): those are not
+        checked again; every other step is.
 
         Entries at or below the applied ``oseq`` are skipped (a resent batch);
         a refused entry (forged, mis-attributed, replayed, unknown user) is
@@ -639,7 +655,7 @@ class PeerRegistry:
                     # Each entry in its own child transaction: a refused entry
                     # leaves nothing behind (no dedup row, no queue entry).
                     with w.nested() as child:
-                        self._apply_entry(child, peer, kind, payload, our_id, now_ms)
+                        self._apply_entry(child, peer, kind, payload, our_id, now_ms, verified)
                     result.stored += 1
                 except ProtocolError as exc:
                     if exc.code is not ErrorCode.NO_SUCH_USER:
@@ -659,7 +675,14 @@ class PeerRegistry:
         return await self._store.transact(op)
 
     def _apply_entry(
-        self, w: WriteTxn, peer: bytes, kind: str, payload: Any, our_id: str, now_ms: int
+        self,
+        w: WriteTxn,
+        peer: bytes,
+        kind: str,
+        payload: Any,
+        our_id: str,
+        now_ms: int,
+        verified: Verified | None = None,
     ) -> None:
         """Verify and store one inbound entry; raise ProtocolError to refuse it."""
         if kind in ("rl", "rd"):
@@ -670,10 +693,12 @@ class PeerRegistry:
         if kind != "m":
             if self.group_inbound is None:
                 raise ProtocolError(ErrorCode.BAD_FRAME, "groups are not served here")
-            self.group_inbound(w, peer, kind, payload, now_ms)
+            self.group_inbound(w, peer, kind, payload, now_ms, verified)
             return
         unit = SignedUnit.from_wire(payload)
-        deliver_unit(w, unit, open_unit(unit, expected_origin=peer), our_id, now_ms)
+        deliver_unit(
+            w, unit, open_unit(unit, expected_origin=peer, verified=verified), our_id, now_ms
+        )
 
 
 def deliver_unit(w: WriteTxn, unit: SignedUnit, env: Envelope, our_id: str, now_ms: int) -> None:
@@ -684,6 +709,34 @@ def deliver_unit(w: WriteTxn, unit: SignedUnit, env: Envelope, our_id: str, now_
     if w.get_user(env.to.user) is None:
         raise ProtocolError(ErrorCode.NO_SUCH_USER, f"no user {env.to.user} on this node")
     w.append_to_queue(env.to.user, unit_record(unit))
+
+
+def check_signatures(peer: bytes, entries: list[tuple[int, str, Any]]) -> Verified:
+    """Check the signatures of pushed entries from ``peer``, ahead of their commit.
+
+    Thread-safe and pure, for a worker thread: Ed25519 in ``cryptography``
+    releases the GIL, so a link's next batch is checked while the store's
+    writer commits the last one. The result only spares work: the commit
+    opens every entry (shape, origin, attribution, dedup) as before, and a
+    signature missing here (bad, or of an entry that did not parse) is
+    checked there again and refused with its usual error.
+    """
+    verified = Verified()
+    for _oseq, kind, payload in entries:
+        try:
+            if kind == "gr":
+                if not verified.check(CONTEXT_GROUP_RECORD, peer, payload["rec"], payload["sig"]):
+                    continue
+                inner = open_group_record(payload, peer, verified).unit
+                if inner is None:
+                    continue  # a membership record: the host's signature only
+                unit = inner
+            else:
+                unit = SignedUnit.from_wire(payload)
+            verified.check(CONTEXT_ENVELOPE, unit.by, unit.env, unit.sig)
+        except Exception:  # noqa: BLE001 - a hint only: the commit refuses it properly
+            continue
+    return verified
 
 
 def _forget_bytes(meta: dict[str, int], size: int) -> None:

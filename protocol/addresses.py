@@ -9,6 +9,7 @@ receiving node's pins.
 from __future__ import annotations
 
 import base64
+import functools
 import re
 from dataclasses import dataclass
 
@@ -23,6 +24,15 @@ _NODE_ID_RE = re.compile(r"[a-z2-7]{52}")
 
 def node_id_text(raw: bytes) -> str:
     """Encode a 32-byte node id as lowercase unpadded base32."""
+    if type(raw) is bytes:
+        # Cached: every inbound envelope checks its sender against its
+        # origin's text form, and a node knows few keys.
+        return _node_id_text(raw)
+    return _node_id_text.__wrapped__(raw)
+
+
+@functools.lru_cache(maxsize=4096)
+def _node_id_text(raw: bytes) -> str:
     if len(raw) != NODE_ID_BYTES:
         raise ProtocolError(ErrorCode.BAD_REQUEST, "a node id is 32 bytes")
     return base64.b32encode(raw).decode("ascii").rstrip("=").lower()
@@ -30,6 +40,13 @@ def node_id_text(raw: bytes) -> str:
 
 def node_id_bytes(text: str) -> bytes:
     """Decode a node id from its text form."""
+    if type(text) is str:
+        return _node_id_bytes(text)  # cached, as above
+    return _node_id_bytes.__wrapped__(text)
+
+
+@functools.lru_cache(maxsize=4096)
+def _node_id_bytes(text: str) -> bytes:
     if not is_node_id_text(text):
         raise ProtocolError(ErrorCode.BAD_REQUEST, f"not a node id: {text[:60]!r}")
     return base64.b32decode(text.upper() + "====")

@@ -33,7 +33,7 @@ CONTEXT_HANDSHAKE = b"chinwag/v1/handshake\x00"
 CONTEXT_ADDRESS = b"chinwag/v1/address-record\x00"
 
 #: Encodings of the Ed25519 points of small order (and their non-canonical
-#: twins), compared with the sign bit masked, as libsodium does. A key among
+#: twins), compared with the sign bit masked, the way libsodium does. A key among
 #: these would let anyone forge signatures that verify for it.
 _SMALL_ORDER = tuple(
     bytes.fromhex(h)
@@ -76,12 +76,62 @@ def _public_key(raw: bytes) -> Ed25519PublicKey:
     return key
 
 
-def verify(context: bytes, public: bytes, data: bytes, signature: bytes) -> None:
-    """Check ``signature`` over ``context || data``; raise ``bad_signature``."""
+def verify(
+    context: bytes,
+    public: bytes,
+    data: bytes,
+    signature: bytes,
+    verified: Verified | None = None,
+) -> None:
+    """Check ``signature`` over ``context || data``; raise ``bad_signature``.
+
+    ``verified`` holds signatures already checked over these exact bytes (in
+    a worker thread, before a commit): one found there is not checked twice.
+    """
+    if verified is not None and (context, public, data, signature) in verified:
+        return
+    _public_key(public)  # a malformed key is refused as such
+    if not isinstance(signature, bytes) or len(signature) != 64:
+        raise ProtocolError(ErrorCode.BAD_SIGNATURE, "a signature is 64 bytes")
     try:
         _public_key(public).verify(signature, context + data)
     except InvalidSignature as exc:
         raise ProtocolError(ErrorCode.BAD_SIGNATURE, "signature does not verify") from exc
+
+
+class Verified:
+    """Signatures checked ahead of their use, each with its exact bytes.
+
+    A receiver checks a batch of signatures where it may run beside the event
+    loop and the store's writer (Ed25519 in ``cryptography`` releases the
+    GIL), then hands this set to the code that opens the units: a signature
+    is skipped there only for the identical (context, key, bytes, signature),
+    so nothing unchecked ever passes. A failed check adds nothing; the opener
+    checks that one again and refuses it with its usual error.
+    """
+
+    def __init__(self) -> None:
+        self._seen: set[tuple[bytes, bytes, bytes, bytes]] = set()
+
+    def check(self, context: bytes, public: bytes, data: bytes, signature: bytes) -> bool:
+        """Verify now; remember and return True if the signature holds."""
+        try:
+            check_public_key(public)
+            verify(context, public, data, signature)
+        except ProtocolError:
+            return False
+        self._seen.add((context, public, data, signature))
+        return True
+
+    def merge(self, other: Verified) -> None:
+        """Take in what ``other`` checked."""
+        self._seen |= other._seen  # noqa: SLF001 - same class
+
+    def __contains__(self, item: object) -> bool:
+        return item in self._seen
+
+    def __len__(self) -> int:
+        return len(self._seen)
 
 
 class NodeKey:
@@ -220,17 +270,23 @@ def sign_envelope(key: NodeKey, env: Envelope) -> SignedUnit:
     return SignedUnit(env=data, sig=key.sign(CONTEXT_ENVELOPE, data), by=key.public)
 
 
-def open_unit(unit: SignedUnit, *, expected_origin: bytes | None = None) -> Envelope:
+def open_unit(
+    unit: SignedUnit,
+    *,
+    expected_origin: bytes | None = None,
+    verified: Verified | None = None,
+) -> Envelope:
     """Verify a unit's signature, then decode it and check attribution.
 
     The origin (``by``) must sign the exact bytes, and the envelope's sender
     must be a user of the origin node. ``expected_origin`` pins the origin
-    (the peer a 1:1 envelope arrived from).
+    (the peer a 1:1 envelope arrived from); ``verified`` (see
+    :class:`Verified`) spares a signature checked before.
     """
     if expected_origin is not None and unit.by != expected_origin:
         raise ProtocolError(ErrorCode.FORBIDDEN, "envelope origin is not the sending peer")
     check_public_key(unit.by)
-    verify(CONTEXT_ENVELOPE, unit.by, unit.env, unit.sig)
+    verify(CONTEXT_ENVELOPE, unit.by, unit.env, unit.sig, verified)
     env = decode_envelope(unit.env)
     if env.sender.node != node_id_text(unit.by):
         raise ProtocolError(ErrorCode.FORBIDDEN, "envelope sender is not a user of its origin")

@@ -13,7 +13,14 @@ from typing import Any
 
 from .addresses import GroupAddress
 from .codec import decode_cbor, encode_cbor
-from .envelope import CONTEXT_GROUP_RECORD, NodeKey, SignedUnit, check_public_key, verify
+from .envelope import (
+    CONTEXT_GROUP_RECORD,
+    NodeKey,
+    SignedUnit,
+    Verified,
+    check_public_key,
+    verify,
+)
 from .errors import ErrorCode, ProtocolError
 from .limits import MAX_FRAME_BYTES
 
@@ -53,15 +60,21 @@ def make_group_record(
     return {"rec": data, "sig": host.sign(CONTEXT_GROUP_RECORD, data)}
 
 
-def open_group_record(item: object, host_key: bytes) -> GroupRecord:
-    """Verify a record against its host's key, then decode and check it."""
+def open_group_record(
+    item: object, host_key: bytes, verified: Verified | None = None
+) -> GroupRecord:
+    """Verify a record against its host's key, then decode and check it.
+
+    ``verified`` (see :class:`~.envelope.Verified`) spares a signature
+    checked before over these exact bytes.
+    """
     if not isinstance(item, dict) or set(item) != {"rec", "sig"}:
         raise ProtocolError(ErrorCode.BAD_FRAME, "a group record is {rec, sig}")
     data, sig = item["rec"], item["sig"]
     if not isinstance(data, bytes) or not isinstance(sig, bytes) or len(sig) != 64:
         raise ProtocolError(ErrorCode.BAD_FRAME, "group record fields are bytes")
     check_public_key(host_key)
-    verify(CONTEXT_GROUP_RECORD, host_key, data, sig)
+    verify(CONTEXT_GROUP_RECORD, host_key, data, sig, verified)
     body = decode_cbor(data, max_bytes=MAX_GROUP_RECORD_BYTES)
     if not isinstance(body, dict):
         raise ProtocolError(ErrorCode.BAD_FRAME, "a group record body is a map")

@@ -129,3 +129,36 @@ async def test_sender_killed_mid_stream(nursery, tmp_path) -> None:
     ids = [f["id"] for f in got]
     assert len(ids) == len(set(ids)), "a message arrived twice"
     assert ids == sorted(ids)
+
+
+async def test_receiver_killed_during_catch_up(nursery, tmp_path) -> None:
+    """SIGKILL the receiver while several push frames are in flight and being
+    committed (node/link.py checks one while it commits others): after the
+    restart every message arrives exactly once, in order."""
+    d1, d2, p1, p2 = await pair(nursery, tmp_path)
+    alice = await login(p1.url, "alice", PW)
+    bob = await login(p2.url, "bob", PW)
+    await p2.kill()
+    total = 1500
+    sent = []
+    async with connect(p1.url, alice.token) as a:
+        for start in range(0, total, 250):
+            items = [("bob@n2", f"m{i}", f"c{i}") for i in range(start, start + 250)]
+            for reply in await a.send_many(items):
+                assert not isinstance(reply, ClientError), reply
+                sent.append(reply.id)
+    p2 = await spawn_node(nursery, d2, *FLAGS, "--listen", listen_of(p2), home=tmp_path)
+    # Kill it as soon as the first messages are committed (the rest in flight).
+    async with connect(p2.url, bob.token) as b:
+        await b.sync(0)
+        with trio.fail_after(TIMEOUT):
+            await b.messages.receive()
+    await p2.kill()
+    p2 = await spawn_node(nursery, d2, *FLAGS, "--listen", listen_of(p2), home=tmp_path)
+    frames = await receive_all(p2.url, bob.token, total)
+    assert [f["body"]["text"] for f in frames] == [f"m{i}" for i in range(total)]
+    assert [f["id"] for f in frames] == sent
+    await wait_link(tmp_path, d1)
+    with trio.fail_after(TIMEOUT):
+        while (await status(tmp_path, d1))["peers"][0]["outbox"]:  # noqa: ASYNC110
+            await trio.sleep(0.1)

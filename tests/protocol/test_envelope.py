@@ -13,6 +13,7 @@ from chinwag.protocol.envelope import (
     Envelope,
     NodeKey,
     SignedUnit,
+    Verified,
     check_public_key,
     decode_envelope,
     encode_envelope,
@@ -130,3 +131,32 @@ def test_group_envelope_and_shape_checks() -> None:
 def test_key_seed_round_trip() -> None:
     again = NodeKey.from_seed(KEY.seed())
     assert again.id == KEY.id and len(KEY.id) == 52
+
+
+# ---------------------------------------------------------------- checked ahead
+def test_verified_spares_only_the_exact_signature() -> None:
+    unit = sign_envelope(KEY, make_env())
+    other = sign_envelope(KEY, make_env("other"))
+    verified = Verified()
+    assert verified.check(CONTEXT_ENVELOPE, unit.by, unit.env, unit.sig)
+    assert len(verified) == 1
+    assert open_unit(unit, verified=verified) == make_env()
+    # Same signature over other bytes, or under another context: checked, refused.
+    forged = SignedUnit(env=other.env, sig=unit.sig, by=unit.by)
+    with pytest.raises(ProtocolError) as err:
+        open_unit(forged, verified=verified)
+    assert err.value.code is ErrorCode.BAD_SIGNATURE
+    with pytest.raises(ProtocolError):
+        verify(CONTEXT_HANDSHAKE, unit.by, unit.env, unit.sig, verified)
+
+
+def test_verified_remembers_no_failed_check() -> None:
+    unit = sign_envelope(KEY, make_env())
+    bad_sig = bytes([unit.sig[0] ^ 1]) + unit.sig[1:]
+    verified = Verified()
+    assert not verified.check(CONTEXT_ENVELOPE, unit.by, unit.env, bad_sig)
+    assert not verified.check(CONTEXT_ENVELOPE, b"\x00" * 32, unit.env, unit.sig)
+    assert not verified.check(CONTEXT_ENVELOPE, unit.by, unit.env, unit.sig[:63])
+    assert len(verified) == 0
+    with pytest.raises(ProtocolError):
+        open_unit(SignedUnit(env=unit.env, sig=bad_sig, by=unit.by), verified=verified)
