@@ -26,9 +26,12 @@ For each N in ``--nodes`` (e.g. ``10,25,50``), in order:
   restarted nodes' queue heads (``arrived``). The status polls (every 0.25 s)
   bound the resolution.
 
-``--topology`` names how nodes learn each other; only ``mesh`` (full seed
-lists) exists so far: a ``seed`` topology (one seed plus introductions) adds
-a branch to :func:`seed_args` and :func:`expected_links`.
+``--topology`` names how nodes learn each other: ``mesh`` (full seed lists)
+or ``seed`` (a community hub n0 that added every leaf; each leaf has only
+the hub as its seed and its admin runs ``peers trust-introductions HUB``,
+one command per leaf: leaves learn each other from the hub's signed
+introductions and reach each other through it, one relay hop; presence is
+not measured there, as it needs a link).
 
     python bench/federation_scale.py --nodes 10,25 --idle 60
 
@@ -56,10 +59,11 @@ from federation import PASSWORD as PW  # noqa: E402
 from federation import Node, status  # noqa: E402
 from nodeproc import cpu_seconds, machine_cpu, memory_kb, percentile, raise_nofile_limit  # noqa: E402
 
+from chinwag.node.admin import admin_request  # noqa: E402
 from chinwag.node.client import ChatClient, api_call, connect, login, signup  # noqa: E402
 from chinwag.node.identity import init_identity  # noqa: E402
 
-TOPOLOGIES = ("mesh",)
+TOPOLOGIES = ("mesh", "seed")
 
 
 # ------------------------------------------------------------------ the federation
@@ -71,14 +75,37 @@ def seed_args(topology: str, me: int, nodes: list[Node], ids: list[str]) -> list
             if i != me:
                 out += ["--peer", f"{node.url}#{ids[i]}"]
         return out
+    if topology == "seed":
+        # n0 is the community's hub: its admin added every leaf (as an
+        # invitation would); each leaf knows only the hub.
+        if me == 0:
+            return seed_args("mesh", 0, nodes, ids)
+        return ["--peer", f"{nodes[0].url}#{ids[0]}"]
     raise ValueError(f"unknown topology {topology!r}")
 
 
-def expected_links(topology: str, n: int) -> int:
-    """Links every node has once the federation has converged."""
+def expected_links(topology: str, n: int, me: int = 0) -> int:
+    """Links node ``me`` has once the federation has converged."""
     if topology == "mesh":
         return n - 1
+    if topology == "seed":
+        return n - 1 if me == 0 else 1
     raise ValueError(f"unknown topology {topology!r}")
+
+
+async def take_introductions(nodes: list[Node], ids: list[str], timeout: float) -> float:
+    """Seed topology: every leaf's admin runs ``peers trust-introductions HUB``
+    (one command per leaf); the time until every leaf trusts every other node."""
+    started = time.monotonic()
+    for node in nodes[1:]:
+        await admin_request(node.data, "peers.trust_introductions", {"id": ids[0]}, timeout=30)
+    n = len(nodes)
+    await wait_all(
+        nodes,
+        lambda i, v: sum(p["state"] == "trusted" for p in v["peers"]) >= n - 1,
+        timeout,
+    )
+    return time.monotonic() - started
 
 
 async def statuses(nodes: list[Node]) -> list[dict[str, Any] | None]:
@@ -311,8 +338,12 @@ async def churn_phase(
     started = time.monotonic()
     await start_all([nodes[i] for i in killed])
     restarted = time.monotonic() - started
-    want = expected_links(args.topology, n)
-    await wait_all(nodes, lambda i, v: v["federation"]["links"] >= want, args.timeout, poll=0.25)
+    await wait_all(
+        nodes,
+        lambda i, v: v["federation"]["links"] >= expected_links(args.topology, n, i),
+        args.timeout,
+        poll=0.25,
+    )
     relinked = time.monotonic() - started
     await wait_all(
         nodes,
@@ -355,8 +386,15 @@ async def run_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
             started = time.monotonic()
             await start_all(nodes)
             result["started_s"] = round(time.monotonic() - started, 1)
-            want = expected_links(args.topology, n)
-            await wait_all(nodes, lambda i, v: v["federation"]["links"] >= want, args.timeout)
+            await wait_all(
+                nodes,
+                lambda i, v: v["federation"]["links"] >= expected_links(args.topology, n, i),
+                args.timeout,
+            )
+            if args.topology == "seed":
+                result["introductions_s"] = round(
+                    await take_introductions(nodes, ids, args.timeout), 1
+                )
             result["converge_s"] = round(time.monotonic() - started, 1)
             tokens: dict[str, str] = {}
             for node in nodes:
@@ -373,7 +411,12 @@ async def run_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
                 result["group"] = await group_phase(
                     devices, nodes, names, tokens, args.group_messages
                 )
-                result["presence"] = await presence_phase(devices, nodes, names, tokens)
+                if args.topology == "seed":
+                    # Presence subscriptions travel over links; leaves have
+                    # none between them, and presence is not relayed.
+                    result["presence"] = {"watchers": 0, "p50_ms": None, "all_ms": "n/a"}
+                else:
+                    result["presence"] = await presence_phase(devices, nodes, names, tokens)
                 nursery.cancel_scope.cancel()
             if args.churn > 0:
                 result["churn"] = await churn_phase(nodes, names, tokens, args, rng)
