@@ -175,5 +175,8 @@ async def open_ws_at(
     except BaseExceptionGroup as group:
         leaves = [e for e in leaf_exceptions(group) if not isinstance(e, trio.Cancelled)]
         if len(leaves) == 1:
-            raise leaves[0] from None
+            # Not "from None": that would drop the leaf's own cause, where
+            # trio keeps why each connection attempt failed (node/logs.py
+            # reads it to say "connection refused").
+            raise leaves[0]  # noqa: B904
         raise

@@ -50,6 +50,8 @@ STATUS_BY_CODE = {
     ErrorCode.NOT_FOUND: 404,
     ErrorCode.NO_SUCH_USER: 404,
     ErrorCode.NO_SUCH_NODE: 404,
+    # Never an HTTP answer today (a delivery_failed code); mapped for completeness.
+    ErrorCode.NO_ROUTE: 502,
     ErrorCode.USER_EXISTS: 409,
     ErrorCode.CONFLICT: 409,
     ErrorCode.TOO_LARGE: 413,

@@ -52,7 +52,8 @@ async def test_pending_approved_link_up_down_and_blocked_are_logged(
 
     await n1.stop()
     down = await json_log.wait_for("link_down", peer=id1)
-    assert down["reason"] == "link closed (connection lost)", down
+    # A node that stops closes its links properly (close code 1000).
+    assert down["reason"] == "link closed (closed normally)", down
     # n2 redials the stopped node at its URL: refused by the OS, said in words.
     await json_log.wait_for("link_failed", peer=id1, reason="connection refused")
 
