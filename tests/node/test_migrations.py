@@ -146,7 +146,7 @@ async def test_a_store_written_by_a_newer_version_is_refused_untouched(
 
 def test_migration_plan_runs_every_step_in_order() -> None:
     def step(n: int) -> Migration:
-        return Migration(n, f"step {n}", lambda txn, dbs: None)
+        return Migration(n, f"step {n}", lambda txn, dbs, node_id: None)
 
     chain = (step(1), step(2), step(3))
     assert [m.from_version for m in plan(1, 4, chain)] == [1, 2, 3]
