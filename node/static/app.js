@@ -420,7 +420,6 @@ function onMsg(frame) {
   state.cursor = frame.seq;
   scheduleAck();
   ingest(frame, true);
-  showCatchUp();
   queueRender();
 }
 
@@ -764,7 +763,14 @@ async function authenticate(ws) {
     try {
       loaded = await loadOverview(ws);
     } catch (err) {
-      return; // the connection dropped: the next one tries again
+      if (state.ws !== ws || !err || err.code === "unavailable" || err.code === "timeout") {
+        return; // the connection dropped: the next one tries again
+      }
+      // The node refused the list (or this page failed on it): say so, and
+      // stream from the cursor rather than stay offline.
+      console.error("loading the conversation list failed", err);
+      showError(`Could not load the conversations: ${describe(err)}`);
+      loaded = false;
     }
     if (state.ws !== ws) return;
     if (loaded) state.cursor = Math.max(state.cursor, head);
