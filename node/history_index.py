@@ -49,6 +49,8 @@ KIND_GROUP = 1
 _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
 _CONV = struct.Struct(">QQQQB")
+_LAST_TOTAL = struct.Struct(">QQ")  # the head of a conv row: last, n
+_REST = struct.Struct(">QQB")  # the rest: read, nread, kind (then the conv key)
 _MAX_U64 = (1 << 64) - 1
 #: Decoded records kept while indexing (one 1:1 message is appended to two
 #: queues, a group message to every local member's): pure, safe to reuse.
@@ -65,6 +67,7 @@ class Entry:
     countable: bool
     text: str | None
     sender: str | None
+    terms: tuple[bytes, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -116,14 +119,28 @@ def _group(wire: Any) -> str | None:
     return None
 
 
-_parsed: dict[bytes, tuple[str | None, str | None, str | None, str | None, bool]] = {}
+@dataclass(frozen=True)
+class _Parsed:
+    sender: str | None
+    to: str | None
+    group: str | None
+    text: str | None
+    is_event: bool
+    #: Hashes of the text's search terms (computed once per record).
+    terms: tuple[bytes, ...] = ()
 
 
-def _parse(record: bytes) -> tuple[str | None, str | None, str | None, str | None, bool]:
-    """(sender, to, group, text, is_event) of a queue record; None fields if absent.
+_UNKNOWN = _Parsed(None, None, None, None, True)
+_parsed: dict[bytes, _Parsed] = {}
+
+
+def _parse(record: bytes) -> _Parsed:
+    """What the index needs of a queue record, decoded once per record.
 
     Records were checked when they were stored (signed units verified by
-    their origin or by us), so plain CBOR decoding is enough here.
+    their origin or by us), so plain CBOR decoding is enough here. One record
+    is appended to several queues (both ends of a 1:1 message, each local
+    group member), so the result is cached by the record's bytes.
     """
     found = _parsed.get(record)
     if found is not None:
@@ -134,19 +151,23 @@ def _parse(record: bytes) -> tuple[str | None, str | None, str | None, str | Non
             env = cbor2.loads(item["unit"]["env"])
             body = env.get("body")
             text = body.get("text") if isinstance(body, dict) else None
-            parsed = (
+            text = text if isinstance(text, str) and text else None
+            parsed = _Parsed(
                 _address(env.get("from")),
                 _address(env.get("to")),
                 _group(env.get("group")),
-                text if isinstance(text, str) else None,
+                text,
                 False,
+                tuple(term_hash(t) for t in index_terms(text)) if text else (),
             )
         else:
             event = item.get("event")
             event = event if isinstance(event, dict) else {}
-            parsed = (None, _address(event.get("to")), _group(event.get("group")), None, True)
+            parsed = _Parsed(
+                None, _address(event.get("to")), _group(event.get("group")), None, True
+            )
     except (ValueError, TypeError, KeyError, AttributeError, cbor2.CBORDecodeError):
-        parsed = (None, None, None, None, True)
+        parsed = _UNKNOWN
     if len(_parsed) >= _PARSE_CACHE:
         _parsed.pop(next(iter(_parsed)))
     _parsed[record] = parsed
@@ -156,17 +177,17 @@ def _parse(record: bytes) -> tuple[str | None, str | None, str | None, str | Non
 def classify(record: bytes, owner: str) -> Entry | None:
     """Where a record of ``owner``'s queue (``user@<node id>``) belongs; None
     for a record of no conversation (a node notice)."""
-    sender, to, group, text, is_event = _parse(record)
-    if group is not None:
-        own = sender == owner
-        return Entry(group, KIND_GROUP, not is_event and not own, text, sender)
-    if is_event:
-        return None if to is None else Entry(to, KIND_DM, False, None, None)
-    if sender is None or to is None:
+    p = _parse(record)
+    if p.group is not None:
+        own = p.sender == owner
+        return Entry(p.group, KIND_GROUP, not p.is_event and not own, p.text, p.sender, p.terms)
+    if p.is_event:
+        return None if p.to is None else Entry(p.to, KIND_DM, False, None, None)
+    if p.sender is None or p.to is None:
         return None
-    if sender == owner:
-        return Entry(to, KIND_DM, False, text, sender)
-    return Entry(sender, KIND_DM, True, text, sender)
+    if p.sender == owner:
+        return Entry(p.to, KIND_DM, False, p.text, p.sender, p.terms)
+    return Entry(p.sender, KIND_DM, True, p.text, p.sender, p.terms)
 
 
 # ---------------------------------------------------------------- writing
@@ -194,27 +215,37 @@ def index_append(
     seq: int,
     record: bytes,
 ) -> None:
-    """Index queue entry ``seq`` of user ``uid`` (address ``owner``)."""
+    """Index queue entry ``seq`` of user ``uid`` (address ``owner``).
+
+    On every queue append, so kept lean: one get and a handful of puts, the
+    record decoded and tokenized once however many queues it enters.
+    """
     entry = classify(record, owner)
     if entry is None:
         return
-    prefix = _u32(uid)
+    prefix = _U32.pack(uid)
     ch = conv_hash(entry.conv)
     key = prefix + ch
-    row = _get_conv(txn, dbs, key)
-    if row is None:
-        row = ConvRow(entry.conv, entry.kind, 0, 0, 0, 0)
+    conv_db, recent_db = dbs["conv"], dbs["conv_recent"]
+    raw = txn.get(key, db=conv_db)
+    if raw is None:
+        total = 0
+        rest = _REST.pack(0, 0, entry.kind) + entry.conv.encode("utf-8")
     else:
-        txn.delete(prefix + _u64(_MAX_U64 - row.last), db=dbs["conv_recent"])
-    total = row.total + (1 if entry.countable else 0)
-    _put_conv(txn, dbs, key, ConvRow(row.conv, row.kind, seq, total, row.read_seq, row.read_count))
-    txn.put(prefix + _u64(_MAX_U64 - seq), ch, db=dbs["conv_recent"])
-    txn.put(key + _u64(seq), _u64(total), db=dbs["conv_seq"])
-    if entry.text:
+        raw = bytes(raw)
+        last, total = _LAST_TOTAL.unpack_from(raw)
+        rest = raw[_LAST_TOTAL.size :]
+        txn.delete(prefix + _U64.pack(_MAX_U64 - last), db=recent_db)
+    if entry.countable:
+        total += 1
+    txn.put(key, _LAST_TOTAL.pack(seq, total) + rest, db=conv_db)
+    tail = _U64.pack(seq)
+    txn.put(prefix + _U64.pack(_MAX_U64 - seq), ch, db=recent_db)
+    txn.put(key + tail, _U64.pack(total), db=dbs["conv_seq"])
+    if entry.terms:
         terms_db = dbs["terms"]
-        tail = _u64(seq)
-        for term in index_terms(entry.text):
-            txn.put(prefix + term_hash(term) + tail, ch, db=terms_db)
+        for th in entry.terms:
+            txn.put(prefix + th + tail, ch, db=terms_db)
 
 
 def mark_read(

@@ -26,6 +26,8 @@ from chinwag.protocol.frames import (
     HistoryRequest,
     Read,
     Search,
+    WireFormat,
+    encode_frame,
     read_frame,
 )
 from chinwag.protocol.search_terms import MAX_QUERY_TERMS, matches, query_terms
@@ -37,16 +39,17 @@ from .ratelimit import TokenBucket
 from .router import Router
 from .store import Store, WriteTxn
 
-#: About this many encoded bytes of messages per reply (the frame limit is
-#: 64 KiB; JSON escaping can double a record's size, hence the estimate).
-PAGE_BYTES = 48 * 1024
+#: At most this many bytes of encoded messages per reply (measured as JSON,
+#: the larger of the two encodings), so the reply stays below the 64 KiB
+#: frame limit a client enforces.
+PAGE_BYTES = 56 * 1024
 #: Index seeks one search may make before it answers with what it found and a
 #: ``next`` to go on from (a query of common words over a huge queue stays bounded).
 SEARCH_SEEKS = 20_000
 
 
-def _estimate(record: bytes) -> int:
-    return 2 * len(record) + 256
+def _size(frame: dict[str, Any]) -> int:
+    return len(encode_frame(frame, WireFormat.JSON).encode("utf-8"))
 
 
 class HistoryOps:
@@ -115,14 +118,14 @@ class HistoryOps:
             rows, more = index.recent_convs(view.txn, dbs, uid, request.before, request.limit)
             convs: list[dict[str, Any]] = []
             size = 0
-            for n, row in enumerate(rows):
+            for row in rows:
                 record = bytes(view.txn.get(_queue_key(uid, row.last), db=view.db("queue")))
-                size += _estimate(record)
+                item = self._conv_item(view, dbs, row, record)
+                size += _size(item)
                 if convs and size > PAGE_BYTES:
                     more = True
-                    rows = rows[:n]
                     break
-                convs.append(self._conv_item(view, dbs, row, record))
+                convs.append(item)
             out: dict[str, Any] = {"convs": convs}
             if more and convs:
                 out["next"] = convs[-1]["last"]["seq"]
@@ -165,12 +168,12 @@ class HistoryOps:
                 if len(msgs) == request.limit:
                     more = True
                     break
-                record = bytes(view.txn.get(_queue_key(uid, seq), db=queue))
-                size += _estimate(record)
+                msg = self._router.render(seq, bytes(view.txn.get(_queue_key(uid, seq), db=queue)))
+                size += _size(msg)
                 if msgs and size > PAGE_BYTES:
                     more = True
                     break
-                msgs.append(self._router.render(seq, record))
+                msgs.append(msg)
             out: dict[str, Any] = {"conv": conv, "msgs": msgs}
             if more:
                 out["next"] = msgs[-1]["seq"]
@@ -229,11 +232,12 @@ class HistoryOps:
                     continue
                 if conv is not None and entry.conv != conv:
                     continue
-                size += _estimate(record)
+                hit = {"conv": entry.conv, "msg": self._router.render(seq, record)}
+                size += _size(hit)
                 if hits and size > PAGE_BYTES:
                     resume = hits[-1]["msg"]["seq"]
                     break
-                hits.append({"conv": entry.conv, "msg": self._router.render(seq, record)})
+                hits.append(hit)
             out: dict[str, Any] = {"hits": hits}
             if resume is not None and resume > 1:
                 out["next"] = resume
