@@ -776,16 +776,19 @@ async function authenticate(ws) {
     if (loaded) state.cursor = Math.max(state.cursor, head);
   }
   let synced;
+  const from = state.cursor;
   try {
-    synced = await call({ t: "sync", after: state.cursor }, ws);
+    synced = await call({ t: "sync", after: from }, ws);
   } catch (err) {
     return;
   }
   // A queue shorter than our cursor (the node's data was restored from an
   // older copy): follow the node, or every new message would look seen.
   if (typeof synced.head === "number" && synced.head < state.cursor) state.cursor = synced.head;
+  // Progress counts from where this sync started (messages that came in the
+  // same batch as its ok are already counted in the cursor).
   state.head = typeof synced.head === "number" ? synced.head : state.cursor;
-  state.syncFrom = state.cursor;
+  state.syncFrom = Math.min(from, state.head);
   setConn("online");
   render();
   refreshContacts();
