@@ -30,7 +30,7 @@ from .pages import Chat
 ONLINE_TIMEOUT_MS = 15_000
 
 #: Sends ``texts`` from the token's user to ``to`` over one WebSocket, in
-#: order (pipelined in windows), waiting out ``rate_limited`` as told.
+#: order, waiting out ``rate_limited`` as told.
 SEED = """async ([token, to, texts]) => {
   const ws = new WebSocket(`ws://${location.host}/ws`, ["chinwag.json.v1"]);
   await new Promise((resolve, reject) => { ws.onopen = resolve; ws.onerror = reject; });
@@ -55,9 +55,8 @@ SEED = """async ([token, to, texts]) => {
       await new Promise((s) => setTimeout(s, r.retry_after_ms));
     }
   };
-  for (let i = 0; i < texts.length; i += 50) {
-    await Promise.all(texts.slice(i, i + 50).map((text, k) => send(text, i + k)));
-  }
+  // One at a time: pipelined sends may be committed out of order.
+  for (let i = 0; i < texts.length; i += 1) await send(texts[i], i);
   ws.close();
 }"""
 
@@ -283,17 +282,34 @@ def test_search_jumps_to_the_message(browsers: Browsers, node: NodeProcess, scre
 
 
 def test_catching_up_shows_progress(browsers: Browsers, node: NodeProcess) -> None:
+    """The page is cut off (its WebSocket closed, reconnects refused) while 300
+    messages arrive; when it gets back it streams them from its cursor and
+    shows "catching up… n/300" meanwhile."""
     _users(node, "alice", "bob")
     context = browsers.context()
     context.add_init_script(CATCH_UP_WATCH)
+    connections: list[Any] = []
+    cut_off = {"on": False}
+
+    def route(ws: Any) -> None:
+        if cut_off["on"]:
+            ws.close(code=1013, reason="test: cut off")
+            return
+        server = ws.connect_to_server()
+        connections.append((ws, server))
+
+    context.route_web_socket(re.compile(r"/ws$"), route)
     alice = _chat(browsers, node, context).login("alice")
-    context.set_offline(True)
+    cut_off["on"] = True
+    page_side, node_side = connections[-1]
+    page_side.close(code=1011, reason="test: connection lost")
+    node_side.close()
     expect(alice.page.locator("#conn-status")).to_have_attribute(
         "data-state", re.compile("^(offline|connecting)$")
     )
-    texts = [f"while offline {n:03}" for n in range(1, 301)]
+    texts = [f"while away {n:03}" for n in range(1, 301)]
     _seed(browsers, node, "bob", node.address("alice"), texts)
-    context.set_offline(False)
+    cut_off["on"] = False
     alice.expect_online(timeout=ONLINE_TIMEOUT_MS)
     conv = alice.conversation(node.address("bob"))
     expect(conv.locator(".conv-last")).to_have_text(texts[-1])
