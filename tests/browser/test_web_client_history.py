@@ -39,7 +39,9 @@ SEED = """async ([token, to, texts]) => {
   ws.onmessage = (event) => {
     const data = JSON.parse(event.data);
     for (const f of Array.isArray(data) ? data : [data]) {
-      if (f.rid !== undefined && waiting.has(f.rid)) { waiting.get(f.rid)(f); waiting.delete(f.rid); }
+      if (f.rid === undefined || !waiting.has(f.rid)) continue;
+      waiting.get(f.rid)(f);
+      waiting.delete(f.rid);
     }
   };
   const call = (frame) => new Promise((resolve) => {
@@ -67,7 +69,8 @@ CATCH_UP_WATCH = """
   const check = () => {
     const box = document.getElementById("catch-up");
     const count = document.getElementById("catch-up-count");
-    if (box && !box.hidden && count && count.textContent) window.catchUpSeen.push(count.textContent);
+    if (!box || box.hidden || !count || !count.textContent) return;
+    window.catchUpSeen.push(count.textContent);
   };
   new MutationObserver(check).observe(document, {
     childList: true, subtree: true, characterData: true, attributes: true,

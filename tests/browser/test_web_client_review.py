@@ -181,11 +181,13 @@ class MockNode:
                     self.send({"t": "ok", "rid": frame["rid"], "conv": frame["conv"], "msgs": msgs})
                 else:
                     self.send({
-                        "t": "err", "rid": frame["rid"], "code": "not_found", "message": "no such conversation",
+                        "t": "err", "rid": frame["rid"], "code": "not_found",
+                        "message": "no such conversation",
                     })  # fmt: skip
             elif kind == "read":
                 self.send({
-                    "t": "ok", "rid": frame["rid"], "conv": frame["conv"], "read_seq": frame["seq"], "unread": 0,
+                    "t": "ok", "rid": frame["rid"], "conv": frame["conv"],
+                    "read_seq": frame["seq"], "unread": 0,
                 })  # fmt: skip
             elif kind == "send":
                 self.sends.append(frame)
