@@ -1386,7 +1386,8 @@ function renderConversations() {
     );
   });
   keepingFocus(list, "data-conv", () => list.replaceChildren(...items));
-  $("no-conversations").hidden = items.length > 0;
+  // Not "no conversations" while the list is still on its way from the node.
+  $("no-conversations").hidden = items.length > 0 || (!state.loaded && !state.legacy);
 }
 
 function renderContacts() {
