@@ -320,3 +320,48 @@ def test_catching_up_shows_progress(browsers: Browsers, node: NodeProcess) -> No
     expect(alice.page.locator("#catch-up")).to_be_hidden()
     seen = alice.page.evaluate("window.catchUpSeen")
     assert any(re.fullmatch(r"\d+/300", s) for s in seen), f"no progress shown: {seen}"
+
+
+# ------------------------------------------------------------------ groups
+
+
+def test_group_from_the_node_after_a_reload(browsers: Browsers, node: NodeProcess) -> None:
+    """A group's newest page after a reload shows its events and messages in
+    order; membership comes from the node's group list, not from replaying
+    the events: after leaving, a reload keeps the composer off."""
+    _users(node, "alice", "bob")
+    node.http("POST", "/api/contacts", {"address": "alice"}, node.login("bob"))
+    alice = _chat(browsers, node).login("alice")
+    form = alice.page.locator("#create-group-form")
+    form.get_by_label("Group name").fill("team")
+    form.get_by_role("button", name="Create group").click()
+    key = node.group("team")
+    expect(alice.conversation(key)).to_have_attribute("aria-current", "true")
+    panel = alice.page.locator("#group-panel")
+    panel.get_by_label("Add member").fill("bob")
+    panel.get_by_role("button", name="Add").click()
+    expect(alice.page.locator("#group-members li.member")).to_have_count(2)
+    texts = ["agenda", "budget", "any other business"]
+    for text in texts:
+        alice.send_and_confirm(text)
+
+    bob = _chat(browsers, node).login("bob")
+    expect(bob.conversation(key).locator(".conv-unread")).to_have_text("3")
+    bob.open_conversation(key)
+    bob.expect_texts(texts)
+    events = bob.page.locator("#messages li.event")
+    expect(events).to_have_count(1)  # bob added (the creation was before his time)
+    expect(events).to_have_text(re.compile(r"alice added bob"))
+    expect(bob.page.locator("#composer-text")).to_be_enabled()
+    bob.page.reload()
+    bob.expect_logged_in("bob")
+    bob.expect_texts(texts)
+    expect(bob.page.locator("#composer-text")).to_be_enabled()
+
+    bob.page.locator("#leave-group-button").click()
+    expect(bob.page.locator("#composer-text")).to_be_disabled()
+    bob.page.reload()
+    bob.expect_logged_in("bob")
+    bob.expect_texts(texts)
+    expect(bob.page.locator("#conv-subtitle")).to_contain_text("you are not a member")
+    expect(bob.page.locator("#composer-text")).to_be_disabled()
