@@ -1517,7 +1517,10 @@ function renderSearch() {
   $("search-more").hidden = search.busy || search.next === null;
   const items = search.hits.map((hit) => {
     const m = hit.msg;
-    const from = m.from ? showUser(m.from.u, m.from.n) : "";
+    const mine = m.from && m.from.u === state.session.user && m.from.n === state.session.nodeId;
+    let from = m.from ? showUser(m.from.u, m.from.n) : "";
+    if (mine) from = "you";
+    else if (from === keyName(hit.conv)) from = ""; // a 1:1 hit: the conversation says who
     const text = (m.body && m.body.text) || "";
     return el(
       "li",
@@ -1527,7 +1530,7 @@ function renderSearch() {
         { type: "button", class: "hit-open", onclick: () => jumpTo(hit.conv, m) },
         el("span", { class: "hit-conv" }, keyName(hit.conv)),
         el("time", { class: "msg-time", datetime: new Date(m.ts || 0).toISOString() }, clock(m.ts)),
-        el("span", { class: "hit-from" }, from),
+        from ? el("span", { class: "hit-from" }, from) : null,
         el("span", { class: "hit-text" }, excerpt(text, search.q)),
       ),
     );
