@@ -12,7 +12,7 @@ search term):
   conv:        uid(4) | ch(8)            -> last(8) | n(8) | read(8) | nread(8) | kind(1) | conv
   conv_recent: uid(4) | ~last(8)         -> ch(8)       (newest conversation first)
   conv_seq:    uid(4) | ch(8) | seq(8)   -> cum(8)      (the conversation's entries)
-  terms:       uid(4) | th(4) | seq(8)   -> ch(8)       (search postings, newest last)
+  terms:       uid(4) | th(4) | seq(8)   -> b""         (search postings, newest last)
 
 ``n`` counts the conversation's *countable* entries (messages the user did
 not send; group events are not counted), ``cum`` the countable entries up to
@@ -245,7 +245,7 @@ def index_append(
     if entry.terms:
         terms_db = dbs["terms"]
         for th in entry.terms:
-            txn.put(prefix + th + tail, ch, db=terms_db)
+            txn.put(prefix + th + tail, b"", db=terms_db)
 
 
 def mark_read(
@@ -366,27 +366,32 @@ def term_postings(
     return _Postings(txn.cursor(db=dbs["terms"]), _u32(uid) + term_hash(term))
 
 
+def conv_postings(
+    txn: lmdb.Transaction[bytes], dbs: dict[str, Any], uid: int, conv: str
+) -> _Postings:
+    """A conversation's seqs as one more posting list (a search's ``conv`` filter)."""
+    return _Postings(txn.cursor(db=dbs["conv_seq"]), _u32(uid) + conv_hash(conv))
+
+
 class _Postings:
-    """A backward cursor over one term's postings (seq, conv hash)."""
+    """A backward cursor over one sorted list of ``prefix | seq(8)`` keys."""
 
     def __init__(self, cursor: lmdb.Cursor[bytes], prefix: bytes) -> None:
         self._cursor = cursor
         self._prefix = prefix
+        self._size = len(prefix)
 
-    def seek_at_or_below(self, seq: int) -> tuple[int, bytes] | None:
-        """The newest posting with a seq <= ``seq``."""
+    def seek_at_or_below(self, seq: int) -> int | None:
+        """The highest seq <= ``seq`` in the list."""
         cursor = self._cursor
-        if seq >= _MAX_U64:
-            found = cursor.set_range(self._prefix + _u64(_MAX_U64))
-        else:
-            found = cursor.set_range(self._prefix + _u64(seq + 1))
+        found = cursor.set_range(self._prefix + _u64(min(seq + 1, _MAX_U64)))
         moved = cursor.prev() if found else cursor.last()
         if not moved:
             return None
         key = cursor.key()
-        if key[:8] != self._prefix:
+        if key[: self._size] != self._prefix:
             return None
-        return _U64.unpack_from(key, 8)[0], bytes(cursor.value())
+        return _U64.unpack_from(key, self._size)[0]
 
 
 def search_seqs(
@@ -401,35 +406,36 @@ def search_seqs(
     """Seqs (newest first, below ``before``) whose entry has every term's hash,
     within ``conv`` if given; stops after ``budget`` cursor seeks.
 
-    A zig-zag join: each term's cursor leaps to the highest posting at or below
-    the current candidate, so rare terms make common ones skip ahead.
+    A zig-zag join: each list's cursor leaps to the highest seq at or below
+    the current candidate, so rare terms make common ones skip ahead. The
+    ``conv`` filter is one more list (the conversation's seqs), so a search
+    in a small conversation is as fast as its rarest term allows.
+    A seq <= 0 is yielded last when the budget ran out: resume below ``-value + 1``.
     """
     lists = [term_postings(txn, dbs, uid, term) for term in terms]
-    want = conv_hash(conv) if conv is not None else None
-    candidate = (before - 1) if before is not None else _MAX_U64
+    if conv is not None:
+        lists.append(conv_postings(txn, dbs, uid, conv))
+    candidate = (before - 1) if before is not None else _MAX_U64 - 1
     seeks = 0
     turn = 0
     while candidate >= 1:
-        # Round robin over the terms until all agree on one seq: each seek
+        # Round robin over the lists until all agree on one seq: each seek
         # either confirms the candidate or lowers it (restarting the count).
         agreed = 0
-        ch = b""
         while agreed < len(lists):
             if seeks >= budget:
-                yield -candidate  # out of budget: resume with before = candidate + 1
+                yield -candidate
                 return
             seeks += 1
-            found = lists[turn].seek_at_or_below(candidate)
-            if found is None:
+            seq = lists[turn].seek_at_or_below(candidate)
+            if seq is None:
                 return
-            seq, ch = found
             if seq == candidate:
                 agreed += 1
             else:
                 candidate, agreed = seq, 1
             turn = (turn + 1) % len(lists)
-        if want is None or ch == want:
-            yield candidate
+        yield candidate
         candidate -= 1
 
 

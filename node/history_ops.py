@@ -49,7 +49,8 @@ SEARCH_SEEKS = 20_000
 
 
 def _size(frame: dict[str, Any]) -> int:
-    return len(encode_frame(frame, WireFormat.JSON).encode("utf-8"))
+    encoded = encode_frame(frame, WireFormat.JSON)
+    return len(encoded.encode("utf-8") if isinstance(encoded, str) else encoded)
 
 
 class HistoryOps:
@@ -107,53 +108,56 @@ class HistoryOps:
         address = self._router.resolve_user(conv)
         return f"{address.user}@{address.node}"
 
+    # Reads collect raw records inside the read transaction and render them
+    # after it: rendering may read the store itself (node labels), and a read
+    # inside a read would wait on the store's resize lock forever.
+
     # ------------------------------------------------------------ convs
     def _convs(self, user: str, request: Convs) -> dict[str, Any]:
-        def read(view: Any) -> dict[str, Any]:
+        def read(view: Any) -> tuple[list[tuple[index.ConvRow, bytes, str | None]], bool]:
             uid = view.require_user(user).uid
             dbs = _dbs(view)
-            head = view.head_of(uid)
-            if request.before is not None and request.before > head + 1:
+            if request.before is not None and request.before > view.head_of(uid) + 1:
                 raise ProtocolError(ErrorCode.BAD_REQUEST, "bad cursor: before is past the head")
             rows, more = index.recent_convs(view.txn, dbs, uid, request.before, request.limit)
-            convs: list[dict[str, Any]] = []
-            size = 0
+            queue = view.db("queue")
+            found = []
             for row in rows:
-                record = bytes(view.txn.get(_queue_key(uid, row.last), db=view.db("queue")))
-                item = self._conv_item(view, dbs, row, record)
-                size += _size(item)
-                if convs and size > PAGE_BYTES:
-                    more = True
-                    break
-                convs.append(item)
-            out: dict[str, Any] = {"convs": convs}
-            if more and convs:
-                out["next"] = convs[-1]["last"]["seq"]
-            return out
+                record = bytes(view.txn.get(_queue_key(uid, row.last), db=queue))
+                title = None
+                if row.kind == index.KIND_GROUP:
+                    title = index.group_title(view.txn, dbs, row.conv, self._node_id)
+                found.append((row, record, title))
+            return found, more
 
-        return self._store.read(read)
-
-    def _conv_item(
-        self, view: Any, dbs: dict[str, Any], row: index.ConvRow, record: bytes
-    ) -> dict[str, Any]:
-        item: dict[str, Any] = {
-            "conv": row.conv,
-            "kind": "group" if row.kind == index.KIND_GROUP else "dm",
-            "last": self._router.render(row.last, record),
-            "unread": row.unread,
-            "read_seq": row.read_seq,
-        }
-        if row.kind == index.KIND_GROUP:
-            title = index.group_title(view.txn, dbs, row.conv, self._node_id)
+        found, more = self._store.read(read)
+        convs: list[dict[str, Any]] = []
+        size = 0
+        for row, record, title in found:
+            item: dict[str, Any] = {
+                "conv": row.conv,
+                "kind": "group" if row.kind == index.KIND_GROUP else "dm",
+                "last": self._router.render(row.last, record),
+                "unread": row.unread,
+                "read_seq": row.read_seq,
+            }
             if title:
                 item["title"] = title
-        return item
+            size += _size(item)
+            if convs and size > PAGE_BYTES:
+                more = True
+                break
+            convs.append(item)
+        out: dict[str, Any] = {"convs": convs}
+        if more and convs:
+            out["next"] = convs[-1]["last"]["seq"]
+        return out
 
     # ------------------------------------------------------------ history
     def _history(self, user: str, request: History) -> dict[str, Any]:
         conv = self.canonical(request.conv)
 
-        def read(view: Any) -> dict[str, Any]:
+        def read(view: Any) -> tuple[list[tuple[int, bytes]], bool]:
             uid = view.require_user(user).uid
             dbs = _dbs(view)
             if index.get_conv(view.txn, dbs, uid, conv) is None:
@@ -161,25 +165,27 @@ class HistoryOps:
             if request.before is not None and request.before > view.head_of(uid) + 1:
                 raise ProtocolError(ErrorCode.BAD_REQUEST, "bad cursor: before is past the head")
             queue = view.db("queue")
-            msgs: list[dict[str, Any]] = []
-            size = 0
-            more = False
+            found: list[tuple[int, bytes]] = []
             for seq in index.conv_seqs(view.txn, dbs, uid, conv, request.before):
-                if len(msgs) == request.limit:
-                    more = True
-                    break
-                msg = self._router.render(seq, bytes(view.txn.get(_queue_key(uid, seq), db=queue)))
-                size += _size(msg)
-                if msgs and size > PAGE_BYTES:
-                    more = True
-                    break
-                msgs.append(msg)
-            out: dict[str, Any] = {"conv": conv, "msgs": msgs}
-            if more:
-                out["next"] = msgs[-1]["seq"]
-            return out
+                if len(found) == request.limit:
+                    return found, True
+                found.append((seq, bytes(view.txn.get(_queue_key(uid, seq), db=queue))))
+            return found, False
 
-        return self._store.read(read)
+        found, more = self._store.read(read)
+        msgs: list[dict[str, Any]] = []
+        size = 0
+        for seq, record in found:
+            msg = self._router.render(seq, record)
+            size += _size(msg)
+            if msgs and size > PAGE_BYTES:
+                more = True
+                break
+            msgs.append(msg)
+        out: dict[str, Any] = {"conv": conv, "msgs": msgs}
+        if more:
+            out["next"] = msgs[-1]["seq"]
+        return out
 
     # ------------------------------------------------------------ read
     async def _read(self, user: str, session: LiveSession, request: Read) -> dict[str, Any]:
@@ -206,7 +212,7 @@ class HistoryOps:
         conv = self.canonical(request.conv) if request.conv is not None else None
         owner = f"{user}@{self._node_id}"
 
-        def read(view: Any) -> dict[str, Any]:
+        def read(view: Any) -> tuple[list[tuple[int, bytes, str]], int | None]:
             uid = view.require_user(user).uid
             dbs = _dbs(view)
             if conv is not None and index.get_conv(view.txn, dbs, uid, conv) is None:
@@ -214,17 +220,13 @@ class HistoryOps:
             if request.before is not None and request.before > view.head_of(uid) + 1:
                 raise ProtocolError(ErrorCode.BAD_REQUEST, "bad cursor: before is past the head")
             queue = view.db("queue")
-            hits: list[dict[str, Any]] = []
-            size = 0
-            resume: int | None = None
+            found: list[tuple[int, bytes, str]] = []
             seqs = index.search_seqs(view.txn, dbs, uid, terms, conv, request.before, SEARCH_SEEKS)
             for seq in seqs:
                 if seq <= 0:
-                    resume = -seq + 1  # out of budget: go on below here
-                    break
-                if len(hits) == request.limit:
-                    resume = hits[-1]["msg"]["seq"]
-                    break
+                    return found, -seq + 1  # out of budget: go on below here
+                if len(found) == request.limit:
+                    return found, found[-1][0]
                 record = bytes(view.txn.get(_queue_key(uid, seq), db=queue))
                 entry = index.classify(record, owner)
                 # A term-hash collision or a conv-hash one is caught here.
@@ -232,18 +234,23 @@ class HistoryOps:
                     continue
                 if conv is not None and entry.conv != conv:
                     continue
-                hit = {"conv": entry.conv, "msg": self._router.render(seq, record)}
-                size += _size(hit)
-                if hits and size > PAGE_BYTES:
-                    resume = hits[-1]["msg"]["seq"]
-                    break
-                hits.append(hit)
-            out: dict[str, Any] = {"hits": hits}
-            if resume is not None and resume > 1:
-                out["next"] = resume
-            return out
+                found.append((seq, record, entry.conv))
+            return found, None
 
-        return self._store.read(read)
+        found, resume = self._store.read(read)
+        hits: list[dict[str, Any]] = []
+        size = 0
+        for seq, record, hit_conv in found:
+            hit = {"conv": hit_conv, "msg": self._router.render(seq, record)}
+            size += _size(hit)
+            if hits and size > PAGE_BYTES:
+                resume = hits[-1]["msg"]["seq"]
+                break
+            hits.append(hit)
+        out: dict[str, Any] = {"hits": hits}
+        if resume is not None and resume > 1:
+            out["next"] = resume
+        return out
 
 
 def _dbs(view: Any) -> dict[str, Any]:

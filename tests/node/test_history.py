@@ -254,3 +254,25 @@ async def test_history_requests_are_rate_limited_per_device(start_node) -> None:
         assert replies[3]["retry_after_ms"] > 0
         # Another device of the same user has its own bucket.
         assert (await o.convs())["convs"] == []
+
+
+async def test_search_in_one_conversation_only(start_node) -> None:
+    node = await start_node()
+    alice, carol, bob = [await node.user(n) for n in ("alice", "carol", "bob")]
+    async with connect(node.url, alice) as a, connect(node.url, carol) as c:
+        for n in range(5):
+            await a.send("bob", f"lunch at noon {n}")
+            await c.send("bob", f"lunch tomorrow {n}")
+    async with connect(node.url, bob) as b:
+        reply = await b.search("lunch", conv="carol", limit=3)
+        assert [h["msg"]["body"]["text"] for h in reply["hits"]] == [
+            f"lunch tomorrow {n}" for n in (4, 3, 2)
+        ]
+        assert {h["conv"] for h in reply["hits"]} == {conv_of(node, "carol")}
+        rest = await b.search("lunch", conv="carol", before=reply["next"])
+        assert [h["msg"]["body"]["text"] for h in rest["hits"]] == [
+            "lunch tomorrow 1",
+            "lunch tomorrow 0",
+        ]
+        assert len((await b.search("lunch"))["hits"]) == 10
+        assert (await b.search("lunch noon", conv="carol"))["hits"] == []
