@@ -1,11 +1,14 @@
 // chinwag web client: plain ES module, no build step, no third-party code.
 //
 // One tab is one device: the session (token, device id) lives in
-// sessionStorage. The node's queue is the history: a page load syncs from 0
-// and rebuilds every conversation; a reconnect within the page resumes from
-// the cursor (the highest seq seen), so nothing is missed or shown twice.
-// Read markers (per conversation, the highest seq read) are in localStorage so
-// that a reload or a second tab does not count old messages as unread.
+// sessionStorage. A page load asks the node for the conversation list
+// (`convs`, with exact unread counts) and the newest page of the open
+// conversation (`history`) at once, then starts the live stream at the queue's
+// head (`sync {after: head}`): nothing is replayed. Older pages are fetched as
+// the user scrolls up. A reconnect within the page resumes from the cursor
+// (the highest seq seen), so nothing is missed or shown twice; a long absence
+// (more than RESYNC_GAP messages) loads the list again instead. Read markers
+// live on the node (`read`) and follow the account to every device.
 
 const SUBPROTOCOL = "chinwag.json.v1";
 const REQUEST_TIMEOUT_MS = 15000;
@@ -15,6 +18,14 @@ const MAX_RATE_RETRIES = 10;
 const RECONNECT_MIN_MS = 500;
 const RECONNECT_MAX_MS = 10000;
 const ACK_DELAY_MS = 300;
+const PAGE_SIZE = 50; // messages per history page
+const JUMP_PAGE_SIZE = 200; // pages fetched while jumping to a search hit
+const CONVS_PAGE_SIZE = 50;
+const RESYNC_GAP = 2000; // behind by more: load the list again rather than stream it
+const CATCH_UP_MIN = 20; // behind by at least this: show "catching up…"
+const READ_DELAY_MS = 250; // read markers are coalesced
+const SCROLL_LOAD_PX = 120; // this close to the top: fetch the older page
+const HIGHLIGHT_MS = 4000;
 
 const $ = (id) => document.getElementById(id);
 
@@ -41,8 +52,18 @@ const state = {
   labels: new Map(), // node id -> node name
   nodeIds: new Map(), // node name -> node id
   members: [], // the open group's members
-  read: {}, // conversation key -> highest seq read
   renderQueued: false,
+  loaded: false, // the conversation list came from the node in this page
+  legacy: false, // a node without `convs`: the whole queue is streamed, as before
+  head: 0, // the head of the latest sync: while cursor < head, catching up
+  syncFrom: 0, // the cursor the latest sync started from
+  convsNext: null, // cursor of the next page of the conversation list
+  bySeq: new Map(), // seq -> event item (events have no id)
+  failed: new Map(), // "origin:id" -> delivery_failed code, for messages not loaded yet
+  membershipEpoch: 0, // counts live membership changes, so an older group list loses
+  search: { q: "", hits: [], next: null, busy: false, done: false },
+  highlight: null, // "origin:id" of the message a search jumped to
+  jumping: null, // {key, idKey} while pages load towards a search hit
 };
 
 // ------------------------------------------------------------------ errors
@@ -183,8 +204,17 @@ function conversation(key, kind, init = {}) {
       lastSeq: 0,
       lastText: "",
       lastAt: 0,
-      unread: 0,
+      unread: 0, // exact: the node's count plus live messages since
+      readSeq: 0, // the node's read marker
+      countedUpTo: 0, // the highest seq the unread count takes into account
+      readSent: 0, // the highest seq a `read` was sent for
+      readTimer: null,
+      loaded: false, // the newest history page is in
+      next: null, // `before` of the next older page (null: none asked yet or none left)
+      complete: false, // the first message of the conversation is in memory
+      loading: null, // the history request in flight
       member: kind === "group" ? init.member !== false : true,
+      memberEpoch: 0,
     };
     state.conversations.set(key, conv);
   }
@@ -193,60 +223,121 @@ function conversation(key, kind, init = {}) {
 
 function displayName(conv) {
   if (conv.provisional) return conv.key;
-  const at = conv.key.lastIndexOf("@");
-  const node = conv.key.slice(at + 1);
-  const local = conv.key.slice(0, at);
+  return keyName(conv.key);
+}
+
+function keyName(key) {
+  const at = key.lastIndexOf("@");
+  const node = key.slice(at + 1);
+  const local = key.slice(0, at);
+  if (!isNodeId(node)) return key;
   if (node === state.session.nodeId) return local;
   return `${local}@${nodeLabel(node)}`;
 }
 
+// Adds an entry in queue order (history pages arrive older than what is
+// shown; live messages newer). Over the cap, the oldest entries are dropped
+// and become an older page to fetch again.
 function addToConversation(conv, item) {
+  const last = conv.messages[conv.messages.length - 1];
   conv.messages.push(item);
-  if (conv.messages.length > MAX_MESSAGES_PER_CONVERSATION) {
+  if (last && orderOf(last, item) > 0) conv.messages.sort(orderOf);
+  if (conv.messages.length > MAX_MESSAGES_PER_CONVERSATION && conv.messages[0] !== item) {
     const dropped = conv.messages.shift();
-    if (dropped.idKey) state.byId.delete(dropped.idKey);
+    forget(dropped);
+    const oldest = conv.messages.find((m) => m.seq);
+    if (oldest) {
+      conv.next = oldest.seq;
+      conv.complete = false;
+    }
   }
   if (item.idKey) state.byId.set(item.idKey, item);
-  if (item.kind === "text") {
+  if (item.kind === "event" && item.seq) state.bySeq.set(item.seq, item);
+  if (item.kind === "text" && (!conv.lastSeq || !item.seq || item.seq >= conv.lastSeq)) {
     conv.lastText = item.text;
     conv.lastAt = Math.max(conv.lastAt, item.ts || Date.now());
   }
   if (item.seq) conv.lastSeq = Math.max(conv.lastSeq, item.seq);
 }
 
-function countUnread(conv) {
-  const readUpTo = state.read[conv.key] || 0;
-  conv.unread = conv.messages.filter(
-    (m) => m.kind === "text" && !m.mine && m.seq > readUpTo,
+function forget(item) {
+  if (item.idKey && state.byId.get(item.idKey) === item) state.byId.delete(item.idKey);
+  if (item.kind === "event" && state.bySeq.get(item.seq) === item) state.bySeq.delete(item.seq);
+}
+
+// A count from the node (`convs`, `read`) is exact as of some seq (`asOf`);
+// messages of this conversation the stream brought after that are added.
+function applyCount(conv, unread, readSeq, asOf) {
+  if (Number.isInteger(readSeq)) conv.readSeq = Math.max(conv.readSeq, readSeq);
+  if (!Number.isInteger(unread)) return;
+  const later = conv.messages.filter(
+    (m) => m.kind === "text" && !m.mine && m.live && m.seq > asOf && m.seq > conv.readSeq,
   ).length;
+  conv.unread = unread + later;
+  conv.countedUpTo = Math.max(conv.countedUpTo, asOf, conv.lastSeq);
 }
 
+// A live message the node's count did not include yet.
+function countLive(conv, item) {
+  if (!item.seq || item.seq <= conv.countedUpTo) return;
+  conv.countedUpTo = item.seq;
+  if (item.kind === "text" && !item.mine && item.seq > conv.readSeq) conv.unread += 1;
+}
+
+function onScreen(conv) {
+  return state.openKey === conv.key && document.visibilityState !== "hidden";
+}
+
+// The open conversation, with the window visible, is read up to its newest
+// message: the node stores the marker and tells the user's other devices.
 function markRead(conv) {
-  if (document.visibilityState === "hidden") return;
-  if ((state.read[conv.key] || 0) >= conv.lastSeq) return;
-  state.read[conv.key] = conv.lastSeq;
-  saveRead();
-  conv.unread = 0;
-}
-
-function readKey() {
-  return `chinwag.read.${state.session.user}@${state.session.nodeId}`;
-}
-
-function loadRead() {
-  try {
-    state.read = JSON.parse(localStorage.getItem(readKey()) || "{}") || {};
-  } catch (exc) {
-    state.read = {};
+  if (!onScreen(conv)) return;
+  const upTo = conv.lastSeq;
+  if (upTo > conv.readSeq || conv.unread > 0) {
+    conv.readSeq = Math.max(conv.readSeq, upTo);
+    conv.unread = 0;
+    conv.countedUpTo = Math.max(conv.countedUpTo, upTo);
+    queueRender();
   }
+  if (conv.provisional || state.legacy || upTo <= conv.readSent || conv.readTimer) return;
+  conv.readTimer = setTimeout(() => sendRead(conv), READ_DELAY_MS);
 }
 
-function saveRead() {
+async function sendRead(conv) {
+  conv.readTimer = null;
+  const seq = conv.readSeq;
+  if (!state.authed || seq <= conv.readSent || state.conversations.get(conv.key) !== conv) return;
+  conv.readSent = seq;
+  let ok;
   try {
-    localStorage.setItem(readKey(), JSON.stringify(state.read));
-  } catch (exc) {
-    // Storage full or denied: unread counts then only last for this page.
+    ok = await call({ t: "read", conv: conv.key, seq });
+  } catch (err) {
+    if (err.code === "rate_limited") {
+      conv.readSent = 0;
+      conv.readTimer = setTimeout(() => sendRead(conv), err.retry_after_ms || 1000);
+    } else if (err.code === "unavailable" || err.code === "timeout") {
+      conv.readSent = 0; // sent again after reconnecting
+    } else if (err.code === "bad_frame") {
+      state.legacy = true; // a node without read markers
+    }
+    return;
   }
+  applyRead(conv, ok);
+}
+
+// A `read` answer, or a `read` frame: another device of this user read it.
+function applyRead(conv, frame) {
+  const asOf = Number.isInteger(frame.last_seq) ? frame.last_seq : Math.max(conv.lastSeq, frame.read_seq || 0);
+  applyCount(conv, frame.unread, frame.read_seq, asOf);
+  conv.readSent = Math.max(conv.readSent, conv.readSeq);
+  queueRender();
+}
+
+function onRead(frame) {
+  const conv = state.conversations.get(frame.conv);
+  if (!conv) return;
+  applyRead(conv, frame);
+  if (onScreen(conv)) markRead(conv);
 }
 
 // Moves a provisional conversation ("bob@kitchen") into its real key.
@@ -265,11 +356,12 @@ function rekey(fromKey, toKey) {
   }
   conv.lastSeq = Math.max(conv.lastSeq, old.lastSeq);
   conv.title = conv.title || old.title;
-  state.read[toKey] = Math.max(state.read[toKey] || 0, state.read[fromKey] || 0);
-  delete state.read[fromKey];
+  conv.unread += old.unread;
   state.conversations.delete(fromKey);
-  countUnread(conv);
-  if (state.openKey === fromKey) state.openKey = toKey;
+  if (state.openKey === fromKey) {
+    state.openKey = toKey;
+    saveOpenKey();
+  }
 }
 
 function removeItem(item) {
@@ -299,6 +391,9 @@ function onFrame(frame) {
     case "presence":
       onPresence(frame);
       break;
+    case "read":
+      onRead(frame);
+      break;
     case "bye":
       onBye(frame);
       break;
@@ -324,12 +419,20 @@ function onMsg(frame) {
   if (frame.seq <= state.cursor) return; // seen already (a re-sync overlap)
   state.cursor = frame.seq;
   scheduleAck();
-  if (frame.kind === "event") onEvent(frame);
-  else if (frame.kind === "text") onText(frame);
+  ingest(frame, true);
   queueRender();
 }
 
-function onText(frame) {
+// A `msg` frame from the stream (live) or from a `convs`/`history` answer.
+// Both have the same shape; an entry already known (by origin and id, or by
+// seq for events) is not added twice.
+function ingest(frame, live) {
+  if (frame.kind === "event") return onEvent(frame, live);
+  if (frame.kind === "text") return onText(frame, live);
+  return null;
+}
+
+function onText(frame, live) {
   const from = frame.from;
   learnLabel(from.n, from.name);
   const mine = from.u === state.session.user && from.n === state.session.nodeId;
@@ -359,7 +462,12 @@ function onText(frame) {
     const conv = state.conversations.get(key);
     conv.lastSeq = Math.max(conv.lastSeq, frame.seq);
     conv.messages.sort(orderOf);
-    return;
+    if (live) {
+      known.live = true;
+      countLive(conv, known);
+      markRead(conv);
+    }
+    return known;
   }
   const conv = conversation(key, kind);
   const item = {
@@ -374,7 +482,13 @@ function onText(frame) {
     state: mine ? "sent" : "received",
     convKey: key,
     order: sendOrder++,
+    live,
   };
+  if (state.failed.has(idKey)) {
+    item.state = "failed";
+    item.deliveryFailed = true;
+    item.error = `not delivered (${state.failed.get(idKey)})`;
+  }
   if (mine) {
     // Maybe the echo of a send whose ok is still on its way (or another
     // device's message with the same text): hidden behind that send until
@@ -386,8 +500,11 @@ function onText(frame) {
     }
   }
   addToConversation(conv, item);
-  if (!mine && state.openKey !== key) countUnread(conv);
-  if (state.openKey === key) markRead(conv);
+  if (live) {
+    countLive(conv, item);
+    markRead(conv);
+  }
+  return item;
 }
 
 // The oldest send in flight with this text to this conversation.
@@ -409,38 +526,47 @@ function hidden(m) {
   return Boolean(m.shadowedBy && m.shadowedBy.state === "pending");
 }
 
-function onEvent(frame) {
+function onEvent(frame, live) {
   const body = frame.body || {};
   if (body.type === "delivery_failed") {
-    const item = state.byId.get(msgKey(state.session.nodeId, body.id));
+    const idKey = msgKey(state.session.nodeId, body.id);
+    state.failed.set(idKey, body.code);
+    const item = state.byId.get(idKey);
     if (item) {
       item.state = "failed";
       item.deliveryFailed = true;
       item.error = `not delivered (${body.code})`;
     }
-    return;
+    return null;
   }
-  if (body.type !== "group") return;
+  if (body.type !== "group") return null;
+  const known = state.bySeq.get(frame.seq);
+  if (known) return known; // from a history page and the stream both
   const group = body.group;
   const key = groupKey(group.name, group.host);
   const conv = conversation(key, "group");
   const me = userKey(state.session.user, state.session.nodeId);
   const by = memberName(body.by);
+  // Only live events change what the page knows of the group: a history page
+  // is older than the group list asked at connect.
+  const change = (apply) => {
+    if (!live) return;
+    apply();
+    conv.memberEpoch = ++state.membershipEpoch;
+  };
   let text = "";
   if (body.action === "invited") {
     // Not a member until accepted: nothing else of the group arrives before.
-    conv.member = false;
-    conv.invited = true;
-    conv.invitedBy = body.by || "";
-    conv.title = body.title || conv.title;
-    addToConversation(conv, {
-      kind: "event", seq: frame.seq, text: `${by} invited you to this group`, order: sendOrder++,
+    change(() => {
+      conv.member = false;
+      conv.invited = true;
+      conv.invitedBy = body.by || "";
+      conv.title = body.title || conv.title;
     });
-    return;
-  }
-  if (body.action === "created") {
+    text = `${by} invited you to this group`;
+  } else if (body.action === "created") {
     text = `${by} created the group`;
-    conv.member = true;
+    change(() => (conv.member = true));
   } else if (body.action === "members") {
     const added = (body.added || []).map(memberName);
     const removed = (body.removed || []).map(memberName);
@@ -451,19 +577,26 @@ function onEvent(frame) {
       parts.push(self ? `${by} left` : `${by} removed ${removed.join(", ")}`);
     }
     text = parts.join("; ");
-    if ((body.added || []).includes(me)) {
-      conv.member = true;
-      conv.invited = false;
-    }
-    if ((body.removed || []).includes(me)) conv.member = false;
+    change(() => {
+      if ((body.added || []).includes(me)) {
+        conv.member = true;
+        conv.invited = false;
+      }
+      if ((body.removed || []).includes(me)) conv.member = false;
+    });
   } else if (body.action === "renamed") {
-    conv.title = body.title || "";
-    text = `${by} renamed the group to "${conv.title}"`;
+    change(() => (conv.title = body.title || ""));
+    text = `${by} renamed the group to "${body.title || ""}"`;
   } else {
     text = `group changed (${body.action})`;
   }
-  addToConversation(conv, { kind: "event", seq: frame.seq, text, order: sendOrder++ });
-  if (state.openKey === key && conv.member) loadMembers(conv);
+  const item = { kind: "event", seq: frame.seq, text, order: sendOrder++, live };
+  addToConversation(conv, item);
+  if (live) {
+    countLive(conv, item);
+    if (state.openKey === key && conv.member && body.action !== "invited") loadMembers(conv);
+  }
+  return item;
 }
 
 function memberName(address) {
@@ -621,20 +754,295 @@ async function authenticate(ws) {
     () => call({ t: "heartbeat" }, ws).catch(() => {}),
     info.heartbeat_ms || 10000,
   );
+  // A page load (or a long absence): the list and the open conversation's
+  // newest page from the node, then the stream from the head. Otherwise the
+  // stream resumes at the cursor and the page shows it catching up.
+  const head = Number.isInteger(info.head) ? info.head : 0;
+  if (!state.legacy && (!state.loaded || head - state.cursor > RESYNC_GAP)) {
+    let loaded;
+    try {
+      loaded = await loadOverview(ws);
+    } catch (err) {
+      if (state.ws !== ws || !err || err.code === "unavailable" || err.code === "timeout") {
+        return; // the connection dropped: the next one tries again
+      }
+      // The node refused the list (or this page failed on it): say so, and
+      // stream from the cursor rather than stay offline.
+      console.error("loading the conversation list failed", err);
+      showError(`Could not load the conversations: ${describe(err)}`);
+      loaded = false;
+    }
+    if (state.ws !== ws) return;
+    if (loaded) state.cursor = Math.max(state.cursor, head);
+  }
   let synced;
+  const from = state.cursor;
   try {
-    synced = await call({ t: "sync", after: state.cursor }, ws);
+    synced = await call({ t: "sync", after: from }, ws);
   } catch (err) {
     return;
   }
   // A queue shorter than our cursor (the node's data was restored from an
   // older copy): follow the node, or every new message would look seen.
   if (typeof synced.head === "number" && synced.head < state.cursor) state.cursor = synced.head;
+  // Progress counts from where this sync started (messages that came in the
+  // same batch as its ok are already counted in the cursor).
+  state.head = typeof synced.head === "number" ? synced.head : state.cursor;
+  state.syncFrom = Math.min(from, state.head);
   setConn("online");
   render();
   refreshContacts();
   refreshGroups();
   resendPending();
+  const open = state.openKey && state.conversations.get(state.openKey);
+  if (open) {
+    showConversation(open);
+    markRead(open);
+  }
+}
+
+// ------------------------------------------------------------------ history from the node
+// The conversation list and, at the same time, the open conversation's newest
+// page. False when the node has no `convs` (an older node): then the page
+// streams the whole queue as before.
+async function loadOverview(ws) {
+  const open = state.openKey && state.conversations.get(state.openKey);
+  const wantPage = Boolean(open) && !open.provisional;
+  const [convs, page] = await Promise.allSettled([
+    call({ t: "convs", limit: CONVS_PAGE_SIZE }, ws),
+    wantPage ? call({ t: "history", conv: open.key, limit: PAGE_SIZE }, ws) : Promise.resolve(null),
+  ]);
+  if (convs.status === "rejected") {
+    if (convs.reason && convs.reason.code === "bad_frame") {
+      state.legacy = true;
+      return false;
+    }
+    throw convs.reason;
+  }
+  if (state.loaded) resetConversations();
+  applyConvs(convs.value);
+  state.convsNext = convs.value.next === undefined ? null : convs.value.next;
+  if (wantPage) {
+    if (page.status === "fulfilled") applyHistory(open, page.value);
+    else if (page.reason && page.reason.code === "not_found") endHistory(open);
+  }
+  state.loaded = true;
+  render();
+  return true;
+}
+
+// After a long absence the conversations in memory have a gap: they start
+// again from the node's newest pages (unacknowledged sends stay).
+function resetConversations() {
+  state.byId.clear();
+  state.bySeq.clear();
+  for (const conv of state.conversations.values()) {
+    conv.messages = conv.messages.filter((m) => !m.seq && m.state === "pending");
+    for (const m of conv.messages) if (m.idKey) state.byId.set(m.idKey, m);
+    Object.assign(conv, { loaded: false, next: null, complete: false, countedUpTo: 0 });
+  }
+}
+
+function applyConvs(reply) {
+  for (const c of reply.convs || []) {
+    const conv = conversation(c.conv, c.kind === "group" ? "group" : "user");
+    if (c.title) conv.title = c.title;
+    if (c.last) ingest(c.last, false);
+    const asOf = c.last && Number.isInteger(c.last.seq) ? c.last.seq : conv.lastSeq;
+    applyCount(conv, c.unread, c.read_seq, asOf);
+    conv.readSent = Math.max(conv.readSent, conv.readSeq);
+  }
+}
+
+async function loadMoreConversations() {
+  if (state.convsNext === null) return;
+  try {
+    const reply = await call({ t: "convs", limit: CONVS_PAGE_SIZE, before: state.convsNext });
+    applyConvs(reply);
+    state.convsNext = reply.next === undefined ? null : reply.next;
+  } catch (err) {
+    showError(describe(err));
+  }
+  render();
+}
+
+function applyHistory(conv, reply) {
+  for (const frame of reply.msgs || []) ingest(frame, false);
+  conv.loaded = true;
+  if (reply.next === undefined || reply.next === null) endHistory(conv);
+  else {
+    conv.next = reply.next;
+    conv.complete = false;
+  }
+}
+
+function endHistory(conv) {
+  conv.loaded = true;
+  conv.next = null;
+  conv.complete = true;
+}
+
+// Fetches the conversation's next older page (the newest, the first time).
+// Resolves true when there may be more to fetch.
+function loadPage(conv, limit = PAGE_SIZE) {
+  if (conv.loading) return conv.loading;
+  if (conv.provisional || state.legacy || !state.authed) return Promise.resolve(false);
+  if (conv.loaded && conv.complete) return Promise.resolve(false);
+  const frame = { t: "history", conv: conv.key, limit };
+  if (conv.loaded) frame.before = conv.next;
+  conv.loading = call(frame)
+    .then(
+      (reply) => {
+        applyHistory(conv, reply);
+        return !conv.complete;
+      },
+      async (err) => {
+        if (err.code === "not_found") endHistory(conv); // nothing stored yet
+        else if (err.code === "bad_frame") state.legacy = true;
+        else if (err.code === "rate_limited") {
+          await new Promise((resolve) => setTimeout(resolve, err.retry_after_ms || 1000));
+          return true;
+        } else if (err.code === "bad_request") {
+          endHistory(conv); // a cursor the node no longer knows: stop here
+        }
+        return false;
+      },
+    )
+    .finally(() => {
+      conv.loading = null;
+      queueRender();
+    });
+  return conv.loading;
+}
+
+// A conversation just put on screen gets its newest page if it has none.
+async function showConversation(conv) {
+  if (!conv.loaded && !conv.loading) {
+    await loadPage(conv);
+    if (state.openKey === conv.key) {
+      render();
+      markRead(conv);
+      fillScreen(conv);
+    }
+  }
+}
+
+// Near the top of the list, or a list shorter than the screen: the older page.
+async function fillScreen(conv) {
+  const list = $("messages");
+  while (state.openKey === conv.key && conv.loaded && !conv.complete && !conv.loading) {
+    if (list.scrollTop > SCROLL_LOAD_PX && list.scrollHeight > list.clientHeight) return;
+    $("history-status").hidden = false;
+    const more = await loadPage(conv);
+    $("history-status").hidden = true;
+    if (state.openKey !== conv.key) return;
+    render();
+    if (!more) return;
+  }
+}
+
+// A search hit: open its conversation and fetch pages until the message is
+// there, then scroll to it and highlight it.
+async function jumpTo(key, frame) {
+  const conv = conversation(key, key.startsWith("#") ? "group" : "user");
+  const idKey = msgKey(frame.origin || (frame.from && frame.from.n), frame.id);
+  openConversation(key, false);
+  state.jumping = idKey;
+  $("history-status").hidden = false;
+  try {
+    for (;;) {
+      const item = state.byId.get(idKey);
+      if (item && item.convKey === key) break;
+      if (state.openKey !== key || state.jumping !== idKey) return;
+      if (conv.loaded && conv.complete) break;
+      const oldest = conv.messages.find((m) => m.seq);
+      if (conv.loaded && oldest && oldest.seq < frame.seq) break; // not there any more
+      const more = await loadPage(conv, conv.loaded ? JUMP_PAGE_SIZE : PAGE_SIZE);
+      render();
+      if (!more) break;
+    }
+  } finally {
+    if (state.jumping === idKey) {
+      state.jumping = null;
+      $("history-status").hidden = true;
+    }
+  }
+  if (state.openKey !== key) return;
+  const item = state.byId.get(idKey);
+  if (!item) {
+    showError("That message is no longer in the history.");
+    return;
+  }
+  state.highlight = idKey;
+  render();
+  const entry = messageElements.get(item);
+  if (entry) entry.li.scrollIntoView({ block: "center" });
+  setTimeout(() => {
+    if (state.highlight !== idKey) return;
+    state.highlight = null;
+    queueRender();
+  }, HIGHLIGHT_MS);
+  markRead(conv);
+}
+
+// ------------------------------------------------------------------ search
+async function runSearch(more) {
+  const search = state.search;
+  if (search.busy) return;
+  if (!more) {
+    search.q = $("search-q").value.trim();
+    search.hits = [];
+    search.next = null;
+    search.done = false;
+  }
+  if (!search.q) {
+    closeSearch();
+    return;
+  }
+  const frame = { t: "search", q: search.q };
+  if (more && search.next !== null) frame.before = search.next;
+  search.busy = true;
+  renderSearch();
+  try {
+    const reply = await call(frame);
+    if (frame.q !== search.q) return; // a newer search
+    search.hits.push(...(reply.hits || []));
+    search.next = reply.next === undefined ? null : reply.next;
+    search.done = true;
+  } catch (err) {
+    showError(err.code === "bad_frame" ? "This node cannot search." : describe(err));
+  } finally {
+    search.busy = false;
+    renderSearch();
+  }
+}
+
+function closeSearch() {
+  Object.assign(state.search, { q: "", hits: [], next: null, busy: false, done: false });
+  $("search-q").value = "";
+  renderSearch();
+}
+
+// The text around the first query word, compared without case and accents.
+function excerpt(text, q) {
+  const fold = (t) => t.normalize("NFD").replace(/\p{M}/gu, "").toLowerCase();
+  let folded = "";
+  const at = []; // index in folded -> index in text
+  let i = 0;
+  for (const ch of text) {
+    const f = fold(ch);
+    for (let k = 0; k < f.length; k += 1) at.push(i);
+    folded += f;
+    i += ch.length;
+  }
+  let pos = -1;
+  for (const word of fold(q).split(/\s+/).filter(Boolean)) {
+    pos = folded.indexOf(word);
+    if (pos >= 0) break;
+  }
+  const start = pos < 0 ? 0 : Math.max(0, at[pos] - 40);
+  const cut = text.slice(start, start + 140);
+  return `${start > 0 ? "…" : ""}${cut}${start + 140 < text.length ? "…" : ""}`;
 }
 
 function scheduleAck() {
@@ -818,16 +1226,29 @@ async function refreshContacts() {
 }
 
 async function refreshGroups() {
+  const asked = state.membershipEpoch;
   let data;
   try {
     data = await call({ t: "group", op: "list" });
   } catch (err) {
     return;
   }
+  const listed = new Set();
   for (const g of data.groups || []) {
     const conv = conversation(groupKey(g.name, g.host), "group");
+    listed.add(conv.key);
     conv.title = g.title || "";
     conv.member = true;
+  }
+  // The page no longer replays the queue, so the list says which of the
+  // groups in the conversation list one is still in (unless a live event
+  // said otherwise since asking).
+  if (Array.isArray(data.groups)) {
+    for (const conv of state.conversations.values()) {
+      if (conv.kind === "group" && !listed.has(conv.key) && conv.memberEpoch <= asked) {
+        conv.member = false;
+      }
+    }
   }
   // Open invitations (their events may predate this page's cursor).
   try {
@@ -923,13 +1344,24 @@ function render() {
   renderConversations();
   renderContacts();
   renderConversation();
+  renderCatchUp();
+}
+
+// Newest first by queue position, as the node lists them; a conversation
+// with a send still waiting for its seq is the newest.
+function rank(conv) {
+  const last = conv.messages[conv.messages.length - 1];
+  return last && !last.seq && last.state === "pending" ? Number.MAX_SAFE_INTEGER : conv.lastSeq;
 }
 
 function renderConversations() {
   const list = $("conversations");
   const convs = [...state.conversations.values()].sort(
-    (a, b) => b.lastAt - a.lastAt || a.key.localeCompare(b.key),
+    (a, b) => rank(b) - rank(a) || b.lastAt - a.lastAt || a.key.localeCompare(b.key),
   );
+  const total = convs.reduce((sum, conv) => sum + conv.unread, 0);
+  document.title = `${total ? `(${total}) ` : ""}chinwag · ${state.session.nodeName}`;
+  $("more-conversations").hidden = state.convsNext === null;
   const items = convs.map((conv) => {
     const unread = conv.unread;
     return el(
@@ -954,7 +1386,8 @@ function renderConversations() {
     );
   });
   keepingFocus(list, "data-conv", () => list.replaceChildren(...items));
-  $("no-conversations").hidden = items.length > 0;
+  // Not "no conversations" while the list is still on its way from the node.
+  $("no-conversations").hidden = items.length > 0 || (!state.loaded && !state.legacy);
 }
 
 function renderContacts() {
@@ -1034,9 +1467,76 @@ function renderConversation() {
     $("leave-group-button").hidden = !conv.member;
   }
   const list = $("messages");
-  const nearBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 80;
+  const same = list.dataset.conv === conv.key;
+  const nearBottom = !same || list.scrollHeight - list.scrollTop - list.clientHeight < 80;
+  // The first message in view stays where it is when older ones are put
+  // above it (a page loaded while scrolling up).
+  let anchor = null;
+  let anchorTop = 0;
+  if (!nearBottom) {
+    for (const li of list.children) {
+      if (li.offsetTop + li.offsetHeight > list.scrollTop) {
+        anchor = li;
+        anchorTop = li.offsetTop - list.scrollTop;
+        break;
+      }
+    }
+  }
   renderMessages(list, conv);
   if (nearBottom) list.scrollTop = list.scrollHeight;
+  else if (anchor && anchor.isConnected) list.scrollTop = anchor.offsetTop - anchorTop;
+  $("history-start").hidden = !(conv.loaded && conv.complete && conv.messages.length > 0);
+}
+
+function renderCatchUp() {
+  const behind = state.head - state.cursor;
+  const total = state.head - state.syncFrom;
+  const on = state.authed && behind > 0 && total >= CATCH_UP_MIN;
+  $("catch-up").hidden = !on;
+  if (!on) return;
+  const done = total - behind;
+  $("catch-up-progress").max = total;
+  $("catch-up-progress").value = done;
+  $("catch-up-count").textContent = `${done}/${total}`;
+}
+
+function renderSearch() {
+  const search = state.search;
+  const panel = $("search-results-panel");
+  panel.hidden = !search.q;
+  if (!search.q) {
+    $("search-results").replaceChildren();
+    return;
+  }
+  let status = "searching…";
+  if (!search.busy) {
+    const n = search.hits.length;
+    status = n === 0 ? "No messages found." : `${n}${search.next !== null ? "+" : ""} found`;
+  }
+  $("search-status").textContent = status;
+  $("search-more").hidden = search.busy || search.next === null;
+  const items = search.hits.map((hit) => {
+    const m = hit.msg;
+    const mine = m.from && m.from.u === state.session.user && m.from.n === state.session.nodeId;
+    let from = m.from ? showUser(m.from.u, m.from.n) : "";
+    if (mine) from = "you";
+    else if (from === keyName(hit.conv)) from = ""; // a 1:1 hit: the conversation says who
+    const text = (m.body && m.body.text) || "";
+    return el(
+      "li",
+      { class: "search-hit", dataset: { conv: hit.conv, id: m.id, seq: m.seq } },
+      el(
+        "button",
+        { type: "button", class: "hit-open", onclick: () => jumpTo(hit.conv, m) },
+        el("span", { class: "hit-conv" }, keyName(hit.conv)),
+        el("time", { class: "msg-time", datetime: new Date(m.ts || 0).toISOString() }, clock(m.ts)),
+        from ? el("span", { class: "hit-from" }, from) : null,
+        el("span", { class: "hit-text" }, excerpt(text, search.q)),
+      ),
+    );
+  });
+  const list = $("search-results");
+  keepingFocus(list, "data-seq", () => list.replaceChildren(...items));
 }
 
 // Message elements are kept and patched in place, not rebuilt: the list is an
@@ -1064,6 +1564,7 @@ function renderMessages(list, conv) {
       entry.li.replaceChildren(...fresh.childNodes);
       entry.signature = signature;
     }
+    entry.li.classList.toggle("highlight", Boolean(m.idKey) && m.idKey === state.highlight);
     if (entry.li === next) next = next.nextElementSibling;
     else list.insertBefore(entry.li, next);
   }
@@ -1093,7 +1594,7 @@ function renderMessage(m) {
     "li",
     {
       class: m.mine ? "message mine" : "message",
-      dataset: { id: m.id || "", seq: m.seq || "", state: m.state },
+      dataset: { id: m.id || "", seq: m.seq || "", state: m.state, origin: m.idKey ? m.idKey.split(":")[0] : "" },
     },
     el("span", { class: "msg-from" }, m.mine ? "you" : m.from),
     el("time", { class: "msg-time", datetime: new Date(m.ts || Date.now()).toISOString() }, clock(m.ts)),
@@ -1108,18 +1609,31 @@ function renderMessage(m) {
 }
 
 // ------------------------------------------------------------------ actions
-function openConversation(key) {
+function openConversation(key, focus = true) {
   const conv = state.conversations.get(key);
   if (!conv) return;
+  if (state.openKey !== key) state.highlight = null;
   state.openKey = key;
+  saveOpenKey();
   state.members = [];
   markRead(conv);
-  countUnread(conv);
   render();
   const list = $("messages");
   list.scrollTop = list.scrollHeight;
   if (conv.kind === "group" && conv.member && state.authed) loadMembers(conv);
-  $("composer-text").focus();
+  if (state.authed) showConversation(conv);
+  if (focus) $("composer-text").focus();
+}
+
+// The open conversation survives a reload of the tab, so its newest page can
+// be asked for together with the list.
+function saveOpenKey() {
+  try {
+    if (state.openKey) sessionStorage.setItem("chinwag.open", state.openKey);
+    else sessionStorage.removeItem("chinwag.open");
+  } catch (exc) {
+    // Storage denied: a reload then opens on the list.
+  }
 }
 
 function openTyped(text) {
@@ -1189,9 +1703,13 @@ async function login(signup) {
 }
 
 function start() {
-  loadRead();
   restorePending();
   learnLabel(state.session.nodeId, state.session.nodeName);
+  const open = sessionStorage.getItem("chinwag.open");
+  if (open && (isNodeId(open.slice(open.lastIndexOf("@") + 1)))) {
+    conversation(open, open.startsWith("#") ? "group" : "user");
+    state.openKey = open;
+  }
   $("login-view").hidden = true;
   $("chat-view").hidden = false;
   render();
@@ -1203,6 +1721,7 @@ async function logout(tellNode = true) {
   state.session = null;
   sessionStorage.removeItem("chinwag.session");
   sessionStorage.removeItem("chinwag.pending");
+  sessionStorage.removeItem("chinwag.open");
   clearTimeout(state.reconnectTimer);
   state.reconnectTimer = null;
   const ws = state.ws;
@@ -1223,9 +1742,20 @@ async function logout(tellNode = true) {
     members: [],
     conversations: new Map(),
     byId: new Map(),
+    bySeq: new Map(),
+    failed: new Map(),
     pending: new Map(),
     presence: new Map(),
+    loaded: false,
+    legacy: false,
+    head: 0,
+    syncFrom: 0,
+    convsNext: null,
+    highlight: null,
+    jumping: null,
   });
+  closeSearch();
+  document.title = `chinwag · ${session ? session.nodeName : ""}`;
   $("chat-view").hidden = true;
   $("login-view").hidden = false;
   $("login-user").focus();
@@ -1241,6 +1771,7 @@ function bind() {
   $("logout-button").addEventListener("click", () => logout(true));
   $("back-button").addEventListener("click", () => {
     state.openKey = null;
+    saveOpenKey();
     render();
     $("new-chat-to").focus();
   });
@@ -1332,6 +1863,18 @@ function bind() {
       showError(describe(err));
     }
   });
+  $("messages").addEventListener("scroll", () => {
+    const conv = state.openKey && state.conversations.get(state.openKey);
+    if (conv && $("messages").scrollTop < SCROLL_LOAD_PX) fillScreen(conv);
+  });
+  $("search-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    clearError();
+    runSearch(false);
+  });
+  $("search-more").addEventListener("click", () => runSearch(true));
+  $("search-clear").addEventListener("click", closeSearch);
+  $("more-conversations").addEventListener("click", loadMoreConversations);
   document.addEventListener("visibilitychange", () => {
     const conv = state.openKey && state.conversations.get(state.openKey);
     if (conv) {

@@ -171,7 +171,24 @@ class MockNode:
                     "heartbeat_ms": 10_000, "head": self.seq,
                 })  # fmt: skip
             elif kind == "sync":
-                self.send({"t": "ok", "rid": frame["rid"], "head": self.seq}, *self.backlog)
+                after = [m for m in self.backlog if m["seq"] > frame["after"]]
+                self.send({"t": "ok", "rid": frame["rid"], "head": self.seq}, *after)
+            elif kind == "convs":
+                self.send({"t": "ok", "rid": frame["rid"], "convs": self._convs()})
+            elif kind == "history":
+                msgs = [m for m in reversed(self.backlog) if self._conv_of(m) == frame["conv"]]
+                if msgs:
+                    self.send({"t": "ok", "rid": frame["rid"], "conv": frame["conv"], "msgs": msgs})
+                else:
+                    self.send({
+                        "t": "err", "rid": frame["rid"], "code": "not_found",
+                        "message": "no such conversation",
+                    })  # fmt: skip
+            elif kind == "read":
+                self.send({
+                    "t": "ok", "rid": frame["rid"], "conv": frame["conv"],
+                    "read_seq": frame["seq"], "unread": 0,
+                })  # fmt: skip
             elif kind == "send":
                 self.sends.append(frame)
                 if self.on_send is not None:
@@ -180,6 +197,25 @@ class MockNode:
                 self.send({"t": "ok", "rid": frame["rid"], "groups": [], "members": []})
             elif "rid" in frame:
                 self.send({"t": "ok", "rid": frame["rid"]})
+
+    def _conv_of(self, msg: dict[str, Any]) -> str:
+        """The node's conversation key of a text ``msg`` for this user."""
+        if "group" in msg:
+            return f"#{msg['group']['name']}@{msg['group']['host']}"
+        mine = msg["from"]["u"] == self.user and msg["from"]["n"] == self.node_id
+        other = msg["to"] if mine else msg["from"]
+        return f"{other['u']}@{other['n']}"
+
+    def _convs(self) -> list[dict[str, Any]]:
+        """``convs`` from the backlog: newest first, every message from others unread."""
+        convs: dict[str, dict[str, Any]] = {}
+        for m in self.backlog:
+            key = self._conv_of(m)
+            conv = convs.setdefault(key, {"conv": key, "kind": "dm", "unread": 0, "read_seq": 0})
+            conv["last"] = m
+            if not (m["from"]["u"] == self.user and m["from"]["n"] == self.node_id):
+                conv["unread"] += 1
+        return sorted(convs.values(), key=lambda c: -c["last"]["seq"])
 
     def msg(
         self,
