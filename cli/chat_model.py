@@ -12,7 +12,7 @@ from __future__ import annotations
 import itertools
 import secrets
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from chinwag.protocol.addresses import is_node_id_text, parse_target, short_id
@@ -213,7 +213,9 @@ class ChatModel:
         if bump:
             conv.activity = next(self._activity)
         extra = len(conv.entries) - HISTORY_LIMIT
-        if extra > 0:
+        if extra > 0 and all(e.state != PENDING for e in conv.entries[:extra]):
+            del conv.entries[:extra]  # the usual case, without copying the list
+        elif extra > 0:
             # Drop the oldest, but never a send that still waits for its ok.
             kept = []
             for item in conv.entries:
@@ -336,7 +338,10 @@ class ChatModel:
         if mine:
             self._adopt_sent(key, origin, msg_id)
         conv = self._ensure(key, bump=False)
-        known = conv.find(origin, msg_id) if msg_id else None
+        # Only our own sends, or a page of history loaded ahead of the stream,
+        # can already hold this message: a backlog skips the search.
+        last = conv.entries[-1].seq if conv.entries else 0
+        known = conv.find(origin, msg_id) if msg_id and (mine or last >= seq) else None
         if known is not None:
             known.seq, known.ts = seq, ts or known.ts
             if known.state == PENDING:
@@ -493,8 +498,11 @@ class ChatModel:
         """What the state file keeps: cursor, labels, contacts, recent history."""
         convs = []
         for conv in self.ordered()[:MAX_CONVERSATIONS]:
-            data = asdict(conv)
-            data["entries"] = [asdict(e) for e in conv.entries if e.state != NOTE]
+            # Shallow copies: every field is a str/int/bool (asdict's deep
+            # copies made a save of a full history cost a second).
+            data = {f: getattr(conv, f) for f in _CONV_FIELDS}
+            kept = [e for e in conv.entries if e.state != NOTE][-HISTORY_LIMIT:]
+            data["entries"] = [dict(vars(e)) for e in kept]
             convs.append(data)
         return {
             "cursor": self.cursor,
@@ -538,6 +546,9 @@ class ChatModel:
         self.current = current if current in self.conversations else None
         sent = [e.sent for c in self.conversations.values() for e in c.entries]
         self._sends = itertools.count(max(sent, default=0) + 1)
+
+
+_CONV_FIELDS = [f.name for f in fields(Conversation) if f.name != "entries"]
 
 
 def _new_cid() -> str:

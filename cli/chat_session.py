@@ -42,6 +42,15 @@ MESSAGE_BUFFER = 256
 MAX_RATE_RETRIES = 20
 #: Saves (and acks) at most this often; a burst of messages is one save.
 FLUSH_INTERVAL = 0.25
+#: ``msg`` frames applied to the model between two notifications of the screen, at most.
+APPLY_BATCH = 1024
+#: While catching up on a backlog, the state is saved only after this many
+#: more messages or this many seconds (and once when the catch-up ends), not
+#: every ``FLUSH_INTERVAL``: each save writes the whole recent history.
+CATCHUP_SAVE_MESSAGES = 20_000
+CATCHUP_SAVE_INTERVAL = 5.0
+#: While catching up, the screen is told what changed at most this often.
+CATCHUP_NOTIFY_INTERVAL = 0.1
 
 
 @dataclass(frozen=True)
@@ -98,6 +107,23 @@ class ChatSession:
         self._dirty = trio.Event()
         self._acked = 0
         self._up_since: float | None = None
+        #: (cursor at connect, head at connect) while behind the queue head.
+        self._catchup: tuple[int, int] | None = None
+        #: Set (and replaced) after every batch of frames applied.
+        self._applied = trio.Event()
+        self._saved_cursor = 0
+        self._saved_at = self._catchup_since = -float("inf")
+        #: Conversations changed since the screen was last told (ordered set).
+        self._changed_keys: dict[str, None] = {}
+        self._changes_waiting = trio.Event()
+
+    @property
+    def catching_up(self) -> tuple[int, int] | None:
+        """``(done, total)`` while streaming a backlog, else None."""
+        if self._catchup is None:
+            return None
+        start, head = self._catchup
+        return self.model.cursor - start, head - start
 
     # -- called from the screen (inside trio, through the bridge) -------------
     def kick(self) -> None:
@@ -195,23 +221,41 @@ class ChatSession:
             self._client, self._acked = client, 0
             self._up_since = trio.current_time()
             self._up.set()
-            self._set_status(True, "connected")
+            self._catchup = (self.model.cursor, head) if head > self.model.cursor else None
+            self._catchup_since = trio.current_time()
+            self._show_progress()
             try:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._pinger, client, client.info.heartbeat_ms / 1000)
                     nursery.start_soon(self._sender, client)
                     nursery.start_soon(self._watch_presence, client)
                     nursery.start_soon(self._refresh, client)
+                    nursery.start_soon(self._notifier)
                     await self._receive(client)
             finally:
-                self._client, self._up = None, trio.Event()
+                self._client, self._up, self._catchup = None, trio.Event(), None
 
     async def _receive(self, client: ChatClient) -> None:
         async for frame in client.messages:
-            key = self.model.apply_msg(frame)
+            # Whatever else is buffered goes in the same batch.
+            batch = [frame]
+            while len(batch) < APPLY_BATCH:
+                try:
+                    batch.append(client.messages.receive_nowait())
+                except (trio.WouldBlock, trio.EndOfChannel):
+                    break
+            for item in batch:
+                key = self.model.apply_msg(item)
+                if key is not None:
+                    self._changed_keys[key] = None
             self._dirty.set()
-            if key is not None:
-                self._notify(Change("messages", key))
+            self._changes_waiting.set()
+            progress = self.catching_up
+            if progress is not None and progress[0] >= progress[1]:
+                self._catchup = None
+                self._set_status(True, "connected")
+            self._applied.set()
+            self._applied = trio.Event()
         if client.closed_reason is not None:
             raise ClientError.from_protocol(client.closed_reason)
         raise ClientError("unavailable", "the connection closed")
@@ -299,15 +343,52 @@ class ChatSession:
                 self.model.apply_presence(frame)
         self._notify(Change("contacts"))
 
+    async def _notifier(self) -> None:
+        """Tell the screen which conversations changed: at once when idle, and
+        while catching up at most every ``CATCHUP_NOTIFY_INTERVAL`` (with the
+        progress), so a backlog is drawn a few times a second, not per message."""
+        while True:
+            await self._changes_waiting.wait()
+            self._changes_waiting = trio.Event()
+            keys, self._changed_keys = self._changed_keys, {}
+            for key in keys:
+                self._notify(Change("messages", key))
+            if self.catching_up is not None:
+                self._show_progress()
+                await trio.sleep(CATCHUP_NOTIFY_INTERVAL)
+
+    def _show_progress(self) -> None:
+        """``catching up n/N`` in the status line while behind; ``connected`` after."""
+        progress = self.catching_up
+        if progress is None:
+            self._set_status(True, "connected")
+        else:
+            self._set_status(True, f"catching up {progress[0]}/{progress[1]}")
+
     # -- saving and acking --------------------------------------------------------
+    async def _catchup_pause(self) -> None:
+        """While catching up, wait for enough new messages, time, or the end."""
+        deadline = max(self._saved_at, self._catchup_since) + CATCHUP_SAVE_INTERVAL
+        with trio.move_on_at(deadline):
+            while (
+                self.catching_up is not None
+                and self.model.cursor - self._saved_cursor < CATCHUP_SAVE_MESSAGES
+            ):
+                await self._applied.wait()
+
     async def _flusher(self) -> None:
-        """Save the state, then ack the cursor: at most every ``FLUSH_INTERVAL``."""
+        """Save the state, then ack the cursor: at most every ``FLUSH_INTERVAL``,
+        and while catching up only every ``CATCHUP_SAVE_MESSAGES`` or
+        ``CATCHUP_SAVE_INTERVAL`` (and at the end of the catch-up)."""
         while True:
             await self._dirty.wait()
+            if self.catching_up is not None:
+                await self._catchup_pause()
             self._dirty = trio.Event()
-            text = self.state.dump(self.model)
+            data = self.state.snapshot(self.model)
             cursor = self.model.cursor
-            await trio.to_thread.run_sync(self.state.write, text)
+            await trio.to_thread.run_sync(self.state.write_snapshot, data)
+            self._saved_cursor, self._saved_at = cursor, trio.current_time()
             client = self._client
             if client is not None and cursor > self._acked:
                 with trio.move_on_after(self.timeout):

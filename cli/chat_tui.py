@@ -50,6 +50,13 @@ from .trio_bridge import BridgeBusy, TrioGuest
 log = logging.getLogger(__name__)
 
 
+#: The screen is redrawn at most this often (seconds); while catching up on a
+#: backlog, at most every ``CATCHUP_REDRAW_INTERVAL``: a redraw of the list
+#: and the log costs milliseconds, and the network side waits for it.
+REDRAW_INTERVAL = 0.05
+CATCHUP_REDRAW_INTERVAL = 0.5
+
+
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -111,6 +118,7 @@ class ChatApp(App[None]):
         self._notices: list[Change] = []
         self._posted = False
         self._shown: str | None = None
+        self._drawn_at = 0.0
 
     # -- layout -------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -166,7 +174,18 @@ class ChatApp(App[None]):
             self._posted = self.post_message(SessionChanged())
 
     def on_session_changed(self, message: SessionChanged) -> None:
+        busy = self.session.catching_up is not None
+        interval = CATCHUP_REDRAW_INTERVAL if busy else REDRAW_INTERVAL
+        wait = self._drawn_at + interval - time.monotonic()
+        if wait > 0:
+            # ``_posted`` stays set: changes collect until the timer draws them.
+            self.set_timer(wait, self._draw_changes)
+            return
+        self._draw_changes()
+
+    def _draw_changes(self) -> None:
         self._posted = False
+        self._drawn_at = time.monotonic()
         changed, self._changed = self._changed, set()
         notices, self._notices = self._notices, []
         if not self.is_running:

@@ -75,4 +75,5 @@ async def test_a_backlog_is_saved_once_and_drawn_in_batches(
     message_changes = [c for c in changes if c.kind == "messages"]
     assert 1 <= len(message_changes) <= BACKLOG // 50
     progress = [c.text for c in changes if c.text.startswith("catching up")]
-    assert progress and progress[-1] == f"catching up {BACKLOG}/{BACKLOG}"
+    assert progress and all(text.endswith(f"/{BACKLOG}") for text in progress)
+    assert [c.text for c in changes if c.kind == "status"][-1] == "connected"
