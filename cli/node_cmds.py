@@ -129,6 +129,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="decoding work read per account, units/s (~1 us each; default 50000)",
     )
     p.add_argument("--read-burst", type=int, help="burst of --read-rate (default 200000)")
+    p.add_argument(
+        "--history-rate",
+        type=float,
+        help="convs/history/read/search requests/s allowed per device (default 20)",
+    )
+    p.add_argument("--history-burst", type=int, help="burst of --history-rate (default 60)")
     p.add_argument("--heartbeat", type=float, help="heartbeat interval told to devices (s)")
     p.add_argument("--heartbeat-deadline", type=float, help="drop a silent device after (s)")
     p.add_argument("--send-timeout", type=float, help="drop a device not reading for (s)")
@@ -304,6 +310,8 @@ CONFIG_FIELDS: tuple[tuple[str, str], ...] = (
     ("max_unauthenticated", "max_unauthenticated"),
     ("read_rate", "read_rate"),
     ("read_burst", "read_burst"),
+    ("history_rate", "history_rate"),
+    ("history_burst", "history_burst"),
     ("heartbeat", "heartbeat_interval"),
     ("heartbeat_deadline", "heartbeat_deadline"),
     ("send_timeout", "send_timeout"),

@@ -34,6 +34,7 @@ from .federation import Federation, FederationRegistry
 from .group_ops import GroupOps
 from .group_sync import GroupSync
 from .groups import Groups
+from .history_ops import HistoryOps
 from .http_api import HttpApi
 from .hub import Hub
 from .identity import NodeIdentity, ensure_data_dir, load_or_init_identity
@@ -247,6 +248,7 @@ class Node:
         self.store.on_outbox = self.federation.outbox_grew
         self.presence.attach(self.federation.send_to, self.federation.is_linked)
         self.group_ops = GroupOps(self.groups, self.router, self.presence)
+        self.history_ops = HistoryOps(config, self.store, self.router, self.hub, self.identity.id)
         self.passwords = PasswordHasher(
             seams.kdf_cost,
             threads=config.kdf_threads,
@@ -419,6 +421,7 @@ class Node:
             on_authenticated=ticket.authenticated,
         )
         session.group_ops = self.group_ops
+        session.history_ops = self.history_ops
         self.hub.connections += 1
         try:
             await session.run()

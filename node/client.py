@@ -212,6 +212,9 @@ class ChatClient:
         #: Latest ``presence`` frame per contact (``user@node``).
         self.presence: dict[str, dict[str, Any]] = {}
         self._presence_changed = trio.Event()
+        #: Latest ``read`` frame per conversation (another device of ours read it).
+        self.reads: dict[str, dict[str, Any]] = {}
+        self._read_changed = trio.Event()
         self._closed = trio.Event()
 
     # -- requests -----------------------------------------------------------
@@ -318,6 +321,42 @@ class ChatClient:
         """A ``group`` request: create, add, remove, leave, rename, list, members."""
         return await self.call({"t": "group", "op": op, **fields})
 
+    async def convs(self, limit: int | None = None, before: int | None = None) -> dict[str, Any]:
+        """One page of conversations, newest first: ``{convs: [...], next?}``."""
+        return await self.call(_paged({"t": "convs"}, limit, before))
+
+    async def history(
+        self, conv: str, limit: int | None = None, before: int | None = None
+    ) -> dict[str, Any]:
+        """One page of ``conv``'s messages, newest first: ``{conv, msgs, next?}``."""
+        return await self.call(_paged({"t": "history", "conv": conv}, limit, before))
+
+    async def read(self, conv: str, seq: int) -> dict[str, Any]:
+        """Move the read marker of ``conv`` to ``seq``: ``{conv, read_seq, unread}``."""
+        return await self.call({"t": "read", "conv": conv, "seq": seq})
+
+    async def search(
+        self,
+        q: str,
+        conv: str | None = None,
+        limit: int | None = None,
+        before: int | None = None,
+    ) -> dict[str, Any]:
+        """Messages holding every word of ``q``, newest first: ``{hits: [{conv, msg}], next?}``."""
+        frame: dict[str, Any] = {"t": "search", "q": q}
+        if conv is not None:
+            frame["conv"] = conv
+        return await self.call(_paged(frame, limit, before))
+
+    async def wait_read(
+        self, conv: str, read_seq: int, timeout: float = DEFAULT_TIMEOUT
+    ) -> dict[str, Any]:
+        """Wait until a ``read`` frame says ``conv`` is read up to ``read_seq`` (or past)."""
+        with trio.fail_after(timeout):
+            while self.reads.get(conv, {}).get("read_seq", -1) < read_seq:
+                await self._read_changed.wait()
+            return self.reads[conv]
+
     async def sync(self, after: int) -> int:
         """Start the stream after ``after``; returns the queue head at that moment."""
         self.cursor = max(self.cursor, after)
@@ -380,6 +419,12 @@ class ChatClient:
                 self.presence[f"{user.get('u')}@{user.get('name') or user.get('n')}"] = frame
                 event, self._presence_changed = self._presence_changed, trio.Event()
                 event.set()
+        elif kind == "read":
+            conv = frame.get("conv")
+            if isinstance(conv, str):
+                self.reads[conv] = frame
+                event, self._read_changed = self._read_changed, trio.Event()
+                event.set()
         elif kind == "bye":
             self.closed_reason = error_from_frame(frame)
 
@@ -400,6 +445,14 @@ DEFAULT_RETRY_MS = 100
 def retry_delay(error: ClientError) -> float:
     """Seconds to wait before resending after ``rate_limited``."""
     return max(1, error.retry_after_ms or DEFAULT_RETRY_MS) / 1000
+
+
+def _paged(frame: dict[str, Any], limit: int | None, before: int | None) -> dict[str, Any]:
+    if limit is not None:
+        frame["limit"] = limit
+    if before is not None:
+        frame["before"] = before
+    return frame
 
 
 def _check(reply: dict[str, Any]) -> dict[str, Any]:

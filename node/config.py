@@ -56,6 +56,10 @@ class NodeConfig:
     #: is read more slowly (TCP back-pressure), never refused.
     read_rate: float = 50_000.0
     read_burst: int = 200_000
+    #: ``convs``/``history``/``read``/``search`` requests per second per device
+    #: (token bucket) and its burst; past it ``rate_limited`` with retry_after_ms.
+    history_rate: float = 20.0
+    history_burst: int = 60
     #: Failed log-ins allowed per account / per address within the window.
     login_failures_per_account: int = 10
     login_failures_per_address: int = 30

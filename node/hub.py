@@ -148,10 +148,12 @@ class Hub:
                 except Exception:
                     logging.getLogger(__name__).exception("revoking a session failed")
 
-    def offer(self, user: str, frame: dict[str, Any]) -> None:
-        """Give a soft-state frame (presence) to every live session of ``user``."""
+    def offer(self, user: str, frame: dict[str, Any], exclude: LiveSession | None = None) -> None:
+        """Give a soft-state frame (presence, read markers) to every live
+        session of ``user`` but ``exclude``."""
         for session in self._sessions.get(user, ()):
-            session.offer(frame)
+            if session is not exclude:
+                session.offer(frame)
 
     def is_online(self, user: str) -> bool:
         return user in self._devices

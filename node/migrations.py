@@ -72,10 +72,12 @@ class Migration:
 
     from_version: int
     summary: str
-    apply: Callable[[lmdb.Transaction[bytes], dict[str, Any]], None]
+    #: ``apply(txn, dbs, node_id)``: the node's own id, for steps that must
+    #: tell the node's users' addresses from others (schema 3).
+    apply: Callable[[lmdb.Transaction[bytes], dict[str, Any], str], None]
 
 
-def _v1_to_v2(txn: lmdb.Transaction[bytes], dbs: dict[str, Any]) -> None:
+def _v1_to_v2(txn: lmdb.Transaction[bytes], dbs: dict[str, Any], node_id: str) -> None:
     """Schema 2 adds ``meta: writer`` (set at every open, not here).
 
     No existing row changes shape, so this step only moves the stamp; it is
@@ -83,8 +85,18 @@ def _v1_to_v2(txn: lmdb.Transaction[bytes], dbs: dict[str, Any]) -> None:
     """
 
 
+def _v2_to_v3(txn: lmdb.Transaction[bytes], dbs: dict[str, Any], node_id: str) -> None:
+    """Schema 3 adds the conversation, read-marker and search index
+    (node/history_index.py), kept by every queue append from now on: build it
+    for the queues that exist. Read markers start at 0 (everything unread)."""
+    from .history_index import rebuild_all  # the index module imports nothing of ours
+
+    rebuild_all(txn, dbs, node_id)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "stamp only; schema 2 adds meta 'writer' (set at each open)", _v1_to_v2),
+    Migration(2, "conversation, read-marker and search index built from the queues", _v2_to_v3),
 )
 
 #: The layout this code writes: one past the last migration's source.

@@ -35,10 +35,14 @@ from chinwag.protocol.errors import ErrorCode, ProtocolError
 from chinwag.protocol.frames import (
     Ack,
     Auth,
+    Convs,
     GroupOp,
     Heartbeat,
+    History,
+    Read,
     Request,
     Rid,
+    Search,
     Send,
     Sync,
     WireFormat,
@@ -157,6 +161,8 @@ class DeviceSession:
         self._reason: _Disconnect | None = None
         #: Answers ``group`` frames (node/group_ops.py), set by the app.
         self.group_ops: Any = None
+        #: Answers ``convs``/``history``/``read``/``search`` (node/history_ops.py), set by the app.
+        self.history_ops: Any = None
 
     # ------------------------------------------------------------------ run
     async def run(self) -> None:
@@ -365,6 +371,12 @@ class DeviceSession:
             if self.group_ops is None:
                 raise ProtocolError(ErrorCode.BAD_REQUEST, "groups are not enabled")
             self._reply(ok_frame(request.rid, **await self.group_ops.handle(self.user, request)))
+        elif isinstance(request, Convs | History | Read | Search):
+            if self.history_ops is None:
+                raise ProtocolError(ErrorCode.BAD_REQUEST, "history is not served here")
+            self._reply(
+                ok_frame(request.rid, **await self.history_ops.handle(self.user, self, request))
+            )
         elif isinstance(request, Auth):
             raise ProtocolError(ErrorCode.BAD_REQUEST, "already authenticated")
 

@@ -60,6 +60,7 @@ from chinwag.protocol.errors import ErrorCode, ProtocolError
 from chinwag.protocol.ids import IdGenerator
 from chinwag.protocol.limits import MAX_TEXT_BYTES
 
+from . import history_index
 from .backup import BackupError, pre_migration_dir, write_backup
 from .latency import LatencyHistogram
 from .logs import event
@@ -111,6 +112,9 @@ T = TypeVar("T")
 # Invitations (node/invitations.py):
 #   invites:       sha256(secret)(32)                -> cbor {k, c, exp, used}
 #
+# Conversations, read markers, search (layouts in node/history_index.py):
+#   conv, conv_recent, conv_seq, terms: kept in each queue append's transaction.
+#
 # uids are never reused, so rows a removed user leaves behind (cid_times
 # entries, pruned by age) can never be mistaken for a new user's.
 DB_NAMES = (
@@ -139,6 +143,7 @@ DB_NAMES = (
     "dedup",
     "dedup_times",
     "invites",
+    *history_index.DB_NAMES,
 )
 MAX_DBS = 64
 
@@ -405,6 +410,8 @@ class WriteTxn(_View):
         seq = self.head_of(uid) + 1
         self.txn.put(_u32(uid) + _u64(seq), record, db=self._dbs["queue"])
         self.txn.put(_u32(uid), _u64(seq), db=self._dbs["queue_head"])
+        # Conversations and search index: same transaction, never out of step.
+        history_index.index_append(self.txn, self._dbs, uid, f"{user}@{self.node_id}", seq, record)
         self.touched.add(user)
         self.charge(12 + len(record))
         return seq
@@ -650,7 +657,7 @@ class Store:
                 dbs = {name: env.open_db(name.encode(), txn=txn) for name in self._db_names}
             for step in plan(schema.version or SCHEMA_VERSION):
                 with env.begin(write=True) as txn:
-                    step.apply(txn, dbs)
+                    step.apply(txn, dbs, self.node_key.id)
                     stamp(txn, dbs["meta"], step.from_version + 1)
                 log.info("store migrated to schema %d: %s", step.from_version + 1, step.summary)
             with env.begin(write=True) as txn:
@@ -878,6 +885,8 @@ class Store:
             for db in ("queue_head", "presence", "uid_user", "quota"):
                 w.txn.delete(prefix, db=w.db(db))
             w.txn.delete(name.encode("ascii"), db=w.db("users"))
+            dbs = {n: w.db(n) for n in history_index.DB_NAMES}
+            history_index.drop_user(w.txn, dbs, record.uid)
 
         await self.transact(op)
 

@@ -238,7 +238,63 @@ GROUP_OPS = frozenset(
 )
 MAX_GROUP_MEMBERS_PER_OP = 256
 
-Request = Auth | Send | Sync | Ack | Heartbeat | GroupOp
+#: Bounds of the history requests (issue 15): page sizes and query length.
+MAX_CONVS_PAGE = 200
+DEFAULT_CONVS_PAGE = 50
+MAX_HISTORY_PAGE = 200
+DEFAULT_HISTORY_PAGE = 50
+MAX_SEARCH_PAGE = 50
+DEFAULT_SEARCH_PAGE = 20
+MAX_QUERY_CHARS = 200
+#: A conversation key: ``bob@<node id>`` (1:1) or ``#name@<host node id>``.
+MAX_CONV_CHARS = MAX_ADDRESS_CHARS
+
+
+@dataclass(frozen=True)
+class Convs:
+    """One page of the user's conversations, newest first.
+
+    ``before`` is the ``next`` of the previous page (a seq: only
+    conversations whose last message is older than it).
+    """
+
+    rid: Rid
+    limit: int
+    before: int | None
+
+
+@dataclass(frozen=True)
+class History:
+    """One page of a conversation's messages before seq ``before``, newest first."""
+
+    rid: Rid
+    conv: str
+    limit: int
+    before: int | None
+
+
+@dataclass(frozen=True)
+class Read:
+    """Move the user's read marker of ``conv`` forward to ``seq``."""
+
+    rid: Rid
+    conv: str
+    seq: int
+
+
+@dataclass(frozen=True)
+class Search:
+    """Messages of the user's queue holding every term of ``q``, newest first."""
+
+    rid: Rid
+    q: str
+    conv: str | None
+    limit: int
+    before: int | None
+
+
+HistoryRequest = Convs | History | Read | Search
+Request = Auth | Send | Sync | Ack | Heartbeat | GroupOp | Convs | History | Read | Search
 
 _FIELDS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     # type: (required fields, optional fields), ``t`` not counted
@@ -248,6 +304,10 @@ _FIELDS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "ack": (frozenset({"seq"}), frozenset({"rid"})),
     "heartbeat": (frozenset(), frozenset({"rid"})),
     "group": (frozenset({"rid", "op"}), frozenset({"group", "name", "members", "title"})),
+    "convs": (frozenset({"rid"}), frozenset({"limit", "before"})),
+    "history": (frozenset({"rid", "conv"}), frozenset({"limit", "before"})),
+    "read": (frozenset({"rid", "conv", "seq"}), frozenset()),
+    "search": (frozenset({"rid", "q"}), frozenset({"conv", "limit", "before"})),
 }
 REQUEST_TYPES = frozenset(_FIELDS)
 
@@ -278,6 +338,46 @@ def _count(frame: Mapping[str, Any], key: str) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 1 << 63:
         raise _bad(f"field {key!r} must be a non-negative integer")
     return value
+
+
+def _limit(frame: Mapping[str, Any], default: int, most: int) -> int:
+    if "limit" not in frame:
+        return default
+    value = frame["limit"]
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= most:
+        raise _bad(f"field 'limit' must be an integer 1-{most}")
+    return value
+
+
+def _before(frame: Mapping[str, Any]) -> int | None:
+    """A ``before`` cursor: a seq >= 1 (the ``next`` of the previous page)."""
+    if "before" not in frame:
+        return None
+    value = frame["before"]
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value < 1 << 63:
+        raise ProtocolError(ErrorCode.BAD_REQUEST, "field 'before' must be a cursor given as next")
+    return value
+
+
+def _history_request(kind: str, rid: Rid, frame: Mapping[str, Any]) -> HistoryRequest:
+    if kind == "convs":
+        return Convs(rid, _limit(frame, DEFAULT_CONVS_PAGE, MAX_CONVS_PAGE), _before(frame))
+    if kind == "history":
+        return History(
+            rid,
+            _string(frame, "conv", MAX_CONV_CHARS),
+            _limit(frame, DEFAULT_HISTORY_PAGE, MAX_HISTORY_PAGE),
+            _before(frame),
+        )
+    if kind == "read":
+        return Read(rid, _string(frame, "conv", MAX_CONV_CHARS), _count(frame, "seq"))
+    return Search(
+        rid,
+        _string(frame, "q", MAX_QUERY_CHARS),
+        _string(frame, "conv", MAX_CONV_CHARS) if "conv" in frame else None,
+        _limit(frame, DEFAULT_SEARCH_PAGE, MAX_SEARCH_PAGE),
+        _before(frame),
+    )
 
 
 def parse_request(frame: Mapping[str, Any]) -> Request:
@@ -317,6 +417,9 @@ def parse_request(frame: Mapping[str, Any]) -> Request:
         return Sync(rid=rid, after=_count(frame, "after"))
     if kind == "ack":
         return Ack(rid=rid, seq=_count(frame, "seq"))
+    if kind in ("convs", "history", "read", "search"):
+        assert rid is not None
+        return _history_request(kind, rid, frame)
     if kind == "group":
         assert rid is not None
         op = _string(frame, "op", 16)
@@ -363,11 +466,41 @@ def encode_request(request: Request) -> dict[str, Any]:
             out["members"] = list(request.members)
         if request.title is not None:
             out["title"] = request.title
+    elif isinstance(request, Convs | History | Read | Search):
+        out = _encode_history_request(request)
     else:
         out = {"t": "heartbeat"}
     if request.rid is not None:
         out["rid"] = request.rid
     return out
+
+
+def _encode_history_request(request: HistoryRequest) -> dict[str, Any]:
+    out: dict[str, Any]
+    if isinstance(request, Convs):
+        out = {"t": "convs"}
+        if request.limit != DEFAULT_CONVS_PAGE:
+            out["limit"] = request.limit
+    elif isinstance(request, History):
+        out = {"t": "history", "conv": request.conv}
+        if request.limit != DEFAULT_HISTORY_PAGE:
+            out["limit"] = request.limit
+    elif isinstance(request, Read):
+        return {"t": "read", "conv": request.conv, "seq": request.seq}
+    else:
+        out = {"t": "search", "q": request.q}
+        if request.conv is not None:
+            out["conv"] = request.conv
+        if request.limit != DEFAULT_SEARCH_PAGE:
+            out["limit"] = request.limit
+    if request.before is not None:
+        out["before"] = request.before
+    return out
+
+
+def read_frame(conv: str, read_seq: int, unread: int) -> dict[str, Any]:
+    """The soft frame telling a user's other devices that ``conv`` was read."""
+    return {"t": "read", "conv": conv, "read_seq": read_seq, "unread": unread}
 
 
 # ---------------------------------------------------------------- replies
@@ -416,10 +549,15 @@ def error_from_frame(frame: Mapping[str, Any]) -> ProtocolError:
 __all__ = [
     "Ack",
     "Auth",
+    "Convs",
     "GroupOp",
+    "History",
+    "HistoryRequest",
     "Heartbeat",
     "MAX_FRAME_BYTES",
+    "Read",
     "Request",
+    "Search",
     "Send",
     "Sync",
     "WireFormat",
@@ -434,4 +572,5 @@ __all__ = [
     "error_from_frame",
     "ok_frame",
     "parse_request",
+    "read_frame",
 ]

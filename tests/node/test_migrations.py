@@ -11,6 +11,7 @@ import pytest
 import trio
 
 from chinwag.node.client import connect
+from chinwag.node.history_index import DB_NAMES as HISTORY_DBS
 from chinwag.node.migrations import (
     MIGRATIONS,
     SCHEMA_VERSION,
@@ -50,14 +51,32 @@ def get_meta(data_dir: Path, key: str) -> bytes | None:
         env.close()
 
 
+def drop_history_index(data_dir: Path) -> None:
+    """Remove the schema-3 databases (node/history_index.py) of a stopped node."""
+    env = lmdb.open(str(data_dir / "db"), max_dbs=64, subdir=True)
+    try:
+        with env.begin(write=True) as txn:
+            for name in HISTORY_DBS:
+                txn.drop(env.open_db(name.encode(), txn=txn, create=False), delete=True)
+    finally:
+        env.close()
+
+
+def make_schema_2(data_dir: Path) -> None:
+    """Turn a stopped node's store into the schema-2 layout: no history index."""
+    drop_history_index(data_dir)
+    set_meta(data_dir, schema=_U32.pack(2))
+
+
 def make_schema_1(data_dir: Path, *, stamped: bool = True) -> None:
     """Turn a stopped node's store into the schema-1 layout.
 
     Schema 2 differs from 1 only by ``meta: writer`` (node/migrations.py),
-    so a store written by today's code minus that key, stamped 1 (or, with
-    ``stamped=False``, with no stamp at all: how a store before the key
-    looked), is byte for byte what the previous version left behind.
+    schema 3 from 2 by the history index, so a store written by today's code
+    minus those, stamped 1 (or, with ``stamped=False``, with no stamp at all:
+    how a store before the key looked), is what the version before left behind.
     """
+    drop_history_index(data_dir)
     set_meta(data_dir, writer=None, schema=_U32.pack(1) if stamped else None)
 
 
@@ -144,9 +163,50 @@ async def test_a_store_written_by_a_newer_version_is_refused_untouched(
     assert refused.returncode != 0 and f"store schema {newer}".encode() in refused.stderr
 
 
+async def test_a_schema_2_store_gets_its_history_index_built(start_node, tmp_path: Path) -> None:
+    data = tmp_path / "kitchen"
+    node = await start_node(data_dir=data, name="kitchen")
+    node_id = node.running.identity.id
+    alice, carol = await node.user("alice"), await node.user("carol")
+    await node.user("bob")
+    async with connect(node.url, alice) as a, connect(node.url, carol) as c:
+        for n in range(5):
+            await a.send("bob", f"before {n} Crème")
+        await c.send("bob", "from carol 안녕하세요")
+        await a.send(f"alice@{node_id}", "a note to self")
+    await node.stop()
+    make_schema_2(data)
+
+    node = await start_node(data_dir=data)
+    async with connect(node.url, await node.user("bob")) as b:
+        convs = (await b.convs())["convs"]
+        assert [(c["conv"], c["unread"], c["read_seq"]) for c in convs] == [
+            (f"carol@{node_id}", 1, 0),
+            (f"alice@{node_id}", 5, 0),
+        ]
+        page = await b.history(f"alice@{node_id}", limit=3)
+        assert [m["body"]["text"] for m in page["msgs"]] == [f"before {n} Crème" for n in (4, 3, 2)]
+        rest = await b.history(f"alice@{node_id}", before=page["next"])
+        assert [m["seq"] for m in rest["msgs"]] == [2, 1] and "next" not in rest
+        assert len((await b.search("creme"))["hits"]) == 5
+        assert len((await b.search("안녕"))["hits"]) == 1
+        # New messages are indexed on top of the migrated ones.
+        async with connect(node.url, alice) as a:
+            await a.send("bob", "after creme")
+        assert len((await b.search("creme"))["hits"]) == 6
+        assert (await b.convs())["convs"][0]["unread"] == 6
+    async with connect(node.url, alice) as a:
+        (note,) = [c for c in (await a.convs())["convs"] if c["conv"] == f"alice@{node_id}"]
+        assert note["unread"] == 0  # her own note
+    await node.stop()
+    assert get_meta(data, "schema") == _U32.pack(SCHEMA_VERSION)
+    (backup,) = (data / "backups").iterdir()
+    assert backup.name.startswith("pre-migration-2-")
+
+
 def test_migration_plan_runs_every_step_in_order() -> None:
     def step(n: int) -> Migration:
-        return Migration(n, f"step {n}", lambda txn, dbs: None)
+        return Migration(n, f"step {n}", lambda txn, dbs, node_id: None)
 
     chain = (step(1), step(2), step(3))
     assert [m.from_version for m in plan(1, 4, chain)] == [1, 2, 3]

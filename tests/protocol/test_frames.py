@@ -10,7 +10,11 @@ from chinwag.protocol.errors import ErrorCode, ProtocolError
 from chinwag.protocol.frames import (
     Ack,
     Auth,
+    Convs,
     Heartbeat,
+    History,
+    Read,
+    Search,
     Send,
     Sync,
     WireFormat,
@@ -37,6 +41,25 @@ requests = st.one_of(
     st.builds(Sync, rid=rids, after=counts),
     st.builds(Ack, rid=st.none() | rids, seq=counts),
     st.builds(Heartbeat, rid=st.none() | rids),
+    st.builds(
+        Convs, rid=rids, limit=st.integers(1, 200), before=st.none() | st.integers(1, 2**63 - 1)
+    ),
+    st.builds(
+        History,
+        rid=rids,
+        conv=short,
+        limit=st.integers(1, 200),
+        before=st.none() | st.integers(1, 2**63 - 1),
+    ),
+    st.builds(Read, rid=rids, conv=short, seq=counts),
+    st.builds(
+        Search,
+        rid=rids,
+        q=st.text(min_size=1, max_size=200),
+        conv=st.none() | short,
+        limit=st.integers(1, 50),
+        before=st.none() | st.integers(1, 2**63 - 1),
+    ),
 )
 
 

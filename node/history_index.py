@@ -1,0 +1,454 @@
+"""Conversations, read markers and full-text search over each user's queue.
+
+Every queue append (``WriteTxn.append_to_queue``, node/store.py) calls
+:func:`index_append` in the same write transaction, so the index can never
+disagree with the queue: a message is either in both or in neither. The
+queue stays the one copy of every record; the index holds keys and counters.
+
+Layouts (integers fixed-width big-endian, so byte order is numeric order;
+``ch`` = 8-byte BLAKE2b of the conversation key, ``th`` = 4-byte BLAKE2b of a
+search term):
+
+  conv:        uid(4) | ch(8)            -> last(8) | n(8) | read(8) | nread(8) | kind(1) | conv
+  conv_recent: uid(4) | ~last(8)         -> ch(8)       (newest conversation first)
+  conv_seq:    uid(4) | ch(8) | seq(8)   -> cum(8)      (the conversation's entries)
+  terms:       uid(4) | th(4) | seq(8)   -> ch(8)       (search postings, newest last)
+
+``n`` counts the conversation's *countable* entries (messages the user did
+not send; group events are not counted), ``cum`` the countable entries up to
+and including that seq, ``read`` is the read marker and ``nread`` the
+``cum`` at the marker, so ``unread = n - nread`` exactly, with no cap and no
+walk over the queue. ``~last`` is ``2**64-1-last`` so a forward cursor walks
+newest first. A term hash collision only costs a candidate that the search
+then drops: every hit is checked against the message's own terms.
+
+Nothing is ever removed from a queue except with its user
+(``Store.remove_user``), which drops the user's rows here with
+:func:`drop_user`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import cbor2
+import lmdb
+
+from chinwag.protocol.addresses import node_id_bytes
+from chinwag.protocol.search_terms import index_terms
+
+DB_NAMES = ("conv", "conv_recent", "conv_seq", "terms")
+
+KIND_DM = 0
+KIND_GROUP = 1
+
+_U32 = struct.Struct(">I")
+_U64 = struct.Struct(">Q")
+_CONV = struct.Struct(">QQQQB")
+_LAST_TOTAL = struct.Struct(">QQ")  # the head of a conv row: last, n
+_REST = struct.Struct(">QQB")  # the rest: read, nread, kind (then the conv key)
+_MAX_U64 = (1 << 64) - 1
+#: Decoded records kept while indexing (one 1:1 message is appended to two
+#: queues, a group message to every local member's): pure, safe to reuse.
+_PARSE_CACHE = 256
+
+
+@dataclass(frozen=True)
+class Entry:
+    """What the index needs of one queue record."""
+
+    conv: str
+    kind: int
+    #: Counts as unread (a message from someone else; not an event).
+    countable: bool
+    text: str | None
+    sender: str | None
+    terms: tuple[bytes, ...] = ()
+
+
+@dataclass(frozen=True)
+class ConvRow:
+    conv: str
+    kind: int
+    last: int
+    total: int
+    read_seq: int
+    read_count: int
+
+    @property
+    def unread(self) -> int:
+        return self.total - self.read_count
+
+
+def conv_hash(conv: str) -> bytes:
+    return hashlib.blake2b(conv.encode("utf-8"), digest_size=8).digest()
+
+
+def term_hash(term: str) -> bytes:
+    return hashlib.blake2b(term.encode("utf-8"), digest_size=4).digest()
+
+
+def _u32(value: int) -> bytes:
+    return _U32.pack(value)
+
+
+def _u64(value: int) -> bytes:
+    return _U64.pack(value)
+
+
+# ---------------------------------------------------------------- records
+
+
+def _address(wire: Any) -> str | None:
+    if isinstance(wire, dict) and isinstance(wire.get("u"), str) and isinstance(wire.get("n"), str):
+        return f"{wire['u']}@{wire['n']}"
+    return None
+
+
+def _group(wire: Any) -> str | None:
+    if (
+        isinstance(wire, dict)
+        and isinstance(wire.get("name"), str)
+        and isinstance(wire.get("host"), str)
+    ):
+        return f"#{wire['name']}@{wire['host']}"
+    return None
+
+
+@dataclass(frozen=True)
+class _Parsed:
+    sender: str | None
+    to: str | None
+    group: str | None
+    text: str | None
+    is_event: bool
+    #: Hashes of the text's search terms (computed once per record).
+    terms: tuple[bytes, ...] = ()
+
+
+_UNKNOWN = _Parsed(None, None, None, None, True)
+_parsed: dict[bytes, _Parsed] = {}
+
+
+def _parse(record: bytes) -> _Parsed:
+    """What the index needs of a queue record, decoded once per record.
+
+    Records were checked when they were stored (signed units verified by
+    their origin or by us), so plain CBOR decoding is enough here. One record
+    is appended to several queues (both ends of a 1:1 message, each local
+    group member), so the result is cached by the record's bytes.
+    """
+    found = _parsed.get(record)
+    if found is not None:
+        return found
+    try:
+        item = cbor2.loads(record)
+        if "unit" in item:
+            env = cbor2.loads(item["unit"]["env"])
+            body = env.get("body")
+            text = body.get("text") if isinstance(body, dict) else None
+            text = text if isinstance(text, str) and text else None
+            parsed = _Parsed(
+                _address(env.get("from")),
+                _address(env.get("to")),
+                _group(env.get("group")),
+                text,
+                False,
+                tuple(term_hash(t) for t in index_terms(text)) if text else (),
+            )
+        else:
+            event = item.get("event")
+            event = event if isinstance(event, dict) else {}
+            parsed = _Parsed(
+                None, _address(event.get("to")), _group(event.get("group")), None, True
+            )
+    except (ValueError, TypeError, KeyError, AttributeError, cbor2.CBORDecodeError):
+        parsed = _UNKNOWN
+    if len(_parsed) >= _PARSE_CACHE:
+        _parsed.pop(next(iter(_parsed)))
+    _parsed[record] = parsed
+    return parsed
+
+
+def classify(record: bytes, owner: str) -> Entry | None:
+    """Where a record of ``owner``'s queue (``user@<node id>``) belongs; None
+    for a record of no conversation (a node notice)."""
+    p = _parse(record)
+    if p.group is not None:
+        own = p.sender == owner
+        return Entry(p.group, KIND_GROUP, not p.is_event and not own, p.text, p.sender, p.terms)
+    if p.is_event:
+        return None if p.to is None else Entry(p.to, KIND_DM, False, None, None)
+    if p.sender is None or p.to is None:
+        return None
+    if p.sender == owner:
+        return Entry(p.to, KIND_DM, False, p.text, p.sender, p.terms)
+    return Entry(p.sender, KIND_DM, True, p.text, p.sender, p.terms)
+
+
+# ---------------------------------------------------------------- writing
+
+
+def _get_conv(txn: lmdb.Transaction[bytes], dbs: dict[str, Any], key: bytes) -> ConvRow | None:
+    raw = txn.get(key, db=dbs["conv"])
+    if raw is None:
+        return None
+    raw = bytes(raw)
+    last, total, read_seq, read_count, kind = _CONV.unpack_from(raw)
+    return ConvRow(raw[_CONV.size :].decode("utf-8"), kind, last, total, read_seq, read_count)
+
+
+def _put_conv(txn: lmdb.Transaction[bytes], dbs: dict[str, Any], key: bytes, row: ConvRow) -> None:
+    value = _CONV.pack(row.last, row.total, row.read_seq, row.read_count, row.kind)
+    txn.put(key, value + row.conv.encode("utf-8"), db=dbs["conv"])
+
+
+def index_append(
+    txn: lmdb.Transaction[bytes],
+    dbs: dict[str, Any],
+    uid: int,
+    owner: str,
+    seq: int,
+    record: bytes,
+) -> None:
+    """Index queue entry ``seq`` of user ``uid`` (address ``owner``).
+
+    On every queue append, so kept lean: one get and a handful of puts, the
+    record decoded and tokenized once however many queues it enters.
+    """
+    entry = classify(record, owner)
+    if entry is None:
+        return
+    prefix = _U32.pack(uid)
+    ch = conv_hash(entry.conv)
+    key = prefix + ch
+    conv_db, recent_db = dbs["conv"], dbs["conv_recent"]
+    raw = txn.get(key, db=conv_db)
+    if raw is None:
+        total = 0
+        rest = _REST.pack(0, 0, entry.kind) + entry.conv.encode("utf-8")
+    else:
+        raw = bytes(raw)
+        last, total = _LAST_TOTAL.unpack_from(raw)
+        rest = raw[_LAST_TOTAL.size :]
+        txn.delete(prefix + _U64.pack(_MAX_U64 - last), db=recent_db)
+    if entry.countable:
+        total += 1
+    txn.put(key, _LAST_TOTAL.pack(seq, total) + rest, db=conv_db)
+    tail = _U64.pack(seq)
+    txn.put(prefix + _U64.pack(_MAX_U64 - seq), ch, db=recent_db)
+    txn.put(key + tail, _U64.pack(total), db=dbs["conv_seq"])
+    if entry.terms:
+        terms_db = dbs["terms"]
+        for th in entry.terms:
+            txn.put(prefix + th + tail, ch, db=terms_db)
+
+
+def mark_read(
+    txn: lmdb.Transaction[bytes], dbs: dict[str, Any], uid: int, conv: str, seq: int
+) -> ConvRow | None:
+    """Move the marker of ``conv`` forward to ``seq`` (never back, never past
+    its last entry); None if the user has no such conversation."""
+    key = _u32(uid) + conv_hash(conv)
+    row = _get_conv(txn, dbs, key)
+    if row is None or row.conv != conv:
+        return None
+    target = min(seq, row.last)
+    if target <= row.read_seq:
+        return row
+    cursor = txn.cursor(db=dbs["conv_seq"])
+    # The entry at or just before ``target``: its cum is what the marker covers.
+    read_count = row.read_count
+    if cursor.set_range(key + _u64(target + 1)):
+        moved = cursor.prev()
+    else:
+        moved = cursor.last()
+    if moved and cursor.key()[:12] == key:
+        read_count = _U64.unpack(cursor.value())[0]
+    updated = ConvRow(row.conv, row.kind, row.last, row.total, target, read_count)
+    _put_conv(txn, dbs, key, updated)
+    return updated
+
+
+def drop_user(txn: lmdb.Transaction[bytes], dbs: dict[str, Any], uid: int) -> None:
+    """Remove every index row of user ``uid`` (the user is being removed)."""
+    prefix = _u32(uid)
+    for name in DB_NAMES:
+        cursor = txn.cursor(db=dbs[name])
+        if not cursor.set_range(prefix):
+            continue
+        while cursor.key().startswith(prefix):
+            if not cursor.delete():
+                break
+
+
+def rebuild_all(txn: lmdb.Transaction[bytes], dbs: dict[str, Any], node_id: str) -> int:
+    """Index every queue of the store from scratch (the 2 -> 3 migration);
+    return the number of entries indexed."""
+    for name in DB_NAMES:
+        txn.drop(dbs[name], delete=False)
+    owners: dict[int, str] = {}
+    for key, value in txn.cursor(db=dbs["uid_user"]):
+        owners[_U32.unpack(key)[0]] = f"{bytes(value).decode('utf-8')}@{node_id}"
+    count = 0
+    for key, record in txn.cursor(db=dbs["queue"]):
+        uid = _U32.unpack_from(key)[0]
+        owner = owners.get(uid)
+        if owner is None:
+            continue
+        index_append(txn, dbs, uid, owner, _U64.unpack_from(key, 4)[0], bytes(record))
+        count += 1
+    return count
+
+
+# ---------------------------------------------------------------- reading
+
+
+def get_conv(
+    txn: lmdb.Transaction[bytes], dbs: dict[str, Any], uid: int, conv: str
+) -> ConvRow | None:
+    row = _get_conv(txn, dbs, _u32(uid) + conv_hash(conv))
+    return row if row is not None and row.conv == conv else None
+
+
+def recent_convs(
+    txn: lmdb.Transaction[bytes], dbs: dict[str, Any], uid: int, before: int | None, limit: int
+) -> tuple[list[ConvRow], bool]:
+    """Up to ``limit`` conversations whose last seq is below ``before``, newest
+    first, and whether older ones remain."""
+    prefix = _u32(uid)
+    start = _MAX_U64 - (before - 1) if before is not None else 0
+    cursor = txn.cursor(db=dbs["conv_recent"])
+    rows: list[ConvRow] = []
+    if not cursor.set_range(prefix + _u64(start)):
+        return rows, False
+    for key, ch in cursor:
+        if not key.startswith(prefix):
+            return rows, False
+        if len(rows) == limit:
+            return rows, True
+        row = _get_conv(txn, dbs, prefix + bytes(ch))
+        if row is not None:
+            rows.append(row)
+    return rows, False
+
+
+def conv_seqs(
+    txn: lmdb.Transaction[bytes],
+    dbs: dict[str, Any],
+    uid: int,
+    conv: str,
+    before: int | None,
+) -> Iterator[int]:
+    """The conversation's seqs below ``before``, newest first."""
+    key = _u32(uid) + conv_hash(conv)
+    cursor = txn.cursor(db=dbs["conv_seq"])
+    start = key + _u64(_MAX_U64 if before is None else before)
+    if cursor.set_range(start):
+        moved = cursor.prev()
+    else:
+        moved = cursor.last()
+    while moved:
+        found = cursor.key()
+        if found[:12] != key:
+            return
+        yield _U64.unpack_from(found, 12)[0]
+        moved = cursor.prev()
+
+
+def term_postings(
+    txn: lmdb.Transaction[bytes], dbs: dict[str, Any], uid: int, term: str
+) -> _Postings:
+    return _Postings(txn.cursor(db=dbs["terms"]), _u32(uid) + term_hash(term))
+
+
+class _Postings:
+    """A backward cursor over one term's postings (seq, conv hash)."""
+
+    def __init__(self, cursor: lmdb.Cursor[bytes], prefix: bytes) -> None:
+        self._cursor = cursor
+        self._prefix = prefix
+
+    def seek_at_or_below(self, seq: int) -> tuple[int, bytes] | None:
+        """The newest posting with a seq <= ``seq``."""
+        cursor = self._cursor
+        if seq >= _MAX_U64:
+            found = cursor.set_range(self._prefix + _u64(_MAX_U64))
+        else:
+            found = cursor.set_range(self._prefix + _u64(seq + 1))
+        moved = cursor.prev() if found else cursor.last()
+        if not moved:
+            return None
+        key = cursor.key()
+        if key[:8] != self._prefix:
+            return None
+        return _U64.unpack_from(key, 8)[0], bytes(cursor.value())
+
+
+def search_seqs(
+    txn: lmdb.Transaction[bytes],
+    dbs: dict[str, Any],
+    uid: int,
+    terms: list[str],
+    conv: str | None,
+    before: int | None,
+    budget: int,
+) -> Iterator[int]:
+    """Seqs (newest first, below ``before``) whose entry has every term's hash,
+    within ``conv`` if given; stops after ``budget`` cursor seeks.
+
+    A zig-zag join: each term's cursor leaps to the highest posting at or below
+    the current candidate, so rare terms make common ones skip ahead.
+    """
+    lists = [term_postings(txn, dbs, uid, term) for term in terms]
+    want = conv_hash(conv) if conv is not None else None
+    candidate = (before - 1) if before is not None else _MAX_U64
+    seeks = 0
+    turn = 0
+    while candidate >= 1:
+        # Round robin over the terms until all agree on one seq: each seek
+        # either confirms the candidate or lowers it (restarting the count).
+        agreed = 0
+        ch = b""
+        while agreed < len(lists):
+            if seeks >= budget:
+                yield -candidate  # out of budget: resume with before = candidate + 1
+                return
+            seeks += 1
+            found = lists[turn].seek_at_or_below(candidate)
+            if found is None:
+                return
+            seq, ch = found
+            if seq == candidate:
+                agreed += 1
+            else:
+                candidate, agreed = seq, 1
+            turn = (turn + 1) % len(lists)
+        if want is None or ch == want:
+            yield candidate
+        candidate -= 1
+
+
+def group_title(
+    txn: lmdb.Transaction[bytes], dbs: dict[str, Any], conv: str, node_id: str
+) -> str | None:
+    """A group conversation's title, from the hosted group or this node's view."""
+    name, _, host = conv[1:].partition("@")
+    try:
+        if host == node_id:
+            raw = txn.get(name.encode("utf-8"), db=dbs["groups"])
+        else:
+            raw = txn.get(node_id_bytes(host) + name.encode("utf-8"), db=dbs["group_views"])
+    except (ValueError, UnicodeEncodeError):
+        return None
+    if raw is None:
+        return None
+    try:
+        title = cbor2.loads(bytes(raw)).get("title")
+    except (ValueError, cbor2.CBORDecodeError, AttributeError):
+        return None
+    return title if isinstance(title, str) else None

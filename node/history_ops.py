@@ -1,0 +1,254 @@
+"""Answers ``convs``, ``history``, ``read`` and ``search`` (issue 15).
+
+Reads run in one LMDB read transaction each (index and queue seen at the same
+instant, so a page never holds half of a commit); a ``read`` is a store write
+whose new marker goes at once to the user's other live sessions as a soft
+``read`` frame. Every request first takes a token from its device session's
+bucket (``history_rate``/``history_burst``).
+
+Reply frames must stay below the frame limit a client enforces
+(``MAX_FRAME_BYTES``): a page stops early when its messages would pass
+``PAGE_BYTES`` and says where to go on with ``next``.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+import trio
+
+from chinwag.protocol.errors import ErrorCode, ProtocolError
+from chinwag.protocol.frames import (
+    Convs,
+    History,
+    HistoryRequest,
+    Read,
+    Search,
+    WireFormat,
+    encode_frame,
+    read_frame,
+)
+from chinwag.protocol.search_terms import MAX_QUERY_TERMS, matches, query_terms
+
+from . import history_index as index
+from .config import NodeConfig
+from .hub import Hub, LiveSession
+from .ratelimit import TokenBucket
+from .router import Router
+from .store import Store, WriteTxn
+
+#: At most this many bytes of encoded messages per reply (measured as JSON,
+#: the larger of the two encodings), so the reply stays below the 64 KiB
+#: frame limit a client enforces.
+PAGE_BYTES = 56 * 1024
+#: Index seeks one search may make before it answers with what it found and a
+#: ``next`` to go on from (a query of common words over a huge queue stays bounded).
+SEARCH_SEEKS = 20_000
+
+
+def _size(frame: dict[str, Any]) -> int:
+    return len(encode_frame(frame, WireFormat.JSON).encode("utf-8"))
+
+
+class HistoryOps:
+    """The node's answers to the history requests; one per node."""
+
+    def __init__(
+        self,
+        config: NodeConfig,
+        store: Store,
+        router: Router,
+        hub: Hub,
+        node_id: str,
+        clock: Callable[[], float] = trio.current_time,
+    ) -> None:
+        self._config = config
+        self._store = store
+        self._router = router
+        self._hub = hub
+        self._node_id = node_id
+        self._clock = clock
+        self._buckets: weakref.WeakKeyDictionary[Any, TokenBucket] = weakref.WeakKeyDictionary()
+
+    async def handle(
+        self, user: str, session: LiveSession, request: HistoryRequest
+    ) -> dict[str, Any]:
+        """The ``ok`` fields answering ``request`` from ``session`` of ``user``."""
+        self._take(session)
+        if isinstance(request, Convs):
+            return self._convs(user, request)
+        if isinstance(request, History):
+            return self._history(user, request)
+        if isinstance(request, Read):
+            return await self._read(user, session, request)
+        return self._search(user, request)
+
+    def _take(self, session: LiveSession) -> None:
+        now = self._clock()
+        bucket = self._buckets.get(session)
+        if bucket is None:
+            bucket = TokenBucket(self._config.history_rate, self._config.history_burst, now)
+            self._buckets[session] = bucket
+        wait = bucket.take(now)
+        if wait > 0:
+            raise ProtocolError(
+                ErrorCode.RATE_LIMITED,
+                "too many history requests; slow down",
+                retry_after_ms=max(1, int(wait * 1000)),
+            )
+
+    def canonical(self, conv: str) -> str:
+        """The conversation key of ``conv`` as given (node names resolved)."""
+        if conv.startswith("#"):
+            group = self._router.resolve_group(conv)
+            return f"#{group.name}@{group.host}"
+        address = self._router.resolve_user(conv)
+        return f"{address.user}@{address.node}"
+
+    # ------------------------------------------------------------ convs
+    def _convs(self, user: str, request: Convs) -> dict[str, Any]:
+        def read(view: Any) -> dict[str, Any]:
+            uid = view.require_user(user).uid
+            dbs = _dbs(view)
+            head = view.head_of(uid)
+            if request.before is not None and request.before > head + 1:
+                raise ProtocolError(ErrorCode.BAD_REQUEST, "bad cursor: before is past the head")
+            rows, more = index.recent_convs(view.txn, dbs, uid, request.before, request.limit)
+            convs: list[dict[str, Any]] = []
+            size = 0
+            for row in rows:
+                record = bytes(view.txn.get(_queue_key(uid, row.last), db=view.db("queue")))
+                item = self._conv_item(view, dbs, row, record)
+                size += _size(item)
+                if convs and size > PAGE_BYTES:
+                    more = True
+                    break
+                convs.append(item)
+            out: dict[str, Any] = {"convs": convs}
+            if more and convs:
+                out["next"] = convs[-1]["last"]["seq"]
+            return out
+
+        return self._store.read(read)
+
+    def _conv_item(
+        self, view: Any, dbs: dict[str, Any], row: index.ConvRow, record: bytes
+    ) -> dict[str, Any]:
+        item: dict[str, Any] = {
+            "conv": row.conv,
+            "kind": "group" if row.kind == index.KIND_GROUP else "dm",
+            "last": self._router.render(row.last, record),
+            "unread": row.unread,
+            "read_seq": row.read_seq,
+        }
+        if row.kind == index.KIND_GROUP:
+            title = index.group_title(view.txn, dbs, row.conv, self._node_id)
+            if title:
+                item["title"] = title
+        return item
+
+    # ------------------------------------------------------------ history
+    def _history(self, user: str, request: History) -> dict[str, Any]:
+        conv = self.canonical(request.conv)
+
+        def read(view: Any) -> dict[str, Any]:
+            uid = view.require_user(user).uid
+            dbs = _dbs(view)
+            if index.get_conv(view.txn, dbs, uid, conv) is None:
+                raise ProtocolError(ErrorCode.NOT_FOUND, f"no conversation {conv[:80]!r}")
+            if request.before is not None and request.before > view.head_of(uid) + 1:
+                raise ProtocolError(ErrorCode.BAD_REQUEST, "bad cursor: before is past the head")
+            queue = view.db("queue")
+            msgs: list[dict[str, Any]] = []
+            size = 0
+            more = False
+            for seq in index.conv_seqs(view.txn, dbs, uid, conv, request.before):
+                if len(msgs) == request.limit:
+                    more = True
+                    break
+                msg = self._router.render(seq, bytes(view.txn.get(_queue_key(uid, seq), db=queue)))
+                size += _size(msg)
+                if msgs and size > PAGE_BYTES:
+                    more = True
+                    break
+                msgs.append(msg)
+            out: dict[str, Any] = {"conv": conv, "msgs": msgs}
+            if more:
+                out["next"] = msgs[-1]["seq"]
+            return out
+
+        return self._store.read(read)
+
+    # ------------------------------------------------------------ read
+    async def _read(self, user: str, session: LiveSession, request: Read) -> dict[str, Any]:
+        conv = self.canonical(request.conv)
+
+        def op(w: WriteTxn) -> index.ConvRow:
+            uid = w.require_user(user).uid
+            row = index.mark_read(w.txn, _dbs(w), uid, conv, request.seq)
+            if row is None:
+                raise ProtocolError(ErrorCode.NOT_FOUND, f"no conversation {conv[:80]!r}")
+            return row
+
+        row = await self._store.transact(op)
+        self._hub.offer(user, read_frame(conv, row.read_seq, row.unread), exclude=session)
+        return {"conv": conv, "read_seq": row.read_seq, "unread": row.unread}
+
+    # ------------------------------------------------------------ search
+    def _search(self, user: str, request: Search) -> dict[str, Any]:
+        terms = query_terms(request.q)
+        if not terms:
+            raise ProtocolError(ErrorCode.BAD_REQUEST, "the query has no words to search for")
+        if len(terms) > MAX_QUERY_TERMS:
+            raise ProtocolError(ErrorCode.BAD_REQUEST, f"at most {MAX_QUERY_TERMS} query terms")
+        conv = self.canonical(request.conv) if request.conv is not None else None
+        owner = f"{user}@{self._node_id}"
+
+        def read(view: Any) -> dict[str, Any]:
+            uid = view.require_user(user).uid
+            dbs = _dbs(view)
+            if conv is not None and index.get_conv(view.txn, dbs, uid, conv) is None:
+                raise ProtocolError(ErrorCode.NOT_FOUND, f"no conversation {conv[:80]!r}")
+            if request.before is not None and request.before > view.head_of(uid) + 1:
+                raise ProtocolError(ErrorCode.BAD_REQUEST, "bad cursor: before is past the head")
+            queue = view.db("queue")
+            hits: list[dict[str, Any]] = []
+            size = 0
+            resume: int | None = None
+            seqs = index.search_seqs(view.txn, dbs, uid, terms, conv, request.before, SEARCH_SEEKS)
+            for seq in seqs:
+                if seq <= 0:
+                    resume = -seq + 1  # out of budget: go on below here
+                    break
+                if len(hits) == request.limit:
+                    resume = hits[-1]["msg"]["seq"]
+                    break
+                record = bytes(view.txn.get(_queue_key(uid, seq), db=queue))
+                entry = index.classify(record, owner)
+                # A term-hash collision or a conv-hash one is caught here.
+                if entry is None or entry.text is None or not matches(entry.text, terms):
+                    continue
+                if conv is not None and entry.conv != conv:
+                    continue
+                hit = {"conv": entry.conv, "msg": self._router.render(seq, record)}
+                size += _size(hit)
+                if hits and size > PAGE_BYTES:
+                    resume = hits[-1]["msg"]["seq"]
+                    break
+                hits.append(hit)
+            out: dict[str, Any] = {"hits": hits}
+            if resume is not None and resume > 1:
+                out["next"] = resume
+            return out
+
+        return self._store.read(read)
+
+
+def _dbs(view: Any) -> dict[str, Any]:
+    return {name: view.db(name) for name in index.DB_NAMES + ("groups", "group_views")}
+
+
+def _queue_key(uid: int, seq: int) -> bytes:
+    return uid.to_bytes(4, "big") + seq.to_bytes(8, "big")

@@ -1,0 +1,256 @@
+"""Conversations, history pages, read markers and search (issue 15), over real sockets."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import trio
+
+from chinwag.node.client import ChatClient, ClientError, connect
+
+TIMEOUT = 20
+
+
+def conv_of(node: Any, user: str) -> str:
+    return f"{user}@{node.running.identity.id}"
+
+
+async def walk_history(client: ChatClient, conv: str, limit: int) -> list[dict[str, Any]]:
+    """Every message of ``conv``, newest first, page by page."""
+    out: list[dict[str, Any]] = []
+    before = None
+    while True:
+        page = await client.history(conv, limit=limit, before=before)
+        out.extend(page["msgs"])
+        if "next" not in page:
+            return out
+        assert page["next"] == page["msgs"][-1]["seq"]
+        before = page["next"]
+
+
+async def test_pages_walk_back_to_the_first_message_while_new_ones_arrive(start_node) -> None:
+    node = await start_node()
+    alice, bob, carol = [await node.user(n) for n in ("alice", "bob", "carol")]
+    async with (
+        connect(node.url, alice) as a,
+        connect(node.url, bob) as b,
+        connect(node.url, carol) as c,
+    ):
+        for n in range(30):
+            await a.send("bob", f"a{n}")
+            if n % 3 == 0:
+                await b.send("alice", f"b{n}")
+            if n % 5 == 0:
+                await c.send("bob", f"c{n}")  # another conversation of bob's, interleaved
+        expected = [f"a{n}" for n in range(30)] + [f"b{n}" for n in range(0, 30, 3)]
+        conv = conv_of(node, "alice")
+        pages: list[dict[str, Any]] = []
+        before = None
+        newcomers = 0
+        with trio.fail_after(TIMEOUT):
+            while True:
+                page = await b.history(conv, limit=7, before=before)
+                pages.extend(page["msgs"])
+                # New messages keep arriving between pages: they sit above the
+                # first page and never shift the older ones.
+                await a.send("bob", f"late{newcomers}")
+                newcomers += 1
+                if "next" not in page:
+                    break
+                before = page["next"]
+        seqs = [m["seq"] for m in pages]
+        assert seqs == sorted(seqs, reverse=True) and len(set(seqs)) == len(seqs)
+        got = [m["body"]["text"] for m in pages]
+        assert sorted(got) == sorted(expected)
+        assert pages[-1]["body"]["text"] == "a0"  # the very first message
+        assert all(m["t"] == "msg" and "id" in m for m in pages)
+        # A fresh walk now also holds the late ones, each once.
+        again = await walk_history(b, conv, 50)
+        assert len(again) == len(expected) + newcomers
+        # The sender sees the same conversation from its side.
+        mine = await walk_history(a, conv_of(node, "bob"), 200)
+        assert [m["id"] for m in mine] == [m["id"] for m in again]
+
+
+async def test_convs_are_newest_first_with_exact_unread_and_paged(start_node) -> None:
+    node = await start_node()
+    bob = await node.user("bob")
+    senders = [f"u{n}" for n in range(5)]
+    tokens = {name: await node.user(name) for name in senders}
+    for n, name in enumerate(senders):
+        async with connect(node.url, tokens[name]) as client:
+            for k in range(n + 1):
+                await client.send("bob", f"{name} says {k}")
+    async with connect(node.url, bob) as b:
+        await b.send(senders[1], "bob writes")  # his own message: not unread
+        first = await b.convs(limit=2)
+        assert [c["conv"] for c in first["convs"]] == [conv_of(node, "u1"), conv_of(node, "u4")]
+        assert first["convs"][0]["unread"] == 2 and first["convs"][0]["read_seq"] == 0
+        assert first["convs"][0]["last"]["body"]["text"] == "bob writes"
+        assert first["convs"][1]["unread"] == 5 and first["convs"][1]["kind"] == "dm"
+        rest = await b.convs(before=first["next"])
+        assert "next" not in rest
+        assert [c["conv"] for c in rest["convs"]] == [conv_of(node, f"u{n}") for n in (3, 2, 0)]
+        assert [c["unread"] for c in rest["convs"]] == [4, 3, 1]
+
+
+async def test_read_markers_across_two_devices_and_never_backwards(start_node) -> None:
+    node = await start_node()
+    alice = await node.user("alice")
+    laptop = await node.user("bob", "laptop")
+    phone = await node.user("bob", "phone")
+    conv = conv_of(node, "alice")
+    async with connect(node.url, alice) as a:
+        acks = [await a.send("bob", f"m{n}") for n in range(6)]
+    async with connect(node.url, laptop) as lap, connect(node.url, phone) as ph:
+        reply = await lap.read(conv, acks[2].seq)
+        assert reply == {"t": "ok", "rid": reply["rid"], "conv": conv, "read_seq": 3, "unread": 3}
+        # The phone hears of it at once; the laptop (the reader) does not.
+        seen = await ph.wait_read(conv, 3, timeout=TIMEOUT)
+        assert seen["unread"] == 3
+        assert conv not in lap.reads
+        # Going back is refused silently: the marker stays.
+        back = await ph.read(conv, 1)
+        assert back["read_seq"] == 3 and back["unread"] == 3
+        # Past the last message: the marker stops at it.
+        done = await ph.read(conv, 10_000)
+        assert done["read_seq"] == acks[-1].seq and done["unread"] == 0
+        await lap.wait_read(conv, acks[-1].seq, timeout=TIMEOUT)
+    # The phone is offline while the laptop reads; it sees the marker in convs.
+    async with connect(node.url, alice) as a:
+        more = [await a.send("bob", f"n{n}") for n in range(4)]
+    async with connect(node.url, laptop) as lap:
+        assert (await lap.convs())["convs"][0]["unread"] == 4
+        await lap.read(conv, more[1].seq)
+    async with connect(node.url, phone) as ph:
+        (item,) = (await ph.convs())["convs"]
+        assert item["read_seq"] == more[1].seq and item["unread"] == 2
+
+
+async def test_group_unread_skips_events_and_own_messages(start_node) -> None:
+    node = await start_node()
+    alice, bob = await node.user("alice"), await node.user("bob")
+    async with connect(node.url, alice) as a, connect(node.url, bob) as b:
+        group = f"#team@{node.running.identity.id}"
+        await a.group("create", name="team", title="The team")
+        await a.group("add", group=group, members=[conv_of(node, "bob")])
+        await b.group("accept", group=group)
+        await a.send(group, "hello team")
+        await b.send(group, "hi")
+        await a.send(group, "how are you")
+        (item,) = [c for c in (await b.convs())["convs"] if c["conv"] == group]
+        assert item["kind"] == "group" and item["title"] == "The team"
+        assert item["unread"] == 2
+        texts = [m["body"].get("text") for m in (await b.history(group))["msgs"]]
+        assert texts[:3] == ["how are you", "hi", "hello team"]
+
+
+async def test_search_words_accents_korean_japanese_chinese(start_node) -> None:
+    node = await start_node()
+    alice, bob = await node.user("alice"), await node.user("bob")
+    async with connect(node.url, alice) as a, connect(node.url, bob) as b:
+        for text in (
+            "Crème brûlée for dessert",
+            "안녕하세요 여러분",
+            "東京の天気はどうですか",
+            "我们明天见面吧",
+            "plain english words here",
+            "more english words",
+        ):
+            await a.send("bob", text)
+
+        async def found(q: str, **kw: Any) -> list[str]:
+            reply = await b.search(q, **kw)
+            return [h["msg"]["body"]["text"] for h in reply["hits"]]
+
+        assert await found("creme") == ["Crème brûlée for dessert"]
+        assert await found("BRÛLÉE dessert") == ["Crème brûlée for dessert"]
+        assert await found("여러분") == ["안녕하세요 여러분"]
+        assert await found("안녕") == ["안녕하세요 여러분"]
+        assert await found("天気") == ["東京の天気はどうですか"]
+        assert await found("東") == ["東京の天気はどうですか"]
+        assert await found("明天") == ["我们明天见面吧"]
+        assert await found("english words") == ["more english words", "plain english words here"]
+        assert await found("english plain") == ["plain english words here"]
+        assert await found("english nothing") == []
+        page = await b.search("english", limit=1)
+        assert page["hits"][0]["conv"] == conv_of(node, "alice") and "next" in page
+        older = await b.search("english", limit=1, before=page["next"])
+        assert [h["msg"]["body"]["text"] for h in older["hits"]] == ["plain english words here"]
+        assert await found("english", conv=conv_of(node, "alice")) != []
+        # The sender finds its own messages in its own queue.
+        assert [h["msg"]["body"]["text"] for h in (await a.search("creme"))["hits"]] == [
+            "Crème brûlée for dessert"
+        ]
+
+
+async def test_search_respects_group_membership(start_node) -> None:
+    node = await start_node()
+    alice, bob = await node.user("alice"), await node.user("bob")
+    group = f"#club@{node.running.identity.id}"
+    async with connect(node.url, alice) as a, connect(node.url, bob) as b:
+        await a.group("create", name="club")
+        await a.group("add", group=group, members=[conv_of(node, "bob")])
+        await b.group("accept", group=group)
+        await a.send(group, "secret plan one")
+        assert len((await b.search("secret", conv=group))["hits"]) == 1
+        await a.group("remove", group=group, members=[f"bob@{node.running.identity.id}"])
+        await a.send(group, "secret plan two")
+        hits = (await b.search("secret"))["hits"]
+        assert [h["msg"]["body"]["text"] for h in hits] == ["secret plan one"]
+        assert len((await a.search("secret"))["hits"]) == 2
+
+
+async def test_bad_cursor_unknown_and_foreign_conversations(start_node) -> None:
+    node = await start_node()
+    alice, bob, carol = [await node.user(n) for n in ("alice", "bob", "carol")]
+    async with connect(node.url, alice) as a:
+        await a.send("bob", "for bob only")
+    async with connect(node.url, carol) as c, connect(node.url, bob) as b:
+        # Carol never talked to alice: the alice-bob conversation is not hers.
+        for call in (
+            c.history(conv_of(node, "alice")),
+            c.read(conv_of(node, "alice"), 1),
+            c.search("bob", conv=conv_of(node, "alice")),
+            b.history(conv_of(node, "nobody")),
+        ):
+            with pytest.raises(ClientError) as info:
+                await call
+            assert info.value.code == "not_found"
+        assert (await c.search("bob"))["hits"] == []
+        for frame in (
+            {"t": "history", "conv": conv_of(node, "alice"), "before": 10_000},
+            {"t": "history", "conv": conv_of(node, "alice"), "before": "x"},
+            {"t": "convs", "before": -1},
+        ):
+            with pytest.raises(ClientError) as info:
+                await b.call(frame)
+            assert info.value.code == "bad_request"
+        for frame in (
+            {"t": "history", "conv": conv_of(node, "alice"), "limit": 201},
+            {"t": "search", "q": "x" * 201},
+            {"t": "search", "q": "ok", "extra": 1},
+            {"t": "convs", "limit": 0},
+        ):
+            with pytest.raises(ClientError) as info:
+                await b.call(frame)
+            assert info.value.code == "bad_frame"
+        with pytest.raises(ClientError) as info:
+            await b.search("!!! ...")
+        assert info.value.code == "bad_request"
+        # The session still works after all that.
+        assert len((await b.history(conv_of(node, "alice")))["msgs"]) == 1
+
+
+async def test_history_requests_are_rate_limited_per_device(start_node) -> None:
+    node = await start_node(history_rate=0.5, history_burst=3)
+    bob = await node.user("bob", "laptop")
+    other = await node.user("bob", "phone")
+    async with connect(node.url, bob) as b, connect(node.url, other) as o:
+        replies = await b.call_many([{"t": "convs"} for _ in range(5)])
+        codes = [r["t"] if r["t"] == "ok" else r["code"] for r in replies]
+        assert codes == ["ok", "ok", "ok", "rate_limited", "rate_limited"]
+        assert replies[3]["retry_after_ms"] > 0
+        # Another device of the same user has its own bucket.
+        assert (await o.convs())["convs"] == []
