@@ -68,7 +68,12 @@ async def fill(url: str, count: int, convs: int) -> tuple[LoginResult, int]:
             # About 2,000 sends in flight in all, whatever the number of senders.
             window = max(64, 2048 // convs)
             await send_windowed(
-                client, mine, min(64, window), window, lambda n: ("alice", text + str(n), None), settle
+                client,
+                mine,
+                min(64, window),
+                window,
+                lambda n: ("alice", text + str(n), None),
+                settle,
             )
 
     async with trio.open_nursery() as nursery:

@@ -28,7 +28,9 @@ from chinwag.node.client import (
     api_call,
     connect,
     leaf_exceptions,
+    retry_delay,
 )
+from chinwag.protocol.addresses import is_node_id_text
 from chinwag.protocol.errors import ProtocolError
 
 from .chat_model import ChatModel
@@ -42,6 +44,11 @@ MESSAGE_BUFFER = 256
 MAX_RATE_RETRIES = 20
 #: Saves (and acks) at most this often; a burst of messages is one save.
 FLUSH_INTERVAL = 0.25
+#: Conversations asked for at connect (``convs``), messages per history page,
+#: hits per ``/search``.
+CONVS_PAGE = 100
+HISTORY_PAGE = 50
+SEARCH_LIMIT = 10
 #: ``msg`` frames applied to the model between two notifications of the screen, at most.
 APPLY_BATCH = 1024
 #: While catching up on a backlog, the state is saved only after this many
@@ -116,6 +123,11 @@ class ChatSession:
         #: Conversations changed since the screen was last told (ordered set).
         self._changed_keys: dict[str, None] = {}
         self._changes_waiting = trio.Event()
+        #: Conversations shown on the screen whose read marker is to be moved.
+        self._to_mark: dict[str, None] = {}
+        self._marks_waiting = trio.Event()
+        #: Set once the catch-up of this connection is over (or there was none).
+        self._caught_up = trio.Event()
 
     @property
     def catching_up(self) -> tuple[int, int] | None:
@@ -134,6 +146,63 @@ class ChatSession:
     def mark_dirty(self) -> None:
         """The model changed on the screen's side (read marks): save it soon."""
         self._dirty.set()
+
+    def mark_read(self, key: str | None) -> None:
+        """``key`` is on the screen: move its read marker on the node (soon)."""
+        if key is not None:
+            self._to_mark[key] = None
+            self._marks_waiting.set()
+
+    async def older(self, key: str) -> int:
+        """Load the next older page of ``key`` (PageUp); returns the entries added."""
+        conv = self.model.conversations.get(key)
+        if conv is None or conv.complete:
+            return 0
+        before = conv.oldest_seq() or None
+        reply = await self._history_call("history", key, limit=HISTORY_PAGE, before=before)
+        added = self.model.merge_page(key, reply.get("msgs", []), "next" in reply)
+        self._notify(Change("messages", key))
+        return added
+
+    async def newest(self, key: str) -> int:
+        """Load the newest page of ``key`` once per run (a conversation opened
+        that this device did not stream, e.g. after starting at the head)."""
+        conv = self.model.conversations.get(key)
+        if conv is None or conv.fetched or _is_unresolved_key(key):
+            return 0
+        try:
+            reply = await self._history_call("history", key, limit=HISTORY_PAGE)
+        except ClientError as exc:
+            if exc.code == "not_found":  # nothing on the node yet
+                conv.fetched = True
+                return 0
+            raise
+        conv.fetched = True
+        added = self.model.merge_page(key, reply.get("msgs", []), "next" in reply)
+        self._notify(Change("messages", key))
+        if key == self.model.current:
+            self.mark_read(key)
+        return added
+
+    async def search(self, query: str) -> list[tuple[str, dict[str, Any]]]:
+        """The newest hits of ``query`` in this user's history: ``(conv, msg frame)``."""
+        reply = await self._history_call("search", query, limit=SEARCH_LIMIT)
+        return [(str(h["conv"]), h["msg"]) for h in reply.get("hits", [])]
+
+    async def _history_call(self, name: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """A ``convs``/``history``/``search`` request; a ``rate_limited`` one is
+        waited out and asked again (a few times)."""
+        for _ in range(MAX_RATE_RETRIES):
+            client = await self._live_client()
+            try:
+                reply: dict[str, Any] = await getattr(client, name)(*args, **kwargs)
+            except ClientError as exc:
+                if exc.code != "rate_limited":
+                    raise
+                await trio.sleep(retry_delay(exc))
+                continue
+            return reply
+        raise ClientError("rate_limited", "the node keeps refusing: too many requests")
 
     async def group(self, op: str, fields: dict[str, Any]) -> dict[str, Any]:
         """A ``group`` request over the live connection."""
@@ -209,6 +278,10 @@ class ChatSession:
             timeout=self.timeout,
         ) as client:
             assert client.info is not None
+            if self.model.fresh:
+                # A new device starts at the head: the conversation list and
+                # pages come from the node (``convs``, ``history``), no replay.
+                self.model.cursor, self.model.fresh = client.info.head, False
             head = await client.sync(self.model.cursor)
             if head < self.model.cursor:
                 # The node's queue is shorter than what this device has seen (a
@@ -223,6 +296,9 @@ class ChatSession:
             self._up.set()
             self._catchup = (self.model.cursor, head) if head > self.model.cursor else None
             self._catchup_since = trio.current_time()
+            self._caught_up = trio.Event()
+            if self._catchup is None:
+                self._caught_up.set()
             self._show_progress()
             try:
                 async with trio.open_nursery() as nursery:
@@ -231,6 +307,8 @@ class ChatSession:
                     nursery.start_soon(self._watch_presence, client)
                     nursery.start_soon(self._refresh, client)
                     nursery.start_soon(self._notifier)
+                    nursery.start_soon(self._marker, client)
+                    nursery.start_soon(self._watch_reads, client)
                     await self._receive(client)
             finally:
                 self._client, self._up, self._catchup = None, trio.Event(), None
@@ -253,7 +331,10 @@ class ChatSession:
             progress = self.catching_up
             if progress is not None and progress[0] >= progress[1]:
                 self._catchup = None
+                self._caught_up.set()
                 self._set_status(True, "connected")
+            if self.model.current in self._changed_keys:
+                self.mark_read(self.model.current)  # on the screen: read
             self._applied.set()
             self._applied = trio.Event()
         if client.closed_reason is not None:
@@ -324,6 +405,56 @@ class ChatSession:
                 )
         self._dirty.set()
         self._notify(Change("conversations"))
+        # Exact unread counts and markers from the node, once the stream has
+        # caught up (counting a backlog here as well would count it twice).
+        await self._caught_up.wait()
+        try:
+            page = await self._history_call("convs", limit=CONVS_PAGE)
+            self.model.apply_convs(c for c in page.get("convs", []) if isinstance(c, dict))
+            self._dirty.set()
+            self._notify(Change("conversations"))
+            if self.model.current is not None:
+                await self.newest(self.model.current)
+        except ClientError as exc:
+            if client.is_closed:
+                raise
+            self._notify(Change("notice", text=f"could not load: {exc.message}", error=True))
+
+    async def _marker(self, client: ChatClient) -> None:
+        """Send ``read`` for the conversations put on the screen."""
+        while True:
+            await self._marks_waiting.wait()
+            self._marks_waiting = trio.Event()
+            keys, self._to_mark = self._to_mark, {}
+            for key in keys:
+                seq = self.model.unread_mark(key)
+                if not seq or _is_unresolved_key(key):
+                    continue
+                try:
+                    reply = await client.read(key, seq)
+                except ClientError as exc:
+                    if client.is_closed:
+                        raise
+                    log.info("read marker of %s not moved: %s", key, exc)
+                    continue
+                if self.model.apply_read(reply) is not None:
+                    self._dirty.set()
+                    self._notify(Change("conversations"))
+
+    async def _watch_reads(self, client: ChatClient) -> None:
+        """``read`` frames: another device of this user read a conversation."""
+        seen: dict[str, dict[str, Any]] = {}
+        while True:
+            changed = client.read_changed()
+            fresh = False
+            for key, frame in list(client.reads.items()):
+                if seen.get(key) is not frame:
+                    seen[key] = frame
+                    fresh = self.model.apply_read(frame) is not None or fresh
+            if fresh:
+                self._dirty.set()
+                self._notify(Change("conversations"))
+            await changed.wait()
 
     async def _load_contacts(self) -> None:
         """The contact list (HTTP), without undoing newer ``presence`` frames.
@@ -427,6 +558,11 @@ async def _as_client_error() -> AsyncIterator[None]:
         converted = _convert(exc)
         assert converted is not None
         raise converted from exc
+
+
+def _is_unresolved_key(key: str) -> bool:
+    """A conversation opened by a label not resolved yet (no node id to ask about)."""
+    return not is_node_id_text(key.rpartition("@")[2])
 
 
 def _convert(exc: BaseException) -> ClientError | None:
