@@ -100,18 +100,20 @@ async def catch_up_session(url: str, alice: LoginResult, head: int) -> dict[str,
     model = ChatModel(alice.user, alice.node_id, alice.node_name)
     state = CountingState(url, alice.user, alice.device)
     changes = 0
+    done = trio.Event()
 
     def notify(change: Change) -> None:
         nonlocal changes
         changes += 1
+        if model.cursor >= head:
+            done.set()
 
     session = ChatSession(url, alice, model, state, notify)
     start = time.perf_counter()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(session.run)
         with trio.fail_after(3600):
-            while model.cursor < head:
-                await trio.sleep(0.01)
+            await done.wait()
         elapsed = time.perf_counter() - start
         nursery.cancel_scope.cancel()
     session.save_now()

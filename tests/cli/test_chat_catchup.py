@@ -29,10 +29,12 @@ class CountingState(StateFile):
     def __init__(self, *args: str) -> None:
         super().__init__(*args)
         self.writes = 0
+        self.written = trio.Event()
 
-    def write(self, text: str) -> None:
+    def write(self, text: str) -> None:  # in a worker thread of the session's trio run
         self.writes += 1
         super().write(text)
+        trio.from_thread.run_sync(self.written.set)
 
 
 async def test_a_backlog_is_saved_once_and_drawn_in_batches(
@@ -51,19 +53,20 @@ async def test_a_backlog_is_saved_once_and_drawn_in_batches(
     model = ChatModel(alice.user, alice.node_id, alice.node_name)
     state = CountingState(node.url, alice.user, alice.device)
     changes: list[Change] = []
+    caught_up = trio.Event()
 
     def notify(change: Change) -> None:
         changes.append(change)
         time.sleep(0.002)  # what a redraw of the screen costs, per notification
+        if change.text == "connected" and model.cursor >= BACKLOG:
+            caught_up.set()
 
     session = ChatSession(node.url, alice, model, state, notify, timeout=10)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(session.run)
         with trio.fail_after(30):
-            while model.cursor < BACKLOG or session.status != "connected":
-                await trio.sleep(0.01)
-            while state.writes == 0:  # the save at the end of the catch-up
-                await trio.sleep(0.01)
+            await caught_up.wait()
+            await state.written.wait()  # the save at the end of the catch-up
         writes_after_catchup = state.writes
         nursery.cancel_scope.cancel()
     assert writes_after_catchup == 1
