@@ -363,8 +363,7 @@ class ChatModel:
         conv = self._ensure(key, bump=False)
         # Only our own sends, or a page of history loaded ahead of the stream,
         # can already hold this message: a backlog skips the search.
-        last = conv.entries[-1].seq if conv.entries else 0
-        known = conv.find(origin, msg_id) if msg_id and (mine or last >= seq) else None
+        known = conv.find(origin, msg_id) if msg_id and (mine or conv.newest_seq() >= seq) else None
         if known is not None:
             known.seq, known.ts = seq, ts or known.ts
             if known.state == PENDING:

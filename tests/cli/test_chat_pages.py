@@ -119,3 +119,14 @@ def test_search_and_open_commands_parse() -> None:
         except CommandError:
             continue
         raise AssertionError(f"/{bad} was accepted")
+
+
+def test_a_message_in_a_page_and_then_in_the_stream_is_held_once() -> None:
+    m = model()
+    m.cursor = 3
+    key = m.open("bob").key
+    m.queue_send(key, "pending, no seq yet")  # the newest entry has no seq
+    m.merge_page(key, page(m, 5, 1), more=False)  # loaded ahead of the stream
+    assert m.apply_msg(from_bob(4)) == key and m.apply_msg(from_bob(5)) == key
+    assert m.apply_msg(from_bob(6)) == key
+    assert [e.seq for e in m.conversations[key].entries] == [1, 2, 3, 4, 5, 0, 6]
