@@ -12,7 +12,7 @@ state file (what ``chinwag chat`` runs, without a screen), in ``tui`` mode the
 whole :class:`ChatApp` under textual's headless pilot. The figure is the time
 from connect to the cursor reaching the queue head (and, in ``tui``, the last
 message on screen), as messages per second, plus the number of state-file
-writes and screen redraws.
+writes.
 """
 
 from __future__ import annotations
@@ -129,15 +129,6 @@ def catch_up_tui(url: str, alice: LoginResult, head: int) -> dict[str, Any]:
 
     async def main() -> None:
         app = ChatApp(url, alice, model, state)
-        redraws = 0
-        original = app.on_session_changed
-
-        def counted(message: Any) -> None:
-            nonlocal redraws
-            redraws += 1
-            original(message)
-
-        app.on_session_changed = counted  # type: ignore[method-assign]
         async with app.run_test(size=(120, 40)) as pilot:
             start = time.perf_counter()
             deadline = start + 3600
@@ -146,7 +137,6 @@ def catch_up_tui(url: str, alice: LoginResult, head: int) -> dict[str, Any]:
                     raise SystemExit("catch-up did not finish")
                 await pilot.pause(0.01)
             result["seconds"] = time.perf_counter() - start
-            result["redraws"] = redraws
         result["state_writes"] = state.writes
 
     errors: list[BaseException] = []

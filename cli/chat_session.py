@@ -415,6 +415,7 @@ class ChatSession:
             self._notify(Change("conversations"))
             if self.model.current is not None:
                 await self.newest(self.model.current)
+                self.mark_read(self.model.current)  # read while offline, or before
         except ClientError as exc:
             if client.is_closed:
                 raise
