@@ -75,3 +75,20 @@ async def test_search_prints_hits_newest_first_and_pages(start_node, tmp_path) -
     assert none.returncode == 0 and none.stdout == b""
     unknown = await run_cli(["search", *common, "creme", "--in", "nobody@den"], tmp_path)
     assert unknown.returncode != 0 and b"Traceback" not in unknown.stderr
+
+
+async def test_search_walks_several_pages_without_repeats(start_node, tmp_path) -> None:
+    node = await start_node(name="den")
+    await node.user("alice")
+    bob = await node.user("bob")
+    async with connect(node.url, bob) as client:
+        acks = await client.send_many([("alice", f"bulk item {n}", None) for n in range(60)])
+        assert not any(isinstance(a, Exception) for a in acks)
+    common = ["--server", node.url, "--user", "alice", "bulk", "--json"]
+    first = await run_cli(["search", *common, "--limit", "55"], tmp_path, password=PW)
+    assert first.returncode == 0, first.stderr
+    seqs = [json.loads(line)["seq"] for line in first.stdout.decode().splitlines()]
+    assert seqs == list(range(60, 5, -1))  # two pages (50 + 5), newest first
+    everything = await run_cli(["search", *common, "--limit", "500"], tmp_path)
+    texts = [json.loads(line)["text"] for line in everything.stdout.decode().splitlines()]
+    assert texts == [f"bulk item {n}" for n in range(59, -1, -1)]
