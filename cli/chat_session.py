@@ -33,7 +33,7 @@ from chinwag.node.client import (
 from chinwag.protocol.addresses import is_node_id_text
 from chinwag.protocol.errors import ProtocolError
 
-from .chat_model import ChatModel
+from .chat_model import MAX_CONVERSATIONS, ChatModel
 from .chat_state import StateFile
 
 log = logging.getLogger(__name__)
@@ -409,8 +409,17 @@ class ChatSession:
         # caught up (counting a backlog here as well would count it twice).
         await self._caught_up.wait()
         try:
-            page = await self._history_call("convs", limit=CONVS_PAGE)
-            self.model.apply_convs(c for c in page.get("convs", []) if isinstance(c, dict))
+            # The whole list, up to what the model keeps, applied at once
+            # (oldest first inside apply_convs, so the order is the node's).
+            items: list[dict[str, Any]] = []
+            before = None
+            while len(items) < MAX_CONVERSATIONS:
+                page = await self._history_call("convs", limit=CONVS_PAGE, before=before)
+                items += [c for c in page.get("convs", []) if isinstance(c, dict)]
+                before = page.get("next")
+                if before is None:
+                    break
+            self.model.apply_convs(items[:MAX_CONVERSATIONS])
             self._dirty.set()
             self._notify(Change("conversations"))
             if self.model.current is not None:

@@ -139,7 +139,10 @@ async def _unread_on_node(url: str) -> dict[str, int]:
     return {c["conv"].split("@")[0]: c["unread"] for c in page["convs"]}
 
 
-def test_read_markers_are_shared_with_the_other_devices(node: SyncNode) -> None:
+def test_read_markers_are_shared_with_the_other_devices(
+    node: SyncNode, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("chinwag.cli.chat_session.CONVS_PAGE", 1)  # the list in two pages
     _, bob, carol = _users(node, "alice", "bob", "carol")
     trio.run(_send_all, node.url, bob, "alice", ["b1", "b2", "b3"])
     trio.run(_send_all, node.url, carol, "alice", ["c1", "c2"])
