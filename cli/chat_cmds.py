@@ -1,4 +1,4 @@
-"""Scripting client commands: ``chinwag send`` and ``chinwag tail``."""
+"""Scripting client commands: ``chinwag send``, ``chinwag tail`` and ``chinwag search``."""
 
 from __future__ import annotations
 
@@ -10,12 +10,19 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from chinwag.node.client import ChatClient, ClientError, SendAck, connect
+import trio
+
+from chinwag.node.client import ChatClient, ClientError, SendAck, connect, retry_delay
 from chinwag.node.history import message_json
 
 from .common import cached_login, fail, forget_login, fresh_login
 from .exitcodes import Exit
 from .node_cmds import run_async
+
+#: Hits ``chinwag search`` prints unless told otherwise.
+SEARCH_DEFAULT = 20
+#: Hits asked for per ``search`` request (the node's cap per page).
+SEARCH_PAGE = 50
 
 
 def _client_args(parser: argparse.ArgumentParser) -> None:
@@ -33,10 +40,29 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
     p = sub.add_parser("tail", help="print your messages")
     _client_args(p)
-    p.add_argument("--since", type=int, default=0, help="print messages after this seq")
+    start = p.add_mutually_exclusive_group()
+    start.add_argument("--since", type=int, default=0, help="print messages after this seq")
+    start.add_argument(
+        "--last", "-n", type=int, metavar="N", help="print the last N messages of your queue"
+    )
     p.add_argument("--follow", "-f", action="store_true", help="keep printing new messages")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.set_defaults(handler=cmd_tail)
+
+    p = sub.add_parser("search", help="search the text of your messages, newest first")
+    _client_args(p)
+    p.add_argument("query", metavar="QUERY", help="words that all have to match (any case/accent)")
+    p.add_argument(
+        "--in", dest="conv", metavar="ADDRESS", help="only this conversation: bob@node, #g@host"
+    )
+    p.add_argument(
+        "--limit",
+        type=int,
+        default=SEARCH_DEFAULT,
+        help=f"print at most this many hits (default {SEARCH_DEFAULT})",
+    )
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.set_defaults(handler=cmd_search)
 
 
 @asynccontextmanager
@@ -138,11 +164,76 @@ async def queue_frames(
 def cmd_tail(args: argparse.Namespace) -> int:
     if args.since < 0:
         fail("--since is a seq, 0 or more")
+    if args.last is not None and args.last < 1:
+        fail("--last is a number of messages, 1 or more")
 
     async def go() -> int:
         async with session(args) as client:
-            async for frame in queue_frames(client, args.since, args.follow):
+            since = args.since
+            if args.last is not None:
+                # The last N entries of the queue: start N before its head
+                # (the head of the auth reply; sync then streams from there).
+                assert client.info is not None
+                since = max(0, client.info.head - args.last)
+            async for frame in queue_frames(client, since, args.follow):
                 _print_message(frame, args.json)
+        return 0
+
+    return run_async(go)
+
+
+def _print_hit(conv: str, frame: dict[str, Any], as_json: bool) -> None:
+    item = message_json(frame)
+    if as_json:
+        keys = ("id", "seq", "from", "ts", "text")
+        print_json_item({"conv": conv} | {k: item[k] for k in keys})
+        return
+    ts = item["ts"]
+    when = datetime.fromtimestamp(ts / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S") if ts else "-"
+    # The conversation by its names (bob@den, #team@den), not the full node ids.
+    sender = frame.get("from")
+    sender_key = f"{sender.get('u')}@{sender.get('n')}" if isinstance(sender, dict) else ""
+    shown = item.get("group") or (item["from"] if sender_key == conv else item["to"]) or conv
+    print(f"[{item['seq']}] {when} {shown} {item['from']}: {item['text']}", flush=True)
+
+
+async def search_hits(
+    client: ChatClient, query: str, conv: str | None, limit: int
+) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+    """Up to ``limit`` hits ``(conv, msg frame)``, newest first, page by page.
+
+    A ``rate_limited`` page is waited out and asked again; a page may come
+    back short (the node bounds its work per request): ``next`` goes on.
+    """
+    before: int | None = None
+    found = 0
+    while found < limit:
+        try:
+            reply = await client.search(query, conv, min(SEARCH_PAGE, limit - found), before)
+        except ClientError as exc:
+            if exc.code != "rate_limited":
+                raise
+            await trio.sleep(retry_delay(exc))
+            continue
+        for hit in reply.get("hits", []):
+            if found < limit:
+                found += 1
+                yield str(hit["conv"]), hit["msg"]
+        before = reply.get("next")
+        if before is None:
+            return
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    if not args.query.strip():
+        fail("an empty query")
+    if args.limit < 1:
+        fail("--limit is a number of hits, 1 or more")
+
+    async def go() -> int:
+        async with session(args) as client:
+            async for conv, frame in search_hits(client, args.query, args.conv, args.limit):
+                _print_hit(conv, frame, args.json)
         return 0
 
     return run_async(go)

@@ -39,7 +39,17 @@ class LocalCommand:
     name: str  # help | quit | retry
 
 
-Command = OpenChat | ContactCommand | GroupCommand | LocalCommand
+@dataclass(frozen=True)
+class SearchCommand:
+    query: str
+
+
+@dataclass(frozen=True)
+class OpenHit:
+    number: int  # 1 = the first hit of the last /search
+
+
+Command = OpenChat | ContactCommand | GroupCommand | LocalCommand | SearchCommand | OpenHit
 
 HELP = """\
 /chat ADDRESS                 open a conversation: bob, bob@node, #team@node
@@ -53,9 +63,12 @@ HELP = """\
 /group invites                your open invitations to groups
 /group accept|decline #g@host join a group you were invited to, or refuse
 /retry                        resend the failed messages of this conversation
+/search WORDS…                search your history (all words, any case or accent)
+/open N                       open the conversation of search hit N, at that message
 /help                         this text
 /quit                         quit (also ctrl+q)
-ctrl+n / ctrl+p switch conversations; //text sends "/text"."""
+ctrl+n / ctrl+p switch conversations; PageUp scrolls back and loads older
+messages from the node; //text sends \"/text\"."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -97,13 +110,15 @@ def _build() -> _Parser:
         group_op(op).add_argument("group", metavar="GROUP")
     group_op("list")
     group_op("invites")
+    command("search").add_argument("words", metavar="WORDS", nargs="+")
+    command("open").add_argument("number", metavar="N", type=int)
     for name in ("help", "quit", "retry"):
         command(name)
     return root
 
 
 _PARSER = _build()
-_NAMES = ("chat", "contact", "group", "help", "quit", "retry")
+_NAMES = ("chat", "contact", "group", "help", "quit", "retry", "search", "open")
 
 
 def parse_command(line: str) -> Command:
@@ -123,6 +138,12 @@ def parse_command(line: str) -> Command:
         return ContactCommand(args.action, args.address)
     if args.command == "group":
         return GroupCommand(args.op, _group_fields(args))
+    if args.command == "search":
+        return SearchCommand(" ".join(args.words))
+    if args.command == "open":
+        if args.number < 1:
+            raise CommandError("/open N: N is the number of a hit, 1 or more")
+        return OpenHit(args.number)
     return LocalCommand(args.command)
 
 

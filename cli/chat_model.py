@@ -12,7 +12,7 @@ from __future__ import annotations
 import itertools
 import secrets
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from chinwag.protocol.addresses import is_node_id_text, parse_target, short_id
@@ -26,6 +26,8 @@ MAX_CONVERSATIONS = 500
 MAX_PENDING = 256
 #: Node labels remembered (node id -> name).
 MAX_LABELS = 1024
+#: Entries one conversation may hold in memory after paging back (PageUp).
+MAX_LOADED = 5000
 
 # Entry states.
 PENDING, OK, FAILED, RECEIVED, EVENT, NOTE = "pending", "ok", "failed", "received", "event", "note"
@@ -72,13 +74,28 @@ class Conversation:
     unread: int = 0
     activity: int = 0
     left: bool = False
+    #: The node's read marker (seq) of this conversation, shared by the user's devices.
+    read_seq: int = 0
+    #: The conversation's first message is in ``entries`` (nothing older to page back to).
+    complete: bool = False
     entries: list[Entry] = field(default_factory=list)
+    #: Entries kept in memory beyond ``HISTORY_LIMIT`` because older pages were loaded.
+    kept: int = 0
+    #: The newest page was loaded from the node in this run of the client.
+    fetched: bool = False
 
     def find(self, origin: str, msg_id: int) -> Entry | None:
         for entry in reversed(self.entries):
             if entry.id == msg_id and entry.origin == origin:
                 return entry
         return None
+
+    def oldest_seq(self) -> int:
+        """The seq of the oldest entry from the queue (0: none)."""
+        return next((e.seq for e in self.entries if e.seq), 0)
+
+    def newest_seq(self) -> int:
+        return next((e.seq for e in reversed(self.entries) if e.seq), 0)
 
     def last_message(self) -> Entry | None:
         for entry in reversed(self.entries):
@@ -106,6 +123,9 @@ class ChatModel:
         self.node_id = node_id
         self.node_name = node_name
         self.cursor = 0
+        #: Nothing saved for this device: its stream starts at the queue head
+        #: (no replay); conversations and pages come from the node.
+        self.fresh = False
         self.current: str | None = None
         self.conversations: dict[str, Conversation] = {}
         self.contacts: dict[str, Contact] = {}
@@ -212,8 +232,12 @@ class ChatModel:
         conv.entries.append(entry)
         if bump:
             conv.activity = next(self._activity)
-        extra = len(conv.entries) - HISTORY_LIMIT
+        extra = len(conv.entries) - max(HISTORY_LIMIT, conv.kept)
         if extra > 0:
+            conv.complete = False
+        if extra > 0 and all(e.state != PENDING for e in conv.entries[:extra]):
+            del conv.entries[:extra]  # the usual case, without copying the list
+        elif extra > 0:
             # Drop the oldest, but never a send that still waits for its ok.
             kept = []
             for item in conv.entries:
@@ -313,7 +337,8 @@ class ChatModel:
         found = frame.get("body")
         body: Mapping[str, Any] = found if isinstance(found, dict) else {}
         if frame.get("kind") == "event":
-            return self._apply_event(body)
+            found_ts = frame.get("ts")
+            return self._apply_event(body, seq, found_ts if isinstance(found_ts, int) else 0)
         if frame.get("kind") != "text":
             return None
         sender = self._user_key(frame.get("from"))
@@ -336,7 +361,9 @@ class ChatModel:
         if mine:
             self._adopt_sent(key, origin, msg_id)
         conv = self._ensure(key, bump=False)
-        known = conv.find(origin, msg_id) if msg_id else None
+        # Only our own sends, or a page of history loaded ahead of the stream,
+        # can already hold this message: a backlog skips the search.
+        known = conv.find(origin, msg_id) if msg_id and (mine or conv.newest_seq() >= seq) else None
         if known is not None:
             known.seq, known.ts = seq, ts or known.ts
             if known.state == PENDING:
@@ -364,7 +391,7 @@ class ChatModel:
                 self._learn(key.rpartition("@")[2], conv.key.rpartition("@")[2])
                 self._merge(conv.key, key)
 
-    def _apply_event(self, body: Mapping[str, Any]) -> str | None:
+    def _apply_event(self, body: Mapping[str, Any], seq: int = 0, ts: int = 0) -> str | None:
         if body.get("type") == "delivery_failed":
             msg_id = body.get("id")
             for conv in self.conversations.values():
@@ -374,46 +401,145 @@ class ChatModel:
                     entry.error = f"{body.get('code')} from {self.label(str(body.get('node')))}"
                     return conv.key
             return None
+        found = self._event_text(body)
+        if found is None:
+            return None
+        key, text = found
+        conv = self._ensure(key)
+        action = body.get("action")
+        if action in ("invited", "renamed"):
+            conv.title = str(body.get("title", ""))
+        if action == "invited":
+            # Not a member until accepted: nothing else of the group arrives.
+            self.invites[key] = self.display(str(body.get("by", "?")))
+            conv.left = True
+        elif self.me in _strings(body.get("removed")):
+            conv.left = True
+        elif self.me in _strings(body.get("added")) or self.me in _strings(body.get("members")):
+            conv.left = False
+            self.invites.pop(key, None)
+        self._append(conv, Entry(EVENT, text, ts=ts, seq=seq))
+        return key
+
+    def _event_text(self, body: Mapping[str, Any]) -> tuple[str, str] | None:
+        """A group event as (conversation key, the line shown), changing nothing."""
         group = body.get("group")
         if body.get("type") != "group" or not isinstance(group, dict):
             return None
         key = f"#{group.get('name')}@{group.get('host')}"
-        conv = self._ensure(key)
         by = self.display(str(body.get("by", "?")))
         action = body.get("action")
-        members = [str(m) for m in _strings(body.get("members"))]
-        added = [str(m) for m in _strings(body.get("added"))]
-        removed = [str(m) for m in _strings(body.get("removed"))]
+        members = _strings(body.get("members"))
+        added = _strings(body.get("added"))
+        removed = _strings(body.get("removed"))
         if action == "invited":
-            # Not a member until accepted: nothing else of the group arrives.
-            conv.title = str(body.get("title", ""))
             shown = self.display(key)
-            text = f"{by} invited you: /group accept {shown} or /group decline {shown}"
-            self.invites[key] = by
-            conv.left = True
-            self._append(conv, Entry(EVENT, text))
-            return key
+            return key, f"{by} invited you: /group accept {shown} or /group decline {shown}"
         if action == "created":
-            text = f"{by} created the group with {self._names(members)}"
-        elif action == "members":
+            return key, f"{by} created the group with {self._names(members)}"
+        if action == "members":
             parts = [f"added {self._names(added)}"] if added else []
             parts += [f"removed {self._names(removed)}"] if removed else []
-            text = f"{by} {' and '.join(parts) or 'changed the members'}"
-        elif action == "renamed":
-            conv.title = str(body.get("title", ""))
-            text = f"{by} renamed the group to {conv.title!r}"
-        else:
-            text = f"{by}: {action}"
-        if self.me in removed:
-            conv.left = True
-        elif self.me in added or self.me in members:
-            conv.left = False
-            self.invites.pop(key, None)
-        self._append(conv, Entry(EVENT, text))
-        return key
+            return key, f"{by} {' and '.join(parts) or 'changed the members'}"
+        if action == "renamed":
+            return key, f"{by} renamed the group to {str(body.get('title', ''))!r}"
+        return key, f"{by}: {action}"
 
     def _names(self, keys: Iterable[str]) -> str:
         return ", ".join(self.display(k) for k in keys) or "nobody"
+
+    # -- pages from the node (convs, history, read, search) ---------------------
+    def entry_of(self, frame: Mapping[str, Any]) -> tuple[str, Entry] | None:
+        """A ``msg`` frame of a page as ``(conversation key, entry)``, changing
+        nothing else (a group event's text, not its effect on membership)."""
+        seq, msg_id, ts = frame.get("seq"), frame.get("id"), frame.get("ts")
+        seq = seq if isinstance(seq, int) else 0
+        msg_id = msg_id if isinstance(msg_id, int) else 0
+        ts = ts if isinstance(ts, int) else 0
+        found = frame.get("body")
+        body: Mapping[str, Any] = found if isinstance(found, dict) else {}
+        if frame.get("kind") == "event":
+            event = self._event_text(body)
+            return None if event is None else (event[0], Entry(EVENT, event[1], ts=ts, seq=seq))
+        sender = self._user_key(frame.get("from"))
+        if frame.get("kind") != "text" or sender is None:
+            return None
+        group = frame.get("group")
+        if isinstance(group, dict):
+            self._learn(group.get("host"), group.get("host_name"))
+            key = f"#{group.get('name')}@{group.get('host')}"
+        else:
+            to = self._user_key(frame.get("to"))
+            if to is None:
+                return None
+            key = to if sender == self.me else sender
+        state = OK if sender == self.me else RECEIVED
+        origin = str(frame.get("origin", ""))
+        return key, Entry(state, str(body.get("text")), sender, ts, seq, origin, msg_id)
+
+    def merge_page(self, key: str, msgs: Iterable[Mapping[str, Any]], more: bool) -> int:
+        """A ``history`` page of ``key`` (newest first); ``more``: older pages exist.
+
+        Entries already held (same seq) are skipped; the rest go in seq
+        order. Returns how many were added.
+        """
+        conv = self._ensure(key, bump=False)
+        have = {e.seq for e in conv.entries if e.seq}
+        fresh = []
+        for frame in msgs:
+            found = self.entry_of(frame)
+            if found is not None and found[0] == key and found[1].seq not in have:
+                fresh.append(found[1])
+                have.add(found[1].seq)
+        fresh.sort(key=lambda e: e.seq)
+        oldest = conv.oldest_seq()
+        if fresh and (not oldest or fresh[-1].seq < oldest):
+            conv.entries[:0] = fresh  # paging back: all older than what is held
+        elif fresh:
+            conv.entries = _merged(conv.entries, fresh)
+        if not more:
+            conv.complete = True
+        conv.kept = min(MAX_LOADED, max(conv.kept, len(conv.entries)))
+        return len(fresh)
+
+    def apply_convs(self, items: Iterable[Mapping[str, Any]]) -> None:
+        """A ``convs`` page (newest first): exact unread counts and read markers,
+        the title, and the last message as a preview where nothing is held yet."""
+        for item in reversed(list(items)):  # oldest first, so the newest ends on top
+            key = item.get("conv")
+            if not isinstance(key, str):
+                continue
+            last = item.get("last")
+            conv = self._ensure(key, bump=isinstance(last, dict))
+            if isinstance(item.get("title"), str):
+                conv.title = item["title"]
+            if isinstance(last, dict) and not conv.entries:
+                body, seq, ts = last.get("body"), last.get("seq"), last.get("ts")
+                found = self.entry_of(last)
+                if last.get("kind") == "event" and isinstance(body, dict):
+                    # The newest state of the group (an open invitation…) applies.
+                    self._apply_event(body, seq if isinstance(seq, int) else 0, ts or 0)
+                elif found is not None and found[0] == key:
+                    conv.entries.append(found[1])
+            self.apply_read(item)
+
+    def apply_read(self, frame: Mapping[str, Any]) -> str | None:
+        """A read marker from the node (a ``read`` frame, a ``read`` or ``convs``
+        answer): markers only move forward; the unread count is the node's."""
+        key, read_seq, unread = frame.get("conv"), frame.get("read_seq"), frame.get("unread")
+        conv = self.conversations.get(key) if isinstance(key, str) else None
+        if conv is None or not isinstance(read_seq, int) or not isinstance(unread, int):
+            return None
+        if read_seq < conv.read_seq:
+            return None
+        conv.read_seq, conv.unread = read_seq, unread
+        return conv.key
+
+    def unread_mark(self, key: str | None) -> int:
+        """The seq to mark ``key`` read up to, if that moves its marker (else 0)."""
+        conv = self.conversations.get(key or "")
+        newest = conv.newest_seq() if conv is not None else 0
+        return newest if conv is not None and newest > conv.read_seq else 0
 
     # -- labels ---------------------------------------------------------------
     def _learn(self, node_id: object, name: object) -> None:
@@ -493,8 +619,11 @@ class ChatModel:
         """What the state file keeps: cursor, labels, contacts, recent history."""
         convs = []
         for conv in self.ordered()[:MAX_CONVERSATIONS]:
-            data = asdict(conv)
-            data["entries"] = [asdict(e) for e in conv.entries if e.state != NOTE]
+            # Shallow copies: every field is a str/int/bool (asdict's deep
+            # copies made a save of a full history cost a second).
+            data = {f: getattr(conv, f) for f in _CONV_FIELDS}
+            kept = [e for e in conv.entries if e.state != NOTE][-HISTORY_LIMIT:]
+            data["entries"] = [dict(vars(e)) for e in kept]
             convs.append(data)
         return {
             "cursor": self.cursor,
@@ -529,6 +658,8 @@ class ChatModel:
                     int(item.get("unread", 0)),
                     next(self._activity),
                     bool(item.get("left")),
+                    int(item.get("read_seq", 0)),
+                    bool(item.get("complete", False)),
                     entries,
                 )
             except (KeyError, TypeError, ValueError):
@@ -538,6 +669,25 @@ class ChatModel:
         self.current = current if current in self.conversations else None
         sent = [e.sent for c in self.conversations.values() for e in c.entries]
         self._sends = itertools.count(max(sent, default=0) + 1)
+
+
+#: Saved fields of a conversation (``kept`` and ``fetched`` are for this run only).
+_CONV_FIELDS = [
+    f.name for f in fields(Conversation) if f.name not in ("entries", "kept", "fetched")
+]
+
+
+def _merged(held: list[Entry], fresh: list[Entry]) -> list[Entry]:
+    """``fresh`` (sorted by seq) merged into ``held``; an entry without a seq
+    (a pending send, a note) stays right after the entry it followed."""
+    keyed: list[tuple[float, int, Entry]] = []
+    anchor = 0.0
+    for order, entry in enumerate(held):
+        anchor = float(entry.seq) if entry.seq else anchor + 1e-6
+        keyed.append((anchor, order, entry))
+    keyed += [(float(e.seq), -1, e) for e in fresh]
+    keyed.sort(key=lambda item: (item[0], item[1]))
+    return [entry for _, _, entry in keyed]
 
 
 def _new_cid() -> str:

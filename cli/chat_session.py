@@ -28,10 +28,12 @@ from chinwag.node.client import (
     api_call,
     connect,
     leaf_exceptions,
+    retry_delay,
 )
+from chinwag.protocol.addresses import is_node_id_text
 from chinwag.protocol.errors import ProtocolError
 
-from .chat_model import ChatModel
+from .chat_model import MAX_CONVERSATIONS, ChatModel
 from .chat_state import StateFile
 
 log = logging.getLogger(__name__)
@@ -42,6 +44,20 @@ MESSAGE_BUFFER = 256
 MAX_RATE_RETRIES = 20
 #: Saves (and acks) at most this often; a burst of messages is one save.
 FLUSH_INTERVAL = 0.25
+#: Conversations asked for at connect (``convs``), messages per history page,
+#: hits per ``/search``.
+CONVS_PAGE = 100
+HISTORY_PAGE = 50
+SEARCH_LIMIT = 10
+#: ``msg`` frames applied to the model between two notifications of the screen, at most.
+APPLY_BATCH = 1024
+#: While catching up on a backlog, the state is saved only after this many
+#: more messages or this many seconds (and once when the catch-up ends), not
+#: every ``FLUSH_INTERVAL``: each save writes the whole recent history.
+CATCHUP_SAVE_MESSAGES = 20_000
+CATCHUP_SAVE_INTERVAL = 5.0
+#: While catching up, the screen is told what changed at most this often.
+CATCHUP_NOTIFY_INTERVAL = 0.1
 
 
 @dataclass(frozen=True)
@@ -98,6 +114,28 @@ class ChatSession:
         self._dirty = trio.Event()
         self._acked = 0
         self._up_since: float | None = None
+        #: (cursor at connect, head at connect) while behind the queue head.
+        self._catchup: tuple[int, int] | None = None
+        #: Set (and replaced) after every batch of frames applied.
+        self._applied = trio.Event()
+        self._saved_cursor = 0
+        self._saved_at = self._catchup_since = -float("inf")
+        #: Conversations changed since the screen was last told (ordered set).
+        self._changed_keys: dict[str, None] = {}
+        self._changes_waiting = trio.Event()
+        #: Conversations shown on the screen whose read marker is to be moved.
+        self._to_mark: dict[str, None] = {}
+        self._marks_waiting = trio.Event()
+        #: Set once the catch-up of this connection is over (or there was none).
+        self._caught_up = trio.Event()
+
+    @property
+    def catching_up(self) -> tuple[int, int] | None:
+        """``(done, total)`` while streaming a backlog, else None."""
+        if self._catchup is None:
+            return None
+        start, head = self._catchup
+        return self.model.cursor - start, head - start
 
     # -- called from the screen (inside trio, through the bridge) -------------
     def kick(self) -> None:
@@ -108,6 +146,63 @@ class ChatSession:
     def mark_dirty(self) -> None:
         """The model changed on the screen's side (read marks): save it soon."""
         self._dirty.set()
+
+    def mark_read(self, key: str | None) -> None:
+        """``key`` is on the screen: move its read marker on the node (soon)."""
+        if key is not None:
+            self._to_mark[key] = None
+            self._marks_waiting.set()
+
+    async def older(self, key: str) -> int:
+        """Load the next older page of ``key`` (PageUp); returns the entries added."""
+        conv = self.model.conversations.get(key)
+        if conv is None or conv.complete:
+            return 0
+        before = conv.oldest_seq() or None
+        reply = await self._history_call("history", key, limit=HISTORY_PAGE, before=before)
+        added = self.model.merge_page(key, reply.get("msgs", []), "next" in reply)
+        self._notify(Change("messages", key))
+        return added
+
+    async def newest(self, key: str) -> int:
+        """Load the newest page of ``key`` once per run (a conversation opened
+        that this device did not stream, e.g. after starting at the head)."""
+        conv = self.model.conversations.get(key)
+        if conv is None or conv.fetched or _is_unresolved_key(key):
+            return 0
+        try:
+            reply = await self._history_call("history", key, limit=HISTORY_PAGE)
+        except ClientError as exc:
+            if exc.code == "not_found":  # nothing on the node yet
+                conv.fetched = True
+                return 0
+            raise
+        conv.fetched = True
+        added = self.model.merge_page(key, reply.get("msgs", []), "next" in reply)
+        self._notify(Change("messages", key))
+        if key == self.model.current:
+            self.mark_read(key)
+        return added
+
+    async def search(self, query: str) -> list[tuple[str, dict[str, Any]]]:
+        """The newest hits of ``query`` in this user's history: ``(conv, msg frame)``."""
+        reply = await self._history_call("search", query, limit=SEARCH_LIMIT)
+        return [(str(h["conv"]), h["msg"]) for h in reply.get("hits", [])]
+
+    async def _history_call(self, name: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """A ``convs``/``history``/``search`` request; a ``rate_limited`` one is
+        waited out and asked again (a few times)."""
+        for _ in range(MAX_RATE_RETRIES):
+            client = await self._live_client()
+            try:
+                reply: dict[str, Any] = await getattr(client, name)(*args, **kwargs)
+            except ClientError as exc:
+                if exc.code != "rate_limited":
+                    raise
+                await trio.sleep(retry_delay(exc))
+                continue
+            return reply
+        raise ClientError("rate_limited", "the node keeps refusing: too many requests")
 
     async def group(self, op: str, fields: dict[str, Any]) -> dict[str, Any]:
         """A ``group`` request over the live connection."""
@@ -183,6 +278,10 @@ class ChatSession:
             timeout=self.timeout,
         ) as client:
             assert client.info is not None
+            if self.model.fresh:
+                # A new device starts at the head: the conversation list and
+                # pages come from the node (``convs``, ``history``), no replay.
+                self.model.cursor, self.model.fresh = client.info.head, False
             head = await client.sync(self.model.cursor)
             if head < self.model.cursor:
                 # The node's queue is shorter than what this device has seen (a
@@ -195,23 +294,49 @@ class ChatSession:
             self._client, self._acked = client, 0
             self._up_since = trio.current_time()
             self._up.set()
-            self._set_status(True, "connected")
+            self._catchup = (self.model.cursor, head) if head > self.model.cursor else None
+            self._catchup_since = trio.current_time()
+            self._caught_up = trio.Event()
+            if self._catchup is None:
+                self._caught_up.set()
+            self._show_progress()
             try:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._pinger, client, client.info.heartbeat_ms / 1000)
                     nursery.start_soon(self._sender, client)
                     nursery.start_soon(self._watch_presence, client)
                     nursery.start_soon(self._refresh, client)
+                    nursery.start_soon(self._notifier)
+                    nursery.start_soon(self._marker, client)
+                    nursery.start_soon(self._watch_reads, client)
                     await self._receive(client)
             finally:
-                self._client, self._up = None, trio.Event()
+                self._client, self._up, self._catchup = None, trio.Event(), None
 
     async def _receive(self, client: ChatClient) -> None:
         async for frame in client.messages:
-            key = self.model.apply_msg(frame)
+            # Whatever else is buffered goes in the same batch.
+            batch = [frame]
+            while len(batch) < APPLY_BATCH:
+                try:
+                    batch.append(client.messages.receive_nowait())
+                except (trio.WouldBlock, trio.EndOfChannel):
+                    break
+            for item in batch:
+                key = self.model.apply_msg(item)
+                if key is not None:
+                    self._changed_keys[key] = None
             self._dirty.set()
-            if key is not None:
-                self._notify(Change("messages", key))
+            self._changes_waiting.set()
+            progress = self.catching_up
+            if progress is not None and progress[0] >= progress[1]:
+                self._catchup = None
+                self._caught_up.set()
+                self._set_status(True, "connected")
+            if self.model.current in self._changed_keys:
+                self.mark_read(self.model.current)  # on the screen: read
+            self._applied.set()
+            self._applied = trio.Event()
         if client.closed_reason is not None:
             raise ClientError.from_protocol(client.closed_reason)
         raise ClientError("unavailable", "the connection closed")
@@ -280,6 +405,66 @@ class ChatSession:
                 )
         self._dirty.set()
         self._notify(Change("conversations"))
+        # Exact unread counts and markers from the node, once the stream has
+        # caught up (counting a backlog here as well would count it twice).
+        await self._caught_up.wait()
+        try:
+            # The whole list, up to what the model keeps, applied at once
+            # (oldest first inside apply_convs, so the order is the node's).
+            items: list[dict[str, Any]] = []
+            before = None
+            while len(items) < MAX_CONVERSATIONS:
+                page = await self._history_call("convs", limit=CONVS_PAGE, before=before)
+                items += [c for c in page.get("convs", []) if isinstance(c, dict)]
+                before = page.get("next")
+                if before is None:
+                    break
+            self.model.apply_convs(items[:MAX_CONVERSATIONS])
+            self._dirty.set()
+            self._notify(Change("conversations"))
+            if self.model.current is not None:
+                await self.newest(self.model.current)
+                self.mark_read(self.model.current)  # read while offline, or before
+        except ClientError as exc:
+            if client.is_closed:
+                raise
+            self._notify(Change("notice", text=f"could not load: {exc.message}", error=True))
+
+    async def _marker(self, client: ChatClient) -> None:
+        """Send ``read`` for the conversations put on the screen."""
+        while True:
+            await self._marks_waiting.wait()
+            self._marks_waiting = trio.Event()
+            keys, self._to_mark = self._to_mark, {}
+            for key in keys:
+                seq = self.model.unread_mark(key)
+                if not seq or _is_unresolved_key(key):
+                    continue
+                try:
+                    reply = await client.read(key, seq)
+                except ClientError as exc:
+                    if client.is_closed:
+                        raise
+                    log.info("read marker of %s not moved: %s", key, exc)
+                    continue
+                if self.model.apply_read(reply) is not None:
+                    self._dirty.set()
+                    self._notify(Change("conversations"))
+
+    async def _watch_reads(self, client: ChatClient) -> None:
+        """``read`` frames: another device of this user read a conversation."""
+        seen: dict[str, dict[str, Any]] = {}
+        while True:
+            changed = client.read_changed()
+            fresh = False
+            for key, frame in list(client.reads.items()):
+                if seen.get(key) is not frame:
+                    seen[key] = frame
+                    fresh = self.model.apply_read(frame) is not None or fresh
+            if fresh:
+                self._dirty.set()
+                self._notify(Change("conversations"))
+            await changed.wait()
 
     async def _load_contacts(self) -> None:
         """The contact list (HTTP), without undoing newer ``presence`` frames.
@@ -299,15 +484,52 @@ class ChatSession:
                 self.model.apply_presence(frame)
         self._notify(Change("contacts"))
 
+    async def _notifier(self) -> None:
+        """Tell the screen which conversations changed: at once when idle, and
+        while catching up at most every ``CATCHUP_NOTIFY_INTERVAL`` (with the
+        progress), so a backlog is drawn a few times a second, not per message."""
+        while True:
+            await self._changes_waiting.wait()
+            self._changes_waiting = trio.Event()
+            keys, self._changed_keys = self._changed_keys, {}
+            for key in keys:
+                self._notify(Change("messages", key))
+            if self.catching_up is not None:
+                self._show_progress()
+                await trio.sleep(CATCHUP_NOTIFY_INTERVAL)
+
+    def _show_progress(self) -> None:
+        """``catching up n/N`` in the status line while behind; ``connected`` after."""
+        progress = self.catching_up
+        if progress is None:
+            self._set_status(True, "connected")
+        else:
+            self._set_status(True, f"catching up {progress[0]}/{progress[1]}")
+
     # -- saving and acking --------------------------------------------------------
+    async def _catchup_pause(self) -> None:
+        """While catching up, wait for enough new messages, time, or the end."""
+        deadline = max(self._saved_at, self._catchup_since) + CATCHUP_SAVE_INTERVAL
+        with trio.move_on_at(deadline):
+            while (
+                self.catching_up is not None
+                and self.model.cursor - self._saved_cursor < CATCHUP_SAVE_MESSAGES
+            ):
+                await self._applied.wait()
+
     async def _flusher(self) -> None:
-        """Save the state, then ack the cursor: at most every ``FLUSH_INTERVAL``."""
+        """Save the state, then ack the cursor: at most every ``FLUSH_INTERVAL``,
+        and while catching up only every ``CATCHUP_SAVE_MESSAGES`` or
+        ``CATCHUP_SAVE_INTERVAL`` (and at the end of the catch-up)."""
         while True:
             await self._dirty.wait()
+            if self.catching_up is not None:
+                await self._catchup_pause()
             self._dirty = trio.Event()
-            text = self.state.dump(self.model)
+            data = self.state.snapshot(self.model)
             cursor = self.model.cursor
-            await trio.to_thread.run_sync(self.state.write, text)
+            await trio.to_thread.run_sync(self.state.write_snapshot, data)
+            self._saved_cursor, self._saved_at = cursor, trio.current_time()
             client = self._client
             if client is not None and cursor > self._acked:
                 with trio.move_on_after(self.timeout):
@@ -346,6 +568,11 @@ async def _as_client_error() -> AsyncIterator[None]:
         converted = _convert(exc)
         assert converted is not None
         raise converted from exc
+
+
+def _is_unresolved_key(key: str) -> bool:
+    """A conversation opened by a label not resolved yet (no node id to ask about)."""
+    return not is_node_id_text(key.rpartition("@")[2])
 
 
 def _convert(exc: BaseException) -> ClientError | None:

@@ -83,15 +83,24 @@ class StateFile:
             return {}
         return data
 
-    def dump(self, model: ChatModel) -> str:
-        """The state as text; cheap enough to run on the event loop."""
+    def snapshot(self, model: ChatModel) -> dict[str, Any]:
+        """The state as plain data, copied: taken on the event loop, cheap
+        (no deep copies), so that encoding and writing can go to a thread."""
         header = {
             "version": STATE_VERSION,
             "server": self.server,
             "user": self.user,
             "device": self.device,
         }
-        return json.dumps(header | model.to_json(), ensure_ascii=False, separators=(",", ":"))
+        return header | model.to_json()
+
+    def dump(self, model: ChatModel) -> str:
+        """The state as text."""
+        return _encode(self.snapshot(model))
+
+    def write_snapshot(self, data: dict[str, Any]) -> None:
+        """Encode a :meth:`snapshot` and replace the file (blocking: run it in a thread)."""
+        self.write(_encode(data))
 
     def write(self, text: str) -> None:
         """Replace the file atomically (blocking: run it in a thread from trio)."""
@@ -101,3 +110,7 @@ class StateFile:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
         os.replace(tmp, self.path)
+
+
+def _encode(data: dict[str, Any]) -> str:
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":"))

@@ -34,9 +34,11 @@ from .chat_commands import (
     GroupCommand,
     LocalCommand,
     OpenChat,
+    OpenHit,
+    SearchCommand,
     parse_command,
 )
-from .chat_model import AddressError, ChatModel, clean
+from .chat_model import MAX_LOADED, AddressError, ChatModel, clean
 from .chat_session import Backoff, Change, ChatSession
 from .chat_state import StateFile
 from .chat_view import (
@@ -44,10 +46,20 @@ from .chat_view import (
     conversation_prompt,
     conversation_title,
     message_log,
+    when,
 )
 from .trio_bridge import BridgeBusy, TrioGuest
 
 log = logging.getLogger(__name__)
+
+
+#: The screen is redrawn at most this often (seconds); while catching up on a
+#: backlog, at most every ``CATCHUP_REDRAW_INTERVAL``: a redraw of the list
+#: and the log costs milliseconds, and the network side waits for it.
+REDRAW_INTERVAL = 0.05
+CATCHUP_REDRAW_INTERVAL = 0.5
+#: Characters of a message shown per ``/search`` hit.
+EXCERPT_CHARS = 60
 
 
 def _now_ms() -> int:
@@ -79,6 +91,8 @@ class ChatApp(App[None]):
         Binding("ctrl+n", "step(1)", "next conversation", priority=True),
         Binding("ctrl+p", "step(-1)", "previous conversation", priority=True),
         Binding("ctrl+q", "quit", "quit", priority=True),
+        Binding("pageup", "older", "older messages", priority=True),
+        Binding("pagedown", "newer", "newer messages", priority=True),
     ]
 
     def __init__(
@@ -111,6 +125,11 @@ class ChatApp(App[None]):
         self._notices: list[Change] = []
         self._posted = False
         self._shown: str | None = None
+        self._drawn_at = 0.0
+        #: The hits of the last ``/search``: (conversation key, msg frame).
+        self._hits: list[tuple[str, dict[str, Any]]] = []
+        #: The message ``/open`` jumped to: (conversation key, seq), drawn marked.
+        self._marked: tuple[str, int] | None = None
 
     # -- layout -------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -166,7 +185,18 @@ class ChatApp(App[None]):
             self._posted = self.post_message(SessionChanged())
 
     def on_session_changed(self, message: SessionChanged) -> None:
+        busy = self.session.catching_up is not None
+        interval = CATCHUP_REDRAW_INTERVAL if busy else REDRAW_INTERVAL
+        wait = self._drawn_at + interval - time.monotonic()
+        if wait > 0:
+            # ``_posted`` stays set: changes collect until the timer draws them.
+            self.set_timer(wait, self._draw_changes)
+            return
+        self._draw_changes()
+
+    def _draw_changes(self) -> None:
         self._posted = False
+        self._drawn_at = time.monotonic()
         changed, self._changed = self._changed, set()
         notices, self._notices = self._notices, []
         if not self.is_running:
@@ -216,7 +246,10 @@ class ChatApp(App[None]):
         follow = self._shown != self.model.current or scroller.scroll_y >= scroller.max_scroll_y
         self._shown = self.model.current
         self.query_one("#title", Static).update(conversation_title(self.model, conv))
-        self.query_one("#messages", Static).update(message_log(self.model, conv, _now_ms()))
+        marked = self._marked[1] if self._marked and self._marked[0] == self._shown else 0
+        self.query_one("#messages", Static).update(
+            message_log(self.model, conv, _now_ms(), marked=marked)
+        )
         if follow:
             self.call_after_refresh(scroller.scroll_end, animate=False)
 
@@ -232,6 +265,118 @@ class ChatApp(App[None]):
         self._render_conversations(follow=True)
         self._render_log()
         self.bridge.call_soon(self.session.mark_dirty)
+        self.bridge.call_soon(self.session.mark_read, key)
+        conv = self.model.conversations.get(key or "")
+        if key is not None and conv is not None and not conv.fetched:
+            self.run_worker(self._history(self.session.newest, key), group="history")
+
+    async def _history(self, call: Callable[[str], Any], key: str) -> int | None:
+        """A page request of the session (newest, older); None if it failed."""
+        try:
+            return int(await asyncio.wait_for(self.bridge.submit(call, key), self.timeout * 2))
+        except ClientError as exc:
+            self._notice(f"could not load messages: {exc.message} ({exc.code})", error=True)
+        except (BridgeBusy, TimeoutError):
+            self._notice("could not load messages: no answer in time", error=True)
+        return None
+
+    # -- scrolling back ---------------------------------------------------------------
+    def action_older(self) -> None:
+        """PageUp: scroll up; at the top, load the next older page from the node."""
+        scroller = self.query_one("#log", VerticalScroll)
+        if scroller.scroll_y > 0:
+            scroller.scroll_page_up(animate=False)
+            return
+        conv = self.model.conversations.get(self.model.current or "")
+        if conv is None:
+            return
+        if conv.complete:
+            self._notice("this is the first message of the conversation")
+            return
+        self.run_worker(self._load_older(conv.key), group="older", exclusive=True)
+
+    def action_newer(self) -> None:
+        self.query_one("#log", VerticalScroll).scroll_page_down(animate=False)
+
+    async def _load_older(self, key: str) -> None:
+        scroller = self.query_one("#log", VerticalScroll)
+        self._notice("loading older messages…")
+        added = await self._history(self.session.older, key)
+        if added is None or key != self.model.current:
+            return
+        height = scroller.virtual_size.height
+        self._render_log()
+
+        def keep_place() -> None:
+            # What was at the top stays in view: scroll down by what was added.
+            scroller.scroll_to(y=max(0, scroller.virtual_size.height - height), animate=False)
+
+        self.call_after_refresh(keep_place)
+        conv = self.model.conversations.get(key)
+        first = conv is not None and conv.complete
+        self._notice(f"{added} older messages" + (" (the first one is on top)" if first else ""))
+
+    # -- search -------------------------------------------------------------------------
+    async def _search(self, query: str) -> None:
+        try:
+            call = self.bridge.submit(self.session.search, query)
+            self._hits = await asyncio.wait_for(call, self.timeout * 2)
+        except ClientError as exc:
+            self._notice(f"search failed: {exc.message} ({exc.code})", error=True)
+            return
+        except (BridgeBusy, TimeoutError):
+            self._notice("search: no answer in time", error=True)
+            return
+        if not self._hits:
+            self._notice(f"nothing found for {query!r}")
+            return
+        lines = [f"{len(self._hits)} newest hits for {query!r}; /open N goes there:"]
+        now = _now_ms()
+        for number, (key, frame) in enumerate(self._hits, 1):
+            found = self.model.entry_of(frame)
+            if found is None:
+                continue
+            entry = found[1]
+            sender = "you" if entry.mine else self.model.display(entry.sender)
+            text = clean(entry.text).replace("\n", " ")
+            excerpt = text if len(text) <= EXCERPT_CHARS else text[: EXCERPT_CHARS - 1] + "…"
+            stamp = when(entry.ts, now)
+            lines.append(f"{number}. {self.model.display(key)} {stamp} {sender}: {excerpt}")
+        self._notice("\n".join(lines))
+
+    async def _open_hit(self, number: int) -> None:
+        if not 1 <= number <= len(self._hits):
+            self._notice(f"no hit {number}: /search first", error=True)
+            return
+        key, frame = self._hits[number - 1]
+        seq = frame.get("seq")
+        seq = seq if isinstance(seq, int) else 0
+        try:
+            conv = self.model.open(key)
+        except AddressError as exc:
+            self._notice(str(exc), error=True)
+            return
+        self._marked = (conv.key, seq)
+        self._select(conv.key)
+        if not conv.fetched and await self._history(self.session.newest, conv.key) is None:
+            return
+        # Page back until the hit is held (bounded: MAX_LOADED entries).
+        while not (conv.oldest_seq() and conv.oldest_seq() <= seq) and not conv.complete:
+            if len(conv.entries) >= MAX_LOADED:
+                break
+            if not await self._history(self.session.older, conv.key):
+                break
+        if self.model.current != conv.key:
+            return
+        self._render_log()
+        line = 0
+        for entry in conv.entries:
+            if entry.seq == seq:
+                break
+            line += 1 + entry.text.count("\n")
+        scroller = self.query_one("#log", VerticalScroll)
+        self.call_after_refresh(scroller.scroll_to, y=max(0, line - 2), animate=False)
+        self._notice(f"hit {number} in {self.model.title(conv)} (marked)")
 
     def action_step(self, delta: int) -> None:
         key = self.model.step(delta)
@@ -285,6 +430,11 @@ class ChatApp(App[None]):
             self._select(conv.key)
         elif isinstance(command, LocalCommand):
             self._run_local(command.name)
+        elif isinstance(command, SearchCommand):
+            self._notice(f"searching for {command.query!r}…")
+            self.run_worker(self._search(command.query), group="search", exclusive=True)
+        elif isinstance(command, OpenHit):
+            self.run_worker(self._open_hit(command.number), group="search", exclusive=True)
         else:
             self._notice(f"{_describe(command)}…")
             self.run_worker(self._run_remote(command), group="commands")
@@ -372,6 +522,8 @@ class ChatApp(App[None]):
 
 
 def _describe(command: Command) -> str:
+    if isinstance(command, SearchCommand | OpenHit):
+        return str(command)
     if isinstance(command, ContactCommand):
         return f"contact {command.action} {command.address}"
     if isinstance(command, GroupCommand):

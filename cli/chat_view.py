@@ -69,8 +69,11 @@ def _status(entry: Entry) -> Text:
     return Text("  ✓", style="green")
 
 
-def message_log(model: ChatModel, conv: Conversation | None, now_ms: int) -> Text:
-    """The open conversation, oldest first."""
+def message_log(
+    model: ChatModel, conv: Conversation | None, now_ms: int, *, marked: int = 0
+) -> Text:
+    """The open conversation, oldest first; the entry with seq ``marked`` (a
+    search hit jumped to) stands out."""
     if conv is None:
         return Text("No conversation open. Type /chat ADDRESS, or /help.", style="dim")
     out = Text()
@@ -82,6 +85,8 @@ def message_log(model: ChatModel, conv: Conversation | None, now_ms: int) -> Tex
         if entry.state in (EVENT, NOTE):
             out.append(f"· {clean(entry.text)}", style="italic dim")
             continue
+        if marked and entry.seq == marked:
+            out.append("▶ ", style="bold yellow")
         stamp = when(entry.ts, now_ms)
         if stamp:
             out.append(stamp + " ", style="dim")
@@ -119,4 +124,5 @@ def conversation_title(model: ChatModel, conv: Conversation | None) -> Text:
         out.append("  group", style="dim")
         if conv.left:
             out.append(" · you are not a member", style="yellow")
+    out.append("  from the first message" if conv.complete else "  PageUp: older", style="dim")
     return out

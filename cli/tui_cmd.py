@@ -46,9 +46,12 @@ async def prepare_login(server: str, user: str, device: str | None) -> LoginResu
 
 
 def load_model(login: LoginResult, state: StateFile) -> ChatModel:
-    """The device's model, restored from its state file (cursor and history)."""
+    """The device's model, restored from its state file (cursor and history);
+    without one, a fresh model that starts at the queue head."""
     model = ChatModel(login.user, login.node_id, login.node_name)
-    model.load_json(state.load())
+    saved = state.load()
+    model.load_json(saved)
+    model.fresh = not saved
     return model
 
 

@@ -379,6 +379,10 @@ class ChatClient:
         """An event set by the next ``presence`` frame (read :attr:`presence` after)."""
         return self._presence_changed
 
+    def read_changed(self) -> trio.Event:
+        """An event set by the next ``read`` frame (read :attr:`reads` after)."""
+        return self._read_changed
+
     @property
     def is_closed(self) -> bool:
         """True once the connection has ended."""
