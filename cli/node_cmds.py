@@ -137,6 +137,18 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--history-burst", type=int, help="burst of --history-rate (default 60)")
     p.add_argument("--heartbeat", type=float, help="heartbeat interval told to devices (s)")
     p.add_argument("--heartbeat-deadline", type=float, help="drop a silent device after (s)")
+    p.add_argument(
+        "--link-heartbeat",
+        type=float,
+        metavar="SECONDS",
+        help="federation link keep-alive interval (default 3x --heartbeat: 30 s)",
+    )
+    p.add_argument(
+        "--link-heartbeat-deadline",
+        type=float,
+        metavar="SECONDS",
+        help="end a silent federation link after (default 3x --heartbeat-deadline: 90 s)",
+    )
     p.add_argument("--send-timeout", type=float, help="drop a device not reading for (s)")
     p.add_argument(
         "--outbox-max-age",
@@ -314,6 +326,8 @@ CONFIG_FIELDS: tuple[tuple[str, str], ...] = (
     ("history_burst", "history_burst"),
     ("heartbeat", "heartbeat_interval"),
     ("heartbeat_deadline", "heartbeat_deadline"),
+    ("link_heartbeat", "link_heartbeat_interval"),
+    ("link_heartbeat_deadline", "link_heartbeat_deadline"),
     ("send_timeout", "send_timeout"),
     ("outbox_max_age", "outbox_max_age"),
     ("outbox_max_entries", "outbox_max_entries"),

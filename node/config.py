@@ -15,6 +15,10 @@ def default_data_dir() -> Path:
     return Path(base) / "chinwag"
 
 
+#: Federation links tick this many times slower than devices (see NodeConfig).
+LINK_HEARTBEAT_FACTOR = 3.0
+
+
 @dataclass(frozen=True)
 class NodeConfig:
     """Settings of one running node. Times are seconds unless named ``_ms``."""
@@ -29,6 +33,14 @@ class NodeConfig:
     heartbeat_interval: float = 10.0
     #: A device silent for this long (no frame at all) is dropped.
     heartbeat_deadline: float = 30.0
+    #: Federation links tick (keep-alive ping, gossip rounds) this often, and
+    #: end after this long without a frame; None: LINK_HEARTBEAT_FACTOR times
+    #: the device values (30 s and 90 s by default). Links are few and
+    #: long-lived, and an idle full mesh pays a ping and a pong per link per
+    #: tick on every node (docs/performance.md, federation at scale); a peer
+    #: that vanishes without a TCP reset is noticed after the longer deadline.
+    link_heartbeat_interval: float | None = None
+    link_heartbeat_deadline: float | None = None
     #: A send to a device that does not drain within this long drops it.
     send_timeout: float = 10.0
     #: Frames waiting to go out on one connection before it counts as slow.
@@ -194,3 +206,17 @@ class NodeConfig:
     # Presence
     presence_timeout: float = 30.0
     presence_grace: float = 2.0
+
+    @property
+    def link_interval(self) -> float:
+        """How often a federation link ticks (keep-alive and gossip rounds)."""
+        if self.link_heartbeat_interval is not None:
+            return self.link_heartbeat_interval
+        return self.heartbeat_interval * LINK_HEARTBEAT_FACTOR
+
+    @property
+    def link_deadline(self) -> float:
+        """A federation link silent this long (no frame at all) ends."""
+        if self.link_heartbeat_deadline is not None:
+            return self.link_heartbeat_deadline
+        return self.heartbeat_deadline * LINK_HEARTBEAT_FACTOR

@@ -303,7 +303,7 @@ class Link:
             self._stats.frames_sent += 1
 
     async def _receive(self) -> LinkFrame:
-        with trio.move_on_after(self._config.heartbeat_deadline) as scope:
+        with trio.move_on_after(self._config.link_deadline) as scope:
             data = await self.ws.get_message()
         if scope.cancelled_caught:
             raise _Closed("link silent past the deadline")
@@ -461,7 +461,7 @@ class Link:
         # times per node). Each side still pings on its own interval, so a
         # peer with a shorter deadline than ours is never left silent: its
         # longest silence is two intervals, under the three of the deadline.
-        interval = self._config.heartbeat_interval
+        interval = self._config.link_interval
         gossip_every = self._config.gossip_interval
         dialled = self.dialer != self.peer
         since_gossip = 0.0

@@ -107,3 +107,28 @@ async def test_a_link_between_different_heartbeats_stays_up(start_node) -> None:
     await trio.sleep(1.5)  # five deadlines of the quick side: no event marks "no drop"
     assert quick.node.federation.statistics().links == 1
     assert peer_status(slow, quick)["last_error"] == error
+
+
+async def test_an_idle_link_ticks_three_times_slower_than_devices(start_node) -> None:
+    """An idle full mesh pays a ping and a pong per link per tick on every
+    node, so links tick at 3x the device heartbeat (docs/performance.md): at
+    a 0.1 s device heartbeat an idle link carries about one frame a side per
+    0.3 s, not per 0.1 s, and stays up (deadline 3 x 0.3 s)."""
+    a = await start_node(name="ta", heartbeat_interval=0.1, heartbeat_deadline=0.3)
+    b = await start_node(name="tb", heartbeat_interval=0.1, heartbeat_deadline=0.3)
+    assert abs(a.node.config.link_interval - 0.3) < 1e-9
+    await _mesh([a, b])
+    await trio.sleep(0.5)  # past the link's start-up frames (resume, gossip)
+
+    def frames() -> int:
+        status = peer_status(a, b)
+        return int(status["frames_sent"]) + int(status["frames_received"])
+
+    before = frames()
+    await trio.sleep(3.0)  # a window to count ticks in; nothing to await
+    ticked = frames() - before
+    # One ping and one pong per 0.3 s is 20 frames in 3 s (more load only
+    # means fewer); ticking at the device interval gave about 60.
+    assert 4 <= ticked <= 30, ticked
+    assert a.node.federation.statistics().links == 1
+    assert peer_status(a, b)["link"] == "linked"
