@@ -6,11 +6,8 @@ import argparse
 import json
 from typing import Any
 
-from chinwag.protocol.errors import ProtocolError
-
 from . import link_cmds
-from .common import protocol_failure
-from .node_cmds import _data_arg, _data_dir, run_async, with_admin
+from .node_cmds import _data_arg, admin_call
 from .status_view import link_words, status_lines
 
 
@@ -60,16 +57,6 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.set_defaults(handler=cmd_status)
 
 
-def _call(args: argparse.Namespace, cmd: str, cmd_args: dict[str, Any]) -> dict[str, Any]:
-    async def go() -> dict[str, Any]:
-        return await with_admin(_data_dir(args), cmd, cmd_args)
-
-    try:
-        return run_async(go)
-    except ProtocolError as exc:
-        raise protocol_failure(exc) from exc
-
-
 def cmd_peers(args: argparse.Namespace) -> int:
     action = args.action
     cmd_args: dict[str, Any] = {}
@@ -79,7 +66,7 @@ def cmd_peers(args: argparse.Namespace) -> int:
         cmd_args["id"] = args.target
     if action == "trust-introductions":
         cmd_args["on"] = not args.off
-    result = _call(args, f"peers.{action.replace('-', '_')}", cmd_args)
+    result = admin_call(args, f"peers.{action.replace('-', '_')}", cmd_args)
     if args.json:
         print(json.dumps(result))
     elif action == "list":
@@ -119,7 +106,7 @@ def _peer_flags(peer: dict[str, Any]) -> str:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    result = _call(args, "status", {})
+    result = admin_call(args, "status", {})
     if args.json:
         print(json.dumps(result))
         return 0

@@ -344,15 +344,9 @@ class ChatModel:
         sender = self._user_key(frame.get("from"))
         if sender is None:
             return None
-        group = frame.get("group")
-        if isinstance(group, dict):
-            self._learn(group.get("host"), group.get("host_name"))
-            key = f"#{group.get('name')}@{group.get('host')}"
-        else:
-            to = self._user_key(frame.get("to"))
-            if to is None:
-                return None
-            key = to if sender == self.me else sender
+        key = self._conversation_of(frame, sender)
+        if key is None:
+            return None
         mine = sender == self.me
         origin, msg_id = str(frame.get("origin", "")), frame.get("id")
         msg_id = msg_id if isinstance(msg_id, int) else 0
@@ -464,18 +458,23 @@ class ChatModel:
         sender = self._user_key(frame.get("from"))
         if frame.get("kind") != "text" or sender is None:
             return None
-        group = frame.get("group")
-        if isinstance(group, dict):
-            self._learn(group.get("host"), group.get("host_name"))
-            key = f"#{group.get('name')}@{group.get('host')}"
-        else:
-            to = self._user_key(frame.get("to"))
-            if to is None:
-                return None
-            key = to if sender == self.me else sender
+        key = self._conversation_of(frame, sender)
+        if key is None:
+            return None
         state = OK if sender == self.me else RECEIVED
         origin = str(frame.get("origin", ""))
         return key, Entry(state, str(body.get("text")), sender, ts, seq, origin, msg_id)
+
+    def _conversation_of(self, frame: Mapping[str, Any], sender: str) -> str | None:
+        """The conversation a text frame belongs to (its group, or the other party)."""
+        group = frame.get("group")
+        if isinstance(group, dict):
+            self._learn(group.get("host"), group.get("host_name"))
+            return f"#{group.get('name')}@{group.get('host')}"
+        to = self._user_key(frame.get("to"))
+        if to is None:
+            return None
+        return to if sender == self.me else sender
 
     def merge_page(self, key: str, msgs: Iterable[Mapping[str, Any]], more: bool) -> int:
         """A ``history`` page of ``key`` (newest first); ``more``: older pages exist.

@@ -18,7 +18,7 @@ from chinwag.protocol.errors import ProtocolError
 from chinwag.protocol.fingerprint import fingerprint
 
 from .common import CliError
-from .node_cmds import _data_arg, _data_dir, run_async, with_admin
+from .node_cmds import _data_arg, admin_call, run_async
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd]?)")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -72,23 +72,13 @@ def register_peers(psub: argparse._SubParsersAction) -> None:  # type: ignore[ty
     q.set_defaults(handler=cmd_join)
 
 
-def _call(args: argparse.Namespace, cmd: str, cmd_args: dict[str, Any]) -> dict[str, Any]:
-    async def go() -> dict[str, Any]:
-        return await with_admin(_data_dir(args), cmd, cmd_args)
-
-    try:
-        return run_async(go)
-    except ProtocolError as exc:
-        raise CliError(f"{exc.message} ({exc.code})") from exc
-
-
 def cmd_invite(args: argparse.Namespace) -> int:
     cmd_args: dict[str, Any] = {"kind": args.kind, "ttl_s": args.expires}
     if args.url:
         cmd_args["url"] = args.url
     if args.introductions:
         cmd_args["introductions"] = True
-    result = _call(args, "invite.create", cmd_args)
+    result = admin_call(args, "invite.create", cmd_args)
     if args.json:
         print(json.dumps(result))
         return 0
@@ -106,7 +96,7 @@ def cmd_join(args: argparse.Namespace) -> int:
     join_args: dict[str, Any] = {"invitation": args.invitation}
     if args.trust_introductions:
         join_args["trust_introductions"] = True
-    result = _call(args, "peers.join", join_args)
+    result = admin_call(args, "peers.join", join_args)
     if args.json:
         print(json.dumps(result))
         return 0

@@ -516,6 +516,18 @@ def run_async(fn: Callable[[], Awaitable[T]]) -> T:
         raise
 
 
+def admin_call(args: argparse.Namespace, cmd: str, cmd_args: dict[str, Any]) -> dict[str, Any]:
+    """One admin-socket command for ``args.data``; a refusal exits with its code."""
+
+    async def go() -> dict[str, Any]:
+        return await with_admin(_data_dir(args), cmd, cmd_args)
+
+    try:
+        return run_async(go)
+    except ProtocolError as exc:
+        raise protocol_failure(exc) from exc
+
+
 def cmd_user(args: argparse.Namespace) -> int:
     data_dir = _data_dir(args)
     action = args.action

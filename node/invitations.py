@@ -208,21 +208,9 @@ class InvitedPeers:
             await self.registry.upsert(key, urls=urls, source="gossip", now_ms=now)
 
 
-class InvitationRegistry(Protocol):
-    """What the desk needs from the peer table (node/peers.py)."""
+class InvitationRegistry(AdmissionRegistry, Protocol):
+    """What the desk needs from the peer table (node/peers.py): also ``remove``."""
 
-    def get(self, key: bytes) -> PeerRecord | None: ...
-    async def upsert(
-        self,
-        key: bytes,
-        *,
-        state: str | None = None,
-        urls: tuple[str, ...] = (),
-        source: str = "",
-        name: str | None = None,
-        now_ms: int = 0,
-        keep_blocked: bool = True,
-    ) -> PeerRecord: ...
     async def remove(self, key: bytes) -> None: ...
 
 
