@@ -53,6 +53,10 @@ log = logging.getLogger(__name__)
 MAX_INTRODUCERS = 8
 
 
+#: Bound of the signed-statement cache (the peer table's own bound is 4,096).
+MAX_CACHED_STATEMENTS = 4096
+
+
 @dataclass(frozen=True)
 class IntroductionStatistics:
     #: Nodes trusted here by an introducer's statement (since start).
@@ -63,6 +67,8 @@ class IntroductionStatistics:
     ignored: int
     #: Statements this node sent as an introducer.
     sent: int
+    #: Statements it signed (each once per node and name, then reused).
+    signed: int
 
 
 async def set_trust_introductions(store: Store, key: bytes, on: bool) -> list[bytes]:
@@ -126,9 +132,15 @@ class IntroductionService:
         #: Peers that asked for our introductions on their current link.
         self._askers: set[bytes] = set()
         self._accepted = self._refused = self._ignored = self._sent = 0
+        self._signed = 0
+        #: Signed statements by introduced key, with the name they carry: a
+        #: peer asking again (every link-up, or in a loop) costs no signing.
+        self._statements: dict[bytes, tuple[str, dict[str, bytes]]] = {}
 
     def statistics(self) -> IntroductionStatistics:
-        return IntroductionStatistics(self._accepted, self._refused, self._ignored, self._sent)
+        return IntroductionStatistics(
+            self._accepted, self._refused, self._ignored, self._sent, self._signed
+        )
 
     def _record(self, key: bytes) -> PeerRecord | None:
         return self._registry.get(key)
@@ -176,7 +188,15 @@ class IntroductionService:
 
     # ------------------------------------------------------------ introducer
     def _statement(self, record: PeerRecord) -> dict[str, bytes]:
-        return make_statement(self._identity.key, record.key, record.name, self._now_ms())
+        cached = self._statements.get(record.key)
+        if cached is not None and cached[0] == record.name:
+            return cached[1]
+        if len(self._statements) >= MAX_CACHED_STATEMENTS:
+            self._statements.clear()
+        statement = make_statement(self._identity.key, record.key, record.name, self._now_ms())
+        self._statements[record.key] = (record.name, statement)
+        self._signed += 1
+        return statement
 
     async def _introduce_all(self, peer: bytes) -> None:
         """``peer`` takes our introductions: every node we trust directly."""

@@ -299,3 +299,24 @@ async def test_an_introduction_cannot_take_a_pinned_name(start_node) -> None:
     await eventually(lambda: leaf3.node.status()["introductions"]["refused"] >= 1)
     assert state_of(leaf3, leaf7) in (None, "pending")
     assert leaf3.node.router.resolve_node("leaf7") == impostor.id
+
+
+async def test_a_repeated_introreq_is_answered_without_signing_again(start_node) -> None:
+    """A trusted peer may ask for introductions at every link-up (or in a
+    loop): each statement is signed once and the same bytes are sent again,
+    so a request costs frames, not one Ed25519 signature per trusted node."""
+    hub = await start_node(name="hub")
+    asker = NodeKey.generate()
+    await trust_rogue(hub, asker)
+    known = [NodeKey.generate() for _ in range(3)]
+    for i, key in enumerate(known):
+        await hub.node.registry.upsert(key.public, state="trusted", source="admin", name=f"k{i}")
+    async with rogue_link(hub, asker) as link:
+        await link.send({"t": "introreq"})
+        first = await link.receive("intro")
+        signed = hub.node.status()["introductions"]["signed"]
+        await link.send({"t": "introreq"})
+        second = await link.receive("intro")
+    assert len(first["statements"]) == 3 and signed >= 3
+    assert second["statements"] == first["statements"]
+    assert hub.node.status()["introductions"]["signed"] == signed
