@@ -133,14 +133,7 @@ def write_backup(
             files={name: _describe(partial / name) for name in _files(partial)},
         )
         _write_private(partial / MANIFEST, json.dumps(manifest.to_json(), indent=1) + "\n")
-        _fsync_tree(partial)
-        # rename(2) replaces an empty directory and fails on a non-empty one,
-        # so a directory that filled up meanwhile is never overwritten.
-        try:
-            os.rename(partial, dest)
-        except OSError as exc:
-            raise BackupError(f"cannot move the backup to {dest}: {exc.strerror}") from exc
-        _fsync_dir(dest.parent)
+        _publish(partial, dest, "the backup")
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
@@ -210,12 +203,7 @@ def restore_backup(src: Path, data_dir: Path) -> dict[str, Any]:
             for parent in reversed(target.relative_to(partial).parents[:-1]):
                 (partial / parent).mkdir(mode=0o700, exist_ok=True)
             _copy_private(_inside(src, name), target)
-        _fsync_tree(partial)
-        try:
-            os.rename(partial, data_dir)
-        except OSError as exc:
-            raise BackupError(f"cannot move the restored data to {data_dir}: {exc}") from exc
-        _fsync_dir(data_dir.parent)
+        _publish(partial, data_dir, "the restored data")
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
@@ -275,6 +263,20 @@ def _write_private(path: Path, text: str) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as fh:
         fh.write(text)
+
+
+def _publish(partial: Path, dest: Path, what: str) -> None:
+    """Make the finished ``partial`` durable, then move it to ``dest`` in one rename.
+
+    rename(2) replaces an empty directory and fails on a non-empty one, so a
+    directory that filled up meanwhile is never overwritten.
+    """
+    _fsync_tree(partial)
+    try:
+        os.rename(partial, dest)
+    except OSError as exc:
+        raise BackupError(f"cannot move {what} to {dest}: {exc.strerror or exc}") from exc
+    _fsync_dir(dest.parent)
 
 
 def _fsync_tree(root: Path) -> None:
