@@ -46,7 +46,15 @@ from .dialcheck import Resolver
 from .dialer import HEALTHY_AFTER, LINK_MESSAGE_BYTES, Backoff, Dialer, as_bytes, describe
 from .gossip import GossipBook, GossipRegistry, GossipStats
 from .identity import NodeIdentity
-from .link import CLOSE_BAD_FRAME, Link, LinkRegistry, PeerStats, PresenceFrames, wall_ms
+from .link import (
+    CLOSE_BAD_FRAME,
+    Link,
+    LinkClosed,
+    LinkRegistry,
+    PeerStats,
+    PresenceFrames,
+    wall_ms,
+)
 from .logs import event
 from .peers import BLOCKED, OUTBOX_EXPIRE_PER_PASS, TRUSTED, PeerRecord
 from .pending import PendingRequests
@@ -201,7 +209,10 @@ class Federation:
         or if the link has not exchanged ``resume`` yet: link-up resends it all)."""
         link = self._links.get(key)
         if link is not None and link.up.is_set():
-            await link.send(frame)
+            try:
+                await link.send(frame)
+            except (ConnectionClosed, LinkClosed):
+                pass  # the link is ending; its end and the next link-up resend state
 
     def is_linked(self, key: bytes) -> bool:
         return key in self._links

@@ -202,8 +202,8 @@ class _LocalFailure(Exception):
         self.cause = cause
 
 
-class _Closed(Exception):
-    pass
+class LinkClosed(Exception):
+    """The link ended while a frame was being sent (peer gone or not reading)."""
 
 
 class _Refused(Exception):
@@ -293,20 +293,20 @@ class Link:
 
     # ------------------------------------------------------------ I/O
     async def send(self, frame: LinkFrame) -> None:
-        """Send one frame; raises _Closed if the peer stopped reading."""
+        """Send one frame; raises LinkClosed if the peer stopped reading."""
         async with self._send_lock:
             data = self._cipher.seal(self._out.send(frame))
             with trio.move_on_after(self._config.send_timeout) as scope:
                 await self.ws.send_message(data)
             if scope.cancelled_caught:
-                raise _Closed("peer stopped reading")
+                raise LinkClosed("peer stopped reading")
             self._stats.frames_sent += 1
 
     async def _receive(self) -> LinkFrame:
         with trio.move_on_after(self._config.link_deadline) as scope:
             data = await self.ws.get_message()
         if scope.cancelled_caught:
-            raise _Closed("link silent past the deadline")
+            raise LinkClosed("link silent past the deadline")
         self._stats.frames_received += 1
         self._frames_in += 1
         try:
@@ -413,7 +413,7 @@ class Link:
             end = LinkEnd(EndKind.REMOTE, _describe(exc.error))
         elif isinstance(exc, ConnectionClosed):
             end = describe_close(exc)
-        elif isinstance(exc, _Closed | trio.BrokenResourceError | trio.ClosedResourceError):
+        elif isinstance(exc, LinkClosed | trio.BrokenResourceError | trio.ClosedResourceError):
             end = LinkEnd(EndKind.CLOSED, _describe(exc))
         elif isinstance(exc, ExceptionGroup):
             for inner in exc.exceptions:

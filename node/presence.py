@@ -113,10 +113,14 @@ class Presence:
             for address in self._store.list_contacts(record.name):
                 self._watch(record.name, address)
         self._hub.observe_presence(self._device_change)
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            task_status.started()
-            await self._flusher()
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                task_status.started()
+                await self._flusher()
+        finally:
+            # Links still ending during shutdown report link_down after this.
+            self._nursery = None
 
     # ------------------------------------------------------------ local state
     def state_of_local(self, user: str) -> PresenceState:
