@@ -221,6 +221,17 @@ class ChatSession:
         await self._load_contacts()
         return str(reply.get("address", address))
 
+    async def set_name(self, display_name: str) -> str:
+        """Set the user's display name in their profile (HTTP)."""
+        reply = await api_call(
+            self.server,
+            "PUT",
+            "/api/profile",
+            {"display_name": display_name},
+            self.login.token,
+        )
+        return str(reply.get("display_name", display_name))
+
     async def _live_client(self) -> ChatClient:
         with trio.move_on_after(self.timeout):
             while self._client is None:

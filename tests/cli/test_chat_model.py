@@ -15,6 +15,7 @@ from chinwag.cli.chat_commands import (
     GroupCommand,
     LocalCommand,
     OpenChat,
+    NameCommand,
     parse_command,
 )
 from chinwag.cli.chat_model import (
@@ -231,6 +232,8 @@ def test_commands_parse_or_explain() -> None:
     )
     assert parse_command("group leave #b@k") == GroupCommand("leave", {"group": "#b@k"})
     assert parse_command("quit") == LocalCommand("quit")
+    assert parse_command('name Alice "the cat" L.') == NameCommand("Alice the cat L.")
+    assert parse_command("name -") == NameCommand("")
     for line, expected in (
         ("", "empty"),
         ("nope", "unknown command /nope"),
