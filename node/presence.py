@@ -170,7 +170,9 @@ class Presence:
                 scope.cancel()
             current = self.state_of_local(user)
             if current.status != ONLINE:
-                self._set_local(user, replace(current, status=ONLINE, last_active_at=self._now_ms()))
+                self._set_local(
+                    user, replace(current, status=ONLINE, last_active_at=self._now_ms())
+                )
         elif self._nursery is not None and user not in self._grace:
             try:
                 self._nursery.start_soon(self._offline_after_grace, user)

@@ -176,13 +176,17 @@ def test_names_titles_owner_and_remote_presence_across_nodes(
         assert node.node_id[:8] not in text and attic.node_id[:8] not in text, text
     expect(bob.page.locator("#add-member-form")).to_be_hidden()
     expect(bob.page.locator("#leave-group-button")).to_be_visible()
-    alice_member = bob.page.locator(f'#group-members li.member[data-address="{node.address("alice")}"]')
+    alice_member = bob.page.locator(
+        f'#group-members li.member[data-address="{node.address("alice")}"]'
+    )
     expect(alice_member.locator(".member-name")).to_have_text("Alice Liddell")
 
     # alice's node: bob's presence and name, asked when the group is opened.
     alice.open_conversation(key)
     expect(alice.page.locator("#add-member-form")).to_be_visible()
-    bob_member = alice.page.locator(f'#group-members li.member[data-address="{attic.address("bob")}"]')
+    bob_member = alice.page.locator(
+        f'#group-members li.member[data-address="{attic.address("bob")}"]'
+    )
     expect(bob_member.locator(".presence-dot")).to_have_attribute(
         "data-status", "online", timeout=REMOTE_TIMEOUT_MS
     )

@@ -14,8 +14,8 @@ from chinwag.cli.chat_commands import (
     ContactCommand,
     GroupCommand,
     LocalCommand,
-    OpenChat,
     NameCommand,
+    OpenChat,
     parse_command,
 )
 from chinwag.cli.chat_model import (
