@@ -289,6 +289,11 @@ class Presence:
         user, node_id = watched
         if node_id == self._identity.id:
             self._publish(user, node_id, self.state_of_local(user), {watcher})
+        elif first and watched in self._leases:
+            # Followed on demand already (subscribed): the state is known here,
+            # and the remote node would not send it again until it changes.
+            if watched in self._remote:
+                self._publish(user, node_id, self._remote[watched], {watcher})
         elif first:
             # One subscription per (this node, watched user), however many
             # watch; its snapshot is published to every watcher by then.

@@ -1494,7 +1494,8 @@ function renderContacts() {
     const key = normaliseAddress(c.address);
     const p = state.presence.get(key) || c;
     const at = c.address.lastIndexOf("@");
-    const shown = c.address.slice(at + 1) === state.session.nodeName ? c.address.slice(0, at) : c.address;
+    const address = c.address.slice(at + 1) === state.session.nodeName ? c.address.slice(0, at) : c.address;
+    const shown = state.names.get(key) || address;
     return el(
       "li",
       { class: "contact", dataset: { address: c.address } },

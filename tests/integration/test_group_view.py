@@ -3,6 +3,8 @@ labels in events, display names, and members' presence fetched on demand."""
 
 from __future__ import annotations
 
+import trio
+
 from chinwag.node.client import api_call, connect
 
 from .test_federation import eventually, linked
@@ -86,3 +88,29 @@ async def test_group_members_asks_remote_presence_on_demand(start_node) -> None:
         frame = await a.wait_presence("bob@h2", "online", TIMEOUT)
         assert frame["status"] == "online"
         assert n2.node.presence.subscribers_of("bob") == 1
+
+
+async def test_a_new_display_name_reaches_watchers_on_both_nodes(start_node) -> None:
+    n1 = await start_node(name="p1", **FAST)
+    n2 = await start_node(name="p2", **FAST)
+    await linked(n1, n2)
+    dora, local, remote = await n1.user("dora"), await n1.user("lou"), await n2.user("rem")
+    await api_call(n1.url, "POST", "/api/contacts", {"address": "dora"}, local)
+    async with (
+        connect(n1.url, local) as lou,
+        connect(n2.url, remote) as rem,
+        connect(n1.url, dora),
+    ):
+        await lou.wait_presence("dora@p1", "online", TIMEOUT)
+        await rem.call({"t": "presence_query", "users": ["dora@p1"]})
+        await rem.wait_presence("dora@p1", "online", TIMEOUT)
+        await api_call(n1.url, "PUT", "/api/profile", {"display_name": "Dora E."}, dora)
+        for client in (lou, rem):
+            with trio.fail_after(TIMEOUT):
+                while client.presence["dora@p1"].get("display_name") != "Dora E.":
+                    await client.presence_changed().wait()
+        # A contact added while the user is followed on demand: told at once.
+        await api_call(n2.url, "POST", "/api/contacts", {"address": "dora@p1"}, remote)
+        listed = await api_call(n2.url, "GET", "/api/contacts", token=remote)
+        assert listed["contacts"][0]["status"] == "online"
+        assert listed["contacts"][0]["display_name"] == "Dora E."
