@@ -23,11 +23,12 @@ const MAX_CACHED_URLS = 200;
 // ------------------------------------------------------------------ sizes
 export function humanSize(bytes) {
   if (!Number.isFinite(bytes) || bytes < 0) return "";
+  // Binary multiples, as the node's limits are set (25 MiB shows as "25 MB").
   const units = ["B", "KB", "MB", "GB"];
   let n = bytes;
   let i = 0;
-  while (n >= 1000 && i < units.length - 1) {
-    n /= 1000;
+  while (n >= 1024 && i < units.length - 1) {
+    n /= 1024;
     i += 1;
   }
   return i === 0 ? `${n} B` : `${n.toFixed(n < 10 ? 1 : 0)} ${units[i]}`;

@@ -241,10 +241,152 @@ def test_attach_a_photo_and_a_file(browsers: Browsers, node: NodeProcess, tmp_pa
     expect(image).to_have_attribute("src", re.compile(r"^blob:"))
     chip = message.locator("button.att-file")
     expect(chip).to_contain_text("notes.txt")
-    expect(chip).to_contain_text("1.4 KB")
+    expect(chip).to_contain_text("1.4 KB")  # 1,400 bytes: 1.37 KiB
     message.locator("button.att-image").click()
     expect(bob.page.locator(".lightbox img")).to_have_attribute("src", re.compile(r"^blob:"))
     bob.page.keyboard.press("Escape")
     expect(bob.page.locator(".lightbox")).to_have_count(0)
     # No token in any URL the page asked for.
     assert not [u for u in browsers.requests if "token" in u.lower()]
+
+
+# ------------------------------------------------------------------ the attach UI, node mocked
+# Until the node serves the blob API, files.js is checked against the spec
+# with Playwright routes for /api/blobs and a scripted /ws (MockNode).
+
+SHA_PHOTO = "a" * 64
+SHA_NOTES = "b" * 64
+SHA_PREVIEW = "c" * 64
+
+
+def test_attach_ui_against_the_blob_api(browsers: Browsers, node: NodeProcess, tmp_path) -> None:
+    from .test_web_client_review import MockNode
+
+    me = node.address("alice")
+    carol = node.address("carol")
+    uploads: list[dict[str, Any]] = []
+    downloads: list[dict[str, Any]] = []
+
+    def on_send(mock: MockNode, frame: dict[str, Any]) -> None:
+        echo = mock.msg(me, frame["text"], carol)
+        echo["body"]["attachments"] = frame.get("attachments", [])
+        mock.send(mock.ok(frame, echo), echo)
+
+    def upload(route: Any) -> None:
+        request = route.request
+        name = request.headers["x-chinwag-filename"]
+        uploads.append({"headers": request.headers})
+        if name.startswith("huge"):
+            route.fulfill(
+                status=413,
+                json={
+                    "error": {"code": "file_too_large", "message": "too large", "limit": 25 << 20}
+                },
+            )
+            return
+        photo = request.headers["content-type"] == "image/png"
+        route.fulfill(
+            status=201,
+            json={
+                "sha256": SHA_PHOTO if photo else SHA_NOTES,
+                "size": 70 if photo else 1400,
+                "type": request.headers["content-type"],
+                "name": urllib.request.unquote(name),
+            },
+        )
+
+    def download(route: Any) -> None:
+        request = route.request
+        downloads.append({"url": request.url, "auth": request.headers.get("authorization")})
+        png = SHA_PHOTO in request.url or SHA_PREVIEW in request.url
+        route.fulfill(
+            status=200,
+            body=PNG if png else b"shopping list\n",
+            content_type="image/png" if png else "application/octet-stream",
+        )
+
+    mock = MockNode(node, "alice", on_send=on_send)
+    node.signup(mock.user)
+    context = browsers.context()
+    mock.attach(context)
+    context.route(re.compile(r"/api/blobs$"), upload)
+    context.route(re.compile(r"/api/blobs/[0-9a-f]{64}"), download)
+    alice = Chat(browsers.page(context), node).login("alice")
+
+    photo = tmp_path / "photo ü.png"
+    photo.write_bytes(PNG)
+    notes = tmp_path / "notes.txt"
+    notes.write_text("shopping list\n" * 100)
+    alice.open_new_chat("carol")
+    alice.page.get_by_label("Message", exact=True).fill("look at this")
+    alice.page.locator("#attach-input").set_input_files([str(photo), str(notes)])
+    message = alice.expect_message("look at this", "sent")
+
+    # One message with both files; each upload carried the token in its header.
+    (sent,) = mock.sends
+    assert [a["sha256"] for a in sent["attachments"]] == [SHA_PHOTO, SHA_NOTES]
+    assert sent["attachments"][0]["name"] == "photo ü.png"
+    assert [u["headers"]["x-chinwag-filename"] for u in uploads] == [
+        "photo%20%C3%BC.png",
+        "notes.txt",
+    ]
+    assert all(u["headers"]["authorization"].startswith("Bearer ") for u in uploads)
+
+    # Shown inline through an object URL; other files as a chip.
+    expect(message.locator("img.att-img")).to_have_attribute("src", re.compile(r"^blob:"))
+    chip = message.locator("button.att-file")
+    expect(chip).to_contain_text("notes.txt")
+    expect(chip).to_contain_text("1.4 KB")
+    message.locator("button.att-image").click()
+    expect(alice.page.locator(".lightbox img")).to_have_attribute("src", re.compile(r"^blob:"))
+    alice.page.keyboard.press("Escape")
+    expect(alice.page.locator(".lightbox")).to_have_count(0)
+    with alice.page.expect_download() as got:
+        chip.click()
+    assert got.value.suggested_filename == "notes.txt"
+    assert downloads and all(d["auth"] and d["auth"].startswith("Bearer ") for d in downloads)
+    assert not [d for d in downloads if "token" in d["url"] or "Bearer" in d["url"]]
+
+    # An incoming photo with a preview: the preview is fetched, not the photo.
+    incoming = mock.msg(carol, "from carol", me)
+    incoming["body"]["attachments"] = [
+        {
+            "sha256": SHA_PHOTO,
+            "name": "big.png",
+            "type": "image/png",
+            "size": 9_000_000,
+            "preview": {
+                "sha256": SHA_PREVIEW,
+                "type": "image/png",
+                "size": 70,
+                "width": 2,
+                "height": 2,
+            },
+        }
+    ]
+    mock.send(incoming)
+    shown = alice.expect_message("from carol", "received")
+    expect(shown.locator("img.att-img")).to_have_attribute("src", re.compile(r"^blob:"))
+    assert any(d["url"].endswith(f"{SHA_PHOTO}?preview=1") for d in downloads)
+
+    # Paste and drop go the same way; a refusal names the limit.
+    alice.page.evaluate(
+        """() => {
+      const dt = new DataTransfer();
+      dt.items.add(new File(["x"], "pasted.png", { type: "image/png" }));
+      document.getElementById("composer-text").dispatchEvent(
+        new ClipboardEvent("paste", { clipboardData: dt, bubbles: true, cancelable: true }));
+    }"""
+    )
+    expect(alice.page.locator("#messages li.message")).to_have_count(3)
+    assert mock.sends[-1]["attachments"][0]["name"] == "pasted.png"
+    alice.page.evaluate(
+        """() => {
+      const dt = new DataTransfer();
+      dt.items.add(new File(["x".repeat(10)], "huge.bin", { type: "application/octet-stream" }));
+      document.getElementById("conversation").dispatchEvent(
+        new DragEvent("drop", { dataTransfer: dt, bubbles: true, cancelable: true }));
+    }"""
+    )
+    expect(alice.error).to_have_text(re.compile(r"huge\.bin is too large: .*25 MB"))
+    assert len(mock.sends) == 2
