@@ -245,6 +245,8 @@ class Presence:
     def _parse(self, address: str) -> Watched | None:
         try:
             target = parse_target(address)
+            if target.is_group:
+                return None  # presence is of users
             return target.name, self._resolve_node(target.node)
         except ProtocolError:
             return None

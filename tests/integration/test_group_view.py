@@ -53,6 +53,9 @@ async def test_presence_query_follows_a_remote_member_once_per_node(start_node) 
             connect(n2.url, viewers[1]) as v1,
             connect(n2.url, viewers[2]) as v2,
         ):
+            # Groups and unknown nodes are no one's presence: left out.
+            odd = await v0.call({"t": "presence_query", "users": ["#team@n1", "x@nowhere"]})
+            assert odd["users"] == []
             reply = await v0.call({"t": "presence_query", "users": [address]})
             (item,) = reply["users"]
             assert item["user"] == {"u": "carol", "n": n1.node.identity.id, "name": "n1"}
