@@ -95,10 +95,10 @@ function renderButton() {
   let label = "Turn on notifications";
   if (permission === "denied") label = "Notifications blocked";
   else if (permission === "granted" && wanted()) label = "Turn off notifications";
-  // A bell keeps the top bar narrow on a phone; the label says what it does.
+  // A short word keeps the top bar narrow on a phone; the label says what it does.
   button.setAttribute("aria-label", label);
   button.title = label;
-  button.textContent = enabled() ? "🔔" : "🔕";
+  button.textContent = enabled() ? "Notify ✓" : "Notify";
   button.setAttribute("aria-pressed", String(enabled()));
 }
 
