@@ -338,7 +338,7 @@ class ChatApp(App[None]):
             if found is None:
                 continue
             entry = found[1]
-            sender = "you" if entry.mine else self.model.display(entry.sender)
+            sender = "you" if entry.mine else self.model.person(entry.sender)
             text = clean(entry.text).replace("\n", " ")
             excerpt = text if len(text) <= EXCERPT_CHARS else text[: EXCERPT_CHARS - 1] + "…"
             stamp = when(entry.ts, now)
