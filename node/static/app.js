@@ -1664,7 +1664,7 @@ function renderMessages(list, conv) {
   for (const m of conv.messages) {
     if (hidden(m)) continue;
     const who = m.fromKey ? state.names.get(m.fromKey) || "" : "";
-    const signature = `${m.state}|${m.id}|${m.seq}|${m.error || ""}|${m.retried ? 1 : 0}|${who}|${m.upload || ""}|${m.text}`;
+    const signature = `${m.state}|${m.id}|${m.seq}|${m.error || ""}|${m.retried ? 1 : 0}|${who}|${m.text}`;
     let entry = messageElements.get(m);
     if (!entry) {
       entry = { li: renderMessage(m), signature };
