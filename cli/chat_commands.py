@@ -29,6 +29,11 @@ class ContactCommand:
 
 
 @dataclass(frozen=True)
+class NameCommand:
+    display_name: str  # shown for you on every node ("" clears it)
+
+
+@dataclass(frozen=True)
 class GroupCommand:
     op: str
     fields: dict[str, Any] = field(default_factory=dict)
@@ -49,11 +54,14 @@ class OpenHit:
     number: int  # 1 = the first hit of the last /search
 
 
-Command = OpenChat | ContactCommand | GroupCommand | LocalCommand | SearchCommand | OpenHit
+Command = (
+    OpenChat | ContactCommand | NameCommand | GroupCommand | LocalCommand | SearchCommand | OpenHit
+)
 
 HELP = """\
 /chat ADDRESS                 open a conversation: bob, bob@node, #team@node
 /contact add|remove ADDRESS   add or remove a contact (their presence is shown)
+/name TEXT…                   your display name, shown to others ("/name -" clears it)
 /group create NAME [TITLE]    create #NAME on your node
 /group add #g@host ADDRESS…   add members (owner)
 /group remove #g@host ADDRESS…
@@ -92,6 +100,7 @@ def _build() -> _Parser:
     p = command("contact")
     p.add_argument("action", choices=("add", "remove"), metavar="add|remove")
     p.add_argument("address", metavar="ADDRESS")
+    command("name").add_argument("words", metavar="TEXT", nargs="+")
     group = command("group").add_subparsers(dest="op", required=True, metavar="OP")
 
     def group_op(name: str) -> _Parser:
@@ -118,7 +127,7 @@ def _build() -> _Parser:
 
 
 _PARSER = _build()
-_NAMES = ("chat", "contact", "group", "help", "quit", "retry", "search", "open")
+_NAMES = ("chat", "contact", "name", "group", "help", "quit", "retry", "search", "open")
 
 
 def parse_command(line: str) -> Command:
@@ -136,6 +145,9 @@ def parse_command(line: str) -> Command:
         return OpenChat(args.address)
     if args.command == "contact":
         return ContactCommand(args.action, args.address)
+    if args.command == "name":
+        text = " ".join(args.words)
+        return NameCommand("" if text == "-" else text)
     if args.command == "group":
         return GroupCommand(args.op, _group_fields(args))
     if args.command == "search":

@@ -132,6 +132,11 @@ class ChatModel:
         self.labels: dict[str, str] = {node_id: node_name}
         #: Open group invitations seen in the stream: group key -> who invited.
         self.invites: dict[str, str] = {}
+        #: Display names from the profile: ``user@<node id>`` -> name (presence
+        #: frames and ``presence_query`` answers); senders to ask about.
+        self.names: dict[str, str] = {}
+        self.names_wanted: set[str] = set()
+        self._names_asked: set[str] = set()
         self._activity = itertools.count(1)
         self._sends = itertools.count(1)
 
@@ -150,6 +155,17 @@ class ChatModel:
         """``bob@kitchen`` for ``bob@<kitchen's id>``, for the screen (:func:`clean`)."""
         name, _, node = key.rpartition("@")
         return f"{clean(name)}@{self.label(node)}" if name else clean(key)
+
+    def person(self, key: str) -> str:
+        """A person for the screen: their display name if known, else :meth:`display`."""
+        name = self.names.get(key)
+        return clean(name) if name else self.display(key)
+
+    def want_name(self, key: str) -> None:
+        """Ask once for the display name of a sender (the session sends ``presence_query``)."""
+        if key not in self.names and key not in self._names_asked and len(self._names_asked) < 4096:
+            self._names_asked.add(key)
+            self.names_wanted.add(key)
 
     def title(self, conv: Conversation) -> str:
         """The address and the group's title, for the screen (:func:`clean`)."""
@@ -348,6 +364,8 @@ class ChatModel:
         if key is None:
             return None
         mine = sender == self.me
+        if not mine:
+            self.want_name(sender)
         origin, msg_id = str(frame.get("origin", "")), frame.get("id")
         msg_id = msg_id if isinstance(msg_id, int) else 0
         found_ts = frame.get("ts")
@@ -599,6 +617,11 @@ class ChatModel:
             return False
         u, n, name = user.get("u"), user.get("n"), user.get("name")
         self._learn(n, name)
+        display = frame.get("display_name")
+        if isinstance(display, str) and display:
+            self.names[f"{u}@{n}"] = display
+        elif frame.get("t") == "presence":  # a live frame without one: none is set
+            self.names.pop(f"{u}@{n}", None)
         names = {f"{u}@{n}", f"{u}@{name}"} | (
             {f"{u}@{self.node_name}", str(u)} if n == self.node_id else set()
         )

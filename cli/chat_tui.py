@@ -33,6 +33,7 @@ from .chat_commands import (
     ContactCommand,
     GroupCommand,
     LocalCommand,
+    NameCommand,
     OpenChat,
     OpenHit,
     SearchCommand,
@@ -337,7 +338,7 @@ class ChatApp(App[None]):
             if found is None:
                 continue
             entry = found[1]
-            sender = "you" if entry.mine else self.model.display(entry.sender)
+            sender = "you" if entry.mine else self.model.person(entry.sender)
             text = clean(entry.text).replace("\n", " ")
             excerpt = text if len(text) <= EXCERPT_CHARS else text[: EXCERPT_CHARS - 1] + "…"
             stamp = when(entry.ts, now)
@@ -452,11 +453,13 @@ class ChatApp(App[None]):
                 self._render_log()
                 self.bridge.call_soon(self.session.kick)
 
-    async def _run_remote(self, command: ContactCommand | GroupCommand) -> None:
+    async def _run_remote(self, command: ContactCommand | NameCommand | GroupCommand) -> None:
         call: asyncio.Future[Any]
         try:
             if isinstance(command, ContactCommand):
                 call = self.bridge.submit(self.session.contact, command.action, command.address)
+            elif isinstance(command, NameCommand):
+                call = self.bridge.submit(self.session.set_name, command.display_name)
             else:
                 call = self.bridge.submit(self.session.group, command.op, command.fields)
             result = await asyncio.wait_for(call, self.timeout * 2)
@@ -471,6 +474,8 @@ class ChatApp(App[None]):
             return
         if isinstance(command, ContactCommand):
             self._notice(f"{'added' if command.action == 'add' else 'removed'} contact {result}")
+        elif isinstance(command, NameCommand):
+            self._notice(f"your display name is {result!r}" if result else "display name cleared")
         else:
             self._group_result(command, result)
 
@@ -510,7 +515,10 @@ class ChatApp(App[None]):
             lines = [f"{result['group']}: {len(result['members'])} members"]
             for member in result["members"]:
                 status = member.get("status", "?")
-                lines.append(f"  {'●' if status == 'online' else '○'} {member['address']} {status}")
+                shown = member["address"]
+                if member.get("display_name"):
+                    shown = f"{member['display_name']} ({shown})"
+                lines.append(f"  {'●' if status == 'online' else '○'} {shown} {status}")
             self._notice("\n".join(lines))
         elif op == "list":
             groups = result.get("groups", [])
@@ -526,6 +534,8 @@ def _describe(command: Command) -> str:
         return str(command)
     if isinstance(command, ContactCommand):
         return f"contact {command.action} {command.address}"
+    if isinstance(command, NameCommand):
+        return "name"
     if isinstance(command, GroupCommand):
         return f"group {command.op}"
     return str(command)

@@ -90,7 +90,7 @@ def message_log(
         stamp = when(entry.ts, now_ms)
         if stamp:
             out.append(stamp + " ", style="dim")
-        sender = "you" if entry.mine else model.display(entry.sender)
+        sender = "you" if entry.mine else model.person(entry.sender)
         out.append(sender, style="bold cyan" if entry.mine else "bold")
         out.append(": " + clean(entry.text))
         if entry.mine:

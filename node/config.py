@@ -206,6 +206,14 @@ class NodeConfig:
     # Presence
     presence_timeout: float = 30.0
     presence_grace: float = 2.0
+    #: A remote user's presence asked on demand (``presence_query``, a group
+    #: opened) is followed through a short subscription of this node to theirs
+    #: for this long (seconds) after the last ask: one per (node, user), however
+    #: many viewers ask (node/presence.py).
+    presence_query_ttl: float = 60.0
+    #: Remote users followed on demand at once; past it a query answers with
+    #: what is known and asks nothing.
+    presence_query_max: int = 10_000
 
     @property
     def link_interval(self) -> float:

@@ -283,6 +283,10 @@ class Groups:
         if item["owner"] not in after and after:
             item["owner"] = item["members"][0]
         event = {"action": "members", "by": actor, "added": added, "removed": removed}
+        # Member nodes keep the group's title and owner from these records, so
+        # a member on another node sees the title and who may manage it.
+        event["title"] = item.get("title", "")
+        event["owner"] = item["owner"]
         self._commit_record(w, group, item, before | after, now_ms, event=event)
 
     def _check_member(self, w: WriteTxn, member: UserAddress) -> None:
@@ -654,6 +658,8 @@ class Groups:
             event = record.event
             if "title" in event and isinstance(event["title"], str):
                 view["title"] = event["title"]
+            if isinstance(event.get("owner"), str):
+                view["owner"] = event["owner"]
         view["gseq"] = record.gseq
         w.txn.put(key, cbor2.dumps(view), db=w.db("group_views"))
         queued = _queue_record(group, record.gseq, record.unit, event)
@@ -686,6 +692,8 @@ class Groups:
         view.pop("resync", None)
         if isinstance(event.get("title"), str):
             view["title"] = event["title"]
+        if isinstance(event.get("owner"), str):
+            view["owner"] = event["owner"]
         w.txn.put(key, cbor2.dumps(view), db=w.db("group_views"))
         if before == after:
             return

@@ -426,6 +426,9 @@ class HttpApi:
         display = self._field(body, "display_name", MAX_PROFILE_CHARS, required=False)
         status = self._field(body, "status_text", MAX_PROFILE_CHARS, required=False)
         record = await self._store.set_profile(session.user, display, status)
+        if self._presence is not None and display is not None:
+            # Shown to watchers and the nodes that follow this user.
+            self._presence.profile_changed(session.user, record.display_name)
         return json_response(
             200, self._profile_json(record.name, record.display_name, record.status_text)
         )

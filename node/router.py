@@ -211,7 +211,39 @@ class Router:
                     frame["group"]["host_name"] = label
             return frame
         event = item.get("event", {})
-        return {"t": "msg", "seq": seq, "kind": "event", "body": event}
+        out = {"t": "msg", "seq": seq, "kind": "event", "body": event}
+        labels = self._event_labels(event)
+        if labels:
+            # Members are "user@<node id>"; the node's pinned labels let a
+            # client show "alice@kitchen added erin", never a raw id.
+            out["labels"] = labels
+        return out
+
+    def _event_labels(self, event: Any) -> dict[str, str]:
+        """node id -> pinned label for every node an event names."""
+        if not isinstance(event, dict):
+            return {}
+        texts: list[str] = []
+        for key in ("by", "invitee"):
+            if isinstance(event.get(key), str):
+                texts.append(event[key])
+        for key in ("added", "removed", "members"):
+            value = event.get(key)
+            if isinstance(value, list):
+                texts.extend(t for t in value if isinstance(t, str))
+        nodes = {t.rpartition("@")[2] for t in texts}
+        group = event.get("group")
+        if isinstance(group, dict) and isinstance(group.get("host"), str):
+            nodes.add(group["host"])
+        labels: dict[str, str] = {}
+        for node_id in sorted(nodes):
+            try:
+                label = self.node_label(node_id)
+            except ProtocolError:  # not a node id: nothing to label
+                continue
+            if label is not None:
+                labels[node_id] = label
+        return labels
 
     def _address_wire(self, address: UserAddress) -> dict[str, str]:
         wire = address.to_wire()

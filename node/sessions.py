@@ -42,6 +42,7 @@ from chinwag.protocol.frames import (
     GroupOp,
     Heartbeat,
     History,
+    PresenceQuery,
     Read,
     Request,
     Rid,
@@ -401,6 +402,10 @@ class DeviceSession:
             self._reply(
                 ok_frame(request.rid, **await self.history_ops.handle(self.user, self, request))
             )
+        elif isinstance(request, PresenceQuery):
+            if self.group_ops is None:
+                raise ProtocolError(ErrorCode.BAD_REQUEST, "presence is not served here")
+            self._reply(ok_frame(request.rid, **self.group_ops.presence_query(self.user, request)))
         elif isinstance(request, Auth):
             raise ProtocolError(ErrorCode.BAD_REQUEST, "already authenticated")
 

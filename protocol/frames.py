@@ -293,8 +293,19 @@ class Search:
     before: int | None
 
 
+@dataclass(frozen=True)
+class PresenceQuery:
+    """Presence and display names of ``users`` (addresses), asked once (a group
+    being opened); remote ones are fetched from their nodes on demand."""
+
+    rid: Rid
+    users: tuple[str, ...]
+
+
 HistoryRequest = Convs | History | Read | Search
-Request = Auth | Send | Sync | Ack | Heartbeat | GroupOp | Convs | History | Read | Search
+Request = (
+    Auth | Send | Sync | Ack | Heartbeat | GroupOp | Convs | History | Read | Search | PresenceQuery
+)
 
 _FIELDS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     # type: (required fields, optional fields), ``t`` not counted
@@ -308,6 +319,7 @@ _FIELDS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "history": (frozenset({"rid", "conv"}), frozenset({"limit", "before"})),
     "read": (frozenset({"rid", "conv", "seq"}), frozenset()),
     "search": (frozenset({"rid", "q"}), frozenset({"conv", "limit", "before"})),
+    "presence_query": (frozenset({"rid", "users"}), frozenset()),
 }
 REQUEST_TYPES = frozenset(_FIELDS)
 
@@ -440,6 +452,16 @@ def parse_request(frame: Mapping[str, Any]) -> Request:
             members=tuple(members),
             title=_string(frame, "title", 100) if "title" in frame else None,
         )
+    if kind == "presence_query":
+        assert rid is not None
+        users = frame["users"]
+        if (
+            not isinstance(users, list)
+            or len(users) > MAX_GROUP_MEMBERS_PER_OP
+            or not all(isinstance(u, str) and 0 < len(u) <= MAX_ADDRESS_CHARS for u in users)
+        ):
+            raise _bad("users is a list of at most 256 addresses")
+        return PresenceQuery(rid=rid, users=tuple(users))
     return Heartbeat(rid=rid)
 
 
@@ -468,6 +490,8 @@ def encode_request(request: Request) -> dict[str, Any]:
             out["title"] = request.title
     elif isinstance(request, Convs | History | Read | Search):
         out = _encode_history_request(request)
+    elif isinstance(request, PresenceQuery):
+        out = {"t": "presence_query", "users": list(request.users)}
     else:
         out = {"t": "heartbeat"}
     if request.rid is not None:

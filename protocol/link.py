@@ -68,6 +68,8 @@ SUMMARY_BYTES = 32
 NODE_KEY_BYTES = 32
 #: Users in one ``sub`` / ``unsub``, items in one ``presence``.
 MAX_PRESENCE_USERS = 1024
+#: A display name in a presence item (the profile allows 200 characters).
+MAX_DISPLAY_NAME_CHARS = 200
 #: A signed gossip record's bytes (``rec``); see address_record.MAX_RECORD_BYTES.
 MAX_RECORD_FIELD_BYTES = 4096
 #: One field of an entry payload (an envelope, a signature, a group record).
@@ -216,6 +218,9 @@ class PresenceItem:
     user: str
     status: str
     last_active_at: int | None
+    #: The user's display name from their profile ("": none set). On the wire
+    #: as ``dn`` only when set.
+    display_name: str = ""
 
 
 @dataclass(frozen=True)
@@ -434,8 +439,13 @@ def _parse_presence(item: dict[str, Any]) -> PresenceUpdate:
     _fields(item, "presence", {"items"}, set())
     items: list[PresenceItem] = []
     for one in _list(item["items"], "presence.items", 0, MAX_PRESENCE_USERS):
-        if type(one) is not dict or set(one) != {"u", "status", "last_active_at"}:
-            raise _bad("presence items are {u, status, last_active_at}")
+        if type(one) is not dict or not {"u", "status", "last_active_at"} <= set(one) <= {
+            "u",
+            "status",
+            "last_active_at",
+            "dn",
+        }:
+            raise _bad("presence items are {u, status, last_active_at, dn?}")
         try:
             user = check_user_name(one["u"])
         except ProtocolError as exc:
@@ -446,7 +456,10 @@ def _parse_presence(item: dict[str, Any]) -> PresenceUpdate:
         last = one["last_active_at"]
         if last is not None:
             last = _counter(last, "presence last_active_at")
-        items.append(PresenceItem(user, status, last))
+        display = one.get("dn", "")
+        if type(display) is not str or len(display) > MAX_DISPLAY_NAME_CHARS:
+            raise _bad(f"presence dn is a string of at most {MAX_DISPLAY_NAME_CHARS} characters")
+        items.append(PresenceItem(user, status, last, display))
     return PresenceUpdate(tuple(items))
 
 
@@ -561,10 +574,7 @@ def _to_wire(frame: LinkFrame) -> dict[str, Any]:
         case PresenceUpdate(items):
             return {
                 "t": "presence",
-                "items": [
-                    {"u": i.user, "status": i.status, "last_active_at": i.last_active_at}
-                    for i in items
-                ],
+                "items": [_presence_item_wire(i) for i in items],
             }
         case GroupSync(group, after):
             return {"t": "gsync", "group": group.to_wire(), "after": after}
@@ -573,6 +583,14 @@ def _to_wire(frame: LinkFrame) -> dict[str, Any]:
         case Introductions(statements):
             return {"t": "intro", "statements": [dict(s) for s in statements]}
     raise ProtocolError(ErrorCode.INTERNAL, f"not a link frame: {type(frame).__name__}")
+
+
+def _presence_item_wire(item: PresenceItem) -> dict[str, Any]:
+    out: dict[str, Any] = {"u": item.user, "status": item.status}
+    out["last_active_at"] = item.last_active_at
+    if item.display_name:
+        out["dn"] = item.display_name
+    return out
 
 
 def encode_link_frame(frame: LinkFrame) -> bytes:

@@ -29,6 +29,17 @@ const HIGHLIGHT_MS = 4000;
 
 const $ = (id) => document.getElementById(id);
 
+// Hook points for the add-on modules under node/static/ (view.js, notify.js,
+// files.js, ...). Each is loaded by index.html after this file and sets its
+// own entries; the page boots once all of them ran (DOMContentLoaded).
+const hooks = {
+  messageBody: null, // (item) -> [Node|string]: the text of a message (view.js: links)
+  attachments: null, // (item) -> Node|null: a message's attachments (files.js)
+  listed: null, // (conv) -> bool: whether the conversation list shows it (view.js)
+  incoming: [], // (item, conv): a live message from someone else (notify.js)
+  rendered: [], // (conv|null): after the open conversation was rendered (view.js)
+};
+
 const state = {
   session: null, // {token, device, user, nodeId, nodeName}
   ws: null,
@@ -50,6 +61,10 @@ const state = {
   presence: new Map(), // "user@nodeid" -> {status, last_active_at, epoch}
   presenceEpoch: 0, // counts presence frames, so an older API answer loses
   labels: new Map(), // node id -> node name
+  names: new Map(), // "user@nodeid" -> display name from the profile
+  namesAsked: new Set(), // "user@nodeid" asked with presence_query in this page
+  namesWanted: new Set(), // waiting for the next presence_query batch
+  namesTimer: null,
   nodeIds: new Map(), // node name -> node id
   members: [], // the open group's members
   renderQueued: false,
@@ -156,7 +171,58 @@ function nodeLabel(nodeId) {
 }
 
 function showUser(u, n) {
+  return state.names.get(userKey(u, n)) || addressText(u, n);
+}
+
+// The address as a person types it: "bob" here, "bob@kitchen" elsewhere.
+function addressText(u, n) {
   return n === state.session.nodeId ? u : `${u}@${nodeLabel(n)}`;
+}
+
+// A display name from the profile (presence frames, contacts, members,
+// presence_query answers); true if it changed.
+function learnName(u, n, name) {
+  const key = userKey(u, n);
+  if (typeof name !== "string" || state.names.get(key) === (name || undefined)) return false;
+  if (name) state.names.set(key, name);
+  else state.names.delete(key);
+  return true;
+}
+
+// People whose display name this page does not know are asked for once, in
+// batches (presence_query; their node answers for remote ones).
+function wantName(u, n) {
+  const key = userKey(u, n);
+  if (state.names.has(key) || state.namesAsked.has(key) || state.legacy) return;
+  state.namesAsked.add(key);
+  state.namesWanted.add(key);
+  if (!state.namesTimer) state.namesTimer = setTimeout(askNames, 200);
+}
+
+async function askNames() {
+  state.namesTimer = null;
+  if (!state.authed) {
+    for (const key of state.namesWanted) state.namesAsked.delete(key);
+    state.namesWanted.clear();
+    return;
+  }
+  const users = [...state.namesWanted].slice(0, 256);
+  for (const key of users) state.namesWanted.delete(key);
+  if (state.namesWanted.size) state.namesTimer = setTimeout(askNames, 200);
+  try {
+    applyPresenceList((await call({ t: "presence_query", users })).users);
+  } catch (err) {
+    // An older node (bad_frame) or a dropped connection: addresses it is.
+  }
+}
+
+// A presence_query answer: [{user: {u, n, name}, status, last_active_at, display_name?}].
+function applyPresenceList(items) {
+  for (const item of items || []) {
+    if (!item || !item.user) continue;
+    onPresence({ t: "presence", ...item }, false);
+  }
+  queueRender();
 }
 
 // "bob@kitchen" from the contacts or members API to "bob@<node id>" if known.
@@ -223,6 +289,10 @@ function conversation(key, kind, init = {}) {
 
 function displayName(conv) {
   if (conv.provisional) return conv.key;
+  if (conv.kind === "user") {
+    const name = state.names.get(conv.key);
+    if (name) return name;
+  }
   return keyName(conv.key);
 }
 
@@ -435,6 +505,7 @@ function ingest(frame, live) {
 function onText(frame, live) {
   const from = frame.from;
   learnLabel(from.n, from.name);
+  wantName(from.u, from.n);
   const mine = from.u === state.session.user && from.n === state.session.nodeId;
   let key;
   let kind;
@@ -477,7 +548,9 @@ function onText(frame, live) {
     seq: frame.seq,
     ts: frame.ts,
     from: showUser(from.u, from.n),
+    fromKey: userKey(from.u, from.n),
     text: frame.body.text,
+    attachments: Array.isArray(frame.body.attachments) ? frame.body.attachments : null,
     mine,
     state: mine ? "sent" : "received",
     convKey: key,
@@ -503,6 +576,7 @@ function onText(frame, live) {
   if (live) {
     countLive(conv, item);
     markRead(conv);
+    if (!mine) for (const hook of hooks.incoming) hook(item, conv);
   }
   return item;
 }
@@ -540,6 +614,8 @@ function onEvent(frame, live) {
     return null;
   }
   if (body.type !== "group") return null;
+  // Members are "user@<node id>": the node says which labels those ids have.
+  for (const [id, label] of Object.entries(frame.labels || {})) learnLabel(id, label);
   const known = state.bySeq.get(frame.seq);
   if (known) return known; // from a history page and the stream both
   const group = body.group;
@@ -571,13 +647,17 @@ function onEvent(frame, live) {
     const added = (body.added || []).map(memberName);
     const removed = (body.removed || []).map(memberName);
     const parts = [];
-    if (added.length) parts.push(`${by} added ${added.join(", ")}`);
+    // An invitee's acceptance is the invitee adding themself.
+    const joined = added.length === 1 && body.added[0] === body.by;
+    if (added.length) parts.push(joined ? `${by} joined` : `${by} added ${added.join(", ")}`);
     if (removed.length) {
       const self = removed.length === 1 && (body.removed[0] === body.by);
       parts.push(self ? `${by} left` : `${by} removed ${removed.join(", ")}`);
     }
     text = parts.join("; ");
     change(() => {
+      if (typeof body.title === "string") conv.title = body.title;
+      if (typeof body.owner === "string") conv.owner = body.owner;
       if ((body.added || []).includes(me)) {
         conv.member = true;
         conv.invited = false;
@@ -605,9 +685,10 @@ function memberName(address) {
   return showUser(address.slice(0, at), address.slice(at + 1));
 }
 
-function onPresence(frame) {
+function onPresence(frame, live = true) {
   const user = frame.user;
   learnLabel(user.n, user.name);
+  if ("display_name" in frame || live) learnName(user.u, user.n, frame.display_name || "");
   state.presence.set(userKey(user.u, user.n), {
     status: frame.status,
     last_active_at: frame.last_active_at,
@@ -1063,7 +1144,7 @@ function newCid() {
   return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
-function sendText(conv, text) {
+function sendText(conv, text, attachments = null) {
   if (state.pending.size >= MAX_PENDING_SENDS) {
     showError("Too many messages are waiting to be sent; wait for the connection.");
     return;
@@ -1075,6 +1156,7 @@ function sendText(conv, text) {
     ts: Date.now(),
     from: state.session.user,
     text,
+    attachments,
     mine: true,
     state: "pending",
     cid: newCid(),
@@ -1087,7 +1169,10 @@ function sendText(conv, text) {
   state.pending.set(item.cid, item);
   savePending();
   render();
+  // One's own message is always scrolled into view.
+  if (state.openKey === conv.key) $("messages").scrollTop = $("messages").scrollHeight;
   transmit(item);
+  return item;
 }
 
 // Unacknowledged sends survive a reload of the tab: they are sent again with
@@ -1096,6 +1181,7 @@ function sendText(conv, text) {
 function savePending() {
   const items = [...state.pending.values()].map((m) => ({
     cid: m.cid, to: m.to, text: m.text, convKey: m.convKey, ts: m.ts, kind: m.kind,
+    attachments: m.attachments || null,
   }));
   try {
     sessionStorage.setItem("chinwag.pending", JSON.stringify(items));
@@ -1129,7 +1215,9 @@ async function transmit(item) {
   item.inFlightOn = state.ws;
   let ok;
   try {
-    ok = await call({ t: "send", to: item.to, text: item.text, cid: item.cid });
+    const frame = { t: "send", to: item.to, text: item.text, cid: item.cid };
+    if (item.attachments && item.attachments.length) frame.attachments = item.attachments;
+    ok = await call(frame);
   } catch (err) {
     item.inFlightOn = null;
     if (err.code === "unavailable" || err.code === "timeout") {
@@ -1215,6 +1303,8 @@ async function refreshContacts() {
       // The node's answer beats what we had (a reconnect may have missed
       // changes) but not a presence frame that arrived while we asked.
       const key = normaliseAddress(c.address);
+      const at = key.lastIndexOf("@");
+      learnName(key.slice(0, at), key.slice(at + 1), c.display_name || "");
       const known = state.presence.get(key);
       if (known && known.epoch > asked) continue;
       state.presence.set(key, { status: c.status, last_active_at: c.last_active_at, epoch: asked });
@@ -1238,6 +1328,7 @@ async function refreshGroups() {
     const conv = conversation(groupKey(g.name, g.host), "group");
     listed.add(conv.key);
     conv.title = g.title || "";
+    if (g.owner) conv.owner = g.owner;
     conv.member = true;
   }
   // The page no longer replays the queue, so the list says which of the
@@ -1287,6 +1378,12 @@ async function loadMembers(conv) {
     if (state.openKey !== conv.key) return;
     state.members = data.members || [];
     conv.title = data.title || conv.title;
+    if (data.owner) conv.owner = data.owner;
+    for (const m of state.members) {
+      const key = normaliseAddress(m.address);
+      const at = key.lastIndexOf("@");
+      if (at > 0) learnName(key.slice(0, at), key.slice(at + 1), m.display_name || "");
+    }
   } catch (err) {
     if (err.code === "forbidden") conv.member = false;
     state.members = [];
@@ -1356,7 +1453,9 @@ function rank(conv) {
 
 function renderConversations() {
   const list = $("conversations");
-  const convs = [...state.conversations.values()].sort(
+  const convs = [...state.conversations.values()]
+    .filter((conv) => !hooks.listed || conv.key === state.openKey || hooks.listed(conv))
+    .sort(
     (a, b) => rank(b) - rank(a) || b.lastAt - a.lastAt || a.key.localeCompare(b.key),
   );
   const total = convs.reduce((sum, conv) => sum + conv.unread, 0);
@@ -1395,7 +1494,8 @@ function renderContacts() {
     const key = normaliseAddress(c.address);
     const p = state.presence.get(key) || c;
     const at = c.address.lastIndexOf("@");
-    const shown = c.address.slice(at + 1) === state.session.nodeName ? c.address.slice(0, at) : c.address;
+    const address = c.address.slice(at + 1) === state.session.nodeName ? c.address.slice(0, at) : c.address;
+    const shown = state.names.get(key) || address;
     return el(
       "li",
       { class: "contact", dataset: { address: c.address } },
@@ -1429,6 +1529,7 @@ function renderConversation() {
     $("group-panel").hidden = true;
     $("invite-panel").hidden = true;
     $("messages").replaceChildren();
+    for (const hook of hooks.rendered) hook(null);
     return;
   }
   $("conv-title").textContent = displayName(conv);
@@ -1463,7 +1564,7 @@ function renderConversation() {
         ),
       ),
     );
-    $("add-member-form").hidden = !conv.member;
+    $("add-member-form").hidden = !conv.member || !isOwner(conv);
     $("leave-group-button").hidden = !conv.member;
   }
   const list = $("messages");
@@ -1486,6 +1587,16 @@ function renderConversation() {
   if (nearBottom) list.scrollTop = list.scrollHeight;
   else if (anchor && anchor.isConnected) list.scrollTop = anchor.offsetTop - anchorTop;
   $("history-start").hidden = !(conv.loaded && conv.complete && conv.messages.length > 0);
+  for (const hook of hooks.rendered) hook(conv);
+}
+
+// Owner-only actions are shown to the owner only (the host refuses others
+// anyway). A group whose owner this page does not know (an older node) is
+// managed from its host node, as before.
+function isOwner(conv) {
+  const me = userKey(state.session.user, state.session.nodeId);
+  if (conv.owner) return normaliseAddress(conv.owner) === me;
+  return conv.key.endsWith(`@${state.session.nodeId}`);
 }
 
 function renderCatchUp() {
@@ -1552,7 +1663,8 @@ function renderMessages(list, conv) {
   let next = list.firstElementChild;
   for (const m of conv.messages) {
     if (hidden(m)) continue;
-    const signature = `${m.state}|${m.id}|${m.seq}|${m.error || ""}|${m.retried ? 1 : 0}|${m.text}`;
+    const who = m.fromKey ? state.names.get(m.fromKey) || "" : "";
+    const signature = `${m.state}|${m.id}|${m.seq}|${m.error || ""}|${m.retried ? 1 : 0}|${who}|${m.text}`;
     let entry = messageElements.get(m);
     if (!entry) {
       entry = { li: renderMessage(m), signature };
@@ -1596,7 +1708,11 @@ function renderMessage(m) {
       class: m.mine ? "message mine" : "message",
       dataset: { id: m.id || "", seq: m.seq || "", state: m.state, origin: m.idKey ? m.idKey.split(":")[0] : "" },
     },
-    el("span", { class: "msg-from" }, m.mine ? "you" : m.from),
+    el(
+      "span",
+      { class: "msg-from", title: m.fromKey && !m.mine ? keyName(m.fromKey) : null },
+      m.mine ? "you" : m.fromKey ? showUser(...splitKey(m.fromKey)) : m.from,
+    ),
     el("time", { class: "msg-time", datetime: new Date(m.ts || Date.now()).toISOString() }, clock(m.ts)),
     m.mine && stateText
       ? el("span", { class: "msg-state", "aria-label": m.state }, stateText)
@@ -1604,8 +1720,16 @@ function renderMessage(m) {
     m.state === "failed" && !m.retried
       ? el("button", { type: "button", class: "msg-retry", onclick: () => retry(m) }, "Retry")
       : null,
-    el("p", { class: "msg-text" }, m.text),
+    // Never HTML: the text goes in as text nodes (view.js makes links of
+    // URLs with DOM calls), attachments are built by files.js the same way.
+    m.text ? el("p", { class: "msg-text" }, ...(hooks.messageBody ? hooks.messageBody(m) : [m.text])) : null,
+    m.attachments && hooks.attachments ? hooks.attachments(m) : null,
   );
+}
+
+function splitKey(key) {
+  const at = key.lastIndexOf("@");
+  return [key.slice(0, at), key.slice(at + 1)];
 }
 
 // ------------------------------------------------------------------ actions
@@ -1753,6 +1877,9 @@ async function logout(tellNode = true) {
     convsNext: null,
     highlight: null,
     jumping: null,
+    names: new Map(),
+    namesAsked: new Set(),
+    namesWanted: new Set(),
   });
   closeSearch();
   document.title = `chinwag · ${session ? session.nodeName : ""}`;
@@ -1916,7 +2043,8 @@ function boot() {
   }
 }
 
-// A small hook for tests and curious users; nothing in it is secret.
+// A small hook for tests, curious users and the add-on modules (they run in
+// this page anyway; the token is in sessionStorage for any of them).
 window.chinwag = {
   get cursor() {
     return state.cursor;
@@ -1924,6 +2052,29 @@ window.chinwag = {
   get connection() {
     return state.conn;
   },
+  hooks,
+  get session() {
+    return state.session;
+  },
+  get openKey() {
+    return state.openKey;
+  },
+  conversation: (key) => state.conversations.get(key) || null,
+  open: (key) => openConversation(key),
+  send: (conv, text, attachments) => sendText(conv, text, attachments),
+  call: (frame) => call(frame),
+  render: () => queueRender(),
+  showError,
+  describe,
+  el,
+  displayName,
+  showUser: (key) => showUser(...splitKey(key)),
+  onScreen: (conv) => onScreen(conv),
+  get user() {
+    return state.session ? userKey(state.session.user, state.session.nodeId) : null;
+  },
 };
 
-boot();
+// After every module of the page ran (they register their hooks).
+if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", boot);
+else boot();

@@ -14,6 +14,7 @@ from chinwag.cli.chat_commands import (
     ContactCommand,
     GroupCommand,
     LocalCommand,
+    NameCommand,
     OpenChat,
     parse_command,
 )
@@ -231,6 +232,8 @@ def test_commands_parse_or_explain() -> None:
     )
     assert parse_command("group leave #b@k") == GroupCommand("leave", {"group": "#b@k"})
     assert parse_command("quit") == LocalCommand("quit")
+    assert parse_command('name Alice "the cat" L.') == NameCommand("Alice the cat L.")
+    assert parse_command("name -") == NameCommand("")
     for line, expected in (
         ("", "empty"),
         ("nope", "unknown command /nope"),
@@ -419,3 +422,24 @@ def test_an_invitation_shows_how_to_answer_and_accepting_joins() -> None:
     joined |= {"by": f"alice@{HOME}", "added": [f"alice@{HOME}"], "removed": []}
     m.apply_msg({"t": "msg", "seq": 2, "kind": "event", "body": joined})
     assert not conv.left and m.invites == {}
+
+
+def test_senders_display_names_are_asked_once_and_shown() -> None:
+    m = model()
+    bob = f"bob@{ATTIC}"
+    m.apply_msg(text_msg(1, bob, f"alice@{HOME}", "hi", 10))
+    m.apply_msg(text_msg(2, bob, f"alice@{HOME}", "again", 11))
+    m.apply_msg(text_msg(3, f"alice@{HOME}", bob, "mine", 12))
+    assert m.names_wanted == {bob}  # once, and never oneself
+    m.names_wanted.clear()
+    m.apply_msg(text_msg(4, bob, f"alice@{HOME}", "third", 13))
+    assert m.names_wanted == set()
+    assert m.person(bob) == m.display(bob)  # no name known yet
+    # A presence_query answer, then a live presence frame that has none set.
+    user = {"u": "bob", "n": ATTIC, "name": "attic"}
+    m.apply_presence({"user": user, "status": "online", "display_name": "Bob\x1b[2J B."})
+    assert m.person(bob).startswith("Bob") and _no_escapes(m.person(bob))  # a peer chose it
+    m.apply_presence({"user": user, "status": "online", "last_active_at": None})
+    assert m.names[bob] == "Bob\x1b[2J B."  # an answer without a name changes nothing
+    m.apply_presence({"t": "presence", "user": user, "status": "offline"})
+    assert m.person(bob) == "bob@attic"
