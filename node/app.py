@@ -27,6 +27,8 @@ from chinwag.protocol.frames import WireFormat
 
 from .admin import AdminOps, AdminServer
 from .admission import Ticket
+from .blob_http import BlobRoutes
+from .blobs import BlobService
 from .config import NodeConfig
 from .dialcheck import Resolver
 from .discovery import DiscoveredNode, Discovery
@@ -266,6 +268,9 @@ class Node:
             passwords=self.passwords,
             invitations=self.invitations,
         )
+        # Attachments: uploads, downloads, reclaim (node/blobs.py).
+        self.blobs = BlobService(config, self.store)
+        BlobRoutes(self.api, self.store, self.blobs).register()
         self.push = Push(config, self.store, self.hub, self.router.node_label)
         self.push.register_routes(self.api)
         WebClient().register_routes(self.api)
@@ -439,6 +444,7 @@ class Node:
             await self._load_seeds()
             await nursery.start(self.presence.run)
             await nursery.start(self.push.run)
+            await nursery.start(self.blobs.run)
             await nursery.start(self.admin.run)
             port = await nursery.start(self.server.run)
             self._port = port

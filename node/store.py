@@ -64,12 +64,13 @@ import lmdb
 import trio
 
 from chinwag.protocol.addresses import UserAddress, check_user_name
+from chinwag.protocol.attachments import Attachment
 from chinwag.protocol.envelope import Envelope, NodeKey, SignedUnit, sign_envelope
 from chinwag.protocol.errors import ErrorCode, ProtocolError
 from chinwag.protocol.ids import IdGenerator
 from chinwag.protocol.limits import MAX_TEXT_BYTES
 
-from . import history_index
+from . import blob_index, history_index
 from .backup import BackupError, pre_migration_dir, write_backup
 from .latency import LatencyHistogram
 from .logs import event
@@ -124,6 +125,10 @@ T = TypeVar("T")
 # Conversations, read markers, search (layouts in node/history_index.py):
 #   conv, conv_recent, conv_seq, terms: kept in each queue append's transaction.
 #
+# Blobs (layouts in node/blob_index.py): blobs, blob_refs, blob_uploads,
+#   blob_grants, blob_wanted, blob_quota: references kept in each queue
+#   append's transaction, grants in each outbox append's.
+#
 # uids are never reused, so rows a removed user leaves behind (cid_times
 # entries, pruned by age) can never be mistaken for a new user's.
 DB_NAMES = (
@@ -153,6 +158,7 @@ DB_NAMES = (
     "dedup_times",
     "invites",
     *history_index.DB_NAMES,
+    *blob_index.DB_NAMES,
 )
 MAX_DBS = 64
 
@@ -290,6 +296,13 @@ def check_send(device: str, cid: str | None, text: str) -> None:
         raise ProtocolError(ErrorCode.TOO_LARGE, f"text is over {MAX_TEXT_BYTES} bytes")
 
 
+def message_body(text: str, attachments: tuple[Attachment, ...] = ()) -> dict[str, Any]:
+    """The envelope body of a text message (docs/protocol.md §9.1)."""
+    if not attachments:
+        return {"text": text}
+    return {"text": text, "attachments": [a.to_wire() for a in attachments]}
+
+
 def _decode_user(name: str, raw: bytes) -> UserRecord:
     item = cbor2.loads(raw)
     return UserRecord(
@@ -355,6 +368,10 @@ class _View:
     def db(self, name: str) -> Any:
         """The handle of a named database (see ``DB_NAMES`` and ``extra_dbs``)."""
         return self._dbs[name]
+
+    def dbs(self, names: tuple[str, ...]) -> dict[str, Any]:
+        """The named databases ``names`` (for a module's own table functions)."""
+        return {name: self._dbs[name] for name in names}
 
     def get_user(self, name: str) -> UserRecord | None:
         key = _name_key(name)
@@ -432,6 +449,9 @@ class WriteTxn(_View):
         self.txn.put(key, _u64(seq), db=self._dbs["queue_head"])
         # Conversations and search index: same transaction, never out of step.
         history_index.index_append(self.txn, self._dbs, uid, f"{user}@{self.node_id}", seq, record)
+        # Blob references: counted with the message that makes them.
+        now_ms = self.bill_ms or time.time_ns() // 1_000_000
+        blob_index.index_append(self.txn, self._dbs, uid, record, self.node_id, now_ms)
         self.touched.add(user)
         self.charge(12 + len(record))
         return seq
@@ -471,6 +491,10 @@ class WriteTxn(_View):
         row = self.txn.get(key, db=db)
         self.txn.put(key, policy.charge(row, self.billed, self.bill_ms), db=db)
         self.billed = 0
+
+    def check_attachments(self, uid: int, attachments: tuple[Attachment, ...]) -> None:
+        """Refuse a send whose blobs are not here or not ``uid``'s to send."""
+        blob_index.check_sendable(self.txn, self._dbs, uid, attachments)
 
     def mark_touched(self, user: str) -> None:
         """Wake ``user``'s sessions after the commit."""
@@ -962,6 +986,7 @@ class Store:
             w.txn.delete(name.encode("ascii"), db=w.db("users"))
             dbs = {n: w.db(n) for n in history_index.DB_NAMES}
             history_index.drop_user(w.txn, dbs, record.uid)
+            blob_index.drop_user(w.txn, {n: w.db(n) for n in blob_index.DB_NAMES}, record.uid)
 
         await self.transact(op)
 
@@ -1116,13 +1141,16 @@ class Store:
         to: UserAddress,
         text: str,
         now_ms: int,
+        attachments: tuple[Attachment, ...] = (),
     ) -> SendResult:
         """Commit a 1:1 message into the recipient's and the sender's queues.
 
         A repeat of ``(sender, device, cid)`` within the cid retention gets the
         original result (``duplicate=True``) and writes nothing.
         """
-        return await self.transact(self._direct_op(sender, device, cid, to, text, now_ms))
+        return await self.transact(
+            self._direct_op(sender, device, cid, to, text, now_ms, attachments)
+        )
 
     async def submit_direct(
         self,
@@ -1133,9 +1161,12 @@ class Store:
         text: str,
         now_ms: int,
         callback: Callback,
+        attachments: tuple[Attachment, ...] = (),
     ) -> None:
         """:meth:`send_direct` answered through ``callback`` (see :meth:`submit`)."""
-        await self.submit(self._direct_op(sender, device, cid, to, text, now_ms), callback)
+        await self.submit(
+            self._direct_op(sender, device, cid, to, text, now_ms, attachments), callback
+        )
 
     def _direct_op(
         self,
@@ -1145,8 +1176,10 @@ class Store:
         to: UserAddress,
         text: str,
         now_ms: int,
+        attachments: tuple[Attachment, ...] = (),
     ) -> Callable[[WriteTxn], SendResult]:
         check_send(device, cid, text)
+        body = message_body(text, attachments)
 
         def op(w: WriteTxn) -> SendResult:
             sender_record = w.require_user(sender)
@@ -1154,6 +1187,8 @@ class Store:
             if retry is not None:
                 return retry
             w.bill(sender, now_ms, sender_record.uid)
+            if attachments:
+                w.check_attachments(sender_record.uid, attachments)
             remote = to.node != w.node_id
             recipient: UserRecord | None = None
             if remote:
@@ -1171,7 +1206,7 @@ class Store:
                 group=None,
                 ts=now_ms,
                 kind="text",
-                body={"text": text},
+                body=body,
             )
             unit = sign_envelope(w.node_key, env)
             record = unit_record(unit)
