@@ -232,16 +232,17 @@ def index_append(
     record: bytes,
     node_id: str,
     now_ms: int,
-) -> None:
+) -> bool:
     """Count the references ``record`` (just appended to ``uid``'s queue) makes.
 
     A blob not here yet (a message from another node) gets a ``blobs`` row
     with ``have = False`` and a ``blob_wanted`` row naming the peer to fetch
-    it from (node/blob_fetch.py).
+    it from (node/blob_fetch.py). Returns True when such a row was added.
     """
     attachments = find_attachments(record)
+    wanted = False
     if not attachments:
-        return
+        return False
     prefix = _U32.pack(uid)
     source: bytes | None = None
     own = node_id_bytes(node_id)
@@ -270,6 +271,7 @@ def index_append(
                         cbor2.dumps({"from": source, "size": size, "ms": now_ms}),
                         db=dbs["blob_wanted"],
                     )
+                    wanted = True
             else:
                 item = cbor2.loads(bytes(raw))
             item["refs"] = int(item["refs"]) + 1
@@ -285,17 +287,24 @@ def index_append(
             )
             ref["c"] = int(ref["c"]) + 1
             txn.put(prefix + key, cbor2.dumps(ref), db=dbs["blob_refs"])
+    return wanted
 
 
 def grant_payload(
     txn: lmdb.Transaction[bytes], dbs: dict[str, Any], peer: bytes, payload: dict[str, Any]
 ) -> None:
-    """``peer`` is being sent ``payload``: it may fetch the blobs it references."""
+    """``peer`` is being sent ``payload``: it may fetch the blobs it references
+    (as may the destination of a relayed unit, ``payload["to"]``)."""
+    peers = [peer]
+    to = payload.get("to")
+    if isinstance(to, bytes) and len(to) == 32:
+        peers.append(to)
     for value in payload.values():
         if isinstance(value, bytes) and _MARK in value:
             for att in find_attachments(value):
                 for sha in att.hashes():
-                    txn.put(bytes.fromhex(sha) + peer, b"", db=dbs["blob_grants"])
+                    for one in peers:
+                        txn.put(bytes.fromhex(sha) + one, b"", db=dbs["blob_grants"])
 
 
 def may_fetch(txn: lmdb.Transaction[bytes], dbs: dict[str, Any], sha: str, peer: bytes) -> bool:

@@ -421,6 +421,8 @@ class WriteTxn(_View):
         self.touched: set[str] = set()
         self.revoked: set[bytes] = set()
         self.outboxes: set[str] = set()
+        #: Blobs to fetch from other nodes were recorded (node/blob_fetch.py).
+        self.blobs_wanted = False
         #: The local user who pays for what this operation writes (see
         #: :meth:`bill`), and the bytes charged so far.
         self.payer: str | None = None
@@ -451,7 +453,8 @@ class WriteTxn(_View):
         history_index.index_append(self.txn, self._dbs, uid, f"{user}@{self.node_id}", seq, record)
         # Blob references: counted with the message that makes them.
         now_ms = self.bill_ms or time.time_ns() // 1_000_000
-        blob_index.index_append(self.txn, self._dbs, uid, record, self.node_id, now_ms)
+        if blob_index.index_append(self.txn, self._dbs, uid, record, self.node_id, now_ms):
+            self.blobs_wanted = True
         self.touched.add(user)
         self.charge(12 + len(record))
         return seq
@@ -509,6 +512,7 @@ class WriteTxn(_View):
         self.touched |= child.touched
         self.revoked |= child.revoked
         self.outboxes |= child.outboxes
+        self.blobs_wanted |= child.blobs_wanted
 
     @contextmanager
     def nested(self) -> Iterator[WriteTxn]:
@@ -588,6 +592,7 @@ class _Effects:
     touched: set[str] = field(default_factory=set)
     revoked: set[bytes] = field(default_factory=set)
     outboxes: set[str] = field(default_factory=set)
+    blobs_wanted: bool = False
 
 
 def _take_lock(data_dir: Path) -> int:
@@ -661,6 +666,8 @@ class Store:
         self.on_outbox: Callable[[str], None] | None = None
         self.on_revoked: Callable[[frozenset[bytes]], None] | None = None
         self.remote_sink: RemoteSink | None = None
+        #: Called after a commit that recorded blobs to fetch from other nodes.
+        self.on_blobs_wanted: Callable[[], None] | None = None
         #: Seconds per committed batch, written by the writer thread (/metrics).
         self.commit_times = LatencyHistogram()
         self._db_names = DB_NAMES + tuple(n for n in extra_dbs if n not in DB_NAMES)
@@ -1364,6 +1371,7 @@ class Store:
                 effects.touched |= view.touched
                 effects.revoked |= view.revoked
                 effects.outboxes |= view.outboxes
+                effects.blobs_wanted |= view.blobs_wanted
                 outcomes.append((value, None))
             if acks:
                 # In a child of their own: a bad device row loses the acks, not the batch.
@@ -1437,6 +1445,11 @@ class Store:
                 self.on_revoked(frozenset(effects.revoked))
             except Exception:
                 log.exception("on_revoked callback failed")
+        if effects.blobs_wanted and self.on_blobs_wanted is not None:
+            try:
+                self.on_blobs_wanted()
+            except Exception:
+                log.exception("on_blobs_wanted callback failed")
 
 
 # ---------------------------------------------------------------- op helpers
