@@ -12,6 +12,8 @@ from datetime import datetime
 
 from rich.text import Text
 
+from chinwag.node.history import file_label
+
 from .chat_model import (
     EVENT,
     FAILED,
@@ -93,6 +95,8 @@ def message_log(
         sender = "you" if entry.mine else model.display(entry.sender)
         out.append(sender, style="bold cyan" if entry.mine else "bold")
         out.append(": " + clean(entry.text))
+        for item in entry.files:
+            out.append(" " + clean(file_label(item)), style="bold magenta")
         if entry.mine:
             out.append_text(_status(entry))
     return out
