@@ -458,9 +458,9 @@ class ChatApp(App[None]):
         if not path.is_file():
             self._notice(f"/attach: no such file {text}", error=True)
             return
-        self.run_worker(self._attach(key, path), group="files")
+        self.run_worker(self._send_file(key, path), group="files")
 
-    async def _attach(self, key: str, path: Path) -> None:
+    async def _send_file(self, key: str, path: Path) -> None:
         self._notice(f"uploading {path.name}…")
         try:
             call = self.bridge.submit(self.session.upload, path)

@@ -280,7 +280,7 @@ def index_append(
                 item.setdefault("pv", att.preview.sha256)
             txn.put(key, cbor2.dumps(item), db=dbs["blobs"])
             ref_raw = txn.get(prefix + key, db=dbs["blob_refs"])
-            ref = (
+            ref: dict[str, Any] = (
                 {"c": 0, "name": name, "type": media_type}
                 if ref_raw is None
                 else cbor2.loads(bytes(ref_raw))
