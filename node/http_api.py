@@ -554,6 +554,9 @@ class HttpApi:
             "connections": stats.connections,
             "signup": self._config.signup,
             "min_password_length": self._config.min_password_length,
+            # So a client can refuse a file before uploading it (browsers send
+            # the whole body even when the node answers 413 at once).
+            "max_file_bytes": self._config.max_file_bytes,
         }
         if self._extra_info is not None:
             info.update(self._extra_info())
