@@ -98,6 +98,8 @@ class BlobLinks:
         #: Fetches running: sha -> channel their frames go to.
         self._inflight: dict[str, trio.MemorySendChannel[BlobChunk | BlobUnavailable]] = {}
         self._per_peer: dict[bytes, int] = {}
+        #: sha -> the peer a running fetch asks.
+        self._sources: dict[str, bytes] = {}
         #: sha -> (trio time of the next try, back-off seconds)
         self._retry: dict[str, tuple[float, float]] = {}
         self._serving: dict[bytes, int] = {}
@@ -120,6 +122,14 @@ class BlobLinks:
         for sha, (_, delay) in list(self._retry.items()):
             self._retry[sha] = (0.0, delay)  # try at once, keep the back-off
         self._wake.set()
+
+    def link_down(self, peer: bytes) -> None:
+        """End the fetches from ``peer`` now (they resume from their parts at link-up)."""
+        for sha, source in list(self._sources.items()):
+            if source == peer:
+                channel = self._inflight.get(sha)
+                if channel is not None:
+                    channel.close()
 
     def on_frame(self, peer: bytes, frame: BlobRequest | BlobChunk | BlobUnavailable) -> None:
         """A blob frame from ``peer``'s link (never blocks, never raises)."""
@@ -168,6 +178,7 @@ class BlobLinks:
                 continue  # larger than this node takes: never fetched
             send, receive = trio.open_memory_channel[BlobChunk | BlobUnavailable](64)
             self._inflight[want.sha256] = send
+            self._sources[want.sha256] = want.source
             self._per_peer[want.source] = self._per_peer.get(want.source, 0) + 1
             nursery.start_soon(self._fetch, want, receive)
         return wait
@@ -183,6 +194,7 @@ class BlobLinks:
             log.warning("fetching blob %s failed: %s", want.sha256[:12], exc)
         finally:
             del self._inflight[want.sha256]
+            del self._sources[want.sha256]
             self._per_peer[want.source] -= 1
             if not self._per_peer[want.source]:
                 del self._per_peer[want.source]
@@ -207,7 +219,10 @@ class BlobLinks:
             while offset < window_end:
                 frame: BlobChunk | BlobUnavailable | None = None
                 with trio.move_on_after(CHUNK_TIMEOUT):
-                    frame = await frames.receive()
+                    try:
+                        frame = await frames.receive()
+                    except trio.EndOfChannel:
+                        return False  # the link went down (link_down)
                 if frame is None:
                     return False  # the link went quiet or away: retried later
                 if isinstance(frame, BlobUnavailable):

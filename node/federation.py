@@ -103,6 +103,7 @@ class BlobHooks(Protocol):
     """Blob transfer over links (node/blob_fetch.py)."""
 
     def link_up(self, peer: bytes) -> None: ...
+    def link_down(self, peer: bytes) -> None: ...
     def on_frame(self, peer: bytes, frame: BlobRequest | BlobChunk | BlobUnavailable) -> None: ...
 
 
@@ -606,6 +607,8 @@ class Federation:
                 self.stats_for(link.peer).link = "idle"
                 if self._introductions is not None:
                     self._introductions.link_down(link.peer)
+                if self.blobs is not None:
+                    self.blobs.link_down(link.peer)
                 self.poke(link.peer)
 
     async def _announce_up(self, link: Link) -> None:

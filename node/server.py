@@ -38,6 +38,10 @@ log = logging.getLogger(__name__)
 
 MAX_HEAD_BYTES = 16 * 1024
 WS_PATHS = ("/ws", "/federation")
+#: How long, and how many bytes, a refused upload's remaining body is
+#: drained (and dropped) before its connection closes (see _linger).
+LINGER_SECONDS = 2.0
+LINGER_BYTES = 256 << 20
 #: Retry-After (s) of a 429 that names no time of its own (connection caps):
 #: a slot frees whenever another connection ends.
 DEFAULT_RETRY_AFTER = 1
@@ -259,7 +263,10 @@ class Server:
                 await self._respond(conn, stream, response)
                 # A body left unread (a refusal) cannot be skipped: h11 then
                 # refuses the next cycle and the connection closes.
-                if conn.our_state is h11.MUST_CLOSE or conn.their_state is not h11.DONE:
+                if conn.their_state is not h11.DONE:
+                    await _linger(stream)
+                    return
+                if conn.our_state is h11.MUST_CLOSE:
                     return
                 try:
                     conn.start_next_cycle()
@@ -483,6 +490,27 @@ class _BodyReader:
         self.broken = True
         why = "the upload stalled" if scope.cancelled_caught else "the upload was cut off"
         raise ProtocolError(ErrorCode.BAD_REQUEST, why)
+
+
+async def _linger(stream: trio.abc.Stream) -> None:
+    """After refusing an upload unread: half-close, then drop what the client
+    still sends for a moment (bounded in time and bytes, never kept), so that
+    it reads the answer rather than a connection reset (browsers send the
+    whole body before they look at an early answer)."""
+    with trio.move_on_after(LINGER_SECONDS):
+        try:
+            await stream.send_eof()  # type: ignore[attr-defined]
+        except (AttributeError, trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            return
+        dropped = 0
+        while dropped < LINGER_BYTES:
+            try:
+                data = await stream.receive_some(65536)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                return
+            if not data:
+                return
+            dropped += len(data)
 
 
 def _declared_length(headers: dict[str, str]) -> int:

@@ -284,3 +284,49 @@ async def test_the_file_quota_is_named_in_the_refusal(start_node, tmp_path: Path
         with pytest.raises(ClientError) as refused:
             await upload_file(node.url, alice, write(tmp_path / "b", b"b" * 2000))
     assert refused.value.status == 413 and refused.value.code == "quota_exceeded"
+
+
+async def test_a_client_that_sends_a_refused_body_anyway_reads_the_answer(start_node) -> None:
+    # Browsers send the whole body before reading an early answer: the node
+    # drops what follows its 413 (never keeping it) instead of resetting.
+    node = await start_node(name="home", max_file_bytes=1 << 20)
+    alice = await node.user("alice")
+    host = node.url.removeprefix("http://")
+    head = (
+        f"POST /api/blobs HTTP/1.1\r\nhost: {host}\r\nauthorization: Bearer {alice}\r\n"
+        f"content-length: {32 << 20}\r\nx-chinwag-filename: big.bin\r\n\r\n"
+    ).encode()
+    stream = await trio.open_tcp_stream("127.0.0.1", node.running.port)
+    answer = b""
+    with trio.fail_after(TIMEOUT):
+        async with stream:
+            await stream.send_all(head)
+            try:
+                for _ in range(32):
+                    await stream.send_all(b"z" * (1 << 20))
+            except trio.BrokenResourceError:
+                pass
+            while chunk := await stream.receive_some(65536):
+                answer += chunk
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:100]
+    assert b'"file_too_large"' in answer
+    assert blob_files(node.node.config.data_dir) == []
+
+
+@pytest.mark.parametrize(
+    ("name_header", "code"),
+    [("", "bad_request"), ("%FF%FE", "bad_request"), ("a%2Fb", "bad_frame"), ("..", "bad_frame")],
+)
+async def test_bad_file_names_are_refused(start_node, name_header: str, code: str) -> None:
+    node = await start_node(name="home")
+    alice = await node.user("alice")
+    host = node.url.removeprefix("http://")
+    head = (
+        f"POST /api/blobs HTTP/1.1\r\nhost: {host}\r\nauthorization: Bearer {alice}\r\n"
+        f"content-length: 3\r\nx-chinwag-filename: {name_header}\r\nconnection: close\r\n\r\n"
+    ).encode()
+    with trio.fail_after(TIMEOUT):
+        raw = await raw_request(node.url, head, b"abc")
+    assert raw.startswith(b"HTTP/1.1 400"), raw[:200]
+    assert json.loads(raw.partition(b"\r\n\r\n")[2])["error"]["code"] == code
+    assert [p for p in blob_files(node.node.config.data_dir) if "up-" in p.name] == []
