@@ -130,9 +130,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
 
             watch = RssWatch(n2=n2.pid)
             dest = Path(scratch) / "again.bin"
-            seconds, _ = await timed(
-                watch, lambda: download_blob(n2.url, bob, att["sha256"], dest)
-            )
+            seconds, _ = await timed(watch, lambda: download_blob(n2.url, bob, att["sha256"], dest))
             out["download"] = {"seconds": round(seconds, 3), "mb_s": round(args.mb / seconds, 1)}
             out["download"].update(watch.report())
             assert dest.read_bytes() == path.read_bytes()
