@@ -13,7 +13,7 @@ from typing import Any
 
 import trio
 
-from chinwag.node.blob_client import download_blob, upload_file
+from chinwag.node.blob_client import download_into, upload_file
 from chinwag.node.client import ChatClient, ClientError, SendAck, connect, retry_delay
 from chinwag.node.history import file_label, message_json
 from chinwag.protocol.attachments import MAX_ATTACHMENTS, check_sha256
@@ -143,14 +143,11 @@ def cmd_download(args: argparse.Namespace) -> int:
         fail("SHA256 is the 64 hex digits of the attachment's hash")
 
     async def one() -> int:
+        dest = args.output or Path(".")
         async with session(args) as client:
-            dest = args.output
-            if dest is None or dest.is_dir():
-                name = await _attachment_name(client, sha) or sha
-                dest = (dest or Path(".")) / Path(name).name
             while True:
                 try:
-                    size = await download_blob(
+                    saved, size = await download_into(
                         args.server, client.token, sha, dest, preview=args.preview
                     )
                 except ClientError as exc:
@@ -160,20 +157,10 @@ def cmd_download(args: argparse.Namespace) -> int:
                     await trio.sleep(retry_delay(exc))
                     continue
                 break
-        print(f"{dest} {size} bytes", flush=True)
+        print(f"{saved} {size} bytes", flush=True)
         return 0
 
     return run_async(one)
-
-
-async def _attachment_name(client: ChatClient, sha: str) -> str | None:
-    """The name the newest message carrying ``sha`` gives it (for ``-o`` unset)."""
-    found: str | None = None
-    async for frame in queue_frames(client, 0, follow=False):
-        for att in message_json(frame).get("attachments", []):
-            if att.get("sha256") == sha:
-                found = att.get("name")
-    return found
 
 
 async def _send_stdin(args: argparse.Namespace) -> int:

@@ -22,7 +22,7 @@ from typing import Any
 import trio
 from trio_websocket import ConnectionClosed
 
-from chinwag.node.blob_client import download_blob, upload_file
+from chinwag.node.blob_client import download_into, upload_file
 from chinwag.node.client import (
     ChatClient,
     ClientError,
@@ -227,11 +227,12 @@ class ChatSession:
         """Upload a file (``/attach``); returns the attachment to send."""
         return await upload_file(self.server, self.login.token, path)
 
-    async def save(self, sha256: str, dest: Path) -> int:
-        """Download an attachment (``/save``), waiting while the node fetches it."""
+    async def save(self, sha256: str, dest: Path) -> tuple[Path, int]:
+        """Download an attachment (``/save``; ``dest`` may be a directory),
+        waiting while the node fetches it."""
         while True:
             try:
-                return await download_blob(self.server, self.login.token, sha256, dest)
+                return await download_into(self.server, self.login.token, sha256, dest)
             except ClientError as exc:
                 if exc.code != "blob_pending":
                     raise

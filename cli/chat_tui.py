@@ -492,23 +492,22 @@ class ChatApp(App[None]):
             self._notice(f"/save: there are {len(files)} file(s) here", error=True)
             return
         item = files[command.number - 1]
-        dest = Path(command.path or Path(str(item["name"])).name).expanduser()
-        if dest.is_dir():
-            dest = dest / Path(str(item["name"])).name
+        # A directory (the current one by default) keeps the name the node serves.
+        dest = Path(command.path or ".").expanduser()
         self.run_worker(self._download(str(item["sha256"]), dest), group="files")
 
     async def _download(self, sha: str, dest: Path) -> None:
         self._notice(f"saving {dest}…")
         try:
             call = self.bridge.submit(self.session.save, sha, dest)
-            size = await asyncio.wait_for(call, FILE_TIMEOUT)
+            saved, size = await asyncio.wait_for(call, FILE_TIMEOUT)
         except ClientError as exc:
             self._notice(f"/save failed: {exc.message} ({exc.code})", error=True)
             return
         except (BridgeBusy, TimeoutError):
             self._notice("/save: no answer in time", error=True)
             return
-        self._notice(f"saved {dest} ({human_size(size)})")
+        self._notice(f"saved {saved} ({human_size(size)})")
 
     def _run_local(self, name: str) -> None:
         if name == "help":

@@ -13,7 +13,7 @@ import mimetypes
 import os
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 import h11
 import trio
@@ -127,13 +127,29 @@ async def download_blob(
     preview: bool = False,
     timeout: float = 300.0,
 ) -> int:
-    """GET ``/api/blobs/<sha256>`` into ``dest``; returns the bytes written.
+    """:func:`download_into` that returns only the bytes written."""
+    return (await download_into(url, token, sha256, dest, preview=preview, timeout=timeout))[1]
 
+
+async def download_into(
+    url: str,
+    token: str,
+    sha256: str,
+    dest: Path,
+    *,
+    preview: bool = False,
+    timeout: float = 300.0,
+) -> tuple[Path, int]:
+    """GET ``/api/blobs/<sha256>`` into ``dest``; returns where it went and its size.
+
+    ``dest`` may be a directory: the file then gets the name the node serves
+    it under (its attachment name, without any directory part).
     ``blob_pending`` (the node is still fetching it) raises a ClientError
     carrying ``retry_after_ms``. The file itself is checked against the hash.
     """
     target = f"/api/blobs/{sha256}" + ("?preview=1" if preview else "")
-    temp = dest.with_name(f".{dest.name}.part")
+    into_dir = await trio.Path(dest).is_dir()
+    temp = (dest / f".{sha256}.part") if into_dir else dest.with_name(f".{dest.name}.part")
     with trio.fail_after(timeout):
         stream, hostport = await _open(url)
         async with stream:
@@ -151,6 +167,7 @@ async def download_blob(
             if not isinstance(event, h11.Response):
                 raise ClientError("unavailable", "the node closed the connection")
             status = event.status_code
+            served = _served_name(event.headers) if into_dir else None
             digest = hashlib.sha256()
             written = 0
             error = bytearray()
@@ -184,5 +201,28 @@ async def download_blob(
     if not preview and digest.hexdigest() != sha256:
         temp.unlink(missing_ok=True)
         raise ClientError("bad_signature", "the downloaded file does not match its hash")
+    if into_dir:
+        dest = dest / (served or sha256)
     os.replace(temp, dest)
-    return written
+    return dest, written
+
+
+def _served_name(headers: list[tuple[bytes, bytes]]) -> str | None:
+    """The file name of a ``Content-Disposition`` (``filename*`` first), made
+    safe to use as one file name here (no directories, no leading dot)."""
+    for key, value in headers:
+        if key.lower() != b"content-disposition":
+            continue
+        text = value.decode("latin-1")
+        name = None
+        for part in text.split(";"):
+            k, _, v = part.strip().partition("=")
+            if k.lower() == "filename*" and v.lower().startswith("utf-8''"):
+                name = unquote(v[7:])
+                break
+            if k.lower() == "filename" and name is None:
+                name = v.strip('"')
+        if name:
+            name = Path(name.replace("\\", "/")).name.lstrip(".")
+            return name or None
+    return None

@@ -50,6 +50,8 @@ CHUNK_TIMEOUT = 30.0
 #: Retry back-off (seconds) after a failed or refused fetch.
 RETRY_MIN = 1.0
 RETRY_MAX = 300.0
+#: Retry (seconds) after ``blobnone pending`` or ``busy`` (the peer will have it soon).
+PENDING_RETRY = 2.0
 #: Requests of one peer served at once; more are answered ``busy``.
 SERVE_PER_PEER = 8
 #: Wanted rows read per pass.
@@ -98,6 +100,8 @@ class BlobLinks:
         #: Fetches running: sha -> channel their frames go to.
         self._inflight: dict[str, trio.MemorySendChannel[BlobChunk | BlobUnavailable]] = {}
         self._per_peer: dict[bytes, int] = {}
+        #: Fetches that ended with ``blobnone pending|busy`` (retried soon).
+        self._waiting: set[str] = set()
         #: sha -> the peer a running fetch asks.
         self._sources: dict[str, bytes] = {}
         #: sha -> (trio time of the next try, back-off seconds)
@@ -188,6 +192,7 @@ class BlobLinks:
         self, want: blob_index.Wanted, frames: trio.MemoryReceiveChannel[Answer]
     ) -> None:
         ok = False
+        self._waiting.discard(want.sha256)
         try:
             ok = await self._transfer(want, frames)
         except OSError as exc:
@@ -200,6 +205,11 @@ class BlobLinks:
                 del self._per_peer[want.source]
             if ok:
                 self._retry.pop(want.sha256, None)
+            elif want.sha256 in self._waiting:
+                # The peer has it on its way (pending) or is busy: ask again
+                # soon, without growing the back-off.
+                _, delay = self._retry.get(want.sha256, (0.0, RETRY_MIN / 2))
+                self._retry[want.sha256] = (trio.current_time() + PENDING_RETRY, delay)
             else:
                 self._count(failed=1)
                 _, delay = self._retry.get(want.sha256, (0.0, RETRY_MIN / 2))
@@ -227,6 +237,8 @@ class BlobLinks:
                     return False  # the link went quiet or away: retried later
                 if isinstance(frame, BlobUnavailable):
                     log.info("blob %s not served by its peer: %s", want.sha256[:12], frame.code)
+                    if frame.code in ("pending", "busy"):
+                        self._waiting.add(want.sha256)
                     return False
                 if frame.total != want.size or not frame.data:
                     return False  # not the blob the signed attachment describes
