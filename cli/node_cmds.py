@@ -217,6 +217,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="the window of --file-quota (default 1 day)",
     )
     p.add_argument(
+        "--max-uploads",
+        type=int,
+        metavar="N",
+        help="uploads received at once, node-wide, before 429 (default 64)",
+    )
+    p.add_argument(
         "--keep-exif",
         action="store_const",
         const=True,
@@ -365,6 +371,7 @@ CONFIG_FIELDS: tuple[tuple[str, str], ...] = (
     ("file_quota", "file_quota_bytes"),
     ("file_quota_window", "file_quota_window"),
     ("keep_exif", "keep_exif"),
+    ("max_uploads", "max_uploads"),
     ("max_pending_peers", "max_pending_peers"),
     ("min_password_length", "min_password_length"),
 )
@@ -383,6 +390,8 @@ def node_config(args: argparse.Namespace) -> NodeConfig:
             overrides[field] = value
     if overrides.get("max_file_bytes", 1) < 1:
         fail("--max-file-size must be at least 1")
+    if overrides.get("max_uploads", 1) < 1:
+        fail("--max-uploads must be at least 1")
     for field in ("outbox_max_entries", "outbox_max_bytes"):
         if overrides.get(field, 1) < 1:
             fail(f"--{field.replace('_', '-')} must be at least 1")

@@ -45,8 +45,11 @@ log = logging.getLogger(__name__)
 
 #: Unreferenced blobs reclaimed per sweep transaction.
 SWEEP_BATCH = 512
-#: Bytes written to the temporary file per write call (chunks are joined up to it).
-WRITE_BYTES = 1 << 20
+#: Bytes written to the temporary file per write call (chunks are joined up
+#: to it): with ``max_uploads`` the bound on upload bodies held in memory.
+WRITE_BYTES = 256 * 1024
+#: Images decoded at once (a 64-megapixel photo takes ~256 MB while decoded).
+IMAGE_THREADS = 1
 #: What a client is told to wait before asking again for a blob being fetched.
 PENDING_RETRY_MS = 2000
 
@@ -130,6 +133,8 @@ class BlobService:
         # its commit to its unlinks.
         self._lock = trio.Lock()
         self._stats = BlobStats()
+        self._uploading = 0
+        self._images = trio.CapacityLimiter(IMAGE_THREADS)
         #: Called with a blob's hash once its file is in place (fetches wait on it).
         self.on_stored: Callable[[str], None] | None = None
 
@@ -192,6 +197,20 @@ class BlobService:
         """Stream ``body`` into a blob of ``uid``'s (see the module docstring)."""
         name = check_file_name(name)
         self.check_declared(uid, declared)
+        if self._uploading >= self._config.max_uploads:
+            self._count(refused=1)
+            raise ProtocolError(
+                ErrorCode.RATE_LIMITED, "too many uploads at once; try again", retry_after_ms=1000
+            )
+        self._uploading += 1
+        try:
+            return await self._upload(uid, name, claimed_type, declared, body)
+        finally:
+            self._uploading -= 1
+
+    async def _upload(
+        self, uid: int, name: str, claimed_type: str, declared: int, body: BodySource
+    ) -> Upload:
         temp = self.files.new_temp()
         stripped = temp.with_name(temp.name + ".clean")
         try:
@@ -209,7 +228,8 @@ class BlobService:
                             keep_exif=self._config.keep_exif,
                             preview_side=self._config.preview_max_side,
                             max_pixels=self._config.max_image_pixels,
-                        )
+                        ),
+                        limiter=self._images,
                     )
                 except ImageRefused as exc:
                     raise ProtocolError(ErrorCode.BAD_REQUEST, str(exc)) from exc

@@ -139,6 +139,9 @@ class NodeConfig:
     blob_sweep_interval: float = 300.0
     #: Blobs fetched from one peer at once (each in chunks over the link).
     blob_fetch_per_peer: int = 4
+    #: Uploads received at once, node-wide (each holds a temporary file and
+    #: up to 256 KiB of body in memory); one more gets 429 ``rate_limited``.
+    max_uploads: int = 64
 
     # Federation
     #: Seed peers: (url, node id text) pairs, trusted with their pinned key.

@@ -330,3 +330,29 @@ async def test_bad_file_names_are_refused(start_node, name_header: str, code: st
     assert raw.startswith(b"HTTP/1.1 400"), raw[:200]
     assert json.loads(raw.partition(b"\r\n\r\n")[2])["error"]["code"] == code
     assert [p for p in blob_files(node.node.config.data_dir) if "up-" in p.name] == []
+
+
+async def test_uploads_at_once_are_bounded(start_node, tmp_path: Path) -> None:
+    node = await start_node(name="home", max_uploads=1)
+    alice = await node.user("alice")
+    host = node.url.removeprefix("http://")
+    head = (
+        f"POST /api/blobs HTTP/1.1\r\nhost: {host}\r\nauthorization: Bearer {alice}\r\n"
+        f"content-length: 1000\r\nx-chinwag-filename: slow.bin\r\n\r\n"
+    ).encode()
+    first = await trio.open_tcp_stream("127.0.0.1", node.running.port)
+    async with first:
+        with trio.fail_after(TIMEOUT):
+            await first.send_all(head + b"x" * 10)  # and then nothing: the slot stays taken
+            while not blob_files(node.node.config.data_dir):  # noqa: ASYNC110 - a file has no event
+                await trio.sleep(0.01)
+            with pytest.raises(ClientError) as refused:
+                await upload_file(node.url, alice, write(tmp_path / "b", b"second"))
+    assert refused.value.code == "rate_limited" and refused.value.status == 429
+    # The first one gone (cut off), the slot is free again.
+    with trio.fail_after(TIMEOUT):
+        stats = node.node.blobs.statistics
+        while stats().interrupted + stats().refused < 2:  # noqa: ASYNC110 - statistics
+            await trio.sleep(0.01)
+        att = await upload_file(node.url, alice, write(tmp_path / "c", b"third"))
+    assert att["size"] == 5
