@@ -419,3 +419,34 @@ def test_an_invitation_shows_how_to_answer_and_accepting_joins() -> None:
     joined |= {"by": f"alice@{HOME}", "added": [f"alice@{HOME}"], "removed": []}
     m.apply_msg({"t": "msg", "seq": 2, "kind": "event", "body": joined})
     assert not conv.left and m.invites == {}
+
+
+def test_files_are_shown_numbered_and_survive_the_state_file() -> None:
+    from chinwag.cli.chat_commands import AttachCommand, SaveCommand
+
+    m = model()
+    photo = {"sha256": "a" * 64, "name": "photo.jpg", "type": "image/jpeg", "size": 2_100_000}
+    notes = {"sha256": "b" * 64, "name": "notes.txt", "type": "text/plain", "size": 18}
+    frame = text_msg(1, f"bob@{HOME}", f"alice@{HOME}", "", 10)
+    frame["body"]["attachments"] = [photo, {"junk": 1}]
+    m.apply_msg(frame)
+    m.apply_msg(text_msg(2, f"bob@{HOME}", f"alice@{HOME}", "and", 11))
+    frame = text_msg(3, f"bob@{HOME}", f"alice@{HOME}", "this", 12)
+    frame["body"]["attachments"] = [notes]
+    m.apply_msg(frame)
+    key = f"bob@{HOME}"
+    assert m.files_in(key) == [notes, photo]  # /save 1 is the newest
+    conv = m.conversations[key]
+    shown = message_log(m, conv, 0).plain
+    assert ": [photo.jpg 2.1 MB]" in shown and "this [notes.txt 18 B]" in shown
+    assert "this [notes.txt 18 B]" in conversation_prompt(m, conv).plain
+    again = model()
+    again.load_json(m.to_json())
+    assert again.files_in(key) == [notes, photo]
+    with pytest.raises(CommandError):
+        parse_command("attach ~/a b.jpg")  # a space: quote the path
+    assert parse_command("attach '~/a b.jpg'") == AttachCommand("~/a b.jpg")
+    assert parse_command("save") == SaveCommand(None, None)
+    assert parse_command("save 2 /tmp") == SaveCommand(2, "/tmp")
+    with pytest.raises(CommandError):
+        parse_command("save 0")
