@@ -11,6 +11,7 @@ import hashlib
 import json
 import mimetypes
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote
@@ -207,7 +208,7 @@ async def download_into(
     return dest, written
 
 
-def _served_name(headers: list[tuple[bytes, bytes]]) -> str | None:
+def _served_name(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
     """The file name of a ``Content-Disposition`` (``filename*`` first), made
     safe to use as one file name here (no directories, no leading dot)."""
     for key, value in headers:
