@@ -290,6 +290,34 @@ def index_append(
     return wanted
 
 
+def release_record(
+    txn: lmdb.Transaction[bytes], dbs: dict[str, Any], uid: int, record: bytes, now_ms: int
+) -> None:
+    """Take back the references ``record`` made in ``uid``'s queue: for a
+    queue entry that is rewritten or removed (e.g. a deleted message), in the
+    same transaction. A blob left with no reference is reclaimed by the sweep
+    after the grace period (``ms`` restarts it now)."""
+    prefix = _U32.pack(uid)
+    for att in find_attachments(record):
+        for sha in att.hashes():
+            key = bytes.fromhex(sha)
+            raw = txn.get(key, db=dbs["blobs"])
+            if raw is not None:
+                item = cbor2.loads(bytes(raw))
+                item["refs"] = max(0, int(item["refs"]) - 1)
+                item["ms"] = max(int(item["ms"]), now_ms)
+                txn.put(key, cbor2.dumps(item), db=dbs["blobs"])
+            ref_raw = txn.get(prefix + key, db=dbs["blob_refs"])
+            if ref_raw is None:
+                continue
+            ref: dict[str, Any] = cbor2.loads(bytes(ref_raw))
+            ref["c"] = int(ref["c"]) - 1
+            if ref["c"] <= 0:
+                txn.delete(prefix + key, db=dbs["blob_refs"])
+            else:
+                txn.put(prefix + key, cbor2.dumps(ref), db=dbs["blob_refs"])
+
+
 def grant_payload(
     txn: lmdb.Transaction[bytes], dbs: dict[str, Any], peer: bytes, payload: dict[str, Any]
 ) -> None:

@@ -356,3 +356,31 @@ async def test_uploads_at_once_are_bounded(start_node, tmp_path: Path) -> None:
             await trio.sleep(0.01)
         att = await upload_file(node.url, alice, write(tmp_path / "c", b"third"))
     assert att["size"] == 5
+
+
+async def test_a_released_record_gives_its_references_back(start_node, tmp_path: Path) -> None:
+    # What a message deletion (or any rewrite of a queue entry) calls in its
+    # transaction: the reader loses access, and the blob is reclaimed.
+    from chinwag.node import blob_index
+
+    node = await start_node(name="home", blob_grace=0.0)
+    alice, bob = await node.user("alice"), await node.user("bob")
+    with trio.fail_after(TIMEOUT):
+        att = await upload_file(node.url, alice, write(tmp_path / "a", b"to be deleted"))
+        async with connect(node.url, alice) as a:
+            ack = await a.send("bob", "oops", attachments=[att])
+        store = node.node.store
+        (entry,) = store.read_queue("bob", 0, 10)
+        (mine,) = store.read_queue("alice", 0, 10)
+
+        def op(w) -> None:
+            dbs = w.dbs(blob_index.DB_NAMES)
+            for user, item in (("bob", entry), ("alice", mine)):
+                uid = w.require_user(user).uid
+                blob_index.release_record(w.txn, dbs, uid, item.record, 0)
+
+        await store.transact(op)
+        status, _, _ = await http_get(node.url, f"/api/blobs/{att['sha256']}", bob)
+        assert status == 403
+        assert await node.node.blobs.sweep() == 1
+    assert ack.seq == 1
