@@ -153,6 +153,45 @@ async def test_an_upload_over_the_limit_is_refused_unread(start_node) -> None:
     }
     assert node.node.blobs.statistics().refused == 1
     assert blob_files(node.node.config.data_dir) == []
+    # A client that sends all 100 MB anyway (as browsers do) still gets the
+    # 413, and the node's memory does not follow the body (the node runs in
+    # this process: its RSS is sampled while the body streams in).
+    peak = baseline = rss_kib()
+    done = trio.Event()
+
+    async def sample() -> None:
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, rss_kib())
+            with trio.move_on_after(0.01):
+                await done.wait()
+
+    megabyte = b"m" * (1 << 20)
+    answer = b""
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(sample)
+            stream = await trio.open_tcp_stream("127.0.0.1", node.running.port)
+            async with stream:
+                await stream.send_all(head)
+                try:
+                    for _ in range(100):
+                        await stream.send_all(megabyte)
+                except trio.BrokenResourceError:
+                    pass  # the node stopped draining: fine, the answer is there
+                while chunk := await stream.receive_some(65536):
+                    answer += chunk
+            done.set()
+    assert answer.startswith(b"HTTP/1.1 413")
+    assert peak - baseline < 30 * 1024, (baseline, peak)
+
+
+def rss_kib() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
 
 
 async def test_a_body_longer_than_the_limit_stops_being_read(start_node) -> None:
