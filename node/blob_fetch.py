@@ -225,7 +225,11 @@ class BlobLinks:
         offset = await trio.to_thread.run_sync(_part_size, part, want.size)
         while offset < want.size:
             await self._send(want.source, BlobRequest(sha, offset))
+            window_start = offset
             window_end = min(want.size, offset + WINDOW_BYTES)
+            # A window is gathered in memory (at most 1 MiB) and written with
+            # one call: one thread hop per window, not per chunk.
+            pieces: list[bytes] = []
             while offset < window_end:
                 frame: BlobChunk | BlobUnavailable | None = None
                 with trio.move_on_after(CHUNK_TIMEOUT):
@@ -244,9 +248,10 @@ class BlobLinks:
                     return False  # not the blob the signed attachment describes
                 if frame.offset != offset:
                     continue  # a late chunk of an abandoned window
-                await trio.to_thread.run_sync(_write_at, part, offset, frame.data)
+                pieces.append(frame.data)
                 offset += len(frame.data)
                 self._count(received_bytes=len(frame.data))
+            await trio.to_thread.run_sync(_write_at, part, window_start, b"".join(pieces))
         return await self._finish(want, part)
 
     async def _finish(self, want: blob_index.Wanted, part: Path) -> bool:
@@ -293,16 +298,13 @@ class BlobLinks:
             if offset >= total:
                 await self._send(peer, BlobChunk(request.sha256, total, b"", total))
                 return
-            f = await trio.to_thread.run_sync(open, path, "rb")
-            with f:
-                await trio.to_thread.run_sync(f.seek, offset)
-                while offset < end:
-                    data = await trio.to_thread.run_sync(f.read, min(CHUNK_BYTES, end - offset))
-                    if not data:
-                        return
-                    await self._send(peer, BlobChunk(request.sha256, offset, data, total))
-                    offset += len(data)
-                    self._count(served_chunks=1, served_bytes=len(data))
+            # The window is read with one call (one thread hop), sent in chunks.
+            window = await trio.to_thread.run_sync(_read_at, path, offset, end - offset)
+            for start in range(0, len(window), CHUNK_BYTES):
+                data = window[start : start + CHUNK_BYTES]
+                await self._send(peer, BlobChunk(request.sha256, offset, data, total))
+                offset += len(data)
+                self._count(served_chunks=1, served_bytes=len(data))
         except OSError as exc:
             log.info("serving blob %s failed: %s", sha[:12], exc)
         except Exception as exc:  # a closed link while sending: the peer asks again
@@ -341,6 +343,12 @@ def _part_size(part: Path, expected: int) -> int:
         part.unlink(missing_ok=True)
         return 0
     return size
+
+
+def _read_at(path: Path, offset: int, size: int) -> bytes:
+    with open(path, "rb") as f:
+        f.seek(offset)
+        return f.read(size)
 
 
 def _write_at(part: Path, offset: int, data: bytes) -> None:
