@@ -276,16 +276,23 @@ class BlobLinks:
     def _serve_soon(self, peer: bytes, request: BlobRequest) -> None:
         if self._nursery is None:
             return
-        busy = self._serving.get(peer, 0) >= SERVE_PER_PEER
-        self._nursery.start_soon(self._serve, peer, request, busy)
+        # Tasks per peer are bounded: SERVE_PER_PEER serving, as many more
+        # answering ``busy``; past that a request is dropped (its asker
+        # retries after its timeout). A well-behaved peer asks for at most
+        # blob_fetch_per_peer at once and never gets here.
+        tasks = self._serving.get(peer, 0)
+        if tasks >= 2 * SERVE_PER_PEER:
+            self._count(refused=1)
+            return
+        self._serving[peer] = tasks + 1
+        self._nursery.start_soon(self._serve, peer, request, tasks >= SERVE_PER_PEER)
 
     async def _serve(self, peer: bytes, request: BlobRequest, busy: bool) -> None:
         sha = request.sha256.hex()
-        if busy:
-            await self._send(peer, BlobUnavailable(request.sha256, "busy"))
-            return
-        self._serving[peer] = self._serving.get(peer, 0) + 1
         try:
+            if busy:
+                await self._send(peer, BlobUnavailable(request.sha256, "busy"))
+                return
             code = self._refusal(peer, sha)
             if code is not None:
                 self._count(refused=1)
