@@ -423,3 +423,17 @@ async def test_a_released_record_gives_its_references_back(start_node, tmp_path:
         assert status == 403
         assert await node.node.blobs.sweep() == 1
     assert ack.seq == 1
+
+
+async def test_a_decompression_bomb_is_refused(start_node, tmp_path: Path) -> None:
+    # 25 megapixels in a few kilobytes of PNG: refused before its pixels are decoded.
+    node = await start_node(name="home", max_image_pixels=1_000_000)
+    alice = await node.user("alice")
+    bomb = tmp_path / "bomb.png"
+    Image.new("1", (5000, 5000)).save(bomb, format="PNG")
+    assert bomb.stat().st_size < 100_000
+    with trio.fail_after(TIMEOUT):
+        with pytest.raises(ClientError) as refused:
+            await upload_file(node.url, alice, bomb)
+    assert refused.value.code == "bad_request" and "pixels" in refused.value.message
+    assert [p for p in blob_files(node.node.config.data_dir) if p.is_file()] == []
