@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -54,6 +55,8 @@ RETRY_MAX = 300.0
 PENDING_RETRY = 2.0
 #: Requests of one peer served at once; more are answered ``busy``.
 SERVE_PER_PEER = 8
+#: Requests of one blob from one peer waiting behind the one being served.
+MAX_QUEUED_REQUESTS = 4
 #: Wanted rows read per pass.
 WANTED_PAGE = 1024
 
@@ -107,6 +110,8 @@ class BlobLinks:
         #: sha -> (trio time of the next try, back-off seconds)
         self._retry: dict[str, tuple[float, float]] = {}
         self._serving: dict[bytes, int] = {}
+        #: (peer, sha) -> its requests waiting, served in order by one task.
+        self._queues: dict[tuple[bytes, bytes], deque[BlobRequest]] = {}
         self._nursery: trio.Nursery | None = None
         self._stats = FetchStats()
 
@@ -223,8 +228,15 @@ class BlobLinks:
         sha = bytes.fromhex(want.sha256)
         part = self._files.part_path(want.sha256)
         offset = await trio.to_thread.run_sync(_part_size, part, want.size)
-        while offset < want.size:
+        # Two windows are asked for at a time: the next request goes out with
+        # the first chunk of the current window, so the peer (which serves one
+        # blob's requests in order, _serve_queue) never waits for a round
+        # trip; at most 2 MiB (32 chunks) are ever on their way.
+        requested = offset
+        if offset < want.size:
             await self._send(want.source, BlobRequest(sha, offset))
+            requested = min(want.size, offset + WINDOW_BYTES)
+        while offset < want.size:
             window_start = offset
             window_end = min(want.size, offset + WINDOW_BYTES)
             # A window is gathered in memory (at most 1 MiB) and written with
@@ -248,6 +260,9 @@ class BlobLinks:
                     return False  # not the blob the signed attachment describes
                 if frame.offset != offset:
                     continue  # a late chunk of an abandoned window
+                if offset == window_start and requested < want.size:
+                    await self._send(want.source, BlobRequest(sha, requested))
+                    requested = min(want.size, requested + WINDOW_BYTES)
                 pieces.append(frame.data)
                 offset += len(frame.data)
                 self._count(received_bytes=len(frame.data))
@@ -276,16 +291,37 @@ class BlobLinks:
     def _serve_soon(self, peer: bytes, request: BlobRequest) -> None:
         if self._nursery is None:
             return
+        # One blob's requests from one peer are served in order by one task
+        # (the asker keeps two windows asked for; their chunks must not mix).
+        key = (peer, request.sha256)
+        queued = self._queues.get(key)
+        if queued is not None:
+            if len(queued) < MAX_QUEUED_REQUESTS:
+                queued.append(request)
+            return
         # Tasks per peer are bounded: SERVE_PER_PEER serving, as many more
         # answering ``busy``; past that a request is dropped (its asker
-        # retries after its timeout). A well-behaved peer asks for at most
-        # blob_fetch_per_peer at once and never gets here.
+        # retries after its timeout). A well-behaved peer fetches at most
+        # blob_fetch_per_peer blobs at once and never gets here.
         tasks = self._serving.get(peer, 0)
         if tasks >= 2 * SERVE_PER_PEER:
             self._count(refused=1)
             return
         self._serving[peer] = tasks + 1
-        self._nursery.start_soon(self._serve, peer, request, tasks >= SERVE_PER_PEER)
+        self._queues[key] = deque([request])
+        self._nursery.start_soon(self._serve_queue, peer, key, tasks >= SERVE_PER_PEER)
+
+    async def _serve_queue(self, peer: bytes, key: tuple[bytes, bytes], busy: bool) -> None:
+        queued = self._queues[key]
+        try:
+            while queued:
+                await self._serve(peer, queued.popleft(), busy)
+        finally:
+            # No checkpoint since the loop's last look: nothing was added unseen.
+            del self._queues[key]
+            self._serving[peer] -= 1
+            if not self._serving[peer]:
+                del self._serving[peer]
 
     async def _serve(self, peer: bytes, request: BlobRequest, busy: bool) -> None:
         sha = request.sha256.hex()
@@ -316,10 +352,6 @@ class BlobLinks:
             log.info("serving blob %s failed: %s", sha[:12], exc)
         except Exception as exc:  # a closed link while sending: the peer asks again
             log.debug("serving blob %s ended: %s", sha[:12], exc)
-        finally:
-            self._serving[peer] -= 1
-            if not self._serving[peer]:
-                del self._serving[peer]
 
     def _refusal(self, peer: bytes, sha: str) -> str | None:
         def fn(view: _View) -> str | None:
