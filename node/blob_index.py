@@ -109,9 +109,10 @@ def record_upload(
     media_type: str,
     now_ms: int,
     preview: str | None = None,
-) -> bool:
+) -> str:
     """A user stored ``sha`` (its file is in place): note the blob and the
-    uploader. Returns True when the blob is new here (the caller charges it)."""
+    uploader. Returns the blob's type: the one it was first stored with (the
+    same bytes uploaded again under another claimed type keep it)."""
     key = bytes.fromhex(sha)
     raw = txn.get(key, db=dbs["blobs"])
     item: dict[str, Any] = (
@@ -130,7 +131,7 @@ def record_upload(
     txn.put(key, cbor2.dumps(item), db=dbs["blobs"])
     txn.put(_U32.pack(uid) + key, _U64.pack(now_ms), db=dbs["blob_uploads"])
     txn.delete(key, db=dbs["blob_wanted"])
-    return raw is None
+    return str(item["type"])
 
 
 def check_sendable(
@@ -139,15 +140,15 @@ def check_sendable(
     """Refuse a send whose blobs are not here, or not the sender's to send.
 
     A blob may be sent by a user who uploaded it or who has it in their own
-    queue (forwarding), and only once its file is here, with the size (and
-    preview) the attachment claims.
+    queue (forwarding), and only once its file is here, with the size and
+    type (and preview) the attachment claims.
     """
     prefix = _U32.pack(uid)
     for att in attachments:
-        sizes = [(att.sha256, att.size)]
+        sizes = [(att.sha256, att.size, att.type)]
         if att.preview is not None:
-            sizes.append((att.preview.sha256, att.preview.size))
-        for sha, size in sizes:
+            sizes.append((att.preview.sha256, att.preview.size, att.preview.type))
+        for sha, size, media_type in sizes:
             row = get_blob(txn, dbs, sha)
             key = prefix + bytes.fromhex(sha)
             mine = (
@@ -164,9 +165,12 @@ def check_sendable(
                     f"blob {sha[:16]}... is still being fetched",
                     retry_after_ms=1000,
                 )
-            if row.size != size:
+            if row.size != size or row.type != media_type:
+                # What the recipients' nodes will serve is what is stored here.
                 raise ProtocolError(
-                    ErrorCode.BAD_REQUEST, f"blob {sha[:16]}... is {row.size} bytes, not {size}"
+                    ErrorCode.BAD_REQUEST,
+                    f"blob {sha[:16]}... is {row.type} of {row.size} bytes, "
+                    f"not {media_type} of {size}",
                 )
 
 

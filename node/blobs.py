@@ -310,7 +310,7 @@ class BlobService:
                 preview = Preview(psha, kind, psize, image.width, image.height)
             await trio.to_thread.run_sync(self.files.publish, temp, sha)
 
-            def op(w: WriteTxn) -> None:
+            def op(w: WriteTxn) -> str:
                 dbs = w.dbs(blob_index.DB_NAMES)
                 if self._quota.bytes_per_window > 0:
                     key = blob_key(uid)
@@ -323,13 +323,16 @@ class BlobService:
                         raise self._quota_error() from exc
                     w.txn.put(key, charged, db=dbs["blob_quota"])
                 pv = preview.sha256 if preview is not None else None
-                blob_index.record_upload(w.txn, dbs, uid, sha, size, media_type, now_ms, pv)
+                stored = blob_index.record_upload(
+                    w.txn, dbs, uid, sha, size, media_type, now_ms, pv
+                )
                 if preview is not None:
                     blob_index.record_upload(
                         w.txn, dbs, uid, preview.sha256, preview.size, preview.type, now_ms
                     )
+                return stored
 
-            await self._store.transact(op)
+            media_type = await self._store.transact(op)
         if self.on_stored is not None:
             self.on_stored(sha)
         return Upload(sha, size, media_type, name, preview)

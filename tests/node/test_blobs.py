@@ -115,6 +115,12 @@ async def test_upload_send_download_and_ranges(start_node, tmp_path: Path) -> No
             with pytest.raises(ClientError) as refused:
                 await c.send("bob", "mine now", attachments=[att])
         assert refused.value.code == "not_found"
+        # Nor can alice claim another type or size than what was stored.
+        async with connect(node.url, alice) as a:
+            for lie in ({"type": "text/html"}, {"size": att["size"] + 1}):
+                with pytest.raises(ClientError) as refused:
+                    await a.send("bob", "look", attachments=[{**att, **lie}])
+                assert refused.value.code == "bad_request"
 
 
 async def test_html_and_svg_are_never_served_inline(start_node, tmp_path: Path) -> None:
@@ -292,8 +298,11 @@ async def test_a_blob_is_stored_once_and_reclaimed_when_unreferenced(
     data = b"same bytes" * 1000
     with trio.fail_after(TIMEOUT):
         first = await upload_file(node.url, alice, write(tmp_path / "a.txt", data))
-        second = await upload_file(node.url, alice, write(tmp_path / "b.txt", data))
+        second = await upload_file(
+            node.url, alice, write(tmp_path / "b.bin", data), media_type="application/x-other"
+        )
         assert first["sha256"] == second["sha256"]
+        assert first["type"] == second["type"] == "text/plain"  # as first stored
         async with connect(node.url, alice) as a:
             await a.send("bob", "one", attachments=[first])
             await a.send("bob", "two", attachments=[second])
