@@ -54,8 +54,27 @@ class OpenHit:
     number: int  # 1 = the first hit of the last /search
 
 
+@dataclass(frozen=True)
+class AttachCommand:
+    path: str
+
+
+@dataclass(frozen=True)
+class SaveCommand:
+    number: int | None  # None: list the conversation's files
+    path: str | None
+
+
 Command = (
-    OpenChat | ContactCommand | NameCommand | GroupCommand | LocalCommand | SearchCommand | OpenHit
+    OpenChat
+    | ContactCommand
+    | NameCommand
+    | GroupCommand
+    | LocalCommand
+    | SearchCommand
+    | OpenHit
+    | AttachCommand
+    | SaveCommand
 )
 
 HELP = """\
@@ -73,6 +92,8 @@ HELP = """\
 /retry                        resend the failed messages of this conversation
 /search WORDS…                search your history (all words, any case or accent)
 /open N                       open the conversation of search hit N, at that message
+/attach PATH                  send a file (photos lose their EXIF on your node)
+/save [N [PATH]]              list this conversation's files, or save file N (1 = newest)
 /help                         this text
 /quit                         quit (also ctrl+q)
 ctrl+n / ctrl+p switch conversations; PageUp scrolls back and loads older
@@ -121,13 +142,29 @@ def _build() -> _Parser:
     group_op("invites")
     command("search").add_argument("words", metavar="WORDS", nargs="+")
     command("open").add_argument("number", metavar="N", type=int)
+    command("attach").add_argument("path", metavar="PATH")
+    p = command("save")
+    p.add_argument("number", metavar="N", type=int, nargs="?")
+    p.add_argument("path", metavar="PATH", nargs="?")
     for name in ("help", "quit", "retry"):
         command(name)
     return root
 
 
 _PARSER = _build()
-_NAMES = ("chat", "contact", "name", "group", "help", "quit", "retry", "search", "open")
+_NAMES = (
+    "chat",
+    "contact",
+    "name",
+    "group",
+    "help",
+    "quit",
+    "retry",
+    "search",
+    "open",
+    "attach",
+    "save",
+)
 
 
 def parse_command(line: str) -> Command:
@@ -156,6 +193,12 @@ def parse_command(line: str) -> Command:
         if args.number < 1:
             raise CommandError("/open N: N is the number of a hit, 1 or more")
         return OpenHit(args.number)
+    if args.command == "attach":
+        return AttachCommand(args.path)
+    if args.command == "save":
+        if args.number is not None and args.number < 1:
+            raise CommandError("/save N: N is the number of a file, 1 or more")
+        return SaveCommand(args.number, args.path)
     return LocalCommand(args.command)
 
 

@@ -16,11 +16,13 @@ import random
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import trio
 from trio_websocket import ConnectionClosed
 
+from chinwag.node.blob_client import download_into, upload_file
 from chinwag.node.client import (
     ChatClient,
     ClientError,
@@ -233,6 +235,20 @@ class ChatSession:
             self.login.token,
         )
         return str(reply.get("display_name", display_name))
+    async def upload(self, path: Path) -> dict[str, Any]:
+        """Upload a file (``/attach``); returns the attachment to send."""
+        return await upload_file(self.server, self.login.token, path)
+
+    async def save(self, sha256: str, dest: Path) -> tuple[Path, int]:
+        """Download an attachment (``/save``; ``dest`` may be a directory),
+        waiting while the node fetches it."""
+        while True:
+            try:
+                return await download_into(self.server, self.login.token, sha256, dest)
+            except ClientError as exc:
+                if exc.code != "blob_pending":
+                    raise
+                await trio.sleep(retry_delay(exc))
 
     async def _live_client(self) -> ChatClient:
         with trio.move_on_after(self.timeout):
@@ -365,13 +381,20 @@ class ChatSession:
         while True:
             kicked = self._kick = trio.Event()
             for entry in self.model.pending():
-                await self._send_one(client, entry.cid, entry.to, entry.text)
+                await self._send_one(client, entry.cid, entry.to, entry.text, entry.files)
             await kicked.wait()
 
-    async def _send_one(self, client: ChatClient, cid: str, to: str, text: str) -> None:
+    async def _send_one(
+        self,
+        client: ChatClient,
+        cid: str,
+        to: str,
+        text: str,
+        files: list[dict[str, Any]] | None = None,
+    ) -> None:
         for _ in range(MAX_RATE_RETRIES):
             try:
-                ack = await client.send(to, text, cid)
+                ack = await client.send(to, text, cid, attachments=files or None)
             except ClientError as exc:
                 if client.is_closed or exc.code == "timeout":
                     raise  # stays pending; resent with the same cid after reconnecting

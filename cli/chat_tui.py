@@ -13,6 +13,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, ClassVar
 
 import outcome
@@ -25,9 +26,11 @@ from textual.widgets import Input, OptionList, Static
 from textual.widgets.option_list import Option
 
 from chinwag.node.client import ClientError, LoginResult
+from chinwag.node.history import file_label, human_size
 
 from .chat_commands import (
     HELP,
+    AttachCommand,
     Command,
     CommandError,
     ContactCommand,
@@ -36,6 +39,7 @@ from .chat_commands import (
     NameCommand,
     OpenChat,
     OpenHit,
+    SaveCommand,
     SearchCommand,
     parse_command,
 )
@@ -61,6 +65,8 @@ REDRAW_INTERVAL = 0.05
 CATCHUP_REDRAW_INTERVAL = 0.5
 #: Characters of a message shown per ``/search`` hit.
 EXCERPT_CHARS = 60
+#: An upload (``/attach``) or download (``/save``) gets this long (seconds).
+FILE_TIMEOUT = 300.0
 
 
 def _now_ms() -> int:
@@ -436,9 +442,73 @@ class ChatApp(App[None]):
             self.run_worker(self._search(command.query), group="search", exclusive=True)
         elif isinstance(command, OpenHit):
             self.run_worker(self._open_hit(command.number), group="search", exclusive=True)
+        elif isinstance(command, AttachCommand):
+            self._start_attach(command.path)
+        elif isinstance(command, SaveCommand):
+            self._save(command)
         else:
             self._notice(f"{_describe(command)}…")
             self.run_worker(self._run_remote(command), group="commands")
+
+    def _start_attach(self, text: str) -> None:
+        key = self.model.current
+        if key is None:
+            self._notice("no conversation open: /chat ADDRESS first", error=True)
+            return
+        path = Path(text).expanduser()
+        if not path.is_file():
+            self._notice(f"/attach: no such file {text}", error=True)
+            return
+        self.run_worker(self._send_file(key, path), group="files")
+
+    async def _send_file(self, key: str, path: Path) -> None:
+        self._notice(f"uploading {path.name}…")
+        try:
+            call = self.bridge.submit(self.session.upload, path)
+            attachment = await asyncio.wait_for(call, FILE_TIMEOUT)
+        except ClientError as exc:
+            self._notice(f"/attach failed: {exc.message} ({exc.code})", error=True)
+            return
+        except (BridgeBusy, TimeoutError):
+            self._notice("/attach: no answer in time", error=True)
+            return
+        try:
+            self.model.queue_send(key, "", files=[attachment])
+        except OverflowError as exc:
+            self._notice(str(exc), error=True)
+            return
+        self._notice("")
+        self._render_log()
+        self.bridge.call_soon(self.session.kick)
+
+    def _save(self, command: SaveCommand) -> None:
+        files = self.model.files_in(self.model.current)
+        if command.number is None:
+            listed = [f"{n}. {clean(file_label(f))}" for n, f in enumerate(files, 1)]
+            self._notice(
+                "\n".join(["files here (/save N [PATH]):", *listed]) if files else "no files here"
+            )
+            return
+        if command.number > len(files):
+            self._notice(f"/save: there are {len(files)} file(s) here", error=True)
+            return
+        item = files[command.number - 1]
+        # A directory (the current one by default) keeps the name the node serves.
+        dest = Path(command.path or ".").expanduser()
+        self.run_worker(self._download(str(item["sha256"]), dest), group="files")
+
+    async def _download(self, sha: str, dest: Path) -> None:
+        self._notice(f"saving {dest}…")
+        try:
+            call = self.bridge.submit(self.session.save, sha, dest)
+            saved, size = await asyncio.wait_for(call, FILE_TIMEOUT)
+        except ClientError as exc:
+            self._notice(f"/save failed: {exc.message} ({exc.code})", error=True)
+            return
+        except (BridgeBusy, TimeoutError):
+            self._notice("/save: no answer in time", error=True)
+            return
+        self._notice(f"saved {saved} ({human_size(size)})")
 
     def _run_local(self, name: str) -> None:
         if name == "help":

@@ -27,6 +27,9 @@ from chinwag.protocol.frames import WireFormat
 
 from .admin import AdminOps, AdminServer
 from .admission import Ticket
+from .blob_fetch import BlobLinks
+from .blob_http import BlobRoutes
+from .blobs import BlobService
 from .config import NodeConfig
 from .dialcheck import Resolver
 from .discovery import DiscoveredNode, Discovery
@@ -229,6 +232,17 @@ class Node:
         self.invitations = Invitations(
             self.store, config.max_invitations, now_ms=seams.federation_now_ms
         )
+        # Attachments: uploads, downloads, reclaim (node/blobs.py), and blobs
+        # fetched from and served to other nodes (node/blob_fetch.py).
+        self.blobs = BlobService(config, self.store)
+        self.blob_links = BlobLinks(
+            config,
+            self.store,
+            self.blobs.files,
+            send=lambda key, frame: self.federation.send_to(key, frame),
+            is_linked=lambda key: self.federation.is_linked(key),
+        )
+        self.store.on_blobs_wanted = self.blob_links.poke
         self.federation = Federation(
             config,
             self.identity,
@@ -244,6 +258,7 @@ class Node:
                 grant_introductions=self._grant_introductions,
             ).admit,
             introductions=self.introductions,
+            blobs=self.blob_links,
         )
         # Every commit that grew a peer's outbox wakes that link.
         self.store.on_outbox = self.federation.outbox_grew
@@ -266,6 +281,7 @@ class Node:
             passwords=self.passwords,
             invitations=self.invitations,
         )
+        BlobRoutes(self.api, self.store, self.blobs).register()
         self.push = Push(config, self.store, self.hub, self.router.node_label)
         self.push.register_routes(self.api)
         WebClient().register_routes(self.api)
@@ -401,6 +417,10 @@ class Node:
             "introductions": dataclasses.asdict(self.introductions.statistics()),
             "relay": dataclasses.asdict(self.relay.statistics()),
             "gossip": dataclasses.asdict(self.federation.gossip_statistics()),
+            "blobs": {
+                **dataclasses.asdict(self.blobs.statistics()),
+                "links": dataclasses.asdict(self.blob_links.statistics()),
+            },
         }
 
     async def _on_websocket(
@@ -439,6 +459,7 @@ class Node:
             await self._load_seeds()
             await nursery.start(self.presence.run)
             await nursery.start(self.push.run)
+            await nursery.start(self.blobs.run)
             await nursery.start(self.admin.run)
             port = await nursery.start(self.server.run)
             self._port = port
@@ -451,6 +472,7 @@ class Node:
                 log.info("no usable address to advertise: peers must be told this node's URL")
             await nursery.start(self.federation.run)
             await nursery.start(self.relay.run)
+            await nursery.start(self.blob_links.run)
             if self.config.mdns:
                 self._nursery = nursery
                 discovery = Discovery(

@@ -32,6 +32,9 @@ from chinwag.protocol.envelope import check_public_key
 from chinwag.protocol.errors import ErrorCode, ProtocolError
 from chinwag.protocol.handshake import LinkKeys, ResponderHandshake
 from chinwag.protocol.link import (
+    BlobChunk,
+    BlobRequest,
+    BlobUnavailable,
     Gossip,
     GossipDigest,
     GossipSummary,
@@ -104,6 +107,14 @@ class FederationRegistry(LinkRegistry, GossipRegistry, Protocol):
     ) -> int: ...
 
 
+class BlobHooks(Protocol):
+    """Blob transfer over links (node/blob_fetch.py)."""
+
+    def link_up(self, peer: bytes) -> None: ...
+    def link_down(self, peer: bytes) -> None: ...
+    def on_frame(self, peer: bytes, frame: BlobRequest | BlobChunk | BlobUnavailable) -> None: ...
+
+
 class LinkEvents(PresenceFrames, Protocol):
     """What presence (node/presence.py) is told about links."""
 
@@ -135,6 +146,7 @@ class Federation:
         group_sync: GroupResync | None = None,
         admit: Admit | None = None,
         introductions: IntroductionHooks | None = None,
+        blobs: BlobHooks | None = None,
     ) -> None:
         """``now_ms`` is the wall clock used to age outbox entries; ``getaddrinfo``
         resolves gossiped URLs (node/dialcheck.py); ``group_sync`` answers a
@@ -153,6 +165,8 @@ class Federation:
         self._joins: dict[bytes, bytes] = {}
         self._join_waits: dict[bytes, _JoinWait] = {}
         self._introductions = introductions
+        #: Blob fetches and their answers on each link (node/blob_fetch.py).
+        self.blobs = blobs
         self._links: dict[bytes, Link] = {}
         #: Peers that had a link since start (node/relay.py: they have a route).
         self._ever_linked: set[bytes] = set()
@@ -396,6 +410,10 @@ class Federation:
         if self._group_sync is not None:
             await self._group_sync.on_gsync_request(key, frame.group, frame.after, self._now_ms())
 
+    def on_blob(self, key: bytes, frame: BlobRequest | BlobChunk | BlobUnavailable) -> None:
+        if self.blobs is not None:
+            self.blobs.on_frame(key, frame)
+
     async def on_intro(self, key: bytes, frame: IntroRequest | Introductions) -> None:
         if self._introductions is not None:
             await self._introductions.on_frame(key, frame)
@@ -600,6 +618,8 @@ class Federation:
                 self.stats_for(link.peer).link = "idle"
                 if self._introductions is not None:
                     self._introductions.link_down(link.peer)
+                if self.blobs is not None:
+                    self.blobs.link_down(link.peer)
                 self.poke(link.peer)
 
     async def _announce_up(self, link: Link) -> None:
@@ -622,6 +642,8 @@ class Federation:
                 self._presence.link_up(link.peer)
             except Exception:  # presence is soft state: never end the link for it
                 log.exception("presence link_up failed")
+        if self.blobs is not None and self._links.get(link.peer) is link:
+            self.blobs.link_up(link.peer)  # wanted blobs from this peer: fetch now
         if self._introductions is not None and self._links.get(link.peer) is link:
             try:
                 await self._introductions.link_up(link.peer)

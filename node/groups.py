@@ -28,6 +28,7 @@ from chinwag.protocol.addresses import (
     node_id_bytes,
     node_id_text,
 )
+from chinwag.protocol.attachments import Attachment
 from chinwag.protocol.envelope import Envelope, SignedUnit, Verified, open_unit, sign_envelope
 from chinwag.protocol.errors import ErrorCode, ProtocolError
 from chinwag.protocol.group_record import KIND_MESSAGE, make_group_record, open_group_record
@@ -35,7 +36,7 @@ from chinwag.protocol.group_record import KIND_MESSAGE, make_group_record, open_
 from . import group_invites as consent
 from .identity import NodeIdentity
 from .peers import TRUSTED, PeerRegistry, record_dedup
-from .store import SendResult, Store, WriteTxn, check_send, event_record
+from .store import SendResult, Store, WriteTxn, check_send, event_record, message_body
 
 MAX_TITLE_CHARS = 100
 #: The event of a host's membership snapshot for a member node that missed
@@ -314,11 +315,19 @@ class Groups:
         await self._store.transact(op)
 
     async def send(
-        self, sender: str, device: str, cid: str | None, group: GroupAddress, text: str, now_ms: int
+        self,
+        sender: str,
+        device: str,
+        cid: str | None,
+        group: GroupAddress,
+        text: str,
+        now_ms: int,
+        attachments: tuple[Attachment, ...] = (),
     ) -> SendResult:
         """Commit a group message; a repeat of ``(sender, device, cid)`` gets the
         original result and writes nothing (as for 1:1 sends)."""
         check_send(device, cid, text)
+        body = message_body(text, attachments)
         me = UserAddress(sender, self._identity.id)
 
         def op(w: WriteTxn) -> SendResult:
@@ -327,6 +336,8 @@ class Groups:
             if retry is not None:
                 return retry
             w.bill(sender, now_ms)
+            if attachments:
+                w.check_attachments(uid, attachments)
             hosted = group.host == self._identity.id
             # Every check comes before the id is drawn and anything is written.
             if hosted:
@@ -346,7 +357,7 @@ class Groups:
                 group=group,
                 ts=now_ms,
                 kind="text",
-                body={"text": text},
+                body=body,
             )
             unit = sign_envelope(w.node_key, env)
             if hosted:

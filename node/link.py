@@ -36,6 +36,9 @@ from chinwag.protocol.link import (
     MAX_PUSH_ENTRIES,
     MAX_REJECTED,
     Ack,
+    BlobChunk,
+    BlobRequest,
+    BlobUnavailable,
     EntryKind,
     Gossip,
     GossipDigest,
@@ -184,6 +187,7 @@ class LinkServices(Protocol):
     async def on_gsync(self, key: bytes, frame: GroupSync) -> None: ...
     def resync_frames(self, key: bytes, *, again: bool) -> list[GroupSync]: ...
     async def on_intro(self, key: bytes, frame: IntroRequest | Introductions) -> None: ...
+    def on_blob(self, key: bytes, frame: BlobRequest | BlobChunk | BlobUnavailable) -> None: ...
 
 
 class _PeerFault(Exception):
@@ -535,6 +539,10 @@ class Link:
                     await self._on_gsync(frame)
                 case IntroRequest() | Introductions():
                     await self._local(self._fed.on_intro(self.peer, frame))
+                case BlobRequest() | BlobChunk() | BlobUnavailable():
+                    # Handed on without waiting: serving and fetching run in
+                    # their own tasks (node/blob_fetch.py).
+                    self._fed.on_blob(self.peer, frame)
                 case Resume():  # pragma: no cover - LinkDirection refuses a second one
                     raise _PeerFault(ProtocolError(ErrorCode.BAD_FRAME, "resume only once"))
 

@@ -428,7 +428,13 @@ class DeviceSession:
         inflight.append(pending)
         try:
             handed = await self._router.submit_send(
-                self.user, self.device, request.cid, request.to, request.text, pending
+                self.user,
+                self.device,
+                request.cid,
+                request.to,
+                request.text,
+                pending,
+                request.attachments,
             )
         except ProtocolError as exc:
             pending(None, exc)
@@ -440,7 +446,7 @@ class DeviceSession:
     async def _group_send(self, request: Send, pending: _PendingSend) -> None:
         try:
             result = await self._router.send(
-                self.user, self.device, request.cid, request.to, request.text
+                self.user, self.device, request.cid, request.to, request.text, request.attachments
             )
         except ProtocolError as exc:
             pending(None, exc)

@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .attachments import Attachment, parse_attachments
 from .codec import decode_cbor_counted, decode_json_counted, encode_cbor, encode_json
 from .errors import ErrorCode, ProtocolError
 from .limits import (
@@ -187,6 +188,8 @@ class Send:
     to: str
     text: str
     cid: str | None
+    #: Files (blobs uploaded to the user's node first; protocol/attachments.py).
+    attachments: tuple[Attachment, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -310,7 +313,7 @@ Request = (
 _FIELDS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     # type: (required fields, optional fields), ``t`` not counted
     "auth": (frozenset({"rid", "token"}), frozenset()),
-    "send": (frozenset({"rid", "to", "text"}), frozenset({"cid"})),
+    "send": (frozenset({"rid", "to", "text"}), frozenset({"cid", "attachments"})),
     "sync": (frozenset({"rid", "after"}), frozenset()),
     "ack": (frozenset({"seq"}), frozenset({"rid"})),
     "heartbeat": (frozenset(), frozenset({"rid"})),
@@ -420,10 +423,17 @@ def parse_request(frame: Mapping[str, Any]) -> Request:
             raise _bad("field 'text' must be a string")
         if len(text) > MAX_TEXT_BYTES or len(text.encode("utf-8")) > MAX_TEXT_BYTES:
             raise ProtocolError(ErrorCode.TOO_LARGE, f"text is limited to {MAX_TEXT_BYTES} bytes")
-        if not text:
+        attachments = parse_attachments(frame["attachments"]) if "attachments" in frame else ()
+        if not text and not attachments:
             raise _bad("field 'text' must not be empty")
         cid = _string(frame, "cid", MAX_CID_CHARS) if "cid" in frame else None
-        return Send(rid=rid, to=_string(frame, "to", MAX_ADDRESS_CHARS), text=text, cid=cid)
+        return Send(
+            rid=rid,
+            to=_string(frame, "to", MAX_ADDRESS_CHARS),
+            text=text,
+            cid=cid,
+            attachments=attachments,
+        )
     if kind == "sync":
         assert rid is not None
         return Sync(rid=rid, after=_count(frame, "after"))
@@ -474,6 +484,8 @@ def encode_request(request: Request) -> dict[str, Any]:
         out = {"t": "send", "to": request.to, "text": request.text}
         if request.cid is not None:
             out["cid"] = request.cid
+        if request.attachments:
+            out["attachments"] = [a.to_wire() for a in request.attachments]
     elif isinstance(request, Sync):
         out = {"t": "sync", "after": request.after}
     elif isinstance(request, Ack):

@@ -30,6 +30,9 @@ from .limits import MAX_FRAME_BYTES, MAX_MESSAGE_BYTES
 
 __all__ = [
     "Ack",
+    "BlobChunk",
+    "BlobRequest",
+    "BlobUnavailable",
     "EntryKind",
     "DigestEntry",
     "Gossip",
@@ -78,10 +81,14 @@ MAX_PAYLOAD_FIELD_BYTES = MAX_MESSAGE_BYTES
 #: (see introduction.MAX_STATEMENT_BYTES).
 MAX_INTRODUCTIONS = 64
 MAX_STATEMENT_FIELD_BYTES = 512
+#: Bytes of data in one ``blobchunk`` (a node sends 64 KiB; up to this is accepted).
+MAX_BLOB_CHUNK = 256 * 1024
+#: Why a blob is not served (``blobnone.code``).
+BLOB_REFUSALS = ("pending", "forbidden", "not_found", "busy")
 #: oseq, upto, applied, skip and gseq are unsigned and fit in 63 bits.
 MAX_COUNTER = (1 << 63) - 1
 #: Frames that may exceed MAX_FRAME_BYTES (everything else is small).
-_LARGE_FRAMES = frozenset({"push", "gossip", "gdigest"})
+_LARGE_FRAMES = frozenset({"push", "gossip", "gdigest", "blobchunk"})
 _CODE_RE = re.compile(r"[a-z][a-z0-9_]{0,31}")
 _STATUSES = ("online", "offline")
 
@@ -250,6 +257,35 @@ class Introductions:
     statements: tuple[Mapping[str, bytes], ...]
 
 
+@dataclass(frozen=True)
+class BlobRequest:
+    """Ask the peer for a blob's bytes from ``offset`` (a window of chunks
+    follows, see node/blob_fetch.py); only for a blob the peer was sent a
+    message about."""
+
+    sha256: bytes
+    offset: int
+
+
+@dataclass(frozen=True)
+class BlobChunk:
+    """``data`` of the blob at ``offset``; ``total`` is the blob's size."""
+
+    sha256: bytes
+    offset: int
+    data: bytes
+    total: int
+
+
+@dataclass(frozen=True)
+class BlobUnavailable:
+    """The peer does not serve the blob now: ``pending`` (it is fetching it
+    itself), ``busy`` (ask later), ``forbidden`` or ``not_found``."""
+
+    sha256: bytes
+    code: str
+
+
 LinkFrame = (
     Resume
     | Push
@@ -265,6 +301,9 @@ LinkFrame = (
     | GroupSync
     | IntroRequest
     | Introductions
+    | BlobRequest
+    | BlobChunk
+    | BlobUnavailable
 )
 
 
@@ -487,6 +526,37 @@ def _parse_intro(item: dict[str, Any]) -> Introductions:
     )
 
 
+def _sha(value: object, what: str) -> bytes:
+    if type(value) is not bytes or len(value) != 32:
+        raise _bad(f"{what} is the 32 bytes of a SHA-256")
+    return value
+
+
+def _parse_blobreq(item: dict[str, Any]) -> BlobRequest:
+    _fields(item, "blobreq", {"sha256", "offset"}, set())
+    return BlobRequest(_sha(item["sha256"], "blobreq.sha256"), _counter(item["offset"], "offset"))
+
+
+def _parse_blobchunk(item: dict[str, Any]) -> BlobChunk:
+    _fields(item, "blobchunk", {"sha256", "offset", "data", "total"}, set())
+    data = item["data"]
+    if type(data) is not bytes or len(data) > MAX_BLOB_CHUNK:
+        raise _bad(f"blobchunk.data is at most {MAX_BLOB_CHUNK} bytes")
+    offset = _counter(item["offset"], "blobchunk.offset")
+    total = _counter(item["total"], "blobchunk.total")
+    if offset + len(data) > total:
+        raise _bad("blobchunk goes past the blob's total")
+    return BlobChunk(_sha(item["sha256"], "blobchunk.sha256"), offset, data, total)
+
+
+def _parse_blobnone(item: dict[str, Any]) -> BlobUnavailable:
+    _fields(item, "blobnone", {"sha256", "code"}, set())
+    code = item["code"]
+    if type(code) is not str or code not in BLOB_REFUSALS:
+        raise _bad(f"blobnone.code is one of {', '.join(BLOB_REFUSALS)}")
+    return BlobUnavailable(_sha(item["sha256"], "blobnone.sha256"), code)
+
+
 _PARSERS: dict[str, Callable[[dict[str, Any]], LinkFrame]] = {
     "resume": _parse_resume,
     "push": _parse_push,
@@ -502,6 +572,9 @@ _PARSERS: dict[str, Callable[[dict[str, Any]], LinkFrame]] = {
     "gsync": _parse_gsync,
     "introreq": _parse_intro_req,
     "intro": _parse_intro,
+    "blobreq": _parse_blobreq,
+    "blobchunk": _parse_blobchunk,
+    "blobnone": _parse_blobnone,
 }
 
 
@@ -582,6 +655,12 @@ def _to_wire(frame: LinkFrame) -> dict[str, Any]:
             return {"t": "introreq"}
         case Introductions(statements):
             return {"t": "intro", "statements": [dict(s) for s in statements]}
+        case BlobRequest(sha, offset):
+            return {"t": "blobreq", "sha256": sha, "offset": offset}
+        case BlobChunk(sha, offset, data, total):
+            return {"t": "blobchunk", "sha256": sha, "offset": offset, "data": data, "total": total}
+        case BlobUnavailable(sha, code):
+            return {"t": "blobnone", "sha256": sha, "code": code}
     raise ProtocolError(ErrorCode.INTERNAL, f"not a link frame: {type(frame).__name__}")
 
 
@@ -627,6 +706,9 @@ _STATES: dict[str, dict[type, str]] = {
         GroupSync: "open",
         IntroRequest: "open",
         Introductions: "open",
+        BlobRequest: "open",
+        BlobChunk: "open",
+        BlobUnavailable: "open",
     },
 }
 

@@ -443,3 +443,32 @@ def test_senders_display_names_are_asked_once_and_shown() -> None:
     assert m.names[bob] == "Bob\x1b[2J B."  # an answer without a name changes nothing
     m.apply_presence({"t": "presence", "user": user, "status": "offline"})
     assert m.person(bob) == "bob@attic"
+def test_files_are_shown_numbered_and_survive_the_state_file() -> None:
+    from chinwag.cli.chat_commands import AttachCommand, SaveCommand
+
+    m = model()
+    photo = {"sha256": "a" * 64, "name": "photo.jpg", "type": "image/jpeg", "size": 2_100_000}
+    notes = {"sha256": "b" * 64, "name": "notes.txt", "type": "text/plain", "size": 18}
+    frame = text_msg(1, f"bob@{HOME}", f"alice@{HOME}", "", 10)
+    frame["body"]["attachments"] = [photo, {"junk": 1}]
+    m.apply_msg(frame)
+    m.apply_msg(text_msg(2, f"bob@{HOME}", f"alice@{HOME}", "and", 11))
+    frame = text_msg(3, f"bob@{HOME}", f"alice@{HOME}", "this", 12)
+    frame["body"]["attachments"] = [notes]
+    m.apply_msg(frame)
+    key = f"bob@{HOME}"
+    assert m.files_in(key) == [notes, photo]  # /save 1 is the newest
+    conv = m.conversations[key]
+    shown = message_log(m, conv, 0).plain
+    assert ": [photo.jpg 2.1 MB]" in shown and "this [notes.txt 18 B]" in shown
+    assert "this [notes.txt 18 B]" in conversation_prompt(m, conv).plain
+    again = model()
+    again.load_json(m.to_json())
+    assert again.files_in(key) == [notes, photo]
+    with pytest.raises(CommandError):
+        parse_command("attach ~/a b.jpg")  # a space: quote the path
+    assert parse_command("attach '~/a b.jpg'") == AttachCommand("~/a b.jpg")
+    assert parse_command("save") == SaveCommand(None, None)
+    assert parse_command("save 2 /tmp") == SaveCommand(2, "/tmp")
+    with pytest.raises(CommandError):
+        parse_command("save 0")
