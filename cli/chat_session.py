@@ -235,6 +235,7 @@ class ChatSession:
             self.login.token,
         )
         return str(reply.get("display_name", display_name))
+
     async def upload(self, path: Path) -> dict[str, Any]:
         """Upload a file (``/attach``); returns the attachment to send."""
         return await upload_file(self.server, self.login.token, path)

@@ -443,6 +443,8 @@ def test_senders_display_names_are_asked_once_and_shown() -> None:
     assert m.names[bob] == "Bob\x1b[2J B."  # an answer without a name changes nothing
     m.apply_presence({"t": "presence", "user": user, "status": "offline"})
     assert m.person(bob) == "bob@attic"
+
+
 def test_files_are_shown_numbered_and_survive_the_state_file() -> None:
     from chinwag.cli.chat_commands import AttachCommand, SaveCommand
 
