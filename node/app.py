@@ -25,6 +25,7 @@ from chinwag.protocol.errors import ProtocolError
 from chinwag.protocol.fingerprint import fingerprint
 from chinwag.protocol.frames import WireFormat
 
+from .actions import ActionOps
 from .admin import AdminOps, AdminServer
 from .admission import Ticket
 from .config import NodeConfig
@@ -250,6 +251,13 @@ class Node:
         self.presence.attach(self.federation.send_to, self.federation.is_linked)
         self.group_ops = GroupOps(self.groups, self.router, self.presence)
         self.history_ops = HistoryOps(config, self.store, self.router, self.hub, self.identity.id)
+        self.action_ops = ActionOps(
+            self.store,
+            self.identity.id,
+            self.groups,
+            seams.federation_now_ms,
+            config.delete_window,
+        )
         self.passwords = PasswordHasher(
             seams.kdf_cost,
             threads=config.kdf_threads,
@@ -401,6 +409,7 @@ class Node:
             "introductions": dataclasses.asdict(self.introductions.statistics()),
             "relay": dataclasses.asdict(self.relay.statistics()),
             "gossip": dataclasses.asdict(self.federation.gossip_statistics()),
+            "actions": dataclasses.asdict(self.store.action_stats.view()),
         }
 
     async def _on_websocket(
@@ -424,6 +433,7 @@ class Node:
         )
         session.group_ops = self.group_ops
         session.history_ops = self.history_ops
+        session.action_ops = self.action_ops
         self.hub.connections += 1
         try:
             await session.run()

@@ -258,7 +258,9 @@ class ChatClient:
             return ClientError.from_protocol(self.closed_reason)
         return ClientError("unavailable", "connection to the node closed")
 
-    async def send(self, to: str, text: str, cid: str | None = None) -> SendAck:
+    async def send(
+        self, to: str, text: str, cid: str | None = None, reply_to: int | None = None
+    ) -> SendAck:
         """Send a message; returns once the node has made it durable.
 
         A ``rate_limited`` answer is not an error here: the client waits the
@@ -266,7 +268,14 @@ class ChatClient:
         lost ``ok`` never duplicates), as often as the node asks. Any other
         error raises :class:`ClientError`.
         """
-        frame = {"t": "send", "to": to, "text": text, "cid": cid or secrets.token_hex(8)}
+        frame: dict[str, Any] = {
+            "t": "send",
+            "to": to,
+            "text": text,
+            "cid": cid or secrets.token_hex(8),
+        }
+        if reply_to is not None:
+            frame["reply_to"] = reply_to
         while True:
             try:
                 reply = await self.call(dict(frame))
@@ -316,6 +325,21 @@ class ChatClient:
             except ClientError as exc:
                 out.append(exc)
         return out
+
+    async def edit(self, msg_id: int, text: str) -> SendAck:
+        """Replace the text of the user's own message ``msg_id`` everywhere."""
+        return _action_ack(await self.call({"t": "edit", "id": msg_id, "text": text}))
+
+    async def delete(self, msg_id: int) -> SendAck:
+        """Delete the user's own message ``msg_id`` for everyone."""
+        return _action_ack(await self.call({"t": "delete", "id": msg_id}))
+
+    async def react(self, msg_id: int, emoji: str, remove: bool = False) -> SendAck:
+        """Add (or ``remove``) a reaction to message ``msg_id``."""
+        frame: dict[str, Any] = {"t": "react", "id": msg_id, "emoji": emoji}
+        if remove:
+            frame["remove"] = True
+        return _action_ack(await self.call(frame))
 
     async def group(self, op: str, **fields: Any) -> dict[str, Any]:
         """A ``group`` request: create, add, remove, leave, rename, list, members."""
@@ -444,6 +468,10 @@ class ChatClient:
 
 #: Waited when a ``rate_limited`` answer carries no ``retry_after_ms``.
 DEFAULT_RETRY_MS = 100
+
+
+def _action_ack(reply: dict[str, Any]) -> SendAck:
+    return SendAck(int(reply["id"]), int(reply["seq"]), int(reply["ts"]))
 
 
 def retry_delay(error: ClientError) -> float:

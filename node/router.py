@@ -112,11 +112,18 @@ class Router:
         return f"{address.user}@{self.node_label(address.node) or address.node}"
 
     async def send(
-        self, sender: str, device: str, cid: str | None, to_text: str, text: str
+        self,
+        sender: str,
+        device: str,
+        cid: str | None,
+        to_text: str,
+        text: str,
+        body: dict[str, Any] | None = None,
     ) -> SendResult:
+        """Send a text; ``body`` replaces ``{"text": text}`` (a reply, node/actions.py)."""
         # Counted here, once per send, for /metrics (node/metrics.py).
         try:
-            result = await self._send(sender, device, cid, to_text, text)
+            result = await self._send(sender, device, cid, to_text, text, body)
         except ProtocolError:
             self._refused += 1
             raise
@@ -124,17 +131,27 @@ class Router:
         return result
 
     async def _send(
-        self, sender: str, device: str, cid: str | None, to_text: str, text: str
+        self,
+        sender: str,
+        device: str,
+        cid: str | None,
+        to_text: str,
+        text: str,
+        body: dict[str, Any] | None = None,
     ) -> SendResult:
         if to_text.startswith("#"):
             if self.groups is None:
                 raise ProtocolError(ErrorCode.BAD_REQUEST, "groups are not enabled")
             group = self.resolve_group(to_text)
-            return await self.groups.send(sender, device, cid, group, text, self._now_ms())
+            return await self.groups.send(
+                sender, device, cid, group, text, self._now_ms(), body=body
+            )
         to = self.resolve_user(to_text)
         # A remote recipient's outbox wakes its link after the commit
         # (Store.on_outbox), like every other outbox write.
-        return await self._store.send_direct(sender, device, cid, to, text, self._now_ms())
+        return await self._store.send_direct(
+            sender, device, cid, to, text, self._now_ms(), body=body
+        )
 
     async def submit_send(
         self,
@@ -189,6 +206,9 @@ class Router:
     def _render(self, record: bytes) -> dict[str, Any]:
         seq = 0
         item = cbor2.loads(record)
+        if "plain" in item:
+            # A record rewritten by an action (node/actions_store.py).
+            return self._render_plain(item)
         if "unit" in item:
             unit = SignedUnit.from_wire(item["unit"])
             env = decode_envelope(unit.env)
@@ -209,9 +229,50 @@ class Router:
                 label = self.node_label(env.group.host)
                 if label is not None:
                     frame["group"]["host_name"] = label
+            if "edit" in item or "react" in item:
+                self._overlay(frame, item)
             return frame
         event = item.get("event", {})
         return {"t": "msg", "seq": seq, "kind": "event", "body": event}
+
+    def _render_plain(self, item: dict[str, Any]) -> dict[str, Any]:
+        env = item["plain"]
+        sender = UserAddress.from_wire(env["from"])
+        frame: dict[str, Any] = {
+            "t": "msg",
+            "seq": 0,
+            "id": env["id"],
+            "origin": sender.node,
+            "from": self._address_wire(sender),
+            "ts": env["ts"],
+            "kind": env["kind"],
+            "body": env.get("body", {}),
+        }
+        if "to" in env:
+            frame["to"] = self._address_wire(UserAddress.from_wire(env["to"]))
+        if "group" in env:
+            frame["group"] = GroupAddress.from_wire(env["group"]).to_wire()
+            label = self.node_label(frame["group"]["host"])
+            if label is not None:
+                frame["group"]["host_name"] = label
+        if "del" in item:
+            frame["deleted"] = True
+        elif "edit" in item or "react" in item:
+            self._overlay(frame, item)
+        return frame
+
+    def _overlay(self, frame: dict[str, Any], item: dict[str, Any]) -> None:
+        """Show an edited message's current text and its reactions."""
+        edit = item.get("edit")
+        if isinstance(edit, dict):
+            frame["body"] = {**frame["body"], "text": edit.get("text")}
+            frame["edited"] = True
+            frame["edited_ts"] = edit.get("ts")
+        reactions: dict[str, list[dict[str, str]]] = {}
+        for emoji, user, node in item.get("react", []):
+            reactions.setdefault(emoji, []).append(self._address_wire(UserAddress(user, node)))
+        if reactions:
+            frame["reactions"] = reactions
 
     def _address_wire(self, address: UserAddress) -> dict[str, str]:
         wire = address.to_wire()

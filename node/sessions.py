@@ -39,9 +39,12 @@ from chinwag.protocol.frames import (
     Ack,
     Auth,
     Convs,
+    Delete,
+    Edit,
     GroupOp,
     Heartbeat,
     History,
+    React,
     Read,
     Request,
     Rid,
@@ -187,6 +190,8 @@ class DeviceSession:
         self.group_ops: Any = None
         #: Answers ``convs``/``history``/``read``/``search`` (node/history_ops.py), set by the app.
         self.history_ops: Any = None
+        #: Answers ``edit``/``delete``/``react``, fills replies (node/actions.py); set by the app.
+        self.action_ops: Any = None
 
     # ------------------------------------------------------------------ run
     async def run(self) -> None:
@@ -401,10 +406,16 @@ class DeviceSession:
             self._reply(
                 ok_frame(request.rid, **await self.history_ops.handle(self.user, self, request))
             )
+        elif isinstance(request, Edit | Delete | React):
+            if self.action_ops is None:
+                raise ProtocolError(ErrorCode.BAD_REQUEST, "actions are not served here")
+            self._take_send_token()
+            fields = await self.action_ops.handle(self.user, self.device, request)
+            self._reply(ok_frame(request.rid, **fields))
         elif isinstance(request, Auth):
             raise ProtocolError(ErrorCode.BAD_REQUEST, "already authenticated")
 
-    async def _start_send(self, request: Send) -> None:
+    def _take_send_token(self) -> None:
         wait = self._bucket.take(trio.current_time())
         if wait > 0:
             raise ProtocolError(
@@ -412,6 +423,9 @@ class DeviceSession:
                 "too many messages; slow down",
                 retry_after_ms=max(1, int(wait * 1000)),
             )
+
+    async def _start_send(self, request: Send) -> None:
+        self._take_send_token()
         inflight = self._inflight
         if inflight is None:
             inflight = self._inflight = deque()
@@ -421,6 +435,12 @@ class DeviceSession:
             await self._inflight_room.wait()
         pending = _PendingSend(self, request.rid)
         inflight.append(pending)
+        if request.reply_to is not None:
+            # A reply: its body is filled from the user's queue (node/actions.py),
+            # then it goes like a group send, awaited by its own task.
+            assert self._nursery is not None
+            self._nursery.start_soon(self._group_send, request, pending)
+            return
         try:
             handed = await self._router.submit_send(
                 self.user, self.device, request.cid, request.to, request.text, pending
@@ -434,8 +454,13 @@ class DeviceSession:
 
     async def _group_send(self, request: Send, pending: _PendingSend) -> None:
         try:
+            body = None
+            if request.reply_to is not None:
+                if self.action_ops is None:
+                    raise ProtocolError(ErrorCode.BAD_REQUEST, "replies are not served here")
+                body = self.action_ops.reply_body(self.user, request.reply_to, request.text)
             result = await self._router.send(
-                self.user, self.device, request.cid, request.to, request.text
+                self.user, self.device, request.cid, request.to, request.text, body
             )
         except ProtocolError as exc:
             pending(None, exc)
