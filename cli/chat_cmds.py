@@ -36,6 +36,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     _client_args(p)
     p.add_argument("to", metavar="TO", help="bob (same node), bob@node or '#group@host'")
     p.add_argument("text", metavar="TEXT", help="the text, or - for one message per stdin line")
+    p.add_argument(
+        "--reply-to", type=int, metavar="ID", help="reply to this message id (quoting it)"
+    )
     p.set_defaults(handler=cmd_send)
 
     p = sub.add_parser("tail", help="print your messages")
@@ -90,11 +93,13 @@ def _print_ack(ack: SendAck) -> None:
 
 def cmd_send(args: argparse.Namespace) -> int:
     if args.text == "-":
+        if args.reply_to is not None:
+            fail("--reply-to sends one message, not stdin lines")
         return run_async(lambda: _send_stdin(args))
 
     async def one() -> int:
         async with session(args) as client:
-            _print_ack(await client.send(args.to, args.text))
+            _print_ack(await client.send(args.to, args.text, reply_to=args.reply_to))
         return 0
 
     return run_async(one)
@@ -137,7 +142,31 @@ def _print_message(frame: dict[str, Any], as_json: bool) -> None:
     when = datetime.fromtimestamp(ts / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S") if ts else "-"
     target = item.get("group") or item["to"]
     text = item["text"] if item["text"] is not None else json.dumps(item.get("event"))
+    text = action_text(item, text)
     print(f"[{item['seq']}] {when} {item['from']} -> {target}: {text}", flush=True)
+
+
+def action_text(item: dict[str, Any], text: str) -> str:
+    """How ``tail`` shows an action or a message's state (issue 17)."""
+    kind = item.get("kind")
+    if kind == "edit":
+        return f"(edit of {item.get('target')}) {item.get('text') or ''}".rstrip()
+    if kind == "delete":
+        return f"(deleted {item.get('target')})"
+    if kind == "react":
+        verb = "took back" if item.get("remove") else "reacted"
+        return f"({verb} {item.get('emoji')} on {item.get('target')})"
+    if item.get("deleted"):
+        return "(deleted)"
+    quoted = item.get("reply_to")
+    if isinstance(quoted, dict):
+        text = f"(re {quoted.get('from')}: {quoted.get('excerpt')!r}) {text}"
+    if item.get("edited"):
+        text += " (edited)"
+    reactions = item.get("reactions")
+    if reactions:
+        text += " " + " ".join(f"{e}{len(users)}" for e, users in reactions.items())
+    return text
 
 
 async def queue_frames(

@@ -231,6 +231,8 @@ class Router:
                     frame["group"]["host_name"] = label
             if "edit" in item or "react" in item:
                 self._overlay(frame, item)
+            if "reply_to" in env.body:
+                self._label_reply(frame)
             return frame
         event = item.get("event", {})
         return {"t": "msg", "seq": seq, "kind": "event", "body": event}
@@ -259,7 +261,21 @@ class Router:
             frame["deleted"] = True
         elif "edit" in item or "react" in item:
             self._overlay(frame, item)
+        if "reply_to" in frame["body"]:
+            self._label_reply(frame)
         return frame
+
+    def _label_reply(self, frame: dict[str, Any]) -> None:
+        """Name the quoted sender's node, as ``from`` is named (a copy: the
+        body is the envelope's)."""
+        quoted = frame["body"].get("reply_to")
+        if isinstance(quoted, dict) and isinstance(quoted.get("from"), dict):
+            try:
+                sender = UserAddress.from_wire(quoted["from"])
+            except ProtocolError:
+                return
+            shown = {**quoted, "from": self._address_wire(sender)}
+            frame["body"] = {**frame["body"], "reply_to": shown}
 
     def _overlay(self, frame: dict[str, Any], item: dict[str, Any]) -> None:
         """Show an edited message's current text and its reactions."""
