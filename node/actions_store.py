@@ -415,6 +415,22 @@ def _reindex(w: WriteTxn, uid: int, seq: int, old: str | None, new: str | None) 
         history_index.index_message_text(w.txn, dbs, uid, seq, new)
 
 
+def rebuild_all(txn: lmdb.Transaction[bytes], dbs: dict[str, Any]) -> int:
+    """Index every text message of every queue by id (the 3 -> 4 migration);
+    return the number indexed. Stores before schema 4 hold no actions."""
+    for name in DB_NAMES:
+        txn.drop(dbs[name], delete=False)
+    count = 0
+    for key, value in txn.cursor(db=dbs["queue"]):
+        stored = load(bytes(value))
+        if stored is None or stored.kind != "text":
+            continue
+        uid = key[:4]
+        txn.put(uid + _U64.pack(stored.msg_id) + stored.origin, key[4:12], db=dbs["msg_ids"])
+        count += 1
+    return count
+
+
 def drop_user(txn: lmdb.Transaction[bytes], dbs: dict[str, Any], uid: int) -> None:
     """Remove every row of user ``uid`` (the user is being removed)."""
     prefix = _U32.pack(uid)

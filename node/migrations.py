@@ -94,9 +94,20 @@ def _v2_to_v3(txn: lmdb.Transaction[bytes], dbs: dict[str, Any], node_id: str) -
     rebuild_all(txn, dbs, node_id)
 
 
+def _v3_to_v4(txn: lmdb.Transaction[bytes], dbs: dict[str, Any], node_id: str) -> None:
+    """Schema 4 adds the message-id index of actions on messages
+    (node/actions_store.py), kept by every queue append from now on: build it
+    for the queues that exist, so older messages can be edited, deleted,
+    reacted and replied to."""
+    from .actions_store import rebuild_all
+
+    rebuild_all(txn, dbs)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "stamp only; schema 2 adds meta 'writer' (set at each open)", _v1_to_v2),
     Migration(2, "conversation, read-marker and search index built from the queues", _v2_to_v3),
+    Migration(3, "message-id index for edit/delete/react/reply built from the queues", _v3_to_v4),
 )
 
 #: The layout this code writes: one past the last migration's source.

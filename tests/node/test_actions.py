@@ -160,3 +160,33 @@ async def test_delete_window(start_node) -> None:
             await a.delete(old.id)
         assert caught.value.code == "forbidden"
         await a.edit(old.id, "edits have no window")
+
+
+async def test_a_schema_3_store_gets_its_message_ids_indexed(start_node, tmp_path) -> None:
+    import lmdb
+
+    from chinwag.node.actions_store import DB_NAMES as ACTION_DBS
+
+    from .test_migrations import _U32, set_meta
+
+    data = tmp_path / "den"
+    node = await start_node(data_dir=data, name="den")
+    alice = await node.user("alice")
+    await node.user("bob")
+    async with connect(node.url, alice) as a:
+        old = await a.send("bob", "written before schema 4")
+    await node.stop()
+    env = lmdb.open(str(data / "db"), max_dbs=64, subdir=True)
+    try:
+        with env.begin(write=True) as txn:
+            for name in ACTION_DBS:
+                txn.drop(env.open_db(name.encode(), txn=txn, create=False), delete=True)
+    finally:
+        env.close()
+    set_meta(data, schema=_U32.pack(3))
+
+    node = await start_node(data_dir=data)
+    async with connect(node.url, alice) as a:
+        await a.edit(old.id, "edited after the upgrade")
+        msgs = await page_of(a, conv_of(node, "bob"))
+        assert msgs[old.id]["body"]["text"] == "edited after the upgrade"
