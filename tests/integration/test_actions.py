@@ -11,8 +11,9 @@ import trio
 
 from chinwag.node.client import ChatClient, connect
 from chinwag.protocol.actions import delete_body, edit_body
-from chinwag.protocol.addresses import UserAddress
+from chinwag.protocol.addresses import GroupAddress, UserAddress
 from chinwag.protocol.envelope import Envelope, NodeKey, sign_envelope
+from chinwag.protocol.group_record import make_group_record
 
 from .rogue import rogue_link, trust_rogue
 from .test_federation import linked
@@ -188,3 +189,58 @@ async def test_one_to_one_across_nodes_and_forged_actions(start_node) -> None:
         assert msg["deleted"] is True
     for node in (home, away):
         assert not [r for r in queue_records(node) if SECRET.encode() in r]
+
+
+async def test_a_forged_group_delete_is_left_out_of_member_queues(start_node) -> None:
+    """A host's record carrying a delete by eve of mallory's message: bob's
+    node refuses it (counted), keeps the message, and the group goes on."""
+    node = await start_node(name="m2")
+    bob_token = await node.user("bob")
+    rogue = NodeKey.generate()
+    await trust_rogue(node, rogue)
+    await befriend(node, bob_token, f"mallory@{rogue.id}")  # bob accepts mallory's invitation
+    group = GroupAddress("club", rogue.id)
+    mallory, eve = UserAddress("mallory", rogue.id), UserAddress("eve", rogue.id)
+    bob = member_of(node, "bob")
+
+    def unit(msg_id: int, sender: UserAddress, kind: str, body: dict[str, Any]) -> Any:
+        env = Envelope(msg_id, sender, None, group, 1, kind, body)
+        return sign_envelope(rogue, env)
+
+    invite = unit(1, mallory, "invite", {"invitee": bob, "title": "club"}).to_wire()
+    joined = {"action": "members", "by": f"mallory@{rogue.id}", "added": [bob], "removed": []}
+    members = [f"mallory@{rogue.id}", f"eve@{rogue.id}", bob]
+    records = [
+        make_group_record(rogue, group, 1, members=members, event=joined),
+        make_group_record(rogue, group, 2, unit=unit(2, mallory, "text", {"text": "mine"})),
+        make_group_record(rogue, group, 3, unit=unit(3, eve, "delete", delete_body(2))),
+        make_group_record(rogue, group, 4, unit=unit(4, mallory, "edit", edit_body(2, "still"))),
+    ]
+    async with connect(node.url, bob_token) as b:
+        await b.sync(0)
+        async with rogue_link(node, rogue) as link:
+            entries = [{"o": 1, "k": "gi", "u": invite}]
+            entries += [{"o": n + 2, "k": "gr", "r": r} for n, r in enumerate(records)]
+            await link.push(entries)
+            with trio.fail_after(TIMEOUT):
+                ack = await link.receive("ack")
+                while ack["upto"] < len(entries):
+                    ack = await link.receive("ack")
+            assert ack.get("rejected", []) == []
+            await until_kind(b, "edit", 2)
+        assert node.node.status()["actions"]["refused"] == 1
+        kinds = [f["kind"] for f in await drain_queue(node.url, bob_token)]
+        assert "delete" not in kinds and kinds.count("edit") == 1
+        msg = await message_in_page(b, f"#club@{rogue.id}", 2)
+        assert msg["body"]["text"] == "still" and "deleted" not in msg
+
+
+async def drain_queue(url: str, token: str) -> list[dict[str, Any]]:
+    """Every entry of the user's queue, from a sync on a fresh connection."""
+    async with connect(url, token) as client:
+        head = await client.sync(0)
+        frames: list[dict[str, Any]] = []
+        with trio.fail_after(TIMEOUT):
+            while not frames or frames[-1]["seq"] < head:
+                frames.append(await client.messages.receive())
+    return frames
