@@ -49,7 +49,26 @@ class OpenHit:
     number: int  # 1 = the first hit of the last /search
 
 
-Command = OpenChat | ContactCommand | GroupCommand | LocalCommand | SearchCommand | OpenHit
+@dataclass(frozen=True)
+class ActionCommand:
+    """``/edit TEXT``, ``/delete``, ``/reply TEXT``, ``/react EMOJI``: on the last
+    message of the open conversation (your own, for edit and delete)."""
+
+    kind: str  # edit | delete | reply | react
+    text: str = ""
+
+
+Command = (
+    OpenChat
+    | ContactCommand
+    | GroupCommand
+    | LocalCommand
+    | SearchCommand
+    | OpenHit
+    | ActionCommand
+)
+#: Commands whose argument is the rest of the line, as typed (no shell quoting).
+_RAW = {"edit": "TEXT", "reply": "TEXT", "react": "EMOJI", "delete": ""}
 
 HELP = """\
 /chat ADDRESS                 open a conversation: bob, bob@node, #team@node
@@ -65,6 +84,10 @@ HELP = """\
 /retry                        resend the failed messages of this conversation
 /search WORDS…                search your history (all words, any case or accent)
 /open N                       open the conversation of search hit N, at that message
+/edit TEXT                    replace the text of your last message here
+/delete                       delete your last message here, for everyone
+/reply TEXT                   reply to the last message here, quoting it
+/react EMOJI                  react to the last message here (again: take it back)
 /help                         this text
 /quit                         quit (also ctrl+q)
 ctrl+n / ctrl+p switch conversations; PageUp scrolls back and loads older
@@ -123,6 +146,9 @@ _NAMES = ("chat", "contact", "group", "help", "quit", "retry", "search", "open")
 
 def parse_command(line: str) -> Command:
     """Parse what follows the ``/`` of an input line."""
+    name, _, rest = line.strip().partition(" ")
+    if name in _RAW:
+        return _action(name, rest.strip())
     try:
         words = shlex.split(line)
     except ValueError as exc:
@@ -145,6 +171,16 @@ def parse_command(line: str) -> Command:
             raise CommandError("/open N: N is the number of a hit, 1 or more")
         return OpenHit(args.number)
     return LocalCommand(args.command)
+
+
+def _action(name: str, rest: str) -> ActionCommand:
+    if name == "delete":
+        if rest:
+            raise CommandError("/delete takes nothing: it deletes your last message here")
+        return ActionCommand("delete")
+    if not rest:
+        raise CommandError(f"/{name} {_RAW[name]}: the {_RAW[name].lower()} is missing")
+    return ActionCommand(name, rest)
 
 
 def _group_fields(args: argparse.Namespace) -> dict[str, Any]:

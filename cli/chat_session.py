@@ -212,6 +212,17 @@ class ChatSession:
             self._dirty.set()
         return reply
 
+    async def act(self, kind: str, msg_id: int, text: str = "") -> None:
+        """An edit, delete or reaction over the live connection (issue 17); its
+        effect comes back in the stream like everyone else's."""
+        client = await self._live_client()
+        if kind == "edit":
+            await client.edit(msg_id, text)
+        elif kind == "delete":
+            await client.delete(msg_id)
+        else:
+            await client.react(msg_id, text, remove=kind == "unreact")
+
     async def contact(self, action: str, address: str) -> str:
         """Add or remove a contact (HTTP), then reload the contact list."""
         method = "POST" if action == "add" else "DELETE"
@@ -351,13 +362,15 @@ class ChatSession:
         while True:
             kicked = self._kick = trio.Event()
             for entry in self.model.pending():
-                await self._send_one(client, entry.cid, entry.to, entry.text)
+                await self._send_one(client, entry.cid, entry.to, entry.text, entry.reply_to)
             await kicked.wait()
 
-    async def _send_one(self, client: ChatClient, cid: str, to: str, text: str) -> None:
+    async def _send_one(
+        self, client: ChatClient, cid: str, to: str, text: str, reply_to: int = 0
+    ) -> None:
         for _ in range(MAX_RATE_RETRIES):
             try:
-                ack = await client.send(to, text, cid)
+                ack = await client.send(to, text, cid, reply_to or None)
             except ClientError as exc:
                 if client.is_closed or exc.code == "timeout":
                     raise  # stays pending; resent with the same cid after reconnecting

@@ -55,6 +55,8 @@ def conversation_prompt(model: ChatModel, conv: Conversation) -> Text:
         out.append(" (left)", style="dim")
     last = conv.last_message()
     preview = clean(last.text).replace("\n", " ") if last is not None else "no messages yet"
+    if last is not None and last.deleted:
+        preview = "(deleted)"
     if len(preview) > PREVIEW_CHARS:
         preview = preview[: PREVIEW_CHARS - 1] + "…"
     out.append("\n  " + preview, style="dim")
@@ -92,7 +94,20 @@ def message_log(
             out.append(stamp + " ", style="dim")
         sender = "you" if entry.mine else model.display(entry.sender)
         out.append(sender, style="bold cyan" if entry.mine else "bold")
-        out.append(": " + clean(entry.text))
+        if entry.reply:
+            who, _, excerpt = entry.reply.partition(": ")
+            quoted = clean(excerpt).replace("\n", " ") or "(deleted)"
+            out.append(f" ↳ {model.display(who)}: {quoted[:60]}", style="dim")
+        if entry.deleted:
+            out.append(": ")
+            out.append("(deleted)", style="italic dim")
+        else:
+            out.append(": " + clean(entry.text))
+        if entry.edited and not entry.deleted:
+            out.append(" (edited)", style="dim")
+        if entry.reactions:
+            chips = " ".join(f"{clean(e)}{len(u)}" for e, u in entry.reactions.items() if u)
+            out.append("  " + chips, style="yellow")
         if entry.mine:
             out.append_text(_status(entry))
     return out
