@@ -29,6 +29,19 @@ const HIGHLIGHT_MS = 4000;
 
 const $ = (id) => document.getElementById(id);
 
+// Extension points for the client's other modules (actions.js, …): each
+// registers handlers by name through window.chinwag.hook(name, fn); app.js
+// calls them at the few places marked "hook:". The first handler that
+// returns something other than undefined decides.
+const hooks = new Map(); // name -> [fn]
+function runHooks(name, ...args) {
+  for (const fn of hooks.get(name) || []) {
+    const result = fn(...args);
+    if (result !== undefined) return result;
+  }
+  return undefined;
+}
+
 const state = {
   session: null, // {token, device, user, nodeId, nodeName}
   ws: null,
@@ -427,6 +440,8 @@ function onMsg(frame) {
 // Both have the same shape; an entry already known (by origin and id, or by
 // seq for events) is not added twice.
 function ingest(frame, live) {
+  const handled = runHooks("frame", frame, live); // hook: edit/delete/react (actions.js)
+  if (handled !== undefined) return handled;
   if (frame.kind === "event") return onEvent(frame, live);
   if (frame.kind === "text") return onText(frame, live);
   return null;
@@ -462,6 +477,7 @@ function onText(frame, live) {
     const conv = state.conversations.get(key);
     conv.lastSeq = Math.max(conv.lastSeq, frame.seq);
     conv.messages.sort(orderOf);
+    runHooks("message", known, frame); // hook: edited, deleted, reply, reactions
     if (live) {
       known.live = true;
       countLive(conv, known);
@@ -484,6 +500,7 @@ function onText(frame, live) {
     order: sendOrder++,
     live,
   };
+  runHooks("message", item, frame); // hook: edited, deleted, reply, reactions
   if (state.failed.has(idKey)) {
     item.state = "failed";
     item.deliveryFailed = true;
@@ -1083,6 +1100,7 @@ function sendText(conv, text) {
     order: sendOrder++,
     retries: 0,
   };
+  runHooks("compose", item, conv); // hook: a reply's target (actions.js)
   addToConversation(conv, item);
   state.pending.set(item.cid, item);
   savePending();
@@ -1096,6 +1114,7 @@ function sendText(conv, text) {
 function savePending() {
   const items = [...state.pending.values()].map((m) => ({
     cid: m.cid, to: m.to, text: m.text, convKey: m.convKey, ts: m.ts, kind: m.kind,
+    replyTo: m.replyTo,
   }));
   try {
     sessionStorage.setItem("chinwag.pending", JSON.stringify(items));
@@ -1129,7 +1148,9 @@ async function transmit(item) {
   item.inFlightOn = state.ws;
   let ok;
   try {
-    ok = await call({ t: "send", to: item.to, text: item.text, cid: item.cid });
+    const frame = { t: "send", to: item.to, text: item.text, cid: item.cid };
+    if (item.replyTo) frame.reply_to = item.replyTo.id; // a reply (actions.js)
+    ok = await call(frame);
   } catch (err) {
     item.inFlightOn = null;
     if (err.code === "unavailable" || err.code === "timeout") {
@@ -1552,7 +1573,7 @@ function renderMessages(list, conv) {
   let next = list.firstElementChild;
   for (const m of conv.messages) {
     if (hidden(m)) continue;
-    const signature = `${m.state}|${m.id}|${m.seq}|${m.error || ""}|${m.retried ? 1 : 0}|${m.text}`;
+    const signature = `${m.state}|${m.id}|${m.seq}|${m.error || ""}|${m.retried ? 1 : 0}|${m.rev || 0}|${m.text}`;
     let entry = messageElements.get(m);
     if (!entry) {
       entry = { li: renderMessage(m), signature };
@@ -1590,7 +1611,7 @@ function keepingFocus(list, attribute, build) {
 function renderMessage(m) {
   if (m.kind === "event") return el("li", { class: "event" }, m.text);
   const stateText = { pending: "sending…", sent: "✓", failed: `failed: ${m.error || ""}` }[m.state];
-  return el(
+  const li = el(
     "li",
     {
       class: m.mine ? "message mine" : "message",
@@ -1606,6 +1627,8 @@ function renderMessage(m) {
       : null,
     el("p", { class: "msg-text" }, m.text),
   );
+  runHooks("renderMessage", li, m); // hook: menu, reply preview, reactions (actions.js)
+  return li;
 }
 
 // ------------------------------------------------------------------ actions
@@ -1785,6 +1808,7 @@ function bind() {
     const conv = state.conversations.get(state.openKey);
     const text = $("composer-text").value;
     if (!conv || !text.trim()) return;
+    if (runHooks("submit", conv, text)) return; // hook: an edit in progress (actions.js)
     if (new TextEncoder().encode(text).length > 16384) {
       showError("A message is at most 16 KiB.");
       return;
@@ -1924,6 +1948,11 @@ window.chinwag = {
   get connection() {
     return state.conn;
   },
+  // For the client's other modules (actions.js): hook points and helpers.
+  hook(name, fn) {
+    hooks.set(name, [...(hooks.get(name) || []), fn]);
+  },
+  app: { state, call, el, msgKey, queueRender, render, showError, clearError, describe },
 };
 
 boot();
