@@ -65,7 +65,10 @@ def check_emoji(value: Any) -> str:
         raise ProtocolError(
             ErrorCode.BAD_REQUEST, f"an emoji is at most {MAX_EMOJI_CODEPOINTS} code points"
         )
+    keycap = "\u20e3" in value  # 1️⃣, #️⃣: a digit or # made an emoji by U+20E3
     for char in value:
+        if keycap and char in "0123456789#*":
+            continue
         if char.isascii() and (char.isalnum() or char.isspace() or not char.isprintable()):
             raise ProtocolError(ErrorCode.BAD_REQUEST, "an emoji holds no letters or digits")
         if not char.isprintable() and char not in "\u200d\ufe0f\ufe0e":

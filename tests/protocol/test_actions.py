@@ -94,7 +94,7 @@ def test_edit_text_over_the_limit_is_too_large() -> None:
     assert caught.value.code is ErrorCode.TOO_LARGE
 
 
-@pytest.mark.parametrize("emoji", ["👍", "🎉", "❤️", "👩‍💻", "🇫🇷", "?!", "‼"])
+@pytest.mark.parametrize("emoji", ["👍", "🎉", "❤️", "👩‍💻", "🇫🇷", "?!", "‼", "1\ufe0f\u20e3"])
 def test_emoji_accepted(emoji: str) -> None:
     assert check_emoji(emoji) == emoji
 
