@@ -99,9 +99,13 @@ function decorate(item, frame) {
 }
 
 // hook "compose": the message being written answers local.replyTo.
-function compose(item) {
+function compose(item, conv) {
   if (!local.replyTo) return;
   const target = local.replyTo;
+  if (target.convKey !== conv.key) {
+    setReply(null); // chosen in another conversation: a plain message here
+    return;
+  }
   item.replyTo = { id: String(target.id), from: target.sender || me(), excerpt: target.text.slice(0, EXCERPT_CHARS) };
   setReply(null);
 }
@@ -110,6 +114,10 @@ function compose(item) {
 function submit(conv, text) {
   const item = local.editing;
   if (!item) return undefined;
+  if (item.convKey !== conv.key) {
+    stopEditing(); // chosen in another conversation: send this as a message
+    return undefined;
+  }
   stopEditing();
   $("composer-text").value = "";
   act({ t: "edit", id: item.id, text }, "edit");
@@ -331,6 +339,17 @@ document.addEventListener("click", (e) => {
 document.addEventListener("keydown", (e) => {
   if (e.key === "Escape" && (local.editing || local.replyTo)) cancel();
 });
+// A reply or an edit belongs to the conversation it was chosen in: typing in
+// another one drops it (app.js has no hook for switching conversations).
+for (const type of ["focus", "input"]) {
+  $("composer-text").addEventListener(type, () => {
+    const chosen = local.editing || local.replyTo;
+    if (chosen && chosen.convKey !== state.openKey) {
+      local.replyTo = null;
+      stopEditing();
+    }
+  });
+}
 
 const { hook } = window.chinwag;
 hook("frame", onAction);
