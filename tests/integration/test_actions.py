@@ -244,3 +244,33 @@ async def drain_queue(url: str, token: str) -> list[dict[str, Any]]:
             while not frames or frames[-1]["seq"] < head:
                 frames.append(await client.messages.receive())
     return frames
+
+
+async def test_acknowledged_actions_survive_sigkill_of_a_node_process(nursery, tmp_path) -> None:
+    from chinwag.node.client import login, signup
+
+    from .procs import spawn_node
+
+    password = "actions-crash-password"
+    data = tmp_path / "node"
+    proc = await spawn_node(nursery, data)
+    await signup(proc.url, "alice", password)
+    await signup(proc.url, "bob", password)
+    alice = await login(proc.url, "alice", password)
+    bob = await login(proc.url, "bob", password)
+    async with connect(proc.url, alice.token) as a:
+        edited = await a.send("bob", f"first {SECRET}")
+        deleted = await a.send("bob", f"second {SECRET}")
+        await a.edit(edited.id, "first, edited")
+        await a.react(edited.id, "👍")
+        await a.delete(deleted.id)
+    await proc.kill()
+
+    proc = await spawn_node(nursery, data)
+    async with connect(proc.url, bob.token) as b:
+        page = {int(m["id"]): m for m in (await b.history("alice"))["msgs"]}
+        assert page[edited.id]["body"]["text"] == "first, edited" and page[edited.id]["edited"]
+        assert list(page[edited.id]["reactions"]) == ["👍"]
+        assert page[deleted.id]["deleted"] is True
+        assert (await b.search(SECRET))["hits"] == []
+    await proc.kill()
