@@ -9,12 +9,13 @@ from typing import Any
 
 import trio
 
-from chinwag.node.client import ChatClient, connect
+from chinwag.node.client import ChatClient, connect, login, signup
 from chinwag.protocol.actions import delete_body, edit_body
 from chinwag.protocol.addresses import GroupAddress, UserAddress
 from chinwag.protocol.envelope import Envelope, NodeKey, sign_envelope
 from chinwag.protocol.group_record import make_group_record
 
+from .procs import spawn_node
 from .rogue import rogue_link, trust_rogue
 from .test_federation import linked
 from .test_groups import befriend, member_of, three_nodes, until_joined
@@ -247,10 +248,6 @@ async def drain_queue(url: str, token: str) -> list[dict[str, Any]]:
 
 
 async def test_acknowledged_actions_survive_sigkill_of_a_node_process(nursery, tmp_path) -> None:
-    from chinwag.node.client import login, signup
-
-    from .procs import spawn_node
-
     password = "actions-crash-password"
     data = tmp_path / "node"
     proc = await spawn_node(nursery, data)

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
+import lmdb
 import pytest
 import trio
 
+from chinwag.node.actions_store import DB_NAMES as ACTION_DBS
+from chinwag.node.app import NodeSeams
 from chinwag.node.client import ChatClient, ClientError, connect
 
 from ..conftest import ShiftedClock
+from .test_migrations import _U32, set_meta
 
 TIMEOUT = 20
 
@@ -146,8 +150,6 @@ async def test_reactions_per_user_are_capped(start_node) -> None:
 
 
 async def test_delete_window(start_node) -> None:
-    from chinwag.node.app import NodeSeams
-
     clock = ShiftedClock()
     node = await start_node(seams=NodeSeams(federation_now_ms=clock), delete_window=3600.0)
     alice = await node.user("alice")
@@ -163,12 +165,6 @@ async def test_delete_window(start_node) -> None:
 
 
 async def test_a_schema_3_store_gets_its_message_ids_indexed(start_node, tmp_path) -> None:
-    import lmdb
-
-    from chinwag.node.actions_store import DB_NAMES as ACTION_DBS
-
-    from .test_migrations import _U32, set_meta
-
     data = tmp_path / "den"
     node = await start_node(data_dir=data, name="den")
     alice = await node.user("alice")
