@@ -91,7 +91,7 @@ class ActionOps:
             )
 
         found = self._store.read(read)
-        stored = actions_store.load(found[1]) if found is not None else None
+        stored = actions_store.load(found[1], cached=False) if found is not None else None
         if found is None or stored is None or stored.deleted:
             raise ProtocolError(ErrorCode.NOT_FOUND, f"no message {msg_id} in your history")
         return Target(found[0], stored)

@@ -164,13 +164,14 @@ def _pair(wire: Any) -> tuple[str, str] | None:
 _parsed: dict[bytes, Stored | None] = {}
 
 
-def load(record: bytes) -> Stored | None:
+def load(record: bytes, *, cached: bool = True) -> Stored | None:
     """A queue record as :class:`Stored`; None for events and the unreadable.
 
     Cached by the record's bytes (a 1:1 message enters two queues, a group
-    message every local member's): callers must not mutate the result.
+    message every local member's): callers must not mutate the result. The
+    cache belongs to the writer thread; readers elsewhere pass ``cached=False``.
     """
-    if record in _parsed:
+    if cached and record in _parsed:
         return _parsed[record]
     found: Stored | None = None
     try:
@@ -185,6 +186,8 @@ def load(record: bytes) -> Stored | None:
                 found = Stored(item, item["plain"], bytes(item["by"]))
     except (ValueError, TypeError, KeyError, cbor2.CBORDecodeError):
         found = None
+    if not cached:
+        return found
     if len(_parsed) >= _PARSE_CACHE:
         _parsed.pop(next(iter(_parsed)))
     _parsed[record] = found
