@@ -55,7 +55,6 @@ from chinwag.protocol.actions import (
     parse_action,
     parse_reply_to,
 )
-from chinwag.protocol.addresses import node_id_text
 from chinwag.protocol.errors import ErrorCode, ProtocolError
 
 from . import history_index
@@ -444,7 +443,3 @@ def drop_user(txn: lmdb.Transaction[bytes], dbs: dict[str, Any], uid: int) -> No
         while cursor.key().startswith(prefix):
             if not cursor.delete():
                 break
-
-
-def origin_text(stored: Stored) -> str:
-    return node_id_text(stored.origin)
