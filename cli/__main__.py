@@ -12,6 +12,7 @@ from chinwag.node.migrations import SchemaError
 from chinwag.node.version import VERSION
 
 from . import (
+    action_cmds,
     admin_cmds,
     backup_cmds,
     chat_cmds,
@@ -38,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     node_cmds.register(sub)
     chat_cmds.register(sub)
+    action_cmds.register(sub)
     admin_cmds.register(sub)
     discover_cmd.register(sub)
     contacts_cmds.register(sub)

@@ -54,6 +54,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         metavar="PATH",
         help="attach this file (repeatable, at most 10; photos lose their EXIF on the node)",
     )
+    p.add_argument(
+        "--reply-to", type=int, metavar="ID", help="reply to this message id (quoting it)"
+    )
     p.set_defaults(handler=cmd_send)
 
     p = sub.add_parser("download", help="save a file attached to one of your messages")
@@ -117,6 +120,8 @@ def cmd_send(args: argparse.Namespace) -> int:
     if args.text == "-":
         if args.file:
             fail("--file sends one message: give its TEXT, not -")
+        if args.reply_to is not None:
+            fail("--reply-to sends one message, not stdin lines")
         return run_async(lambda: _send_stdin(args))
     if args.text is None and not args.file:
         fail("give a TEXT, a --file, or both")
@@ -129,7 +134,10 @@ def cmd_send(args: argparse.Namespace) -> int:
     async def one() -> int:
         async with session(args) as client:
             attachments = [await upload_file(args.server, client.token, path) for path in args.file]
-            _print_ack(await client.send(args.to, args.text or "", attachments=attachments))
+            ack = await client.send(
+                args.to, args.text or "", attachments=attachments, reply_to=args.reply_to
+            )
+            _print_ack(ack)
         return 0
 
     return run_async(one)
@@ -200,10 +208,34 @@ def _print_message(frame: dict[str, Any], as_json: bool) -> None:
     when = datetime.fromtimestamp(ts / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S") if ts else "-"
     target = item.get("group") or item["to"]
     text = item["text"] if item["text"] is not None else json.dumps(item.get("event"))
+    text = action_text(item, text)
     files = " ".join(file_label(a) for a in item.get("attachments", []))
     if files:
         text = f"{text} {files}" if text else files
     print(f"[{item['seq']}] {when} {item['from']} -> {target}: {text}", flush=True)
+
+
+def action_text(item: dict[str, Any], text: str) -> str:
+    """How ``tail`` shows an action or a message's state (issue 17)."""
+    kind = item.get("kind")
+    if kind == "edit":
+        return f"(edit of {item.get('target')}) {item.get('text') or ''}".rstrip()
+    if kind == "delete":
+        return f"(deleted {item.get('target')})"
+    if kind == "react":
+        verb = "took back" if item.get("remove") else "reacted"
+        return f"({verb} {item.get('emoji')} on {item.get('target')})"
+    if item.get("deleted"):
+        return "(deleted)"
+    quoted = item.get("reply_to")
+    if isinstance(quoted, dict):
+        text = f"(re {quoted.get('from')}: {quoted.get('excerpt')!r}) {text}"
+    if item.get("edited"):
+        text += " (edited)"
+    reactions = item.get("reactions")
+    if reactions:
+        text += " " + " ".join(f"{e}{len(users)}" for e, users in reactions.items())
+    return text
 
 
 async def queue_frames(

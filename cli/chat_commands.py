@@ -65,6 +65,15 @@ class SaveCommand:
     path: str | None
 
 
+@dataclass(frozen=True)
+class ActionCommand:
+    """``/edit TEXT``, ``/delete``, ``/reply TEXT``, ``/react EMOJI``: on the last
+    message of the open conversation (your own, for edit and delete)."""
+
+    kind: str  # edit | delete | reply | react
+    text: str = ""
+
+
 Command = (
     OpenChat
     | ContactCommand
@@ -75,7 +84,10 @@ Command = (
     | OpenHit
     | AttachCommand
     | SaveCommand
+    | ActionCommand
 )
+#: Commands whose argument is the rest of the line, as typed (no shell quoting).
+_RAW = {"edit": "TEXT", "reply": "TEXT", "react": "EMOJI", "delete": ""}
 
 HELP = """\
 /chat ADDRESS                 open a conversation: bob, bob@node, #team@node
@@ -94,6 +106,10 @@ HELP = """\
 /open N                       open the conversation of search hit N, at that message
 /attach PATH                  send a file (photos lose their EXIF on your node)
 /save [N [PATH]]              list this conversation's files, or save file N (1 = newest)
+/edit TEXT                    replace the text of your last message here
+/delete                       delete your last message here, for everyone
+/reply TEXT                   reply to the last message here, quoting it
+/react EMOJI                  react to the last message here (again: take it back)
 /help                         this text
 /quit                         quit (also ctrl+q)
 ctrl+n / ctrl+p switch conversations; PageUp scrolls back and loads older
@@ -169,6 +185,9 @@ _NAMES = (
 
 def parse_command(line: str) -> Command:
     """Parse what follows the ``/`` of an input line."""
+    name, _, rest = line.strip().partition(" ")
+    if name in _RAW:
+        return _action(name, rest.strip())
     try:
         words = shlex.split(line)
     except ValueError as exc:
@@ -200,6 +219,16 @@ def parse_command(line: str) -> Command:
             raise CommandError("/save N: N is the number of a file, 1 or more")
         return SaveCommand(args.number, args.path)
     return LocalCommand(args.command)
+
+
+def _action(name: str, rest: str) -> ActionCommand:
+    if name == "delete":
+        if rest:
+            raise CommandError("/delete takes nothing: it deletes your last message here")
+        return ActionCommand("delete")
+    if not rest:
+        raise CommandError(f"/{name} {_RAW[name]}: the {_RAW[name].lower()} is missing")
+    return ActionCommand(name, rest)
 
 
 def _group_fields(args: argparse.Namespace) -> dict[str, Any]:

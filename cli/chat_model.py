@@ -60,6 +60,13 @@ class Entry:
     sent: int = 0
     #: Attached files ``{sha256, name, type, size}`` (shown as ``[name 2.1 MB]``).
     files: list[dict[str, Any]] = field(default_factory=list)
+    #: Issue 17: the text was edited; the message was deleted (no text);
+    #: the quoted message (``who: excerpt``) and its id; reactions (emoji -> user keys).
+    edited: bool = False
+    deleted: bool = False
+    reply: str = ""
+    reply_to: int = 0
+    reactions: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def mine(self) -> bool:
@@ -90,6 +97,22 @@ class Conversation:
         for entry in reversed(self.entries):
             if entry.id == msg_id and entry.origin == origin:
                 return entry
+        return None
+
+    def find_id(self, msg_id: int, origin: str | None = None) -> Entry | None:
+        """The message ``msg_id`` (of ``origin`` if given): actions name a target by id."""
+        for entry in reversed(self.entries):
+            if entry.id == msg_id and entry.state in (OK, RECEIVED, FAILED):
+                if origin is None or entry.origin == origin:
+                    return entry
+        return None
+
+    def last_target(self, me: str, *, own: bool) -> Entry | None:
+        """The newest message an action may name (``own``: sent by ``me``)."""
+        for entry in reversed(self.entries):
+            if entry.id and not entry.deleted and entry.state in (OK, RECEIVED):
+                if not own or entry.sender == me:
+                    return entry
         return None
 
     def oldest_seq(self) -> int:
@@ -271,9 +294,16 @@ class ChatModel:
             self._append(self.conversations[key], Entry(NOTE, text), bump=False)
 
     # -- sends ----------------------------------------------------------------
-    def queue_send(self, key: str, text: str, files: list[dict[str, Any]] | None = None) -> Entry:
+    def queue_send(
+        self,
+        key: str,
+        text: str,
+        files: list[dict[str, Any]] | None = None,
+        reply_to: Entry | None = None,
+    ) -> Entry:
         """A new send, pending until the node's ``ok``; its ``cid`` makes retries safe.
-        ``files``: attachments as the node's upload answered them."""
+        ``files``: attachments as the node's upload answered them; ``reply_to``:
+        the message it answers (quoted by the node)."""
         if len(self.pending()) >= MAX_PENDING:
             raise OverflowError(f"{MAX_PENDING} messages are still waiting for the node")
         conv = self._ensure(key)
@@ -283,6 +313,9 @@ class ChatModel:
             PENDING, text, sender=self.me, cid=_new_cid(), to=key, files=list(files or [])
         )
         entry.sent = next(self._sends)
+        if reply_to is not None:
+            entry.reply_to = reply_to.id
+            entry.reply = f"{reply_to.sender}: {reply_to.text[:100]}"
         self._append(conv, entry)
         return entry
 
@@ -360,6 +393,8 @@ class ChatModel:
         if frame.get("kind") == "event":
             found_ts = frame.get("ts")
             return self._apply_event(body, seq, found_ts if isinstance(found_ts, int) else 0)
+        if frame.get("kind") in ("edit", "delete", "react"):
+            return self._apply_action(frame, body)
         if frame.get("kind") != "text":
             return None
         sender = self._user_key(frame.get("from"))
@@ -385,14 +420,48 @@ class ChatModel:
             known.seq, known.ts = seq, ts or known.ts
             if known.state == PENDING:
                 known.state = OK
+            _decorate(known, frame, body)
             return key
         text = body.get("text")
         entry = Entry(OK if mine else RECEIVED, str(text), sender, ts, seq, origin, msg_id)
         entry.files = attachments_of(body)
+        _decorate(entry, frame, body)
         self._append(conv, entry)
         if not mine and key != self.current:
             conv.unread += 1
         return key
+
+    def _apply_action(self, frame: Mapping[str, Any], body: Mapping[str, Any]) -> str | None:
+        """An edit, delete or reaction: change the target entry this client holds
+        (one it does not hold shows its current state when its page is loaded)."""
+        sender = self._user_key(frame.get("from"))
+        key = self._conversation_of(frame, sender) if sender is not None else None
+        conv = self.conversations.get(key) if key is not None else None
+        target = body.get("target")
+        if conv is None or sender is None or not isinstance(target, int):
+            return None
+        kind = frame.get("kind")
+        # An edit or delete names a message of its own sender (and origin node).
+        origin = str(frame.get("origin", "")) if kind != "react" else None
+        entry = conv.find_id(target, origin)
+        if entry is None or entry.deleted:
+            return None
+        if kind != "react" and entry.sender != sender:
+            return None
+        if kind == "edit" and isinstance(body.get("text"), str):
+            entry.text, entry.edited = body["text"], True
+        elif kind == "delete":
+            entry.text, entry.deleted, entry.reactions = "", True, {}
+        elif kind == "react" and isinstance(body.get("emoji"), str):
+            users = entry.reactions.setdefault(body["emoji"], [])
+            if body.get("remove"):
+                if sender in users:
+                    users.remove(sender)
+                if not users:
+                    del entry.reactions[body["emoji"]]
+            elif sender not in users:
+                users.append(sender)
+        return conv.key
 
     def _user_key(self, value: object) -> str | None:
         if not isinstance(value, dict) or "u" not in value or "n" not in value:
@@ -487,8 +556,9 @@ class ChatModel:
             return None
         state = OK if sender == self.me else RECEIVED
         origin = str(frame.get("origin", ""))
-        entry = Entry(state, str(body.get("text")), sender, ts, seq, origin, msg_id)
+        entry = Entry(state, str(body.get("text", "")), sender, ts, seq, origin, msg_id)
         entry.files = attachments_of(body)
+        _decorate(entry, frame, body)
         return key, entry
 
     def files_in(self, key: str | None) -> list[dict[str, Any]]:
@@ -736,6 +806,28 @@ def attachments_of(body: Mapping[str, Any]) -> list[dict[str, Any]]:
         if isinstance(sha, str) and isinstance(name, str) and isinstance(size, int):
             out.append({"sha256": sha, "name": name, "type": str(kind), "size": size})
     return out[:10]
+
+
+def _decorate(entry: Entry, frame: Mapping[str, Any], body: Mapping[str, Any]) -> None:
+    """A message's current state as the node shows it (issue 17)."""
+    entry.edited = bool(frame.get("edited"))
+    if frame.get("deleted"):
+        entry.deleted, entry.text = True, ""
+        entry.files = []
+    quoted = body.get("reply_to")
+    if isinstance(quoted, dict):
+        who = quoted.get("from")
+        name = f"{who.get('u')}@{who.get('n')}" if isinstance(who, dict) else "?"
+        excerpt = quoted.get("excerpt")
+        entry.reply = f"{name}: {excerpt if isinstance(excerpt, str) else ''}"
+        entry.reply_to = quoted["id"] if isinstance(quoted.get("id"), int) else 0
+    reactions = frame.get("reactions")
+    if isinstance(reactions, dict):
+        entry.reactions = {
+            str(emoji): [f"{u.get('u')}@{u.get('n')}" for u in users if isinstance(u, dict)]
+            for emoji, users in reactions.items()
+            if isinstance(users, list)
+        }
 
 
 def _new_cid() -> str:

@@ -216,6 +216,17 @@ class ChatSession:
             self._dirty.set()
         return reply
 
+    async def act(self, kind: str, msg_id: int, text: str = "") -> None:
+        """An edit, delete or reaction over the live connection (issue 17); its
+        effect comes back in the stream like everyone else's."""
+        client = await self._live_client()
+        if kind == "edit":
+            await client.edit(msg_id, text)
+        elif kind == "delete":
+            await client.delete(msg_id)
+        else:
+            await client.react(msg_id, text, remove=kind == "unreact")
+
     async def contact(self, action: str, address: str) -> str:
         """Add or remove a contact (HTTP), then reload the contact list."""
         method = "POST" if action == "add" else "DELETE"
@@ -382,7 +393,9 @@ class ChatSession:
         while True:
             kicked = self._kick = trio.Event()
             for entry in self.model.pending():
-                await self._send_one(client, entry.cid, entry.to, entry.text, entry.files)
+                await self._send_one(
+                    client, entry.cid, entry.to, entry.text, entry.files, entry.reply_to
+                )
             await kicked.wait()
 
     async def _send_one(
@@ -392,10 +405,13 @@ class ChatSession:
         to: str,
         text: str,
         files: list[dict[str, Any]] | None = None,
+        reply_to: int = 0,
     ) -> None:
         for _ in range(MAX_RATE_RETRIES):
             try:
-                ack = await client.send(to, text, cid, attachments=files or None)
+                ack = await client.send(
+                    to, text, cid, attachments=files or None, reply_to=reply_to or None
+                )
             except ClientError as exc:
                 if client.is_closed or exc.code == "timeout":
                     raise  # stays pending; resent with the same cid after reconnecting

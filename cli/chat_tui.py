@@ -30,6 +30,7 @@ from chinwag.node.history import file_label, human_size
 
 from .chat_commands import (
     HELP,
+    ActionCommand,
     AttachCommand,
     Command,
     CommandError,
@@ -446,6 +447,8 @@ class ChatApp(App[None]):
             self._start_attach(command.path)
         elif isinstance(command, SaveCommand):
             self._save(command)
+        elif isinstance(command, ActionCommand):
+            self._act(command)
         else:
             self._notice(f"{_describe(command)}…")
             self.run_worker(self._run_remote(command), group="commands")
@@ -509,6 +512,46 @@ class ChatApp(App[None]):
             self._notice("/save: no answer in time", error=True)
             return
         self._notice(f"saved {saved} ({human_size(size)})")
+
+    def _act(self, command: ActionCommand) -> None:
+        """``/edit``, ``/delete``, ``/reply``, ``/react`` on the open conversation's
+        last message (the last of your own for edit and delete)."""
+        conv = self.model.conversations.get(self.model.current or "")
+        own = command.kind in ("edit", "delete")
+        target = conv.last_target(self.model.me, own=own) if conv is not None else None
+        if conv is None or target is None:
+            whose = "of yours " if own else ""
+            self._notice(f"/{command.kind}: no message {whose}here to act on", error=True)
+            return
+        if command.kind == "reply":
+            try:
+                self.model.queue_send(conv.key, command.text, reply_to=target)
+            except OverflowError as exc:
+                self._notice(str(exc), error=True)
+                return
+            self._render_log()
+            self.bridge.call_soon(self.session.kick)
+            return
+        kind = command.kind
+        if kind == "react" and self.model.me in target.reactions.get(command.text, []):
+            kind = "unreact"  # the same emoji again takes it back
+        self._notice(f"{command.kind}…")
+        self.run_worker(self._run_action(kind, target.id, command.text), group="commands")
+
+    async def _run_action(self, kind: str, msg_id: int, text: str) -> None:
+        try:
+            call = self.bridge.submit(self.session.act, kind, msg_id, text)
+            await asyncio.wait_for(call, self.timeout * 2)
+        except ClientError as exc:
+            self._notice(f"/{kind} failed: {exc.message} ({exc.code})", error=True)
+            return
+        except BridgeBusy as exc:
+            self._notice(f"/{kind}: {exc}", error=True)
+            return
+        except TimeoutError:
+            self._notice(f"/{kind}: no answer in time", error=True)
+            return
+        self._notice("")
 
     def _run_local(self, name: str) -> None:
         if name == "help":

@@ -58,6 +58,8 @@ def conversation_prompt(model: ChatModel, conv: Conversation) -> Text:
     last = conv.last_message()
     if last is None:
         preview = "no messages yet"
+    elif last.deleted:
+        preview = "(deleted)"
     else:
         files = " ".join(file_label(f) for f in last.files)
         preview = clean(" ".join(p for p in (last.text, files) if p)).replace("\n", " ")
@@ -98,10 +100,23 @@ def message_log(
             out.append(stamp + " ", style="dim")
         sender = "you" if entry.mine else model.person(entry.sender)
         out.append(sender, style="bold cyan" if entry.mine else "bold")
-        out.append(": " + clean(entry.text))
-        for number, item in enumerate(entry.files):
-            space = " " if entry.text or number else ""
-            out.append(space + clean(file_label(item)), style="bold magenta")
+        if entry.reply:
+            who, _, excerpt = entry.reply.partition(": ")
+            quoted = clean(excerpt).replace("\n", " ") or "(deleted)"
+            out.append(f" ↳ {model.display(who)}: {quoted[:60]}", style="dim")
+        if entry.deleted:
+            out.append(": ")
+            out.append("(deleted)", style="italic dim")
+        else:
+            out.append(": " + clean(entry.text))
+            for number, item in enumerate(entry.files):
+                space = " " if entry.text or number else ""
+                out.append(space + clean(file_label(item)), style="bold magenta")
+        if entry.edited and not entry.deleted:
+            out.append(" (edited)", style="dim")
+        if entry.reactions:
+            chips = " ".join(f"{clean(e)}{len(u)}" for e, u in entry.reactions.items() if u)
+            out.append("  " + chips, style="yellow")
         if entry.mine:
             out.append_text(_status(entry))
     return out

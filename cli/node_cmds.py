@@ -135,6 +135,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="convs/history/read/search requests/s allowed per device (default 20)",
     )
     p.add_argument("--history-burst", type=int, help="burst of --history-rate (default 60)")
+    p.add_argument(
+        "--delete-window",
+        type=float,
+        metavar="SECONDS",
+        help="how long after sending a user may delete a message for everyone "
+        "(default 172800 = 48 h; 0 = no limit)",
+    )
     p.add_argument("--heartbeat", type=float, help="heartbeat interval told to devices (s)")
     p.add_argument("--heartbeat-deadline", type=float, help="drop a silent device after (s)")
     p.add_argument(
@@ -354,6 +361,7 @@ CONFIG_FIELDS: tuple[tuple[str, str], ...] = (
     ("read_burst", "read_burst"),
     ("history_rate", "history_rate"),
     ("history_burst", "history_burst"),
+    ("delete_window", "delete_window"),
     ("heartbeat", "heartbeat_interval"),
     ("heartbeat_deadline", "heartbeat_deadline"),
     ("link_heartbeat", "link_heartbeat_interval"),

@@ -76,6 +76,12 @@ def status_lines(result: dict[str, Any], now_ms: int | None = None) -> list[str]
         f"  storage: {store['commits']} writes, {store['pending']} waiting to be written, "
         f"space reserved {store['map_size'] // (1 << 20)} MiB"
     )
+    actions = result.get("actions")
+    if actions and (actions.get("applied") or actions.get("refused")):
+        lines.append(
+            f"  edits, deletes and reactions: {actions['applied']} applied, "
+            f"{actions['refused']} refused (not the sender's to make)"
+        )
     peers = result["peers"]
     if not peers:
         lines.append("  no peers")

@@ -25,6 +25,7 @@ from chinwag.protocol.errors import ProtocolError
 from chinwag.protocol.fingerprint import fingerprint
 from chinwag.protocol.frames import WireFormat
 
+from .actions import ActionOps
 from .admin import AdminOps, AdminServer
 from .admission import Ticket
 from .blob_fetch import BlobLinks
@@ -265,6 +266,13 @@ class Node:
         self.presence.attach(self.federation.send_to, self.federation.is_linked)
         self.group_ops = GroupOps(self.groups, self.router, self.presence)
         self.history_ops = HistoryOps(config, self.store, self.router, self.hub, self.identity.id)
+        self.action_ops = ActionOps(
+            self.store,
+            self.identity.id,
+            self.groups,
+            seams.federation_now_ms,
+            config.delete_window,
+        )
         self.passwords = PasswordHasher(
             seams.kdf_cost,
             threads=config.kdf_threads,
@@ -421,6 +429,7 @@ class Node:
                 **dataclasses.asdict(self.blobs.statistics()),
                 "links": dataclasses.asdict(self.blob_links.statistics()),
             },
+            "actions": dataclasses.asdict(self.store.action_stats.view()),
         }
 
     async def _on_websocket(
@@ -444,6 +453,7 @@ class Node:
         )
         session.group_ops = self.group_ops
         session.history_ops = self.history_ops
+        session.action_ops = self.action_ops
         self.hub.connections += 1
         try:
             await session.run()

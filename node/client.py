@@ -267,6 +267,7 @@ class ChatClient:
         text: str,
         cid: str | None = None,
         attachments: list[dict[str, Any]] | None = None,
+        reply_to: int | None = None,
     ) -> SendAck:
         """Send a message; returns once the node has made it durable.
 
@@ -284,6 +285,8 @@ class ChatClient:
         if attachments:
             # As the upload answered them (node/blob_client.py upload_file).
             frame["attachments"] = attachments
+        if reply_to is not None:
+            frame["reply_to"] = reply_to
         while True:
             try:
                 reply = await self.call(dict(frame))
@@ -333,6 +336,21 @@ class ChatClient:
             except ClientError as exc:
                 out.append(exc)
         return out
+
+    async def edit(self, msg_id: int, text: str) -> SendAck:
+        """Replace the text of the user's own message ``msg_id`` everywhere."""
+        return _action_ack(await self.call({"t": "edit", "id": msg_id, "text": text}))
+
+    async def delete(self, msg_id: int) -> SendAck:
+        """Delete the user's own message ``msg_id`` for everyone."""
+        return _action_ack(await self.call({"t": "delete", "id": msg_id}))
+
+    async def react(self, msg_id: int, emoji: str, remove: bool = False) -> SendAck:
+        """Add (or ``remove``) a reaction to message ``msg_id``."""
+        frame: dict[str, Any] = {"t": "react", "id": msg_id, "emoji": emoji}
+        if remove:
+            frame["remove"] = True
+        return _action_ack(await self.call(frame))
 
     async def group(self, op: str, **fields: Any) -> dict[str, Any]:
         """A ``group`` request: create, add, remove, leave, rename, list, members."""
@@ -461,6 +479,10 @@ class ChatClient:
 
 #: Waited when a ``rate_limited`` answer carries no ``retry_after_ms``.
 DEFAULT_RETRY_MS = 100
+
+
+def _action_ack(reply: dict[str, Any]) -> SendAck:
+    return SendAck(int(reply["id"]), int(reply["seq"]), int(reply["ts"]))
 
 
 def retry_delay(error: ClientError) -> float:

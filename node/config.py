@@ -75,6 +75,9 @@ class NodeConfig:
     #: (token bucket) and its burst; past it ``rate_limited`` with retry_after_ms.
     history_rate: float = 20.0
     history_burst: int = 60
+    #: Seconds after sending within which a user may delete a message for
+    #: everyone (node/actions.py); 0 = no limit. Edits have no window.
+    delete_window: float = 48 * 3600.0
     #: Failed log-ins allowed per account / per address within the window.
     login_failures_per_account: int = 10
     login_failures_per_address: int = 30

@@ -21,6 +21,7 @@ from typing import Any
 
 import cbor2
 
+from chinwag.protocol.actions import ACTION_KINDS
 from chinwag.protocol.addresses import (
     GroupAddress,
     UserAddress,
@@ -34,6 +35,7 @@ from chinwag.protocol.errors import ErrorCode, ProtocolError
 from chinwag.protocol.group_record import KIND_MESSAGE, make_group_record, open_group_record
 
 from . import group_invites as consent
+from .actions_store import ActionRefused
 from .identity import NodeIdentity
 from .peers import TRUSTED, PeerRegistry, record_dedup
 from .store import SendResult, Store, WriteTxn, check_send, event_record, message_body
@@ -323,11 +325,15 @@ class Groups:
         text: str,
         now_ms: int,
         attachments: tuple[Attachment, ...] = (),
+        *,
+        kind: str = "text",
+        body: dict[str, Any] | None = None,
     ) -> SendResult:
         """Commit a group message; a repeat of ``(sender, device, cid)`` gets the
-        original result and writes nothing (as for 1:1 sends)."""
+        original result and writes nothing (as for 1:1 sends). ``kind`` and
+        ``body`` (default ``{"text": text}``): actions on messages (node/actions.py)."""
         check_send(device, cid, text)
-        body = message_body(text, attachments)
+        env_body = message_body(text, attachments) if body is None else body
         me = UserAddress(sender, self._identity.id)
 
         def op(w: WriteTxn) -> SendResult:
@@ -356,8 +362,8 @@ class Groups:
                 to=None,
                 group=group,
                 ts=now_ms,
-                kind="text",
-                body=body,
+                kind=kind,
+                body=env_body,
             )
             unit = sign_envelope(w.node_key, env)
             if hosted:
@@ -624,7 +630,8 @@ class Groups:
         sender = member_text(env.sender)
         if sender not in item["members"]:
             raise ProtocolError(ErrorCode.FORBIDDEN, "not a member of the group")
-        if not ((kind == "gs" and env.kind == "text") or (kind == "gl" and env.kind == "leave")):
+        sendable = env.kind == "text" or env.kind in ACTION_KINDS
+        if not ((kind == "gs" and sendable) or (kind == "gl" and env.kind == "leave")):
             raise ProtocolError(ErrorCode.BAD_FRAME, "unexpected group item")
         record_dedup(w, unit.by, env.id, now_ms)  # a replay is refused here
         if kind == "gs":
@@ -678,7 +685,12 @@ class Groups:
             member = parse_member(text)
             # Only users who agreed get the host's records (group consent).
             if member.node == self._identity.id and self._consented(w, member.user, group):
-                w.append_to_queue(member.user, queued)
+                try:
+                    w.append_to_queue(member.user, queued)
+                except ActionRefused:
+                    # Not the target's sender: counted and logged, left out of
+                    # the queue; the host's order (gseq) goes on regardless.
+                    continue
         if record.kind != KIND_MESSAGE:
             self._forget_departed(w, group, recipients - set(view["members"]))
 

@@ -53,6 +53,7 @@ def message_json(frame: dict[str, Any]) -> dict[str, Any]:
             for a in attachments
             if isinstance(a, dict)
         ]
+    _action_fields(frame, body, out)
     return out
 
 
@@ -70,6 +71,33 @@ def file_label(attachment: dict[str, Any]) -> str:
     """How a text view shows an attachment: ``[photo.jpg 2.1 MB]``."""
     size = attachment.get("size")
     return f"[{attachment.get('name')} {human_size(size if isinstance(size, int) else 0)}]"
+
+
+def _action_fields(frame: dict[str, Any], body: dict[str, Any], out: dict[str, Any]) -> None:
+    """Issue 17: an action's target (and emoji), a message's current state."""
+    if frame.get("kind") in ("edit", "delete", "react"):
+        out["target"] = body.get("target")
+        if frame.get("kind") == "react":
+            out["emoji"] = body.get("emoji")
+            out["remove"] = bool(body.get("remove"))
+    if frame.get("edited"):
+        out["edited"] = True
+    if frame.get("deleted"):
+        out["deleted"] = True
+    quoted = body.get("reply_to")
+    if isinstance(quoted, dict):
+        out["reply_to"] = {
+            "id": quoted.get("id"),
+            "from": format_address(quoted.get("from")),
+            "excerpt": quoted.get("excerpt"),
+        }
+    reactions = frame.get("reactions")
+    if isinstance(reactions, dict):
+        out["reactions"] = {
+            emoji: [format_address(user) for user in users]
+            for emoji, users in reactions.items()
+            if isinstance(users, list)
+        }
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,7 @@ from typing import Any
 import cbor2
 import lmdb
 
+from chinwag.protocol.actions import ACTION_KINDS
 from chinwag.protocol.addresses import node_id_bytes
 from chinwag.protocol.search_terms import index_terms
 
@@ -147,10 +148,15 @@ def _parse(record: bytes) -> _Parsed:
         return found
     try:
         item = cbor2.loads(record)
-        if "unit" in item:
-            env = cbor2.loads(item["unit"]["env"])
+        if "unit" in item or "plain" in item:
+            # "plain": a rewritten record (node/actions_store.py), its envelope a map.
+            env = cbor2.loads(item["unit"]["env"]) if "unit" in item else item["plain"]
+            if env.get("kind") in ACTION_KINDS:
+                raise ValueError("an action record belongs to no conversation page")
             body = env.get("body")
             text = body.get("text") if isinstance(body, dict) else None
+            edit = item.get("edit")  # an edited message is found by its current text
+            text = edit.get("text") if isinstance(edit, dict) else text
             text = text if isinstance(text, str) and text else None
             parsed = _Parsed(
                 _address(env.get("from")),
@@ -246,6 +252,27 @@ def index_append(
         terms_db = dbs["terms"]
         for th in entry.terms:
             txn.put(prefix + th + tail, b"", db=terms_db)
+
+
+def unindex_message(
+    txn: lmdb.Transaction[bytes], dbs: dict[str, Any], uid: int, seq: int, text: str
+) -> None:
+    """Drop the search postings of ``text`` at queue entry ``seq`` (a message
+    deleted or edited, node/actions_store.py)."""
+    prefix = _U32.pack(uid)
+    tail = _U64.pack(seq)
+    for term in index_terms(text):
+        txn.delete(prefix + term_hash(term) + tail, db=dbs["terms"])
+
+
+def index_message_text(
+    txn: lmdb.Transaction[bytes], dbs: dict[str, Any], uid: int, seq: int, text: str
+) -> None:
+    """Add the search postings of ``text`` at queue entry ``seq`` (an edit's new text)."""
+    prefix = _U32.pack(uid)
+    tail = _U64.pack(seq)
+    for term in index_terms(text):
+        txn.put(prefix + term_hash(term) + tail, b"", db=dbs["terms"])
 
 
 def mark_read(

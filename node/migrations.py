@@ -102,10 +102,21 @@ def _v3_to_blobs(txn: lmdb.Transaction[bytes], dbs: dict[str, Any], node_id: str
     an older chinwag (which would not count references) off the store."""
 
 
+def _v4_to_v5(txn: lmdb.Transaction[bytes], dbs: dict[str, Any], node_id: str) -> None:
+    """Schema 5 adds the message-id index of actions on messages
+    (node/actions_store.py), kept by every queue append from now on: build it
+    for the queues that exist, so older messages can be edited, deleted,
+    reacted and replied to."""
+    from .actions_store import rebuild_all
+
+    rebuild_all(txn, dbs)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "stamp only; schema 2 adds meta 'writer' (set at each open)", _v1_to_v2),
     Migration(2, "conversation, read-marker and search index built from the queues", _v2_to_v3),
     Migration(3, "blob tables for attachments (created empty)", _v3_to_blobs),
+    Migration(4, "message-id index for edit/delete/react/reply built from the queues", _v4_to_v5),
 )
 
 #: The layout this code writes: one past the last migration's source.

@@ -504,6 +504,8 @@ class Push:
         if env.group is not None:
             host = self._node_label(env.group.host) or env.group.host
             out["group"] = f"#{env.group.name}@{host}"
+        if env.kind != "text":
+            out["kind"] = env.kind  # an edit or a reaction (issue 17)
         text = env.text
         if text is not None:
             cut = text.encode("utf-8")[:MAX_PUSH_TEXT_BYTES].decode("utf-8", "ignore")

@@ -120,10 +120,12 @@ class Router:
         to_text: str,
         text: str,
         attachments: tuple[Attachment, ...] = (),
+        body: dict[str, Any] | None = None,
     ) -> SendResult:
+        """Send a text; ``body`` replaces ``{"text": text}`` (a reply, node/actions.py)."""
         # Counted here, once per send, for /metrics (node/metrics.py).
         try:
-            result = await self._send(sender, device, cid, to_text, text, attachments)
+            result = await self._send(sender, device, cid, to_text, text, attachments, body)
         except ProtocolError:
             self._refused += 1
             raise
@@ -138,19 +140,20 @@ class Router:
         to_text: str,
         text: str,
         attachments: tuple[Attachment, ...] = (),
+        body: dict[str, Any] | None = None,
     ) -> SendResult:
         if to_text.startswith("#"):
             if self.groups is None:
                 raise ProtocolError(ErrorCode.BAD_REQUEST, "groups are not enabled")
             group = self.resolve_group(to_text)
             return await self.groups.send(
-                sender, device, cid, group, text, self._now_ms(), attachments
+                sender, device, cid, group, text, self._now_ms(), attachments, body=body
             )
         to = self.resolve_user(to_text)
         # A remote recipient's outbox wakes its link after the commit
         # (Store.on_outbox), like every other outbox write.
         return await self._store.send_direct(
-            sender, device, cid, to, text, self._now_ms(), attachments
+            sender, device, cid, to, text, self._now_ms(), attachments, body=body
         )
 
     async def submit_send(
@@ -209,6 +212,9 @@ class Router:
     def _render(self, record: bytes) -> dict[str, Any]:
         seq = 0
         item = cbor2.loads(record)
+        if "plain" in item:
+            # A record rewritten by an action (node/actions_store.py).
+            return self._render_plain(item)
         if "unit" in item:
             unit = SignedUnit.from_wire(item["unit"])
             env = decode_envelope(unit.env)
@@ -229,6 +235,10 @@ class Router:
                 label = self.node_label(env.group.host)
                 if label is not None:
                     frame["group"]["host_name"] = label
+            if "edit" in item or "react" in item:
+                self._overlay(frame, item)
+            if "reply_to" in env.body:
+                self._label_reply(frame)
             return frame
         event = item.get("event", {})
         out = {"t": "msg", "seq": seq, "kind": "event", "body": event}
@@ -264,6 +274,59 @@ class Router:
             if label is not None:
                 labels[node_id] = label
         return labels
+
+    def _render_plain(self, item: dict[str, Any]) -> dict[str, Any]:
+        env = item["plain"]
+        sender = UserAddress.from_wire(env["from"])
+        frame: dict[str, Any] = {
+            "t": "msg",
+            "seq": 0,
+            "id": env["id"],
+            "origin": sender.node,
+            "from": self._address_wire(sender),
+            "ts": env["ts"],
+            "kind": env["kind"],
+            "body": env.get("body", {}),
+        }
+        if "to" in env:
+            frame["to"] = self._address_wire(UserAddress.from_wire(env["to"]))
+        if "group" in env:
+            frame["group"] = GroupAddress.from_wire(env["group"]).to_wire()
+            label = self.node_label(frame["group"]["host"])
+            if label is not None:
+                frame["group"]["host_name"] = label
+        if "del" in item:
+            frame["deleted"] = True
+        elif "edit" in item or "react" in item:
+            self._overlay(frame, item)
+        if "reply_to" in frame["body"]:
+            self._label_reply(frame)
+        return frame
+
+    def _label_reply(self, frame: dict[str, Any]) -> None:
+        """Name the quoted sender's node, as ``from`` is named (a copy: the
+        body is the envelope's)."""
+        quoted = frame["body"].get("reply_to")
+        if isinstance(quoted, dict) and isinstance(quoted.get("from"), dict):
+            try:
+                sender = UserAddress.from_wire(quoted["from"])
+            except ProtocolError:
+                return
+            shown = {**quoted, "from": self._address_wire(sender)}
+            frame["body"] = {**frame["body"], "reply_to": shown}
+
+    def _overlay(self, frame: dict[str, Any], item: dict[str, Any]) -> None:
+        """Show an edited message's current text and its reactions."""
+        edit = item.get("edit")
+        if isinstance(edit, dict):
+            frame["body"] = {**frame["body"], "text": edit.get("text")}
+            frame["edited"] = True
+            frame["edited_ts"] = edit.get("ts")
+        reactions: dict[str, list[dict[str, str]]] = {}
+        for emoji, user, node in item.get("react", []):
+            reactions.setdefault(emoji, []).append(self._address_wire(UserAddress(user, node)))
+        if reactions:
+            frame["reactions"] = reactions
 
     def _address_wire(self, address: UserAddress) -> dict[str, str]:
         wire = address.to_wire()

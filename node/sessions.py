@@ -39,10 +39,13 @@ from chinwag.protocol.frames import (
     Ack,
     Auth,
     Convs,
+    Delete,
+    Edit,
     GroupOp,
     Heartbeat,
     History,
     PresenceQuery,
+    React,
     Read,
     Request,
     Rid,
@@ -188,6 +191,8 @@ class DeviceSession:
         self.group_ops: Any = None
         #: Answers ``convs``/``history``/``read``/``search`` (node/history_ops.py), set by the app.
         self.history_ops: Any = None
+        #: Answers ``edit``/``delete``/``react``, fills replies (node/actions.py); set by the app.
+        self.action_ops: Any = None
 
     # ------------------------------------------------------------------ run
     async def run(self) -> None:
@@ -406,10 +411,16 @@ class DeviceSession:
             if self.group_ops is None:
                 raise ProtocolError(ErrorCode.BAD_REQUEST, "presence is not served here")
             self._reply(ok_frame(request.rid, **self.group_ops.presence_query(self.user, request)))
+        elif isinstance(request, Edit | Delete | React):
+            if self.action_ops is None:
+                raise ProtocolError(ErrorCode.BAD_REQUEST, "actions are not served here")
+            self._take_send_token()
+            fields = await self.action_ops.handle(self.user, self.device, request)
+            self._reply(ok_frame(request.rid, **fields))
         elif isinstance(request, Auth):
             raise ProtocolError(ErrorCode.BAD_REQUEST, "already authenticated")
 
-    async def _start_send(self, request: Send) -> None:
+    def _take_send_token(self) -> None:
         wait = self._bucket.take(trio.current_time())
         if wait > 0:
             raise ProtocolError(
@@ -417,6 +428,9 @@ class DeviceSession:
                 "too many messages; slow down",
                 retry_after_ms=max(1, int(wait * 1000)),
             )
+
+    async def _start_send(self, request: Send) -> None:
+        self._take_send_token()
         inflight = self._inflight
         if inflight is None:
             inflight = self._inflight = deque()
@@ -426,6 +440,12 @@ class DeviceSession:
             await self._inflight_room.wait()
         pending = _PendingSend(self, request.rid)
         inflight.append(pending)
+        if request.reply_to is not None:
+            # A reply: its body is filled from the user's queue (node/actions.py),
+            # then it goes like a group send, awaited by its own task.
+            assert self._nursery is not None
+            self._nursery.start_soon(self._group_send, request, pending)
+            return
         try:
             handed = await self._router.submit_send(
                 self.user,
@@ -445,8 +465,21 @@ class DeviceSession:
 
     async def _group_send(self, request: Send, pending: _PendingSend) -> None:
         try:
+            body = None
+            if request.reply_to is not None:
+                if self.action_ops is None:
+                    raise ProtocolError(ErrorCode.BAD_REQUEST, "replies are not served here")
+                body = self.action_ops.reply_body(self.user, request.reply_to, request.text)
+                if request.attachments:
+                    body["attachments"] = [a.to_wire() for a in request.attachments]
             result = await self._router.send(
-                self.user, self.device, request.cid, request.to, request.text, request.attachments
+                self.user,
+                self.device,
+                request.cid,
+                request.to,
+                request.text,
+                request.attachments,
+                body,
             )
         except ProtocolError as exc:
             pending(None, exc)

@@ -70,7 +70,7 @@ from chinwag.protocol.errors import ErrorCode, ProtocolError
 from chinwag.protocol.ids import IdGenerator
 from chinwag.protocol.limits import MAX_TEXT_BYTES
 
-from . import blob_index, history_index
+from . import actions_store, blob_index, history_index
 from .backup import BackupError, pre_migration_dir, write_backup
 from .latency import LatencyHistogram
 from .logs import event
@@ -128,6 +128,8 @@ T = TypeVar("T")
 # Blobs (layouts in node/blob_index.py): blobs, blob_refs, blob_uploads,
 #   blob_grants, blob_wanted, blob_quota: references kept in each queue
 #   append's transaction, grants in each outbox append's.
+# Actions on messages (layouts in node/actions_store.py):
+#   msg_ids, msg_acts: kept in each queue append's transaction.
 #
 # uids are never reused, so rows a removed user leaves behind (cid_times
 # entries, pruned by age) can never be mistaken for a new user's.
@@ -159,6 +161,7 @@ DB_NAMES = (
     "invites",
     *history_index.DB_NAMES,
     *blob_index.DB_NAMES,
+    *actions_store.DB_NAMES,
 )
 MAX_DBS = 64
 
@@ -430,6 +433,8 @@ class WriteTxn(_View):
         self.payer_uid: int | None = None
         self.bill_ms = 0
         self.billed = 0
+        #: Counts applied and refused actions on messages (node/actions_store.py).
+        self.action_stats = store.action_stats
 
     @property
     def node_id(self) -> str:
@@ -446,6 +451,8 @@ class WriteTxn(_View):
     def append_to_uid(self, uid: int, user: str, record: bytes) -> int:
         """:meth:`append_to_queue` for a user already looked up (``uid``)."""
         seq = self.head_of(uid) + 1
+        # An action rewrites its target first (or refuses, writing nothing).
+        actions_store.on_append(self, uid, seq, record)
         key = _u32(uid)
         self.txn.put(key + _u64(seq), record, db=self._dbs["queue"])
         self.txn.put(key, _u64(seq), db=self._dbs["queue_head"])
@@ -670,6 +677,8 @@ class Store:
         self.on_blobs_wanted: Callable[[], None] | None = None
         #: Seconds per committed batch, written by the writer thread (/metrics).
         self.commit_times = LatencyHistogram()
+        #: Actions on messages applied and refused (node/actions_store.py).
+        self.action_stats = actions_store.ActionStats()
         self._db_names = DB_NAMES + tuple(n for n in extra_dbs if n not in DB_NAMES)
         self._env: lmdb.Environment | None = None
         self._dbs: dict[str, Any] = {}
@@ -994,6 +1003,7 @@ class Store:
             dbs = {n: w.db(n) for n in history_index.DB_NAMES}
             history_index.drop_user(w.txn, dbs, record.uid)
             blob_index.drop_user(w.txn, {n: w.db(n) for n in blob_index.DB_NAMES}, record.uid)
+            actions_store.drop_user(w.txn, {n: w.db(n) for n in actions_store.DB_NAMES}, record.uid)
 
         await self.transact(op)
 
@@ -1149,15 +1159,21 @@ class Store:
         text: str,
         now_ms: int,
         attachments: tuple[Attachment, ...] = (),
+        *,
+        kind: str = "text",
+        body: dict[str, Any] | None = None,
     ) -> SendResult:
         """Commit a 1:1 message into the recipient's and the sender's queues.
 
         A repeat of ``(sender, device, cid)`` within the cid retention gets the
-        original result (``duplicate=True``) and writes nothing.
+        original result (``duplicate=True``) and writes nothing. ``kind`` and
+        ``body`` (default ``{"text": text}``) make other envelopes travel the
+        same way (actions on messages, node/actions.py).
         """
-        return await self.transact(
-            self._direct_op(sender, device, cid, to, text, now_ms, attachments)
+        op = self._direct_op(
+            sender, device, cid, to, text, now_ms, attachments, kind=kind, body=body
         )
+        return await self.transact(op)
 
     async def submit_direct(
         self,
@@ -1184,9 +1200,11 @@ class Store:
         text: str,
         now_ms: int,
         attachments: tuple[Attachment, ...] = (),
+        kind: str = "text",
+        body: dict[str, Any] | None = None,
     ) -> Callable[[WriteTxn], SendResult]:
         check_send(device, cid, text)
-        body = message_body(text, attachments)
+        env_body = message_body(text, attachments) if body is None else body
 
         def op(w: WriteTxn) -> SendResult:
             sender_record = w.require_user(sender)
@@ -1212,8 +1230,8 @@ class Store:
                 to=to,
                 group=None,
                 ts=now_ms,
-                kind="text",
-                body=body,
+                kind=kind,
+                body=env_body,
             )
             unit = sign_envelope(w.node_key, env)
             record = unit_record(unit)

@@ -29,6 +29,8 @@ STATIC_FILES = {
     "/view.css": ("view.css", "text/css; charset=utf-8"),
     "/notify.js": ("notify.js", "text/javascript; charset=utf-8"),
     "/files.js": ("files.js", "text/javascript; charset=utf-8"),
+    "/actions.js": ("actions.js", "text/javascript; charset=utf-8"),
+    "/actions.css": ("actions.css", "text/css; charset=utf-8"),
 }
 
 

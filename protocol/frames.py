@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .actions import check_edit_text, check_emoji
 from .attachments import Attachment, parse_attachments
 from .codec import decode_cbor_counted, decode_json_counted, encode_cbor, encode_json
 from .errors import ErrorCode, ProtocolError
@@ -33,7 +34,7 @@ SUBPROTOCOL_CBOR = "chinwag.cbor.v1"
 SUBPROTOCOL_JSON = "chinwag.json.v1"
 
 #: Fields that hold 64-bit ids: decimal strings in JSON.
-ID_FIELDS = frozenset({"id", "last_id"})
+ID_FIELDS = frozenset({"id", "last_id", "target", "reply_to"})
 MAX_CID_CHARS = 64
 MAX_RID_CHARS = 64
 MAX_TOKEN_CHARS = 256
@@ -190,6 +191,38 @@ class Send:
     cid: str | None
     #: Files (blobs uploaded to the user's node first; protocol/attachments.py).
     attachments: tuple[Attachment, ...] = ()
+    #: The id of a message in the user's own queue this one replies to.
+    reply_to: int | None = None
+
+
+@dataclass(frozen=True)
+class Edit:
+    """Replace the text of the user's own message ``id`` (protocol/actions.py)."""
+
+    rid: Rid
+    id: int
+    text: str
+
+
+@dataclass(frozen=True)
+class Delete:
+    """Delete the user's own message ``id`` for everyone."""
+
+    rid: Rid
+    id: int
+
+
+@dataclass(frozen=True)
+class React:
+    """Add (or with ``remove``, take back) the user's ``emoji`` on message ``id``."""
+
+    rid: Rid
+    id: int
+    emoji: str
+    remove: bool
+
+
+ActionRequest = Edit | Delete | React
 
 
 @dataclass(frozen=True)
@@ -307,13 +340,27 @@ class PresenceQuery:
 
 HistoryRequest = Convs | History | Read | Search
 Request = (
-    Auth | Send | Sync | Ack | Heartbeat | GroupOp | Convs | History | Read | Search | PresenceQuery
+    Auth
+    | Send
+    | Sync
+    | Ack
+    | Heartbeat
+    | GroupOp
+    | Convs
+    | History
+    | Read
+    | Search
+    | PresenceQuery
+    | ActionRequest
 )
 
 _FIELDS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     # type: (required fields, optional fields), ``t`` not counted
     "auth": (frozenset({"rid", "token"}), frozenset()),
-    "send": (frozenset({"rid", "to", "text"}), frozenset({"cid", "attachments"})),
+    "send": (frozenset({"rid", "to", "text"}), frozenset({"cid", "attachments", "reply_to"})),
+    "edit": (frozenset({"rid", "id", "text"}), frozenset()),
+    "delete": (frozenset({"rid", "id"}), frozenset()),
+    "react": (frozenset({"rid", "id", "emoji"}), frozenset({"remove"})),
     "sync": (frozenset({"rid", "after"}), frozenset()),
     "ack": (frozenset({"seq"}), frozenset({"rid"})),
     "heartbeat": (frozenset(), frozenset({"rid"})),
@@ -374,6 +421,25 @@ def _before(frame: Mapping[str, Any]) -> int | None:
     return value
 
 
+def _message_id(frame: Mapping[str, Any], key: str) -> int:
+    value = frame[key]
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 < value < 1 << 63:
+        raise _bad(f"field {key!r} must be a message id")
+    return value
+
+
+def _action_request(kind: str, rid: Rid, frame: Mapping[str, Any]) -> ActionRequest:
+    msg_id = _message_id(frame, "id")
+    if kind == "edit":
+        return Edit(rid, msg_id, check_edit_text(frame["text"]))
+    if kind == "delete":
+        return Delete(rid, msg_id)
+    remove = frame.get("remove", False)
+    if not isinstance(remove, bool):
+        raise _bad("field 'remove' must be a boolean")
+    return React(rid, msg_id, check_emoji(frame["emoji"]), remove)
+
+
 def _history_request(kind: str, rid: Rid, frame: Mapping[str, Any]) -> HistoryRequest:
     if kind == "convs":
         return Convs(rid, _limit(frame, DEFAULT_CONVS_PAGE, MAX_CONVS_PAGE), _before(frame))
@@ -427,13 +493,18 @@ def parse_request(frame: Mapping[str, Any]) -> Request:
         if not text and not attachments:
             raise _bad("field 'text' must not be empty")
         cid = _string(frame, "cid", MAX_CID_CHARS) if "cid" in frame else None
+        reply_to = _message_id(frame, "reply_to") if "reply_to" in frame else None
         return Send(
             rid=rid,
             to=_string(frame, "to", MAX_ADDRESS_CHARS),
             text=text,
             cid=cid,
             attachments=attachments,
+            reply_to=reply_to,
         )
+    if kind in ("edit", "delete", "react"):
+        assert rid is not None
+        return _action_request(kind, rid, frame)
     if kind == "sync":
         assert rid is not None
         return Sync(rid=rid, after=_count(frame, "after"))
@@ -486,6 +557,16 @@ def encode_request(request: Request) -> dict[str, Any]:
             out["cid"] = request.cid
         if request.attachments:
             out["attachments"] = [a.to_wire() for a in request.attachments]
+        if request.reply_to is not None:
+            out["reply_to"] = request.reply_to
+    elif isinstance(request, Edit):
+        out = {"t": "edit", "id": request.id, "text": request.text}
+    elif isinstance(request, Delete):
+        out = {"t": "delete", "id": request.id}
+    elif isinstance(request, React):
+        out = {"t": "react", "id": request.id, "emoji": request.emoji}
+        if request.remove:
+            out["remove"] = True
     elif isinstance(request, Sync):
         out = {"t": "sync", "after": request.after}
     elif isinstance(request, Ack):
@@ -584,13 +665,17 @@ def error_from_frame(frame: Mapping[str, Any]) -> ProtocolError:
 
 __all__ = [
     "Ack",
+    "ActionRequest",
     "Auth",
     "Convs",
+    "Delete",
+    "Edit",
     "GroupOp",
     "History",
     "HistoryRequest",
     "Heartbeat",
     "MAX_FRAME_BYTES",
+    "React",
     "Read",
     "Request",
     "Search",

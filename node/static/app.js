@@ -39,6 +39,18 @@ const hooks = {
   incoming: [], // (item, conv): a live message from someone else (notify.js)
   rendered: [], // (conv|null): after the open conversation was rendered (view.js)
 };
+// Extension points for the client's other modules (actions.js, …): each
+// registers handlers by name through window.chinwag.hook(name, fn); app.js
+// calls them at the few places marked "hook:". The first handler that
+// returns something other than undefined decides.
+const namedHooks = new Map(); // name -> [fn]
+function runHooks(name, ...args) {
+  for (const fn of namedHooks.get(name) || []) {
+    const result = fn(...args);
+    if (result !== undefined) return result;
+  }
+  return undefined;
+}
 
 const state = {
   session: null, // {token, device, user, nodeId, nodeName}
@@ -497,6 +509,8 @@ function onMsg(frame) {
 // Both have the same shape; an entry already known (by origin and id, or by
 // seq for events) is not added twice.
 function ingest(frame, live) {
+  const handled = runHooks("frame", frame, live); // hook: edit/delete/react (actions.js)
+  if (handled !== undefined) return handled;
   if (frame.kind === "event") return onEvent(frame, live);
   if (frame.kind === "text") return onText(frame, live);
   return null;
@@ -533,6 +547,7 @@ function onText(frame, live) {
     const conv = state.conversations.get(key);
     conv.lastSeq = Math.max(conv.lastSeq, frame.seq);
     conv.messages.sort(orderOf);
+    runHooks("message", known, frame); // hook: edited, deleted, reply, reactions
     if (live) {
       known.live = true;
       countLive(conv, known);
@@ -557,6 +572,7 @@ function onText(frame, live) {
     order: sendOrder++,
     live,
   };
+  runHooks("message", item, frame); // hook: edited, deleted, reply, reactions
   if (state.failed.has(idKey)) {
     item.state = "failed";
     item.deliveryFailed = true;
@@ -1165,6 +1181,7 @@ function sendText(conv, text, attachments = null) {
     order: sendOrder++,
     retries: 0,
   };
+  runHooks("compose", item, conv); // hook: a reply's target (actions.js)
   addToConversation(conv, item);
   state.pending.set(item.cid, item);
   savePending();
@@ -1182,6 +1199,7 @@ function savePending() {
   const items = [...state.pending.values()].map((m) => ({
     cid: m.cid, to: m.to, text: m.text, convKey: m.convKey, ts: m.ts, kind: m.kind,
     attachments: m.attachments || null,
+    replyTo: m.replyTo,
   }));
   try {
     sessionStorage.setItem("chinwag.pending", JSON.stringify(items));
@@ -1217,6 +1235,7 @@ async function transmit(item) {
   try {
     const frame = { t: "send", to: item.to, text: item.text, cid: item.cid };
     if (item.attachments && item.attachments.length) frame.attachments = item.attachments;
+    if (item.replyTo) frame.reply_to = item.replyTo.id; // a reply (actions.js)
     ok = await call(frame);
   } catch (err) {
     item.inFlightOn = null;
@@ -1664,7 +1683,7 @@ function renderMessages(list, conv) {
   for (const m of conv.messages) {
     if (hidden(m)) continue;
     const who = m.fromKey ? state.names.get(m.fromKey) || "" : "";
-    const signature = `${m.state}|${m.id}|${m.seq}|${m.error || ""}|${m.retried ? 1 : 0}|${who}|${m.text}`;
+    const signature = `${m.state}|${m.id}|${m.seq}|${m.error || ""}|${m.retried ? 1 : 0}|${who}|${m.rev || 0}|${m.text}`;
     let entry = messageElements.get(m);
     if (!entry) {
       entry = { li: renderMessage(m), signature };
@@ -1702,7 +1721,7 @@ function keepingFocus(list, attribute, build) {
 function renderMessage(m) {
   if (m.kind === "event") return el("li", { class: "event" }, m.text);
   const stateText = { pending: "sending…", sent: "✓", failed: `failed: ${m.error || ""}` }[m.state];
-  return el(
+  const li = el(
     "li",
     {
       class: m.mine ? "message mine" : "message",
@@ -1725,6 +1744,8 @@ function renderMessage(m) {
     m.text ? el("p", { class: "msg-text" }, ...(hooks.messageBody ? hooks.messageBody(m) : [m.text])) : null,
     m.attachments && hooks.attachments ? hooks.attachments(m) : null,
   );
+  runHooks("renderMessage", li, m); // hook: menu, reply preview, reactions (actions.js)
+  return li;
 }
 
 function splitKey(key) {
@@ -1912,6 +1933,7 @@ function bind() {
     const conv = state.conversations.get(state.openKey);
     const text = $("composer-text").value;
     if (!conv || !text.trim()) return;
+    if (runHooks("submit", conv, text)) return; // hook: an edit in progress (actions.js)
     if (new TextEncoder().encode(text).length > 16384) {
       showError("A message is at most 16 KiB.");
       return;
@@ -2073,6 +2095,11 @@ window.chinwag = {
   get user() {
     return state.session ? userKey(state.session.user, state.session.nodeId) : null;
   },
+  // For the client's other modules (actions.js): hook points and helpers.
+  hook(name, fn) {
+    namedHooks.set(name, [...(namedHooks.get(name) || []), fn]);
+  },
+  app: { state, call, el, msgKey, queueRender, render, showError, clearError, describe },
 };
 
 // After every module of the page ran (they register their hooks).

@@ -73,3 +73,22 @@ def test_status_has_no_jargon() -> None:
     assert "link up since" in text and "0 message(s) waiting to be sent" in text
     for jargon in ("head", "unacked", "backing_off"):
         assert jargon not in text
+
+
+def test_status_shows_refused_actions() -> None:
+    status = {
+        "name": "kitchen",
+        "node_id": "a" * 52,
+        "uptime_s": 5,
+        "connections": 0,
+        "users_online": 0,
+        "users": 1,
+        "queues": [],
+        "store": {"commits": 1, "pending": 0, "map_size": 64 << 20},
+        "peers": [],
+        "actions": {"applied": 3, "refused": 2},
+    }
+    text = "\n".join(status_lines(status, NOW))
+    assert "edits, deletes and reactions: 3 applied, 2 refused" in text
+    del status["actions"]
+    assert "edits" not in "\n".join(status_lines(status, NOW))
