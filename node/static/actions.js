@@ -60,6 +60,7 @@ function onAction(frame) {
     item.edited = true;
   } else if (frame.kind === "delete") {
     item.text = "";
+    item.attachments = null; // the node dropped them with the text
     item.deleted = true;
     item.reactions = {};
     if (local.editing === item) stopEditing();
@@ -83,6 +84,7 @@ function decorate(item, frame) {
   if (frame.deleted) {
     item.deleted = true;
     item.text = "";
+    item.attachments = null;
   }
   const quoted = frame.body && frame.body.reply_to;
   if (quoted && typeof quoted === "object") {
@@ -274,7 +276,14 @@ function jumpTo(id) {
 // hook "renderMessage": the parts of a message this module owns.
 function renderMessage(li, m) {
   if (m.kind !== "text") return;
-  const text = li.querySelector(".msg-text");
+  let text = li.querySelector(".msg-text");
+  if (!text) {
+    // No text line (a message of files only, or deleted): the parts below need one.
+    text = el("p", { class: "msg-text" });
+    const files = li.querySelector(".attachments");
+    if (files) files.before(text);
+    else li.append(text);
+  }
   if (m.replyTo) {
     const quoted = m.replyTo.excerpt ? m.replyTo.excerpt : "deleted message";
     text.before(
