@@ -38,6 +38,7 @@ from __future__ import annotations
 import logging
 import struct
 import threading
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -57,7 +58,7 @@ from chinwag.protocol.actions import (
 )
 from chinwag.protocol.errors import ErrorCode, ProtocolError
 
-from . import history_index
+from . import blob_index, history_index
 
 if TYPE_CHECKING:
     from .store import WriteTxn
@@ -338,6 +339,10 @@ def _apply(
         _remember_act(w, uid, action.target, seq)
     elif action.kind == KIND_DELETE:
         _reindex(w, uid, target_seq, target.current_text(), None)
+        raw = w.txn.get(_queue_key(uid, target_seq), db=queue_db)
+        if raw is not None:  # its files go with it (reclaimed once nothing else refers)
+            now_ms = int(time.time() * 1000)
+            blob_index.release_record(w.txn, w.dbs(blob_index.DB_NAMES), uid, bytes(raw), now_ms)
         item = _tombstone(target, {**target.env, "body": {}})
         item["del"] = {"id": action_record.msg_id, "ts": action_record.env.get("ts")}
         _scrub_edits(w, uid, action.target, queue_db)

@@ -446,3 +446,21 @@ async def test_a_decompression_bomb_is_refused(start_node, tmp_path: Path) -> No
             await upload_file(node.url, alice, bomb)
     assert refused.value.code == "bad_request" and "pixels" in refused.value.message
     assert [p for p in blob_files(node.node.config.data_dir) if p.is_file()] == []
+
+
+async def test_deleting_a_message_gives_its_files_back(start_node, tmp_path: Path) -> None:
+    # A deleted message no longer references its files: its readers lose
+    # access and the blob is reclaimed (issue 16's reclaim, issue 17's delete).
+    node = await start_node(name="home", blob_grace=0.0)
+    alice, bob = await node.user("alice"), await node.user("bob")
+    with trio.fail_after(TIMEOUT):
+        att = await upload_file(node.url, alice, write(tmp_path / "a", b"taken back"))
+        async with connect(node.url, alice) as a:
+            ack = await a.send("bob", "oops", attachments=[att])
+            status, _, _ = await http_get(node.url, f"/api/blobs/{att['sha256']}", bob)
+            assert status == 200
+            await a.delete(ack.id)
+        status, _, _ = await http_get(node.url, f"/api/blobs/{att['sha256']}", bob)
+        assert status == 403
+        assert await node.node.blobs.sweep() == 1
+    assert blob_files(node.node.config.data_dir) == []
