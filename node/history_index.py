@@ -10,7 +10,6 @@ Layouts (integers fixed-width big-endian, so byte order is numeric order;
 search term):
 
   conv:        uid(4) | ch(8)            -> last(8) | n(8) | read(8) | nread(8) | kind(1) | conv
-  conv_recent: uid(4) | ~last(8)         -> ch(8)       (newest conversation first)
   conv_seq:    uid(4) | ch(8) | seq(8)   -> cum(8)      (the conversation's entries)
   terms:       uid(4) | th(4) | seq(8)   -> b""         (search postings, newest last)
 
@@ -18,9 +17,22 @@ search term):
 not send; group events are not counted), ``cum`` the countable entries up to
 and including that seq, ``read`` is the read marker and ``nread`` the
 ``cum`` at the marker, so ``unread = n - nread`` exactly, with no cap and no
-walk over the queue. ``~last`` is ``2**64-1-last`` so a forward cursor walks
-newest first. A term hash collision only costs a candidate that the search
-then drops: every hit is checked against the message's own terms.
+walk over the queue. The conversation list is the user's ``conv`` rows
+sorted by ``last`` when it is asked for (schema 4 dropped the ``conv_recent``
+table that kept them in order: two more writes on every append, for a list
+of a few hundred rows that sorts in well under a millisecond). A term hash
+collision only costs a candidate that the search then drops: every hit is
+checked against the message's own terms.
+
+Cost on the append path (issue 15 allows the index 10 % of 1:1 throughput):
+each queue entry does one ``conv`` get and put and one ``conv_seq`` put in
+the operation's own (nested) transaction. Search postings are handed back to
+the store's writer (``postings``), which writes those of a whole batch in key
+order in the batch's outer transaction, just before its commit: the same
+commit as the queue entries, but without copying a page into each
+operation's nested transaction per posting. Conversation keys' and terms'
+hashes are cached, and the record is decoded once per message however many
+queues it enters.
 
 Nothing is ever removed from a queue except with its user
 (``Store.remove_user``), which drops the user's rows here with
@@ -30,10 +42,11 @@ Nothing is ever removed from a queue except with its user
 from __future__ import annotations
 
 import hashlib
+import heapq
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import cbor2
 import lmdb
@@ -41,7 +54,9 @@ import lmdb
 from chinwag.protocol.addresses import node_id_bytes
 from chinwag.protocol.search_terms import index_terms
 
-DB_NAMES = ("conv", "conv_recent", "conv_seq", "terms")
+DB_NAMES = ("conv", "conv_seq", "terms")
+#: Tables of earlier schemas, dropped by their migration (node/migrations.py).
+RETIRED_DB_NAMES = ("conv_recent",)
 
 KIND_DM = 0
 KIND_GROUP = 1
@@ -57,9 +72,9 @@ _MAX_U64 = (1 << 64) - 1
 _PARSE_CACHE = 256
 
 
-@dataclass(frozen=True)
-class Entry:
-    """What the index needs of one queue record."""
+class Entry(NamedTuple):
+    """What the index needs of one queue record (a tuple: one is made per
+    queue entry, and a frozen dataclass costs several times more to build)."""
 
     conv: str
     kind: int
@@ -84,12 +99,32 @@ class ConvRow:
         return self.total - self.read_count
 
 
+#: Hashes of recent conversation keys and terms: every append hashes its
+#: conversation and a busy conversation repeats itself, as common words do.
+#: Cleared when full (cheaper than an LRU, and a miss only costs one hash).
+_HASH_CACHE = 4096
+_conv_hashes: dict[str, bytes] = {}
+_term_hashes: dict[str, bytes] = {}
+
+
 def conv_hash(conv: str) -> bytes:
-    return hashlib.blake2b(conv.encode("utf-8"), digest_size=8).digest()
+    found = _conv_hashes.get(conv)
+    if found is None:
+        found = hashlib.blake2b(conv.encode("utf-8"), digest_size=8).digest()
+        if len(_conv_hashes) >= _HASH_CACHE:
+            _conv_hashes.clear()
+        _conv_hashes[conv] = found
+    return found
 
 
 def term_hash(term: str) -> bytes:
-    return hashlib.blake2b(term.encode("utf-8"), digest_size=4).digest()
+    found = _term_hashes.get(term)
+    if found is None:
+        found = hashlib.blake2b(term.encode("utf-8"), digest_size=4).digest()
+        if len(_term_hashes) >= _HASH_CACHE:
+            _term_hashes.clear()
+        _term_hashes[term] = found
+    return found
 
 
 def _u32(value: int) -> bytes:
@@ -119,8 +154,7 @@ def _group(wire: Any) -> str | None:
     return None
 
 
-@dataclass(frozen=True)
-class _Parsed:
+class _Parsed(NamedTuple):
     sender: str | None
     to: str | None
     group: str | None
@@ -158,7 +192,7 @@ def _parse(record: bytes) -> _Parsed:
                 _group(env.get("group")),
                 text,
                 False,
-                tuple(term_hash(t) for t in index_terms(text)) if text else (),
+                tuple(map(term_hash, index_terms(text))) if text else (),
             )
         else:
             event = item.get("event")
@@ -197,7 +231,10 @@ def _get_conv(txn: lmdb.Transaction[bytes], dbs: dict[str, Any], key: bytes) -> 
     raw = txn.get(key, db=dbs["conv"])
     if raw is None:
         return None
-    raw = bytes(raw)
+    return _conv_row(bytes(raw))
+
+
+def _conv_row(raw: bytes) -> ConvRow:
     last, total, read_seq, read_count, kind = _CONV.unpack_from(raw)
     return ConvRow(raw[_CONV.size :].decode("utf-8"), kind, last, total, read_seq, read_count)
 
@@ -214,38 +251,64 @@ def index_append(
     owner: str,
     seq: int,
     record: bytes,
+    postings: list[bytes] | None = None,
 ) -> None:
     """Index queue entry ``seq`` of user ``uid`` (address ``owner``).
 
-    On every queue append, so kept lean: one get and a handful of puts, the
-    record decoded and tokenized once however many queues it enters.
+    On every queue append, so kept lean: one get and two puts, the record
+    decoded and tokenized once however many queues it enters. The entry's
+    search postings (``terms`` keys) go to ``postings`` when given, for the
+    caller to write (:func:`write_postings`) in the same commit; else they
+    are written here.
     """
     entry = classify(record, owner)
     if entry is None:
         return
     prefix = _U32.pack(uid)
-    ch = conv_hash(entry.conv)
-    key = prefix + ch
-    conv_db, recent_db = dbs["conv"], dbs["conv_recent"]
+    key = prefix + conv_hash(entry.conv)
+    conv_db = dbs["conv"]
     raw = txn.get(key, db=conv_db)
     if raw is None:
         total = 0
         rest = _REST.pack(0, 0, entry.kind) + entry.conv.encode("utf-8")
     else:
         raw = bytes(raw)
-        last, total = _LAST_TOTAL.unpack_from(raw)
+        total = _U64.unpack_from(raw, 8)[0]
         rest = raw[_LAST_TOTAL.size :]
-        txn.delete(prefix + _U64.pack(_MAX_U64 - last), db=recent_db)
     if entry.countable:
         total += 1
     txn.put(key, _LAST_TOTAL.pack(seq, total) + rest, db=conv_db)
     tail = _U64.pack(seq)
-    txn.put(prefix + _U64.pack(_MAX_U64 - seq), ch, db=recent_db)
     txn.put(key + tail, _U64.pack(total), db=dbs["conv_seq"])
     if entry.terms:
-        terms_db = dbs["terms"]
-        for th in entry.terms:
-            txn.put(prefix + th + tail, b"", db=terms_db)
+        keys = [prefix + th + tail for th in entry.terms]
+        if postings is not None:
+            postings.extend(keys)
+        else:
+            terms_db = dbs["terms"]
+            for posting in keys:
+                txn.put(posting, b"", db=terms_db)
+
+
+def write_postings(
+    txn: lmdb.Transaction[bytes], dbs: dict[str, Any], postings: list[bytes]
+) -> None:
+    """Write search postings collected by :func:`index_append`, in key order
+    (neighbouring postings share B-tree pages), skipping those of users
+    removed since (``uid_user`` has no row): a removed user leaves no index."""
+    postings.sort()
+    uid_user = dbs["uid_user"]
+    live: dict[bytes, bool] = {}
+    items = []
+    for posting in postings:
+        uid = posting[:4]
+        alive = live.get(uid)
+        if alive is None:
+            alive = live[uid] = txn.get(uid, db=uid_user) is not None
+        if alive:
+            items.append((posting, b""))
+    with txn.cursor(db=dbs["terms"]) as cursor:
+        cursor.putmulti(items)
 
 
 def mark_read(
@@ -319,22 +382,27 @@ def recent_convs(
     txn: lmdb.Transaction[bytes], dbs: dict[str, Any], uid: int, before: int | None, limit: int
 ) -> tuple[list[ConvRow], bool]:
     """Up to ``limit`` conversations whose last seq is below ``before``, newest
-    first, and whether older ones remain."""
+    first, and whether older ones remain.
+
+    Reads all of the user's ``conv`` rows (about 60 bytes each) and keeps the
+    newest: a user in a thousand conversations costs about a millisecond here,
+    where keeping them sorted cost two writes on every queue append.
+    """
     prefix = _u32(uid)
-    start = _MAX_U64 - (before - 1) if before is not None else 0
-    cursor = txn.cursor(db=dbs["conv_recent"])
-    rows: list[ConvRow] = []
-    if not cursor.set_range(prefix + _u64(start)):
-        return rows, False
-    for key, ch in cursor:
-        if not key.startswith(prefix):
-            return rows, False
-        if len(rows) == limit:
-            return rows, True
-        row = _get_conv(txn, dbs, prefix + bytes(ch))
-        if row is not None:
-            rows.append(row)
-    return rows, False
+    bound = _MAX_U64 if before is None else before
+    cursor = txn.cursor(db=dbs["conv"])
+    found: list[tuple[int, bytes]] = []
+    if cursor.set_range(prefix):
+        unpack = _U64.unpack_from
+        for key, value in cursor:
+            if key[:4] != prefix:
+                break
+            last = unpack(value)[0]
+            if last < bound:
+                found.append((last, bytes(value)))
+    newest = heapq.nlargest(limit + 1, found, key=lambda item: item[0])
+    rows = [_conv_row(value) for _, value in newest[:limit]]
+    return rows, len(newest) > limit
 
 
 def conv_seqs(

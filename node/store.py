@@ -54,7 +54,7 @@ import struct
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
@@ -122,7 +122,8 @@ T = TypeVar("T")
 #   invites:       sha256(secret)(32)                -> cbor {k, c, exp, used}
 #
 # Conversations, read markers, search (layouts in node/history_index.py):
-#   conv, conv_recent, conv_seq, terms: kept in each queue append's transaction.
+#   conv, conv_seq, terms: kept in each queue append's transaction (the terms
+#   postings of a batch written just before its commit: Store._attempt).
 #
 # uids are never reused, so rows a removed user leaves behind (cid_times
 # entries, pruned by age) can never be mistaken for a new user's.
@@ -411,6 +412,9 @@ class WriteTxn(_View):
         self.payer_uid: int | None = None
         self.bill_ms = 0
         self.billed = 0
+        #: Search postings of this operation's queue appends, written by the
+        #: writer in the batch's commit (history_index.write_postings).
+        self.postings: list[bytes] = []
 
     @property
     def node_id(self) -> str:
@@ -431,7 +435,9 @@ class WriteTxn(_View):
         self.txn.put(key + _u64(seq), record, db=self._dbs["queue"])
         self.txn.put(key, _u64(seq), db=self._dbs["queue_head"])
         # Conversations and search index: same transaction, never out of step.
-        history_index.index_append(self.txn, self._dbs, uid, f"{user}@{self.node_id}", seq, record)
+        history_index.index_append(
+            self.txn, self._dbs, uid, f"{user}@{self.node_id}", seq, record, self.postings
+        )
         self.touched.add(user)
         self.charge(12 + len(record))
         return seq
@@ -485,6 +491,7 @@ class WriteTxn(_View):
         self.touched |= child.touched
         self.revoked |= child.revoked
         self.outboxes |= child.outboxes
+        self.postings += child.postings
 
     @contextmanager
     def nested(self) -> Iterator[WriteTxn]:
@@ -704,7 +711,14 @@ class Store:
                 self._backup_before_migration(env, schema.version)
             with env.begin(write=True) as txn:
                 dbs = {name: env.open_db(name.encode(), txn=txn) for name in self._db_names}
-            for step in plan(schema.version or SCHEMA_VERSION):
+            steps = plan(schema.version or SCHEMA_VERSION)
+            if steps:
+                # Tables a step drops: open the ones this file has, for it only.
+                with env.begin(write=True) as txn:
+                    for name in history_index.RETIRED_DB_NAMES:
+                        with suppress(lmdb.NotFoundError):
+                            dbs[name] = env.open_db(name.encode(), txn=txn, create=False)
+            for step in steps:
                 with env.begin(write=True) as txn:
                     step.apply(txn, dbs, self.node_key.id)
                     stamp(txn, dbs["meta"], step.from_version + 1)
@@ -1305,6 +1319,7 @@ class Store:
         env = self._env
         outcomes: list[_Outcome] = []
         effects = _Effects()
+        postings: list[bytes] = []
         started = time.perf_counter()
         with env.begin(write=True) as txn:
             for op in batch:
@@ -1329,7 +1344,12 @@ class Store:
                 effects.touched |= view.touched
                 effects.revoked |= view.revoked
                 effects.outboxes |= view.outboxes
+                postings += view.postings
                 outcomes.append((value, None))
+            if postings:
+                # Outside the operations' nested transactions: in each of
+                # those, every posting would copy a B-tree page of its own.
+                history_index.write_postings(txn, self._dbs, postings)
             if acks:
                 # In a child of their own: a bad device row loses the acks, not the batch.
                 child = env.begin(write=True, parent=txn)
