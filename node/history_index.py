@@ -203,9 +203,22 @@ def _parse(record: bytes) -> _Parsed:
     except (ValueError, TypeError, KeyError, AttributeError, cbor2.CBORDecodeError):
         parsed = _UNKNOWN
     if len(_parsed) >= _PARSE_CACHE:
-        _parsed.pop(next(iter(_parsed)))
+        # Cleared, not trimmed: the writer thread and a search's reads both
+        # use the cache, and a clear is one atomic step under the GIL.
+        _parsed.clear()
     _parsed[record] = parsed
     return parsed
+
+
+def prime_message(record: bytes, sender: str, to: str, text: str) -> None:
+    """Tell the index what ``record`` (a 1:1 message this node just signed,
+    from ``sender`` to ``to``, addresses ``user@<node id>``) holds, so its
+    queue appends need not decode it again."""
+    if record not in _parsed:
+        terms = tuple(map(term_hash, index_terms(text))) if text else ()
+        if len(_parsed) >= _PARSE_CACHE:
+            _parsed.clear()
+        _parsed[record] = _Parsed(sender, to, None, text or None, False, terms)
 
 
 def classify(record: bytes, owner: str) -> Entry | None:

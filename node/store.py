@@ -1189,6 +1189,9 @@ class Store:
             )
             unit = sign_envelope(w.node_key, env)
             record = unit_record(unit)
+            history_index.prime_message(
+                record, f"{sender}@{w.node_id}", f"{to.user}@{to.node}", text
+            )
             if recipient is None:
                 assert self.remote_sink is not None
                 self.remote_sink.append(w, to.node, unit, sender, now_ms)
