@@ -441,6 +441,20 @@ def conv_seqs(
         moved = cursor.prev()
 
 
+def conv_seqs_after(
+    txn: lmdb.Transaction[bytes], dbs: dict[str, Any], uid: int, conv: str, after: int
+) -> Iterator[int]:
+    """The conversation's seqs above ``after``, oldest first."""
+    key = _u32(uid) + conv_hash(conv)
+    cursor = txn.cursor(db=dbs["conv_seq"])
+    if not cursor.set_range(key + _u64(min(after + 1, _MAX_U64))):
+        return
+    for found in cursor.iternext(values=False):
+        if found[:12] != key:
+            return
+        yield _U64.unpack_from(found, 12)[0]
+
+
 def term_postings(
     txn: lmdb.Transaction[bytes], dbs: dict[str, Any], uid: int, term: str
 ) -> _Postings:

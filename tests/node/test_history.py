@@ -276,3 +276,54 @@ async def test_search_in_one_conversation_only(start_node) -> None:
         ]
         assert len((await b.search("lunch"))["hits"]) == 10
         assert (await b.search("lunch noon", conv="carol"))["hits"] == []
+
+
+async def test_a_page_around_a_message_then_older_and_newer_pages(start_node) -> None:
+    """Jumping to a search hit: one page centred on it, then `next` (older) and
+    `newer` (via `after`) walk out to both ends with nothing missing or twice."""
+    node = await start_node()
+    alice, bob, carol = [await node.user(n) for n in ("alice", "bob", "carol")]
+    async with (
+        connect(node.url, alice) as a,
+        connect(node.url, bob) as b,
+        connect(node.url, carol) as c,
+    ):
+        for n in range(20):
+            await a.send("bob", f"a{n}")
+            if n % 4 == 0:
+                await c.send("bob", f"c{n}")  # another conversation, interleaved
+        conv = conv_of(node, "alice")
+        with trio.fail_after(TIMEOUT):
+            everything = [m["seq"] for m in await walk_history(b, conv, 50)]
+            hit = (await b.search("a11"))["hits"][0]["msg"]
+            page = await b.history(conv, limit=7, around=hit["seq"])
+            seqs = [m["seq"] for m in page["msgs"]]
+            assert seqs == sorted(seqs, reverse=True) and hit["seq"] in seqs
+            assert [m["body"]["text"] for m in page["msgs"]] == [f"a{n}" for n in range(14, 7, -1)]
+            assert page["next"] == seqs[-1] and page["newer"] == seqs[0]
+            older, newer = list(seqs), []
+            cursor = page["next"]
+            while cursor is not None:
+                more = await b.history(conv, limit=4, before=cursor)
+                older += [m["seq"] for m in more["msgs"]]
+                cursor = more.get("next")
+            cursor = page["newer"]
+            while cursor is not None:
+                more = await b.history(conv, limit=4, after=cursor)
+                got = [m["seq"] for m in more["msgs"]]
+                assert got == sorted(got, reverse=True) and "next" in more
+                newer = got + newer
+                cursor = more.get("newer")
+            assert newer + older == everything
+
+            # Near either end the page fills up from the other side.
+            first = await b.history(conv, limit=7, around=everything[-1])
+            assert [m["seq"] for m in first["msgs"]] == everything[-7:]
+            assert "next" not in first and first["newer"] == everything[-7]
+            last = await b.history(conv, limit=7, around=everything[0])
+            assert [m["seq"] for m in last["msgs"]] == everything[:7]
+            assert "newer" not in last and last["next"] == everything[6]
+            assert (await b.history(conv, after=everything[0]))["msgs"] == []
+            with pytest.raises(ClientError) as info:
+                await b.history(conv, around=10_000)
+            assert info.value.code == "bad_request"
