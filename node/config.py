@@ -75,6 +75,10 @@ class NodeConfig:
     #: (token bucket) and its burst; past it ``rate_limited`` with retry_after_ms.
     history_rate: float = 20.0
     history_burst: int = 60
+    #: Search postings staged in ``terms_new`` before the store moves them into
+    #: the ``terms`` index in one sorted batch (node/history_index.py): more
+    #: makes appends cheaper and each search scan of the staged rows longer.
+    search_stage_max: int = 2048
     #: Failed log-ins allowed per account / per address within the window.
     login_failures_per_account: int = 10
     login_failures_per_address: int = 30

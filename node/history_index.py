@@ -12,6 +12,7 @@ search term):
   conv:        uid(4) | ch(8)            -> last(8) | n(8) | read(8) | nread(8) | kind(1) | conv
   conv_seq:    uid(4) | ch(8) | seq(8)   -> cum(8)      (the conversation's entries)
   terms:       uid(4) | th(4) | seq(8)   -> b""         (search postings, newest last)
+  terms_new:   uid(4) | seq(8)           -> ch(8) | th(4)*  (postings not yet merged)
 
 ``n`` counts the conversation's *countable* entries (messages the user did
 not send; group events are not counted), ``cum`` the countable entries up to
@@ -25,14 +26,20 @@ collision only costs a candidate that the search then drops: every hit is
 checked against the message's own terms.
 
 Cost on the append path (issue 15 allows the index 10 % of 1:1 throughput):
-each queue entry does one ``conv`` get and put and one ``conv_seq`` put in
-the operation's own (nested) transaction. Search postings are handed back to
-the store's writer (``postings``), which writes those of a whole batch in key
-order in the batch's outer transaction, just before its commit: the same
-commit as the queue entries, but without copying a page into each
-operation's nested transaction per posting. Conversation keys' and terms'
-hashes are cached, and the record is decoded once per message however many
-queues it enters.
+each queue entry does one ``conv`` get and put, one ``conv_seq`` put and one
+``terms_new`` put, all landing at the end of the user's key range (a few
+pages per commit). Postings keyed by term would land on a random B-tree page
+each (a rare word, a number): every commit then wrote a 4 KiB page per rare
+term per message. So an entry's term hashes are staged in ``terms_new`` (one
+row, in the same transaction as the queue entry), and once ``terms_new``
+holds ``merge_at`` rows the writer moves all of them into ``terms`` in one
+sorted ``putmulti`` in that batch's commit (:func:`merge_staged`), where many
+postings share each page. Search reads both: the staged rows of the user
+(newest, scanned) and then the postings (older: a merge moves every staged
+row, so a user's staged seqs are all above their merged ones). A message is
+searchable the moment it is committed. Conversation keys' and terms' hashes
+are cached, and the record is decoded once per message however many queues
+it enters.
 
 Nothing is ever removed from a queue except with its user
 (``Store.remove_user``), which drops the user's rows here with
@@ -54,7 +61,7 @@ import lmdb
 from chinwag.protocol.addresses import node_id_bytes
 from chinwag.protocol.search_terms import index_terms
 
-DB_NAMES = ("conv", "conv_seq", "terms")
+DB_NAMES = ("conv", "conv_seq", "terms", "terms_new")
 #: Tables of earlier schemas, dropped by their migration (node/migrations.py).
 RETIRED_DB_NAMES = ("conv_recent",)
 
@@ -264,21 +271,19 @@ def index_append(
     owner: str,
     seq: int,
     record: bytes,
-    postings: list[bytes] | None = None,
-) -> None:
-    """Index queue entry ``seq`` of user ``uid`` (address ``owner``).
+) -> int:
+    """Index queue entry ``seq`` of user ``uid`` (address ``owner``); return
+    the number of rows staged in ``terms_new`` (0 or 1: see :func:`merge_staged`).
 
-    On every queue append, so kept lean: one get and two puts, the record
-    decoded and tokenized once however many queues it enters. The entry's
-    search postings (``terms`` keys) go to ``postings`` when given, for the
-    caller to write (:func:`write_postings`) in the same commit; else they
-    are written here.
+    On every queue append, so kept lean: one get and three puts, the record
+    decoded and tokenized once however many queues it enters.
     """
     entry = classify(record, owner)
     if entry is None:
-        return
+        return 0
     prefix = _U32.pack(uid)
-    key = prefix + conv_hash(entry.conv)
+    ch = conv_hash(entry.conv)
+    key = prefix + ch
     conv_db = dbs["conv"]
     raw = txn.get(key, db=conv_db)
     if raw is None:
@@ -293,35 +298,38 @@ def index_append(
     txn.put(key, _LAST_TOTAL.pack(seq, total) + rest, db=conv_db)
     tail = _U64.pack(seq)
     txn.put(key + tail, _U64.pack(total), db=dbs["conv_seq"])
-    if entry.terms:
-        keys = [prefix + th + tail for th in entry.terms]
-        if postings is not None:
-            postings.extend(keys)
-        else:
-            terms_db = dbs["terms"]
-            for posting in keys:
-                txn.put(posting, b"", db=terms_db)
+    if not entry.terms:
+        return 0
+    txn.put(prefix + tail, ch + b"".join(entry.terms), db=dbs["terms_new"])
+    return 1
 
 
-def write_postings(
-    txn: lmdb.Transaction[bytes], dbs: dict[str, Any], postings: list[bytes]
-) -> None:
-    """Write search postings collected by :func:`index_append`, in key order
-    (neighbouring postings share B-tree pages), skipping those of users
-    removed since (``uid_user`` has no row): a removed user leaves no index."""
+def merge_staged(txn: lmdb.Transaction[bytes], dbs: dict[str, Any]) -> int:
+    """Move every staged row of ``terms_new`` into ``terms`` postings, in key
+    order (neighbouring postings share pages), and empty ``terms_new``;
+    return the number of rows moved."""
+    staged = dbs["terms_new"]
+    postings: list[bytes] = []
+    rows = 0
+    for key, value in txn.cursor(db=staged):
+        key, value = bytes(key), bytes(value)
+        prefix, tail = key[:4], key[4:]
+        rows += 1
+        for i in range(8, len(value), 4):
+            postings.append(prefix + value[i : i + 4] + tail)
+    if not rows:
+        return 0
     postings.sort()
-    uid_user = dbs["uid_user"]
-    live: dict[bytes, bool] = {}
-    items = []
-    for posting in postings:
-        uid = posting[:4]
-        alive = live.get(uid)
-        if alive is None:
-            alive = live[uid] = txn.get(uid, db=uid_user) is not None
-        if alive:
-            items.append((posting, b""))
     with txn.cursor(db=dbs["terms"]) as cursor:
-        cursor.putmulti(items)
+        cursor.putmulti([(posting, b"") for posting in postings])
+    txn.drop(staged, delete=False)
+    return rows
+
+
+def staged_count(txn: lmdb.Transaction[bytes], dbs: dict[str, Any]) -> int:
+    """Rows waiting in ``terms_new`` (read once when the store opens)."""
+    count: int = txn.stat(dbs["terms_new"])["entries"]
+    return count
 
 
 def mark_read(
@@ -378,6 +386,7 @@ def rebuild_all(txn: lmdb.Transaction[bytes], dbs: dict[str, Any], node_id: str)
             continue
         index_append(txn, dbs, uid, owner, _U64.unpack_from(key, 4)[0], bytes(record))
         count += 1
+    merge_staged(txn, dbs)
     return count
 
 
@@ -500,7 +509,8 @@ def search_seqs(
     budget: int,
 ) -> Iterator[int]:
     """Seqs (newest first, below ``before``) whose entry has every term's hash,
-    within ``conv`` if given; stops after ``budget`` cursor seeks.
+    within ``conv`` if given; stops after ``budget`` cursor seeks (a staged
+    row read counts as one).
 
     A zig-zag join: each list's cursor leaps to the highest seq at or below
     the current candidate, so rare terms make common ones skip ahead. The
@@ -508,11 +518,34 @@ def search_seqs(
     in a small conversation is as fast as its rarest term allows.
     A seq <= 0 is yielded last when the budget ran out: resume below ``-value + 1``.
     """
+    candidate = (before - 1) if before is not None else _MAX_U64 - 1
+    seeks = 0
+    # The staged rows first: they are the user's newest entries (a merge
+    # moves all of them), one row per entry with its conversation and terms.
+    hashes = [term_hash(term) for term in terms]
+    ch = conv_hash(conv) if conv is not None else None
+    prefix = _u32(uid)
+    cursor = txn.cursor(db=dbs["terms_new"])
+    found = cursor.set_range(prefix + _u64(min(candidate + 1, _MAX_U64)))
+    moved = cursor.prev() if found else cursor.last()
+    while moved:
+        key = cursor.key()
+        if key[:4] != prefix:
+            break
+        seq = _U64.unpack_from(key, 4)[0]
+        if seeks >= budget:
+            yield -seq
+            return
+        seeks += 1
+        row = bytes(cursor.value())
+        # A hash found across two terms' bytes is a false candidate at worst:
+        # every hit is checked against the message itself.
+        if (ch is None or row[:8] == ch) and all(h in row[8:] for h in hashes):
+            yield seq
+        moved = cursor.prev()
     lists = [term_postings(txn, dbs, uid, term) for term in terms]
     if conv is not None:
         lists.append(conv_postings(txn, dbs, uid, conv))
-    candidate = (before - 1) if before is not None else _MAX_U64 - 1
-    seeks = 0
     turn = 0
     while candidate >= 1:
         # Round robin over the lists until all agree on one seq: each seek

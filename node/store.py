@@ -122,8 +122,8 @@ T = TypeVar("T")
 #   invites:       sha256(secret)(32)                -> cbor {k, c, exp, used}
 #
 # Conversations, read markers, search (layouts in node/history_index.py):
-#   conv, conv_seq, terms: kept in each queue append's transaction (the terms
-#   postings of a batch written just before its commit: Store._attempt).
+#   conv, conv_seq, terms, terms_new: kept in each queue append's transaction
+#   (terms_new, the staged postings, merged into terms by Store._attempt).
 #
 # uids are never reused, so rows a removed user leaves behind (cid_times
 # entries, pruned by age) can never be mistaken for a new user's.
@@ -412,9 +412,8 @@ class WriteTxn(_View):
         self.payer_uid: int | None = None
         self.bill_ms = 0
         self.billed = 0
-        #: Search postings of this operation's queue appends, written by the
-        #: writer in the batch's commit (history_index.write_postings).
-        self.postings: list[bytes] = []
+        #: Rows this operation staged in ``terms_new`` (search postings to merge).
+        self.staged = 0
 
     @property
     def node_id(self) -> str:
@@ -435,8 +434,8 @@ class WriteTxn(_View):
         self.txn.put(key + _u64(seq), record, db=self._dbs["queue"])
         self.txn.put(key, _u64(seq), db=self._dbs["queue_head"])
         # Conversations and search index: same transaction, never out of step.
-        history_index.index_append(
-            self.txn, self._dbs, uid, f"{user}@{self.node_id}", seq, record, self.postings
+        self.staged += history_index.index_append(
+            self.txn, self._dbs, uid, f"{user}@{self.node_id}", seq, record
         )
         self.touched.add(user)
         self.charge(12 + len(record))
@@ -491,7 +490,7 @@ class WriteTxn(_View):
         self.touched |= child.touched
         self.revoked |= child.revoked
         self.outboxes |= child.outboxes
-        self.postings += child.postings
+        self.staged += child.staged
 
     @contextmanager
     def nested(self) -> Iterator[WriteTxn]:
@@ -626,6 +625,7 @@ class Store:
         quota: QuotaPolicy | None = None,
         min_free_bytes: int = 0,
         ack_flush_delay: float = 1.0,
+        search_stage_max: int = 2048,
     ) -> None:
         self.data_dir = Path(data_dir)
         self._max_sessions = max(1, max_sessions_per_user)
@@ -637,6 +637,9 @@ class Store:
         self._map_size = map_size
         self._max_pending = max_pending
         self._batch_max = max(1, batch_max)
+        #: Staged search rows (``terms_new``) that trigger a merge into ``terms``.
+        self._merge_at = max(1, search_stage_max)
+        self._staged = 0
         self._on_commit = on_commit
         #: Called on the trio thread after a commit that grew a peer's outbox
         #: (with its node id), and after one that revoked sessions (with their
@@ -725,6 +728,7 @@ class Store:
                 log.info("store migrated to schema %d: %s", step.from_version + 1, step.summary)
             with env.begin(write=True) as txn:
                 stamp(txn, dbs["meta"], SCHEMA_VERSION)
+                self._staged = history_index.staged_count(txn, dbs)
                 raw = txn.get(b"last_id", db=dbs["meta"])
                 last_id = 0 if raw is None else _U64.unpack(raw)[0]
         except BaseException:
@@ -1322,7 +1326,8 @@ class Store:
         env = self._env
         outcomes: list[_Outcome] = []
         effects = _Effects()
-        postings: list[bytes] = []
+        staged = 0
+        merged = False
         started = time.perf_counter()
         with env.begin(write=True) as txn:
             for op in batch:
@@ -1347,12 +1352,13 @@ class Store:
                 effects.touched |= view.touched
                 effects.revoked |= view.revoked
                 effects.outboxes |= view.outboxes
-                postings += view.postings
+                staged += view.staged
                 outcomes.append((value, None))
-            if postings:
-                # Outside the operations' nested transactions: in each of
-                # those, every posting would copy a B-tree page of its own.
-                history_index.write_postings(txn, self._dbs, postings)
+            if staged and self._staged + staged >= self._merge_at:
+                # Enough staged search postings: move them all in this commit,
+                # sorted, where many share a page (node/history_index.py).
+                history_index.merge_staged(txn, self._dbs)
+                merged = True
             if acks:
                 # In a child of their own: a bad device row loses the acks, not the batch.
                 child = env.begin(write=True, parent=txn)
@@ -1370,6 +1376,7 @@ class Store:
             if last_id != self._persisted_last_id:
                 txn.put(b"last_id", _u64(last_id), db=self._dbs["meta"])
         # Leaving the block committed (durably: sync is on).
+        self._staged = 0 if merged else self._staged + staged
         self._persisted_last_id = last_id
         self._commits += 1
         self.commit_times.observe(time.perf_counter() - started)

@@ -146,8 +146,11 @@ async def test_group_unread_skips_events_and_own_messages(start_node) -> None:
         assert texts[:3] == ["how are you", "hi", "hello team"]
 
 
-async def test_search_words_accents_korean_japanese_chinese(start_node) -> None:
-    node = await start_node()
+# Search postings are staged and merged in batches (search_stage_max):
+# every commit, every few, or never within the test.
+@pytest.mark.parametrize("stage", [1, 3, 2048])
+async def test_search_words_accents_korean_japanese_chinese(start_node, stage: int) -> None:
+    node = await start_node(search_stage_max=stage)
     alice, bob = await node.user("alice"), await node.user("bob")
     async with connect(node.url, alice) as a, connect(node.url, bob) as b:
         for text in (
@@ -185,8 +188,11 @@ async def test_search_words_accents_korean_japanese_chinese(start_node) -> None:
         ]
 
 
-async def test_search_respects_group_membership(start_node) -> None:
-    node = await start_node()
+# Search postings are staged and merged in batches (search_stage_max):
+# every commit, every few, or never within the test.
+@pytest.mark.parametrize("stage", [1, 3, 2048])
+async def test_search_respects_group_membership(start_node, stage: int) -> None:
+    node = await start_node(search_stage_max=stage)
     alice, bob = await node.user("alice"), await node.user("bob")
     group = f"#club@{node.running.identity.id}"
     async with connect(node.url, alice) as a, connect(node.url, bob) as b:
@@ -256,8 +262,11 @@ async def test_history_requests_are_rate_limited_per_device(start_node) -> None:
         assert (await o.convs())["convs"] == []
 
 
-async def test_search_in_one_conversation_only(start_node) -> None:
-    node = await start_node()
+# Search postings are staged and merged in batches (search_stage_max):
+# every commit, every few, or never within the test.
+@pytest.mark.parametrize("stage", [1, 3, 2048])
+async def test_search_in_one_conversation_only(start_node, stage: int) -> None:
+    node = await start_node(search_stage_max=stage)
     alice, carol, bob = [await node.user(n) for n in ("alice", "carol", "bob")]
     async with connect(node.url, alice) as a, connect(node.url, carol) as c:
         for n in range(5):
