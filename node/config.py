@@ -75,9 +75,9 @@ class NodeConfig:
     #: (token bucket) and its burst; past it ``rate_limited`` with retry_after_ms.
     history_rate: float = 20.0
     history_burst: int = 60
-    #: Search postings staged in ``terms_new`` before the store moves them into
-    #: the ``terms`` index in one sorted batch (node/history_index.py): more
-    #: makes appends cheaper and each search scan of the staged rows longer.
+    #: Queue entries whose search postings wait before the store writes them
+    #: into the ``terms`` index in one sorted batch (node/history_index.py):
+    #: more makes appends cheaper and a search's scan of the waiting ones longer.
     search_stage_max: int = 2048
     #: Failed log-ins allowed per account / per address within the window.
     login_failures_per_account: int = 10

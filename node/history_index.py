@@ -10,9 +10,9 @@ Layouts (integers fixed-width big-endian, so byte order is numeric order;
 search term):
 
   conv:        uid(4) | ch(8)            -> last(8) | n(8) | read(8) | nread(8) | kind(1) | conv
-  conv_seq:    uid(4) | ch(8) | seq(8)   -> cum(8)      (the conversation's entries)
+  conv_seq:    uid(4) | ch(8) | seq(8)   -> cum(8) | th(4)*  (the conversation's entries)
   terms:       uid(4) | th(4) | seq(8)   -> b""         (search postings, newest last)
-  terms_new:   uid(4) | seq(8)           -> ch(8) | th(4)*  (postings not yet merged)
+  terms_mark:  uid(4)                    -> seq(8)      (postings merged up to here)
 
 ``n`` counts the conversation's *countable* entries (messages the user did
 not send; group events are not counted), ``cum`` the countable entries up to
@@ -26,20 +26,21 @@ collision only costs a candidate that the search then drops: every hit is
 checked against the message's own terms.
 
 Cost on the append path (issue 15 allows the index 10 % of 1:1 throughput):
-each queue entry does one ``conv`` get and put, one ``conv_seq`` put and one
-``terms_new`` put, all landing at the end of the user's key range (a few
-pages per commit). Postings keyed by term would land on a random B-tree page
-each (a rare word, a number): every commit then wrote a 4 KiB page per rare
-term per message. So an entry's term hashes are staged in ``terms_new`` (one
-row, in the same transaction as the queue entry), and once ``terms_new``
-holds ``merge_at`` rows the writer moves all of them into ``terms`` in one
-sorted ``putmulti`` in that batch's commit (:func:`merge_staged`), where many
-postings share each page. Search reads both: the staged rows of the user
-(newest, scanned) and then the postings (older: a merge moves every staged
-row, so a user's staged seqs are all above their merged ones). A message is
-searchable the moment it is committed. Conversation keys' and terms' hashes
-are cached, and the record is decoded once per message however many queues
-it enters.
+each queue entry does one ``conv`` get and put and one ``conv_seq`` put, the
+latter at the end of the conversation's key range. A commit writes every
+B-tree page it touched, so the index is costed in pages as much as in puts:
+postings keyed by term land on a random page each (a rare word, a number),
+and written per entry they cost a 4 KiB page per rare term per message. So
+the entry's term hashes ride in its ``conv_seq`` row, and once
+``merge_at`` entries are waiting, the writer turns all of them into
+``terms`` postings in one sorted ``putmulti`` in that batch's commit
+(:func:`merge_staged`), where many postings share each page, and moves each
+user's ``terms_mark`` up. Search reads both: first the user's entries above
+the mark (``conv_seq`` rows of the conversations whose last entry is above
+it; at most about ``merge_at``), then the postings (all at or below it). A
+message is searchable the moment it is committed. Conversation keys' and
+terms' hashes are cached, and the record is decoded once per message however
+many queues it enters.
 
 Nothing is ever removed from a queue except with its user
 (``Store.remove_user``), which drops the user's rows here with
@@ -61,7 +62,7 @@ import lmdb
 from chinwag.protocol.addresses import node_id_bytes
 from chinwag.protocol.search_terms import index_terms
 
-DB_NAMES = ("conv", "conv_seq", "terms", "terms_new")
+DB_NAMES = ("conv", "conv_seq", "terms", "terms_mark")
 #: Tables of earlier schemas, dropped by their migration (node/migrations.py).
 RETIRED_DB_NAMES = ("conv_recent",)
 
@@ -273,17 +274,15 @@ def index_append(
     record: bytes,
 ) -> int:
     """Index queue entry ``seq`` of user ``uid`` (address ``owner``); return
-    the number of rows staged in ``terms_new`` (0 or 1: see :func:`merge_staged`).
+    1 if it waits for a merge of its search terms (:func:`merge_staged`), else 0.
 
-    On every queue append, so kept lean: one get and three puts, the record
+    On every queue append, so kept lean: one get and two puts, the record
     decoded and tokenized once however many queues it enters.
     """
     entry = classify(record, owner)
     if entry is None:
         return 0
-    prefix = _U32.pack(uid)
-    ch = conv_hash(entry.conv)
-    key = prefix + ch
+    key = _U32.pack(uid) + conv_hash(entry.conv)
     conv_db = dbs["conv"]
     raw = txn.get(key, db=conv_db)
     if raw is None:
@@ -296,40 +295,77 @@ def index_append(
     if entry.countable:
         total += 1
     txn.put(key, _LAST_TOTAL.pack(seq, total) + rest, db=conv_db)
-    tail = _U64.pack(seq)
-    txn.put(key + tail, _U64.pack(total), db=dbs["conv_seq"])
-    if not entry.terms:
-        return 0
-    txn.put(prefix + tail, ch + b"".join(entry.terms), db=dbs["terms_new"])
-    return 1
+    terms = entry.terms
+    txn.put(key + _U64.pack(seq), _U64.pack(total) + b"".join(terms), db=dbs["conv_seq"])
+    return 1 if terms else 0
+
+
+def _mark(txn: lmdb.Transaction[bytes], dbs: dict[str, Any], prefix: bytes) -> int:
+    raw = txn.get(prefix, db=dbs["terms_mark"])
+    return 0 if raw is None else int(_U64.unpack(raw)[0])
+
+
+def _staged_rows(
+    txn: lmdb.Transaction[bytes],
+    dbs: dict[str, Any],
+    conv_key: bytes,
+    mark: int,
+    below: int,
+) -> Iterator[tuple[int, bytes]]:
+    """``(seq, term hashes)`` of one conversation's entries above ``mark`` and
+    below ``below``, newest first (``conv_key`` = uid | ch)."""
+    cursor = txn.cursor(db=dbs["conv_seq"])
+    found = cursor.set_range(conv_key + _u64(min(below, _MAX_U64)))
+    moved = cursor.prev() if found else cursor.last()
+    while moved:
+        key = cursor.key()
+        if key[:12] != conv_key:
+            return
+        seq: int = _U64.unpack_from(key, 12)[0]
+        if seq <= mark:
+            return
+        yield seq, bytes(cursor.value())[8:]
+        moved = cursor.prev()
 
 
 def merge_staged(txn: lmdb.Transaction[bytes], dbs: dict[str, Any]) -> int:
-    """Move every staged row of ``terms_new`` into ``terms`` postings, in key
-    order (neighbouring postings share pages), and empty ``terms_new``;
-    return the number of rows moved."""
-    staged = dbs["terms_new"]
+    """Turn every entry above its user's ``terms_mark`` into ``terms``
+    postings, in key order (neighbouring postings share pages), and move the
+    marks up; return the number of entries merged. Walks the ``conv`` rows of
+    every user (a few per user) and, of each conversation with news, only the
+    entries above the mark."""
+    marks: dict[bytes, int] = {}
+    tops: dict[bytes, int] = {}
     postings: list[bytes] = []
-    rows = 0
-    for key, value in txn.cursor(db=staged):
-        key, value = bytes(key), bytes(value)
-        prefix, tail = key[:4], key[4:]
-        rows += 1
-        for i in range(8, len(value), 4):
-            postings.append(prefix + value[i : i + 4] + tail)
-    if not rows:
-        return 0
+    merged = 0
+    for key, value in txn.cursor(db=dbs["conv"]):
+        key = bytes(key)
+        prefix = key[:4]
+        mark = marks.get(prefix)
+        if mark is None:
+            mark = marks[prefix] = _mark(txn, dbs, prefix)
+        last = _U64.unpack_from(value)[0]
+        if last <= mark:
+            continue
+        tops[prefix] = max(tops.get(prefix, 0), last)
+        for seq, hashes in _staged_rows(txn, dbs, key, mark, _MAX_U64):
+            merged += 1
+            tail = _U64.pack(seq)
+            for i in range(0, len(hashes), 4):
+                postings.append(prefix + hashes[i : i + 4] + tail)
     postings.sort()
     with txn.cursor(db=dbs["terms"]) as cursor:
         cursor.putmulti([(posting, b"") for posting in postings])
-    txn.drop(staged, delete=False)
-    return rows
+    for prefix, top in tops.items():
+        txn.put(prefix, _U64.pack(top), db=dbs["terms_mark"])
+    return merged
 
 
-def staged_count(txn: lmdb.Transaction[bytes], dbs: dict[str, Any]) -> int:
-    """Rows waiting in ``terms_new`` (read once when the store opens)."""
-    count: int = txn.stat(dbs["terms_new"])["entries"]
-    return count
+def mark_all_merged(txn: lmdb.Transaction[bytes], dbs: dict[str, Any]) -> None:
+    """Set every user's ``terms_mark`` to their queue head (a store whose
+    postings were all written at append time: schema 3)."""
+    for key, value in txn.cursor(db=dbs["queue_head"]):
+        txn.put(bytes(key), bytes(value), db=dbs["terms_mark"])
 
 
 def mark_read(
@@ -352,7 +388,7 @@ def mark_read(
     else:
         moved = cursor.last()
     if moved and cursor.key()[:12] == key:
-        read_count = _U64.unpack(cursor.value())[0]
+        read_count = _U64.unpack_from(cursor.value())[0]
     updated = ConvRow(row.conv, row.kind, row.last, row.total, target, read_count)
     _put_conv(txn, dbs, key, updated)
     return updated
@@ -509,8 +545,9 @@ def search_seqs(
     budget: int,
 ) -> Iterator[int]:
     """Seqs (newest first, below ``before``) whose entry has every term's hash,
-    within ``conv`` if given; stops after ``budget`` cursor seeks (a staged
-    row read counts as one).
+    within ``conv`` if given; stops after ``budget`` cursor seeks (entries
+    not yet merged into postings are read first, outside the budget: there
+    are at most about ``merge_at`` of them).
 
     A zig-zag join: each list's cursor leaps to the highest seq at or below
     the current candidate, so rare terms make common ones skip ahead. The
@@ -520,29 +557,29 @@ def search_seqs(
     """
     candidate = (before - 1) if before is not None else _MAX_U64 - 1
     seeks = 0
-    # The staged rows first: they are the user's newest entries (a merge
-    # moves all of them), one row per entry with its conversation and terms.
-    hashes = [term_hash(term) for term in terms]
-    ch = conv_hash(conv) if conv is not None else None
+    # Entries above the user's mark first (newer than every posting): their
+    # term hashes are in their conv_seq rows, at most about merge_at of them.
     prefix = _u32(uid)
-    cursor = txn.cursor(db=dbs["terms_new"])
-    found = cursor.set_range(prefix + _u64(min(candidate + 1, _MAX_U64)))
-    moved = cursor.prev() if found else cursor.last()
-    while moved:
-        key = cursor.key()
-        if key[:4] != prefix:
-            break
-        seq = _U64.unpack_from(key, 4)[0]
-        if seeks >= budget:
-            yield -seq
-            return
-        seeks += 1
-        row = bytes(cursor.value())
-        # A hash found across two terms' bytes is a false candidate at worst:
-        # every hit is checked against the message itself.
-        if (ch is None or row[:8] == ch) and all(h in row[8:] for h in hashes):
-            yield seq
-        moved = cursor.prev()
+    mark = _mark(txn, dbs, prefix)
+    if candidate > mark:
+        hashes = [term_hash(term) for term in terms]
+        ch = conv_hash(conv) if conv is not None else None
+        staged: list[int] = []
+        cursor = txn.cursor(db=dbs["conv"])
+        if cursor.set_range(prefix):
+            for key, value in cursor:
+                if key[:4] != prefix:
+                    break
+                if _U64.unpack_from(value)[0] <= mark or (ch is not None and key[4:12] != ch):
+                    continue
+                for seq, row in _staged_rows(txn, dbs, bytes(key), mark, candidate + 1):
+                    # A hash found across two terms' bytes is a false
+                    # candidate at worst: every hit is checked against the message.
+                    if all(h in row for h in hashes):
+                        staged.append(seq)
+        staged.sort(reverse=True)
+        yield from staged
+        candidate = mark
     lists = [term_postings(txn, dbs, uid, term) for term in terms]
     if conv is not None:
         lists.append(conv_postings(txn, dbs, uid, conv))

@@ -122,8 +122,8 @@ T = TypeVar("T")
 #   invites:       sha256(secret)(32)                -> cbor {k, c, exp, used}
 #
 # Conversations, read markers, search (layouts in node/history_index.py):
-#   conv, conv_seq, terms, terms_new: kept in each queue append's transaction
-#   (terms_new, the staged postings, merged into terms by Store._attempt).
+#   conv, conv_seq, terms, terms_mark: kept in each queue append's transaction
+#   (search postings merged into terms in batches by Store._attempt).
 #
 # uids are never reused, so rows a removed user leaves behind (cid_times
 # entries, pruned by age) can never be mistaken for a new user's.
@@ -412,7 +412,7 @@ class WriteTxn(_View):
         self.payer_uid: int | None = None
         self.bill_ms = 0
         self.billed = 0
-        #: Rows this operation staged in ``terms_new`` (search postings to merge).
+        #: Entries this operation left for a merge into search postings.
         self.staged = 0
 
     @property
@@ -637,9 +637,11 @@ class Store:
         self._map_size = map_size
         self._max_pending = max_pending
         self._batch_max = max(1, batch_max)
-        #: Staged search rows (``terms_new``) that trigger a merge into ``terms``.
+        #: Entries waiting for their search postings that trigger a merge into
+        #: ``terms``; counted from the open (the first merge picks up any
+        #: that waited when the node stopped).
         self._merge_at = max(1, search_stage_max)
-        self._staged = 0
+        self._staged = self._merge_at
         self._on_commit = on_commit
         #: Called on the trio thread after a commit that grew a peer's outbox
         #: (with its node id), and after one that revoked sessions (with their
@@ -728,7 +730,6 @@ class Store:
                 log.info("store migrated to schema %d: %s", step.from_version + 1, step.summary)
             with env.begin(write=True) as txn:
                 stamp(txn, dbs["meta"], SCHEMA_VERSION)
-                self._staged = history_index.staged_count(txn, dbs)
                 raw = txn.get(b"last_id", db=dbs["meta"])
                 last_id = 0 if raw is None else _U64.unpack(raw)[0]
         except BaseException:

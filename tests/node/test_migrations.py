@@ -235,14 +235,16 @@ async def test_a_schema_3_store_loses_conv_recent_and_lists_conversations_in_ord
     start_node, tmp_path: Path
 ) -> None:
     data = tmp_path / "kitchen"
-    node = await start_node(data_dir=data, name="kitchen")
+    # Schema 3 wrote every search posting with its entry: so does a merge at
+    # every commit.
+    node = await start_node(data_dir=data, name="kitchen", search_stage_max=1)
     node_id = node.running.identity.id
     alice, carol = await node.user("alice"), await node.user("carol")
     await node.user("bob")
     async with connect(node.url, alice) as a, connect(node.url, carol) as c:
-        await a.send("bob", "one")
-        await c.send("bob", "two")
-        await a.send("bob", "three")
+        await a.send("bob", "one word")
+        await c.send("bob", "two words")
+        await a.send("bob", "three words")
     await node.stop()
     make_schema_3(data)
     assert has_table(data, "conv_recent")
@@ -265,6 +267,13 @@ async def test_a_schema_3_store_loses_conv_recent_and_lists_conversations_in_ord
             f"carol@{node_id}",
             f"alice@{node_id}",
         ]
+        # Postings of schema 3 and entries since are both found, newest first.
+        hits = (await b.search("words"))["hits"]
+        assert [h["msg"]["body"]["text"] for h in hits] == ["three words", "two words"]
+        async with connect(node.url, await node.user("carol")) as c:
+            await c.send("bob", "more words")
+        hits = (await b.search("words"))["hits"]
+        assert [h["msg"]["body"]["text"] for h in hits][:2] == ["more words", "three words"]
     await node.stop()
     assert get_meta(data, "schema") == _U32.pack(SCHEMA_VERSION)
     assert not has_table(data, "conv_recent")
