@@ -10,9 +10,10 @@ Layouts (integers fixed-width big-endian, so byte order is numeric order;
 search term):
 
   conv:        uid(4) | ch(8)            -> last(8) | n(8) | read(8) | nread(8) | kind(1) | conv
-  conv_seq:    uid(4) | ch(8) | seq(8)   -> cum(8) | th(4)*  (the conversation's entries)
+  conv_seq:    uid(4) | ch(8) | seq(8)   -> cum(8)      (the conversation's entries)
   terms:       uid(4) | th(4) | seq(8)   -> b""         (search postings, newest last)
-  terms_mark:  uid(4)                    -> seq(8)      (postings merged up to here)
+  index_log:   n(8)                      -> uid(4) | seq(8) | ch(8) | cum(8) | th(4)*
+                                            (entries not yet in conv_seq and terms)
 
 ``n`` counts the conversation's *countable* entries (messages the user did
 not send; group events are not counted), ``cum`` the countable entries up to
@@ -26,21 +27,21 @@ collision only costs a candidate that the search then drops: every hit is
 checked against the message's own terms.
 
 Cost on the append path (issue 15 allows the index 10 % of 1:1 throughput):
-each queue entry does one ``conv`` get and put and one ``conv_seq`` put, the
-latter at the end of the conversation's key range. A commit writes every
-B-tree page it touched, so the index is costed in pages as much as in puts:
-postings keyed by term land on a random page each (a rare word, a number),
-and written per entry they cost a 4 KiB page per rare term per message. So
-the entry's term hashes ride in its ``conv_seq`` row, and once
-``merge_at`` entries are waiting, the writer turns all of them into
-``terms`` postings in one sorted ``putmulti`` in that batch's commit
-(:func:`merge_staged`), where many postings share each page, and moves each
-user's ``terms_mark`` up. Search reads both: first the user's entries above
-the mark (``conv_seq`` rows of the conversations whose last entry is above
-it; at most about ``merge_at``), then the postings (all at or below it). A
-message is searchable the moment it is committed. Conversation keys' and
-terms' hashes are cached, and the record is decoded once per message however
-many queues it enters.
+a commit writes every B-tree page it touched, so the index is costed in
+pages as much as in puts. ``conv_seq`` rows land at the end of each
+conversation's key range (a page per conversation per commit) and postings
+keyed by term on a random page each (a rare word, a number). So an entry is
+written as one ``index_log`` row, keyed by a node-wide counter (every row of
+a commit on the same last page, put with MDB_APPEND), next to the ``conv``
+row update (a small, hot table). Once ``merge_at`` rows wait, the writer
+moves all of them into ``conv_seq`` and ``terms`` in one sorted ``putmulti``
+each in that batch's commit (:func:`merge_log`), where many share a page,
+and empties the log. Readers take both: a merge moves every row, so a
+user's logged entries are newer than all of their merged ones, and the log
+is scanned (at most about ``merge_at`` rows) before the merged tables. A
+message is in every answer the moment it is committed. Conversation keys'
+and terms' hashes are cached, and the record is decoded once per message
+however many queues it enters.
 
 Nothing is ever removed from a queue except with its user
 (``Store.remove_user``), which drops the user's rows here with
@@ -62,7 +63,7 @@ import lmdb
 from chinwag.protocol.addresses import node_id_bytes
 from chinwag.protocol.search_terms import index_terms
 
-DB_NAMES = ("conv", "conv_seq", "terms", "terms_mark")
+DB_NAMES = ("conv", "conv_seq", "terms", "index_log")
 #: Tables of earlier schemas, dropped by their migration (node/migrations.py).
 RETIRED_DB_NAMES = ("conv_recent",)
 
@@ -272,9 +273,11 @@ def index_append(
     owner: str,
     seq: int,
     record: bytes,
+    log_key: int,
 ) -> int:
-    """Index queue entry ``seq`` of user ``uid`` (address ``owner``); return
-    1 if it waits for a merge of its search terms (:func:`merge_staged`), else 0.
+    """Index queue entry ``seq`` of user ``uid`` (address ``owner``) under
+    ``index_log`` key ``log_key`` (higher than every key in the log); return
+    the number of log rows written (0 or 1: see :func:`merge_log`).
 
     On every queue append, so kept lean: one get and two puts, the record
     decoded and tokenized once however many queues it enters.
@@ -282,7 +285,9 @@ def index_append(
     entry = classify(record, owner)
     if entry is None:
         return 0
-    key = _U32.pack(uid) + conv_hash(entry.conv)
+    prefix = _U32.pack(uid)
+    ch = conv_hash(entry.conv)
+    key = prefix + ch
     conv_db = dbs["conv"]
     raw = txn.get(key, db=conv_db)
     if raw is None:
@@ -295,77 +300,72 @@ def index_append(
     if entry.countable:
         total += 1
     txn.put(key, _LAST_TOTAL.pack(seq, total) + rest, db=conv_db)
-    terms = entry.terms
-    txn.put(key + _U64.pack(seq), _U64.pack(total) + b"".join(terms), db=dbs["conv_seq"])
-    return 1 if terms else 0
+    row = _LOG.pack(uid, seq, ch, total) + b"".join(entry.terms)
+    txn.put(_U64.pack(log_key), row, db=dbs["index_log"], append=True)
+    return 1
 
 
-def _mark(txn: lmdb.Transaction[bytes], dbs: dict[str, Any], prefix: bytes) -> int:
-    raw = txn.get(prefix, db=dbs["terms_mark"])
-    return 0 if raw is None else int(_U64.unpack(raw)[0])
+_LOG = struct.Struct(">IQ8sQ")  # uid, seq, ch, cum (then the term hashes)
 
 
-def _staged_rows(
-    txn: lmdb.Transaction[bytes],
-    dbs: dict[str, Any],
-    conv_key: bytes,
-    mark: int,
-    below: int,
-) -> Iterator[tuple[int, bytes]]:
-    """``(seq, term hashes)`` of one conversation's entries above ``mark`` and
-    below ``below``, newest first (``conv_key`` = uid | ch)."""
-    cursor = txn.cursor(db=dbs["conv_seq"])
-    found = cursor.set_range(conv_key + _u64(min(below, _MAX_U64)))
-    moved = cursor.prev() if found else cursor.last()
-    while moved:
-        key = cursor.key()
-        if key[:12] != conv_key:
-            return
-        seq: int = _U64.unpack_from(key, 12)[0]
-        if seq <= mark:
-            return
-        yield seq, bytes(cursor.value())[8:]
-        moved = cursor.prev()
+class _Logged(NamedTuple):
+    seq: int
+    ch: bytes
+    cum: int
+    hashes: bytes
 
 
-def merge_staged(txn: lmdb.Transaction[bytes], dbs: dict[str, Any]) -> int:
-    """Turn every entry above its user's ``terms_mark`` into ``terms``
-    postings, in key order (neighbouring postings share pages), and move the
-    marks up; return the number of entries merged. Walks the ``conv`` rows of
-    every user (a few per user) and, of each conversation with news, only the
-    entries above the mark."""
-    marks: dict[bytes, int] = {}
-    tops: dict[bytes, int] = {}
-    postings: list[bytes] = []
-    merged = 0
-    for key, value in txn.cursor(db=dbs["conv"]):
-        key = bytes(key)
-        prefix = key[:4]
-        mark = marks.get(prefix)
-        if mark is None:
-            mark = marks[prefix] = _mark(txn, dbs, prefix)
-        last = _U64.unpack_from(value)[0]
-        if last <= mark:
+def _logged(
+    txn: lmdb.Transaction[bytes], dbs: dict[str, Any], uid: int, ch: bytes | None = None
+) -> list[_Logged]:
+    """User ``uid``'s entries in ``index_log`` (of conversation ``ch`` if
+    given), oldest first; all newer than any of the user's merged rows."""
+    prefix = _U32.pack(uid)
+    out: list[_Logged] = []
+    unpack = _LOG.unpack_from
+    for value in txn.cursor(db=dbs["index_log"]).iternext(keys=False):
+        if value[:4] != prefix or (ch is not None and value[12:20] != ch):
             continue
-        tops[prefix] = max(tops.get(prefix, 0), last)
-        for seq, hashes in _staged_rows(txn, dbs, key, mark, _MAX_U64):
-            merged += 1
-            tail = _U64.pack(seq)
-            for i in range(0, len(hashes), 4):
-                postings.append(prefix + hashes[i : i + 4] + tail)
+        value = bytes(value)
+        _, seq, row_ch, cum = unpack(value)
+        out.append(_Logged(seq, row_ch, cum, value[_LOG.size :]))
+    return out
+
+
+def merge_log(txn: lmdb.Transaction[bytes], dbs: dict[str, Any]) -> int:
+    """Move every ``index_log`` row into ``conv_seq`` and ``terms``, in key
+    order (neighbouring rows share pages), and empty the log; return the
+    number of rows moved."""
+    log = dbs["index_log"]
+    seqs: list[tuple[bytes, bytes]] = []
+    postings: list[bytes] = []
+    unpack = _LOG.unpack_from
+    for value in txn.cursor(db=log).iternext(keys=False):
+        value = bytes(value)
+        uid, seq, ch, cum = unpack(value)
+        prefix, tail = value[:4], value[4:12]
+        seqs.append((prefix + ch + tail, _U64.pack(cum)))
+        for i in range(_LOG.size, len(value), 4):
+            postings.append(prefix + value[i : i + 4] + tail)
+    if not seqs:
+        return 0
+    seqs.sort()
     postings.sort()
+    with txn.cursor(db=dbs["conv_seq"]) as cursor:
+        cursor.putmulti(seqs)
     with txn.cursor(db=dbs["terms"]) as cursor:
         cursor.putmulti([(posting, b"") for posting in postings])
-    for prefix, top in tops.items():
-        txn.put(prefix, _U64.pack(top), db=dbs["terms_mark"])
-    return merged
+    txn.drop(log, delete=False)
+    return len(seqs)
 
 
-def mark_all_merged(txn: lmdb.Transaction[bytes], dbs: dict[str, Any]) -> None:
-    """Set every user's ``terms_mark`` to their queue head (a store whose
-    postings were all written at append time: schema 3)."""
-    for key, value in txn.cursor(db=dbs["queue_head"]):
-        txn.put(bytes(key), bytes(value), db=dbs["terms_mark"])
+def log_state(txn: lmdb.Transaction[bytes], dbs: dict[str, Any]) -> tuple[int, int]:
+    """``(rows, next key)`` of ``index_log`` (read when the store opens)."""
+    log = dbs["index_log"]
+    rows: int = txn.stat(log)["entries"]
+    cursor = txn.cursor(db=log)
+    following = _U64.unpack(cursor.key())[0] + 1 if cursor.last() else 1
+    return rows, following
 
 
 def mark_read(
@@ -373,22 +373,27 @@ def mark_read(
 ) -> ConvRow | None:
     """Move the marker of ``conv`` forward to ``seq`` (never back, never past
     its last entry); None if the user has no such conversation."""
-    key = _u32(uid) + conv_hash(conv)
+    ch = conv_hash(conv)
+    key = _u32(uid) + ch
     row = _get_conv(txn, dbs, key)
     if row is None or row.conv != conv:
         return None
     target = min(seq, row.last)
     if target <= row.read_seq:
         return row
-    cursor = txn.cursor(db=dbs["conv_seq"])
     # The entry at or just before ``target``: its cum is what the marker covers.
     read_count = row.read_count
-    if cursor.set_range(key + _u64(target + 1)):
-        moved = cursor.prev()
+    covered = [item.cum for item in _logged(txn, dbs, uid, ch) if item.seq <= target]
+    if covered:
+        read_count = covered[-1]
     else:
-        moved = cursor.last()
-    if moved and cursor.key()[:12] == key:
-        read_count = _U64.unpack_from(cursor.value())[0]
+        cursor = txn.cursor(db=dbs["conv_seq"])
+        if cursor.set_range(key + _u64(target + 1)):
+            moved = cursor.prev()
+        else:
+            moved = cursor.last()
+        if moved and cursor.key()[:12] == key:
+            read_count = _U64.unpack_from(cursor.value())[0]
     updated = ConvRow(row.conv, row.kind, row.last, row.total, target, read_count)
     _put_conv(txn, dbs, key, updated)
     return updated
@@ -397,13 +402,20 @@ def mark_read(
 def drop_user(txn: lmdb.Transaction[bytes], dbs: dict[str, Any], uid: int) -> None:
     """Remove every index row of user ``uid`` (the user is being removed)."""
     prefix = _u32(uid)
-    for name in DB_NAMES:
+    for name in ("conv", "conv_seq", "terms"):
         cursor = txn.cursor(db=dbs[name])
         if not cursor.set_range(prefix):
             continue
         while cursor.key().startswith(prefix):
             if not cursor.delete():
                 break
+    cursor = txn.cursor(db=dbs["index_log"])
+    moved = cursor.first()
+    while moved:
+        if cursor.value()[:4] == prefix:
+            moved = cursor.delete()
+        else:
+            moved = cursor.next()
 
 
 def rebuild_all(txn: lmdb.Transaction[bytes], dbs: dict[str, Any], node_id: str) -> int:
@@ -420,9 +432,9 @@ def rebuild_all(txn: lmdb.Transaction[bytes], dbs: dict[str, Any], node_id: str)
         owner = owners.get(uid)
         if owner is None:
             continue
-        index_append(txn, dbs, uid, owner, _U64.unpack_from(key, 4)[0], bytes(record))
+        index_append(txn, dbs, uid, owner, _U64.unpack_from(key, 4)[0], bytes(record), count + 1)
         count += 1
-    merge_staged(txn, dbs)
+    merge_log(txn, dbs)
     return count
 
 
@@ -471,7 +483,12 @@ def conv_seqs(
     before: int | None,
 ) -> Iterator[int]:
     """The conversation's seqs below ``before``, newest first."""
-    key = _u32(uid) + conv_hash(conv)
+    ch = conv_hash(conv)
+    bound = _MAX_U64 if before is None else before
+    for item in reversed(_logged(txn, dbs, uid, ch)):
+        if item.seq < bound:
+            yield item.seq
+    key = _u32(uid) + ch
     cursor = txn.cursor(db=dbs["conv_seq"])
     start = key + _u64(_MAX_U64 if before is None else before)
     if cursor.set_range(start):
@@ -490,14 +507,18 @@ def conv_seqs_after(
     txn: lmdb.Transaction[bytes], dbs: dict[str, Any], uid: int, conv: str, after: int
 ) -> Iterator[int]:
     """The conversation's seqs above ``after``, oldest first."""
-    key = _u32(uid) + conv_hash(conv)
+    ch = conv_hash(conv)
+    logged = _logged(txn, dbs, uid, ch)  # before the cursor: both from one snapshot
+    key = _u32(uid) + ch
     cursor = txn.cursor(db=dbs["conv_seq"])
-    if not cursor.set_range(key + _u64(min(after + 1, _MAX_U64))):
-        return
-    for found in cursor.iternext(values=False):
-        if found[:12] != key:
-            return
-        yield _U64.unpack_from(found, 12)[0]
+    if cursor.set_range(key + _u64(min(after + 1, _MAX_U64))):
+        for found in cursor.iternext(values=False):
+            if found[:12] != key:
+                break
+            yield _U64.unpack_from(found, 12)[0]
+    for item in logged:
+        if item.seq > after:
+            yield item.seq
 
 
 def term_postings(
@@ -546,8 +567,8 @@ def search_seqs(
 ) -> Iterator[int]:
     """Seqs (newest first, below ``before``) whose entry has every term's hash,
     within ``conv`` if given; stops after ``budget`` cursor seeks (entries
-    not yet merged into postings are read first, outside the budget: there
-    are at most about ``merge_at`` of them).
+    still in ``index_log`` are read first, outside the budget: there are at
+    most about ``merge_at`` of them).
 
     A zig-zag join: each list's cursor leaps to the highest seq at or below
     the current candidate, so rare terms make common ones skip ahead. The
@@ -557,29 +578,15 @@ def search_seqs(
     """
     candidate = (before - 1) if before is not None else _MAX_U64 - 1
     seeks = 0
-    # Entries above the user's mark first (newer than every posting): their
-    # term hashes are in their conv_seq rows, at most about merge_at of them.
-    prefix = _u32(uid)
-    mark = _mark(txn, dbs, prefix)
-    if candidate > mark:
-        hashes = [term_hash(term) for term in terms]
-        ch = conv_hash(conv) if conv is not None else None
-        staged: list[int] = []
-        cursor = txn.cursor(db=dbs["conv"])
-        if cursor.set_range(prefix):
-            for key, value in cursor:
-                if key[:4] != prefix:
-                    break
-                if _U64.unpack_from(value)[0] <= mark or (ch is not None and key[4:12] != ch):
-                    continue
-                for seq, row in _staged_rows(txn, dbs, bytes(key), mark, candidate + 1):
-                    # A hash found across two terms' bytes is a false
-                    # candidate at worst: every hit is checked against the message.
-                    if all(h in row for h in hashes):
-                        staged.append(seq)
-        staged.sort(reverse=True)
-        yield from staged
-        candidate = mark
+    # Logged entries first: newer than every posting of the user, and at
+    # most about merge_at of them.
+    hashes = [term_hash(term) for term in terms]
+    ch = conv_hash(conv) if conv is not None else None
+    for item in reversed(_logged(txn, dbs, uid, ch)):
+        # A hash found across two terms' bytes is a false candidate at
+        # worst: every hit is checked against the message itself.
+        if item.seq <= candidate and all(h in item.hashes for h in hashes):
+            yield item.seq
     lists = [term_postings(txn, dbs, uid, term) for term in terms]
     if conv is not None:
         lists.append(conv_postings(txn, dbs, uid, conv))

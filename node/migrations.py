@@ -97,23 +97,19 @@ def _v2_to_v3(txn: lmdb.Transaction[bytes], dbs: dict[str, Any], node_id: str) -
 def _v3_to_v4(txn: lmdb.Transaction[bytes], dbs: dict[str, Any], node_id: str) -> None:
     """Schema 4 drops the ``conv_recent`` table (conversations newest first):
     the conversation list is now the ``conv`` rows sorted when asked for, and
-    every queue append writes two rows fewer. Search postings are now merged
-    in batches from the entries above each user's ``terms_mark`` (new table;
-    the term hashes ride in ``conv_seq`` rows): schema 3 wrote every posting
-    at once, so every user's mark starts at their queue head. The store opens
+    every queue append writes two rows fewer. It adds ``index_log`` (entries
+    waiting to be merged into ``conv_seq`` and ``terms``), which starts empty:
+    schema 3 wrote those at once. Nothing else changes shape. The store opens
     a retired table for its migration only if the file has it."""
     db = dbs.pop("conv_recent", None)
     if db is not None:
         txn.drop(db, delete=True)
-    from .history_index import mark_all_merged
-
-    mark_all_merged(txn, dbs)
 
 
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "stamp only; schema 2 adds meta 'writer' (set at each open)", _v1_to_v2),
     Migration(2, "conversation, read-marker and search index built from the queues", _v2_to_v3),
-    Migration(3, "drop conv_recent; search postings merged in batches (terms_mark)", _v3_to_v4),
+    Migration(3, "drop conv_recent; add index_log (index rows merged in batches)", _v3_to_v4),
 )
 
 #: The layout this code writes: one past the last migration's source.

@@ -122,8 +122,8 @@ T = TypeVar("T")
 #   invites:       sha256(secret)(32)                -> cbor {k, c, exp, used}
 #
 # Conversations, read markers, search (layouts in node/history_index.py):
-#   conv, conv_seq, terms, terms_mark: kept in each queue append's transaction
-#   (search postings merged into terms in batches by Store._attempt).
+#   conv, conv_seq, terms, index_log: kept in each queue append's transaction
+#   (index_log rows merged into conv_seq and terms in batches by Store._attempt).
 #
 # uids are never reused, so rows a removed user leaves behind (cid_times
 # entries, pruned by age) can never be mistaken for a new user's.
@@ -412,7 +412,7 @@ class WriteTxn(_View):
         self.payer_uid: int | None = None
         self.bill_ms = 0
         self.billed = 0
-        #: Entries this operation left for a merge into search postings.
+        #: Rows this operation wrote to ``index_log`` (merged in batches).
         self.staged = 0
 
     @property
@@ -434,8 +434,9 @@ class WriteTxn(_View):
         self.txn.put(key + _u64(seq), record, db=self._dbs["queue"])
         self.txn.put(key, _u64(seq), db=self._dbs["queue_head"])
         # Conversations and search index: same transaction, never out of step.
+        store = self._store
         self.staged += history_index.index_append(
-            self.txn, self._dbs, uid, f"{user}@{self.node_id}", seq, record
+            self.txn, self._dbs, uid, f"{user}@{self.node_id}", seq, record, store.log_key()
         )
         self.touched.add(user)
         self.charge(12 + len(record))
@@ -637,11 +638,11 @@ class Store:
         self._map_size = map_size
         self._max_pending = max_pending
         self._batch_max = max(1, batch_max)
-        #: Entries waiting for their search postings that trigger a merge into
-        #: ``terms``; counted from the open (the first merge picks up any
-        #: that waited when the node stopped).
+        #: ``index_log`` rows that trigger a merge into ``conv_seq`` and
+        #: ``terms`` (node/history_index.py), the rows waiting, and the next key.
         self._merge_at = max(1, search_stage_max)
-        self._staged = self._merge_at
+        self._staged = 0
+        self._log_next = 1
         self._on_commit = on_commit
         #: Called on the trio thread after a commit that grew a peer's outbox
         #: (with its node id), and after one that revoked sessions (with their
@@ -730,6 +731,7 @@ class Store:
                 log.info("store migrated to schema %d: %s", step.from_version + 1, step.summary)
             with env.begin(write=True) as txn:
                 stamp(txn, dbs["meta"], SCHEMA_VERSION)
+                self._staged, self._log_next = history_index.log_state(txn, dbs)
                 raw = txn.get(b"last_id", db=dbs["meta"])
                 last_id = 0 if raw is None else _U64.unpack(raw)[0]
         except BaseException:
@@ -794,6 +796,12 @@ class Store:
                 self._copy_lock.release()
 
     # ------------------------------------------------------------ reads
+    def log_key(self) -> int:
+        """The next ``index_log`` key (writer thread only; gaps are harmless)."""
+        key = self._log_next
+        self._log_next = key + 1
+        return key
+
     def _read(self) -> _ReadTxn:
         """A short read transaction: ``with store._read() as view: ...``."""
         return _ReadTxn(self)
@@ -1356,9 +1364,9 @@ class Store:
                 staged += view.staged
                 outcomes.append((value, None))
             if staged and self._staged + staged >= self._merge_at:
-                # Enough staged search postings: move them all in this commit,
+                # Enough index rows logged: move them all in this commit,
                 # sorted, where many share a page (node/history_index.py).
-                history_index.merge_staged(txn, self._dbs)
+                history_index.merge_log(txn, self._dbs)
                 merged = True
             if acks:
                 # In a child of their own: a bad device row loses the acks, not the batch.
