@@ -55,6 +55,7 @@ import heapq
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Any, NamedTuple
 
 import cbor2
@@ -354,7 +355,7 @@ def merge_log(txn: lmdb.Transaction[bytes], dbs: dict[str, Any]) -> int:
     with txn.cursor(db=dbs["conv_seq"]) as cursor:
         cursor.putmulti(seqs)
     with txn.cursor(db=dbs["terms"]) as cursor:
-        cursor.putmulti([(posting, b"") for posting in postings])
+        cursor.putmulti(zip(postings, repeat(b"")))
     txn.drop(log, delete=False)
     return len(seqs)
 
