@@ -340,14 +340,14 @@ def merge_log(txn: lmdb.Transaction[bytes], dbs: dict[str, Any]) -> int:
     log = dbs["index_log"]
     seqs: list[tuple[bytes, bytes]] = []
     postings: list[bytes] = []
-    unpack = _LOG.unpack_from
+    size = _LOG.size
+    # Sliced, not unpacked: the fields are already the keys' big-endian bytes.
     for value in txn.cursor(db=log).iternext(keys=False):
         value = bytes(value)
-        uid, seq, ch, cum = unpack(value)
         prefix, tail = value[:4], value[4:12]
-        seqs.append((prefix + ch + tail, _U64.pack(cum)))
-        for i in range(_LOG.size, len(value), 4):
-            postings.append(prefix + value[i : i + 4] + tail)
+        seqs.append((prefix + value[12:20] + tail, value[20:size]))
+        if len(value) > size:
+            postings += [prefix + value[i : i + 4] + tail for i in range(size, len(value), 4)]
     if not seqs:
         return 0
     seqs.sort()
