@@ -424,7 +424,7 @@ def _reindex(w: WriteTxn, uid: int, seq: int, old: str | None, new: str | None) 
 
 def rebuild_all(txn: lmdb.Transaction[bytes], dbs: dict[str, Any]) -> int:
     """Index every text message of every queue by id (the 3 -> 4 migration);
-    return the number indexed. Stores before schema 4 hold no actions."""
+    return the number indexed. Stores before schema 5 hold no actions."""
     for name in DB_NAMES:
         txn.drop(dbs[name], delete=False)
     count = 0

@@ -187,6 +187,7 @@ class Node:
             quota=QuotaPolicy(config.user_quota_bytes, int(config.user_quota_window * 1000)),
             min_free_bytes=config.min_free_bytes,
             ack_flush_delay=config.ack_flush_delay,
+            search_stage_max=config.search_stage_max,
         )
         # A revoked session (logout, password change, user removal, eviction)
         # ends its live WebSockets too.

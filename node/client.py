@@ -361,10 +361,22 @@ class ChatClient:
         return await self.call(_paged({"t": "convs"}, limit, before))
 
     async def history(
-        self, conv: str, limit: int | None = None, before: int | None = None
+        self,
+        conv: str,
+        limit: int | None = None,
+        before: int | None = None,
+        *,
+        after: int | None = None,
+        around: int | None = None,
     ) -> dict[str, Any]:
-        """One page of ``conv``'s messages, newest first: ``{conv, msgs, next?}``."""
-        return await self.call(_paged({"t": "history", "conv": conv}, limit, before))
+        """One page of ``conv``'s messages, newest first: ``{conv, msgs, next?,
+        newer?}`` (``after``/``around``: the page above or centred on a seq)."""
+        frame = _paged({"t": "history", "conv": conv}, limit, before)
+        if after is not None:
+            frame["after"] = after
+        if around is not None:
+            frame["around"] = around
+        return await self.call(frame)
 
     async def read(self, conv: str, seq: int) -> dict[str, Any]:
         """Move the read marker of ``conv`` to ``seq``: ``{conv, read_seq, unread}``."""

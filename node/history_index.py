@@ -10,17 +10,38 @@ Layouts (integers fixed-width big-endian, so byte order is numeric order;
 search term):
 
   conv:        uid(4) | ch(8)            -> last(8) | n(8) | read(8) | nread(8) | kind(1) | conv
-  conv_recent: uid(4) | ~last(8)         -> ch(8)       (newest conversation first)
   conv_seq:    uid(4) | ch(8) | seq(8)   -> cum(8)      (the conversation's entries)
   terms:       uid(4) | th(4) | seq(8)   -> b""         (search postings, newest last)
+  index_log:   n(8)                      -> uid(4) | seq(8) | ch(8) | cum(8) | th(4)*
+                                            (entries not yet in conv_seq and terms)
 
 ``n`` counts the conversation's *countable* entries (messages the user did
 not send; group events are not counted), ``cum`` the countable entries up to
 and including that seq, ``read`` is the read marker and ``nread`` the
 ``cum`` at the marker, so ``unread = n - nread`` exactly, with no cap and no
-walk over the queue. ``~last`` is ``2**64-1-last`` so a forward cursor walks
-newest first. A term hash collision only costs a candidate that the search
-then drops: every hit is checked against the message's own terms.
+walk over the queue. The conversation list is the user's ``conv`` rows
+sorted by ``last`` when it is asked for (schema 6 dropped the ``conv_recent``
+table that kept them in order: two more writes on every append, for a list
+of a few hundred rows that sorts in well under a millisecond). A term hash
+collision only costs a candidate that the search then drops: every hit is
+checked against the message's own terms.
+
+Cost on the append path (issue 15 allows the index 10 % of 1:1 throughput):
+a commit writes every B-tree page it touched, so the index is costed in
+pages as much as in puts. ``conv_seq`` rows land at the end of each
+conversation's key range (a page per conversation per commit) and postings
+keyed by term on a random page each (a rare word, a number). So an entry is
+written as one ``index_log`` row, keyed by a node-wide counter (every row of
+a commit on the same last page, put with MDB_APPEND), next to the ``conv``
+row update (a small, hot table). Once ``merge_at`` rows wait, the writer
+moves all of them into ``conv_seq`` and ``terms`` in one sorted ``putmulti``
+each in that batch's commit (:func:`merge_log`), where many share a page,
+and empties the log. Readers take both: a merge moves every row, so a
+user's logged entries are newer than all of their merged ones, and the log
+is scanned (at most about ``merge_at`` rows) before the merged tables. A
+message is in every answer the moment it is committed. Conversation keys'
+and terms' hashes are cached, and the record is decoded once per message
+however many queues it enters.
 
 Nothing is ever removed from a queue except with its user
 (``Store.remove_user``), which drops the user's rows here with
@@ -30,10 +51,12 @@ Nothing is ever removed from a queue except with its user
 from __future__ import annotations
 
 import hashlib
+import heapq
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from itertools import repeat
+from typing import Any, NamedTuple
 
 import cbor2
 import lmdb
@@ -42,7 +65,9 @@ from chinwag.protocol.actions import ACTION_KINDS
 from chinwag.protocol.addresses import node_id_bytes
 from chinwag.protocol.search_terms import index_terms
 
-DB_NAMES = ("conv", "conv_recent", "conv_seq", "terms")
+DB_NAMES = ("conv", "conv_seq", "terms", "index_log")
+#: Tables of earlier schemas, dropped by their migration (node/migrations.py).
+RETIRED_DB_NAMES = ("conv_recent",)
 
 KIND_DM = 0
 KIND_GROUP = 1
@@ -58,9 +83,9 @@ _MAX_U64 = (1 << 64) - 1
 _PARSE_CACHE = 256
 
 
-@dataclass(frozen=True)
-class Entry:
-    """What the index needs of one queue record."""
+class Entry(NamedTuple):
+    """What the index needs of one queue record (a tuple: one is made per
+    queue entry, and a frozen dataclass costs several times more to build)."""
 
     conv: str
     kind: int
@@ -85,12 +110,32 @@ class ConvRow:
         return self.total - self.read_count
 
 
+#: Hashes of recent conversation keys and terms: every append hashes its
+#: conversation and a busy conversation repeats itself, as common words do.
+#: Cleared when full (cheaper than an LRU, and a miss only costs one hash).
+_HASH_CACHE = 4096
+_conv_hashes: dict[str, bytes] = {}
+_term_hashes: dict[str, bytes] = {}
+
+
 def conv_hash(conv: str) -> bytes:
-    return hashlib.blake2b(conv.encode("utf-8"), digest_size=8).digest()
+    found = _conv_hashes.get(conv)
+    if found is None:
+        found = hashlib.blake2b(conv.encode("utf-8"), digest_size=8).digest()
+        if len(_conv_hashes) >= _HASH_CACHE:
+            _conv_hashes.clear()
+        _conv_hashes[conv] = found
+    return found
 
 
 def term_hash(term: str) -> bytes:
-    return hashlib.blake2b(term.encode("utf-8"), digest_size=4).digest()
+    found = _term_hashes.get(term)
+    if found is None:
+        found = hashlib.blake2b(term.encode("utf-8"), digest_size=4).digest()
+        if len(_term_hashes) >= _HASH_CACHE:
+            _term_hashes.clear()
+        _term_hashes[term] = found
+    return found
 
 
 def _u32(value: int) -> bytes:
@@ -120,8 +165,7 @@ def _group(wire: Any) -> str | None:
     return None
 
 
-@dataclass(frozen=True)
-class _Parsed:
+class _Parsed(NamedTuple):
     sender: str | None
     to: str | None
     group: str | None
@@ -164,7 +208,7 @@ def _parse(record: bytes) -> _Parsed:
                 _group(env.get("group")),
                 text,
                 False,
-                tuple(term_hash(t) for t in index_terms(text)) if text else (),
+                tuple(map(term_hash, index_terms(text))) if text else (),
             )
         else:
             event = item.get("event")
@@ -175,9 +219,22 @@ def _parse(record: bytes) -> _Parsed:
     except (ValueError, TypeError, KeyError, AttributeError, cbor2.CBORDecodeError):
         parsed = _UNKNOWN
     if len(_parsed) >= _PARSE_CACHE:
-        _parsed.pop(next(iter(_parsed)))
+        # Cleared, not trimmed: the writer thread and a search's reads both
+        # use the cache, and a clear is one atomic step under the GIL.
+        _parsed.clear()
     _parsed[record] = parsed
     return parsed
+
+
+def prime_message(record: bytes, sender: str, to: str, text: str) -> None:
+    """Tell the index what ``record`` (a 1:1 message this node just signed,
+    from ``sender`` to ``to``, addresses ``user@<node id>``) holds, so its
+    queue appends need not decode it again."""
+    if record not in _parsed:
+        terms = tuple(map(term_hash, index_terms(text))) if text else ()
+        if len(_parsed) >= _PARSE_CACHE:
+            _parsed.clear()
+        _parsed[record] = _Parsed(sender, to, None, text or None, False, terms)
 
 
 def classify(record: bytes, owner: str) -> Entry | None:
@@ -203,7 +260,10 @@ def _get_conv(txn: lmdb.Transaction[bytes], dbs: dict[str, Any], key: bytes) -> 
     raw = txn.get(key, db=dbs["conv"])
     if raw is None:
         return None
-    raw = bytes(raw)
+    return _conv_row(bytes(raw))
+
+
+def _conv_row(raw: bytes) -> ConvRow:
     last, total, read_seq, read_count, kind = _CONV.unpack_from(raw)
     return ConvRow(raw[_CONV.size :].decode("utf-8"), kind, last, total, read_seq, read_count)
 
@@ -220,45 +280,122 @@ def index_append(
     owner: str,
     seq: int,
     record: bytes,
-) -> None:
-    """Index queue entry ``seq`` of user ``uid`` (address ``owner``).
+    log_key: int,
+) -> int:
+    """Index queue entry ``seq`` of user ``uid`` (address ``owner``) under
+    ``index_log`` key ``log_key`` (higher than every key in the log); return
+    the number of log rows written (0 or 1: see :func:`merge_log`).
 
-    On every queue append, so kept lean: one get and a handful of puts, the
-    record decoded and tokenized once however many queues it enters.
+    On every queue append, so kept lean: one get and two puts, the record
+    decoded and tokenized once however many queues it enters.
     """
     entry = classify(record, owner)
     if entry is None:
-        return
+        return 0
     prefix = _U32.pack(uid)
     ch = conv_hash(entry.conv)
     key = prefix + ch
-    conv_db, recent_db = dbs["conv"], dbs["conv_recent"]
+    conv_db = dbs["conv"]
     raw = txn.get(key, db=conv_db)
     if raw is None:
         total = 0
         rest = _REST.pack(0, 0, entry.kind) + entry.conv.encode("utf-8")
     else:
         raw = bytes(raw)
-        last, total = _LAST_TOTAL.unpack_from(raw)
+        total = _U64.unpack_from(raw, 8)[0]
         rest = raw[_LAST_TOTAL.size :]
-        txn.delete(prefix + _U64.pack(_MAX_U64 - last), db=recent_db)
     if entry.countable:
         total += 1
     txn.put(key, _LAST_TOTAL.pack(seq, total) + rest, db=conv_db)
-    tail = _U64.pack(seq)
-    txn.put(prefix + _U64.pack(_MAX_U64 - seq), ch, db=recent_db)
-    txn.put(key + tail, _U64.pack(total), db=dbs["conv_seq"])
-    if entry.terms:
-        terms_db = dbs["terms"]
-        for th in entry.terms:
-            txn.put(prefix + th + tail, b"", db=terms_db)
+    row = _LOG.pack(uid, seq, ch, total) + b"".join(entry.terms)
+    txn.put(_U64.pack(log_key), row, db=dbs["index_log"], append=True)
+    return 1
+
+
+_LOG = struct.Struct(">IQ8sQ")  # uid, seq, ch, cum (then the term hashes)
+
+
+class _Logged(NamedTuple):
+    seq: int
+    ch: bytes
+    cum: int
+    hashes: bytes
+
+
+def _logged(
+    txn: lmdb.Transaction[bytes], dbs: dict[str, Any], uid: int, ch: bytes | None = None
+) -> list[_Logged]:
+    """User ``uid``'s entries in ``index_log`` (of conversation ``ch`` if
+    given), oldest first; all newer than any of the user's merged rows."""
+    prefix = _U32.pack(uid)
+    out: list[_Logged] = []
+    unpack = _LOG.unpack_from
+    for value in txn.cursor(db=dbs["index_log"]).iternext(keys=False):
+        if value[:4] != prefix or (ch is not None and value[12:20] != ch):
+            continue
+        value = bytes(value)
+        _, seq, row_ch, cum = unpack(value)
+        out.append(_Logged(seq, row_ch, cum, value[_LOG.size :]))
+    return out
+
+
+def merge_log(txn: lmdb.Transaction[bytes], dbs: dict[str, Any]) -> int:
+    """Move every ``index_log`` row into ``conv_seq`` and ``terms``, in key
+    order (neighbouring rows share pages), and empty the log; return the
+    number of rows moved."""
+    log = dbs["index_log"]
+    seqs: list[tuple[bytes, bytes]] = []
+    postings: list[bytes] = []
+    size = _LOG.size
+    # Sliced, not unpacked: the fields are already the keys' big-endian bytes.
+    for value in txn.cursor(db=log).iternext(keys=False):
+        value = bytes(value)
+        prefix, tail = value[:4], value[4:12]
+        seqs.append((prefix + value[12:20] + tail, value[20:size]))
+        if len(value) > size:
+            postings += [prefix + value[i : i + 4] + tail for i in range(size, len(value), 4)]
+    if not seqs:
+        return 0
+    seqs.sort()
+    postings.sort()
+    with txn.cursor(db=dbs["conv_seq"]) as cursor:
+        cursor.putmulti(seqs)
+    with txn.cursor(db=dbs["terms"]) as cursor:
+        cursor.putmulti(zip(postings, repeat(b"")))
+    txn.drop(log, delete=False)
+    return len(seqs)
+
+
+def log_state(txn: lmdb.Transaction[bytes], dbs: dict[str, Any]) -> tuple[int, int]:
+    """``(rows, next key)`` of ``index_log`` (read when the store opens)."""
+    log = dbs["index_log"]
+    rows: int = txn.stat(log)["entries"]
+    cursor = txn.cursor(db=log)
+    following = _U64.unpack(cursor.key())[0] + 1 if cursor.last() else 1
+    return rows, following
+
+
+def _log_row(
+    txn: lmdb.Transaction[bytes], dbs: dict[str, Any], uid: int, seq: int
+) -> tuple[bytes, bytes] | None:
+    """The ``index_log`` row of queue entry ``seq`` of ``uid``, if not merged yet."""
+    head = _U32.pack(uid) + _U64.pack(seq)
+    for key, value in txn.cursor(db=dbs["index_log"]):
+        if value[:12] == head:
+            return bytes(key), bytes(value)
+    return None
 
 
 def unindex_message(
     txn: lmdb.Transaction[bytes], dbs: dict[str, Any], uid: int, seq: int, text: str
 ) -> None:
     """Drop the search postings of ``text`` at queue entry ``seq`` (a message
-    deleted or edited, node/actions_store.py)."""
+    deleted or edited, node/actions_store.py), merged or still in the log."""
+    logged = _log_row(txn, dbs, uid, seq)
+    if logged is not None:
+        key, value = logged
+        txn.put(key, value[: _LOG.size], db=dbs["index_log"])  # no hashes left to merge
+        return
     prefix = _U32.pack(uid)
     tail = _U64.pack(seq)
     for term in index_terms(text):
@@ -268,11 +405,18 @@ def unindex_message(
 def index_message_text(
     txn: lmdb.Transaction[bytes], dbs: dict[str, Any], uid: int, seq: int, text: str
 ) -> None:
-    """Add the search postings of ``text`` at queue entry ``seq`` (an edit's new text)."""
+    """Add the search postings of ``text`` at queue entry ``seq`` (an edit's
+    new text): into its log row while it waits there, else into ``terms``."""
+    hashes = [term_hash(term) for term in index_terms(text)]
+    logged = _log_row(txn, dbs, uid, seq)
+    if logged is not None:
+        key, value = logged
+        txn.put(key, value + b"".join(hashes), db=dbs["index_log"])
+        return
     prefix = _U32.pack(uid)
     tail = _U64.pack(seq)
-    for term in index_terms(text):
-        txn.put(prefix + term_hash(term) + tail, b"", db=dbs["terms"])
+    for th in hashes:
+        txn.put(prefix + th + tail, b"", db=dbs["terms"])
 
 
 def mark_read(
@@ -280,22 +424,27 @@ def mark_read(
 ) -> ConvRow | None:
     """Move the marker of ``conv`` forward to ``seq`` (never back, never past
     its last entry); None if the user has no such conversation."""
-    key = _u32(uid) + conv_hash(conv)
+    ch = conv_hash(conv)
+    key = _u32(uid) + ch
     row = _get_conv(txn, dbs, key)
     if row is None or row.conv != conv:
         return None
     target = min(seq, row.last)
     if target <= row.read_seq:
         return row
-    cursor = txn.cursor(db=dbs["conv_seq"])
     # The entry at or just before ``target``: its cum is what the marker covers.
     read_count = row.read_count
-    if cursor.set_range(key + _u64(target + 1)):
-        moved = cursor.prev()
+    covered = [item.cum for item in _logged(txn, dbs, uid, ch) if item.seq <= target]
+    if covered:
+        read_count = covered[-1]
     else:
-        moved = cursor.last()
-    if moved and cursor.key()[:12] == key:
-        read_count = _U64.unpack(cursor.value())[0]
+        cursor = txn.cursor(db=dbs["conv_seq"])
+        if cursor.set_range(key + _u64(target + 1)):
+            moved = cursor.prev()
+        else:
+            moved = cursor.last()
+        if moved and cursor.key()[:12] == key:
+            read_count = _U64.unpack_from(cursor.value())[0]
     updated = ConvRow(row.conv, row.kind, row.last, row.total, target, read_count)
     _put_conv(txn, dbs, key, updated)
     return updated
@@ -304,13 +453,20 @@ def mark_read(
 def drop_user(txn: lmdb.Transaction[bytes], dbs: dict[str, Any], uid: int) -> None:
     """Remove every index row of user ``uid`` (the user is being removed)."""
     prefix = _u32(uid)
-    for name in DB_NAMES:
+    for name in ("conv", "conv_seq", "terms"):
         cursor = txn.cursor(db=dbs[name])
         if not cursor.set_range(prefix):
             continue
         while cursor.key().startswith(prefix):
             if not cursor.delete():
                 break
+    cursor = txn.cursor(db=dbs["index_log"])
+    moved = cursor.first()
+    while moved:
+        if cursor.value()[:4] == prefix:
+            moved = cursor.delete()
+        else:
+            moved = cursor.next()
 
 
 def rebuild_all(txn: lmdb.Transaction[bytes], dbs: dict[str, Any], node_id: str) -> int:
@@ -327,8 +483,9 @@ def rebuild_all(txn: lmdb.Transaction[bytes], dbs: dict[str, Any], node_id: str)
         owner = owners.get(uid)
         if owner is None:
             continue
-        index_append(txn, dbs, uid, owner, _U64.unpack_from(key, 4)[0], bytes(record))
+        index_append(txn, dbs, uid, owner, _U64.unpack_from(key, 4)[0], bytes(record), count + 1)
         count += 1
+    merge_log(txn, dbs)
     return count
 
 
@@ -346,22 +503,27 @@ def recent_convs(
     txn: lmdb.Transaction[bytes], dbs: dict[str, Any], uid: int, before: int | None, limit: int
 ) -> tuple[list[ConvRow], bool]:
     """Up to ``limit`` conversations whose last seq is below ``before``, newest
-    first, and whether older ones remain."""
+    first, and whether older ones remain.
+
+    Reads all of the user's ``conv`` rows (about 60 bytes each) and keeps the
+    newest: a user in a thousand conversations costs about a millisecond here,
+    where keeping them sorted cost two writes on every queue append.
+    """
     prefix = _u32(uid)
-    start = _MAX_U64 - (before - 1) if before is not None else 0
-    cursor = txn.cursor(db=dbs["conv_recent"])
-    rows: list[ConvRow] = []
-    if not cursor.set_range(prefix + _u64(start)):
-        return rows, False
-    for key, ch in cursor:
-        if not key.startswith(prefix):
-            return rows, False
-        if len(rows) == limit:
-            return rows, True
-        row = _get_conv(txn, dbs, prefix + bytes(ch))
-        if row is not None:
-            rows.append(row)
-    return rows, False
+    bound = _MAX_U64 if before is None else before
+    cursor = txn.cursor(db=dbs["conv"])
+    found: list[tuple[int, bytes]] = []
+    if cursor.set_range(prefix):
+        unpack = _U64.unpack_from
+        for key, value in cursor:
+            if key[:4] != prefix:
+                break
+            last = unpack(value)[0]
+            if last < bound:
+                found.append((last, bytes(value)))
+    newest = heapq.nlargest(limit + 1, found, key=lambda item: item[0])
+    rows = [_conv_row(value) for _, value in newest[:limit]]
+    return rows, len(newest) > limit
 
 
 def conv_seqs(
@@ -372,7 +534,12 @@ def conv_seqs(
     before: int | None,
 ) -> Iterator[int]:
     """The conversation's seqs below ``before``, newest first."""
-    key = _u32(uid) + conv_hash(conv)
+    ch = conv_hash(conv)
+    bound = _MAX_U64 if before is None else before
+    for item in reversed(_logged(txn, dbs, uid, ch)):
+        if item.seq < bound:
+            yield item.seq
+    key = _u32(uid) + ch
     cursor = txn.cursor(db=dbs["conv_seq"])
     start = key + _u64(_MAX_U64 if before is None else before)
     if cursor.set_range(start):
@@ -385,6 +552,24 @@ def conv_seqs(
             return
         yield _U64.unpack_from(found, 12)[0]
         moved = cursor.prev()
+
+
+def conv_seqs_after(
+    txn: lmdb.Transaction[bytes], dbs: dict[str, Any], uid: int, conv: str, after: int
+) -> Iterator[int]:
+    """The conversation's seqs above ``after``, oldest first."""
+    ch = conv_hash(conv)
+    logged = _logged(txn, dbs, uid, ch)  # before the cursor: both from one snapshot
+    key = _u32(uid) + ch
+    cursor = txn.cursor(db=dbs["conv_seq"])
+    if cursor.set_range(key + _u64(min(after + 1, _MAX_U64))):
+        for found in cursor.iternext(values=False):
+            if found[:12] != key:
+                break
+            yield _U64.unpack_from(found, 12)[0]
+    for item in logged:
+        if item.seq > after:
+            yield item.seq
 
 
 def term_postings(
@@ -432,7 +617,9 @@ def search_seqs(
     budget: int,
 ) -> Iterator[int]:
     """Seqs (newest first, below ``before``) whose entry has every term's hash,
-    within ``conv`` if given; stops after ``budget`` cursor seeks.
+    within ``conv`` if given; stops after ``budget`` cursor seeks (entries
+    still in ``index_log`` are read first, outside the budget: there are at
+    most about ``merge_at`` of them).
 
     A zig-zag join: each list's cursor leaps to the highest seq at or below
     the current candidate, so rare terms make common ones skip ahead. The
@@ -440,11 +627,20 @@ def search_seqs(
     in a small conversation is as fast as its rarest term allows.
     A seq <= 0 is yielded last when the budget ran out: resume below ``-value + 1``.
     """
+    candidate = (before - 1) if before is not None else _MAX_U64 - 1
+    seeks = 0
+    # Logged entries first: newer than every posting of the user, and at
+    # most about merge_at of them.
+    hashes = [term_hash(term) for term in terms]
+    ch = conv_hash(conv) if conv is not None else None
+    for item in reversed(_logged(txn, dbs, uid, ch)):
+        # A hash found across two terms' bytes is a false candidate at
+        # worst: every hit is checked against the message itself.
+        if item.seq <= candidate and all(h in item.hashes for h in hashes):
+            yield item.seq
     lists = [term_postings(txn, dbs, uid, term) for term in terms]
     if conv is not None:
         lists.append(conv_postings(txn, dbs, uid, conv))
-    candidate = (before - 1) if before is not None else _MAX_U64 - 1
-    seeks = 0
     turn = 0
     while candidate >= 1:
         # Round robin over the lists until all agree on one seq: each seek

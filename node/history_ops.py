@@ -156,35 +156,80 @@ class HistoryOps:
     # ------------------------------------------------------------ history
     def _history(self, user: str, request: History) -> dict[str, Any]:
         conv = self.canonical(request.conv)
+        limit = request.limit
+        cursor = request.before or request.after or request.around
 
-        def read(view: Any) -> tuple[list[tuple[int, bytes]], bool]:
+        def read(view: Any) -> tuple[list[tuple[int, bytes]], bool, bool]:
             uid = view.require_user(user).uid
             dbs = _dbs(view)
             if index.get_conv(view.txn, dbs, uid, conv) is None:
                 raise ProtocolError(ErrorCode.NOT_FOUND, f"no conversation {conv[:80]!r}")
-            if request.before is not None and request.before > view.head_of(uid) + 1:
-                raise ProtocolError(ErrorCode.BAD_REQUEST, "bad cursor: before is past the head")
+            if cursor is not None and cursor > view.head_of(uid) + 1:
+                raise ProtocolError(ErrorCode.BAD_REQUEST, "bad cursor: past the head")
+            # Newer (oldest first) and older (newest first) seqs of the page,
+            # one more each way than it holds, to tell whether more remain.
+            newer: list[int] = []
+            start = request.after if request.after is not None else request.around
+            if start is not None:
+                for seq in index.conv_seqs_after(view.txn, dbs, uid, conv, start):
+                    newer.append(seq)
+                    if len(newer) > limit:
+                        break
+            older: list[int] = []
+            if request.after is None:
+                # ``around``: the message itself belongs to the older side.
+                below = request.before if request.around is None else request.around + 1
+                for seq in index.conv_seqs(view.txn, dbs, uid, conv, below):
+                    older.append(seq)
+                    if len(older) > limit:
+                        break
+            if request.after is not None:
+                take_new = min(len(newer), limit)
+                oldest = newer[0] if newer else request.after + 1
+                more_older = any(True for _ in index.conv_seqs(view.txn, dbs, uid, conv, oldest))
+                take_old = 0
+            else:
+                # ``around``: about half newer, the rest older; a page near
+                # either end of the conversation fills up from the other side.
+                take_new = min(len(newer), (limit - 1) // 2)
+                take_old = min(len(older), limit - take_new)
+                take_new = min(len(newer), limit - take_old)
+                more_older = len(older) > take_old
+            more_newer = len(newer) > take_new
+            page_new, page_old = newer[:take_new], older[:take_old]
+            seqs = page_new[::-1] + page_old
             queue = view.db("queue")
-            found: list[tuple[int, bytes]] = []
-            for seq in index.conv_seqs(view.txn, dbs, uid, conv, request.before):
-                if len(found) == request.limit:
-                    return found, True
-                found.append((seq, bytes(view.txn.get(_queue_key(uid, seq), db=queue))))
-            return found, False
+            found = [(seq, bytes(view.txn.get(_queue_key(uid, seq), db=queue))) for seq in seqs]
+            return found, more_older, more_newer
 
-        found, more = self._store.read(read)
-        msgs: list[dict[str, Any]] = []
-        size = 0
-        for seq, record in found:
-            msg = self._router.render(seq, record)
-            size += _size(msg)
-            if msgs and size > PAGE_BYTES:
+        found, more, more_newer = self._store.read(read)
+        msgs = [self._router.render(seq, record) for seq, record in found]
+        sizes = [_size(msg) for msg in msgs]
+        total = sum(sizes)
+        # Too big for one frame: drop messages from the far end of the page
+        # (the oldest; for ``around``, whichever side is longer, keeping the
+        # message asked for), and say where to go on.
+        centre = 0
+        if request.around is not None:
+            centre = next((i for i, m in enumerate(msgs) if m["seq"] <= request.around), 0)
+        lo, hi = 0, len(msgs)
+        while hi - lo > 1 and total > PAGE_BYTES:
+            if request.after is not None or (
+                request.around is not None and centre - lo > hi - 1 - centre
+            ):
+                total -= sizes[lo]
+                lo += 1
+                more_newer = True
+            else:
+                hi -= 1
+                total -= sizes[hi]
                 more = True
-                break
-            msgs.append(msg)
+        msgs = msgs[lo:hi]
         out: dict[str, Any] = {"conv": conv, "msgs": msgs}
-        if more:
+        if more and msgs:
             out["next"] = msgs[-1]["seq"]
+        if more_newer and msgs:
+            out["newer"] = msgs[0]["seq"]
         return out
 
     # ------------------------------------------------------------ read

@@ -112,11 +112,24 @@ def _v4_to_v5(txn: lmdb.Transaction[bytes], dbs: dict[str, Any], node_id: str) -
     rebuild_all(txn, dbs)
 
 
+def _v5_to_v6(txn: lmdb.Transaction[bytes], dbs: dict[str, Any], node_id: str) -> None:
+    """Schema 6 drops the ``conv_recent`` table (conversations newest first):
+    the conversation list is now the ``conv`` rows sorted when asked for, and
+    every queue append writes two rows fewer. It adds ``index_log`` (entries
+    waiting to be merged into ``conv_seq`` and ``terms``), which starts empty:
+    schema 5 wrote those at once. Nothing else changes shape. The store opens
+    a retired table for its migration only if the file has it."""
+    db = dbs.pop("conv_recent", None)
+    if db is not None:
+        txn.drop(db, delete=True)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "stamp only; schema 2 adds meta 'writer' (set at each open)", _v1_to_v2),
     Migration(2, "conversation, read-marker and search index built from the queues", _v2_to_v3),
     Migration(3, "blob tables for attachments (created empty)", _v3_to_blobs),
     Migration(4, "message-id index for edit/delete/react/reply built from the queues", _v4_to_v5),
+    Migration(5, "drop conv_recent; add index_log (index rows merged in batches)", _v5_to_v6),
 )
 
 #: The layout this code writes: one past the last migration's source.

@@ -54,7 +54,7 @@ import struct
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
@@ -123,7 +123,8 @@ T = TypeVar("T")
 #   invites:       sha256(secret)(32)                -> cbor {k, c, exp, used}
 #
 # Conversations, read markers, search (layouts in node/history_index.py):
-#   conv, conv_recent, conv_seq, terms: kept in each queue append's transaction.
+#   conv, conv_seq, terms, index_log: kept in each queue append's transaction
+#   (index_log rows merged into conv_seq and terms in batches by Store._attempt).
 #
 # Blobs (layouts in node/blob_index.py): blobs, blob_refs, blob_uploads,
 #   blob_grants, blob_wanted, blob_quota: references kept in each queue
@@ -435,6 +436,8 @@ class WriteTxn(_View):
         self.billed = 0
         #: Counts applied and refused actions on messages (node/actions_store.py).
         self.action_stats = store.action_stats
+        #: Rows this operation wrote to ``index_log`` (merged in batches).
+        self.staged = 0
 
     @property
     def node_id(self) -> str:
@@ -457,7 +460,10 @@ class WriteTxn(_View):
         self.txn.put(key + _u64(seq), record, db=self._dbs["queue"])
         self.txn.put(key, _u64(seq), db=self._dbs["queue_head"])
         # Conversations and search index: same transaction, never out of step.
-        history_index.index_append(self.txn, self._dbs, uid, f"{user}@{self.node_id}", seq, record)
+        store = self._store
+        self.staged += history_index.index_append(
+            self.txn, self._dbs, uid, f"{user}@{self.node_id}", seq, record, store.log_key()
+        )
         # Blob references: counted with the message that makes them.
         now_ms = self.bill_ms or time.time_ns() // 1_000_000
         if blob_index.index_append(self.txn, self._dbs, uid, record, self.node_id, now_ms):
@@ -520,6 +526,7 @@ class WriteTxn(_View):
         self.revoked |= child.revoked
         self.outboxes |= child.outboxes
         self.blobs_wanted |= child.blobs_wanted
+        self.staged += child.staged
 
     @contextmanager
     def nested(self) -> Iterator[WriteTxn]:
@@ -655,6 +662,7 @@ class Store:
         quota: QuotaPolicy | None = None,
         min_free_bytes: int = 0,
         ack_flush_delay: float = 1.0,
+        search_stage_max: int = 2048,
     ) -> None:
         self.data_dir = Path(data_dir)
         self._max_sessions = max(1, max_sessions_per_user)
@@ -666,6 +674,11 @@ class Store:
         self._map_size = map_size
         self._max_pending = max_pending
         self._batch_max = max(1, batch_max)
+        #: ``index_log`` rows that trigger a merge into ``conv_seq`` and
+        #: ``terms`` (node/history_index.py), the rows waiting, and the next key.
+        self._merge_at = max(1, search_stage_max)
+        self._staged = 0
+        self._log_next = 1
         self._on_commit = on_commit
         #: Called on the trio thread after a commit that grew a peer's outbox
         #: (with its node id), and after one that revoked sessions (with their
@@ -744,13 +757,21 @@ class Store:
                 self._backup_before_migration(env, schema.version)
             with env.begin(write=True) as txn:
                 dbs = {name: env.open_db(name.encode(), txn=txn) for name in self._db_names}
-            for step in plan(schema.version or SCHEMA_VERSION):
+            steps = plan(schema.version or SCHEMA_VERSION)
+            if steps:
+                # Tables a step drops: open the ones this file has, for it only.
+                with env.begin(write=True) as txn:
+                    for name in history_index.RETIRED_DB_NAMES:
+                        with suppress(lmdb.NotFoundError):
+                            dbs[name] = env.open_db(name.encode(), txn=txn, create=False)
+            for step in steps:
                 with env.begin(write=True) as txn:
                     step.apply(txn, dbs, self.node_key.id)
                     stamp(txn, dbs["meta"], step.from_version + 1)
                 log.info("store migrated to schema %d: %s", step.from_version + 1, step.summary)
             with env.begin(write=True) as txn:
                 stamp(txn, dbs["meta"], SCHEMA_VERSION)
+                self._staged, self._log_next = history_index.log_state(txn, dbs)
                 raw = txn.get(b"last_id", db=dbs["meta"])
                 last_id = 0 if raw is None else _U64.unpack(raw)[0]
         except BaseException:
@@ -815,6 +836,12 @@ class Store:
                 self._copy_lock.release()
 
     # ------------------------------------------------------------ reads
+    def log_key(self) -> int:
+        """The next ``index_log`` key (writer thread only; gaps are harmless)."""
+        key = self._log_next
+        self._log_next = key + 1
+        return key
+
     def _read(self) -> _ReadTxn:
         """A short read transaction: ``with store._read() as view: ...``."""
         return _ReadTxn(self)
@@ -1235,6 +1262,12 @@ class Store:
             )
             unit = sign_envelope(w.node_key, env)
             record = unit_record(unit)
+            if kind == "text":
+                # What prime_message assumes: a text, in the conversation's
+                # pages; an action (no page entry) is parsed from the record.
+                history_index.prime_message(
+                    record, f"{sender}@{w.node_id}", f"{to.user}@{to.node}", text
+                )
             if recipient is None:
                 assert self.remote_sink is not None
                 self.remote_sink.append(w, to.node, unit, sender, now_ms)
@@ -1365,6 +1398,8 @@ class Store:
         env = self._env
         outcomes: list[_Outcome] = []
         effects = _Effects()
+        staged = 0
+        merged = False
         started = time.perf_counter()
         with env.begin(write=True) as txn:
             for op in batch:
@@ -1390,7 +1425,13 @@ class Store:
                 effects.revoked |= view.revoked
                 effects.outboxes |= view.outboxes
                 effects.blobs_wanted |= view.blobs_wanted
+                staged += view.staged
                 outcomes.append((value, None))
+            if staged and self._staged + staged >= self._merge_at:
+                # Enough index rows logged: move them all in this commit,
+                # sorted, where many share a page (node/history_index.py).
+                history_index.merge_log(txn, self._dbs)
+                merged = True
             if acks:
                 # In a child of their own: a bad device row loses the acks, not the batch.
                 child = env.begin(write=True, parent=txn)
@@ -1408,6 +1449,7 @@ class Store:
             if last_id != self._persisted_last_id:
                 txn.put(b"last_id", _u64(last_id), db=self._dbs["meta"])
         # Leaving the block committed (durably: sync is on).
+        self._staged = 0 if merged else self._staged + staged
         self._persisted_last_id = last_id
         self._commits += 1
         self.commit_times.observe(time.perf_counter() - started)

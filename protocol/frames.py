@@ -301,12 +301,16 @@ class Convs:
 
 @dataclass(frozen=True)
 class History:
-    """One page of a conversation's messages before seq ``before``, newest first."""
+    """One page of a conversation's messages, newest first: before seq
+    ``before`` (or the newest), after seq ``after``, or centred on seq
+    ``around`` (a search hit's page); at most one of the three."""
 
     rid: Rid
     conv: str
     limit: int
     before: int | None
+    after: int | None = None
+    around: int | None = None
 
 
 @dataclass(frozen=True)
@@ -366,7 +370,7 @@ _FIELDS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "heartbeat": (frozenset(), frozenset({"rid"})),
     "group": (frozenset({"rid", "op"}), frozenset({"group", "name", "members", "title"})),
     "convs": (frozenset({"rid"}), frozenset({"limit", "before"})),
-    "history": (frozenset({"rid", "conv"}), frozenset({"limit", "before"})),
+    "history": (frozenset({"rid", "conv"}), frozenset({"limit", "before", "after", "around"})),
     "read": (frozenset({"rid", "conv", "seq"}), frozenset()),
     "search": (frozenset({"rid", "q"}), frozenset({"conv", "limit", "before"})),
     "presence_query": (frozenset({"rid", "users"}), frozenset()),
@@ -411,13 +415,14 @@ def _limit(frame: Mapping[str, Any], default: int, most: int) -> int:
     return value
 
 
-def _before(frame: Mapping[str, Any]) -> int | None:
-    """A ``before`` cursor: a seq >= 1 (the ``next`` of the previous page)."""
-    if "before" not in frame:
+def _before(frame: Mapping[str, Any], name: str = "before") -> int | None:
+    """A ``before`` cursor: a seq >= 1 (the ``next`` of the previous page);
+    also ``after`` and ``around`` of ``history`` (a seq, e.g. ``newer``)."""
+    if name not in frame:
         return None
-    value = frame["before"]
+    value = frame[name]
     if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value < 1 << 63:
-        raise ProtocolError(ErrorCode.BAD_REQUEST, "field 'before' must be a cursor given as next")
+        raise ProtocolError(ErrorCode.BAD_REQUEST, f"field {name!r} must be a cursor given as next")
     return value
 
 
@@ -444,11 +449,17 @@ def _history_request(kind: str, rid: Rid, frame: Mapping[str, Any]) -> HistoryRe
     if kind == "convs":
         return Convs(rid, _limit(frame, DEFAULT_CONVS_PAGE, MAX_CONVS_PAGE), _before(frame))
     if kind == "history":
+        if sum(name in frame for name in ("before", "after", "around")) > 1:
+            raise ProtocolError(
+                ErrorCode.BAD_REQUEST, "history takes at most one of before, after and around"
+            )
         return History(
             rid,
             _string(frame, "conv", MAX_CONV_CHARS),
             _limit(frame, DEFAULT_HISTORY_PAGE, MAX_HISTORY_PAGE),
             _before(frame),
+            _before(frame, "after"),
+            _before(frame, "around"),
         )
     if kind == "read":
         return Read(rid, _string(frame, "conv", MAX_CONV_CHARS), _count(frame, "seq"))
@@ -602,6 +613,10 @@ def _encode_history_request(request: HistoryRequest) -> dict[str, Any]:
         out = {"t": "history", "conv": request.conv}
         if request.limit != DEFAULT_HISTORY_PAGE:
             out["limit"] = request.limit
+        if request.after is not None:
+            out["after"] = request.after
+        if request.around is not None:
+            out["around"] = request.around
     elif isinstance(request, Read):
         return {"t": "read", "conv": request.conv, "seq": request.seq}
     else:

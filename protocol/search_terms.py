@@ -104,6 +104,12 @@ def _unicode_runs(text: str) -> list[tuple[str, bool]]:
 
 def index_terms(text: str) -> list[str]:
     """The distinct terms a message text is indexed under, in text order."""
+    if text.isascii():
+        # Every message is tokenized on the append path: ASCII in one pass.
+        words = _ASCII_WORD.findall(text.lower())
+        if any(len(word) > MAX_TERM_CHARS for word in words):
+            words = [word[:MAX_TERM_CHARS] for word in words]
+        return list(dict.fromkeys(words))[:MAX_TERMS_PER_MESSAGE]
     seen: dict[str, None] = {}
     for run, cjk in _runs(text):
         if cjk:

@@ -170,7 +170,7 @@ async def test_a_schema_3_store_gets_its_message_ids_indexed(start_node, tmp_pat
     alice = await node.user("alice")
     await node.user("bob")
     async with connect(node.url, alice) as a:
-        old = await a.send("bob", "written before schema 4")
+        old = await a.send("bob", "written before schema 5")
     await node.stop()
     env = lmdb.open(str(data / "db"), max_dbs=64, subdir=True)
     try:
@@ -179,7 +179,7 @@ async def test_a_schema_3_store_gets_its_message_ids_indexed(start_node, tmp_pat
                 txn.drop(env.open_db(name.encode(), txn=txn, create=False), delete=True)
     finally:
         env.close()
-    set_meta(data, schema=_U32.pack(3))
+    set_meta(data, schema=_U32.pack(4))
 
     node = await start_node(data_dir=data)
     async with connect(node.url, alice) as a:

@@ -12,6 +12,11 @@ from chinwag.node.client import ChatClient, ClientError, connect
 TIMEOUT = 20
 
 
+# Every test that takes ``stage`` runs with the index's rows merged from
+# index_log into conv_seq and terms (search_stage_max) at every commit, every
+# few rows, or never within the test.
+
+
 def conv_of(node: Any, user: str) -> str:
     return f"{user}@{node.running.identity.id}"
 
@@ -29,8 +34,11 @@ async def walk_history(client: ChatClient, conv: str, limit: int) -> list[dict[s
         before = page["next"]
 
 
-async def test_pages_walk_back_to_the_first_message_while_new_ones_arrive(start_node) -> None:
-    node = await start_node()
+@pytest.mark.parametrize("stage", [1, 3, 2048])
+async def test_pages_walk_back_to_the_first_message_while_new_ones_arrive(
+    start_node, stage: int
+) -> None:
+    node = await start_node(search_stage_max=stage)
     alice, bob, carol = [await node.user(n) for n in ("alice", "bob", "carol")]
     async with (
         connect(node.url, alice) as a,
@@ -73,8 +81,9 @@ async def test_pages_walk_back_to_the_first_message_while_new_ones_arrive(start_
         assert [m["id"] for m in mine] == [m["id"] for m in again]
 
 
-async def test_convs_are_newest_first_with_exact_unread_and_paged(start_node) -> None:
-    node = await start_node()
+@pytest.mark.parametrize("stage", [1, 3, 2048])
+async def test_convs_are_newest_first_with_exact_unread_and_paged(start_node, stage: int) -> None:
+    node = await start_node(search_stage_max=stage)
     bob = await node.user("bob")
     senders = [f"u{n}" for n in range(5)]
     tokens = {name: await node.user(name) for name in senders}
@@ -95,8 +104,9 @@ async def test_convs_are_newest_first_with_exact_unread_and_paged(start_node) ->
         assert [c["unread"] for c in rest["convs"]] == [4, 3, 1]
 
 
-async def test_read_markers_across_two_devices_and_never_backwards(start_node) -> None:
-    node = await start_node()
+@pytest.mark.parametrize("stage", [1, 3, 2048])
+async def test_read_markers_across_two_devices_and_never_backwards(start_node, stage: int) -> None:
+    node = await start_node(search_stage_max=stage)
     alice = await node.user("alice")
     laptop = await node.user("bob", "laptop")
     phone = await node.user("bob", "phone")
@@ -128,8 +138,9 @@ async def test_read_markers_across_two_devices_and_never_backwards(start_node) -
         assert item["read_seq"] == more[1].seq and item["unread"] == 2
 
 
-async def test_group_unread_skips_events_and_own_messages(start_node) -> None:
-    node = await start_node()
+@pytest.mark.parametrize("stage", [1, 3, 2048])
+async def test_group_unread_skips_events_and_own_messages(start_node, stage: int) -> None:
+    node = await start_node(search_stage_max=stage)
     alice, bob = await node.user("alice"), await node.user("bob")
     async with connect(node.url, alice) as a, connect(node.url, bob) as b:
         group = f"#team@{node.running.identity.id}"
@@ -146,8 +157,9 @@ async def test_group_unread_skips_events_and_own_messages(start_node) -> None:
         assert texts[:3] == ["how are you", "hi", "hello team"]
 
 
-async def test_search_words_accents_korean_japanese_chinese(start_node) -> None:
-    node = await start_node()
+@pytest.mark.parametrize("stage", [1, 3, 2048])
+async def test_search_words_accents_korean_japanese_chinese(start_node, stage: int) -> None:
+    node = await start_node(search_stage_max=stage)
     alice, bob = await node.user("alice"), await node.user("bob")
     async with connect(node.url, alice) as a, connect(node.url, bob) as b:
         for text in (
@@ -185,8 +197,9 @@ async def test_search_words_accents_korean_japanese_chinese(start_node) -> None:
         ]
 
 
-async def test_search_respects_group_membership(start_node) -> None:
-    node = await start_node()
+@pytest.mark.parametrize("stage", [1, 3, 2048])
+async def test_search_respects_group_membership(start_node, stage: int) -> None:
+    node = await start_node(search_stage_max=stage)
     alice, bob = await node.user("alice"), await node.user("bob")
     group = f"#club@{node.running.identity.id}"
     async with connect(node.url, alice) as a, connect(node.url, bob) as b:
@@ -256,8 +269,9 @@ async def test_history_requests_are_rate_limited_per_device(start_node) -> None:
         assert (await o.convs())["convs"] == []
 
 
-async def test_search_in_one_conversation_only(start_node) -> None:
-    node = await start_node()
+@pytest.mark.parametrize("stage", [1, 3, 2048])
+async def test_search_in_one_conversation_only(start_node, stage: int) -> None:
+    node = await start_node(search_stage_max=stage)
     alice, carol, bob = [await node.user(n) for n in ("alice", "carol", "bob")]
     async with connect(node.url, alice) as a, connect(node.url, carol) as c:
         for n in range(5):
@@ -276,3 +290,123 @@ async def test_search_in_one_conversation_only(start_node) -> None:
         ]
         assert len((await b.search("lunch"))["hits"]) == 10
         assert (await b.search("lunch noon", conv="carol"))["hits"] == []
+
+
+@pytest.mark.parametrize("stage", [1, 3, 2048])
+async def test_a_page_around_a_message_then_older_and_newer_pages(start_node, stage: int) -> None:
+    """Jumping to a search hit: one page centred on it, then `next` (older) and
+    `newer` (via `after`) walk out to both ends with nothing missing or twice."""
+    node = await start_node(search_stage_max=stage)
+    alice, bob, carol = [await node.user(n) for n in ("alice", "bob", "carol")]
+    async with (
+        connect(node.url, alice) as a,
+        connect(node.url, bob) as b,
+        connect(node.url, carol) as c,
+    ):
+        for n in range(20):
+            await a.send("bob", f"a{n}")
+            if n % 4 == 0:
+                await c.send("bob", f"c{n}")  # another conversation, interleaved
+        conv = conv_of(node, "alice")
+        with trio.fail_after(TIMEOUT):
+            everything = [m["seq"] for m in await walk_history(b, conv, 50)]
+            hit = (await b.search("a11"))["hits"][0]["msg"]
+            page = await b.history(conv, limit=7, around=hit["seq"])
+            seqs = [m["seq"] for m in page["msgs"]]
+            assert seqs == sorted(seqs, reverse=True) and hit["seq"] in seqs
+            assert [m["body"]["text"] for m in page["msgs"]] == [f"a{n}" for n in range(14, 7, -1)]
+            assert page["next"] == seqs[-1] and page["newer"] == seqs[0]
+            older, newer = list(seqs), []
+            cursor = page["next"]
+            while cursor is not None:
+                more = await b.history(conv, limit=4, before=cursor)
+                older += [m["seq"] for m in more["msgs"]]
+                cursor = more.get("next")
+            cursor = page["newer"]
+            while cursor is not None:
+                more = await b.history(conv, limit=4, after=cursor)
+                got = [m["seq"] for m in more["msgs"]]
+                assert got == sorted(got, reverse=True) and "next" in more
+                newer = got + newer
+                cursor = more.get("newer")
+            assert newer + older == everything
+
+            # Near either end the page fills up from the other side.
+            first = await b.history(conv, limit=7, around=everything[-1])
+            assert [m["seq"] for m in first["msgs"]] == everything[-7:]
+            assert "next" not in first and first["newer"] == everything[-7]
+            last = await b.history(conv, limit=7, around=everything[0])
+            assert [m["seq"] for m in last["msgs"]] == everything[:7]
+            assert "newer" not in last and last["next"] == everything[6]
+            assert (await b.history(conv, after=everything[0]))["msgs"] == []
+            with pytest.raises(ClientError) as info:
+                await b.history(conv, around=10_000)
+            assert info.value.code == "bad_request"
+
+
+@pytest.mark.parametrize("stage", [1, 2048])
+async def test_a_removed_user_leaves_no_index_rows(tmp_path, stage: int) -> None:
+    """Removing a user drops their conversations, pages and postings, merged
+    or still in the index log, and leaves the other user's intact."""
+    from chinwag.node import history_index as index
+    from chinwag.node.store import Store
+    from chinwag.protocol.addresses import UserAddress
+    from chinwag.protocol.envelope import NodeKey
+
+    key = NodeKey.generate()
+    store = Store(tmp_path, key, search_stage_max=stage)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(store.run)
+        for name in ("alice", "bob"):
+            await store.create_user(name, "h", 1_750_000_000_000)
+        for n in range(4):
+            await store.send_direct(
+                "alice", "laptop", None, UserAddress("bob", key.id), f"hello {n}", 1_750_000_000_000
+            )
+        uids = {name: store.get_user(name).uid for name in ("alice", "bob")}  # type: ignore[union-attr]
+
+        def index_of(uid: int) -> tuple[int, list[int]]:
+            def read(view: Any) -> tuple[int, list[int]]:
+                dbs = {name: view.db(name) for name in index.DB_NAMES}
+                convs, _ = index.recent_convs(view.txn, dbs, uid, None, 50)
+                hits = list(index.search_seqs(view.txn, dbs, uid, ["hello"], None, None, 100))
+                return len(convs), hits
+
+            return store.read(read)
+
+        assert index_of(uids["alice"]) == (1, [4, 3, 2, 1])
+        await store.remove_user("alice")
+        assert index_of(uids["alice"]) == (0, [])
+        assert index_of(uids["bob"]) == (1, [4, 3, 2, 1])
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("stage", [1, 2048])
+async def test_a_deleted_or_edited_message_leaves_no_postings_of_its_old_words(
+    start_node, stage: int
+) -> None:
+    """Issue 17 on issue 15's index: the old words of a deleted or edited
+    message go from the search index whether its entry was merged into
+    ``terms`` or still waits in ``index_log``."""
+    from chinwag.node import history_index as index
+
+    node = await start_node(search_stage_max=stage)
+    store = node.node.store
+    async with connect(node.url, await node.user("alice")) as a:
+        await node.user("bob")
+        gone = await a.send("bob", "zanzibar ferry")
+        fixed = await a.send("bob", "quokka typo")
+        await a.delete(gone.id)
+        await a.edit(fixed.id, "wombat")
+    uid = store.get_user("bob").uid  # type: ignore[union-attr]
+
+    def candidates(word: str) -> list[int]:
+        def read(view: Any) -> list[int]:
+            dbs = {name: view.db(name) for name in index.DB_NAMES}
+            return list(index.search_seqs(view.txn, dbs, uid, [word], None, None, 100))
+
+        return store.read(read)
+
+    assert candidates("zanzibar") == candidates("ferry") == []
+    assert candidates("quokka") == []
+    assert candidates("wombat") == [2]

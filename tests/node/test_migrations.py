@@ -204,6 +204,83 @@ async def test_a_schema_2_store_gets_its_history_index_built(start_node, tmp_pat
     assert backup.name.startswith("pre-migration-2-")
 
 
+def make_schema_3(data_dir: Path) -> None:
+    """Turn a stopped node's store into the schema-3 layout: the history index
+    with its ``conv_recent`` table (conversations newest first)."""
+    env = lmdb.open(str(data_dir / "db"), max_dbs=64, subdir=True)
+    try:
+        with env.begin(write=True) as txn:
+            recent = env.open_db(b"conv_recent", txn=txn)
+            txn.put(b"\0\0\0\1" + b"\xff" * 8, b"x" * 8, db=recent)
+            txn.put(b"meta-schema-3", b"", db=recent)
+    finally:
+        env.close()
+    set_meta(data_dir, schema=_U32.pack(3))
+
+
+def has_table(data_dir: Path, name: str) -> bool:
+    env = lmdb.open(str(data_dir / "db"), max_dbs=64, subdir=True)
+    try:
+        with env.begin(write=True) as txn:
+            try:
+                env.open_db(name.encode(), txn=txn, create=False)
+            except lmdb.NotFoundError:
+                return False
+            return True
+    finally:
+        env.close()
+
+
+async def test_a_schema_3_store_loses_conv_recent_and_lists_conversations_in_order(
+    start_node, tmp_path: Path
+) -> None:
+    data = tmp_path / "kitchen"
+    # Schema 3 wrote every search posting with its entry: so does a merge at
+    # every commit.
+    node = await start_node(data_dir=data, name="kitchen", search_stage_max=1)
+    node_id = node.running.identity.id
+    alice, carol = await node.user("alice"), await node.user("carol")
+    await node.user("bob")
+    async with connect(node.url, alice) as a, connect(node.url, carol) as c:
+        await a.send("bob", "one word")
+        await c.send("bob", "two words")
+        await a.send("bob", "three words")
+    await node.stop()
+    make_schema_3(data)
+    assert has_table(data, "conv_recent")
+
+    node = await start_node(data_dir=data)
+    async with connect(node.url, await node.user("bob")) as b:
+        convs = (await b.convs())["convs"]
+        assert [(c["conv"], c["unread"]) for c in convs] == [
+            (f"alice@{node_id}", 2),
+            (f"carol@{node_id}", 1),
+        ]
+        page = await b.convs(limit=1)
+        assert page["convs"][0]["conv"] == f"alice@{node_id}"
+        rest = await b.convs(limit=1, before=page["next"])
+        assert [c["conv"] for c in rest["convs"]] == [f"carol@{node_id}"]
+        assert "next" not in rest
+        async with connect(node.url, await node.user("carol")) as c:
+            await c.send("bob", "four")
+        assert [c["conv"] for c in (await b.convs())["convs"]] == [
+            f"carol@{node_id}",
+            f"alice@{node_id}",
+        ]
+        # Postings of schema 3 and entries since are both found, newest first.
+        hits = (await b.search("words"))["hits"]
+        assert [h["msg"]["body"]["text"] for h in hits] == ["three words", "two words"]
+        async with connect(node.url, await node.user("carol")) as c:
+            await c.send("bob", "more words")
+        hits = (await b.search("words"))["hits"]
+        assert [h["msg"]["body"]["text"] for h in hits][:2] == ["more words", "three words"]
+    await node.stop()
+    assert get_meta(data, "schema") == _U32.pack(SCHEMA_VERSION)
+    assert not has_table(data, "conv_recent")
+    (backup,) = (data / "backups").iterdir()
+    assert backup.name.startswith("pre-migration-3-")
+
+
 def test_migration_plan_runs_every_step_in_order() -> None:
     def step(n: int) -> Migration:
         return Migration(n, f"step {n}", lambda txn, dbs, node_id: None)

@@ -35,6 +35,12 @@ def test_defaults_and_exact_wire_forms() -> None:
     assert encode_request(parse_request(frame)) == frame
     assert encode_message([{"t": "convs", "rid": 1}], WireFormat.CBOR) == (b"\xa2ateconvscrid\x01")
     assert read_frame("bob@x", 4, 2) == {"t": "read", "conv": "bob@x", "read_seq": 4, "unread": 2}
+    around = {"t": "history", "rid": 5, "conv": "bob@x", "limit": 9, "around": 40}
+    assert parse_request(around) == History(5, "bob@x", 9, None, around=40)
+    assert encode_request(parse_request(around)) == around
+    after = {"t": "history", "rid": 6, "conv": "bob@x", "after": 3}
+    assert parse_request(after) == History(6, "bob@x", 50, None, after=3)
+    assert encode_request(parse_request(after)) == after
 
 
 @pytest.mark.parametrize(
@@ -51,6 +57,13 @@ def test_defaults_and_exact_wire_forms() -> None:
         ({"t": "history", "rid": 1, "conv": ""}, ErrorCode.BAD_FRAME),
         ({"t": "history", "rid": 1, "conv": "x" * 201}, ErrorCode.BAD_FRAME),
         ({"t": "history", "rid": 1, "conv": "b@x", "before": -5}, ErrorCode.BAD_REQUEST),
+        ({"t": "history", "rid": 1, "conv": "b@x", "around": 0}, ErrorCode.BAD_REQUEST),
+        ({"t": "history", "rid": 1, "conv": "b@x", "after": "3"}, ErrorCode.BAD_REQUEST),
+        (
+            {"t": "history", "rid": 1, "conv": "b@x", "around": 5, "before": 9},
+            ErrorCode.BAD_REQUEST,
+        ),
+        ({"t": "history", "rid": 1, "conv": "b@x", "after": 5, "before": 9}, ErrorCode.BAD_REQUEST),
         ({"t": "read", "rid": 1, "conv": "b@x"}, ErrorCode.BAD_FRAME),
         ({"t": "read", "rid": 1, "conv": "b@x", "seq": -1}, ErrorCode.BAD_FRAME),
         ({"t": "search", "rid": 1, "q": ""}, ErrorCode.BAD_FRAME),
