@@ -27,6 +27,7 @@ from chinwag.protocol.frames import WireFormat
 
 from .admin import AdminOps, AdminServer
 from .admission import Ticket
+from .blocks import Blocks
 from .config import NodeConfig
 from .dialcheck import Resolver
 from .discovery import DiscoveredNode, Discovery
@@ -204,6 +205,9 @@ class Node:
         self.store.remote_sink = self.relay
         self.registry.relay_inbound = self.relay.inbound
         self.router = Router(self.identity, self.store, wall_clock_ms, registry=self.registry)
+        self.blocks = Blocks(
+            self.store, self.router.resolve_user, self.router.display, config.max_blocks_per_user
+        )
         self.presence = Presence(
             config,
             self.identity,
@@ -212,7 +216,9 @@ class Node:
             self.router.resolve_node,
             self.router.node_label,
             wall_clock_ms,
+            blocks=self.blocks,
         )
+        self.blocks.observe(self.presence.block_changed)
         link_registry = (
             self.registry if seams.wrap_registry is None else seams.wrap_registry(self.registry)
         )
@@ -268,6 +274,7 @@ class Node:
         )
         self.push = Push(config, self.store, self.hub, self.router.node_label)
         self.push.register_routes(self.api)
+        self.blocks.register_routes(self.api)
         WebClient().register_routes(self.api)
         self.metrics = Metrics(self)
         if config.metrics_listen is None:

@@ -445,7 +445,7 @@ class HttpApi:
         for address in self._store.list_contacts(session.user):
             item: dict[str, Any] = {"address": address}
             if self._presence is not None:
-                item.update(self._presence.state_of_address(address).to_wire())
+                item.update(self._presence.state_of_address(address, session.user).to_wire())
             contacts.append(item)
         return json_response(200, {"contacts": contacts})
 

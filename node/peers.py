@@ -36,6 +36,7 @@ from chinwag.protocol.errors import ErrorCode, ProtocolError
 from chinwag.protocol.group_record import open_group_record
 from chinwag.protocol.link import entry_field
 
+from .blocks import is_blocked
 from .store import Store, WriteTxn, event_record, unit_record
 
 TRUSTED = "trusted"
@@ -706,9 +707,12 @@ def deliver_unit(w: WriteTxn, unit: SignedUnit, env: Envelope, our_id: str, now_
     if env.to is None or env.to.node != our_id:
         raise ProtocolError(ErrorCode.FORBIDDEN, "not addressed to this node")
     record_dedup(w, unit.by, env.id, now_ms)  # a replay is refused here
-    if w.get_user(env.to.user) is None:
+    recipient = w.get_user(env.to.user)
+    if recipient is None:
         raise ProtocolError(ErrorCode.NO_SUCH_USER, f"no user {env.to.user} on this node")
-    w.append_to_queue(env.to.user, unit_record(unit))
+    if is_blocked(w, recipient.uid, env.sender):
+        return  # accepted and acknowledged, never queued: the sender is not told
+    w.append_to_uid(recipient.uid, recipient.name, unit_record(unit))
 
 
 def check_signatures(peer: bytes, entries: list[tuple[int, str, Any]]) -> Verified:

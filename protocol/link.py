@@ -216,6 +216,9 @@ class PresenceItem:
     user: str
     status: str
     last_active_at: int | None
+    #: Users of the receiving node this user blocked: they are shown the
+    #: user as offline (node/blocks.py). Absent on the wire when empty.
+    hide: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -434,8 +437,8 @@ def _parse_presence(item: dict[str, Any]) -> PresenceUpdate:
     _fields(item, "presence", {"items"}, set())
     items: list[PresenceItem] = []
     for one in _list(item["items"], "presence.items", 0, MAX_PRESENCE_USERS):
-        if type(one) is not dict or set(one) != {"u", "status", "last_active_at"}:
-            raise _bad("presence items are {u, status, last_active_at}")
+        if type(one) is not dict or set(one) - {"hide"} != {"u", "status", "last_active_at"}:
+            raise _bad("presence items are {u, status, last_active_at, hide?}")
         try:
             user = check_user_name(one["u"])
         except ProtocolError as exc:
@@ -446,7 +449,8 @@ def _parse_presence(item: dict[str, Any]) -> PresenceUpdate:
         last = one["last_active_at"]
         if last is not None:
             last = _counter(last, "presence last_active_at")
-        items.append(PresenceItem(user, status, last))
+        hide = _users(one["hide"], "presence hide") if "hide" in one else ()
+        items.append(PresenceItem(user, status, last, hide))
     return PresenceUpdate(tuple(items))
 
 
@@ -561,10 +565,7 @@ def _to_wire(frame: LinkFrame) -> dict[str, Any]:
         case PresenceUpdate(items):
             return {
                 "t": "presence",
-                "items": [
-                    {"u": i.user, "status": i.status, "last_active_at": i.last_active_at}
-                    for i in items
-                ],
+                "items": [_presence_item(i) for i in items],
             }
         case GroupSync(group, after):
             return {"t": "gsync", "group": group.to_wire(), "after": after}
@@ -573,6 +574,17 @@ def _to_wire(frame: LinkFrame) -> dict[str, Any]:
         case Introductions(statements):
             return {"t": "intro", "statements": [dict(s) for s in statements]}
     raise ProtocolError(ErrorCode.INTERNAL, f"not a link frame: {type(frame).__name__}")
+
+
+def _presence_item(item: PresenceItem) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "u": item.user,
+        "status": item.status,
+        "last_active_at": item.last_active_at,
+    }
+    if item.hide:
+        out["hide"] = list(item.hide)
+    return out
 
 
 def encode_link_frame(frame: LinkFrame) -> bytes:
