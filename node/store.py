@@ -70,8 +70,8 @@ from chinwag.protocol.ids import IdGenerator
 from chinwag.protocol.limits import MAX_TEXT_BYTES
 
 from . import history_index
-from .blocks import is_blocked
 from .backup import BackupError, pre_migration_dir, write_backup
+from .blocks import is_blocked
 from .latency import LatencyHistogram
 from .logs import event
 from .migrations import (
