@@ -49,12 +49,15 @@ from .presence import Presence
 from .push import Push
 from .quota import QuotaPolicy
 from .readbudget import ReadBudgets
+from .receipts import ReceiptService
 from .relay import Relay
 from .router import Router
 from .seeds import read_peers_file
 from .server import Server
 from .sessions import DeviceSession
+from .signals import Signals, SoftLinks
 from .store import Store
+from .typing import Typing
 from .version import VERSION
 from .webclient import WebClient
 
@@ -235,11 +238,23 @@ class Node:
         self.invitations = Invitations(
             self.store, config.max_invitations, now_ms=seams.federation_now_ms
         )
+        self.typing = Typing(
+            config,
+            self.identity.id,
+            self.hub,
+            self.router,
+            self.groups,
+            self.blocks,
+        )
+        self.receipts = ReceiptService(
+            config, self.identity.id, self.store, self.hub, self.router, self.blocks
+        )
+        self.registry.on_delivered = self.receipts.delivered
         self.federation = Federation(
             config,
             self.identity,
             link_registry,
-            presence=self.presence,
+            presence=SoftLinks(self.presence, self.typing, self.receipts),
             now_ms=seams.federation_now_ms,
             getaddrinfo=seams.getaddrinfo,
             group_sync=GroupSync(self.identity, self.store, self.registry),
@@ -254,8 +269,18 @@ class Node:
         # Every commit that grew a peer's outbox wakes that link.
         self.store.on_outbox = self.federation.outbox_grew
         self.presence.attach(self.federation.send_to, self.federation.is_linked)
+        self.typing.attach(self.federation.send_to, self.federation.is_linked)
+        self.receipts.attach(self.federation.send_to, self.federation.is_linked)
         self.group_ops = GroupOps(self.groups, self.router, self.presence)
-        self.history_ops = HistoryOps(config, self.store, self.router, self.hub, self.identity.id)
+        self.history_ops = HistoryOps(
+            config,
+            self.store,
+            self.router,
+            self.hub,
+            self.identity.id,
+            on_read=self.receipts.read_moved,
+        )
+        self.signals = Signals(self.typing, self.receipts, self.history_ops.canonical)
         self.passwords = PasswordHasher(
             seams.kdf_cost,
             threads=config.kdf_threads,
@@ -271,6 +296,7 @@ class Node:
             presence=self.presence,
             passwords=self.passwords,
             invitations=self.invitations,
+            profile_extras=self.receipts,
         )
         self.push = Push(config, self.store, self.hub, self.router.node_label)
         self.push.register_routes(self.api)
@@ -408,6 +434,8 @@ class Node:
             "introductions": dataclasses.asdict(self.introductions.statistics()),
             "relay": dataclasses.asdict(self.relay.statistics()),
             "gossip": dataclasses.asdict(self.federation.gossip_statistics()),
+            "typing": dataclasses.asdict(self.typing.statistics()),
+            "receipts": dataclasses.asdict(self.receipts.statistics()),
         }
 
     async def _on_websocket(
@@ -431,6 +459,7 @@ class Node:
         )
         session.group_ops = self.group_ops
         session.history_ops = self.history_ops
+        session.signals = self.signals
         self.hub.connections += 1
         try:
             await session.run()
@@ -445,6 +474,8 @@ class Node:
             await nursery.start(self.store.run)
             await self._load_seeds()
             await nursery.start(self.presence.run)
+            await nursery.start(self.typing.run)
+            await nursery.start(self.receipts.run)
             await nursery.start(self.push.run)
             await nursery.start(self.admin.run)
             port = await nursery.start(self.server.run)

@@ -211,8 +211,8 @@ class NodeConfig:
     #: A typing ``start`` holds this long unless renewed; then it counts as
     #: stopped (clients expire it too). Never stored.
     typing_expiry: float = 6.0
-    #: One ``typing start`` per device per this long is forwarded; more are
-    #: dropped silently and counted (``typing.dropped``).
+    #: One ``typing start`` per device per this long is forwarded (after a
+    #: burst of 2); more are dropped silently and counted (``typing.dropped``).
     typing_min_interval: float = 2.0
     #: Typing changes bound for one peer node wait this long to share one
     #: link frame per conversation (coalescing).

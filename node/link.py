@@ -50,9 +50,11 @@ from chinwag.protocol.link import (
     PresenceUpdate,
     Push,
     PushEntry,
+    ReceiptUpdate,
     Rejected,
     Resume,
     Sub,
+    TypingUpdate,
     Unsub,
 )
 
@@ -166,9 +168,12 @@ class LinkRegistry(Protocol):
 
 
 class PresenceFrames(Protocol):
-    """Where a link hands presence frames (node/presence.py)."""
+    """Where a link hands soft-state frames (node/signals.py SoftLinks:
+    presence, typing, receipts)."""
 
-    def on_frame(self, key: bytes, frame: Sub | Unsub | PresenceUpdate) -> None: ...
+    def on_frame(
+        self, key: bytes, frame: Sub | Unsub | PresenceUpdate | TypingUpdate | ReceiptUpdate
+    ) -> None: ...
 
 
 class LinkServices(Protocol):
@@ -520,7 +525,7 @@ class Link:
                     await self.send(Pong())
                 case Pong():
                     pass
-                case Sub() | Unsub() | PresenceUpdate():
+                case Sub() | Unsub() | PresenceUpdate() | TypingUpdate() | ReceiptUpdate():
                     if self._presence is not None:
                         self._presence.on_frame(self.peer, frame)
                 case Gossip():

@@ -43,11 +43,13 @@ from chinwag.protocol.frames import (
     Heartbeat,
     History,
     Read,
+    Receipts,
     Request,
     Rid,
     Search,
     Send,
     Sync,
+    Typing,
     WireFormat,
     bye_frame,
     decode_message,
@@ -187,6 +189,8 @@ class DeviceSession:
         self.group_ops: Any = None
         #: Answers ``convs``/``history``/``read``/``search`` (node/history_ops.py), set by the app.
         self.history_ops: Any = None
+        #: Answers ``typing``/``receipts`` (node/signals.py), set by the app.
+        self.signals: Any = None
 
     # ------------------------------------------------------------------ run
     async def run(self) -> None:
@@ -401,6 +405,12 @@ class DeviceSession:
             self._reply(
                 ok_frame(request.rid, **await self.history_ops.handle(self.user, self, request))
             )
+        elif isinstance(request, Typing | Receipts):
+            if self.signals is None:
+                raise ProtocolError(ErrorCode.BAD_REQUEST, "live signals are not served here")
+            fields = await self.signals.handle(self.user, self, request)
+            if request.rid is not None:
+                self._reply(ok_frame(request.rid, **fields))
         elif isinstance(request, Auth):
             raise ProtocolError(ErrorCode.BAD_REQUEST, "already authenticated")
 
@@ -412,6 +422,8 @@ class DeviceSession:
                 "too many messages; slow down",
                 retry_after_ms=max(1, int(wait * 1000)),
             )
+        if self.signals is not None:
+            self.signals.message_sent(self.user, request.to)  # ends their typing there
         inflight = self._inflight
         if inflight is None:
             inflight = self._inflight = deque()
