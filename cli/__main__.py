@@ -14,7 +14,7 @@ from chinwag.node.version import VERSION
 from . import (
     admin_cmds,
     backup_cmds,
-    block_cmds,
+    signal_cmds,
     chat_cmds,
     config_cmds,
     contacts_cmds,
@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     admin_cmds.register(sub)
     discover_cmd.register(sub)
     contacts_cmds.register(sub)
-    block_cmds.register(sub)
+    signal_cmds.register(sub)
     group_cmds.register(sub)
     link_cmds.register(sub)
     push_cmds.register(sub)

@@ -148,7 +148,7 @@ async def test_block_hides_presence_across_nodes(start_node) -> None:
         await a.wait_presence("bob@p2", "online", TIMEOUT)
 
 
-async def test_cli_block_add_list_remove(start_node, tmp_path) -> None:
+async def test_cli_block_add_list_remove_and_receipts_off(start_node, tmp_path) -> None:
     node = await start_node(name="home")
     await node.user("alice")
     await node.user("bob")
@@ -165,3 +165,8 @@ async def test_cli_block_add_list_remove(start_node, tmp_path) -> None:
     assert listed.stdout == b""
     missing = await run_cli(["block", "add", *common], tmp_path, password=PASSWORD)
     assert missing.returncode != 0
+    off = await run_cli(["receipts", "off", *common], tmp_path, password=PASSWORD)
+    assert off.stdout.decode().strip() == "read receipts off"
+    shown = await run_cli(["receipts", *common], tmp_path, password=PASSWORD)
+    assert shown.stdout.decode().strip() == "read receipts off"
+    assert not node.node.receipts.enabled("alice")

@@ -1,4 +1,5 @@
-"""``chinwag block add|remove|list``: the user's blocked addresses (node/blocks.py)."""
+"""``chinwag block add|remove|list`` (node/blocks.py) and ``chinwag receipts on|off|show``
+(the user's read-receipts setting, node/receipts.py)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,26 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--device", help="device name (default: one made at first log-in)")
     p.add_argument("--json", action="store_true", help="one JSON object per blocked address")
     p.set_defaults(handler=cmd_block)
+    r = sub.add_parser(
+        "receipts", help="turn your read receipts on or off (off: send none, see none)"
+    )
+    r.add_argument("action", nargs="?", choices=("on", "off", "show"), default="show")
+    r.add_argument("--server", required=True, help="the node, http://host:port")
+    r.add_argument("--user", required=True, help="your user name on that node")
+    r.add_argument("--device", help="device name (default: one made at first log-in)")
+    r.set_defaults(handler=cmd_receipts)
+
+
+def cmd_receipts(args: argparse.Namespace) -> int:
+    async def go() -> dict[str, Any]:
+        if args.action == "show":
+            return await authed_call(args, "GET", "/api/profile")
+        body = {"read_receipts": args.action == "on"}
+        return await authed_call(args, "PUT", "/api/profile", body)
+
+    result = run_async(go)
+    print(f"read receipts {'on' if result.get('read_receipts', True) else 'off'}")
+    return 0
 
 
 def cmd_block(args: argparse.Namespace) -> int:
