@@ -14,7 +14,6 @@ from chinwag.node.version import VERSION
 from . import (
     admin_cmds,
     backup_cmds,
-    signal_cmds,
     chat_cmds,
     config_cmds,
     contacts_cmds,
@@ -24,6 +23,7 @@ from . import (
     node_cmds,
     push_cmds,
     settings,
+    signal_cmds,
     tui_cmd,
 )
 from .common import CliError, client_error_message

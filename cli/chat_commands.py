@@ -49,7 +49,27 @@ class OpenHit:
     number: int  # 1 = the first hit of the last /search
 
 
-Command = OpenChat | ContactCommand | GroupCommand | LocalCommand | SearchCommand | OpenHit
+@dataclass(frozen=True)
+class BlockCommand:
+    action: str  # add (/block) | remove (/unblock)
+    address: str
+
+
+@dataclass(frozen=True)
+class ReceiptsCommand:
+    on: bool
+
+
+Command = (
+    OpenChat
+    | ContactCommand
+    | GroupCommand
+    | LocalCommand
+    | SearchCommand
+    | OpenHit
+    | BlockCommand
+    | ReceiptsCommand
+)
 
 HELP = """\
 /chat ADDRESS                 open a conversation: bob, bob@node, #team@node
@@ -65,6 +85,8 @@ HELP = """\
 /retry                        resend the failed messages of this conversation
 /search WORDS…                search your history (all words, any case or accent)
 /open N                       open the conversation of search hit N, at that message
+/block ADDRESS, /unblock ADDRESS  their messages, typing and presence never reach you
+/receipts on|off              send (and see) read receipts, or not
 /help                         this text
 /quit                         quit (also ctrl+q)
 ctrl+n / ctrl+p switch conversations; PageUp scrolls back and loads older
@@ -112,13 +134,28 @@ def _build() -> _Parser:
     group_op("invites")
     command("search").add_argument("words", metavar="WORDS", nargs="+")
     command("open").add_argument("number", metavar="N", type=int)
+    command("block").add_argument("address", metavar="ADDRESS")
+    command("unblock").add_argument("address", metavar="ADDRESS")
+    command("receipts").add_argument("state", choices=("on", "off"), metavar="on|off")
     for name in ("help", "quit", "retry"):
         command(name)
     return root
 
 
 _PARSER = _build()
-_NAMES = ("chat", "contact", "group", "help", "quit", "retry", "search", "open")
+_NAMES = (
+    "chat",
+    "contact",
+    "group",
+    "help",
+    "quit",
+    "retry",
+    "search",
+    "open",
+    "block",
+    "unblock",
+    "receipts",
+)
 
 
 def parse_command(line: str) -> Command:
@@ -140,6 +177,12 @@ def parse_command(line: str) -> Command:
         return GroupCommand(args.op, _group_fields(args))
     if args.command == "search":
         return SearchCommand(" ".join(args.words))
+    if args.command in ("block", "unblock"):
+        if args.address.startswith("#"):
+            raise CommandError(f"/{args.command}: block a user, not a group")
+        return BlockCommand("add" if args.command == "block" else "remove", args.address)
+    if args.command == "receipts":
+        return ReceiptsCommand(args.state == "on")
     if args.command == "open":
         if args.number < 1:
             raise CommandError("/open N: N is the number of a hit, 1 or more")

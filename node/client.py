@@ -220,6 +220,8 @@ class ChatClient:
         self.typing_states: dict[tuple[str, str], dict[str, Any]] = {}
         self.receipt_states: dict[tuple[str, str], dict[str, Any]] = {}
         self._signal_changed = trio.Event()
+        #: Also called with each ``typing``/``receipt`` frame (on the trio thread).
+        self.on_signal: Callable[[dict[str, Any]], None] | None = None
         self._closed = trio.Event()
 
     # -- requests -----------------------------------------------------------
@@ -471,6 +473,8 @@ class ChatClient:
                     merged[field] = value
         event, self._signal_changed = self._signal_changed, trio.Event()
         event.set()
+        if self.on_signal is not None:
+            self.on_signal(frame)
 
     async def _heartbeat(self, interval: float) -> None:
         frame = encode_message([{"t": "heartbeat"}], self._fmt)
