@@ -23,6 +23,7 @@ STATIC_FILES = {
     "/index.html": ("index.html", "text/html; charset=utf-8"),
     "/app.js": ("app.js", "text/javascript; charset=utf-8"),
     "/app.css": ("app.css", "text/css; charset=utf-8"),
+    "/signals.js": ("signals.js", "text/javascript; charset=utf-8"),
 }
 
 

@@ -29,6 +29,26 @@ const HIGHLIGHT_MS = 4000;
 
 const $ = (id) => document.getElementById(id);
 
+// Hook points for the feature files loaded after this one (signals.js: typing,
+// receipts, block). Each pushes functions; app.js calls them at these moments.
+const hooks = {
+  frame: [], // (frame): every frame from the node, after app.js handled it
+  shown: [], // (conv): a conversation was put on screen (also after a reconnect)
+  conversation: [], // (conv or null): the conversation pane was rendered
+  message: [], // (item, li): a message element was (re)built
+  signature: [], // (item) -> string: the element is rebuilt when this changes
+};
+
+function runHooks(name, ...args) {
+  for (const hook of hooks[name]) {
+    try {
+      hook(...args);
+    } catch (exc) {
+      console.error(`${name} hook failed`, exc);
+    }
+  }
+}
+
 const state = {
   session: null, // {token, device, user, nodeId, nodeName}
   ws: null,
@@ -400,6 +420,7 @@ function onFrame(frame) {
     default:
       break; // a newer node may send frames this page does not know
   }
+  runHooks("frame", frame);
 }
 
 function settle(frame) {
@@ -917,6 +938,7 @@ function loadPage(conv, limit = PAGE_SIZE) {
 
 // A conversation just put on screen gets its newest page if it has none.
 async function showConversation(conv) {
+  runHooks("shown", conv);
   if (!conv.loaded && !conv.loading) {
     await loadPage(conv);
     if (state.openKey === conv.key) {
@@ -1429,6 +1451,7 @@ function renderConversation() {
     $("group-panel").hidden = true;
     $("invite-panel").hidden = true;
     $("messages").replaceChildren();
+    runHooks("conversation", null);
     return;
   }
   $("conv-title").textContent = displayName(conv);
@@ -1486,6 +1509,7 @@ function renderConversation() {
   if (nearBottom) list.scrollTop = list.scrollHeight;
   else if (anchor && anchor.isConnected) list.scrollTop = anchor.offsetTop - anchorTop;
   $("history-start").hidden = !(conv.loaded && conv.complete && conv.messages.length > 0);
+  runHooks("conversation", conv);
 }
 
 function renderCatchUp() {
@@ -1552,7 +1576,8 @@ function renderMessages(list, conv) {
   let next = list.firstElementChild;
   for (const m of conv.messages) {
     if (hidden(m)) continue;
-    const signature = `${m.state}|${m.id}|${m.seq}|${m.error || ""}|${m.retried ? 1 : 0}|${m.text}`;
+    let signature = `${m.state}|${m.id}|${m.seq}|${m.error || ""}|${m.retried ? 1 : 0}|${m.text}`;
+    for (const hook of hooks.signature) signature += `|${hook(m)}`;
     let entry = messageElements.get(m);
     if (!entry) {
       entry = { li: renderMessage(m), signature };
@@ -1588,6 +1613,12 @@ function keepingFocus(list, attribute, build) {
 }
 
 function renderMessage(m) {
+  const li = buildMessage(m);
+  runHooks("message", m, li);
+  return li;
+}
+
+function buildMessage(m) {
   if (m.kind === "event") return el("li", { class: "event" }, m.text);
   const stateText = { pending: "sending…", sent: "✓", failed: `failed: ${m.error || ""}` }[m.state];
   return el(
@@ -1916,7 +1947,8 @@ function boot() {
   }
 }
 
-// A small hook for tests and curious users; nothing in it is secret.
+// A small hook for tests and curious users; nothing in it is secret. `hooks`
+// and `app` are for the feature files (signals.js).
 window.chinwag = {
   get cursor() {
     return state.cursor;
@@ -1924,6 +1956,8 @@ window.chinwag = {
   get connection() {
     return state.conn;
   },
+  hooks,
+  app: { state, call, sendQuiet, api, queueRender, el, $, userKey, showUser, showError, describe },
 };
 
 boot();
