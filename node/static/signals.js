@@ -25,8 +25,9 @@ blockButton.hidden = true;
 $("conv-subtitle").after(blockButton);
 const receiptsBox = el("input", { type: "checkbox", id: "read-receipts" });
 receiptsBox.checked = true;
-$("logout-button").before(
-  el("label", { class: "receipts-switch", for: "read-receipts" }, receiptsBox, " read receipts"),
+// In the sidebar, under the forms (the top bar has no room on a phone).
+$("create-group-form").after(
+  el("label", { class: "receipts-switch", for: "read-receipts" }, receiptsBox, " Send read receipts"),
 );
 
 function big(value) {
