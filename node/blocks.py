@@ -44,6 +44,14 @@ def is_blocked(view: Any, uid: int, sender: UserAddress) -> bool:
     return view.txn.get(block_key(uid, sender), db=view.db(DB_NAME)) is not None
 
 
+def blocked_check(view: Any, sender: UserAddress) -> Callable[[int], bool]:
+    """``is_blocked`` for one sender and many recipients (a group fan-out):
+    the sender's part of the key is built once, each check is one get."""
+    suffix = f"{sender.user}@{sender.node}".encode()
+    get, db = view.txn.get, view.db(DB_NAME)
+    return lambda uid: get(uid.to_bytes(4, "big") + suffix, db=db) is not None
+
+
 def _rows(view: Any, uid: int) -> list[UserAddress]:
     prefix = uid.to_bytes(4, "big")
     cursor = view.txn.cursor(db=view.db(DB_NAME))

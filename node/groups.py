@@ -40,7 +40,7 @@ from chinwag.protocol.errors import ErrorCode, ProtocolError
 from chinwag.protocol.group_record import KIND_MESSAGE, make_group_record, open_group_record
 
 from . import group_invites as consent
-from .blocks import is_blocked
+from .blocks import blocked_check
 from .identity import NodeIdentity
 from .peers import TRUSTED, PeerRegistry, record_dedup
 from .store import SendResult, Store, WriteTxn, check_send, event_record
@@ -187,14 +187,14 @@ class Groups:
         # One record for every member's queue: encoded once, and the same
         # bytes let Router.render decode it once for all of them.
         queued = _queue_record(group, item["gseq"], unit, event)
-        origin = None if unit is None else decode_envelope(unit.env).sender
+        blocked = None if unit is None else blocked_check(w, decode_envelope(unit.env).sender)
         for text in sorted(recipients):
             member = parse_member(text)
             if member.node == self._identity.id:
                 local = w.get_user(member.user)
                 if local is None:
                     continue
-                if origin is not None and is_blocked(w, local.uid, origin):
+                if blocked is not None and blocked(local.uid):
                     continue  # only the blocker's copy is dropped (node/blocks.py)
                 seq = w.append_to_uid(local.uid, member.user, queued)
                 if text == item.get("_sender"):
@@ -669,21 +669,19 @@ class Groups:
         view["gseq"] = record.gseq
         w.txn.put(key, cbor2.dumps(view), db=w.db("group_views"))
         queued = _queue_record(group, record.gseq, record.unit, event)
-        origin = env.sender if record.kind == KIND_MESSAGE else None
+        blocked = blocked_check(w, env.sender) if record.kind == KIND_MESSAGE else None
         for text in sorted(recipients):
             member = parse_member(text)
             # Only users who agreed get the host's records (group consent).
             if member.node == self._identity.id and self._consented(w, member.user, group):
-                if origin is not None and self._blocks(w, member.user, origin):
+                local = w.get_user(member.user)
+                if local is None:
+                    continue
+                if blocked is not None and blocked(local.uid):
                     continue  # only the blocker's copy is dropped (node/blocks.py)
-                w.append_to_queue(member.user, queued)
+                w.append_to_uid(local.uid, member.user, queued)
         if record.kind != KIND_MESSAGE:
             self._forget_departed(w, group, recipients - set(view["members"]))
-
-    @staticmethod
-    def _blocks(w: WriteTxn, user: str, sender: UserAddress) -> bool:
-        record = w.get_user(user)
-        return record is not None and is_blocked(w, record.uid, sender)
 
     def _apply_snapshot(
         self,
