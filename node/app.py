@@ -325,6 +325,7 @@ class Node:
                 ),
                 links=self.federation.peer_status,
                 request_introductions=self.introductions.request,
+                user_removed=self._user_removed,
             ),
         )
         self.started_at = 0.0
@@ -332,6 +333,11 @@ class Node:
         #: The URL printed at start (None until listening).
         self.url: str | None = None
         self._nursery: trio.Nursery | None = None
+
+    def _user_removed(self, name: str) -> None:
+        """A removed user's in-memory settings go (a new account may take the name)."""
+        self.blocks.forget(name)
+        self.receipts.forget(name)
 
     def _invitation_url(self) -> str:
         """Where an invitation tells the other side to go: the first advertised URL."""

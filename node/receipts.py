@@ -156,6 +156,10 @@ class ReceiptService:
             self._settings[user] = cached
         return cached
 
+    def forget(self, user: str) -> None:
+        """Drop what is cached of ``user`` (removed)."""
+        self._settings.pop(user, None)
+
     async def set_enabled(self, user: str, on: bool) -> None:
         def op(w: WriteTxn) -> None:
             uid = w.require_user(user).uid
@@ -242,6 +246,8 @@ class ReceiptService:
 
         group = _group_of(conv)
         for sender, msg_id in self._store.read(read).items():
+            if self._blocks is not None and self._blocks.blocks(reader, sender):
+                continue  # a blocker's reading is never told to the user they blocked
             made = (reader, conv, sender)
             if self._made.get(made, 0) >= msg_id:
                 continue

@@ -166,6 +166,8 @@ class Typing:
                 raise ProtocolError(ErrorCode.FORBIDDEN, "you are not a member of this group")
         elif target == me:
             return
+        elif self._blocks is not None and self._blocks.blocks(user, target):
+            return  # a blocker's typing never goes to the user they blocked
         key = (user, target)
         if state == "start":
             if not self._active:

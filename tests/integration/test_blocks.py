@@ -6,7 +6,9 @@ from typing import Any
 
 import pytest
 
+from chinwag.node.admin import admin_request
 from chinwag.node.client import ChatClient, ClientError, api_call, connect
+from chinwag.protocol.addresses import UserAddress
 
 from ..conftest import PASSWORD
 from .procs import run_cli
@@ -170,3 +172,18 @@ async def test_cli_block_add_list_remove_and_receipts_off(start_node, tmp_path) 
     shown = await run_cli(["receipts", *common], tmp_path, password=PASSWORD)
     assert shown.stdout.decode().strip() == "read receipts off"
     assert not node.node.receipts.enabled("alice")
+
+
+async def test_a_new_account_with_a_removed_users_name_has_no_blocks(start_node) -> None:
+    node = await start_node(name="home")
+    alice, bob = await node.user("alice"), await node.user("bob")
+    await block(node, alice, "bob")
+    assert node.node.blocks.blocks("alice", UserAddress("bob", node.running.identity.id))
+    await admin_request(node.node.config.data_dir, "user.remove", {"user": "alice"})
+    alice = await node.user("alice")
+    got = await api_call(node.url, "GET", "/api/blocks", token=alice)
+    assert got["blocks"] == []
+    async with connect(node.url, alice) as a, connect(node.url, bob) as b:
+        await a.sync(0)
+        await b.send("alice", "hello, new alice")
+        assert (await next_text(a))["body"]["text"] == "hello, new alice"

@@ -99,6 +99,19 @@ async def test_group_read_by_members_on_two_nodes(start_node) -> None:
         assert sorted(read_by) == sorted([addr(n2, "bob"), addr(n1, "carol")])
 
 
+async def test_a_blocker_sends_no_read_receipt_to_the_blocked(start_node) -> None:
+    node = await start_node(name="home")
+    alice, bob = await node.user("alice"), await node.user("bob")
+    async with connect(node.url, alice) as a, connect(node.url, bob) as b:
+        await a.sync(0)
+        await b.send("alice", "before the block")
+        msg = (await texts_until(a, 1))[0]
+        await api_call(node.url, "POST", "/api/blocks", {"address": "bob"}, alice)
+        await a.read("bob", msg["seq"])
+        assert node.node.receipts.statistics().read_made == 0
+        assert (await b.receipts("alice"))["receipts"] == []
+
+
 async def test_read_receipts_off_send_none_and_show_none(start_node) -> None:
     node = await start_node(name="home")
     alice, bob = await node.user("alice"), await node.user("bob")

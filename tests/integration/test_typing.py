@@ -101,6 +101,11 @@ async def test_typing_crosses_a_link_and_a_blocker_never_sees_it(start_node) -> 
         await wait_typing(c, addr(n2, "bob"), addr(n2, "bob"), "start")
         await eventually(lambda: n2.node.typing.statistics().link_frames_received == 2)
         assert (addr(n1, "alice"), addr(n1, "alice")) not in c.typing_states
+        # Nor does carol's typing go to alice: nothing leaves her node for it.
+        sent = n2.node.typing.statistics().link_frames_sent
+        await typing_call(c, "alice@t1", "start")
+        assert n2.node.typing.statistics().link_frames_sent == sent
+        assert (addr(n2, "carol"), addr(n2, "carol")) not in a.typing_states
 
 
 async def test_group_typing_goes_once_per_member_node_through_the_host(start_node) -> None:
