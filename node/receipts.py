@@ -336,22 +336,19 @@ class ReceiptService:
         if delivered_id is None and read_id is None:
             return
         self._applied += 1
-        self._hub.offer(
-            owner,
-            receipt_frame(conv, self._address(member), delivered_id=delivered_id, read_id=read_id),
+        frame = receipt_frame(
+            conv, self._address(member), delivered_id=delivered_id, read_id=read_id
         )
         if self._nursery is not None:
-            self._nursery.start_soon(self._persist, owner, conv, member, delivered_id, read_id)
+            self._nursery.start_soon(self._persist, owner, conv, member, frame)
 
     async def _persist(
-        self,
-        owner: str,
-        conv: str,
-        member: UserAddress,
-        delivered_id: int | None,
-        read_id: int | None,
+        self, owner: str, conv: str, member: UserAddress, frame: dict[str, Any]
     ) -> None:
+        """Store the position, then show it: a device that saw the ``receipt``
+        frame gets at least that state from ``receipts {conv}`` afterwards."""
         text = f"{member.user}@{member.node}"
+        delivered_id, read_id = frame.get("delivered_id", 0), frame.get("read_id", 0)
 
         def op(w: WriteTxn) -> None:
             record = w.get_user(owner)
@@ -361,13 +358,14 @@ class ReceiptService:
             raw = w.txn.get(key, db=db)
             rows = {} if raw is None else cbor2.loads(raw)
             old = rows.get(text, [0, 0])
-            rows[text] = [max(old[0], delivered_id or 0), max(old[1], read_id or 0)]
+            rows[text] = [max(old[0], delivered_id), max(old[1], read_id)]
             w.txn.put(key, cbor2.dumps(rows), db=db)
 
         try:
             await self._store.transact(op)
         except ProtocolError as exc:
             log.info("receipt for %s not stored: %s", owner, exc.message)
+        self._hub.offer(owner, frame)
 
 
 def _queue_key(uid: int, seq: int) -> bytes:
