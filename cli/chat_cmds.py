@@ -8,12 +8,16 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import trio
 
+from chinwag.node.blob_client import download_into, upload_file
 from chinwag.node.client import ChatClient, ClientError, SendAck, connect, retry_delay
-from chinwag.node.history import message_json
+from chinwag.node.history import file_label, message_json
+from chinwag.protocol.attachments import MAX_ATTACHMENTS, check_sha256
+from chinwag.protocol.errors import ProtocolError
 
 from .common import cached_login, fail, forget_login, fresh_login
 from .exitcodes import Exit
@@ -35,8 +39,29 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("send", help="send a message (exit 0 once the node acknowledged it)")
     _client_args(p)
     p.add_argument("to", metavar="TO", help="bob (same node), bob@node or '#group@host'")
-    p.add_argument("text", metavar="TEXT", help="the text, or - for one message per stdin line")
+    p.add_argument(
+        "text",
+        metavar="TEXT",
+        nargs="?",
+        default=None,
+        help="the text, or - for one message per stdin line (optional with --file)",
+    )
+    p.add_argument(
+        "--file",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="PATH",
+        help="attach this file (repeatable, at most 10; photos lose their EXIF on the node)",
+    )
     p.set_defaults(handler=cmd_send)
+
+    p = sub.add_parser("download", help="save a file attached to one of your messages")
+    _client_args(p)
+    p.add_argument("sha256", metavar="SHA256", help="the attachment's hash (tail --json shows it)")
+    p.add_argument("-o", "--output", type=Path, metavar="PATH", help="where to save it")
+    p.add_argument("--preview", action="store_true", help="the image's small preview instead")
+    p.set_defaults(handler=cmd_download)
 
     p = sub.add_parser("tail", help="print your messages")
     _client_args(p)
@@ -90,11 +115,49 @@ def _print_ack(ack: SendAck) -> None:
 
 def cmd_send(args: argparse.Namespace) -> int:
     if args.text == "-":
+        if args.file:
+            fail("--file sends one message: give its TEXT, not -")
         return run_async(lambda: _send_stdin(args))
+    if args.text is None and not args.file:
+        fail("give a TEXT, a --file, or both")
+    if len(args.file) > MAX_ATTACHMENTS:
+        fail(f"at most {MAX_ATTACHMENTS} --file per message")
+    for path in args.file:
+        if not path.is_file():
+            fail(f"--file {path}: no such file")
 
     async def one() -> int:
         async with session(args) as client:
-            _print_ack(await client.send(args.to, args.text))
+            attachments = [await upload_file(args.server, client.token, path) for path in args.file]
+            _print_ack(await client.send(args.to, args.text or "", attachments=attachments))
+        return 0
+
+    return run_async(one)
+
+
+def cmd_download(args: argparse.Namespace) -> int:
+    sha = args.sha256.strip().lower()
+    try:
+        check_sha256(sha)
+    except ProtocolError:
+        fail("SHA256 is the 64 hex digits of the attachment's hash")
+
+    async def one() -> int:
+        dest = args.output or Path(".")
+        async with session(args) as client:
+            while True:
+                try:
+                    saved, size = await download_into(
+                        args.server, client.token, sha, dest, preview=args.preview
+                    )
+                except ClientError as exc:
+                    if exc.code != "blob_pending":
+                        raise
+                    # The node is fetching it from the sender's node: wait as told.
+                    await trio.sleep(retry_delay(exc))
+                    continue
+                break
+        print(f"{saved} {size} bytes", flush=True)
         return 0
 
     return run_async(one)
@@ -137,6 +200,9 @@ def _print_message(frame: dict[str, Any], as_json: bool) -> None:
     when = datetime.fromtimestamp(ts / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S") if ts else "-"
     target = item.get("group") or item["to"]
     text = item["text"] if item["text"] is not None else json.dumps(item.get("event"))
+    files = " ".join(file_label(a) for a in item.get("attachments", []))
+    if files:
+        text = f"{text} {files}" if text else files
     print(f"[{item['seq']}] {when} {item['from']} -> {target}: {text}", flush=True)
 
 

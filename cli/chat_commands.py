@@ -29,6 +29,11 @@ class ContactCommand:
 
 
 @dataclass(frozen=True)
+class NameCommand:
+    display_name: str  # shown for you on every node ("" clears it)
+
+
+@dataclass(frozen=True)
 class GroupCommand:
     op: str
     fields: dict[str, Any] = field(default_factory=dict)
@@ -50,6 +55,17 @@ class OpenHit:
 
 
 @dataclass(frozen=True)
+class AttachCommand:
+    path: str
+
+
+@dataclass(frozen=True)
+class SaveCommand:
+    number: int | None  # None: list the conversation's files
+    path: str | None
+
+
+@dataclass(frozen=True)
 class BlockCommand:
     action: str  # add (/block) | remove (/unblock)
     address: str
@@ -63,10 +79,13 @@ class ReceiptsCommand:
 Command = (
     OpenChat
     | ContactCommand
+    | NameCommand
     | GroupCommand
     | LocalCommand
     | SearchCommand
     | OpenHit
+    | AttachCommand
+    | SaveCommand
     | BlockCommand
     | ReceiptsCommand
 )
@@ -74,6 +93,7 @@ Command = (
 HELP = """\
 /chat ADDRESS                 open a conversation: bob, bob@node, #team@node
 /contact add|remove ADDRESS   add or remove a contact (their presence is shown)
+/name TEXT…                   your display name, shown to others ("/name -" clears it)
 /group create NAME [TITLE]    create #NAME on your node
 /group add #g@host ADDRESS…   add members (owner)
 /group remove #g@host ADDRESS…
@@ -85,6 +105,8 @@ HELP = """\
 /retry                        resend the failed messages of this conversation
 /search WORDS…                search your history (all words, any case or accent)
 /open N                       open the conversation of search hit N, at that message
+/attach PATH                  send a file (photos lose their EXIF on your node)
+/save [N [PATH]]              list this conversation's files, or save file N (1 = newest)
 /block ADDRESS, /unblock ADDRESS  their messages, typing and presence never reach you
 /receipts on|off              send (and see) read receipts, or not
 /help                         this text
@@ -114,6 +136,7 @@ def _build() -> _Parser:
     p = command("contact")
     p.add_argument("action", choices=("add", "remove"), metavar="add|remove")
     p.add_argument("address", metavar="ADDRESS")
+    command("name").add_argument("words", metavar="TEXT", nargs="+")
     group = command("group").add_subparsers(dest="op", required=True, metavar="OP")
 
     def group_op(name: str) -> _Parser:
@@ -134,6 +157,10 @@ def _build() -> _Parser:
     group_op("invites")
     command("search").add_argument("words", metavar="WORDS", nargs="+")
     command("open").add_argument("number", metavar="N", type=int)
+    command("attach").add_argument("path", metavar="PATH")
+    p = command("save")
+    p.add_argument("number", metavar="N", type=int, nargs="?")
+    p.add_argument("path", metavar="PATH", nargs="?")
     command("block").add_argument("address", metavar="ADDRESS")
     command("unblock").add_argument("address", metavar="ADDRESS")
     command("receipts").add_argument("state", choices=("on", "off"), metavar="on|off")
@@ -146,12 +173,15 @@ _PARSER = _build()
 _NAMES = (
     "chat",
     "contact",
+    "name",
     "group",
     "help",
     "quit",
     "retry",
     "search",
     "open",
+    "attach",
+    "save",
     "block",
     "unblock",
     "receipts",
@@ -173,6 +203,9 @@ def parse_command(line: str) -> Command:
         return OpenChat(args.address)
     if args.command == "contact":
         return ContactCommand(args.action, args.address)
+    if args.command == "name":
+        text = " ".join(args.words)
+        return NameCommand("" if text == "-" else text)
     if args.command == "group":
         return GroupCommand(args.op, _group_fields(args))
     if args.command == "search":
@@ -187,6 +220,12 @@ def parse_command(line: str) -> Command:
         if args.number < 1:
             raise CommandError("/open N: N is the number of a hit, 1 or more")
         return OpenHit(args.number)
+    if args.command == "attach":
+        return AttachCommand(args.path)
+    if args.command == "save":
+        if args.number is not None and args.number < 1:
+            raise CommandError("/save N: N is the number of a file, 1 or more")
+        return SaveCommand(args.number, args.path)
     return LocalCommand(args.command)
 
 

@@ -62,6 +62,8 @@ class Entry:
     error: str = ""
     #: Send order (1, 2, …) of this device's sends: pending ones go out oldest first.
     sent: int = 0
+    #: Attached files ``{sha256, name, type, size}`` (shown as ``[name 2.1 MB]``).
+    files: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def mine(self) -> bool:
@@ -141,6 +143,11 @@ class ChatModel:
         self.labels: dict[str, str] = {node_id: node_name}
         #: Open group invitations seen in the stream: group key -> who invited.
         self.invites: dict[str, str] = {}
+        #: Display names from the profile: ``user@<node id>`` -> name (presence
+        #: frames and ``presence_query`` answers); senders to ask about.
+        self.names: dict[str, str] = {}
+        self.names_wanted: set[str] = set()
+        self._names_asked: set[str] = set()
         self._activity = itertools.count(1)
         self._sends = itertools.count(1)
 
@@ -159,6 +166,17 @@ class ChatModel:
         """``bob@kitchen`` for ``bob@<kitchen's id>``, for the screen (:func:`clean`)."""
         name, _, node = key.rpartition("@")
         return f"{clean(name)}@{self.label(node)}" if name else clean(key)
+
+    def person(self, key: str) -> str:
+        """A person for the screen: their display name if known, else :meth:`display`."""
+        name = self.names.get(key)
+        return clean(name) if name else self.display(key)
+
+    def want_name(self, key: str) -> None:
+        """Ask once for the display name of a sender (the session sends ``presence_query``)."""
+        if key not in self.names and key not in self._names_asked and len(self._names_asked) < 4096:
+            self._names_asked.add(key)
+            self.names_wanted.add(key)
 
     def title(self, conv: Conversation) -> str:
         """The address and the group's title, for the screen (:func:`clean`)."""
@@ -262,14 +280,17 @@ class ChatModel:
             self._append(self.conversations[key], Entry(NOTE, text), bump=False)
 
     # -- sends ----------------------------------------------------------------
-    def queue_send(self, key: str, text: str) -> Entry:
-        """A new send, pending until the node's ``ok``; its ``cid`` makes retries safe."""
+    def queue_send(self, key: str, text: str, files: list[dict[str, Any]] | None = None) -> Entry:
+        """A new send, pending until the node's ``ok``; its ``cid`` makes retries safe.
+        ``files``: attachments as the node's upload answered them."""
         if len(self.pending()) >= MAX_PENDING:
             raise OverflowError(f"{MAX_PENDING} messages are still waiting for the node")
         conv = self._ensure(key)
         # ``to`` is the key: ``bob@<node id>`` (the node takes ids) or, not yet
         # resolved here, the label as typed, which the node resolves itself.
-        entry = Entry(PENDING, text, sender=self.me, cid=_new_cid(), to=key)
+        entry = Entry(
+            PENDING, text, sender=self.me, cid=_new_cid(), to=key, files=list(files or [])
+        )
         entry.sent = next(self._sends)
         self._append(conv, entry)
         return entry
@@ -357,6 +378,8 @@ class ChatModel:
         if key is None:
             return None
         mine = sender == self.me
+        if not mine:
+            self.want_name(sender)
         origin, msg_id = str(frame.get("origin", "")), frame.get("id")
         msg_id = msg_id if isinstance(msg_id, int) else 0
         found_ts = frame.get("ts")
@@ -375,6 +398,7 @@ class ChatModel:
             return key
         text = body.get("text")
         entry = Entry(OK if mine else RECEIVED, str(text), sender, ts, seq, origin, msg_id)
+        entry.files = attachments_of(body)
         self._append(conv, entry)
         if not mine and key != self.current:
             conv.unread += 1
@@ -473,7 +497,16 @@ class ChatModel:
             return None
         state = OK if sender == self.me else RECEIVED
         origin = str(frame.get("origin", ""))
-        return key, Entry(state, str(body.get("text")), sender, ts, seq, origin, msg_id)
+        entry = Entry(state, str(body.get("text")), sender, ts, seq, origin, msg_id)
+        entry.files = attachments_of(body)
+        return key, entry
+
+    def files_in(self, key: str | None) -> list[dict[str, Any]]:
+        """The files of a conversation, newest first (``/save 1`` is the newest)."""
+        conv = self.conversations.get(key) if key is not None else None
+        if conv is None:
+            return []
+        return [f for e in reversed(conv.entries) for f in reversed(e.files)]
 
     def _conversation_of(self, frame: Mapping[str, Any], sender: str) -> str | None:
         """The conversation a text frame belongs to (its group, or the other party)."""
@@ -681,6 +714,11 @@ class ChatModel:
             return False
         u, n, name = user.get("u"), user.get("n"), user.get("name")
         self._learn(n, name)
+        display = frame.get("display_name")
+        if isinstance(display, str) and display:
+            self.names[f"{u}@{n}"] = display
+        elif frame.get("t") == "presence":  # a live frame without one: none is set
+            self.names.pop(f"{u}@{n}", None)
         names = {f"{u}@{n}", f"{u}@{name}"} | (
             {f"{u}@{self.node_name}", str(u)} if n == self.node_id else set()
         )
@@ -732,6 +770,7 @@ class ChatModel:
                 entries = [Entry(**e) for e in _dicts(item.get("entries"))][-HISTORY_LIMIT:]
                 for entry in entries:
                     entry.sent = entry.sent if isinstance(entry.sent, int) else 0
+                    entry.files = attachments_of({"attachments": entry.files})
                 conv = Conversation(
                     str(item["key"]),
                     bool(item.get("is_group")),
@@ -772,6 +811,16 @@ def _merged(held: list[Entry], fresh: list[Entry]) -> list[Entry]:
     keyed += [(float(e.seq), -1, e) for e in fresh]
     keyed.sort(key=lambda item: (item[0], item[1]))
     return [entry for _, _, entry in keyed]
+
+
+def attachments_of(body: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The well-formed attachments of a message body (as ``tail --json`` shows them)."""
+    out = []
+    for item in _dicts(body.get("attachments")):
+        sha, name, kind, size = (item.get(k) for k in ("sha256", "name", "type", "size"))
+        if isinstance(sha, str) and isinstance(name, str) and isinstance(size, int):
+            out.append({"sha256": sha, "name": name, "type": str(kind), "size": size})
+    return out[:10]
 
 
 def _new_cid() -> str:

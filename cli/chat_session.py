@@ -17,11 +17,13 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import trio
 from trio_websocket import ConnectionClosed
 
+from chinwag.node.blob_client import download_into, upload_file
 from chinwag.node.client import (
     ChatClient,
     ClientError,
@@ -45,6 +47,8 @@ MESSAGE_BUFFER = 256
 MAX_RATE_RETRIES = 20
 #: Saves (and acks) at most this often; a burst of messages is one save.
 FLUSH_INTERVAL = 0.25
+#: Senders' display names are asked for in batches this often (``presence_query``).
+NAMES_DELAY = 0.3
 #: Conversations asked for at connect (``convs``), messages per history page,
 #: hits per ``/search``.
 CONVS_PAGE = 100
@@ -293,6 +297,32 @@ class ChatSession:
         await self._load_contacts()
         return str(reply.get("address", address))
 
+    async def set_name(self, display_name: str) -> str:
+        """Set the user's display name in their profile (HTTP)."""
+        reply = await api_call(
+            self.server,
+            "PUT",
+            "/api/profile",
+            {"display_name": display_name},
+            self.login.token,
+        )
+        return str(reply.get("display_name", display_name))
+
+    async def upload(self, path: Path) -> dict[str, Any]:
+        """Upload a file (``/attach``); returns the attachment to send."""
+        return await upload_file(self.server, self.login.token, path)
+
+    async def save(self, sha256: str, dest: Path) -> tuple[Path, int]:
+        """Download an attachment (``/save``; ``dest`` may be a directory),
+        waiting while the node fetches it."""
+        while True:
+            try:
+                return await download_into(self.server, self.login.token, sha256, dest)
+            except ClientError as exc:
+                if exc.code != "blob_pending":
+                    raise
+                await trio.sleep(retry_delay(exc))
+
     async def _live_client(self) -> ChatClient:
         with trio.move_on_after(self.timeout):
             while self._client is None:
@@ -385,6 +415,7 @@ class ChatSession:
                     nursery.start_soon(self._typist, client)
                     if self.model.current is not None:
                         nursery.start_soon(self.receipts, self.model.current)
+                    nursery.start_soon(self._ask_names, client)
                     await self._receive(client)
             finally:
                 self._client, self._up, self._catchup = None, trio.Event(), None
@@ -427,13 +458,20 @@ class ChatSession:
         while True:
             kicked = self._kick = trio.Event()
             for entry in self.model.pending():
-                await self._send_one(client, entry.cid, entry.to, entry.text)
+                await self._send_one(client, entry.cid, entry.to, entry.text, entry.files)
             await kicked.wait()
 
-    async def _send_one(self, client: ChatClient, cid: str, to: str, text: str) -> None:
+    async def _send_one(
+        self,
+        client: ChatClient,
+        cid: str,
+        to: str,
+        text: str,
+        files: list[dict[str, Any]] | None = None,
+    ) -> None:
         for _ in range(MAX_RATE_RETRIES):
             try:
-                ack = await client.send(to, text, cid)
+                ack = await client.send(to, text, cid, attachments=files or None)
             except ClientError as exc:
                 if client.is_closed or exc.code == "timeout":
                     raise  # stays pending; resent with the same cid after reconnecting
@@ -451,17 +489,40 @@ class ChatSession:
         if key is not None:
             self._notify(Change("messages", key))
 
+    async def _ask_names(self, client: ChatClient) -> None:
+        """Display names of the senders shown, asked in batches (``presence_query``);
+        remote ones follow as ``presence`` frames."""
+        while True:
+            await trio.sleep(NAMES_DELAY)
+            wanted = sorted(self.model.names_wanted)[:256]
+            if not wanted:
+                continue
+            self.model.names_wanted.difference_update(wanted)
+            try:
+                reply = await client.call({"t": "presence_query", "users": wanted})
+            except ClientError as exc:
+                if exc.code == "bad_frame":
+                    return  # an older node: addresses it is
+                raise
+            for item in reply.get("users", []):
+                if isinstance(item, dict):
+                    self.model.apply_presence(item)
+            self._notify(Change("messages", self.model.current or ""))
+
     async def _watch_presence(self, client: ChatClient) -> None:
         seen: dict[str, dict[str, Any]] = {}
         while True:
             changed = client.presence_changed()
-            fresh = False
+            fresh = named = False
             for address, frame in list(client.presence.items()):
                 if seen.get(address) is not frame:
                     seen[address] = frame
                     fresh = self.model.apply_presence(frame) or fresh
+                    named = named or "display_name" in frame
             if fresh:
                 self._notify(Change("contacts"))
+            if named:  # a sender's display name: the open conversation shows it
+                self._notify(Change("messages", self.model.current or ""))
             await changed.wait()
 
     async def _refresh(self, client: ChatClient) -> None:

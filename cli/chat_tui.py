@@ -13,6 +13,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, ClassVar
 
 import outcome
@@ -25,18 +26,22 @@ from textual.widgets import Input, OptionList, Static
 from textual.widgets.option_list import Option
 
 from chinwag.node.client import ClientError, LoginResult
+from chinwag.node.history import file_label, human_size
 
 from .chat_commands import (
     HELP,
+    AttachCommand,
     BlockCommand,
     Command,
     CommandError,
     ContactCommand,
     GroupCommand,
     LocalCommand,
+    NameCommand,
     OpenChat,
     OpenHit,
     ReceiptsCommand,
+    SaveCommand,
     SearchCommand,
     parse_command,
 )
@@ -63,6 +68,8 @@ REDRAW_INTERVAL = 0.05
 CATCHUP_REDRAW_INTERVAL = 0.5
 #: Characters of a message shown per ``/search`` hit.
 EXCERPT_CHARS = 60
+#: An upload (``/attach``) or download (``/save``) gets this long (seconds).
+FILE_TIMEOUT = 300.0
 
 
 def _now_ms() -> int:
@@ -356,7 +363,7 @@ class ChatApp(App[None]):
             if found is None:
                 continue
             entry = found[1]
-            sender = "you" if entry.mine else self.model.display(entry.sender)
+            sender = "you" if entry.mine else self.model.person(entry.sender)
             text = clean(entry.text).replace("\n", " ")
             excerpt = text if len(text) <= EXCERPT_CHARS else text[: EXCERPT_CHARS - 1] + "…"
             stamp = when(entry.ts, now)
@@ -458,9 +465,73 @@ class ChatApp(App[None]):
             self.run_worker(self._search(command.query), group="search", exclusive=True)
         elif isinstance(command, OpenHit):
             self.run_worker(self._open_hit(command.number), group="search", exclusive=True)
+        elif isinstance(command, AttachCommand):
+            self._start_attach(command.path)
+        elif isinstance(command, SaveCommand):
+            self._save(command)
         else:
             self._notice(f"{_describe(command)}…")
             self.run_worker(self._run_remote(command), group="commands")
+
+    def _start_attach(self, text: str) -> None:
+        key = self.model.current
+        if key is None:
+            self._notice("no conversation open: /chat ADDRESS first", error=True)
+            return
+        path = Path(text).expanduser()
+        if not path.is_file():
+            self._notice(f"/attach: no such file {text}", error=True)
+            return
+        self.run_worker(self._send_file(key, path), group="files")
+
+    async def _send_file(self, key: str, path: Path) -> None:
+        self._notice(f"uploading {path.name}…")
+        try:
+            call = self.bridge.submit(self.session.upload, path)
+            attachment = await asyncio.wait_for(call, FILE_TIMEOUT)
+        except ClientError as exc:
+            self._notice(f"/attach failed: {exc.message} ({exc.code})", error=True)
+            return
+        except (BridgeBusy, TimeoutError):
+            self._notice("/attach: no answer in time", error=True)
+            return
+        try:
+            self.model.queue_send(key, "", files=[attachment])
+        except OverflowError as exc:
+            self._notice(str(exc), error=True)
+            return
+        self._notice("")
+        self._render_log()
+        self.bridge.call_soon(self.session.kick)
+
+    def _save(self, command: SaveCommand) -> None:
+        files = self.model.files_in(self.model.current)
+        if command.number is None:
+            listed = [f"{n}. {clean(file_label(f))}" for n, f in enumerate(files, 1)]
+            self._notice(
+                "\n".join(["files here (/save N [PATH]):", *listed]) if files else "no files here"
+            )
+            return
+        if command.number > len(files):
+            self._notice(f"/save: there are {len(files)} file(s) here", error=True)
+            return
+        item = files[command.number - 1]
+        # A directory (the current one by default) keeps the name the node serves.
+        dest = Path(command.path or ".").expanduser()
+        self.run_worker(self._download(str(item["sha256"]), dest), group="files")
+
+    async def _download(self, sha: str, dest: Path) -> None:
+        self._notice(f"saving {dest}…")
+        try:
+            call = self.bridge.submit(self.session.save, sha, dest)
+            saved, size = await asyncio.wait_for(call, FILE_TIMEOUT)
+        except ClientError as exc:
+            self._notice(f"/save failed: {exc.message} ({exc.code})", error=True)
+            return
+        except (BridgeBusy, TimeoutError):
+            self._notice("/save: no answer in time", error=True)
+            return
+        self._notice(f"saved {saved} ({human_size(size)})")
 
     def _run_local(self, name: str) -> None:
         if name == "help":
@@ -476,7 +547,8 @@ class ChatApp(App[None]):
                 self.bridge.call_soon(self.session.kick)
 
     async def _run_remote(
-        self, command: ContactCommand | GroupCommand | BlockCommand | ReceiptsCommand
+        self,
+        command: ContactCommand | NameCommand | GroupCommand | BlockCommand | ReceiptsCommand,
     ) -> None:
         call: asyncio.Future[Any]
         try:
@@ -486,6 +558,8 @@ class ChatApp(App[None]):
                 call = self.bridge.submit(self.session.block, command.action, command.address)
             elif isinstance(command, ReceiptsCommand):
                 call = self.bridge.submit(self.session.set_read_receipts, command.on)
+            elif isinstance(command, NameCommand):
+                call = self.bridge.submit(self.session.set_name, command.display_name)
             else:
                 call = self.bridge.submit(self.session.group, command.op, command.fields)
             result = await asyncio.wait_for(call, self.timeout * 2)
@@ -504,6 +578,8 @@ class ChatApp(App[None]):
             self._notice(f"{'blocked' if command.action == 'add' else 'unblocked'} {result}")
         elif isinstance(command, ReceiptsCommand):
             self._notice(f"read receipts {'on' if result else 'off'}")
+        elif isinstance(command, NameCommand):
+            self._notice(f"your display name is {result!r}" if result else "display name cleared")
         else:
             self._group_result(command, result)
 
@@ -543,7 +619,10 @@ class ChatApp(App[None]):
             lines = [f"{result['group']}: {len(result['members'])} members"]
             for member in result["members"]:
                 status = member.get("status", "?")
-                lines.append(f"  {'●' if status == 'online' else '○'} {member['address']} {status}")
+                shown = member["address"]
+                if member.get("display_name"):
+                    shown = f"{member['display_name']} ({shown})"
+                lines.append(f"  {'●' if status == 'online' else '○'} {shown} {status}")
             self._notice("\n".join(lines))
         elif op == "list":
             groups = result.get("groups", [])
@@ -559,6 +638,8 @@ def _describe(command: Command) -> str:
         return str(command)
     if isinstance(command, ContactCommand):
         return f"contact {command.action} {command.address}"
+    if isinstance(command, NameCommand):
+        return "name"
     if isinstance(command, GroupCommand):
         return f"group {command.op}"
     if isinstance(command, BlockCommand):

@@ -12,6 +12,8 @@ from datetime import datetime
 
 from rich.text import Text
 
+from chinwag.node.history import file_label
+
 from .chat_model import (
     EVENT,
     FAILED,
@@ -55,7 +57,11 @@ def conversation_prompt(model: ChatModel, conv: Conversation) -> Text:
     if conv.left:
         out.append(" (left)", style="dim")
     last = conv.last_message()
-    preview = clean(last.text).replace("\n", " ") if last is not None else "no messages yet"
+    if last is None:
+        preview = "no messages yet"
+    else:
+        files = " ".join(file_label(f) for f in last.files)
+        preview = clean(" ".join(p for p in (last.text, files) if p)).replace("\n", " ")
     if len(preview) > PREVIEW_CHARS:
         preview = preview[: PREVIEW_CHARS - 1] + "…"
     out.append("\n  " + preview, style="dim")
@@ -100,9 +106,12 @@ def message_log(
         stamp = when(entry.ts, now_ms)
         if stamp:
             out.append(stamp + " ", style="dim")
-        sender = "you" if entry.mine else model.display(entry.sender)
+        sender = "you" if entry.mine else model.person(entry.sender)
         out.append(sender, style="bold cyan" if entry.mine else "bold")
         out.append(": " + clean(entry.text))
+        for number, item in enumerate(entry.files):
+            space = " " if entry.text or number else ""
+            out.append(space + clean(file_label(item)), style="bold magenta")
         if entry.mine:
             out.append_text(_status(model, conv, entry))
     return out

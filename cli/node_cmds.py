@@ -207,6 +207,36 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "(default 256 MiB; 0: none)",
     )
     p.add_argument(
+        "--max-file-size",
+        type=int,
+        metavar="BYTES",
+        help="bytes of one uploaded file (default 25 MiB)",
+    )
+    p.add_argument(
+        "--file-quota",
+        type=int,
+        metavar="BYTES",
+        help="bytes of files one user may upload per --file-quota-window (default 1 GiB; 0: off)",
+    )
+    p.add_argument(
+        "--file-quota-window",
+        type=float,
+        metavar="SECONDS",
+        help="the window of --file-quota (default 1 day)",
+    )
+    p.add_argument(
+        "--max-uploads",
+        type=int,
+        metavar="N",
+        help="uploads received at once, node-wide, before 429 (default 64)",
+    )
+    p.add_argument(
+        "--keep-exif",
+        action="store_const",
+        const=True,
+        help="keep EXIF metadata (GPS position, camera) in uploaded photos (default: removed)",
+    )
+    p.add_argument(
         "--max-pending-peers",
         type=int,
         metavar="N",
@@ -347,6 +377,11 @@ CONFIG_FIELDS: tuple[tuple[str, str], ...] = (
     ("user_quota", "user_quota_bytes"),
     ("user_quota_window", "user_quota_window"),
     ("min_free", "min_free_bytes"),
+    ("max_file_size", "max_file_bytes"),
+    ("file_quota", "file_quota_bytes"),
+    ("file_quota_window", "file_quota_window"),
+    ("keep_exif", "keep_exif"),
+    ("max_uploads", "max_uploads"),
     ("max_pending_peers", "max_pending_peers"),
     ("min_password_length", "min_password_length"),
 )
@@ -363,6 +398,10 @@ def node_config(args: argparse.Namespace) -> NodeConfig:
         value = getattr(args, flag)
         if value is not None:
             overrides[field] = value
+    if overrides.get("max_file_bytes", 1) < 1:
+        fail("--max-file-size must be at least 1")
+    if overrides.get("max_uploads", 1) < 1:
+        fail("--max-uploads must be at least 1")
     for field in ("outbox_max_entries", "outbox_max_bytes"):
         if overrides.get(field, 1) < 1:
             fail(f"--{field.replace('_', '-')} must be at least 1")

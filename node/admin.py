@@ -443,6 +443,10 @@ class AdminServer:
             return {"error": {"code": str(exc.code), "message": exc.message}}
         except (ValueError, RecursionError):
             return {"error": {"code": "bad_request", "message": "not JSON"}}
+        except Exception:  # a defect in one command must not end the node
+            log.exception("admin command failed")
+            message = "the command failed; see the node's log"
+            return {"error": {"code": "internal", "message": message}}
 
 
 async def _read_line(stream: trio.abc.ReceiveStream, limit: int = MAX_LINE) -> bytes:

@@ -27,6 +27,9 @@ from chinwag.protocol.frames import WireFormat
 
 from .admin import AdminOps, AdminServer
 from .admission import Ticket
+from .blob_fetch import BlobLinks
+from .blob_http import BlobRoutes
+from .blobs import BlobService
 from .blocks import Blocks
 from .config import NodeConfig
 from .dialcheck import Resolver
@@ -238,6 +241,17 @@ class Node:
         self.invitations = Invitations(
             self.store, config.max_invitations, now_ms=seams.federation_now_ms
         )
+        # Attachments: uploads, downloads, reclaim (node/blobs.py), and blobs
+        # fetched from and served to other nodes (node/blob_fetch.py).
+        self.blobs = BlobService(config, self.store)
+        self.blob_links = BlobLinks(
+            config,
+            self.store,
+            self.blobs.files,
+            send=lambda key, frame: self.federation.send_to(key, frame),
+            is_linked=lambda key: self.federation.is_linked(key),
+        )
+        self.store.on_blobs_wanted = self.blob_links.poke
         self.typing = Typing(
             config,
             self.identity.id,
@@ -265,6 +279,7 @@ class Node:
                 grant_introductions=self._grant_introductions,
             ).admit,
             introductions=self.introductions,
+            blobs=self.blob_links,
         )
         # Every commit that grew a peer's outbox wakes that link.
         self.store.on_outbox = self.federation.outbox_grew
@@ -298,6 +313,7 @@ class Node:
             invitations=self.invitations,
             profile_extras=self.receipts,
         )
+        BlobRoutes(self.api, self.store, self.blobs).register()
         self.push = Push(config, self.store, self.hub, self.router.node_label)
         self.push.register_routes(self.api)
         self.blocks.register_routes(self.api)
@@ -440,6 +456,10 @@ class Node:
             "introductions": dataclasses.asdict(self.introductions.statistics()),
             "relay": dataclasses.asdict(self.relay.statistics()),
             "gossip": dataclasses.asdict(self.federation.gossip_statistics()),
+            "blobs": {
+                **dataclasses.asdict(self.blobs.statistics()),
+                "links": dataclasses.asdict(self.blob_links.statistics()),
+            },
             "typing": dataclasses.asdict(self.typing.statistics()),
             "receipts": dataclasses.asdict(self.receipts.statistics()),
         }
@@ -483,6 +503,7 @@ class Node:
             await nursery.start(self.typing.run)
             await nursery.start(self.receipts.run)
             await nursery.start(self.push.run)
+            await nursery.start(self.blobs.run)
             await nursery.start(self.admin.run)
             port = await nursery.start(self.server.run)
             self._port = port
@@ -495,6 +516,7 @@ class Node:
                 log.info("no usable address to advertise: peers must be told this node's URL")
             await nursery.start(self.federation.run)
             await nursery.start(self.relay.run)
+            await nursery.start(self.blob_links.run)
             if self.config.mdns:
                 self._nursery = nursery
                 discovery = Discovery(

@@ -207,6 +207,9 @@ class ChatClient:
         self._waiting: dict[Any, tuple[trio.Event, list[dict[str, Any]]]] = {}
         self._msg_send, self.messages = trio.open_memory_channel[dict[str, Any]](message_buffer)
         self.info: AuthInfo | None = None
+        #: The session token this connection authenticated with (for the
+        #: HTTP endpoints of the same user, e.g. blob uploads).
+        self.token = ""
         self.cursor = 0
         self.closed_reason: ProtocolError | None = None
         #: Latest ``presence`` frame per contact (``user@node``).
@@ -265,7 +268,13 @@ class ChatClient:
             return ClientError.from_protocol(self.closed_reason)
         return ClientError("unavailable", "connection to the node closed")
 
-    async def send(self, to: str, text: str, cid: str | None = None) -> SendAck:
+    async def send(
+        self,
+        to: str,
+        text: str,
+        cid: str | None = None,
+        attachments: list[dict[str, Any]] | None = None,
+    ) -> SendAck:
         """Send a message; returns once the node has made it durable.
 
         A ``rate_limited`` answer is not an error here: the client waits the
@@ -273,7 +282,15 @@ class ChatClient:
         lost ``ok`` never duplicates), as often as the node asks. Any other
         error raises :class:`ClientError`.
         """
-        frame = {"t": "send", "to": to, "text": text, "cid": cid or secrets.token_hex(8)}
+        frame: dict[str, Any] = {
+            "t": "send",
+            "to": to,
+            "text": text,
+            "cid": cid or secrets.token_hex(8),
+        }
+        if attachments:
+            # As the upload answered them (node/blob_client.py upload_file).
+            frame["attachments"] = attachments
         while True:
             try:
                 reply = await self.call(dict(frame))
@@ -578,6 +595,7 @@ async def connect(
             message_queue_size=64,
         ) as ws:
             client = ChatClient(ws, fmt, message_buffer)
+            client.token = token
             async with _single_errors(), trio.open_nursery() as nursery:
                 nursery.start_soon(client._reader)
                 reply = await client.call({"t": "auth", "token": token}, timeout)

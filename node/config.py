@@ -117,6 +117,32 @@ class NodeConfig:
     #: and group changes get ``unavailable`` before the disk is full. 0: none.
     min_free_bytes: int = 256 << 20
 
+    # Files (node/blobs.py)
+    #: Bytes of one uploaded file; a larger upload gets 413 ``file_too_large``
+    #: before its body is read. Blobs fetched from other nodes are bounded by it too.
+    max_file_bytes: int = 25 << 20
+    #: Bytes of files one user may upload per ``file_quota_window`` (a leaky
+    #: bucket like ``user_quota_bytes``); past it 413 ``quota_exceeded``. 0: none.
+    file_quota_bytes: int = 1 << 30
+    file_quota_window: float = 24 * 3600.0
+    #: Keep EXIF (camera, GPS position...) in uploaded photos; off by default:
+    #: the metadata is removed before the blob is stored.
+    keep_exif: bool = False
+    #: Longest side of an image's preview, in pixels.
+    preview_max_side: int = 320
+    #: Pixels of an image the node decodes at most (a decompression bomb is refused).
+    max_image_pixels: int = 64_000_000
+    #: An uploaded blob no message references is kept this long for the send
+    #: that uses it, then reclaimed, as is every blob no message references any
+    #: more; the sweep runs every ``blob_sweep_interval``.
+    blob_grace: float = 3600.0
+    blob_sweep_interval: float = 300.0
+    #: Blobs fetched from one peer at once (each in chunks over the link).
+    blob_fetch_per_peer: int = 4
+    #: Uploads received at once, node-wide (each holds a temporary file and
+    #: up to 256 KiB of body in memory); one more gets 429 ``rate_limited``.
+    max_uploads: int = 64
+
     # Federation
     #: Seed peers: (url, node id text) pairs, trusted with their pinned key.
     seeds: tuple[tuple[str, str], ...] = ()
@@ -206,6 +232,14 @@ class NodeConfig:
     # Presence
     presence_timeout: float = 30.0
     presence_grace: float = 2.0
+    #: A remote user's presence asked on demand (``presence_query``, a group
+    #: opened) is followed through a short subscription of this node to theirs
+    #: for this long (seconds) after the last ask: one per (node, user), however
+    #: many viewers ask (node/presence.py).
+    presence_query_ttl: float = 60.0
+    #: Remote users followed on demand at once; past it a query answers with
+    #: what is known and asks nothing.
+    presence_query_max: int = 10_000
 
     # Live signals and blocks (issue 17; node/typing.py, receipts.py, blocks.py)
     #: A typing ``start`` holds this long unless renewed; then it counts as

@@ -32,6 +32,9 @@ from chinwag.protocol.envelope import check_public_key
 from chinwag.protocol.errors import ErrorCode, ProtocolError
 from chinwag.protocol.handshake import LinkKeys, ResponderHandshake
 from chinwag.protocol.link import (
+    BlobChunk,
+    BlobRequest,
+    BlobUnavailable,
     Gossip,
     GossipDigest,
     GossipSummary,
@@ -46,7 +49,15 @@ from .dialcheck import Resolver
 from .dialer import HEALTHY_AFTER, LINK_MESSAGE_BYTES, Backoff, Dialer, as_bytes, describe
 from .gossip import GossipBook, GossipRegistry, GossipStats
 from .identity import NodeIdentity
-from .link import CLOSE_BAD_FRAME, Link, LinkRegistry, PeerStats, PresenceFrames, wall_ms
+from .link import (
+    CLOSE_BAD_FRAME,
+    Link,
+    LinkClosed,
+    LinkRegistry,
+    PeerStats,
+    PresenceFrames,
+    wall_ms,
+)
 from .logs import event
 from .peers import BLOCKED, OUTBOX_EXPIRE_PER_PASS, TRUSTED, PeerRecord
 from .pending import PendingRequests
@@ -96,6 +107,14 @@ class FederationRegistry(LinkRegistry, GossipRegistry, Protocol):
     ) -> int: ...
 
 
+class BlobHooks(Protocol):
+    """Blob transfer over links (node/blob_fetch.py)."""
+
+    def link_up(self, peer: bytes) -> None: ...
+    def link_down(self, peer: bytes) -> None: ...
+    def on_frame(self, peer: bytes, frame: BlobRequest | BlobChunk | BlobUnavailable) -> None: ...
+
+
 class LinkEvents(PresenceFrames, Protocol):
     """What presence (node/presence.py) is told about links."""
 
@@ -127,6 +146,7 @@ class Federation:
         group_sync: GroupResync | None = None,
         admit: Admit | None = None,
         introductions: IntroductionHooks | None = None,
+        blobs: BlobHooks | None = None,
     ) -> None:
         """``now_ms`` is the wall clock used to age outbox entries; ``getaddrinfo``
         resolves gossiped URLs (node/dialcheck.py); ``group_sync`` answers a
@@ -145,6 +165,8 @@ class Federation:
         self._joins: dict[bytes, bytes] = {}
         self._join_waits: dict[bytes, _JoinWait] = {}
         self._introductions = introductions
+        #: Blob fetches and their answers on each link (node/blob_fetch.py).
+        self.blobs = blobs
         self._links: dict[bytes, Link] = {}
         #: Peers that had a link since start (node/relay.py: they have a route).
         self._ever_linked: set[bytes] = set()
@@ -201,7 +223,10 @@ class Federation:
         or if the link has not exchanged ``resume`` yet: link-up resends it all)."""
         link = self._links.get(key)
         if link is not None and link.up.is_set():
-            await link.send(frame)
+            try:
+                await link.send(frame)
+            except (ConnectionClosed, LinkClosed):
+                pass  # the link is ending; its end and the next link-up resend state
 
     def is_linked(self, key: bytes) -> bool:
         return key in self._links
@@ -384,6 +409,10 @@ class Federation:
     async def on_gsync(self, key: bytes, frame: GroupSync) -> None:
         if self._group_sync is not None:
             await self._group_sync.on_gsync_request(key, frame.group, frame.after, self._now_ms())
+
+    def on_blob(self, key: bytes, frame: BlobRequest | BlobChunk | BlobUnavailable) -> None:
+        if self.blobs is not None:
+            self.blobs.on_frame(key, frame)
 
     async def on_intro(self, key: bytes, frame: IntroRequest | Introductions) -> None:
         if self._introductions is not None:
@@ -589,6 +618,8 @@ class Federation:
                 self.stats_for(link.peer).link = "idle"
                 if self._introductions is not None:
                     self._introductions.link_down(link.peer)
+                if self.blobs is not None:
+                    self.blobs.link_down(link.peer)
                 self.poke(link.peer)
 
     async def _announce_up(self, link: Link) -> None:
@@ -611,6 +642,8 @@ class Federation:
                 self._presence.link_up(link.peer)
             except Exception:  # presence is soft state: never end the link for it
                 log.exception("presence link_up failed")
+        if self.blobs is not None and self._links.get(link.peer) is link:
+            self.blobs.link_up(link.peer)  # wanted blobs from this peer: fetch now
         if self._introductions is not None and self._links.get(link.peer) is link:
             try:
                 await self._introductions.link_up(link.peer)

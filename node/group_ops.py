@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from chinwag.protocol.errors import ErrorCode, ProtocolError
-from chinwag.protocol.frames import GroupOp
+from chinwag.protocol.frames import GroupOp, PresenceQuery
 
 from .groups import GroupInfo, Groups, parse_member
 from .presence import Presence
@@ -37,6 +37,26 @@ class GroupOps:
             "host": info.group.host,
             "title": info.title,
             "members": len(info.members),
+            "owner": self._show(info.owner) if info.owner else "",
+        }
+
+    def _address(self, user: str, node_id: str) -> dict[str, str]:
+        out = {"u": user, "n": node_id}
+        label = self._router.node_label(node_id)
+        if label:
+            out["name"] = label
+        return out
+
+    def presence_query(self, user: str, request: PresenceQuery) -> dict[str, Any]:
+        """``presence_query``: what is known now; remote users are asked on
+        demand and their states follow as ``presence`` frames (node/presence.py)."""
+        if self._presence is None:
+            return {"users": []}
+        return {
+            "users": [
+                {"user": self._address(*watched), **state.to_wire()}
+                for watched, state in self._presence.query(user, list(request.users))
+            ]
         }
 
     async def handle(self, user: str, op: GroupOp) -> dict[str, Any]:
@@ -86,11 +106,17 @@ class GroupOps:
         if info is None or me not in info.members:
             raise ProtocolError(ErrorCode.FORBIDDEN, "you are not a member of this group")
         listed: list[dict[str, Any]] = []
+        # Remote members nobody here follows are asked for on demand (once per
+        # node, however many open the group); their states follow as frames.
+        states = {}
+        if self._presence is not None:
+            states = dict(self._presence.query(user, list(info.members)))
         for text in info.members:
             member = parse_member(text)
             item: dict[str, Any] = {"address": self._show(text)}
-            if self._presence is not None:
-                item.update(self._presence.state_of(member.user, member.node).to_wire())
+            state = states.get((member.user, member.node))
+            if state is not None:
+                item.update(state.to_wire())
             listed.append(item)
         invited = [self._show(text) for text in info.invited]
         return {**self._describe(info), "members": listed, "invited": invited}

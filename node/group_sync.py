@@ -66,6 +66,7 @@ def snapshot_record(
     event: dict[str, Any] = {"action": ACTION_SNAPSHOT}
     if any(parse_member(text).node == node_id for text in members):
         event["title"] = item.get("title", "")
+        event["owner"] = item.get("owner", "")
     else:
         members = []  # the node's users are out; it is not told who is in, nor the title
     return make_group_record(w.node_key, group, item["gseq"], members=members, event=event)

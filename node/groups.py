@@ -28,6 +28,7 @@ from chinwag.protocol.addresses import (
     node_id_bytes,
     node_id_text,
 )
+from chinwag.protocol.attachments import Attachment
 from chinwag.protocol.envelope import (
     Envelope,
     SignedUnit,
@@ -43,7 +44,7 @@ from . import group_invites as consent
 from .blocks import blocked_check
 from .identity import NodeIdentity
 from .peers import TRUSTED, PeerRegistry, record_dedup
-from .store import SendResult, Store, WriteTxn, check_send, event_record
+from .store import SendResult, Store, WriteTxn, check_send, event_record, message_body
 
 MAX_TITLE_CHARS = 100
 #: The event of a host's membership snapshot for a member node that missed
@@ -295,6 +296,10 @@ class Groups:
         if item["owner"] not in after and after:
             item["owner"] = item["members"][0]
         event = {"action": "members", "by": actor, "added": added, "removed": removed}
+        # Member nodes keep the group's title and owner from these records, so
+        # a member on another node sees the title and who may manage it.
+        event["title"] = item.get("title", "")
+        event["owner"] = item["owner"]
         self._commit_record(w, group, item, before | after, now_ms, event=event)
 
     def _check_member(self, w: WriteTxn, member: UserAddress) -> None:
@@ -322,11 +327,19 @@ class Groups:
         await self._store.transact(op)
 
     async def send(
-        self, sender: str, device: str, cid: str | None, group: GroupAddress, text: str, now_ms: int
+        self,
+        sender: str,
+        device: str,
+        cid: str | None,
+        group: GroupAddress,
+        text: str,
+        now_ms: int,
+        attachments: tuple[Attachment, ...] = (),
     ) -> SendResult:
         """Commit a group message; a repeat of ``(sender, device, cid)`` gets the
         original result and writes nothing (as for 1:1 sends)."""
         check_send(device, cid, text)
+        body = message_body(text, attachments)
         me = UserAddress(sender, self._identity.id)
 
         def op(w: WriteTxn) -> SendResult:
@@ -335,6 +348,8 @@ class Groups:
             if retry is not None:
                 return retry
             w.bill(sender, now_ms)
+            if attachments:
+                w.check_attachments(uid, attachments)
             hosted = group.host == self._identity.id
             # Every check comes before the id is drawn and anything is written.
             if hosted:
@@ -354,7 +369,7 @@ class Groups:
                 group=group,
                 ts=now_ms,
                 kind="text",
-                body={"text": text},
+                body=body,
             )
             unit = sign_envelope(w.node_key, env)
             if hosted:
@@ -666,6 +681,8 @@ class Groups:
             event = record.event
             if "title" in event and isinstance(event["title"], str):
                 view["title"] = event["title"]
+            if isinstance(event.get("owner"), str):
+                view["owner"] = event["owner"]
         view["gseq"] = record.gseq
         w.txn.put(key, cbor2.dumps(view), db=w.db("group_views"))
         queued = _queue_record(group, record.gseq, record.unit, event)
@@ -704,6 +721,8 @@ class Groups:
         view.pop("resync", None)
         if isinstance(event.get("title"), str):
             view["title"] = event["title"]
+        if isinstance(event.get("owner"), str):
+            view["owner"] = event["owner"]
         w.txn.put(key, cbor2.dumps(view), db=w.db("group_views"))
         if before == after:
             return

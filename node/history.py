@@ -46,7 +46,30 @@ def message_json(frame: dict[str, Any]) -> dict[str, Any]:
         out["group"] = f"#{group.get('name')}@{group.get('host_name') or group.get('host')}"
     if frame.get("kind") == "event":
         out["event"] = body
+    attachments = body.get("attachments")
+    if isinstance(attachments, list) and attachments:
+        out["attachments"] = [
+            {k: a.get(k) for k in ("sha256", "name", "type", "size")}
+            for a in attachments
+            if isinstance(a, dict)
+        ]
     return out
+
+
+def human_size(size: int) -> str:
+    """``2.1 MB`` (decimal units, as file managers show them)."""
+    value = float(size)
+    for unit in ("B", "kB", "MB", "GB"):
+        if value < 1000 or unit == "GB":
+            return f"{int(value)} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{size} B"  # pragma: no cover
+
+
+def file_label(attachment: dict[str, Any]) -> str:
+    """How a text view shows an attachment: ``[photo.jpg 2.1 MB]``."""
+    size = attachment.get("size")
+    return f"[{attachment.get('name')} {human_size(size if isinstance(size, int) else 0)}]"
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 from urllib.parse import parse_qs
@@ -65,6 +65,9 @@ STATUS_BY_CODE = {
     # The request is well-formed; the password it carries is refused.
     ErrorCode.WEAK_PASSWORD: 422,
     ErrorCode.INTERNAL: 500,
+    ErrorCode.FILE_TOO_LARGE: 413,
+    # The file is on its way from the sender's node: ask again (retry_after_ms).
+    ErrorCode.BLOB_PENDING: 404,
 }
 
 
@@ -84,6 +87,22 @@ class HttpResponse:
     body: bytes
     content_type: str = "application/json"
     headers: list[tuple[str, str]] = field(default_factory=list)
+    #: A body sent as it is read (a blob download): ``length`` bytes from
+    #: ``stream()`` in place of ``body`` (node/server.py).
+    stream: Callable[[], AsyncIterator[bytes]] | None = None
+    length: int = 0
+
+
+class BodySource(Protocol):
+    """A request body read as it arrives (an upload; node/server.py)."""
+
+    async def receive(self) -> bytes:
+        """The next bytes of the body; ``b""`` at its end."""
+        ...
+
+
+#: A handler that reads its request's body itself, as a stream.
+UploadHandler = Callable[[HttpRequest, BodySource], Awaitable[HttpResponse]]
 
 
 def json_response(status: int, value: Any) -> HttpResponse:
@@ -95,9 +114,16 @@ def json_error_response(status: int, code: str, message: str) -> HttpResponse:
 
 
 def error_response(error: ProtocolError) -> HttpResponse:
-    response = json_error_response(
-        STATUS_BY_CODE.get(error.code, 500), str(error.code), error.message
-    )
+    detail: dict[str, Any] = {"code": str(error.code), "message": error.message}
+    # A limit's size (uploads) and when to ask again (rate limits, pending blobs).
+    limit = getattr(error, "limit", None)
+    if isinstance(limit, int):
+        detail["limit"] = limit
+    if error.retry_after_ms is not None:
+        detail["retry_after_ms"] = error.retry_after_ms
+    # An upload over a size limit or quota is 413 whatever its code (spec of /api/blobs).
+    status = 413 if "limit" in detail else STATUS_BY_CODE.get(error.code, 500)
+    response = json_response(status, {"error": detail})
     if error.retry_after_ms is not None:
         seconds = max(1, (error.retry_after_ms + 999) // 1000)
         response.headers.append(("retry-after", str(seconds)))
@@ -175,6 +201,8 @@ class HttpApi:
             ("DELETE", "/api/contacts"): self.remove_contact,
             ("GET", "/.well-known/chinwag"): self.node_info,
         }
+        self._prefix_routes: list[tuple[str, str, Handler]] = []
+        self._upload_routes: dict[tuple[str, str], UploadHandler] = {}
 
     def statistics(self) -> AccountStats:
         return replace(self._stats)
@@ -183,12 +211,42 @@ class HttpApi:
         """Register another service's endpoint (push, presence, ...)."""
         self._routes[(method, path)] = handler
 
+    def add_prefix_route(self, method: str, prefix: str, handler: Handler) -> None:
+        """Register an endpoint for every path under ``prefix`` (``/api/blobs/<sha256>``)."""
+        self._prefix_routes.append((method, prefix, handler))
+
+    def add_upload_route(self, method: str, path: str, handler: UploadHandler) -> None:
+        """Register an endpoint that streams its request body (never buffered whole)."""
+        self._upload_routes[(method, path)] = handler
+
+    def upload_handler(self, method: str, path: str) -> UploadHandler | None:
+        """The streaming handler of ``method path``, if it has one (node/server.py)."""
+        return self._upload_routes.get((method, path))
+
+    async def handle_upload(
+        self, handler: UploadHandler, request: HttpRequest, body: BodySource
+    ) -> HttpResponse:
+        """Run a streaming handler; a ProtocolError becomes its JSON answer."""
+        try:
+            return await handler(request, body)
+        except ProtocolError as exc:
+            return error_response(exc)
+
     def authorized(self, request: HttpRequest) -> SessionRecord:
         """The session behind a request's Bearer token, or ``unauthorized``."""
         return self._authorized(request)[0]
 
     async def handle(self, request: HttpRequest) -> HttpResponse:
         handler = self._routes.get((request.method, request.path))
+        if handler is None:
+            handler = next(
+                (
+                    h
+                    for m, prefix, h in self._prefix_routes
+                    if m == request.method and request.path.startswith(prefix)
+                ),
+                None,
+            )
         if handler is None:
             if any(path == request.path for _, path in self._routes):
                 return json_error_response(405, "bad_request", "method not allowed")
@@ -438,6 +496,9 @@ class HttpApi:
         if self._profile_extras is not None:
             await self._profile_extras.update_profile(session.user, body)
         record = await self._store.set_profile(session.user, display, status)
+        if self._presence is not None and display is not None:
+            # Shown to watchers and the nodes that follow this user.
+            self._presence.profile_changed(session.user, record.display_name)
         return json_response(
             200, self._profile_json(record.name, record.display_name, record.status_text)
         )
@@ -511,6 +572,9 @@ class HttpApi:
             "connections": stats.connections,
             "signup": self._config.signup,
             "min_password_length": self._config.min_password_length,
+            # So a client can refuse a file before uploading it (browsers send
+            # the whole body even when the node answers 413 at once).
+            "max_file_bytes": self._config.max_file_bytes,
         }
         if self._extra_info is not None:
             info.update(self._extra_info())

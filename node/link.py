@@ -36,6 +36,9 @@ from chinwag.protocol.link import (
     MAX_PUSH_ENTRIES,
     MAX_REJECTED,
     Ack,
+    BlobChunk,
+    BlobRequest,
+    BlobUnavailable,
     EntryKind,
     Gossip,
     GossipDigest,
@@ -189,6 +192,7 @@ class LinkServices(Protocol):
     async def on_gsync(self, key: bytes, frame: GroupSync) -> None: ...
     def resync_frames(self, key: bytes, *, again: bool) -> list[GroupSync]: ...
     async def on_intro(self, key: bytes, frame: IntroRequest | Introductions) -> None: ...
+    def on_blob(self, key: bytes, frame: BlobRequest | BlobChunk | BlobUnavailable) -> None: ...
 
 
 class _PeerFault(Exception):
@@ -207,8 +211,8 @@ class _LocalFailure(Exception):
         self.cause = cause
 
 
-class _Closed(Exception):
-    pass
+class LinkClosed(Exception):
+    """The link ended while a frame was being sent (peer gone or not reading)."""
 
 
 class _Refused(Exception):
@@ -298,20 +302,20 @@ class Link:
 
     # ------------------------------------------------------------ I/O
     async def send(self, frame: LinkFrame) -> None:
-        """Send one frame; raises _Closed if the peer stopped reading."""
+        """Send one frame; raises LinkClosed if the peer stopped reading."""
         async with self._send_lock:
             data = self._cipher.seal(self._out.send(frame))
             with trio.move_on_after(self._config.send_timeout) as scope:
                 await self.ws.send_message(data)
             if scope.cancelled_caught:
-                raise _Closed("peer stopped reading")
+                raise LinkClosed("peer stopped reading")
             self._stats.frames_sent += 1
 
     async def _receive(self) -> LinkFrame:
         with trio.move_on_after(self._config.link_deadline) as scope:
             data = await self.ws.get_message()
         if scope.cancelled_caught:
-            raise _Closed("link silent past the deadline")
+            raise LinkClosed("link silent past the deadline")
         self._stats.frames_received += 1
         self._frames_in += 1
         try:
@@ -418,7 +422,7 @@ class Link:
             end = LinkEnd(EndKind.REMOTE, _describe(exc.error))
         elif isinstance(exc, ConnectionClosed):
             end = describe_close(exc)
-        elif isinstance(exc, _Closed | trio.BrokenResourceError | trio.ClosedResourceError):
+        elif isinstance(exc, LinkClosed | trio.BrokenResourceError | trio.ClosedResourceError):
             end = LinkEnd(EndKind.CLOSED, _describe(exc))
         elif isinstance(exc, ExceptionGroup):
             for inner in exc.exceptions:
@@ -540,6 +544,10 @@ class Link:
                     await self._on_gsync(frame)
                 case IntroRequest() | Introductions():
                     await self._local(self._fed.on_intro(self.peer, frame))
+                case BlobRequest() | BlobChunk() | BlobUnavailable():
+                    # Handed on without waiting: serving and fetching run in
+                    # their own tasks (node/blob_fetch.py).
+                    self._fed.on_blob(self.peer, frame)
                 case Resume():  # pragma: no cover - LinkDirection refuses a second one
                     raise _PeerFault(ProtocolError(ErrorCode.BAD_FRAME, "resume only once"))
 

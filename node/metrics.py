@@ -71,6 +71,7 @@ class NodeCollector(Collector):
         yield from self._federation()
         yield from self._push()
         yield from self._signals()
+        yield from self._blobs()
 
     def _signals(self) -> Iterator[Metric]:
         typing = self._node.typing.statistics()
@@ -90,6 +91,38 @@ class NodeCollector(Collector):
             "chinwag_receipts_applied",
             "Receipts shown to (and stored for) this node's senders.",
             receipts.applied,
+        )
+
+    def _blobs(self) -> Iterator[Metric]:
+        blobs = self._node.blobs.statistics()
+        links = self._node.blob_links.statistics()
+        yield _counter("chinwag_blob_uploads", "Files uploaded and stored.", blobs.uploads)
+        yield _counter(
+            "chinwag_blob_upload_bytes", "Bytes of files uploaded and stored.", blobs.upload_bytes
+        )
+        yield _counter(
+            "chinwag_blob_uploads_refused",
+            "Uploads refused (file limit, quota, bad request).",
+            blobs.refused,
+        )
+        yield _counter(
+            "chinwag_blob_uploads_interrupted", "Uploads cut off midway.", blobs.interrupted
+        )
+        yield _counter("chinwag_blob_downloads", "Blob downloads started.", blobs.downloads)
+        yield _counter("chinwag_blobs_reclaimed", "Unreferenced blobs deleted.", blobs.reclaimed)
+        yield _counter("chinwag_blobs_fetched", "Blobs fetched from other nodes.", links.fetched)
+        yield _counter(
+            "chinwag_blob_fetch_bytes",
+            "Bytes of blob chunks received from other nodes.",
+            links.received_bytes,
+        )
+        yield _counter(
+            "chinwag_blob_fetches_failed",
+            "Blob fetches that failed or were refused (retried later).",
+            links.failed,
+        )
+        yield _counter(
+            "chinwag_blob_served_bytes", "Bytes of blobs served to other nodes.", links.served_bytes
         )
 
     def _devices(self) -> Iterator[Metric]:

@@ -94,9 +94,18 @@ def _v2_to_v3(txn: lmdb.Transaction[bytes], dbs: dict[str, Any], node_id: str) -
     rebuild_all(txn, dbs, node_id)
 
 
+def _v3_to_blobs(txn: lmdb.Transaction[bytes], dbs: dict[str, Any], node_id: str) -> None:
+    """The blob tables (node/blob_index.py: blobs, blob_refs, blob_uploads,
+    blob_grants, blob_wanted, blob_quota) are created empty at open. No
+    message of an older store has attachments (they were refused), so there
+    are no references to count: this step only moves the stamp, and keeps
+    an older chinwag (which would not count references) off the store."""
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "stamp only; schema 2 adds meta 'writer' (set at each open)", _v1_to_v2),
     Migration(2, "conversation, read-marker and search index built from the queues", _v2_to_v3),
+    Migration(3, "blob tables for attachments (created empty)", _v3_to_blobs),
 )
 
 #: The layout this code writes: one past the last migration's source.

@@ -36,6 +36,7 @@ from chinwag.protocol.errors import ErrorCode, ProtocolError
 from chinwag.protocol.group_record import open_group_record
 from chinwag.protocol.link import entry_field
 
+from . import blob_index
 from .blocks import is_blocked
 from .store import Store, WriteTxn, event_record, unit_record
 
@@ -521,6 +522,8 @@ class PeerRegistry:
         self._require_room(meta, len(value), node_id)
         oseq = meta["next"]
         w.txn.put(key + _U64.pack(oseq), value, db=w.db("outbox"))
+        # The peer is sent these blobs' hashes: it may fetch them (node/blob_index.py).
+        blob_index.grant_payload(w.txn, w.dbs(blob_index.DB_NAMES), key, payload)
         meta["next"] = oseq + 1
         meta["bytes"] = max(0, meta.get("bytes", 0)) + len(value)
         w.txn.put(key, cbor2.dumps(meta), db=w.db("outbox_meta"))

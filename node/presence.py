@@ -11,13 +11,23 @@ Presence is soft state: sent only on live links, coalesced to the latest
 value per user, a link-up resends the whole subscription set and gets a
 snapshot, and a link down past the silence timeout marks that node's users
 offline at the watcher.
+
+On demand (``presence_query``, sent by a client when it opens a group): a
+remote user nobody here watches is followed for ``presence_query_ttl``
+seconds through the same ``sub``/``unsub`` frames, a **lease** of this node on
+that user, renewed by each ask. The users who asked hear its changes while
+it lasts. However many viewers open the group, the remote node sees one
+subscription per (node, user), so the cost is per node, not per viewer.
+
+Presence items also carry the user's display name (``dn``, from the profile),
+so a name set on one node is shown on every node that follows the user.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import cbor2
@@ -53,9 +63,14 @@ class BlockLists(Protocol):
 class PresenceState:
     status: str
     last_active_at: int | None
+    #: From the user's profile; "" when none is set (or not known yet).
+    display_name: str = ""
 
     def to_wire(self) -> dict[str, Any]:
-        return {"status": self.status, "last_active_at": self.last_active_at}
+        out: dict[str, Any] = {"status": self.status, "last_active_at": self.last_active_at}
+        if self.display_name:
+            out["display_name"] = self.display_name
+        return out
 
 
 UNKNOWN = PresenceState(OFFLINE, None)
@@ -67,6 +82,9 @@ class PresenceStats:
     subscriptions_received: int = 0
     updates_sent: int = 0
     updates_received: int = 0
+    #: Remote users followed on demand now, and the subscriptions they cost.
+    leases: int = 0
+    lease_subscriptions: int = 0
 
 
 class Presence:
@@ -100,6 +118,9 @@ class Presence:
         #: They are watched as soon as the label is pinned (name_pinned).
         self._unresolved: dict[str, set[tuple[str, str]]] = {}
         self._subscribers: dict[str, set[bytes]] = {}
+        #: On-demand follows of remote users: until when (ms), and who asked.
+        self._leases: dict[Watched, int] = {}
+        self._askers: dict[Watched, set[str]] = {}
         self._outgoing: dict[bytes, dict[str, PresenceState]] = {}
         self._wake = trio.Event()
         self._grace: dict[str, trio.CancelScope] = {}
@@ -124,10 +145,15 @@ class Presence:
             for address in self._store.list_contacts(record.name):
                 self._watch(record.name, address)
         self._hub.observe_presence(self._device_change)
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            task_status.started()
-            await self._flusher()
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                task_status.started()
+                nursery.start_soon(self._expire_leases)
+                await self._flusher()
+        finally:
+            # Links still ending during shutdown report link_down after this.
+            self._nursery = None
 
     # ------------------------------------------------------------ local state
     def state_of_local(self, user: str) -> PresenceState:
@@ -135,9 +161,12 @@ class Presence:
         if state is None:
             raw = self._store.read(lambda view: _get_presence(view, view.get_user(user)))
             state = self._local[user] = raw or UNKNOWN
+            record = self._store.get_user(user)
+            if record is not None and record.display_name:
+                state = self._local[user] = replace(state, display_name=record.display_name)
             if state.status == ONLINE and not self._hub.is_online(user):
                 # Stored as online by a node that crashed: it is not online now.
-                state = self._local[user] = PresenceState(OFFLINE, state.last_active_at)
+                state = self._local[user] = replace(state, status=OFFLINE)
         return state
 
     def state_of(self, user: str, node_id: str) -> PresenceState:
@@ -185,8 +214,11 @@ class Presence:
             scope = self._grace.pop(user, None)
             if scope is not None:
                 scope.cancel()
-            if self.state_of_local(user).status != ONLINE:
-                self._set_local(user, PresenceState(ONLINE, self._now_ms()))
+            current = self.state_of_local(user)
+            if current.status != ONLINE:
+                self._set_local(
+                    user, replace(current, status=ONLINE, last_active_at=self._now_ms())
+                )
         elif self._nursery is not None and user not in self._grace:
             try:
                 self._nursery.start_soon(self._offline_after_grace, user)
@@ -200,7 +232,8 @@ class Presence:
             self._grace[user] = scope
             await trio.sleep(self._config.presence_grace)
             if not self._hub.is_online(user):
-                self._set_local(user, PresenceState(OFFLINE, self._now_ms()))
+                offline = replace(self.state_of_local(user), status=OFFLINE)
+                self._set_local(user, replace(offline, last_active_at=self._now_ms()))
         if self._grace.get(user) is scope:
             del self._grace[user]
 
@@ -212,6 +245,12 @@ class Presence:
         for peer in self._subscribers.get(user, ()):
             self._outgoing.setdefault(peer, {})[user] = state
         self._wake.set()
+
+    def profile_changed(self, user: str, display_name: str) -> None:
+        """``user`` set a display name: their watchers and subscribers hear it."""
+        current = self.state_of_local(user)
+        if current.display_name != display_name:
+            self._set_local(user, replace(current, display_name=display_name))
 
     async def _persist(self, user: str, state: PresenceState) -> None:
         def op(w: WriteTxn) -> None:
@@ -232,7 +271,12 @@ class Presence:
         self, user: str, node_id: str, state: PresenceState, to: set[str] | None = None
     ) -> None:
         """Offer ``state`` to the watchers of ``user@node_id`` (or to ``to`` only)."""
-        watchers = self._watchers.get((user, node_id)) if to is None else to
+        if to is None:
+            watchers = self._watchers.get((user, node_id), set()) | self._askers.get(
+                (user, node_id), set()
+            )
+        else:
+            watchers = to
         if not watchers:
             return
         address: dict[str, str] = {"u": user, "n": node_id}
@@ -253,6 +297,8 @@ class Presence:
     def _parse(self, address: str) -> Watched | None:
         try:
             target = parse_target(address)
+            if target.is_group:
+                return None  # presence is of users
             return target.name, self._resolve_node(target.node)
         except ProtocolError:
             return None
@@ -281,7 +327,7 @@ class Presence:
         if not watchers:
             del self._watchers[watched]
             user, node_id = watched
-            if node_id != self._identity.id:
+            if node_id != self._identity.id and watched not in self._leases:
                 self._remote.pop(watched, None)
                 self._queue_frame(node_id, Unsub((user,)))
 
@@ -297,6 +343,11 @@ class Presence:
         user, node_id = watched
         if node_id == self._identity.id:
             self._publish(user, node_id, self.state_of_local(user), {watcher})
+        elif first and watched in self._leases:
+            # Followed on demand already (subscribed): the state is known here,
+            # and the remote node would not send it again until it changes.
+            if watched in self._remote:
+                self._publish(user, node_id, self._remote[watched], {watcher})
         elif first:
             # One subscription per (this node, watched user), however many
             # watch; its snapshot is published to every watcher by then.
@@ -326,7 +377,8 @@ class Presence:
         scope = self._down.pop(key, None)
         if scope is not None:
             scope.cancel()
-        users = sorted(u for (u, n) in self._watchers if n == node_id)
+        followed = set(self._watchers) | set(self._leases)
+        users = sorted(u for (u, n) in followed if n == node_id)
         for start in range(0, len(users), MAX_SUB_USERS):
             chunk = users[start : start + MAX_SUB_USERS]
             self._queue_frame(node_id, Sub(tuple(chunk), reset=start == 0))
@@ -357,9 +409,10 @@ class Presence:
         if isinstance(frame, PresenceUpdate):
             node_id = node_id_text(key)
             for item in frame.items:
-                if (item.user, node_id) not in self._watchers:
+                watched = (item.user, node_id)
+                if watched not in self._watchers and watched not in self._leases:
                     continue
-                state = PresenceState(item.status, item.last_active_at)
+                state = PresenceState(item.status, item.last_active_at, item.display_name)
                 self.stats.updates_received += 1
                 hide = frozenset(item.hide)
                 watched = (item.user, node_id)
@@ -390,6 +443,58 @@ class Presence:
             for user in frame.users:
                 self._subscribers.get(user, set()).discard(key)
 
+    # ------------------------------------------------------------ on demand
+    def query(self, asker: str, addresses: list[str]) -> list[tuple[Watched, PresenceState]]:
+        """What is known now of each address; remote users nobody here follows
+        are followed for a while (one ``sub`` per node for all of them), and
+        ``asker`` gets ``presence`` frames as their states arrive."""
+        now = self._now_ms()
+        until = now + int(self._config.presence_query_ttl * 1000)
+        out: list[tuple[Watched, PresenceState]] = []
+        wanted: dict[str, list[str]] = {}
+        for address in addresses:
+            watched = self._parse(address)
+            if watched is None:
+                continue
+            user, node_id = watched
+            hidden = self._hides(asker, user, node_id)  # a block: shown offline
+            out.append((watched, UNKNOWN if hidden else self.state_of(user, node_id)))
+            if node_id == self._identity.id or watched in self._watchers:
+                continue  # known here already, and kept up to date
+            if watched not in self._leases:
+                if len(self._leases) >= self._config.presence_query_max:
+                    continue
+                wanted.setdefault(node_id, []).append(user)
+            self._leases[watched] = until
+            self._askers.setdefault(watched, set()).add(asker)
+        for node_id, users in wanted.items():
+            for start in range(0, len(users), MAX_SUB_USERS):
+                chunk = tuple(users[start : start + MAX_SUB_USERS])
+                self.stats.lease_subscriptions += len(chunk)
+                self._queue_frame(node_id, Sub(chunk))
+        self.stats.leases = len(self._leases)
+        return out
+
+    async def _expire_leases(self) -> None:
+        """End on-demand follows nobody asked for again within the TTL."""
+        while True:
+            await trio.sleep(max(self._config.presence_query_ttl / 4, 0.05))
+            now = self._now_ms()
+            ended: dict[str, list[str]] = {}
+            for watched, until in list(self._leases.items()):
+                if until > now:
+                    continue
+                del self._leases[watched]
+                self._askers.pop(watched, None)
+                if watched in self._watchers:
+                    continue  # a contact now: followed the usual way
+                self._remote.pop(watched, None)
+                ended.setdefault(watched[1], []).append(watched[0])
+            for node_id, users in ended.items():
+                for start in range(0, len(users), MAX_SUB_USERS):
+                    self._queue_frame(node_id, Unsub(tuple(users[start : start + MAX_SUB_USERS])))
+            self.stats.leases = len(self._leases)
+
     def subscribers_of(self, user: str) -> int:
         return len(self._subscribers.get(user, ()))
 
@@ -404,7 +509,13 @@ class Presence:
                     continue
                 node_id = node_id_text(key)
                 items = [
-                    PresenceItem(u, s.status, s.last_active_at, self._hidden_at(u, node_id))
+                    PresenceItem(
+                        u,
+                        s.status,
+                        s.last_active_at,
+                        s.display_name,
+                        self._hidden_at(u, node_id),
+                    )
                     for u, s in states.items()
                 ]
                 for chunk in _chunks(items):
@@ -450,4 +561,4 @@ def _get_presence(view: Any, record: Any) -> PresenceState | None:
     if raw is None:
         return None
     item = cbor2.loads(raw)
-    return PresenceState(item["s"], item["l"])
+    return PresenceState(item["s"], item["l"], record.display_name)

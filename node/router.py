@@ -21,6 +21,7 @@ from chinwag.protocol.addresses import (
     node_id_text,
     parse_target,
 )
+from chinwag.protocol.attachments import Attachment
 from chinwag.protocol.envelope import SignedUnit, decode_envelope
 from chinwag.protocol.errors import ErrorCode, ProtocolError
 
@@ -112,11 +113,17 @@ class Router:
         return f"{address.user}@{self.node_label(address.node) or address.node}"
 
     async def send(
-        self, sender: str, device: str, cid: str | None, to_text: str, text: str
+        self,
+        sender: str,
+        device: str,
+        cid: str | None,
+        to_text: str,
+        text: str,
+        attachments: tuple[Attachment, ...] = (),
     ) -> SendResult:
         # Counted here, once per send, for /metrics (node/metrics.py).
         try:
-            result = await self._send(sender, device, cid, to_text, text)
+            result = await self._send(sender, device, cid, to_text, text, attachments)
         except ProtocolError:
             self._refused += 1
             raise
@@ -124,17 +131,27 @@ class Router:
         return result
 
     async def _send(
-        self, sender: str, device: str, cid: str | None, to_text: str, text: str
+        self,
+        sender: str,
+        device: str,
+        cid: str | None,
+        to_text: str,
+        text: str,
+        attachments: tuple[Attachment, ...] = (),
     ) -> SendResult:
         if to_text.startswith("#"):
             if self.groups is None:
                 raise ProtocolError(ErrorCode.BAD_REQUEST, "groups are not enabled")
             group = self.resolve_group(to_text)
-            return await self.groups.send(sender, device, cid, group, text, self._now_ms())
+            return await self.groups.send(
+                sender, device, cid, group, text, self._now_ms(), attachments
+            )
         to = self.resolve_user(to_text)
         # A remote recipient's outbox wakes its link after the commit
         # (Store.on_outbox), like every other outbox write.
-        return await self._store.send_direct(sender, device, cid, to, text, self._now_ms())
+        return await self._store.send_direct(
+            sender, device, cid, to, text, self._now_ms(), attachments
+        )
 
     async def submit_send(
         self,
@@ -144,6 +161,7 @@ class Router:
         to_text: str,
         text: str,
         callback: Callback,
+        attachments: tuple[Attachment, ...] = (),
     ) -> bool:
         """Hand a 1:1 send to the store, answered through ``callback``.
 
@@ -166,7 +184,9 @@ class Router:
                 self._refused += 1
             callback(result, error)
 
-        await self._store.submit_direct(sender, device, cid, to, text, self._now_ms(), counted)
+        await self._store.submit_direct(
+            sender, device, cid, to, text, self._now_ms(), counted, attachments
+        )
         return True
 
     def render(self, seq: int, record: bytes) -> dict[str, Any]:
@@ -211,7 +231,39 @@ class Router:
                     frame["group"]["host_name"] = label
             return frame
         event = item.get("event", {})
-        return {"t": "msg", "seq": seq, "kind": "event", "body": event}
+        out = {"t": "msg", "seq": seq, "kind": "event", "body": event}
+        labels = self._event_labels(event)
+        if labels:
+            # Members are "user@<node id>"; the node's pinned labels let a
+            # client show "alice@kitchen added erin", never a raw id.
+            out["labels"] = labels
+        return out
+
+    def _event_labels(self, event: Any) -> dict[str, str]:
+        """node id -> pinned label for every node an event names."""
+        if not isinstance(event, dict):
+            return {}
+        texts: list[str] = []
+        for key in ("by", "invitee"):
+            if isinstance(event.get(key), str):
+                texts.append(event[key])
+        for key in ("added", "removed", "members"):
+            value = event.get(key)
+            if isinstance(value, list):
+                texts.extend(t for t in value if isinstance(t, str))
+        nodes = {t.rpartition("@")[2] for t in texts}
+        group = event.get("group")
+        if isinstance(group, dict) and isinstance(group.get("host"), str):
+            nodes.add(group["host"])
+        labels: dict[str, str] = {}
+        for node_id in sorted(nodes):
+            try:
+                label = self.node_label(node_id)
+            except ProtocolError:  # not a node id: nothing to label
+                continue
+            if label is not None:
+                labels[node_id] = label
+        return labels
 
     def _address_wire(self, address: UserAddress) -> dict[str, str]:
         wire = address.to_wire()

@@ -24,6 +24,7 @@ import h11
 import trio
 from trio_websocket import WebSocketConnection
 
+from chinwag.protocol.errors import ErrorCode, ProtocolError
 from chinwag.protocol.frames import WireFormat
 from chinwag.protocol.handshake import FED_SUBPROTOCOL
 from chinwag.protocol.limits import MAX_PREAUTH_MESSAGE_BYTES
@@ -37,6 +38,10 @@ log = logging.getLogger(__name__)
 
 MAX_HEAD_BYTES = 16 * 1024
 WS_PATHS = ("/ws", "/federation")
+#: How long, and how many bytes, a refused upload's remaining body is
+#: drained (and dropped) before its connection closes (see _linger).
+LINGER_SECONDS = 2.0
+LINGER_BYTES = 256 << 20
 #: Retry-After (s) of a 429 that names no time of its own (connection caps):
 #: a slot frees whenever another connection ends.
 DEFAULT_RETRY_AFTER = 1
@@ -235,6 +240,41 @@ class Server:
                         conn, stream, json_error_response(404, "not_found", "no WebSocket here")
                     )
                 return
+            upload = self._api.upload_handler(request.method.decode("ascii", "replace"), path)
+            if upload is not None:
+                # An upload streams its body to disk (node/blobs.py): it is
+                # never read whole here, and its handler refuses it by its
+                # Content-Length before reading any of it.
+                reader = _BodyReader(self, conn, stream)
+                response = await self._api.handle_upload(
+                    upload,
+                    HttpRequest(
+                        method=request.method.decode("ascii", "replace"),
+                        path=path,
+                        query=target.partition("?")[2],
+                        headers=headers,
+                        body=b"",
+                        peer=peer,
+                    ),
+                    reader,
+                )
+                if reader.broken:
+                    return
+                await self._respond(conn, stream, response)
+                # A body left unread (a refusal) cannot be skipped: h11 then
+                # refuses the next cycle and the connection closes.
+                if conn.their_state is not h11.DONE:
+                    await _linger(stream)
+                    return
+                if conn.our_state is h11.MUST_CLOSE:
+                    return
+                try:
+                    conn.start_next_cycle()
+                except h11.LocalProtocolError:
+                    return
+                first = False
+                raw = b""
+                continue
             if _declared_length(headers) > self._config.max_http_body:
                 # Refused before reading any of it; h11 cannot skip the body,
                 # so the connection closes after the answer.
@@ -325,6 +365,9 @@ class Server:
         headers.extend(response.headers)
         if response.status == 429 and not any(k.lower() == "retry-after" for k, _ in headers):
             headers.append(("retry-after", str(DEFAULT_RETRY_AFTER)))
+        if response.stream is not None:
+            await self._respond_stream(conn, stream, response, headers)
+            return
         try:
             data = conn.send(h11.Response(status_code=response.status, headers=headers))
             data = (data or b"") + (conn.send(h11.Data(data=response.body)) or b"")
@@ -333,6 +376,32 @@ class Server:
             return
         with trio.move_on_after(self._config.send_timeout):
             await stream.send_all(data)
+
+    async def _respond_stream(
+        self,
+        conn: h11.Connection,
+        stream: trio.abc.Stream,
+        response: HttpResponse,
+        headers: list[tuple[str, str]],
+    ) -> None:
+        """Send ``response.length`` bytes of ``response.stream()`` as they are read;
+        each write gets ``send_timeout``, and a stalled reader ends the connection."""
+        assert response.stream is not None
+        headers[1] = ("content-length", str(response.length))
+        try:
+            head = conn.send(h11.Response(status_code=response.status, headers=headers)) or b""
+        except h11.LocalProtocolError:
+            return
+        await self._send_or_close(stream, head)
+        async for chunk in response.stream():
+            await self._send_or_close(stream, conn.send(h11.Data(data=chunk)) or b"")
+        await self._send_or_close(stream, conn.send(h11.EndOfMessage()) or b"")
+
+    async def _send_or_close(self, stream: trio.abc.Stream, data: bytes) -> None:
+        with trio.move_on_after(self._config.send_timeout) as scope:
+            await stream.send_all(data)
+        if scope.cancelled_caught:
+            raise trio.ClosedResourceError("the client stopped reading")
 
     async def _upgrade(
         self,
@@ -386,6 +455,62 @@ class Server:
             finally:
                 self._websockets -= 1
                 nursery.cancel_scope.cancel()
+
+
+class _BodyReader:
+    """An upload's body, read from the connection as the handler asks for it.
+
+    Each read waits at most ``http_idle_timeout``; a body that stalls, breaks
+    off or is malformed raises ``bad_request`` and marks the connection
+    ``broken`` (it closes without an answer: the client is gone or lying).
+    """
+
+    def __init__(self, server: Server, conn: h11.Connection, stream: trio.abc.Stream) -> None:
+        self._server = server
+        self._conn = conn
+        self._stream = stream
+        self._done = False
+        self.broken = False
+
+    async def receive(self) -> bytes:
+        if self._done:
+            return b""
+        conn = self._conn
+        if conn.they_are_waiting_for_100_continue:
+            # The client holds its body until told to go on (Expect: 100-continue).
+            go_on = conn.send(h11.InformationalResponse(status_code=100, headers=[])) or b""
+            await self._stream.send_all(go_on)
+        with trio.move_on_after(self._server._config.http_idle_timeout) as scope:  # noqa: SLF001
+            event = await self._server._next_event(conn, self._stream, bytearray())  # noqa: SLF001
+        if isinstance(event, h11.Data):
+            return bytes(event.data)
+        if isinstance(event, h11.EndOfMessage):
+            self._done = True
+            return b""
+        self.broken = True
+        why = "the upload stalled" if scope.cancelled_caught else "the upload was cut off"
+        raise ProtocolError(ErrorCode.BAD_REQUEST, why)
+
+
+async def _linger(stream: trio.abc.Stream) -> None:
+    """After refusing an upload unread: half-close, then drop what the client
+    still sends for a moment (bounded in time and bytes, never kept), so that
+    it reads the answer rather than a connection reset (browsers send the
+    whole body before they look at an early answer)."""
+    with trio.move_on_after(LINGER_SECONDS):
+        try:
+            await stream.send_eof()  # type: ignore[attr-defined]
+        except (AttributeError, trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            return
+        dropped = 0
+        while dropped < LINGER_BYTES:
+            try:
+                data = await stream.receive_some(65536)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                return
+            if not data:
+                return
+            dropped += len(data)
 
 
 def _declared_length(headers: dict[str, str]) -> int:

@@ -42,6 +42,7 @@ from chinwag.protocol.frames import (
     GroupOp,
     Heartbeat,
     History,
+    PresenceQuery,
     Read,
     Receipts,
     Request,
@@ -405,6 +406,10 @@ class DeviceSession:
             self._reply(
                 ok_frame(request.rid, **await self.history_ops.handle(self.user, self, request))
             )
+        elif isinstance(request, PresenceQuery):
+            if self.group_ops is None:
+                raise ProtocolError(ErrorCode.BAD_REQUEST, "presence is not served here")
+            self._reply(ok_frame(request.rid, **self.group_ops.presence_query(self.user, request)))
         elif isinstance(request, Typing | Receipts):
             if self.signals is None:
                 raise ProtocolError(ErrorCode.BAD_REQUEST, "live signals are not served here")
@@ -435,7 +440,13 @@ class DeviceSession:
         inflight.append(pending)
         try:
             handed = await self._router.submit_send(
-                self.user, self.device, request.cid, request.to, request.text, pending
+                self.user,
+                self.device,
+                request.cid,
+                request.to,
+                request.text,
+                pending,
+                request.attachments,
             )
         except ProtocolError as exc:
             pending(None, exc)
@@ -447,7 +458,7 @@ class DeviceSession:
     async def _group_send(self, request: Send, pending: _PendingSend) -> None:
         try:
             result = await self._router.send(
-                self.user, self.device, request.cid, request.to, request.text
+                self.user, self.device, request.cid, request.to, request.text, request.attachments
             )
         except ProtocolError as exc:
             pending(None, exc)

@@ -64,12 +64,13 @@ import lmdb
 import trio
 
 from chinwag.protocol.addresses import UserAddress, check_user_name
+from chinwag.protocol.attachments import Attachment
 from chinwag.protocol.envelope import Envelope, NodeKey, SignedUnit, sign_envelope
 from chinwag.protocol.errors import ErrorCode, ProtocolError
 from chinwag.protocol.ids import IdGenerator
 from chinwag.protocol.limits import MAX_TEXT_BYTES
 
-from . import history_index
+from . import blob_index, history_index
 from .backup import BackupError, pre_migration_dir, write_backup
 from .blocks import is_blocked
 from .latency import LatencyHistogram
@@ -125,6 +126,10 @@ T = TypeVar("T")
 # Conversations, read markers, search (layouts in node/history_index.py):
 #   conv, conv_recent, conv_seq, terms: kept in each queue append's transaction.
 #
+# Blobs (layouts in node/blob_index.py): blobs, blob_refs, blob_uploads,
+#   blob_grants, blob_wanted, blob_quota: references kept in each queue
+#   append's transaction, grants in each outbox append's.
+#
 # Blocks and receipts (issue 17; layouts in node/blocks.py, node/receipts.py):
 #   blocks:        uid(4) | "user@<node id>"         -> b""
 #   receipts:      uid(4) | conv (utf-8)             -> cbor {member: [delivered_id, read_id]}
@@ -160,6 +165,7 @@ DB_NAMES = (
     "blocks",
     "receipts",
     *history_index.DB_NAMES,
+    *blob_index.DB_NAMES,
 )
 MAX_DBS = 64
 
@@ -297,6 +303,13 @@ def check_send(device: str, cid: str | None, text: str) -> None:
         raise ProtocolError(ErrorCode.TOO_LARGE, f"text is over {MAX_TEXT_BYTES} bytes")
 
 
+def message_body(text: str, attachments: tuple[Attachment, ...] = ()) -> dict[str, Any]:
+    """The envelope body of a text message (docs/protocol.md §9.1)."""
+    if not attachments:
+        return {"text": text}
+    return {"text": text, "attachments": [a.to_wire() for a in attachments]}
+
+
 def _decode_user(name: str, raw: bytes) -> UserRecord:
     item = cbor2.loads(raw)
     return UserRecord(
@@ -363,6 +376,10 @@ class _View:
         """The handle of a named database (see ``DB_NAMES`` and ``extra_dbs``)."""
         return self._dbs[name]
 
+    def dbs(self, names: tuple[str, ...]) -> dict[str, Any]:
+        """The named databases ``names`` (for a module's own table functions)."""
+        return {name: self._dbs[name] for name in names}
+
     def get_user(self, name: str) -> UserRecord | None:
         key = _name_key(name)
         if key is None:
@@ -411,6 +428,8 @@ class WriteTxn(_View):
         self.touched: set[str] = set()
         self.revoked: set[bytes] = set()
         self.outboxes: set[str] = set()
+        #: Blobs to fetch from other nodes were recorded (node/blob_fetch.py).
+        self.blobs_wanted = False
         #: The local user who pays for what this operation writes (see
         #: :meth:`bill`), and the bytes charged so far.
         self.payer: str | None = None
@@ -439,6 +458,10 @@ class WriteTxn(_View):
         self.txn.put(key, _u64(seq), db=self._dbs["queue_head"])
         # Conversations and search index: same transaction, never out of step.
         history_index.index_append(self.txn, self._dbs, uid, f"{user}@{self.node_id}", seq, record)
+        # Blob references: counted with the message that makes them.
+        now_ms = self.bill_ms or time.time_ns() // 1_000_000
+        if blob_index.index_append(self.txn, self._dbs, uid, record, self.node_id, now_ms):
+            self.blobs_wanted = True
         self.touched.add(user)
         self.charge(12 + len(record))
         return seq
@@ -479,6 +502,10 @@ class WriteTxn(_View):
         self.txn.put(key, policy.charge(row, self.billed, self.bill_ms), db=db)
         self.billed = 0
 
+    def check_attachments(self, uid: int, attachments: tuple[Attachment, ...]) -> None:
+        """Refuse a send whose blobs are not here or not ``uid``'s to send."""
+        blob_index.check_sendable(self.txn, self._dbs, uid, attachments)
+
     def mark_touched(self, user: str) -> None:
         """Wake ``user``'s sessions after the commit."""
         self.touched.add(user)
@@ -492,6 +519,7 @@ class WriteTxn(_View):
         self.touched |= child.touched
         self.revoked |= child.revoked
         self.outboxes |= child.outboxes
+        self.blobs_wanted |= child.blobs_wanted
 
     @contextmanager
     def nested(self) -> Iterator[WriteTxn]:
@@ -571,6 +599,7 @@ class _Effects:
     touched: set[str] = field(default_factory=set)
     revoked: set[bytes] = field(default_factory=set)
     outboxes: set[str] = field(default_factory=set)
+    blobs_wanted: bool = False
 
 
 def _take_lock(data_dir: Path) -> int:
@@ -644,6 +673,8 @@ class Store:
         self.on_outbox: Callable[[str], None] | None = None
         self.on_revoked: Callable[[frozenset[bytes]], None] | None = None
         self.remote_sink: RemoteSink | None = None
+        #: Called after a commit that recorded blobs to fetch from other nodes.
+        self.on_blobs_wanted: Callable[[], None] | None = None
         #: Seconds per committed batch, written by the writer thread (/metrics).
         self.commit_times = LatencyHistogram()
         self._db_names = DB_NAMES + tuple(n for n in extra_dbs if n not in DB_NAMES)
@@ -978,6 +1009,7 @@ class Store:
             w.txn.delete(name.encode("ascii"), db=w.db("users"))
             dbs = {n: w.db(n) for n in history_index.DB_NAMES}
             history_index.drop_user(w.txn, dbs, record.uid)
+            blob_index.drop_user(w.txn, {n: w.db(n) for n in blob_index.DB_NAMES}, record.uid)
 
         await self.transact(op)
 
@@ -1132,13 +1164,16 @@ class Store:
         to: UserAddress,
         text: str,
         now_ms: int,
+        attachments: tuple[Attachment, ...] = (),
     ) -> SendResult:
         """Commit a 1:1 message into the recipient's and the sender's queues.
 
         A repeat of ``(sender, device, cid)`` within the cid retention gets the
         original result (``duplicate=True``) and writes nothing.
         """
-        return await self.transact(self._direct_op(sender, device, cid, to, text, now_ms))
+        return await self.transact(
+            self._direct_op(sender, device, cid, to, text, now_ms, attachments)
+        )
 
     async def submit_direct(
         self,
@@ -1149,9 +1184,12 @@ class Store:
         text: str,
         now_ms: int,
         callback: Callback,
+        attachments: tuple[Attachment, ...] = (),
     ) -> None:
         """:meth:`send_direct` answered through ``callback`` (see :meth:`submit`)."""
-        await self.submit(self._direct_op(sender, device, cid, to, text, now_ms), callback)
+        await self.submit(
+            self._direct_op(sender, device, cid, to, text, now_ms, attachments), callback
+        )
 
     def _direct_op(
         self,
@@ -1161,8 +1199,10 @@ class Store:
         to: UserAddress,
         text: str,
         now_ms: int,
+        attachments: tuple[Attachment, ...] = (),
     ) -> Callable[[WriteTxn], SendResult]:
         check_send(device, cid, text)
+        body = message_body(text, attachments)
 
         def op(w: WriteTxn) -> SendResult:
             sender_record = w.require_user(sender)
@@ -1170,6 +1210,8 @@ class Store:
             if retry is not None:
                 return retry
             w.bill(sender, now_ms, sender_record.uid)
+            if attachments:
+                w.check_attachments(sender_record.uid, attachments)
             remote = to.node != w.node_id
             recipient: UserRecord | None = None
             if remote:
@@ -1187,7 +1229,7 @@ class Store:
                 group=None,
                 ts=now_ms,
                 kind="text",
-                body={"text": text},
+                body=body,
             )
             unit = sign_envelope(w.node_key, env)
             record = unit_record(unit)
@@ -1349,6 +1391,7 @@ class Store:
                 effects.touched |= view.touched
                 effects.revoked |= view.revoked
                 effects.outboxes |= view.outboxes
+                effects.blobs_wanted |= view.blobs_wanted
                 outcomes.append((value, None))
             if acks:
                 # In a child of their own: a bad device row loses the acks, not the batch.
@@ -1422,6 +1465,11 @@ class Store:
                 self.on_revoked(frozenset(effects.revoked))
             except Exception:
                 log.exception("on_revoked callback failed")
+        if effects.blobs_wanted and self.on_blobs_wanted is not None:
+            try:
+                self.on_blobs_wanted()
+            except Exception:
+                log.exception("on_blobs_wanted callback failed")
 
 
 # ---------------------------------------------------------------- op helpers

@@ -12,8 +12,10 @@ from importlib import resources
 from .http_api import HttpApi, HttpRequest, HttpResponse
 
 #: Everything the page loads comes from this node; the socket is same-origin.
+#: ``blob:`` images: attachments are fetched with the session token and shown
+#: through object URLs (node/static/files.js), never by a URL with a token.
 CONTENT_SECURITY_POLICY = (
-    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
     "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 )
 
@@ -23,6 +25,10 @@ STATIC_FILES = {
     "/index.html": ("index.html", "text/html; charset=utf-8"),
     "/app.js": ("app.js", "text/javascript; charset=utf-8"),
     "/app.css": ("app.css", "text/css; charset=utf-8"),
+    "/view.js": ("view.js", "text/javascript; charset=utf-8"),
+    "/view.css": ("view.css", "text/css; charset=utf-8"),
+    "/notify.js": ("notify.js", "text/javascript; charset=utf-8"),
+    "/files.js": ("files.js", "text/javascript; charset=utf-8"),
     "/signals.js": ("signals.js", "text/javascript; charset=utf-8"),
 }
 

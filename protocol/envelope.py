@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 
 from .addresses import GroupAddress, UserAddress, node_id_text
+from .attachments import parse_attachments
 from .codec import decode_cbor, encode_cbor
 from .errors import ErrorCode, ProtocolError
 from .limits import MAX_FRAME_BYTES, MAX_TEXT_BYTES
@@ -224,6 +225,10 @@ def decode_envelope(data: bytes) -> Envelope:
         not isinstance(text, str) or len(text.encode("utf-8")) > MAX_TEXT_BYTES
     ):
         raise _bad("envelope text is a string of at most 16 KiB")
+    if "attachments" in body:
+        # Checked as strictly as a device's send: a forged or malformed list
+        # never reaches a queue (protocol/attachments.py).
+        parse_attachments(body["attachments"])
     sender = UserAddress.from_wire(item.get("from"))
     to = UserAddress.from_wire(item["to"]) if "to" in item else None
     group = GroupAddress.from_wire(item["group"]) if "group" in item else None

@@ -23,6 +23,11 @@ class ErrorCode(enum.StrEnum):
     RATE_LIMITED = "rate_limited"
     GROUP_FULL = "group_full"
     QUOTA_EXCEEDED = "quota_exceeded"
+    #: An upload over the node's per-file limit (``limit`` says how many bytes).
+    FILE_TOO_LARGE = "file_too_large"
+    #: A blob the user's node is still fetching from the origin node
+    #: (``retry_after_ms`` says when to ask again).
+    BLOB_PENDING = "blob_pending"
     #: A new password refused by the node's password rule (too short, very
     #: common, the user name); the message says which.
     WEAK_PASSWORD = "weak_password"

@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .attachments import Attachment, parse_attachments
 from .codec import decode_cbor_counted, decode_json_counted, encode_cbor, encode_json
 from .errors import ErrorCode, ProtocolError
 from .limits import (
@@ -187,6 +188,8 @@ class Send:
     to: str
     text: str
     cid: str | None
+    #: Files (blobs uploaded to the user's node first; protocol/attachments.py).
+    attachments: tuple[Attachment, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -293,6 +296,15 @@ class Search:
     before: int | None
 
 
+@dataclass(frozen=True)
+class PresenceQuery:
+    """Presence and display names of ``users`` (addresses), asked once (a group
+    being opened); remote ones are fetched from their nodes on demand."""
+
+    rid: Rid
+    users: tuple[str, ...]
+
+
 HistoryRequest = Convs | History | Read | Search
 
 #: States of a ``typing`` frame (issue 17).
@@ -328,6 +340,7 @@ Request = (
     | History
     | Read
     | Search
+    | PresenceQuery
     | Typing
     | Receipts
 )
@@ -335,7 +348,7 @@ Request = (
 _FIELDS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     # type: (required fields, optional fields), ``t`` not counted
     "auth": (frozenset({"rid", "token"}), frozenset()),
-    "send": (frozenset({"rid", "to", "text"}), frozenset({"cid"})),
+    "send": (frozenset({"rid", "to", "text"}), frozenset({"cid", "attachments"})),
     "sync": (frozenset({"rid", "after"}), frozenset()),
     "ack": (frozenset({"seq"}), frozenset({"rid"})),
     "heartbeat": (frozenset(), frozenset({"rid"})),
@@ -346,6 +359,7 @@ _FIELDS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "search": (frozenset({"rid", "q"}), frozenset({"conv", "limit", "before"})),
     "typing": (frozenset({"conv", "state"}), frozenset({"rid"})),
     "receipts": (frozenset({"rid", "conv"}), frozenset()),
+    "presence_query": (frozenset({"rid", "users"}), frozenset()),
 }
 REQUEST_TYPES = frozenset(_FIELDS)
 
@@ -446,10 +460,17 @@ def parse_request(frame: Mapping[str, Any]) -> Request:
             raise _bad("field 'text' must be a string")
         if len(text) > MAX_TEXT_BYTES or len(text.encode("utf-8")) > MAX_TEXT_BYTES:
             raise ProtocolError(ErrorCode.TOO_LARGE, f"text is limited to {MAX_TEXT_BYTES} bytes")
-        if not text:
+        attachments = parse_attachments(frame["attachments"]) if "attachments" in frame else ()
+        if not text and not attachments:
             raise _bad("field 'text' must not be empty")
         cid = _string(frame, "cid", MAX_CID_CHARS) if "cid" in frame else None
-        return Send(rid=rid, to=_string(frame, "to", MAX_ADDRESS_CHARS), text=text, cid=cid)
+        return Send(
+            rid=rid,
+            to=_string(frame, "to", MAX_ADDRESS_CHARS),
+            text=text,
+            cid=cid,
+            attachments=attachments,
+        )
     if kind == "sync":
         assert rid is not None
         return Sync(rid=rid, after=_count(frame, "after"))
@@ -486,6 +507,16 @@ def parse_request(frame: Mapping[str, Any]) -> Request:
             members=tuple(members),
             title=_string(frame, "title", 100) if "title" in frame else None,
         )
+    if kind == "presence_query":
+        assert rid is not None
+        users = frame["users"]
+        if (
+            not isinstance(users, list)
+            or len(users) > MAX_GROUP_MEMBERS_PER_OP
+            or not all(isinstance(u, str) and 0 < len(u) <= MAX_ADDRESS_CHARS for u in users)
+        ):
+            raise _bad("users is a list of at most 256 addresses")
+        return PresenceQuery(rid=rid, users=tuple(users))
     return Heartbeat(rid=rid)
 
 
@@ -498,6 +529,8 @@ def encode_request(request: Request) -> dict[str, Any]:
         out = {"t": "send", "to": request.to, "text": request.text}
         if request.cid is not None:
             out["cid"] = request.cid
+        if request.attachments:
+            out["attachments"] = [a.to_wire() for a in request.attachments]
     elif isinstance(request, Sync):
         out = {"t": "sync", "after": request.after}
     elif isinstance(request, Ack):
@@ -518,6 +551,8 @@ def encode_request(request: Request) -> dict[str, Any]:
         out = {"t": "typing", "conv": request.conv, "state": request.state}
     elif isinstance(request, Receipts):
         out = {"t": "receipts", "conv": request.conv}
+    elif isinstance(request, PresenceQuery):
+        out = {"t": "presence_query", "users": list(request.users)}
     else:
         out = {"t": "heartbeat"}
     if request.rid is not None:

@@ -30,6 +30,9 @@ from .limits import MAX_FRAME_BYTES, MAX_MESSAGE_BYTES
 
 __all__ = [
     "Ack",
+    "BlobChunk",
+    "BlobRequest",
+    "BlobUnavailable",
     "EntryKind",
     "DigestEntry",
     "Gossip",
@@ -76,6 +79,8 @@ MAX_PRESENCE_USERS = 1024
 MAX_TYPING_ITEMS = 256
 MAX_RECEIPT_ITEMS = 512
 _TYPING_STATES = ("start", "stop")
+#: A display name in a presence item (the profile allows 200 characters).
+MAX_DISPLAY_NAME_CHARS = 200
 #: A signed gossip record's bytes (``rec``); see address_record.MAX_RECORD_BYTES.
 MAX_RECORD_FIELD_BYTES = 4096
 #: One field of an entry payload (an envelope, a signature, a group record).
@@ -84,10 +89,14 @@ MAX_PAYLOAD_FIELD_BYTES = MAX_MESSAGE_BYTES
 #: (see introduction.MAX_STATEMENT_BYTES).
 MAX_INTRODUCTIONS = 64
 MAX_STATEMENT_FIELD_BYTES = 512
+#: Bytes of data in one ``blobchunk`` (a node sends 64 KiB; up to this is accepted).
+MAX_BLOB_CHUNK = 256 * 1024
+#: Why a blob is not served (``blobnone.code``).
+BLOB_REFUSALS = ("pending", "forbidden", "not_found", "busy")
 #: oseq, upto, applied, skip and gseq are unsigned and fit in 63 bits.
 MAX_COUNTER = (1 << 63) - 1
 #: Frames that may exceed MAX_FRAME_BYTES (everything else is small).
-_LARGE_FRAMES = frozenset({"push", "gossip", "gdigest"})
+_LARGE_FRAMES = frozenset({"push", "gossip", "gdigest", "blobchunk"})
 _CODE_RE = re.compile(r"[a-z][a-z0-9_]{0,31}")
 _STATUSES = ("online", "offline")
 
@@ -224,6 +233,9 @@ class PresenceItem:
     user: str
     status: str
     last_active_at: int | None
+    #: The user's display name from their profile ("": none set). On the wire
+    #: as ``dn`` only when set.
+    display_name: str = ""
     #: Users of the receiving node this user blocked: they are shown the
     #: user as offline (node/blocks.py). Absent on the wire when empty.
     hide: tuple[str, ...] = ()
@@ -293,6 +305,35 @@ class Introductions:
     statements: tuple[Mapping[str, bytes], ...]
 
 
+@dataclass(frozen=True)
+class BlobRequest:
+    """Ask the peer for a blob's bytes from ``offset`` (a window of chunks
+    follows, see node/blob_fetch.py); only for a blob the peer was sent a
+    message about."""
+
+    sha256: bytes
+    offset: int
+
+
+@dataclass(frozen=True)
+class BlobChunk:
+    """``data`` of the blob at ``offset``; ``total`` is the blob's size."""
+
+    sha256: bytes
+    offset: int
+    data: bytes
+    total: int
+
+
+@dataclass(frozen=True)
+class BlobUnavailable:
+    """The peer does not serve the blob now: ``pending`` (it is fetching it
+    itself), ``busy`` (ask later), ``forbidden`` or ``not_found``."""
+
+    sha256: bytes
+    code: str
+
+
 LinkFrame = (
     Resume
     | Push
@@ -310,6 +351,9 @@ LinkFrame = (
     | GroupSync
     | IntroRequest
     | Introductions
+    | BlobRequest
+    | BlobChunk
+    | BlobUnavailable
 )
 
 
@@ -484,8 +528,14 @@ def _parse_presence(item: dict[str, Any]) -> PresenceUpdate:
     _fields(item, "presence", {"items"}, set())
     items: list[PresenceItem] = []
     for one in _list(item["items"], "presence.items", 0, MAX_PRESENCE_USERS):
-        if type(one) is not dict or set(one) - {"hide"} != {"u", "status", "last_active_at"}:
-            raise _bad("presence items are {u, status, last_active_at, hide?}")
+        if type(one) is not dict or not {"u", "status", "last_active_at"} <= set(one) <= {
+            "u",
+            "status",
+            "last_active_at",
+            "dn",
+            "hide",
+        }:
+            raise _bad("presence items are {u, status, last_active_at, dn?, hide?}")
         try:
             user = check_user_name(one["u"])
         except ProtocolError as exc:
@@ -496,8 +546,11 @@ def _parse_presence(item: dict[str, Any]) -> PresenceUpdate:
         last = one["last_active_at"]
         if last is not None:
             last = _counter(last, "presence last_active_at")
+        display = one.get("dn", "")
+        if type(display) is not str or len(display) > MAX_DISPLAY_NAME_CHARS:
+            raise _bad(f"presence dn is a string of at most {MAX_DISPLAY_NAME_CHARS} characters")
         hide = _users(one["hide"], "presence hide") if "hide" in one else ()
-        items.append(PresenceItem(user, status, last, hide))
+        items.append(PresenceItem(user, status, last, display, hide))
     return PresenceUpdate(tuple(items))
 
 
@@ -576,6 +629,37 @@ def _parse_intro(item: dict[str, Any]) -> Introductions:
     )
 
 
+def _sha(value: object, what: str) -> bytes:
+    if type(value) is not bytes or len(value) != 32:
+        raise _bad(f"{what} is the 32 bytes of a SHA-256")
+    return value
+
+
+def _parse_blobreq(item: dict[str, Any]) -> BlobRequest:
+    _fields(item, "blobreq", {"sha256", "offset"}, set())
+    return BlobRequest(_sha(item["sha256"], "blobreq.sha256"), _counter(item["offset"], "offset"))
+
+
+def _parse_blobchunk(item: dict[str, Any]) -> BlobChunk:
+    _fields(item, "blobchunk", {"sha256", "offset", "data", "total"}, set())
+    data = item["data"]
+    if type(data) is not bytes or len(data) > MAX_BLOB_CHUNK:
+        raise _bad(f"blobchunk.data is at most {MAX_BLOB_CHUNK} bytes")
+    offset = _counter(item["offset"], "blobchunk.offset")
+    total = _counter(item["total"], "blobchunk.total")
+    if offset + len(data) > total:
+        raise _bad("blobchunk goes past the blob's total")
+    return BlobChunk(_sha(item["sha256"], "blobchunk.sha256"), offset, data, total)
+
+
+def _parse_blobnone(item: dict[str, Any]) -> BlobUnavailable:
+    _fields(item, "blobnone", {"sha256", "code"}, set())
+    code = item["code"]
+    if type(code) is not str or code not in BLOB_REFUSALS:
+        raise _bad(f"blobnone.code is one of {', '.join(BLOB_REFUSALS)}")
+    return BlobUnavailable(_sha(item["sha256"], "blobnone.sha256"), code)
+
+
 _PARSERS: dict[str, Callable[[dict[str, Any]], LinkFrame]] = {
     "resume": _parse_resume,
     "push": _parse_push,
@@ -593,6 +677,9 @@ _PARSERS: dict[str, Callable[[dict[str, Any]], LinkFrame]] = {
     "gsync": _parse_gsync,
     "introreq": _parse_intro_req,
     "intro": _parse_intro,
+    "blobreq": _parse_blobreq,
+    "blobchunk": _parse_blobchunk,
+    "blobnone": _parse_blobnone,
 }
 
 
@@ -665,7 +752,7 @@ def _to_wire(frame: LinkFrame) -> dict[str, Any]:
         case PresenceUpdate(items):
             return {
                 "t": "presence",
-                "items": [_presence_item(i) for i in items],
+                "items": [_presence_item_wire(i) for i in items],
             }
         case TypingUpdate(to, group, typists):
             wire: dict[str, Any] = {
@@ -685,6 +772,12 @@ def _to_wire(frame: LinkFrame) -> dict[str, Any]:
             return {"t": "introreq"}
         case Introductions(statements):
             return {"t": "intro", "statements": [dict(s) for s in statements]}
+        case BlobRequest(sha, offset):
+            return {"t": "blobreq", "sha256": sha, "offset": offset}
+        case BlobChunk(sha, offset, data, total):
+            return {"t": "blobchunk", "sha256": sha, "offset": offset, "data": data, "total": total}
+        case BlobUnavailable(sha, code):
+            return {"t": "blobnone", "sha256": sha, "code": code}
     raise ProtocolError(ErrorCode.INTERNAL, f"not a link frame: {type(frame).__name__}")
 
 
@@ -695,12 +788,11 @@ def _receipt_item(item: ReceiptItem) -> dict[str, Any]:
     return out
 
 
-def _presence_item(item: PresenceItem) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "u": item.user,
-        "status": item.status,
-        "last_active_at": item.last_active_at,
-    }
+def _presence_item_wire(item: PresenceItem) -> dict[str, Any]:
+    out: dict[str, Any] = {"u": item.user, "status": item.status}
+    out["last_active_at"] = item.last_active_at
+    if item.display_name:
+        out["dn"] = item.display_name
     if item.hide:
         out["hide"] = list(item.hide)
     return out
@@ -742,6 +834,9 @@ _STATES: dict[str, dict[type, str]] = {
         GroupSync: "open",
         IntroRequest: "open",
         Introductions: "open",
+        BlobRequest: "open",
+        BlobChunk: "open",
+        BlobUnavailable: "open",
     },
 }
 

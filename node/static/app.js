@@ -29,14 +29,19 @@ const HIGHLIGHT_MS = 4000;
 
 const $ = (id) => document.getElementById(id);
 
-// Hook points for the feature files loaded after this one (signals.js: typing,
-// receipts, block). Each pushes functions; app.js calls them at these moments.
+// Hook points for the add-on modules under node/static/ (view.js, notify.js,
+// files.js, signals.js, ...). Each is loaded by index.html after this file and
+// sets its own entries; the page boots once all of them ran (DOMContentLoaded).
 const hooks = {
-  frame: [], // (frame): every frame from the node, after app.js handled it
-  shown: [], // (conv): a conversation was put on screen (also after a reconnect)
-  conversation: [], // (conv or null): the conversation pane was rendered
-  message: [], // (item, li): a message element was (re)built
-  signature: [], // (item) -> string: the element is rebuilt when this changes
+  messageBody: null, // (item) -> [Node|string]: the text of a message (view.js: links)
+  attachments: null, // (item) -> Node|null: a message's attachments (files.js)
+  listed: null, // (conv) -> bool: whether the conversation list shows it (view.js)
+  incoming: [], // (item, conv): a live message from someone else (notify.js)
+  rendered: [], // (conv|null): after the open conversation was rendered (view.js, signals.js)
+  frame: [], // (frame): every frame from the node, after app.js handled it (signals.js)
+  shown: [], // (conv): a conversation was put on screen, also after a reconnect (signals.js)
+  message: [], // (item, li): a message element was (re)built (signals.js: ticks)
+  signature: [], // (item) -> string: the element is rebuilt when this changes (signals.js)
 };
 
 function runHooks(name, ...args) {
@@ -48,7 +53,6 @@ function runHooks(name, ...args) {
     }
   }
 }
-
 const state = {
   session: null, // {token, device, user, nodeId, nodeName}
   ws: null,
@@ -70,6 +74,10 @@ const state = {
   presence: new Map(), // "user@nodeid" -> {status, last_active_at, epoch}
   presenceEpoch: 0, // counts presence frames, so an older API answer loses
   labels: new Map(), // node id -> node name
+  names: new Map(), // "user@nodeid" -> display name from the profile
+  namesAsked: new Set(), // "user@nodeid" asked with presence_query in this page
+  namesWanted: new Set(), // waiting for the next presence_query batch
+  namesTimer: null,
   nodeIds: new Map(), // node name -> node id
   members: [], // the open group's members
   renderQueued: false,
@@ -176,7 +184,58 @@ function nodeLabel(nodeId) {
 }
 
 function showUser(u, n) {
+  return state.names.get(userKey(u, n)) || addressText(u, n);
+}
+
+// The address as a person types it: "bob" here, "bob@kitchen" elsewhere.
+function addressText(u, n) {
   return n === state.session.nodeId ? u : `${u}@${nodeLabel(n)}`;
+}
+
+// A display name from the profile (presence frames, contacts, members,
+// presence_query answers); true if it changed.
+function learnName(u, n, name) {
+  const key = userKey(u, n);
+  if (typeof name !== "string" || state.names.get(key) === (name || undefined)) return false;
+  if (name) state.names.set(key, name);
+  else state.names.delete(key);
+  return true;
+}
+
+// People whose display name this page does not know are asked for once, in
+// batches (presence_query; their node answers for remote ones).
+function wantName(u, n) {
+  const key = userKey(u, n);
+  if (state.names.has(key) || state.namesAsked.has(key) || state.legacy) return;
+  state.namesAsked.add(key);
+  state.namesWanted.add(key);
+  if (!state.namesTimer) state.namesTimer = setTimeout(askNames, 200);
+}
+
+async function askNames() {
+  state.namesTimer = null;
+  if (!state.authed) {
+    for (const key of state.namesWanted) state.namesAsked.delete(key);
+    state.namesWanted.clear();
+    return;
+  }
+  const users = [...state.namesWanted].slice(0, 256);
+  for (const key of users) state.namesWanted.delete(key);
+  if (state.namesWanted.size) state.namesTimer = setTimeout(askNames, 200);
+  try {
+    applyPresenceList((await call({ t: "presence_query", users })).users);
+  } catch (err) {
+    // An older node (bad_frame) or a dropped connection: addresses it is.
+  }
+}
+
+// A presence_query answer: [{user: {u, n, name}, status, last_active_at, display_name?}].
+function applyPresenceList(items) {
+  for (const item of items || []) {
+    if (!item || !item.user) continue;
+    onPresence({ t: "presence", ...item }, false);
+  }
+  queueRender();
 }
 
 // "bob@kitchen" from the contacts or members API to "bob@<node id>" if known.
@@ -243,6 +302,10 @@ function conversation(key, kind, init = {}) {
 
 function displayName(conv) {
   if (conv.provisional) return conv.key;
+  if (conv.kind === "user") {
+    const name = state.names.get(conv.key);
+    if (name) return name;
+  }
   return keyName(conv.key);
 }
 
@@ -456,6 +519,7 @@ function ingest(frame, live) {
 function onText(frame, live) {
   const from = frame.from;
   learnLabel(from.n, from.name);
+  wantName(from.u, from.n);
   const mine = from.u === state.session.user && from.n === state.session.nodeId;
   let key;
   let kind;
@@ -498,7 +562,9 @@ function onText(frame, live) {
     seq: frame.seq,
     ts: frame.ts,
     from: showUser(from.u, from.n),
+    fromKey: userKey(from.u, from.n),
     text: frame.body.text,
+    attachments: Array.isArray(frame.body.attachments) ? frame.body.attachments : null,
     mine,
     state: mine ? "sent" : "received",
     convKey: key,
@@ -524,6 +590,7 @@ function onText(frame, live) {
   if (live) {
     countLive(conv, item);
     markRead(conv);
+    if (!mine) for (const hook of hooks.incoming) hook(item, conv);
   }
   return item;
 }
@@ -561,6 +628,8 @@ function onEvent(frame, live) {
     return null;
   }
   if (body.type !== "group") return null;
+  // Members are "user@<node id>": the node says which labels those ids have.
+  for (const [id, label] of Object.entries(frame.labels || {})) learnLabel(id, label);
   const known = state.bySeq.get(frame.seq);
   if (known) return known; // from a history page and the stream both
   const group = body.group;
@@ -592,13 +661,17 @@ function onEvent(frame, live) {
     const added = (body.added || []).map(memberName);
     const removed = (body.removed || []).map(memberName);
     const parts = [];
-    if (added.length) parts.push(`${by} added ${added.join(", ")}`);
+    // An invitee's acceptance is the invitee adding themself.
+    const joined = added.length === 1 && body.added[0] === body.by;
+    if (added.length) parts.push(joined ? `${by} joined` : `${by} added ${added.join(", ")}`);
     if (removed.length) {
       const self = removed.length === 1 && (body.removed[0] === body.by);
       parts.push(self ? `${by} left` : `${by} removed ${removed.join(", ")}`);
     }
     text = parts.join("; ");
     change(() => {
+      if (typeof body.title === "string") conv.title = body.title;
+      if (typeof body.owner === "string") conv.owner = body.owner;
       if ((body.added || []).includes(me)) {
         conv.member = true;
         conv.invited = false;
@@ -626,9 +699,10 @@ function memberName(address) {
   return showUser(address.slice(0, at), address.slice(at + 1));
 }
 
-function onPresence(frame) {
+function onPresence(frame, live = true) {
   const user = frame.user;
   learnLabel(user.n, user.name);
+  if ("display_name" in frame || live) learnName(user.u, user.n, frame.display_name || "");
   state.presence.set(userKey(user.u, user.n), {
     status: frame.status,
     last_active_at: frame.last_active_at,
@@ -1085,7 +1159,7 @@ function newCid() {
   return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
-function sendText(conv, text) {
+function sendText(conv, text, attachments = null) {
   if (state.pending.size >= MAX_PENDING_SENDS) {
     showError("Too many messages are waiting to be sent; wait for the connection.");
     return;
@@ -1097,6 +1171,7 @@ function sendText(conv, text) {
     ts: Date.now(),
     from: state.session.user,
     text,
+    attachments,
     mine: true,
     state: "pending",
     cid: newCid(),
@@ -1109,7 +1184,10 @@ function sendText(conv, text) {
   state.pending.set(item.cid, item);
   savePending();
   render();
+  // One's own message is always scrolled into view.
+  if (state.openKey === conv.key) $("messages").scrollTop = $("messages").scrollHeight;
   transmit(item);
+  return item;
 }
 
 // Unacknowledged sends survive a reload of the tab: they are sent again with
@@ -1118,6 +1196,7 @@ function sendText(conv, text) {
 function savePending() {
   const items = [...state.pending.values()].map((m) => ({
     cid: m.cid, to: m.to, text: m.text, convKey: m.convKey, ts: m.ts, kind: m.kind,
+    attachments: m.attachments || null,
   }));
   try {
     sessionStorage.setItem("chinwag.pending", JSON.stringify(items));
@@ -1151,7 +1230,9 @@ async function transmit(item) {
   item.inFlightOn = state.ws;
   let ok;
   try {
-    ok = await call({ t: "send", to: item.to, text: item.text, cid: item.cid });
+    const frame = { t: "send", to: item.to, text: item.text, cid: item.cid };
+    if (item.attachments && item.attachments.length) frame.attachments = item.attachments;
+    ok = await call(frame);
   } catch (err) {
     item.inFlightOn = null;
     if (err.code === "unavailable" || err.code === "timeout") {
@@ -1237,6 +1318,8 @@ async function refreshContacts() {
       // The node's answer beats what we had (a reconnect may have missed
       // changes) but not a presence frame that arrived while we asked.
       const key = normaliseAddress(c.address);
+      const at = key.lastIndexOf("@");
+      learnName(key.slice(0, at), key.slice(at + 1), c.display_name || "");
       const known = state.presence.get(key);
       if (known && known.epoch > asked) continue;
       state.presence.set(key, { status: c.status, last_active_at: c.last_active_at, epoch: asked });
@@ -1260,6 +1343,7 @@ async function refreshGroups() {
     const conv = conversation(groupKey(g.name, g.host), "group");
     listed.add(conv.key);
     conv.title = g.title || "";
+    if (g.owner) conv.owner = g.owner;
     conv.member = true;
   }
   // The page no longer replays the queue, so the list says which of the
@@ -1309,6 +1393,12 @@ async function loadMembers(conv) {
     if (state.openKey !== conv.key) return;
     state.members = data.members || [];
     conv.title = data.title || conv.title;
+    if (data.owner) conv.owner = data.owner;
+    for (const m of state.members) {
+      const key = normaliseAddress(m.address);
+      const at = key.lastIndexOf("@");
+      if (at > 0) learnName(key.slice(0, at), key.slice(at + 1), m.display_name || "");
+    }
   } catch (err) {
     if (err.code === "forbidden") conv.member = false;
     state.members = [];
@@ -1378,7 +1468,9 @@ function rank(conv) {
 
 function renderConversations() {
   const list = $("conversations");
-  const convs = [...state.conversations.values()].sort(
+  const convs = [...state.conversations.values()]
+    .filter((conv) => !hooks.listed || conv.key === state.openKey || hooks.listed(conv))
+    .sort(
     (a, b) => rank(b) - rank(a) || b.lastAt - a.lastAt || a.key.localeCompare(b.key),
   );
   const total = convs.reduce((sum, conv) => sum + conv.unread, 0);
@@ -1417,7 +1509,8 @@ function renderContacts() {
     const key = normaliseAddress(c.address);
     const p = state.presence.get(key) || c;
     const at = c.address.lastIndexOf("@");
-    const shown = c.address.slice(at + 1) === state.session.nodeName ? c.address.slice(0, at) : c.address;
+    const address = c.address.slice(at + 1) === state.session.nodeName ? c.address.slice(0, at) : c.address;
+    const shown = state.names.get(key) || address;
     return el(
       "li",
       { class: "contact", dataset: { address: c.address } },
@@ -1451,7 +1544,7 @@ function renderConversation() {
     $("group-panel").hidden = true;
     $("invite-panel").hidden = true;
     $("messages").replaceChildren();
-    runHooks("conversation", null);
+    for (const hook of hooks.rendered) hook(null);
     return;
   }
   $("conv-title").textContent = displayName(conv);
@@ -1486,7 +1579,7 @@ function renderConversation() {
         ),
       ),
     );
-    $("add-member-form").hidden = !conv.member;
+    $("add-member-form").hidden = !conv.member || !isOwner(conv);
     $("leave-group-button").hidden = !conv.member;
   }
   const list = $("messages");
@@ -1509,7 +1602,16 @@ function renderConversation() {
   if (nearBottom) list.scrollTop = list.scrollHeight;
   else if (anchor && anchor.isConnected) list.scrollTop = anchor.offsetTop - anchorTop;
   $("history-start").hidden = !(conv.loaded && conv.complete && conv.messages.length > 0);
-  runHooks("conversation", conv);
+  for (const hook of hooks.rendered) hook(conv);
+}
+
+// Owner-only actions are shown to the owner only (the host refuses others
+// anyway). A group whose owner this page does not know (an older node) is
+// managed from its host node, as before.
+function isOwner(conv) {
+  const me = userKey(state.session.user, state.session.nodeId);
+  if (conv.owner) return normaliseAddress(conv.owner) === me;
+  return conv.key.endsWith(`@${state.session.nodeId}`);
 }
 
 function renderCatchUp() {
@@ -1576,7 +1678,8 @@ function renderMessages(list, conv) {
   let next = list.firstElementChild;
   for (const m of conv.messages) {
     if (hidden(m)) continue;
-    let signature = `${m.state}|${m.id}|${m.seq}|${m.error || ""}|${m.retried ? 1 : 0}|${m.text}`;
+    const who = m.fromKey ? state.names.get(m.fromKey) || "" : "";
+    let signature = `${m.state}|${m.id}|${m.seq}|${m.error || ""}|${m.retried ? 1 : 0}|${who}|${m.text}`;
     for (const hook of hooks.signature) signature += `|${hook(m)}`;
     let entry = messageElements.get(m);
     if (!entry) {
@@ -1627,7 +1730,11 @@ function buildMessage(m) {
       class: m.mine ? "message mine" : "message",
       dataset: { id: m.id || "", seq: m.seq || "", state: m.state, origin: m.idKey ? m.idKey.split(":")[0] : "" },
     },
-    el("span", { class: "msg-from" }, m.mine ? "you" : m.from),
+    el(
+      "span",
+      { class: "msg-from", title: m.fromKey && !m.mine ? keyName(m.fromKey) : null },
+      m.mine ? "you" : m.fromKey ? showUser(...splitKey(m.fromKey)) : m.from,
+    ),
     el("time", { class: "msg-time", datetime: new Date(m.ts || Date.now()).toISOString() }, clock(m.ts)),
     m.mine && stateText
       ? el("span", { class: "msg-state", "aria-label": m.state }, stateText)
@@ -1635,8 +1742,16 @@ function buildMessage(m) {
     m.state === "failed" && !m.retried
       ? el("button", { type: "button", class: "msg-retry", onclick: () => retry(m) }, "Retry")
       : null,
-    el("p", { class: "msg-text" }, m.text),
+    // Never HTML: the text goes in as text nodes (view.js makes links of
+    // URLs with DOM calls), attachments are built by files.js the same way.
+    m.text ? el("p", { class: "msg-text" }, ...(hooks.messageBody ? hooks.messageBody(m) : [m.text])) : null,
+    m.attachments && hooks.attachments ? hooks.attachments(m) : null,
   );
+}
+
+function splitKey(key) {
+  const at = key.lastIndexOf("@");
+  return [key.slice(0, at), key.slice(at + 1)];
 }
 
 // ------------------------------------------------------------------ actions
@@ -1784,6 +1899,9 @@ async function logout(tellNode = true) {
     convsNext: null,
     highlight: null,
     jumping: null,
+    names: new Map(),
+    namesAsked: new Set(),
+    namesWanted: new Set(),
   });
   closeSearch();
   document.title = `chinwag · ${session ? session.nodeName : ""}`;
@@ -1947,8 +2065,8 @@ function boot() {
   }
 }
 
-// A small hook for tests and curious users; nothing in it is secret. `hooks`
-// and `app` are for the feature files (signals.js).
+// A small hook for tests, curious users and the add-on modules (they run in
+// this page anyway; the token is in sessionStorage for any of them).
 window.chinwag = {
   get cursor() {
     return state.cursor;
@@ -1957,7 +2075,30 @@ window.chinwag = {
     return state.conn;
   },
   hooks,
+  get session() {
+    return state.session;
+  },
+  get openKey() {
+    return state.openKey;
+  },
+  conversation: (key) => state.conversations.get(key) || null,
+  open: (key) => openConversation(key),
+  send: (conv, text, attachments) => sendText(conv, text, attachments),
+  call: (frame) => call(frame),
+  render: () => queueRender(),
+  showError,
+  describe,
+  el,
+  displayName,
+  showUser: (key) => showUser(...splitKey(key)),
+  onScreen: (conv) => onScreen(conv),
+  get user() {
+    return state.session ? userKey(state.session.user, state.session.nodeId) : null;
+  },
+  // For signals.js: the page's state and helpers as they are.
   app: { state, call, sendQuiet, api, queueRender, el, $, userKey, showUser, showError, describe },
 };
 
-boot();
+// After every module of the page ran (they register their hooks).
+if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", boot);
+else boot();

@@ -233,7 +233,7 @@ hooks.shown.push((conv) => {
   loadReceipts(conv);
 });
 
-hooks.conversation.push((conv) => {
+hooks.rendered.push((conv) => {
   renderTyping();
   renderBlock(conv);
 });

@@ -528,6 +528,12 @@ def test_phone_viewport(browsers: Browsers, node: NodeProcess, screenshot) -> No
     form.get_by_label("Group name").fill("team")
     form.get_by_role("button", name="Create group").click()
     expect(chat.conversation(node.group("team"))).to_have_attribute("aria-current", "true")
+    # On a phone the member panel starts folded; it unfolds on demand.
+    toggle = chat.page.locator("#members-toggle")
+    expect(toggle).to_have_attribute("aria-expanded", "false")
+    expect(chat.page.locator("#members-body")).to_be_hidden()
+    toggle.click()
+    expect(toggle).to_have_attribute("aria-expanded", "true")
     chat.page.get_by_label("Add member").fill("bob")
     chat.page.locator("#add-member-form").get_by_role("button", name="Add").click()
     expect(chat.page.locator("#group-members li.member")).to_have_count(2)

@@ -14,6 +14,7 @@ from chinwag.cli.chat_commands import (
     ContactCommand,
     GroupCommand,
     LocalCommand,
+    NameCommand,
     OpenChat,
     parse_command,
 )
@@ -231,6 +232,8 @@ def test_commands_parse_or_explain() -> None:
     )
     assert parse_command("group leave #b@k") == GroupCommand("leave", {"group": "#b@k"})
     assert parse_command("quit") == LocalCommand("quit")
+    assert parse_command('name Alice "the cat" L.') == NameCommand("Alice the cat L.")
+    assert parse_command("name -") == NameCommand("")
     for line, expected in (
         ("", "empty"),
         ("nope", "unknown command /nope"),
@@ -419,3 +422,55 @@ def test_an_invitation_shows_how_to_answer_and_accepting_joins() -> None:
     joined |= {"by": f"alice@{HOME}", "added": [f"alice@{HOME}"], "removed": []}
     m.apply_msg({"t": "msg", "seq": 2, "kind": "event", "body": joined})
     assert not conv.left and m.invites == {}
+
+
+def test_senders_display_names_are_asked_once_and_shown() -> None:
+    m = model()
+    bob = f"bob@{ATTIC}"
+    m.apply_msg(text_msg(1, bob, f"alice@{HOME}", "hi", 10))
+    m.apply_msg(text_msg(2, bob, f"alice@{HOME}", "again", 11))
+    m.apply_msg(text_msg(3, f"alice@{HOME}", bob, "mine", 12))
+    assert m.names_wanted == {bob}  # once, and never oneself
+    m.names_wanted.clear()
+    m.apply_msg(text_msg(4, bob, f"alice@{HOME}", "third", 13))
+    assert m.names_wanted == set()
+    assert m.person(bob) == m.display(bob)  # no name known yet
+    # A presence_query answer, then a live presence frame that has none set.
+    user = {"u": "bob", "n": ATTIC, "name": "attic"}
+    m.apply_presence({"user": user, "status": "online", "display_name": "Bob\x1b[2J B."})
+    assert m.person(bob).startswith("Bob") and _no_escapes(m.person(bob))  # a peer chose it
+    m.apply_presence({"user": user, "status": "online", "last_active_at": None})
+    assert m.names[bob] == "Bob\x1b[2J B."  # an answer without a name changes nothing
+    m.apply_presence({"t": "presence", "user": user, "status": "offline"})
+    assert m.person(bob) == "bob@attic"
+
+
+def test_files_are_shown_numbered_and_survive_the_state_file() -> None:
+    from chinwag.cli.chat_commands import AttachCommand, SaveCommand
+
+    m = model()
+    photo = {"sha256": "a" * 64, "name": "photo.jpg", "type": "image/jpeg", "size": 2_100_000}
+    notes = {"sha256": "b" * 64, "name": "notes.txt", "type": "text/plain", "size": 18}
+    frame = text_msg(1, f"bob@{HOME}", f"alice@{HOME}", "", 10)
+    frame["body"]["attachments"] = [photo, {"junk": 1}]
+    m.apply_msg(frame)
+    m.apply_msg(text_msg(2, f"bob@{HOME}", f"alice@{HOME}", "and", 11))
+    frame = text_msg(3, f"bob@{HOME}", f"alice@{HOME}", "this", 12)
+    frame["body"]["attachments"] = [notes]
+    m.apply_msg(frame)
+    key = f"bob@{HOME}"
+    assert m.files_in(key) == [notes, photo]  # /save 1 is the newest
+    conv = m.conversations[key]
+    shown = message_log(m, conv, 0).plain
+    assert ": [photo.jpg 2.1 MB]" in shown and "this [notes.txt 18 B]" in shown
+    assert "this [notes.txt 18 B]" in conversation_prompt(m, conv).plain
+    again = model()
+    again.load_json(m.to_json())
+    assert again.files_in(key) == [notes, photo]
+    with pytest.raises(CommandError):
+        parse_command("attach ~/a b.jpg")  # a space: quote the path
+    assert parse_command("attach '~/a b.jpg'") == AttachCommand("~/a b.jpg")
+    assert parse_command("save") == SaveCommand(None, None)
+    assert parse_command("save 2 /tmp") == SaveCommand(2, "/tmp")
+    with pytest.raises(CommandError):
+        parse_command("save 0")

@@ -454,3 +454,46 @@ def test_typing_line_and_read_tick(node: SyncNode) -> None:
             assert await asyncio.wait_for(watcher, 5) == conv
 
     run_app_test(main)
+
+
+def test_attach_a_file_and_save_one(node: SyncNode, tmp_path: Path) -> None:
+    (bob,) = _users(node, "alice", "bob")[1:]
+    photo = tmp_path / "in" / "photo.jpg"
+    photo.parent.mkdir()
+    photo.write_bytes(b"\xff\xd8\xff not really a jpeg" + b"x" * 2_100_000)
+    saved = tmp_path / "copy.bin"
+
+    async def main() -> None:
+        app = open_app(node.url, "alice")
+        async with app.run_test(size=SIZE) as pilot:
+            await until_connected(pilot)
+            await type_line(pilot, "/chat bob")
+            await type_line(pilot, f"/attach {photo}")
+            await until(
+                pilot, lambda: "[photo.jpg 2.1 MB]  ✓" in shown(app, "#messages"), "the file sent"
+            )
+            await type_line(pilot, "/save")
+            assert "1. [photo.jpg 2.1 MB]" in shown(app, "#notice")
+            await type_line(pilot, f"/save 1 {saved}")
+            await until(pilot, lambda: shown(app, "#notice").startswith("saved "), "the file saved")
+            # Into a directory: under the file's own name.
+            await type_line(pilot, f"/save 1 {tmp_path}")
+            await until(
+                pilot,
+                lambda: shown(app, "#notice").startswith(f"saved {tmp_path / 'photo.jpg'}"),
+                "saved by name",
+            )
+            await type_line(pilot, "/save 2")
+            assert "there are 1 file(s) here" in shown(app, "#notice")
+
+    run_app_test(main)
+    assert saved.read_bytes() == photo.read_bytes()
+    assert (tmp_path / "photo.jpg").read_bytes() == photo.read_bytes()
+    (frame,) = trio.run(frames_of, node.url, bob)
+    assert [a["name"] for a in frame["body"]["attachments"]] == ["photo.jpg"]
+
+
+async def frames_of(url: str, token: str) -> list[dict]:
+    async with connect(url, token) as client:
+        head = await client.sync(0)
+        return [await client.messages.receive() for _ in range(head)]

@@ -16,6 +16,7 @@ from chinwag.node.admin import admin_request
 from chinwag.node.client import ChatClient, ClientError, connect
 from chinwag.protocol.addresses import UserAddress
 from chinwag.protocol.envelope import Envelope, NodeKey, sign_envelope
+from chinwag.protocol.errors import ErrorCode, ProtocolError
 
 from .procs import run_cli
 from .rogue import rogue_link, trust_rogue
@@ -320,3 +321,43 @@ async def test_a_repeated_introreq_is_answered_without_signing_again(start_node)
     assert len(first["statements"]) == 3 and signed >= 3
     assert second["statements"] == first["statements"]
     assert hub.node.status()["introductions"]["signed"] == signed
+
+
+async def test_turning_introductions_on_while_the_link_closes(start_node, monkeypatch) -> None:
+    # The link to the peer ends between the lookup and the send (CI saw it
+    # once): the request is soft state, asked again at the next link-up, so
+    # the admin call succeeds and the node goes on.
+    from trio_websocket import ConnectionClosed
+
+    from chinwag.node.link import Link
+    from chinwag.protocol.link import IntroRequest
+
+    hub, leaf = await start_node(name="hub"), await start_node(name="leaf")
+    await linked(hub, leaf)
+    real_send = Link.send
+
+    async def closing_send(self: Link, frame: Any) -> None:
+        if isinstance(frame, IntroRequest):
+            raise ConnectionClosed(None)
+        await real_send(self, frame)
+
+    monkeypatch.setattr(Link, "send", closing_send)
+    answer = await admin(leaf, "peers.trust_introductions", id=hub.running.identity.id)
+    assert answer["introductions"] is True
+    assert (await admin(leaf, "status"))["node_id"] == leaf.running.identity.id
+
+
+async def test_an_admin_command_that_fails_unexpectedly_answers_internal(
+    start_node, monkeypatch
+) -> None:
+    from chinwag.node.admin import AdminOps
+
+    async def broken(self: AdminOps, args: dict[str, Any]) -> dict[str, Any]:
+        raise RuntimeError("a defect")
+
+    monkeypatch.setattr(AdminOps, "user_list", broken)  # before the node binds its commands
+    node = await start_node(name="solo")
+    with pytest.raises(ProtocolError) as info:
+        await admin(node, "user.list")
+    assert info.value.code == ErrorCode.INTERNAL
+    assert (await admin(node, "status"))["node_id"] == node.running.identity.id

@@ -230,3 +230,32 @@ async def test_no_migration_without_its_backup(start_node, tmp_path: Path) -> No
     assert "backup taken first failed" in message and "nothing was changed" in message
     assert get_meta(data, "schema") == _U32.pack(1)
     assert get_meta(data, "writer") is None
+
+
+async def test_a_schema_3_store_gets_the_blob_tables(start_node, tmp_path: Path) -> None:
+    from chinwag.node.blob_client import download_blob, upload_file
+    from chinwag.node.blob_index import DB_NAMES as BLOB_DBS
+
+    data = tmp_path / "kitchen"
+    texts = await chat_history(start_node, data)
+    env = lmdb.open(str(data / "db"), max_dbs=64)
+    try:
+        with env.begin(write=True) as txn:
+            for name in BLOB_DBS:
+                txn.drop(env.open_db(name.encode(), txn=txn, create=False), delete=True)
+    finally:
+        env.close()
+    set_meta(data, schema=_U32.pack(3))
+
+    node = await start_node(data_dir=data)
+    assert [text for _, text in await queue_ids(node.url, "bob")] == texts
+    (tmp_path / "f").write_bytes(b"after the upgrade")
+    alice, bob = await node.user("alice"), await node.user("bob")
+    with trio.fail_after(20):
+        att = await upload_file(node.url, alice, tmp_path / "f")
+        async with connect(node.url, alice) as client:
+            await client.send("bob", "a file", attachments=[att])
+        assert await download_blob(node.url, bob, att["sha256"], tmp_path / "g") == 17
+    await node.stop()
+    assert get_meta(data, "schema") == _U32.pack(SCHEMA_VERSION)
+    assert any(p.name.startswith("pre-migration-3-") for p in (data / "backups").iterdir())

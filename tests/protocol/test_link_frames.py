@@ -74,6 +74,7 @@ EXAMPLES: list[LinkFrame] = [
     Sub(("alice", "bob"), reset=True),
     Unsub(("alice",)),
     PresenceUpdate((PresenceItem("alice", "online", 5), PresenceItem("bob", "offline", None))),
+    PresenceUpdate((PresenceItem("carol", "online", 6, "Carol C."),)),
     GroupSync(GroupAddress("club", HOST), 7),
     Push((PushEntry(1, "rl", RELAY), PushEntry(2, "rd", UNIT))),
     IntroRequest(),

@@ -78,7 +78,7 @@ def test_receipt_ids_are_strings_in_json() -> None:
         TypingUpdate("bob", None, (TypingItem("alice", NODE, "start"),)),
         TypingUpdate(None, GROUP, tuple(TypingItem(f"u{i}", NODE, "stop") for i in range(3))),
         ReceiptUpdate((ReceiptItem("bob", "alice", None, 7), ReceiptItem("bob", "al", GROUP, 9))),
-        PresenceUpdate((PresenceItem("alice", "online", 5, ("bob", "dan")),)),
+        PresenceUpdate((PresenceItem("alice", "online", 5, hide=("bob", "dan")),)),
         PresenceUpdate((PresenceItem("alice", "offline", None),)),
     ],
 )
