@@ -121,6 +121,9 @@ async def test_block_hides_presence_both_ways_locally(start_node) -> None:
         await a.wait_presence("bob@home", "offline", TIMEOUT)
         contacts = await api_call(node.url, "GET", "/api/contacts", token=bob)
         assert contacts["contacts"][0]["status"] == "offline"
+        # Asked on demand (a group being opened), the same answer.
+        asked = await b.call({"t": "presence_query", "users": ["alice"]})
+        assert [u["status"] for u in asked["users"]] == ["offline"]
         await unblock(node, alice, "bob")
         await b.wait_presence("alice@home", "online", TIMEOUT)
         await a.wait_presence("bob@home", "online", TIMEOUT)
