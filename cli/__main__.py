@@ -24,6 +24,7 @@ from . import (
     node_cmds,
     push_cmds,
     settings,
+    signal_cmds,
     tui_cmd,
 )
 from .common import CliError, client_error_message
@@ -43,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     admin_cmds.register(sub)
     discover_cmd.register(sub)
     contacts_cmds.register(sub)
+    signal_cmds.register(sub)
     group_cmds.register(sub)
     link_cmds.register(sub)
     push_cmds.register(sub)

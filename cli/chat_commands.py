@@ -74,6 +74,17 @@ class ActionCommand:
     text: str = ""
 
 
+@dataclass(frozen=True)
+class BlockCommand:
+    action: str  # add (/block) | remove (/unblock)
+    address: str
+
+
+@dataclass(frozen=True)
+class ReceiptsCommand:
+    on: bool
+
+
 Command = (
     OpenChat
     | ContactCommand
@@ -85,6 +96,8 @@ Command = (
     | AttachCommand
     | SaveCommand
     | ActionCommand
+    | BlockCommand
+    | ReceiptsCommand
 )
 #: Commands whose argument is the rest of the line, as typed (no shell quoting).
 _RAW = {"edit": "TEXT", "reply": "TEXT", "react": "EMOJI", "delete": ""}
@@ -110,6 +123,8 @@ HELP = """\
 /delete                       delete your last message here, for everyone
 /reply TEXT                   reply to the last message here, quoting it
 /react EMOJI                  react to the last message here (again: take it back)
+/block ADDRESS, /unblock ADDRESS  their messages, typing and presence never reach you
+/receipts on|off              send (and see) read receipts, or not
 /help                         this text
 /quit                         quit (also ctrl+q)
 ctrl+n / ctrl+p switch conversations; PageUp scrolls back and loads older
@@ -162,6 +177,9 @@ def _build() -> _Parser:
     p = command("save")
     p.add_argument("number", metavar="N", type=int, nargs="?")
     p.add_argument("path", metavar="PATH", nargs="?")
+    command("block").add_argument("address", metavar="ADDRESS")
+    command("unblock").add_argument("address", metavar="ADDRESS")
+    command("receipts").add_argument("state", choices=("on", "off"), metavar="on|off")
     for name in ("help", "quit", "retry"):
         command(name)
     return root
@@ -180,6 +198,9 @@ _NAMES = (
     "open",
     "attach",
     "save",
+    "block",
+    "unblock",
+    "receipts",
 )
 
 
@@ -208,6 +229,12 @@ def parse_command(line: str) -> Command:
         return GroupCommand(args.op, _group_fields(args))
     if args.command == "search":
         return SearchCommand(" ".join(args.words))
+    if args.command in ("block", "unblock"):
+        if args.address.startswith("#"):
+            raise CommandError(f"/{args.command}: block a user, not a group")
+        return BlockCommand("add" if args.command == "block" else "remove", args.address)
+    if args.command == "receipts":
+        return ReceiptsCommand(args.state == "on")
     if args.command == "open":
         if args.number < 1:
             raise CommandError("/open N: N is the number of a hit, 1 or more")

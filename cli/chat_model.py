@@ -28,6 +28,10 @@ MAX_PENDING = 256
 MAX_LABELS = 1024
 #: Entries one conversation may hold in memory after paging back (PageUp).
 MAX_LOADED = 5000
+#: A ``typing start`` not renewed is shown this long (the node's own expiry).
+TYPING_EXPIRY = 6.0
+#: Typists shown by name before "n people are typing".
+TYPING_NAMES = 2
 
 # Entry states.
 PENDING, OK, FAILED, RECEIVED, EVENT, NOTE = "pending", "ok", "failed", "received", "event", "note"
@@ -92,6 +96,11 @@ class Conversation:
     kept: int = 0
     #: The newest page was loaded from the node in this run of the client.
     fetched: bool = False
+    #: How far each member has our messages: ``user@<node id>`` -> [delivered_id,
+    #: read_id] (``receipts``/``receipt`` from the node; not saved, asked again).
+    receipts: dict[str, list[int]] = field(default_factory=dict)
+    #: Who is typing here: ``user@<node id>`` -> when it runs out (the caller's clock).
+    typing: dict[str, float] = field(default_factory=dict)
 
     def find(self, origin: str, msg_id: int) -> Entry | None:
         for entry in reversed(self.entries):
@@ -413,6 +422,7 @@ class ChatModel:
         if mine:
             self._adopt_sent(key, origin, msg_id)
         conv = self._ensure(key, bump=False)
+        conv.typing.pop(sender, None)  # their message ends their typing line
         # Only our own sends, or a page of history loaded ahead of the stream,
         # can already hold this message: a backlog skips the search.
         known = conv.find(origin, msg_id) if msg_id and (mine or conv.newest_seq() >= seq) else None
@@ -643,6 +653,78 @@ class ChatModel:
         newest = conv.newest_seq() if conv is not None else 0
         return newest if conv is not None and newest > conv.read_seq else 0
 
+    # -- live signals: typing and receipts (issue 17) -----------------------------
+    def apply_typing(self, frame: Mapping[str, Any], now: float) -> str | None:
+        """A ``typing`` frame, at ``now`` (seconds, the caller's clock); returns
+        the conversation it changed."""
+        key, user = frame.get("conv"), self._user_key(frame.get("user"))
+        conv = self.conversations.get(key) if isinstance(key, str) else None
+        if conv is None or user is None or user == self.me:
+            return None
+        if frame.get("state") == "start":
+            conv.typing[user] = now + TYPING_EXPIRY
+        elif conv.typing.pop(user, None) is None:
+            return None
+        return conv.key
+
+    def typing_line(self, key: str | None, now: float) -> str:
+        """``alice is typing…`` for ``key`` at ``now`` ("" if nobody); drops expired ones."""
+        conv = self.conversations.get(key or "")
+        if conv is None:
+            return ""
+        for user in [u for u, until in conv.typing.items() if until <= now]:
+            del conv.typing[user]
+        names = sorted(self.display(u) for u in conv.typing)
+        if not names:
+            return ""
+        if len(names) == 1:
+            return f"{clean(names[0])} is typing…"
+        if len(names) <= TYPING_NAMES:
+            return f"{' and '.join(clean(n) for n in names)} are typing…"
+        return f"{len(names)} people are typing…"
+
+    def apply_receipt(self, frame: Mapping[str, Any]) -> str | None:
+        """A ``receipt`` frame (or one item of a ``receipts`` answer with its
+        ``conv``): positions only move forward."""
+        key, member = frame.get("conv"), self._user_key(frame.get("user"))
+        conv = self.conversations.get(key) if isinstance(key, str) else None
+        if conv is None or member is None:
+            return None
+        held = conv.receipts.setdefault(member, [0, 0])
+        for index, name in enumerate(("delivered_id", "read_id")):
+            value = frame.get(name)
+            if isinstance(value, int) and value > held[index]:
+                held[index] = value
+        return conv.key
+
+    def apply_receipts(self, reply: Mapping[str, Any]) -> str | None:
+        """The answer to ``receipts {conv}``."""
+        key = reply.get("conv")
+        changed = None
+        for item in _dicts(reply.get("receipts")):
+            changed = self.apply_receipt({**item, "conv": key}) or changed
+        return changed
+
+    def read_by(self, conv: Conversation, entry: Entry) -> list[str]:
+        """The members (keys) who read our ``entry`` of ``conv``."""
+        if not entry.id:
+            return []
+        return sorted(m for m, (_, read) in conv.receipts.items() if read >= entry.id)
+
+    def tick(self, conv: Conversation, entry: Entry) -> str:
+        """The receipt mark of our stored ``entry``: ``✓`` stored, ``✓✓``
+        delivered, ``read`` (1:1), or ``read by n`` in a group."""
+        if conv.is_group:
+            readers = self.read_by(conv, entry)
+            return f"✓ read by {len(readers)}" if readers else "✓"
+        delivered, read = conv.receipts.get(conv.key, [0, 0])
+        if entry.id and read >= entry.id:
+            return "✓✓ read"
+        local = conv.key.rpartition("@")[2] == self.node_id
+        if local or (entry.id and delivered >= entry.id):
+            return "✓✓"
+        return "✓"
+
     # -- labels ---------------------------------------------------------------
     def _learn(self, node_id: object, name: object) -> None:
         if not isinstance(node_id, str) or not isinstance(name, str) or not name:
@@ -779,9 +861,12 @@ class ChatModel:
         self._sends = itertools.count(max(sent, default=0) + 1)
 
 
-#: Saved fields of a conversation (``kept`` and ``fetched`` are for this run only).
+#: Saved fields of a conversation (``kept``, ``fetched``, ``receipts`` and
+#: ``typing`` are for this run only).
 _CONV_FIELDS = [
-    f.name for f in fields(Conversation) if f.name not in ("entries", "kept", "fetched")
+    f.name
+    for f in fields(Conversation)
+    if f.name not in ("entries", "kept", "fetched", "receipts", "typing")
 ]
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -52,6 +53,9 @@ NAMES_DELAY = 0.3
 #: hits per ``/search``.
 CONVS_PAGE = 100
 HISTORY_PAGE = 50
+#: While the user types, a ``typing start`` goes out at most this often (the
+#: node drops more than one per 2 s; a start holds 6 s at the other side).
+TYPING_RENEW = 3.0
 SEARCH_LIMIT = 10
 #: ``msg`` frames applied to the model between two notifications of the screen, at most.
 APPLY_BATCH = 1024
@@ -132,6 +136,12 @@ class ChatSession:
         self._marks_waiting = trio.Event()
         #: Set once the catch-up of this connection is over (or there was none).
         self._caught_up = trio.Event()
+        #: Conversations whose input line is (True) or is no longer (False)
+        #: being typed in, waiting for the typist task; and when a ``start``
+        #: last went out per conversation.
+        self._typing_wanted: dict[str, bool] = {}
+        self._typing_waiting = trio.Event()
+        self._typing_sent: dict[str, float] = {}
 
     @property
     def catching_up(self) -> tuple[int, int] | None:
@@ -156,6 +166,68 @@ class ChatSession:
         if key is not None:
             self._to_mark[key] = None
             self._marks_waiting.set()
+
+    def typing_input(self, key: str | None, typing: bool) -> None:
+        """The input line of ``key`` holds text (``typing``) or was cleared."""
+        if key is not None and not key.startswith("/") and not _is_unresolved_key(key):
+            self._typing_wanted[key] = typing
+            self._typing_waiting.set()
+
+    async def _typist(self, client: ChatClient) -> None:
+        """Send ``typing start`` at most every TYPING_RENEW seconds while the
+        user types, and ``stop`` once when the line is cleared."""
+        self._typing_sent.clear()
+        while True:
+            await self._typing_waiting.wait()
+            self._typing_waiting = trio.Event()
+            wanted, self._typing_wanted = self._typing_wanted, {}
+            now = trio.current_time()
+            for key, typing in wanted.items():
+                last = self._typing_sent.get(key)
+                if typing and (last is None or now - last >= TYPING_RENEW):
+                    self._typing_sent[key] = now
+                    await client.typing(key, "start")
+                elif not typing and last is not None:
+                    del self._typing_sent[key]
+                    await client.typing(key, "stop")
+
+    def _on_signal(self, frame: dict[str, Any]) -> None:
+        """A ``typing`` or ``receipt`` frame from the node."""
+        if frame.get("t") == "typing":
+            # The screen reads the typing line by the same clock (time.monotonic).
+            key = self.model.apply_typing(frame, time.monotonic())
+        else:
+            key = self.model.apply_receipt(frame)
+        if key is not None:
+            self._notify(Change("messages", key))
+
+    async def receipts(self, key: str) -> None:
+        """Ask the node how far the members have our messages of ``key``."""
+        if _is_unresolved_key(key) or key not in self.model.conversations:
+            return
+        client = await self._live_client()
+        try:
+            reply = await client.receipts(key)
+        except ClientError as exc:
+            log.info("receipts of %s not loaded: %s", key, exc)
+            return
+        if self.model.apply_receipts(reply) is not None:
+            self._notify(Change("messages", key))
+
+    async def block(self, action: str, address: str) -> str:
+        """Block (``add``) or unblock (``remove``) an address (HTTP)."""
+        method = "POST" if action == "add" else "DELETE"
+        reply = await api_call(
+            self.server, method, "/api/blocks", {"address": address}, self.login.token
+        )
+        return str(reply.get("address", address))
+
+    async def set_read_receipts(self, on: bool) -> bool:
+        """Turn this user's read receipts on or off (the profile, HTTP)."""
+        reply = await api_call(
+            self.server, "PUT", "/api/profile", {"read_receipts": on}, self.login.token
+        )
+        return bool(reply.get("read_receipts", on))
 
     async def older(self, key: str) -> int:
         """Load the next older page of ``key`` (PageUp); returns the entries added."""
@@ -333,6 +405,7 @@ class ChatSession:
                     "conflict", f"the node's queue ends at seq {head}, before this device's cursor"
                 )
             self._client, self._acked = client, 0
+            client.on_signal = self._on_signal
             self._up_since = trio.current_time()
             self._up.set()
             self._catchup = (self.model.cursor, head) if head > self.model.cursor else None
@@ -350,6 +423,9 @@ class ChatSession:
                     nursery.start_soon(self._notifier)
                     nursery.start_soon(self._marker, client)
                     nursery.start_soon(self._watch_reads, client)
+                    nursery.start_soon(self._typist, client)
+                    if self.model.current is not None:
+                        nursery.start_soon(self.receipts, self.model.current)
                     nursery.start_soon(self._ask_names, client)
                     await self._receive(client)
             finally:

@@ -32,6 +32,7 @@ from .chat_commands import (
     HELP,
     ActionCommand,
     AttachCommand,
+    BlockCommand,
     Command,
     CommandError,
     ContactCommand,
@@ -40,6 +41,7 @@ from .chat_commands import (
     NameCommand,
     OpenChat,
     OpenHit,
+    ReceiptsCommand,
     SaveCommand,
     SearchCommand,
     parse_command,
@@ -52,6 +54,7 @@ from .chat_view import (
     conversation_prompt,
     conversation_title,
     message_log,
+    typing_text,
     when,
 )
 from .trio_bridge import BridgeBusy, TrioGuest
@@ -153,6 +156,7 @@ class ChatApp(App[None]):
                 yield Static(id="title")
                 with VerticalScroll(id="log"):
                     yield Static(id="messages")
+                yield Static(id="typing")
                 yield Static(id="notice")
                 yield Input(placeholder="a message, or /help", id="input")
 
@@ -163,6 +167,8 @@ class ChatApp(App[None]):
         self._render_log()
         self.query_one("#input", Input).focus()
         self.bridge.start(self.session.run, on_done=self._network_done)
+        # A typing line runs out without any frame (6 s after the last start).
+        self.set_interval(1.0, self._render_typing)
 
     async def on_unmount(self) -> None:
         await self.bridge.stop(self.timeout)
@@ -260,6 +266,17 @@ class ChatApp(App[None]):
         )
         if follow:
             self.call_after_refresh(scroller.scroll_end, animate=False)
+        self._render_typing()
+
+    def _render_typing(self) -> None:
+        conv = self.model.conversations.get(self.model.current or "")
+        self.query_one("#typing", Static).update(typing_text(self.model, conv, time.monotonic()))
+
+    async def _load_receipts(self, key: str) -> None:
+        try:
+            await asyncio.wait_for(self.bridge.submit(self.session.receipts, key), self.timeout)
+        except (ClientError, BridgeBusy, TimeoutError) as exc:
+            log.info("receipts of %s not loaded: %s", key, exc)
 
     def _notice(self, text: str, *, error: bool = False) -> None:
         notice = self.query_one("#notice", Static)
@@ -277,6 +294,8 @@ class ChatApp(App[None]):
         conv = self.model.conversations.get(key or "")
         if key is not None and conv is not None and not conv.fetched:
             self.run_worker(self._history(self.session.newest, key), group="history")
+        if key is not None and conv is not None:
+            self.run_worker(self._load_receipts(key), group="receipts")
 
     async def _history(self, call: Callable[[str], Any], key: str) -> int | None:
         """A page request of the session (newest, older); None if it failed."""
@@ -395,6 +414,10 @@ class ChatApp(App[None]):
         self.query_one("#input", Input).focus()
 
     # -- the input line -------------------------------------------------------------
+    def on_input_changed(self, event: Input.Changed) -> None:
+        typing = bool(event.value.strip()) and not event.value.startswith("/")
+        self.bridge.call_soon(self.session.typing_input, self.model.current, typing)
+
     def on_input_submitted(self, event: Input.Submitted) -> None:
         line = event.value
         event.input.value = ""
@@ -566,11 +589,18 @@ class ChatApp(App[None]):
                 self._render_log()
                 self.bridge.call_soon(self.session.kick)
 
-    async def _run_remote(self, command: ContactCommand | NameCommand | GroupCommand) -> None:
+    async def _run_remote(
+        self,
+        command: ContactCommand | NameCommand | GroupCommand | BlockCommand | ReceiptsCommand,
+    ) -> None:
         call: asyncio.Future[Any]
         try:
             if isinstance(command, ContactCommand):
                 call = self.bridge.submit(self.session.contact, command.action, command.address)
+            elif isinstance(command, BlockCommand):
+                call = self.bridge.submit(self.session.block, command.action, command.address)
+            elif isinstance(command, ReceiptsCommand):
+                call = self.bridge.submit(self.session.set_read_receipts, command.on)
             elif isinstance(command, NameCommand):
                 call = self.bridge.submit(self.session.set_name, command.display_name)
             else:
@@ -587,6 +617,10 @@ class ChatApp(App[None]):
             return
         if isinstance(command, ContactCommand):
             self._notice(f"{'added' if command.action == 'add' else 'removed'} contact {result}")
+        elif isinstance(command, BlockCommand):
+            self._notice(f"{'blocked' if command.action == 'add' else 'unblocked'} {result}")
+        elif isinstance(command, ReceiptsCommand):
+            self._notice(f"read receipts {'on' if result else 'off'}")
         elif isinstance(command, NameCommand):
             self._notice(f"your display name is {result!r}" if result else "display name cleared")
         else:
@@ -651,4 +685,8 @@ def _describe(command: Command) -> str:
         return "name"
     if isinstance(command, GroupCommand):
         return f"group {command.op}"
+    if isinstance(command, BlockCommand):
+        return f"{'block' if command.action == 'add' else 'unblock'} {command.address}"
+    if isinstance(command, ReceiptsCommand):
+        return f"receipts {'on' if command.on else 'off'}"
     return str(command)

@@ -32,6 +32,7 @@ __all__ = [
     "conversation_prompt",
     "conversation_title",
     "message_log",
+    "typing_text",
     "when",
 ]
 
@@ -69,12 +70,21 @@ def conversation_prompt(model: ChatModel, conv: Conversation) -> Text:
     return out
 
 
-def _status(entry: Entry) -> Text:
+def _status(model: ChatModel, conv: Conversation, entry: Entry) -> Text:
     if entry.state == PENDING:
         return Text("  sending…", style="yellow")
     if entry.state == FAILED:
         return Text(f"  ✗ failed: {clean(entry.error)} (/retry)", style="bold red")
-    return Text("  ✓", style="green")
+    # ✓ stored, ✓✓ delivered, ✓✓ read / ✓ read by n (receipts, issue 17).
+    tick = model.tick(conv, entry)
+    return Text(f"  {tick}", style="bold green" if "read" in tick else "green")
+
+
+def typing_text(model: ChatModel, conv: Conversation | None, now: float) -> Text:
+    """The line under the messages: ``alice is typing…`` (empty if nobody)."""
+    if conv is None:
+        return Text("")
+    return Text(model.typing_line(conv.key, now), style="italic dim")
 
 
 def message_log(
@@ -118,7 +128,7 @@ def message_log(
             chips = " ".join(f"{clean(e)}{len(u)}" for e, u in entry.reactions.items() if u)
             out.append("  " + chips, style="yellow")
         if entry.mine:
-            out.append_text(_status(entry))
+            out.append_text(_status(model, conv, entry))
     return out
 
 

@@ -142,6 +142,14 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="how long after sending a user may delete a message for everyone "
         "(default 172800 = 48 h; 0 = no limit)",
     )
+    p.add_argument(
+        "--typing-min-interval",
+        type=float,
+        help="one 'typing start' per device per this many seconds (default 2)",
+    )
+    p.add_argument(
+        "--typing-expiry", type=float, help="an unrenewed 'typing start' ends after (s; default 6)"
+    )
     p.add_argument("--heartbeat", type=float, help="heartbeat interval told to devices (s)")
     p.add_argument("--heartbeat-deadline", type=float, help="drop a silent device after (s)")
     p.add_argument(
@@ -362,6 +370,8 @@ CONFIG_FIELDS: tuple[tuple[str, str], ...] = (
     ("history_rate", "history_rate"),
     ("history_burst", "history_burst"),
     ("delete_window", "delete_window"),
+    ("typing_min_interval", "typing_min_interval"),
+    ("typing_expiry", "typing_expiry"),
     ("heartbeat", "heartbeat_interval"),
     ("heartbeat_deadline", "heartbeat_deadline"),
     ("link_heartbeat", "link_heartbeat_interval"),

@@ -67,12 +67,15 @@ class AdminOps:
         invitations: InvitationDesk | None = None,
         links: Callable[[], list[dict[str, Any]]] | None = None,
         request_introductions: Callable[[bytes], Awaitable[None]] | None = None,
+        user_removed: Callable[[str], None] | None = None,
     ) -> None:
         """``pending``: link requests from unknown nodes, held in memory by a
         running node (node/pending.py); ``peers approve`` and ``block`` take them.
         ``invitations``: ``invite`` and ``peers join`` (a running node only).
         ``request_introductions(key)``: ask a linked peer for its introductions
-        now (node/introductions.py)."""
+        now (node/introductions.py). ``user_removed(name)``: services that keep
+        a user's settings in memory forget them (node/blocks.py, receipts.py)."""
+        self._user_removed = user_removed
         self._store = store
         self._invitations = invitations
         self._pending = pending
@@ -137,6 +140,8 @@ class AdminOps:
     async def user_remove(self, args: dict[str, Any]) -> dict[str, Any]:
         user = self._str(args, "user")
         await self._store.remove_user(user)
+        if self._user_removed is not None:
+            self._user_removed(user)
         log.info("user %s removed by the admin", user, extra=event("user_removed", user=user))
         return {"user": user}
 

@@ -31,6 +31,7 @@ from .admission import Ticket
 from .blob_fetch import BlobLinks
 from .blob_http import BlobRoutes
 from .blobs import BlobService
+from .blocks import Blocks
 from .config import NodeConfig
 from .dialcheck import Resolver
 from .discovery import DiscoveredNode, Discovery
@@ -52,12 +53,15 @@ from .presence import Presence
 from .push import Push
 from .quota import QuotaPolicy
 from .readbudget import ReadBudgets
+from .receipts import ReceiptService
 from .relay import Relay
 from .router import Router
 from .seeds import read_peers_file
 from .server import Server
 from .sessions import DeviceSession
+from .signals import Signals, SoftLinks
 from .store import Store
+from .typing import Typing
 from .version import VERSION
 from .webclient import WebClient
 
@@ -209,6 +213,9 @@ class Node:
         self.store.remote_sink = self.relay
         self.registry.relay_inbound = self.relay.inbound
         self.router = Router(self.identity, self.store, wall_clock_ms, registry=self.registry)
+        self.blocks = Blocks(
+            self.store, self.router.resolve_user, self.router.display, config.max_blocks_per_user
+        )
         self.presence = Presence(
             config,
             self.identity,
@@ -217,7 +224,9 @@ class Node:
             self.router.resolve_node,
             self.router.node_label,
             wall_clock_ms,
+            blocks=self.blocks,
         )
+        self.blocks.observe(self.presence.block_changed)
         link_registry = (
             self.registry if seams.wrap_registry is None else seams.wrap_registry(self.registry)
         )
@@ -245,11 +254,23 @@ class Node:
             is_linked=lambda key: self.federation.is_linked(key),
         )
         self.store.on_blobs_wanted = self.blob_links.poke
+        self.typing = Typing(
+            config,
+            self.identity.id,
+            self.hub,
+            self.router,
+            self.groups,
+            self.blocks,
+        )
+        self.receipts = ReceiptService(
+            config, self.identity.id, self.store, self.hub, self.router, self.blocks
+        )
+        self.registry.on_delivered = self.receipts.delivered
         self.federation = Federation(
             config,
             self.identity,
             link_registry,
-            presence=self.presence,
+            presence=SoftLinks(self.presence, self.typing, self.receipts),
             now_ms=seams.federation_now_ms,
             getaddrinfo=seams.getaddrinfo,
             group_sync=GroupSync(self.identity, self.store, self.registry),
@@ -265,8 +286,17 @@ class Node:
         # Every commit that grew a peer's outbox wakes that link.
         self.store.on_outbox = self.federation.outbox_grew
         self.presence.attach(self.federation.send_to, self.federation.is_linked)
+        self.typing.attach(self.federation.send_to, self.federation.is_linked)
+        self.receipts.attach(self.federation.send_to, self.federation.is_linked)
         self.group_ops = GroupOps(self.groups, self.router, self.presence)
-        self.history_ops = HistoryOps(config, self.store, self.router, self.hub, self.identity.id)
+        self.history_ops = HistoryOps(
+            config,
+            self.store,
+            self.router,
+            self.hub,
+            self.identity.id,
+            on_read=self.receipts.read_moved,
+        )
         self.action_ops = ActionOps(
             self.store,
             self.identity.id,
@@ -274,6 +304,7 @@ class Node:
             seams.federation_now_ms,
             config.delete_window,
         )
+        self.signals = Signals(self.typing, self.receipts, self.history_ops.canonical)
         self.passwords = PasswordHasher(
             seams.kdf_cost,
             threads=config.kdf_threads,
@@ -289,10 +320,12 @@ class Node:
             presence=self.presence,
             passwords=self.passwords,
             invitations=self.invitations,
+            profile_extras=self.receipts,
         )
         BlobRoutes(self.api, self.store, self.blobs).register()
         self.push = Push(config, self.store, self.hub, self.router.node_label)
         self.push.register_routes(self.api)
+        self.blocks.register_routes(self.api)
         WebClient().register_routes(self.api)
         self.metrics = Metrics(self)
         if config.metrics_listen is None:
@@ -317,6 +350,7 @@ class Node:
                 ),
                 links=self.federation.peer_status,
                 request_introductions=self.introductions.request,
+                user_removed=self._user_removed,
             ),
         )
         self.started_at = 0.0
@@ -324,6 +358,11 @@ class Node:
         #: The URL printed at start (None until listening).
         self.url: str | None = None
         self._nursery: trio.Nursery | None = None
+
+    def _user_removed(self, name: str) -> None:
+        """A removed user's in-memory settings go (a new account may take the name)."""
+        self.blocks.forget(name)
+        self.receipts.forget(name)
 
     def _invitation_url(self) -> str:
         """Where an invitation tells the other side to go: the first advertised URL."""
@@ -431,6 +470,8 @@ class Node:
                 "links": dataclasses.asdict(self.blob_links.statistics()),
             },
             "actions": dataclasses.asdict(self.store.action_stats.view()),
+            "typing": dataclasses.asdict(self.typing.statistics()),
+            "receipts": dataclasses.asdict(self.receipts.statistics()),
         }
 
     async def _on_websocket(
@@ -455,6 +496,7 @@ class Node:
         session.group_ops = self.group_ops
         session.history_ops = self.history_ops
         session.action_ops = self.action_ops
+        session.signals = self.signals
         self.hub.connections += 1
         try:
             await session.run()
@@ -469,6 +511,8 @@ class Node:
             await nursery.start(self.store.run)
             await self._load_seeds()
             await nursery.start(self.presence.run)
+            await nursery.start(self.typing.run)
+            await nursery.start(self.receipts.run)
             await nursery.start(self.push.run)
             await nursery.start(self.blobs.run)
             await nursery.start(self.admin.run)

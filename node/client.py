@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 import json
 import secrets
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -218,6 +218,13 @@ class ChatClient:
         #: Latest ``read`` frame per conversation (another device of ours read it).
         self.reads: dict[str, dict[str, Any]] = {}
         self._read_changed = trio.Event()
+        #: Latest ``typing`` frame per (conversation, ``user@node id``), and
+        #: merged ``receipt`` state per (conversation, ``user@node id``).
+        self.typing_states: dict[tuple[str, str], dict[str, Any]] = {}
+        self.receipt_states: dict[tuple[str, str], dict[str, Any]] = {}
+        self._signal_changed = trio.Event()
+        #: Also called with each ``typing``/``receipt`` frame (on the trio thread).
+        self.on_signal: Callable[[dict[str, Any]], None] | None = None
         self._closed = trio.Event()
 
     # -- requests -----------------------------------------------------------
@@ -395,6 +402,23 @@ class ChatClient:
             frame["conv"] = conv
         return await self.call(_paged(frame, limit, before))
 
+    async def typing(self, conv: str, state: str) -> None:
+        """Say the user is typing in ``conv`` (``start``) or stopped; no reply."""
+        frame = {"t": "typing", "conv": conv, "state": state}
+        await self._ws.send_message(encode_message([frame], self._fmt))
+
+    async def receipts(self, conv: str) -> dict[str, Any]:
+        """The receipt state of ``conv``: ``{conv, read_receipts, receipts: [...]}``."""
+        return await self.call({"t": "receipts", "conv": conv})
+
+    async def wait_signal(
+        self, check: Callable[[], bool], timeout: float = DEFAULT_TIMEOUT
+    ) -> None:
+        """Wait until ``check()`` holds, re-checked at each ``typing``/``receipt`` frame."""
+        with trio.fail_after(timeout):
+            while not check():
+                await self._signal_changed.wait()
+
     async def wait_read(
         self, conv: str, read_seq: int, timeout: float = DEFAULT_TIMEOUT
     ) -> dict[str, Any]:
@@ -476,8 +500,28 @@ class ChatClient:
                 self.reads[conv] = frame
                 event, self._read_changed = self._read_changed, trio.Event()
                 event.set()
+        elif kind in ("typing", "receipt"):
+            self._on_signal(frame)
         elif kind == "bye":
             self.closed_reason = error_from_frame(frame)
+
+    def _on_signal(self, frame: dict[str, Any]) -> None:
+        conv, user = frame.get("conv"), frame.get("user")
+        if not isinstance(conv, str) or not isinstance(user, dict):
+            return
+        key = (conv, f"{user.get('u')}@{user.get('n')}")
+        if frame["t"] == "typing":
+            self.typing_states[key] = frame
+        else:
+            merged = self.receipt_states.setdefault(key, {})
+            for field in ("delivered_id", "read_id"):
+                value = frame.get(field)
+                if isinstance(value, int) and value > merged.get(field, 0):
+                    merged[field] = value
+        event, self._signal_changed = self._signal_changed, trio.Event()
+        event.set()
+        if self.on_signal is not None:
+            self.on_signal(frame)
 
     async def _heartbeat(self, interval: float) -> None:
         frame = encode_message([{"t": "heartbeat"}], self._fmt)

@@ -248,6 +248,22 @@ class NodeConfig:
     #: what is known and asks nothing.
     presence_query_max: int = 10_000
 
+    # Live signals and blocks (issue 17; node/typing.py, receipts.py, blocks.py)
+    #: A typing ``start`` holds this long unless renewed; then it counts as
+    #: stopped (clients expire it too). Never stored.
+    typing_expiry: float = 6.0
+    #: One ``typing start`` per device per this long is forwarded (after a
+    #: burst of 2); more are dropped silently and counted (``typing.dropped``).
+    typing_min_interval: float = 2.0
+    #: Typing changes bound for one peer node wait this long to share one
+    #: link frame per conversation (coalescing).
+    typing_flush: float = 0.2
+    #: Addresses one user may block.
+    max_blocks_per_user: int = 1000
+    #: Read receipts waiting for a peer node's link to come up (soft state,
+    #: coalesced per conversation and reader); past it the oldest is dropped.
+    receipts_pending_max: int = 10_000
+
     @property
     def link_interval(self) -> float:
         """How often a federation link ticks (keep-alive and gossip rounds)."""

@@ -30,12 +30,20 @@ from chinwag.protocol.addresses import (
     node_id_text,
 )
 from chinwag.protocol.attachments import Attachment
-from chinwag.protocol.envelope import Envelope, SignedUnit, Verified, open_unit, sign_envelope
+from chinwag.protocol.envelope import (
+    Envelope,
+    SignedUnit,
+    Verified,
+    decode_envelope,
+    open_unit,
+    sign_envelope,
+)
 from chinwag.protocol.errors import ErrorCode, ProtocolError
 from chinwag.protocol.group_record import KIND_MESSAGE, make_group_record, open_group_record
 
 from . import group_invites as consent
 from .actions_store import ActionRefused
+from .blocks import blocked_check
 from .identity import NodeIdentity
 from .peers import TRUSTED, PeerRegistry, record_dedup
 from .store import SendResult, Store, WriteTxn, check_send, event_record, message_body
@@ -182,12 +190,16 @@ class Groups:
         # One record for every member's queue: encoded once, and the same
         # bytes let Router.render decode it once for all of them.
         queued = _queue_record(group, item["gseq"], unit, event)
+        blocked = None if unit is None else blocked_check(w, decode_envelope(unit.env).sender)
         for text in sorted(recipients):
             member = parse_member(text)
             if member.node == self._identity.id:
-                if w.get_user(member.user) is None:
+                local = w.get_user(member.user)
+                if local is None:
                     continue
-                seq = w.append_to_queue(member.user, queued)
+                if blocked is not None and blocked(local.uid):
+                    continue  # only the blocker's copy is dropped (node/blocks.py)
+                seq = w.append_to_uid(local.uid, member.user, queued)
                 if text == item.get("_sender"):
                     sender_seq = seq
             else:
@@ -681,12 +693,18 @@ class Groups:
         view["gseq"] = record.gseq
         w.txn.put(key, cbor2.dumps(view), db=w.db("group_views"))
         queued = _queue_record(group, record.gseq, record.unit, event)
+        blocked = blocked_check(w, env.sender) if record.kind == KIND_MESSAGE else None
         for text in sorted(recipients):
             member = parse_member(text)
             # Only users who agreed get the host's records (group consent).
             if member.node == self._identity.id and self._consented(w, member.user, group):
+                local = w.get_user(member.user)
+                if local is None:
+                    continue
+                if blocked is not None and blocked(local.uid):
+                    continue  # only the blocker's copy is dropped (node/blocks.py)
                 try:
-                    w.append_to_queue(member.user, queued)
+                    w.append_to_uid(local.uid, member.user, queued)
                 except ActionRefused:
                     # Not the target's sender: counted and logged, left out of
                     # the queue; the host's order (gseq) goes on regardless.

@@ -64,7 +64,10 @@ class HistoryOps:
         hub: Hub,
         node_id: str,
         clock: Callable[[], float] = trio.current_time,
+        on_read: Callable[[str, str, int], None] | None = None,
     ) -> None:
+        #: Told of each read marker move (user, conv, read_seq): read receipts.
+        self._on_read = on_read
         self._config = config
         self._store = store
         self._router = router
@@ -245,6 +248,8 @@ class HistoryOps:
 
         row = await self._store.transact(op)
         self._hub.offer(user, read_frame(conv, row.read_seq, row.unread), exclude=session)
+        if self._on_read is not None:
+            self._on_read(user, conv, row.read_seq)
         return {"conv": conv, "read_seq": row.read_seq, "unread": row.unread}
 
     # ------------------------------------------------------------ search

@@ -133,6 +133,13 @@ def error_response(error: ProtocolError) -> HttpResponse:
 Handler = Callable[[HttpRequest], Awaitable[HttpResponse]]
 
 
+class ProfileExtras(Protocol):
+    """Profile fields another service keeps (node/receipts.py: ``read_receipts``)."""
+
+    def profile_fields(self, user: str) -> dict[str, Any]: ...
+    async def update_profile(self, user: str, body: dict[str, Any]) -> None: ...
+
+
 @dataclass
 class AccountStats:
     """What the account endpoints did since start (``/metrics``)."""
@@ -159,9 +166,12 @@ class HttpApi:
         *,
         passwords: PasswordHasher,
         invitations: Invitations | None = None,
+        profile_extras: ProfileExtras | None = None,
     ) -> None:
         """``invitations``: user invitations that open a closed sign-up (none: closed is closed)."""
         self._invitations = invitations
+        #: More profile fields kept by other services (read receipts).
+        self._profile_extras = profile_extras
         self._presence = presence
         self._passwords = passwords
         self._config = config
@@ -483,6 +493,8 @@ class HttpApi:
         body = self.json_body(request)
         display = self._field(body, "display_name", MAX_PROFILE_CHARS, required=False)
         status = self._field(body, "status_text", MAX_PROFILE_CHARS, required=False)
+        if self._profile_extras is not None:
+            await self._profile_extras.update_profile(session.user, body)
         record = await self._store.set_profile(session.user, display, status)
         if self._presence is not None and display is not None:
             # Shown to watchers and the nodes that follow this user.
@@ -492,12 +504,15 @@ class HttpApi:
         )
 
     def _profile_json(self, user: str, display: str, status: str) -> dict[str, Any]:
-        return {
+        out = {
             "user": user,
             "address": f"{user}@{self._identity.name}",
             "display_name": display,
             "status_text": status,
         }
+        if self._profile_extras is not None:
+            out.update(self._profile_extras.profile_fields(user))
+        return out
 
     # -------------------------------------------------------------- contacts
     async def get_contacts(self, request: HttpRequest) -> HttpResponse:
@@ -506,7 +521,7 @@ class HttpApi:
         for address in self._store.list_contacts(session.user):
             item: dict[str, Any] = {"address": address}
             if self._presence is not None:
-                item.update(self._presence.state_of_address(address).to_wire())
+                item.update(self._presence.state_of_address(address, session.user).to_wire())
             contacts.append(item)
         return json_response(200, {"contacts": contacts})
 

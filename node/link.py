@@ -53,9 +53,11 @@ from chinwag.protocol.link import (
     PresenceUpdate,
     Push,
     PushEntry,
+    ReceiptUpdate,
     Rejected,
     Resume,
     Sub,
+    TypingUpdate,
     Unsub,
 )
 
@@ -169,9 +171,12 @@ class LinkRegistry(Protocol):
 
 
 class PresenceFrames(Protocol):
-    """Where a link hands presence frames (node/presence.py)."""
+    """Where a link hands soft-state frames (node/signals.py SoftLinks:
+    presence, typing, receipts)."""
 
-    def on_frame(self, key: bytes, frame: Sub | Unsub | PresenceUpdate) -> None: ...
+    def on_frame(
+        self, key: bytes, frame: Sub | Unsub | PresenceUpdate | TypingUpdate | ReceiptUpdate
+    ) -> None: ...
 
 
 class LinkServices(Protocol):
@@ -524,7 +529,7 @@ class Link:
                     await self.send(Pong())
                 case Pong():
                     pass
-                case Sub() | Unsub() | PresenceUpdate():
+                case Sub() | Unsub() | PresenceUpdate() | TypingUpdate() | ReceiptUpdate():
                     if self._presence is not None:
                         self._presence.on_frame(self.peer, frame)
                 case Gossip():

@@ -70,7 +70,28 @@ class NodeCollector(Collector):
         yield from self._store()
         yield from self._federation()
         yield from self._push()
+        yield from self._signals()
         yield from self._blobs()
+
+    def _signals(self) -> Iterator[Metric]:
+        typing = self._node.typing.statistics()
+        receipts = self._node.receipts.statistics()
+        yield _counter(
+            "chinwag_typing_received", "typing frames from this node's devices.", typing.received
+        )
+        yield _counter(
+            "chinwag_typing_dropped",
+            "typing starts over a device's rate, dropped.",
+            typing.dropped,
+        )
+        yield _counter(
+            "chinwag_typing_link_frames_sent", "typing link frames sent.", typing.link_frames_sent
+        )
+        yield _counter(
+            "chinwag_receipts_applied",
+            "Receipts shown to (and stored for) this node's senders.",
+            receipts.applied,
+        )
 
     def _blobs(self) -> Iterator[Metric]:
         blobs = self._node.blobs.statistics()

@@ -37,6 +37,7 @@ from chinwag.protocol.group_record import open_group_record
 from chinwag.protocol.link import entry_field
 
 from . import blob_index
+from .blocks import is_blocked
 from .store import Store, WriteTxn, event_record, unit_record
 
 TRUSTED = "trusted"
@@ -221,6 +222,9 @@ class PeerRegistry:
         #: outbox, in the same transaction (node/groups.py reports them and
         #: queues a fresh snapshot for the peer).
         self.group_withdrawn: Callable[[WriteTxn, bytes, list[Any], int], None] | None = None
+        #: Told after an ack's commit of the 1:1 messages it acknowledged:
+        #: (local sender, recipient, newest id) per pair (node/receipts.py).
+        self.on_delivered: Callable[[list[tuple[str, UserAddress, int]]], None] | None = None
 
     # ------------------------------------------------------------ reads
     def get(self, key: bytes) -> PeerRecord | None:
@@ -536,8 +540,11 @@ class PeerRegistry:
     ) -> int:
         """Drop entries up to ``upto``; rejected entries become ``delivery_failed`` events."""
         rejected_codes = dict(rejected)
+        delivered: dict[tuple[str, UserAddress], int] = {}
+        want_delivered = self.on_delivered is not None
 
         def op(w: WriteTxn) -> int:
+            delivered.clear()  # the op may run again after a map resize
             meta = self._txn_meta(w, key)
             top = min(upto, meta["next"] - 1)
             if top <= meta["acked"]:
@@ -553,6 +560,8 @@ class PeerRegistry:
                     if oseq in rejected_codes:
                         item = cbor2.loads(cursor.value())
                         _delivery_failed(w, item, rejected_codes[oseq], key)
+                    elif want_delivered:
+                        _note_delivered(delivered, cursor.value())
                     _forget_bytes(meta, len(cursor.value()))
                     if not cursor.delete():
                         break
@@ -560,7 +569,10 @@ class PeerRegistry:
             w.txn.put(key, cbor2.dumps(meta), db=w.db("outbox_meta"))
             return top
 
-        return await self._store.transact(op)
+        acked = await self._store.transact(op)
+        if delivered and self.on_delivered is not None:
+            self.on_delivered([(u, to, i) for (u, to), i in delivered.items()])
+        return acked
 
     async def expire_outbox(
         self,
@@ -704,14 +716,30 @@ class PeerRegistry:
         )
 
 
+def _note_delivered(delivered: dict[tuple[str, UserAddress], int], raw: bytes) -> None:
+    """Keep the newest id per (sender, recipient) of an acknowledged 1:1 entry."""
+    item = cbor2.loads(raw)
+    if item.get("k") != "m" or not item.get("user"):
+        return
+    env = cbor2.loads(item["p"]["env"])
+    to = env.get("to")
+    if not isinstance(to, dict):
+        return
+    pair = (item["user"], UserAddress(to["u"], to["n"]))
+    delivered[pair] = max(delivered.get(pair, 0), int(env["id"]))
+
+
 def deliver_unit(w: WriteTxn, unit: SignedUnit, env: Envelope, our_id: str, now_ms: int) -> None:
     """Store a verified 1:1 unit in its local recipient's queue, exactly once."""
     if env.to is None or env.to.node != our_id:
         raise ProtocolError(ErrorCode.FORBIDDEN, "not addressed to this node")
     record_dedup(w, unit.by, env.id, now_ms)  # a replay is refused here
-    if w.get_user(env.to.user) is None:
+    recipient = w.get_user(env.to.user)
+    if recipient is None:
         raise ProtocolError(ErrorCode.NO_SUCH_USER, f"no user {env.to.user} on this node")
-    w.append_to_queue(env.to.user, unit_record(unit))
+    if is_blocked(w, recipient.uid, env.sender):
+        return  # accepted and acknowledged, never queued: the sender is not told
+    w.append_to_uid(recipient.uid, recipient.name, unit_record(unit))
 
 
 def check_signatures(peer: bytes, entries: list[tuple[int, str, Any]]) -> Verified:

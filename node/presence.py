@@ -28,12 +28,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Protocol
 
 import cbor2
 import trio
 
-from chinwag.protocol.addresses import node_id_bytes, node_id_text, parse_target
+from chinwag.protocol.addresses import UserAddress, node_id_bytes, node_id_text, parse_target
 from chinwag.protocol.errors import ProtocolError
 from chinwag.protocol.link import LinkFrame, PresenceItem, PresenceUpdate, Sub, Unsub
 
@@ -50,6 +50,13 @@ MAX_SUB_USERS = 1024
 MAX_SUBS_PER_PEER = 100_000
 
 Watched = tuple[str, str]  # (user, node id)
+
+
+class BlockLists(Protocol):
+    """What presence needs from the users' block lists (node/blocks.py)."""
+
+    def blocks(self, blocker: str, sender: UserAddress) -> bool: ...
+    def hidden_from(self, user: str, node_id: str) -> tuple[str, ...]: ...
 
 
 @dataclass(frozen=True)
@@ -92,8 +99,12 @@ class Presence:
         resolve_node: Callable[[str | None], str],
         node_label: Callable[[str], str | None],
         now_ms: Callable[[], int],
+        blocks: BlockLists | None = None,
     ) -> None:
         self._config = config
+        self._blocks = blocks
+        #: Per remote user: the users here it blocked (shown it as offline).
+        self._remote_hidden: dict[Watched, frozenset[str]] = {}
         self._identity = identity
         self._store = store
         self._hub = hub
@@ -163,9 +174,40 @@ class Presence:
             return self.state_of_local(user)
         return self._remote.get((user, node_id), UNKNOWN)
 
-    def state_of_address(self, address: str) -> PresenceState:
+    def state_of_address(self, address: str, viewer: str | None = None) -> PresenceState:
+        """The state of ``address`` as local user ``viewer`` may see it."""
         watched = self._parse(address)
-        return UNKNOWN if watched is None else self.state_of(*watched)
+        if watched is None or (viewer is not None and self._hides(viewer, *watched)):
+            return UNKNOWN
+        return self.state_of(*watched)
+
+    def _hides(self, watcher: str, user: str, node_id: str) -> bool:
+        """Whether ``user@node_id`` must look offline to local ``watcher``:
+        either blocked the other (node/blocks.py)."""
+        if self._blocks is None:
+            return False
+        ours = self._identity.id
+        if self._blocks.blocks(watcher, UserAddress(user, node_id)):
+            return True
+        if node_id == ours:
+            return self._blocks.blocks(user, UserAddress(watcher, ours))
+        return watcher in self._remote_hidden.get((user, node_id), ())
+
+    def block_changed(self, blocker: str, address: UserAddress, blocked: bool) -> None:
+        """``blocker`` (local) blocked or unblocked ``address``: show both
+        sides the presence they may now see."""
+        ours = self._identity.id
+        watched = (address.user, address.node)
+        if blocker in self._watchers.get(watched, ()):
+            self._publish(address.user, address.node, self.state_of(*watched), {blocker})
+        if address.node == ours:
+            if address.user in self._watchers.get((blocker, ours), ()):
+                self._publish(blocker, ours, self.state_of_local(blocker), {address.user})
+            return
+        key = node_id_bytes(address.node)
+        if key in self._subscribers.get(blocker, ()):
+            self._outgoing.setdefault(key, {})[blocker] = self.state_of_local(blocker)
+            self._wake.set()
 
     def _device_change(self, user: str, online: bool) -> None:
         if online:
@@ -242,8 +284,14 @@ class Presence:
         if label:
             address["name"] = label
         frame = {"t": "presence", "user": address, **state.to_wire()}
+        hidden: dict[str, Any] | None = None
         for watcher in watchers:
-            self._hub.offer(watcher, frame)
+            if self._hides(watcher, user, node_id):
+                if hidden is None:
+                    hidden = {"t": "presence", "user": address, **UNKNOWN.to_wire()}
+                self._hub.offer(watcher, hidden)
+            else:
+                self._hub.offer(watcher, frame)
 
     # ------------------------------------------------------------ contacts
     def _parse(self, address: str) -> Watched | None:
@@ -366,8 +414,14 @@ class Presence:
                     continue
                 state = PresenceState(item.status, item.last_active_at, item.display_name)
                 self.stats.updates_received += 1
-                if self._remote.get((item.user, node_id)) != state:
-                    self._remote[item.user, node_id] = state
+                hide = frozenset(item.hide)
+                watched = (item.user, node_id)
+                if self._remote.get(watched) != state or self._remote_hidden.get(watched) != hide:
+                    self._remote[watched] = state
+                    if hide:
+                        self._remote_hidden[watched] = hide
+                    else:
+                        self._remote_hidden.pop(watched, None)
                     self._publish(item.user, node_id, state)
             return
         if isinstance(frame, Sub):
@@ -403,7 +457,8 @@ class Presence:
             if watched is None:
                 continue
             user, node_id = watched
-            out.append((watched, self.state_of(user, node_id)))
+            hidden = self._hides(asker, user, node_id)  # a block: shown offline
+            out.append((watched, UNKNOWN if hidden else self.state_of(user, node_id)))
             if node_id == self._identity.id or watched in self._watchers:
                 continue  # known here already, and kept up to date
             if watched not in self._leases:
@@ -452,14 +507,42 @@ class Presence:
             for key, states in outgoing.items():
                 if not states or self._send is None or not self._is_linked(key):
                     continue
+                node_id = node_id_text(key)
                 items = [
-                    PresenceItem(u, s.status, s.last_active_at, s.display_name)
+                    PresenceItem(
+                        u,
+                        s.status,
+                        s.last_active_at,
+                        s.display_name,
+                        self._hidden_at(u, node_id),
+                    )
                     for u, s in states.items()
                 ]
-                for start in range(0, len(items), MAX_SUB_USERS):
-                    chunk = tuple(items[start : start + MAX_SUB_USERS])
+                for chunk in _chunks(items):
                     self.stats.updates_sent += len(chunk)
                     await self._send_quietly(key, PresenceUpdate(chunk))
+
+    def _hidden_at(self, user: str, node_id: str) -> tuple[str, ...]:
+        if self._blocks is None:
+            return ()
+        return self._blocks.hidden_from(user, node_id)[: MAX_SUB_USERS - 1]
+
+
+def _chunks(items: list[PresenceItem]) -> list[tuple[PresenceItem, ...]]:
+    """Items in frames of at most MAX_SUB_USERS names (users and hides)."""
+    out: list[tuple[PresenceItem, ...]] = []
+    chunk: list[PresenceItem] = []
+    names = 0
+    for item in items:
+        size = 1 + len(item.hide)
+        if chunk and names + size > MAX_SUB_USERS:
+            out.append(tuple(chunk))
+            chunk, names = [], 0
+        chunk.append(item)
+        names += size
+    if chunk:
+        out.append(tuple(chunk))
+    return out
 
 
 def _label_of(address: str) -> str | None:

@@ -47,11 +47,13 @@ from chinwag.protocol.frames import (
     PresenceQuery,
     React,
     Read,
+    Receipts,
     Request,
     Rid,
     Search,
     Send,
     Sync,
+    Typing,
     WireFormat,
     bye_frame,
     decode_message,
@@ -193,6 +195,8 @@ class DeviceSession:
         self.history_ops: Any = None
         #: Answers ``edit``/``delete``/``react``, fills replies (node/actions.py); set by the app.
         self.action_ops: Any = None
+        #: Answers ``typing``/``receipts`` (node/signals.py), set by the app.
+        self.signals: Any = None
 
     # ------------------------------------------------------------------ run
     async def run(self) -> None:
@@ -417,6 +421,12 @@ class DeviceSession:
             self._take_send_token()
             fields = await self.action_ops.handle(self.user, self.device, request)
             self._reply(ok_frame(request.rid, **fields))
+        elif isinstance(request, Typing | Receipts):
+            if self.signals is None:
+                raise ProtocolError(ErrorCode.BAD_REQUEST, "live signals are not served here")
+            fields = await self.signals.handle(self.user, self, request)
+            if request.rid is not None:
+                self._reply(ok_frame(request.rid, **fields))
         elif isinstance(request, Auth):
             raise ProtocolError(ErrorCode.BAD_REQUEST, "already authenticated")
 
@@ -431,6 +441,8 @@ class DeviceSession:
 
     async def _start_send(self, request: Send) -> None:
         self._take_send_token()
+        if self.signals is not None:
+            self.signals.message_sent(self.user, request.to)  # ends their typing there
         inflight = self._inflight
         if inflight is None:
             inflight = self._inflight = deque()

@@ -72,6 +72,7 @@ from chinwag.protocol.limits import MAX_TEXT_BYTES
 
 from . import actions_store, blob_index, history_index
 from .backup import BackupError, pre_migration_dir, write_backup
+from .blocks import is_blocked
 from .latency import LatencyHistogram
 from .logs import event
 from .migrations import (
@@ -132,6 +133,10 @@ T = TypeVar("T")
 # Actions on messages (layouts in node/actions_store.py):
 #   msg_ids, msg_acts: kept in each queue append's transaction.
 #
+# Blocks and receipts (issue 17; layouts in node/blocks.py, node/receipts.py):
+#   blocks:        uid(4) | "user@<node id>"         -> b""
+#   receipts:      uid(4) | conv (utf-8)             -> cbor {member: [delivered_id, read_id]}
+#
 # uids are never reused, so rows a removed user leaves behind (cid_times
 # entries, pruned by age) can never be mistaken for a new user's.
 DB_NAMES = (
@@ -160,6 +165,8 @@ DB_NAMES = (
     "dedup",
     "dedup_times",
     "invites",
+    "blocks",
+    "receipts",
     *history_index.DB_NAMES,
     *blob_index.DB_NAMES,
     *actions_store.DB_NAMES,
@@ -1022,7 +1029,16 @@ class Store:
             record = w.require_user(name)
             prefix = _u32(record.uid)
             _revoke_all_sessions(w, record.uid)
-            for db in ("queue", "devices", "cids", "contacts", "push_endpoints", "group_invites"):
+            for db in (
+                "queue",
+                "devices",
+                "cids",
+                "contacts",
+                "push_endpoints",
+                "group_invites",
+                "blocks",
+                "receipts",
+            ):
                 _delete_prefix(w.txn, w.db(db), prefix)
             for db in ("queue_head", "presence", "uid_user", "quota"):
                 w.txn.delete(prefix, db=w.db(db))
@@ -1273,10 +1289,14 @@ class Store:
                 self.remote_sink.append(w, to.node, unit, sender, now_ms)
                 w.charge(40 + len(record))  # the outbox entry: key and about the record
                 seq = w.append_to_uid(sender_record.uid, sender, record)
-            else:
+            elif recipient.uid == sender_record.uid:
                 seq = w.append_to_uid(recipient.uid, recipient.name, record)
-                if recipient.uid != sender_record.uid:
-                    seq = w.append_to_uid(sender_record.uid, sender, record)
+            else:
+                # A recipient who blocked the sender never gets it; the
+                # sender sees it stored like any other (node/blocks.py).
+                if not is_blocked(w, recipient.uid, env.sender):
+                    w.append_to_uid(recipient.uid, recipient.name, record)
+                seq = w.append_to_uid(sender_record.uid, sender, record)
             result = SendResult(msg_id, seq, now_ms, duplicate=False)
             w.remember_cid(sender_record.uid, device, cid, result, now_ms)
             return result

@@ -31,6 +31,7 @@ STATIC_FILES = {
     "/files.js": ("files.js", "text/javascript; charset=utf-8"),
     "/actions.js": ("actions.js", "text/javascript; charset=utf-8"),
     "/actions.css": ("actions.css", "text/css; charset=utf-8"),
+    "/signals.js": ("signals.js", "text/javascript; charset=utf-8"),
 }
 
 

@@ -34,7 +34,7 @@ SUBPROTOCOL_CBOR = "chinwag.cbor.v1"
 SUBPROTOCOL_JSON = "chinwag.json.v1"
 
 #: Fields that hold 64-bit ids: decimal strings in JSON.
-ID_FIELDS = frozenset({"id", "last_id", "target", "reply_to"})
+ID_FIELDS = frozenset({"id", "last_id", "target", "reply_to", "delivered_id", "read_id"})
 MAX_CID_CHARS = 64
 MAX_RID_CHARS = 64
 MAX_TOKEN_CHARS = 256
@@ -343,6 +343,29 @@ class PresenceQuery:
 
 
 HistoryRequest = Convs | History | Read | Search
+
+#: States of a ``typing`` frame (issue 17).
+TYPING_STATES = frozenset({"start", "stop"})
+
+
+@dataclass(frozen=True)
+class Typing:
+    """The device's user is typing in ``conv`` (``start``) or stopped (soft; rid optional)."""
+
+    rid: Rid | None
+    conv: str
+    state: str
+
+
+@dataclass(frozen=True)
+class Receipts:
+    """The receipt state of ``conv``: who has the user's messages and read them."""
+
+    rid: Rid
+    conv: str
+
+
+SignalRequest = Typing | Receipts
 Request = (
     Auth
     | Send
@@ -356,6 +379,8 @@ Request = (
     | Search
     | PresenceQuery
     | ActionRequest
+    | Typing
+    | Receipts
 )
 
 _FIELDS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
@@ -373,6 +398,8 @@ _FIELDS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "history": (frozenset({"rid", "conv"}), frozenset({"limit", "before", "after", "around"})),
     "read": (frozenset({"rid", "conv", "seq"}), frozenset()),
     "search": (frozenset({"rid", "q"}), frozenset({"conv", "limit", "before"})),
+    "typing": (frozenset({"conv", "state"}), frozenset({"rid"})),
+    "receipts": (frozenset({"rid", "conv"}), frozenset()),
     "presence_query": (frozenset({"rid", "users"}), frozenset()),
 }
 REQUEST_TYPES = frozenset(_FIELDS)
@@ -524,6 +551,14 @@ def parse_request(frame: Mapping[str, Any]) -> Request:
     if kind in ("convs", "history", "read", "search"):
         assert rid is not None
         return _history_request(kind, rid, frame)
+    if kind == "typing":
+        state = frame["state"]
+        if state not in TYPING_STATES:
+            raise _bad("field 'state' is 'start' or 'stop'")
+        return Typing(rid=rid, conv=_string(frame, "conv", MAX_CONV_CHARS), state=state)
+    if kind == "receipts":
+        assert rid is not None
+        return Receipts(rid=rid, conv=_string(frame, "conv", MAX_CONV_CHARS))
     if kind == "group":
         assert rid is not None
         op = _string(frame, "op", 16)
@@ -594,6 +629,10 @@ def encode_request(request: Request) -> dict[str, Any]:
             out["title"] = request.title
     elif isinstance(request, Convs | History | Read | Search):
         out = _encode_history_request(request)
+    elif isinstance(request, Typing):
+        out = {"t": "typing", "conv": request.conv, "state": request.state}
+    elif isinstance(request, Receipts):
+        out = {"t": "receipts", "conv": request.conv}
     elif isinstance(request, PresenceQuery):
         out = {"t": "presence_query", "users": list(request.users)}
     else:
@@ -633,6 +672,29 @@ def _encode_history_request(request: HistoryRequest) -> dict[str, Any]:
 def read_frame(conv: str, read_seq: int, unread: int) -> dict[str, Any]:
     """The soft frame telling a user's other devices that ``conv`` was read."""
     return {"t": "read", "conv": conv, "read_seq": read_seq, "unread": unread}
+
+
+def typing_frame(conv: str, user: Mapping[str, str], state: str) -> dict[str, Any]:
+    """The soft frame telling a device that ``user`` is typing in ``conv`` (or stopped)."""
+    return {"t": "typing", "conv": conv, "user": dict(user), "state": state}
+
+
+def receipt_frame(
+    conv: str,
+    user: Mapping[str, str],
+    *,
+    delivered_id: int | None = None,
+    read_id: int | None = None,
+) -> dict[str, Any]:
+    """The soft frame telling a sender's devices how far ``user`` has their
+    messages of ``conv``: every message of theirs with an id up to
+    ``delivered_id`` is on the user's node, up to ``read_id`` read."""
+    frame: dict[str, Any] = {"t": "receipt", "conv": conv, "user": dict(user)}
+    if delivered_id is not None:
+        frame["delivered_id"] = delivered_id
+    if read_id is not None:
+        frame["read_id"] = read_id
+    return frame
 
 
 # ---------------------------------------------------------------- replies
@@ -709,4 +771,9 @@ __all__ = [
     "ok_frame",
     "parse_request",
     "read_frame",
+    "receipt_frame",
+    "Receipts",
+    "SignalRequest",
+    "Typing",
+    "typing_frame",
 ]

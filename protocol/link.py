@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .addresses import GroupAddress, check_user_name
+from .addresses import GroupAddress, check_user_name, is_node_id_text
 from .codec import decode_cbor, encode_cbor
 from .errors import ErrorCode, ProtocolError
 from .limits import MAX_FRAME_BYTES, MAX_MESSAGE_BYTES
@@ -48,6 +48,10 @@ __all__ = [
     "PresenceItem",
     "PresenceUpdate",
     "Push",
+    "ReceiptItem",
+    "ReceiptUpdate",
+    "TypingItem",
+    "TypingUpdate",
     "PushEntry",
     "Rejected",
     "Resume",
@@ -71,6 +75,10 @@ SUMMARY_BYTES = 32
 NODE_KEY_BYTES = 32
 #: Users in one ``sub`` / ``unsub``, items in one ``presence``.
 MAX_PRESENCE_USERS = 1024
+#: Typists in one ``typing`` frame; read positions in one ``receipt`` frame.
+MAX_TYPING_ITEMS = 256
+MAX_RECEIPT_ITEMS = 512
+_TYPING_STATES = ("start", "stop")
 #: A display name in a presence item (the profile allows 200 characters).
 MAX_DISPLAY_NAME_CHARS = 200
 #: A signed gossip record's bytes (``rec``); see address_record.MAX_RECORD_BYTES.
@@ -228,11 +236,51 @@ class PresenceItem:
     #: The user's display name from their profile ("": none set). On the wire
     #: as ``dn`` only when set.
     display_name: str = ""
+    #: Users of the receiving node this user blocked: they are shown the
+    #: user as offline (node/blocks.py). Absent on the wire when empty.
+    hide: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
 class PresenceUpdate:
     items: tuple[PresenceItem, ...]
+
+
+@dataclass(frozen=True)
+class TypingItem:
+    """``user@node`` started or stopped typing."""
+
+    user: str
+    node: str
+    state: str
+
+
+@dataclass(frozen=True)
+class TypingUpdate:
+    """Typing changes in one conversation, coalesced per (peer node,
+    conversation): a 1:1 conversation with local user ``to`` of the receiving
+    node, or ``group``. Exactly one of the two is set. Soft state."""
+
+    to: str | None
+    group: GroupAddress | None
+    items: tuple[TypingItem, ...]
+
+
+@dataclass(frozen=True)
+class ReceiptItem:
+    """``reader`` (a user of the sending node) read every message of ``to``
+    (a user of the receiving node) in the 1:1 conversation between the two, or
+    in ``group``, with an id up to ``read_id``."""
+
+    reader: str
+    to: str
+    group: GroupAddress | None
+    read_id: int
+
+
+@dataclass(frozen=True)
+class ReceiptUpdate:
+    items: tuple[ReceiptItem, ...]
 
 
 @dataclass(frozen=True)
@@ -298,6 +346,8 @@ LinkFrame = (
     | Sub
     | Unsub
     | PresenceUpdate
+    | TypingUpdate
+    | ReceiptUpdate
     | GroupSync
     | IntroRequest
     | Introductions
@@ -483,8 +533,9 @@ def _parse_presence(item: dict[str, Any]) -> PresenceUpdate:
             "status",
             "last_active_at",
             "dn",
+            "hide",
         }:
-            raise _bad("presence items are {u, status, last_active_at, dn?}")
+            raise _bad("presence items are {u, status, last_active_at, dn?, hide?}")
         try:
             user = check_user_name(one["u"])
         except ProtocolError as exc:
@@ -498,8 +549,60 @@ def _parse_presence(item: dict[str, Any]) -> PresenceUpdate:
         display = one.get("dn", "")
         if type(display) is not str or len(display) > MAX_DISPLAY_NAME_CHARS:
             raise _bad(f"presence dn is a string of at most {MAX_DISPLAY_NAME_CHARS} characters")
-        items.append(PresenceItem(user, status, last, display))
+        hide = _users(one["hide"], "presence hide") if "hide" in one else ()
+        items.append(PresenceItem(user, status, last, display, hide))
     return PresenceUpdate(tuple(items))
+
+
+def _user(value: object, what: str) -> str:
+    try:
+        return check_user_name(value)  # type: ignore[arg-type]
+    except ProtocolError as exc:
+        raise _bad(f"{what} is not a user name") from exc
+
+
+def _group(value: object, what: str) -> GroupAddress:
+    try:
+        return GroupAddress.from_wire(value)
+    except ProtocolError as exc:
+        raise _bad(f"{what} is {{host, name}}") from exc
+
+
+def _parse_typing(item: dict[str, Any]) -> TypingUpdate:
+    _fields(item, "typing", {"items"}, {"to", "group"})
+    if ("to" in item) == ("group" in item):
+        raise _bad("typing names either 'to' or 'group'")
+    to = _user(item["to"], "typing.to") if "to" in item else None
+    group = _group(item["group"], "typing.group") if "group" in item else None
+    items: list[TypingItem] = []
+    for one in _list(item["items"], "typing.items", 1, MAX_TYPING_ITEMS):
+        if type(one) is not dict or set(one) != {"u", "n", "s"}:
+            raise _bad("typing items are {u, n, s}")
+        node = one["n"]
+        if type(node) is not str or not is_node_id_text(node):
+            raise _bad("typing item n is a node id")
+        if one["s"] not in _TYPING_STATES:
+            raise _bad("typing item s is start or stop")
+        items.append(TypingItem(_user(one["u"], "typing item u"), node, one["s"]))
+    return TypingUpdate(to, group, tuple(items))
+
+
+def _parse_receipt(item: dict[str, Any]) -> ReceiptUpdate:
+    _fields(item, "receipt", {"items"}, set())
+    items: list[ReceiptItem] = []
+    for one in _list(item["items"], "receipt.items", 1, MAX_RECEIPT_ITEMS):
+        if type(one) is not dict or set(one) - {"g"} != {"r", "u", "id"}:
+            raise _bad("receipt items are {r, u, id, g?}")
+        group = _group(one["g"], "receipt item g") if "g" in one else None
+        items.append(
+            ReceiptItem(
+                _user(one["r"], "receipt item r"),
+                _user(one["u"], "receipt item u"),
+                group,
+                _counter(one["id"], "receipt item id"),
+            )
+        )
+    return ReceiptUpdate(tuple(items))
 
 
 def _parse_gsync(item: dict[str, Any]) -> GroupSync:
@@ -569,6 +672,8 @@ _PARSERS: dict[str, Callable[[dict[str, Any]], LinkFrame]] = {
     "sub": _parse_sub,
     "unsub": _parse_unsub,
     "presence": _parse_presence,
+    "typing": _parse_typing,
+    "receipt": _parse_receipt,
     "gsync": _parse_gsync,
     "introreq": _parse_intro_req,
     "intro": _parse_intro,
@@ -649,6 +754,18 @@ def _to_wire(frame: LinkFrame) -> dict[str, Any]:
                 "t": "presence",
                 "items": [_presence_item_wire(i) for i in items],
             }
+        case TypingUpdate(to, group, typists):
+            wire: dict[str, Any] = {
+                "t": "typing",
+                "items": [{"u": i.user, "n": i.node, "s": i.state} for i in typists],
+            }
+            if to is not None:
+                wire["to"] = to
+            if group is not None:
+                wire["group"] = group.to_wire()
+            return wire
+        case ReceiptUpdate(receipts):
+            return {"t": "receipt", "items": [_receipt_item(i) for i in receipts]}
         case GroupSync(group, after):
             return {"t": "gsync", "group": group.to_wire(), "after": after}
         case IntroRequest():
@@ -664,11 +781,20 @@ def _to_wire(frame: LinkFrame) -> dict[str, Any]:
     raise ProtocolError(ErrorCode.INTERNAL, f"not a link frame: {type(frame).__name__}")
 
 
+def _receipt_item(item: ReceiptItem) -> dict[str, Any]:
+    out: dict[str, Any] = {"r": item.reader, "u": item.to, "id": item.read_id}
+    if item.group is not None:
+        out["g"] = item.group.to_wire()
+    return out
+
+
 def _presence_item_wire(item: PresenceItem) -> dict[str, Any]:
     out: dict[str, Any] = {"u": item.user, "status": item.status}
     out["last_active_at"] = item.last_active_at
     if item.display_name:
         out["dn"] = item.display_name
+    if item.hide:
+        out["hide"] = list(item.hide)
     return out
 
 
@@ -703,6 +829,8 @@ _STATES: dict[str, dict[type, str]] = {
         Sub: "open",
         Unsub: "open",
         PresenceUpdate: "open",
+        TypingUpdate: "open",
+        ReceiptUpdate: "open",
         GroupSync: "open",
         IntroRequest: "open",
         Introductions: "open",

@@ -30,14 +30,18 @@ const HIGHLIGHT_MS = 4000;
 const $ = (id) => document.getElementById(id);
 
 // Hook points for the add-on modules under node/static/ (view.js, notify.js,
-// files.js, ...). Each is loaded by index.html after this file and sets its
-// own entries; the page boots once all of them ran (DOMContentLoaded).
+// files.js, signals.js, ...). Each is loaded by index.html after this file and
+// sets its own entries; the page boots once all of them ran (DOMContentLoaded).
 const hooks = {
   messageBody: null, // (item) -> [Node|string]: the text of a message (view.js: links)
   attachments: null, // (item) -> Node|null: a message's attachments (files.js)
   listed: null, // (conv) -> bool: whether the conversation list shows it (view.js)
   incoming: [], // (item, conv): a live message from someone else (notify.js)
-  rendered: [], // (conv|null): after the open conversation was rendered (view.js)
+  rendered: [], // (conv|null): after the open conversation was rendered (view.js, signals.js)
+  frame: [], // (frame): every frame from the node, after app.js handled it (signals.js)
+  shown: [], // (conv): a conversation was put on screen, also after a reconnect (signals.js)
+  message: [], // (item, li): a message element was (re)built (signals.js: ticks)
+  signature: [], // (item) -> string: the element is rebuilt when this changes (signals.js)
 };
 // Extension points for the client's other modules (actions.js, …): each
 // registers handlers by name through window.chinwag.hook(name, fn); app.js
@@ -52,6 +56,16 @@ function runHooks(name, ...args) {
   return undefined;
 }
 
+// The list hooks above (every entry is called; failures are logged).
+function notifyHooks(name, ...args) {
+  for (const hook of hooks[name]) {
+    try {
+      hook(...args);
+    } catch (exc) {
+      console.error(`${name} hook failed`, exc);
+    }
+  }
+}
 const state = {
   session: null, // {token, device, user, nodeId, nodeName}
   ws: null,
@@ -482,6 +496,7 @@ function onFrame(frame) {
     default:
       break; // a newer node may send frames this page does not know
   }
+  notifyHooks("frame", frame);
 }
 
 function settle(frame) {
@@ -1014,6 +1029,7 @@ function loadPage(conv, limit = PAGE_SIZE) {
 
 // A conversation just put on screen gets its newest page if it has none.
 async function showConversation(conv) {
+  notifyHooks("shown", conv);
   if (!conv.loaded && !conv.loading) {
     await loadPage(conv);
     if (state.openKey === conv.key) {
@@ -1683,7 +1699,8 @@ function renderMessages(list, conv) {
   for (const m of conv.messages) {
     if (hidden(m)) continue;
     const who = m.fromKey ? state.names.get(m.fromKey) || "" : "";
-    const signature = `${m.state}|${m.id}|${m.seq}|${m.error || ""}|${m.retried ? 1 : 0}|${who}|${m.rev || 0}|${m.text}`;
+    let signature = `${m.state}|${m.id}|${m.seq}|${m.error || ""}|${m.retried ? 1 : 0}|${who}|${m.rev || 0}|${m.text}`;
+    for (const hook of hooks.signature) signature += `|${hook(m)}`;
     let entry = messageElements.get(m);
     if (!entry) {
       entry = { li: renderMessage(m), signature };
@@ -1719,6 +1736,12 @@ function keepingFocus(list, attribute, build) {
 }
 
 function renderMessage(m) {
+  const li = buildMessage(m);
+  notifyHooks("message", m, li);
+  return li;
+}
+
+function buildMessage(m) {
   if (m.kind === "event") return el("li", { class: "event" }, m.text);
   const stateText = { pending: "sending…", sent: "✓", failed: `failed: ${m.error || ""}` }[m.state];
   const li = el(
@@ -2095,11 +2118,15 @@ window.chinwag = {
   get user() {
     return state.session ? userKey(state.session.user, state.session.nodeId) : null;
   },
-  // For the client's other modules (actions.js): hook points and helpers.
+  // For the client's other modules (actions.js, signals.js): hook points,
+  // and the page's state and helpers as they are.
   hook(name, fn) {
     namedHooks.set(name, [...(namedHooks.get(name) || []), fn]);
   },
-  app: { state, call, el, msgKey, queueRender, render, showError, clearError, describe },
+  app: {
+    state, call, sendQuiet, api, el, $, msgKey, userKey, showUser,
+    queueRender, render, showError, clearError, describe,
+  },
 };
 
 // After every module of the page ran (they register their hooks).

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import trio
-from textual.widgets import OptionList
+from textual.widgets import Input, OptionList
 
 from chinwag.cli.chat_model import FAILED, OK, PENDING
 from chinwag.cli.chat_state import StateFile
@@ -232,7 +232,7 @@ def test_restart_resumes_from_the_saved_cursor_without_duplicates(node: SyncNode
             await until(pilot, lambda: "three" in shown(app, "#messages"), "the new message")
             await until_connected(pilot)
             lines = shown(app, "#messages").splitlines()
-            for text in ("bob@kitchen: one", "you: two  ✓", "bob@kitchen: three"):
+            for text in ("bob@kitchen: one", "you: two  ✓✓", "bob@kitchen: three"):
                 assert sum(line.endswith(text) for line in lines) == 1, lines
             assert len(lines) == 3
             assert app.model.cursor == 3
@@ -263,7 +263,7 @@ def test_reconnects_by_itself_and_resends_pending(node: SyncNode) -> None:
             await until(pilot, lambda: "welcome back" in shown(app, "#messages"), "live msg")
             lines = shown(app, "#messages").splitlines()
             assert [line.split(" ", 1)[1] for line in lines] == [
-                "you: sent while down  ✓",
+                "you: sent while down  ✓✓",  # a user of our node: delivered once stored
                 "bob@kitchen: welcome back",
             ]
             sent = await in_trio(texts_of, node.url, bob)
@@ -403,6 +403,55 @@ def test_the_list_highlight_stays_where_the_user_moved_it(node: SyncNode) -> Non
             await pilot.press("ctrl+n")
             assert listing.highlighted_option is not None
             assert listing.highlighted_option.id == app.model.current != carol
+
+    run_app_test(main)
+
+
+async def _types_to(url: str, token: str, to: str) -> None:
+    async with connect(url, token) as client:
+        await client.call({"t": "typing", "conv": to, "state": "start"})
+
+
+async def _reads_all(url: str, token: str, conv: str) -> None:
+    async with connect(url, token) as client:
+        head = await client.sync(0)
+        await client.read(conv, head)
+
+
+async def _sees_typing(url: str, token: str, conv: str) -> str:
+    """Wait (connected) until someone types to this user in ``conv``; their address."""
+    async with connect(url, token) as client:
+        await client.wait_signal(lambda: any(k[0] == conv for k in client.typing_states), 20)
+        return next(k[1] for k in client.typing_states if k[0] == conv)
+
+
+def test_typing_line_and_read_tick(node: SyncNode) -> None:
+    (bob,) = _users(node, "alice", "bob")[1:]
+
+    async def main() -> None:
+        app = open_app(node.url, "alice")
+        async with app.run_test(size=SIZE) as pilot:
+            await until_connected(pilot)
+            await type_line(pilot, "/chat bob")
+            await type_line(pilot, "are you there?")
+            await until(pilot, lambda: "you: are you there?  ✓✓" in shown(app, "#messages"), "ok")
+            await in_trio(_types_to, node.url, bob, "alice")
+            await until(pilot, lambda: "bob@kitchen is typing…" in shown(app, "#typing"), "typing")
+            await in_trio(_reads_all, node.url, bob, "alice")
+            await until(pilot, lambda: "✓✓ read" in shown(app, "#messages"), "the read tick")
+            # Typing in the input line reaches bob. His device connects at some
+            # point: keep typing and clearing (each start after a stop goes out).
+            conv = f"alice@{app.model.node_id}"
+            watcher = asyncio.ensure_future(in_trio(_sees_typing, node.url, bob, conv))
+            box = app.query_one("#input", Input)
+            for _ in range(60):
+                if watcher.done():
+                    break
+                box.value = "typing"
+                await pilot.pause(0.2)
+                box.value = ""
+                await pilot.pause(0.2)
+            assert await asyncio.wait_for(watcher, 5) == conv
 
     run_app_test(main)
 
