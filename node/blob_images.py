@@ -20,7 +20,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 #: Formats whose metadata is removed and of which a preview is made.
 _FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "GIF": "image/gif"}
@@ -89,7 +89,7 @@ def process(
         image = _open(path, max_pixels)
     except ImageRefused:
         raise
-    except (OSError, ValueError, SyntaxError, Image.UnidentifiedImageError):
+    except (OSError, ValueError, SyntaxError, UnidentifiedImageError):
         return Processed(None, None)
     with image:
         fmt = image.format or ""
