@@ -250,6 +250,49 @@ def test_attach_a_photo_and_a_file(browsers: Browsers, node: NodeProcess, tmp_pa
     assert not [u for u in browsers.requests if "token" in u.lower()]
 
 
+def test_a_photo_to_a_group_across_nodes_arrives_after_a_restart(
+    browsers: Browsers, node: NodeProcess, attic: NodeProcess
+) -> None:
+    # Issue 16: a photo from alice@kitchen to a group spanning kitchen and
+    # attic, seen inline on both; attic was down (SIGKILL) when it was sent,
+    # so its node fetches the blob from kitchen once it is back.
+    node.signup("alice")
+    node.signup("carol")
+    attic.signup("bob")
+    for owner, name in ((attic, "bob"), (node, "carol")):  # alice's adds need no consent
+        owner.http("POST", "/api/contacts", {"address": "alice@kitchen"}, owner.login(name))
+    alice = _chat(browsers, node).login("alice")
+    form = alice.page.locator("#create-group-form")
+    form.get_by_label("Group name").fill("family")
+    form.get_by_role("button", name="Create group").click()
+    key = node.group("family")
+    expect(alice.conversation(key)).to_have_attribute("aria-current", "true")
+    for member in ("bob@attic", "carol"):
+        alice.page.get_by_label("Add member").fill(member)
+        alice.page.locator("#add-member-form").get_by_role("button", name="Add").click()
+    bob = _chat(browsers, attic).login("bob")
+    expect(bob.conversation(key)).to_be_visible(timeout=REMOTE_TIMEOUT_MS)
+
+    attic.kill()
+    alice.page.get_by_label("Message", exact=True).fill("the beach")
+    alice.page.locator("#attach-input").set_input_files(
+        [{"name": "beach.png", "mimeType": "image/png", "buffer": PNG}]
+    )
+    alice.expect_message("the beach", "sent")
+    carol = _chat(browsers, node).login("carol")
+    carol.open_conversation(key)
+    shown = carol.expect_message("the beach", "received").locator("img.att-img")
+    expect(shown).to_have_attribute("src", re.compile(r"^blob:"))
+
+    attic.start()  # same port: bob's tab reconnects by itself
+    expect(bob.conversation(key)).to_be_visible(timeout=REMOTE_TIMEOUT_MS)
+    bob.open_conversation(key)
+    message = bob.expect_message("the beach", "received", timeout=REMOTE_TIMEOUT_MS)
+    expect(message.locator("img.att-img")).to_have_attribute(
+        "src", re.compile(r"^blob:"), timeout=REMOTE_TIMEOUT_MS
+    )
+
+
 # ------------------------------------------------------------------ the attach UI, node mocked
 # Until the node serves the blob API, files.js is checked against the spec
 # with Playwright routes for /api/blobs and a scripted /ws (MockNode).
