@@ -59,6 +59,7 @@ from chinwag.protocol.actions import (
 from chinwag.protocol.errors import ErrorCode, ProtocolError
 
 from . import blob_index, history_index
+from .lmdb_rows import delete_prefix
 
 if TYPE_CHECKING:
     from .store import WriteTxn
@@ -442,9 +443,4 @@ def drop_user(txn: lmdb.Transaction[bytes], dbs: dict[str, Any], uid: int) -> No
     """Remove every row of user ``uid`` (the user is being removed)."""
     prefix = _U32.pack(uid)
     for name in DB_NAMES:
-        cursor = txn.cursor(db=dbs[name])
-        if not cursor.set_range(prefix):
-            continue
-        while cursor.key().startswith(prefix):
-            if not cursor.delete():
-                break
+        delete_prefix(txn, dbs[name], prefix)

@@ -67,7 +67,7 @@ class BlobFiles:
             return False
         final.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.replace(temp, final)
-        _fsync_dir(final.parent)
+        fsync_path(final.parent)
         return True
 
     def write_bytes(self, data: bytes) -> str:
@@ -97,15 +97,8 @@ class BlobFiles:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-def fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
+def fsync_path(path: Path) -> None:
+    """Make a file's data, or a directory's entries, durable (both open read-only)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)

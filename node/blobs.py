@@ -35,7 +35,7 @@ from chinwag.protocol.attachments import Preview, check_file_name, check_media_t
 from chinwag.protocol.errors import ErrorCode, ProtocolError
 
 from . import blob_index
-from .blob_files import BlobFiles, fsync_file
+from .blob_files import BlobFiles, fsync_path
 from .blob_images import ImageRefused, process, sniff_image
 from .config import NodeConfig
 from .quota import QuotaPolicy
@@ -238,12 +238,12 @@ class BlobService:
                     temp = done.stripped
                     sha, size = await trio.to_thread.run_sync(_hash_file, temp)
                 else:
-                    await trio.to_thread.run_sync(fsync_file, temp)
+                    await trio.to_thread.run_sync(fsync_path, temp)
                 if done.preview is not None:
                     p = done.preview
                     preview_meta = (p.type, len(p.data), p)
             else:
-                await trio.to_thread.run_sync(fsync_file, temp)
+                await trio.to_thread.run_sync(fsync_path, temp)
             upload = await self._publish(uid, temp, sha, size, media_type, name, preview_meta)
         except BaseException as exc:
             if isinstance(exc, ProtocolError):

@@ -65,6 +65,8 @@ from chinwag.protocol.actions import ACTION_KINDS
 from chinwag.protocol.addresses import node_id_bytes
 from chinwag.protocol.search_terms import index_terms
 
+from .lmdb_rows import delete_prefix
+
 DB_NAMES = ("conv", "conv_seq", "terms", "index_log")
 #: Tables of earlier schemas, dropped by their migration (node/migrations.py).
 RETIRED_DB_NAMES = ("conv_recent",)
@@ -454,12 +456,7 @@ def drop_user(txn: lmdb.Transaction[bytes], dbs: dict[str, Any], uid: int) -> No
     """Remove every index row of user ``uid`` (the user is being removed)."""
     prefix = _u32(uid)
     for name in ("conv", "conv_seq", "terms"):
-        cursor = txn.cursor(db=dbs[name])
-        if not cursor.set_range(prefix):
-            continue
-        while cursor.key().startswith(prefix):
-            if not cursor.delete():
-                break
+        delete_prefix(txn, dbs[name], prefix)
     cursor = txn.cursor(db=dbs["index_log"])
     moved = cursor.first()
     while moved:

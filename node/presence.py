@@ -26,7 +26,7 @@ so a name set on one node is shown on every node that follows the user.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
@@ -40,6 +40,7 @@ from chinwag.protocol.link import LinkFrame, PresenceItem, PresenceUpdate, Sub, 
 from .config import NodeConfig
 from .hub import Hub
 from .identity import NodeIdentity
+from .peer_link import PeerLinked
 from .store import Store, WriteTxn
 
 log = logging.getLogger(__name__)
@@ -87,8 +88,10 @@ class PresenceStats:
     lease_subscriptions: int = 0
 
 
-class Presence:
+class Presence(PeerLinked):
     """Keeps and publishes presence; the federation hands it link events."""
+
+    frame_kind = "presence"
 
     def __init__(
         self,
@@ -101,6 +104,7 @@ class Presence:
         now_ms: Callable[[], int],
         blocks: BlockLists | None = None,
     ) -> None:
+        super().__init__()
         self._config = config
         self._blocks = blocks
         #: Per remote user: the users here it blocked (shown it as offline).
@@ -125,21 +129,10 @@ class Presence:
         self._wake = trio.Event()
         self._grace: dict[str, trio.CancelScope] = {}
         self._down: dict[bytes, trio.CancelScope] = {}
-        self._send: Callable[[bytes, LinkFrame], Awaitable[None]] | None = None
-        self._is_linked: Callable[[bytes], bool] = lambda key: False
         self._nursery: trio.Nursery | None = None
         self.stats = PresenceStats()
 
     # ------------------------------------------------------------ wiring
-    def attach(
-        self,
-        send: Callable[[bytes, LinkFrame], Awaitable[None]],
-        is_linked: Callable[[bytes], bool],
-    ) -> None:
-        """How to send a frame on a peer's link (async), and whether one is up."""
-        self._send = send
-        self._is_linked = is_linked
-
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         for record in self._store.list_users():
             for address in self._store.list_contacts(record.name):
@@ -365,11 +358,8 @@ class Presence:
             self._nursery.start_soon(self._send_quietly, key, frame)
 
     async def _send_quietly(self, key: bytes, frame: LinkFrame) -> None:
-        try:
-            assert self._send is not None
-            await self._send(key, frame)
-        except Exception as exc:  # soft state: the next link-up resends it all
-            log.debug("presence frame to %s lost: %s", node_id_text(key)[:12], exc)
+        # A lost frame is soft state: the next link-up resends it all.
+        await self._send_soft(key, frame)
 
     # ------------------------------------------------------------ links
     def link_up(self, key: bytes) -> None:

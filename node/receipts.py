@@ -33,7 +33,6 @@ Layout::
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -45,7 +44,6 @@ from chinwag.protocol.errors import ErrorCode, ProtocolError
 from chinwag.protocol.frames import Receipts, receipt_frame
 from chinwag.protocol.link import (
     MAX_RECEIPT_ITEMS,
-    LinkFrame,
     ReceiptItem,
     ReceiptUpdate,
 )
@@ -53,6 +51,7 @@ from chinwag.protocol.link import (
 from . import history_index as index
 from .config import NodeConfig
 from .hub import Hub
+from .peer_link import PeerLinked
 from .store import Store, WriteTxn
 
 log = logging.getLogger(__name__)
@@ -88,8 +87,10 @@ def _conv_key(uid: int, conv: str) -> bytes:
     return uid.to_bytes(4, "big") + conv.encode()
 
 
-class ReceiptService:
+class ReceiptService(PeerLinked):
     """Makes, forwards, stores and shows receipts."""
+
+    frame_kind = "receipt"
 
     def __init__(
         self,
@@ -100,6 +101,7 @@ class ReceiptService:
         resolver: Resolver,
         blocks: BlockLists | None = None,
     ) -> None:
+        super().__init__()
         self._config = config
         self._node_id = node_id
         self._store = store
@@ -113,8 +115,6 @@ class ReceiptService:
         #: peer node id -> (reader, to, group) -> read_id, waiting for the link.
         self._pending: dict[str, dict[tuple[str, str, GroupAddress | None], int]] = {}
         self._pending_count = 0
-        self._send: Callable[[bytes, LinkFrame], Awaitable[None]] | None = None
-        self._is_linked: Callable[[bytes], bool] = lambda key: False
         self._nursery: trio.Nursery | None = None
         self._read_made = self._applied = self._sent = self._received = self._dropped = 0
 
@@ -122,14 +122,6 @@ class ReceiptService:
         return ReceiptStats(
             self._read_made, self._applied, self._sent, self._received, self._dropped
         )
-
-    def attach(
-        self,
-        send: Callable[[bytes, LinkFrame], Awaitable[None]],
-        is_linked: Callable[[bytes], bool],
-    ) -> None:
-        self._send = send
-        self._is_linked = is_linked
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
@@ -290,13 +282,9 @@ class ReceiptService:
         key = node_id_bytes(node)
         for start in range(0, len(listed), MAX_RECEIPT_ITEMS):
             chunk = tuple(listed[start : start + MAX_RECEIPT_ITEMS])
-            if self._send is None:
-                return
-            try:
-                await self._send(key, ReceiptUpdate(chunk))
+            # A lost frame is soft state: the next marker move sends again.
+            if await self._send_soft(key, ReceiptUpdate(chunk)):
                 self._sent += 1
-            except Exception as exc:  # soft state: the next marker move sends again
-                log.debug("receipt frame to %s lost: %s", node[:12], exc)
 
     def link_up(self, key: bytes) -> None:
         node = node_id_text(key)

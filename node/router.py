@@ -125,36 +125,25 @@ class Router:
         """Send a text; ``body`` replaces ``{"text": text}`` (a reply, node/actions.py)."""
         # Counted here, once per send, for /metrics (node/metrics.py).
         try:
-            result = await self._send(sender, device, cid, to_text, text, attachments, body)
+            if to_text.startswith("#"):
+                if self.groups is None:
+                    raise ProtocolError(ErrorCode.BAD_REQUEST, "groups are not enabled")
+                group = self.resolve_group(to_text)
+                result = await self.groups.send(
+                    sender, device, cid, group, text, self._now_ms(), attachments, body=body
+                )
+            else:
+                to = self.resolve_user(to_text)
+                # A remote recipient's outbox wakes its link after the commit
+                # (Store.on_outbox), like every other outbox write.
+                result = await self._store.send_direct(
+                    sender, device, cid, to, text, self._now_ms(), attachments, body=body
+                )
         except ProtocolError:
             self._refused += 1
             raise
         self._sent += 1
         return result
-
-    async def _send(
-        self,
-        sender: str,
-        device: str,
-        cid: str | None,
-        to_text: str,
-        text: str,
-        attachments: tuple[Attachment, ...] = (),
-        body: dict[str, Any] | None = None,
-    ) -> SendResult:
-        if to_text.startswith("#"):
-            if self.groups is None:
-                raise ProtocolError(ErrorCode.BAD_REQUEST, "groups are not enabled")
-            group = self.resolve_group(to_text)
-            return await self.groups.send(
-                sender, device, cid, group, text, self._now_ms(), attachments, body=body
-            )
-        to = self.resolve_user(to_text)
-        # A remote recipient's outbox wakes its link after the commit
-        # (Store.on_outbox), like every other outbox write.
-        return await self._store.send_direct(
-            sender, device, cid, to, text, self._now_ms(), attachments, body=body
-        )
 
     async def submit_send(
         self,

@@ -74,6 +74,7 @@ from . import actions_store, blob_index, history_index
 from .backup import BackupError, pre_migration_dir, write_backup
 from .blocks import is_blocked
 from .latency import LatencyHistogram
+from .lmdb_rows import delete_prefix
 from .logs import event
 from .migrations import (
     SCHEMA_VERSION,
@@ -358,15 +359,6 @@ def _prefix_items(
         if not key.startswith(prefix):
             return
         yield key, value
-
-
-def _delete_prefix(txn: lmdb.Transaction[bytes], db: Any, prefix: bytes) -> None:
-    cursor = txn.cursor(db=db)
-    if not cursor.set_range(prefix):
-        return
-    while cursor.key().startswith(prefix):
-        if not cursor.delete():
-            return
 
 
 class _View:
@@ -1039,7 +1031,7 @@ class Store:
                 "blocks",
                 "receipts",
             ):
-                _delete_prefix(w.txn, w.db(db), prefix)
+                delete_prefix(w.txn, w.db(db), prefix)
             for db in ("queue_head", "presence", "uid_user", "quota"):
                 w.txn.delete(prefix, db=w.db(db))
             w.txn.delete(name.encode("ascii"), db=w.db("users"))

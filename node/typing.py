@@ -28,9 +28,8 @@ A device sends ``typing {conv, state}``; the other side's live devices get
 
 from __future__ import annotations
 
-import logging
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -43,9 +42,8 @@ from chinwag.protocol.link import MAX_TYPING_ITEMS, LinkFrame, TypingItem, Typin
 
 from .config import NodeConfig
 from .hub import Hub
+from .peer_link import PeerLinked
 from .ratelimit import TokenBucket
-
-log = logging.getLogger(__name__)
 
 #: Starts a device may send at once before its rate applies.
 START_BURST = 2
@@ -87,8 +85,10 @@ class TypingStats:
     refused: int
 
 
-class Typing:
+class Typing(PeerLinked):
     """Takes typing from devices and links; delivers it to devices and links."""
+
+    frame_kind = "typing"
 
     def __init__(
         self,
@@ -100,6 +100,7 @@ class Typing:
         blocks: BlockLists | None = None,
         clock: Callable[[], float] = trio.current_time,
     ) -> None:
+        super().__init__()
         self._config = config
         self._node_id = node_id
         self._hub = hub
@@ -113,8 +114,6 @@ class Typing:
         self._armed = trio.Event()
         #: peer node id -> conversation -> typist -> latest state.
         self._pending: dict[str, dict[_LinkConv, dict[UserAddress, str]]] = {}
-        self._send: Callable[[bytes, LinkFrame], Awaitable[None]] | None = None
-        self._is_linked: Callable[[bytes], bool] = lambda key: False
         self._nursery: trio.Nursery | None = None
         self._received = self._dropped = self._expired = self._delivered = 0
         self._frames_sent = self._frames_received = self._refused = 0
@@ -129,15 +128,6 @@ class Typing:
             self._frames_received,
             self._refused,
         )
-
-    def attach(
-        self,
-        send: Callable[[bytes, LinkFrame], Awaitable[None]],
-        is_linked: Callable[[bytes], bool],
-    ) -> None:
-        """How to send a frame on a peer's link, and whether one is up."""
-        self._send = send
-        self._is_linked = is_linked
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
@@ -259,13 +249,9 @@ class Typing:
                 await self._send_quietly(key, frame)
 
     async def _send_quietly(self, key: bytes, frame: LinkFrame) -> None:
-        if self._send is None:
-            return
-        try:
-            await self._send(key, frame)
+        # A lost frame is soft state: it expires at the clients.
+        if await self._send_soft(key, frame):
             self._frames_sent += 1
-        except Exception as exc:  # soft state: a lost frame expires at the clients
-            log.debug("typing frame to %s lost: %s", node_id_text(key)[:12], exc)
 
     # ------------------------------------------------------------ links
     def on_frame(self, key: bytes, frame: TypingUpdate) -> None:

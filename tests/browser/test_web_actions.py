@@ -4,19 +4,8 @@ reply previews that jump to the quoted message, reaction chips."""
 
 from __future__ import annotations
 
-import os
-
-import pytest
-
-try:
-    from playwright.sync_api import expect
-except ImportError as exc:  # pragma: no cover - depends on the environment
-    if os.environ.get("CHINWAG_REQUIRE_BROWSER") == "1":
-        raise
-    pytest.skip(f"playwright is not installed ({exc})", allow_module_level=True)
-
 from .conftest import Browsers, NodeProcess
-from .pages import Chat
+from .pages import Chat, expect
 
 
 def _menu(chat: Chat, text: str) -> None:

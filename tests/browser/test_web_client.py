@@ -8,20 +8,10 @@ sync API must not run inside trio. Every wait is a bounded Playwright
 from __future__ import annotations
 
 import json
-import os
 import re
 
-import pytest
-
-try:
-    from playwright.sync_api import expect
-except ImportError as exc:  # pragma: no cover - depends on the environment
-    if os.environ.get("CHINWAG_REQUIRE_BROWSER") == "1":
-        raise
-    pytest.skip(f"playwright is not installed ({exc})", allow_module_level=True)
-
 from .conftest import PASSWORD, Browsers, NodeProcess
-from .pages import Chat
+from .pages import Chat, expect
 
 ONLINE_TIMEOUT_MS = 15_000  # a reconnect after a node restart: back-off plus start-up
 

@@ -22,23 +22,14 @@ test_web_client.py); every wait is a bounded Playwright ``expect``.
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
 
-try:
-    from playwright.sync_api import Error as PlaywrightError
-    from playwright.sync_api import expect
-except ImportError as exc:  # pragma: no cover - depends on the environment
-    if os.environ.get("CHINWAG_REQUIRE_BROWSER") == "1":
-        raise
-    pytest.skip(f"playwright is not installed ({exc})", allow_module_level=True)
-
 from .conftest import Browsers, NodeProcess
-from .pages import Chat
+from .pages import Chat, PlaywrightError, expect
 
 ONLINE_TIMEOUT_MS = 15_000  # a reconnect after a node restart: back-off plus start-up
 REMOTE_TIMEOUT_MS = 15_000  # a delivery_failed from another node

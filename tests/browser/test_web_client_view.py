@@ -8,7 +8,6 @@ runs once the node serves ``POST /api/blobs``."""
 
 from __future__ import annotations
 
-import os
 import re
 import urllib.error
 import urllib.request
@@ -16,15 +15,8 @@ from typing import Any
 
 import pytest
 
-try:
-    from playwright.sync_api import expect
-except ImportError as exc:  # pragma: no cover - depends on the environment
-    if os.environ.get("CHINWAG_REQUIRE_BROWSER") == "1":
-        raise
-    pytest.skip(f"playwright is not installed ({exc})", allow_module_level=True)
-
 from .conftest import Browsers, NodeProcess
-from .pages import Chat
+from .pages import Chat, expect
 
 REMOTE_TIMEOUT_MS = 15_000
 

@@ -6,8 +6,6 @@ process, as in test_chat_tui.py.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,32 +18,16 @@ from .tui_harness import (
     SyncNode,
     in_trio,
     listed,
-    make_user,
     open_app,
     run_app_test,
     shown,
-    start_node,
     type_line,
     until,
     until_connected,
+    users,
 )
 
 SIZE = (120, 40)
-
-
-@pytest.fixture
-def node(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[SyncNode]:
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
-    monkeypatch.setenv("CHINWAG_PASSWORD", PW)
-    proc = start_node(tmp_path / "data", tmp_path)
-    try:
-        yield proc
-    finally:
-        proc.kill()
-
-
-def _users(node: SyncNode, *names: str) -> list[str]:
-    return [trio.run(make_user, node.url, name).token for name in names]
 
 
 async def _send_all(url: str, token: str, to: str, texts: list[str]) -> None:
@@ -61,7 +43,7 @@ def _seqs(app: Any) -> list[int]:
 
 
 def test_a_new_device_opens_on_the_newest_page_and_pageup_loads_older(node: SyncNode) -> None:
-    _, bob = _users(node, "alice", "bob")
+    _, bob = users(node, "alice", "bob")
     trio.run(_send_all, node.url, bob, "alice", [f"old {n}" for n in range(120)])
 
     async def main() -> None:
@@ -96,7 +78,7 @@ def test_a_new_device_opens_on_the_newest_page_and_pageup_loads_older(node: Sync
 
 
 def test_search_shows_hits_and_open_jumps_to_one(node: SyncNode) -> None:
-    _, bob, carol = _users(node, "alice", "bob", "carol")
+    _, bob, carol = users(node, "alice", "bob", "carol")
     trio.run(_send_all, node.url, bob, "alice", ["a needle in the haystack"])
     trio.run(_send_all, node.url, bob, "alice", [f"hay {n}" for n in range(80)])
     trio.run(_send_all, node.url, carol, "alice", ["another Needle, newer"])
@@ -143,7 +125,7 @@ def test_read_markers_are_shared_with_the_other_devices(
     node: SyncNode, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr("chinwag.cli.chat_session.CONVS_PAGE", 1)  # the list in two pages
-    _, bob, carol = _users(node, "alice", "bob", "carol")
+    _, bob, carol = users(node, "alice", "bob", "carol")
     trio.run(_send_all, node.url, bob, "alice", ["b1", "b2", "b3"])
     trio.run(_send_all, node.url, carol, "alice", ["c1", "c2"])
 

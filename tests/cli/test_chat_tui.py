@@ -11,10 +11,8 @@ import asyncio
 import json
 import os
 import stat
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 import trio
 from textual.widgets import Input, OptionList
 
@@ -25,40 +23,22 @@ from chinwag.cli.tui_cmd import prepare_login
 from chinwag.node.client import api_call, connect
 
 from .tui_harness import (
-    PW,
     Online,
     SyncNode,
     in_trio,
     listed,
-    make_user,
     open_app,
     run_app_test,
     send_as,
     shown,
-    start_node,
     texts_of,
     type_line,
     until,
     until_connected,
+    users,
 )
 
 SIZE = (120, 40)
-
-
-@pytest.fixture
-def node(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[SyncNode]:
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
-    monkeypatch.setenv("CHINWAG_PASSWORD", PW)
-    proc = start_node(tmp_path / "data", tmp_path)
-    try:
-        yield proc
-    finally:
-        proc.kill()
-
-
-def _users(node: SyncNode, *names: str) -> list[str]:
-    """Sign the users up; returns a token for each."""
-    return [trio.run(make_user, node.url, name).token for name in names]
 
 
 def _befriend(node: SyncNode, token: str, address: str) -> None:
@@ -67,7 +47,7 @@ def _befriend(node: SyncNode, token: str, address: str) -> None:
 
 
 def test_log_in_send_acknowledged_and_receive_live(node: SyncNode) -> None:
-    (bob,) = _users(node, "alice", "bob")[1:]
+    (bob,) = users(node, "alice", "bob")[1:]
 
     async def main() -> None:
         app = open_app(node.url, "alice")
@@ -106,7 +86,7 @@ def test_log_in_send_acknowledged_and_receive_live(node: SyncNode) -> None:
 
 
 def test_switch_conversations_with_keys_and_unread_counts(node: SyncNode) -> None:
-    _, bob, carol = _users(node, "alice", "bob", "carol")
+    _, bob, carol = users(node, "alice", "bob", "carol")
 
     async def main() -> None:
         app = open_app(node.url, "alice")
@@ -144,7 +124,7 @@ def test_switch_conversations_with_keys_and_unread_counts(node: SyncNode) -> Non
 
 
 def test_group_commands(node: SyncNode) -> None:
-    _, bob = _users(node, "alice", "bob")
+    _, bob = users(node, "alice", "bob")
     _befriend(node, bob, "alice")  # so alice's add makes bob a member at once
 
     async def main() -> None:
@@ -179,7 +159,7 @@ def test_group_commands(node: SyncNode) -> None:
 
 
 def test_contacts_presence_changes_live(node: SyncNode) -> None:
-    _, bob = _users(node, "alice", "bob")
+    _, bob = users(node, "alice", "bob")
 
     async def main() -> None:
         app = open_app(node.url, "alice")
@@ -201,7 +181,7 @@ def test_contacts_presence_changes_live(node: SyncNode) -> None:
 
 
 def test_restart_resumes_from_the_saved_cursor_without_duplicates(node: SyncNode) -> None:
-    _, bob = _users(node, "alice", "bob")
+    _, bob = users(node, "alice", "bob")
     trio.run(send_as, node.url, bob, "alice", "one")
 
     async def first_run() -> None:
@@ -241,7 +221,7 @@ def test_restart_resumes_from_the_saved_cursor_without_duplicates(node: SyncNode
 
 
 def test_reconnects_by_itself_and_resends_pending(node: SyncNode) -> None:
-    _, bob = _users(node, "alice", "bob")
+    _, bob = users(node, "alice", "bob")
 
     async def main() -> None:
         app = open_app(node.url, "alice")
@@ -273,7 +253,7 @@ def test_reconnects_by_itself_and_resends_pending(node: SyncNode) -> None:
 
 
 def test_log_in_reuses_a_valid_token_and_replaces_a_revoked_one(node: SyncNode) -> None:
-    _users(node, "alice")
+    users(node, "alice")
     first = trio.run(prepare_login, node.url, "alice", None)  # password from the environment
     assert trio.run(prepare_login, node.url, "alice", None) == first  # cached, still valid
     trio.run(api_call, node.url, "POST", "/api/logout", None, first.token)
@@ -283,7 +263,7 @@ def test_log_in_reuses_a_valid_token_and_replaces_a_revoked_one(node: SyncNode) 
 
 
 def test_a_revoked_session_stops_reconnecting_and_forgets_the_token(node: SyncNode) -> None:
-    _users(node, "alice")
+    users(node, "alice")
 
     async def main() -> None:
         app = open_app(node.url, "alice")
@@ -307,7 +287,7 @@ async def _invite_alice(url: str, token: str) -> None:
 
 
 def test_an_invitation_is_answered_with_group_accept(node: SyncNode) -> None:
-    _, bob = _users(node, "alice", "bob")
+    _, bob = users(node, "alice", "bob")
     trio.run(_invite_alice, node.url, bob)  # alice does not have bob as a contact
 
     async def main() -> None:
@@ -346,7 +326,7 @@ async def _evil_group(url: str, token: str) -> None:
 
 
 def test_escape_sequences_in_group_titles_never_reach_the_screen(node: SyncNode) -> None:
-    alice, bob = _users(node, "alice", "bob")
+    alice, bob = users(node, "alice", "bob")
     _befriend(node, alice, "bob")
     trio.run(_evil_group, node.url, bob)
 
@@ -376,7 +356,7 @@ def test_escape_sequences_in_group_titles_never_reach_the_screen(node: SyncNode)
 
 
 def test_the_list_highlight_stays_where_the_user_moved_it(node: SyncNode) -> None:
-    _, bob = _users(node, "alice", "bob", "carol", "dave")[:2]
+    _, bob = users(node, "alice", "bob", "carol", "dave")[:2]
 
     async def main() -> None:
         app = open_app(node.url, "alice")
@@ -426,7 +406,7 @@ async def _sees_typing(url: str, token: str, conv: str) -> str:
 
 
 def test_typing_line_and_read_tick(node: SyncNode) -> None:
-    (bob,) = _users(node, "alice", "bob")[1:]
+    (bob,) = users(node, "alice", "bob")[1:]
 
     async def main() -> None:
         app = open_app(node.url, "alice")
@@ -457,7 +437,7 @@ def test_typing_line_and_read_tick(node: SyncNode) -> None:
 
 
 def test_attach_a_file_and_save_one(node: SyncNode, tmp_path: Path) -> None:
-    (bob,) = _users(node, "alice", "bob")[1:]
+    (bob,) = users(node, "alice", "bob")[1:]
     photo = tmp_path / "in" / "photo.jpg"
     photo.parent.mkdir()
     photo.write_bytes(b"\xff\xd8\xff not really a jpeg" + b"x" * 2_100_000)

@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
 import trio
 
 from .tui_harness import (
-    PW,
     SyncNode,
     in_trio,
     make_user,
@@ -17,24 +12,12 @@ from .tui_harness import (
     run_app_test,
     send_as,
     shown,
-    start_node,
     type_line,
     until,
     until_connected,
 )
 
 SIZE = (120, 40)
-
-
-@pytest.fixture
-def node(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[SyncNode]:
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
-    monkeypatch.setenv("CHINWAG_PASSWORD", PW)
-    proc = start_node(tmp_path / "data", tmp_path)
-    try:
-        yield proc
-    finally:
-        proc.kill()
 
 
 def test_edit_react_reply_delete_from_the_input_line(node: SyncNode) -> None:

@@ -182,3 +182,8 @@ async def type_line(pilot: Pilot[Any], text: str) -> None:
     """Put ``text`` in the input line and press Enter."""
     pilot.app.query_one("#input", Input).value = text
     await pilot.press("enter")
+
+
+def users(node: SyncNode, *names: str) -> list[str]:
+    """Sign the users up on ``node``; returns a token for each."""
+    return [trio.run(make_user, node.url, name).token for name in names]
