@@ -249,12 +249,29 @@ def any_origin_holds(txn: lmdb.Transaction[bytes], db: Any, uid: int, msg_id: in
 # ---------------------------------------------------------------- the hook
 
 
+#: Plain texts (no reply) this node just signed: record -> (id, origin), so
+#: their queue appends index them without decoding the record (writer thread).
+_signed_texts: dict[bytes, tuple[int, bytes]] = {}
+
+
+def note_signed_text(record: bytes, msg_id: int, origin: bytes) -> None:
+    """``record`` is a text without ``reply_to`` this node signed as ``msg_id``."""
+    if len(_signed_texts) >= _PARSE_CACHE:
+        _signed_texts.clear()
+    _signed_texts[record] = (msg_id, origin)
+
+
 def on_append(w: WriteTxn, uid: int, seq: int, record: bytes) -> None:
     """Index a message by id, or apply an action to its target (see the module doc).
 
     Raises :class:`ActionRefused` before writing anything when the action is
     not its sender's to make.
     """
+    known = _signed_texts.get(record)
+    if known is not None:
+        key = _U32.pack(uid) + _U64.pack(known[0]) + known[1]
+        w.txn.put(key, _U64.pack(seq), db=w.db("msg_ids"))
+        return
     stored = load(record)
     if stored is None:
         return

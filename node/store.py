@@ -1276,6 +1276,8 @@ class Store:
                 history_index.prime_message(
                     record, f"{sender}@{w.node_id}", f"{to.user}@{to.node}", text
                 )
+                if "reply_to" not in env_body:
+                    actions_store.note_signed_text(record, msg_id, unit.by)
             if recipient is None:
                 assert self.remote_sink is not None
                 self.remote_sink.append(w, to.node, unit, sender, now_ms)
