@@ -23,7 +23,6 @@ still fetching it itself, e.g. a group host relaying a member's photo).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from collections import deque
@@ -36,7 +35,7 @@ import trio
 from chinwag.protocol.link import BlobChunk, BlobRequest, BlobUnavailable, LinkFrame
 
 from . import blob_index
-from .blob_files import BlobFiles
+from .blob_files import BlobFiles, hash_and_sync
 from .config import NodeConfig
 from .store import Store, WriteTxn, _View
 
@@ -270,7 +269,7 @@ class BlobLinks:
         return await self._finish(want, part)
 
     async def _finish(self, want: blob_index.Wanted, part: Path) -> bool:
-        digest, size = await trio.to_thread.run_sync(_hash_and_sync, part)
+        digest, size = await trio.to_thread.run_sync(hash_and_sync, part)
         if digest != want.sha256 or size != want.size:
             self._count(mismatched=1)
             await trio.to_thread.run_sync(lambda: part.unlink(missing_ok=True))
@@ -396,14 +395,3 @@ def _write_at(part: Path, offset: int, data: bytes) -> None:
         os.pwrite(fd, data, offset)
     finally:
         os.close(fd)
-
-
-def _hash_and_sync(part: Path) -> tuple[str, int]:
-    digest = hashlib.sha256()
-    size = 0
-    with open(part, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-            size += len(chunk)
-        os.fsync(f.fileno())
-    return digest.hexdigest(), size

@@ -104,3 +104,16 @@ def fsync_path(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def hash_and_sync(path: Path) -> tuple[str, int]:
+    """SHA-256 (hex) and size of the file at ``path``, flushed to disk: the
+    last step before it may be published under its hash."""
+    digest = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+            size += len(chunk)
+        os.fsync(f.fileno())
+    return digest.hexdigest(), size

@@ -35,7 +35,7 @@ from chinwag.protocol.attachments import Preview, check_file_name, check_media_t
 from chinwag.protocol.errors import ErrorCode, ProtocolError
 
 from . import blob_index
-from .blob_files import BlobFiles, fsync_path
+from .blob_files import BlobFiles, fsync_path, hash_and_sync
 from .blob_images import ImageRefused, process, sniff_image
 from .config import NodeConfig
 from .quota import QuotaPolicy
@@ -236,7 +236,7 @@ class BlobService:
                 if done.stripped is not None:
                     temp.unlink(missing_ok=True)
                     temp = done.stripped
-                    sha, size = await trio.to_thread.run_sync(_hash_file, temp)
+                    sha, size = await trio.to_thread.run_sync(hash_and_sync, temp)
                 else:
                     await trio.to_thread.run_sync(fsync_path, temp)
                 if done.preview is not None:
@@ -418,14 +418,3 @@ def _write_all(fd: int, data: bytes) -> None:
     while view:
         written = os.write(fd, view)
         view = view[written:]
-
-
-def _hash_file(path: Path) -> tuple[str, int]:
-    digest = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-            size += len(chunk)
-        os.fsync(f.fileno())
-    return digest.hexdigest(), size

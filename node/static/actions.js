@@ -2,7 +2,7 @@
 // (reply, react, edit, delete; on hover, focus, right click or long press),
 // edited and deleted states, reply previews that jump to the quoted message,
 // reaction chips with counts. It plugs into app.js through
-// window.chinwag.hook (the places marked "hook:" there) and speaks the device
+// window.chinwag.hooks (the list in app.js) and speaks the device
 // frames edit, delete, react and send.reply_to (docs/protocol.md, 5.7).
 
 const { app } = window.chinwag;
@@ -360,9 +360,9 @@ for (const type of ["focus", "input"]) {
   });
 }
 
-const { hook } = window.chinwag;
-hook("frame", onAction);
-hook("message", decorate);
-hook("compose", compose);
-hook("submit", submit);
-hook("renderMessage", renderMessage);
+const { hooks } = window.chinwag;
+hooks.action.push(onAction);
+hooks.decorate.push(decorate);
+hooks.compose.push(compose);
+hooks.submit.push(submit);
+hooks.message.push((item, li) => renderMessage(li, item));

@@ -30,41 +30,41 @@ const HIGHLIGHT_MS = 4000;
 const $ = (id) => document.getElementById(id);
 
 // Hook points for the add-on modules under node/static/ (view.js, notify.js,
-// files.js, signals.js, ...). Each is loaded by index.html after this file and
-// sets its own entries; the page boots once all of them ran (DOMContentLoaded).
+// files.js, actions.js, signals.js). Each is loaded by index.html after this
+// file and sets its own entries; the page boots once all of them ran
+// (DOMContentLoaded). The lists are called through runHooks.
 const hooks = {
   messageBody: null, // (item) -> [Node|string]: the text of a message (view.js: links)
   attachments: null, // (item) -> Node|null: a message's attachments (files.js)
   listed: null, // (conv) -> bool: whether the conversation list shows it (view.js)
   incoming: [], // (item, conv): a live message from someone else (notify.js)
   rendered: [], // (conv|null): after the open conversation was rendered (view.js, signals.js)
+  action: [], // (frame, live) -> not undefined: an edit/delete/react frame it took (actions.js)
+  decorate: [], // (item, frame): a message's state from its msg frame (actions.js)
+  compose: [], // (item, conv): a new send is being made (actions.js: a reply's target)
+  submit: [], // (conv, text) -> true: the composer's text was taken (actions.js: an edit)
   frame: [], // (frame): every frame from the node, after app.js handled it (signals.js)
   shown: [], // (conv): a conversation was put on screen, also after a reconnect (signals.js)
-  message: [], // (item, li): a message element was (re)built (signals.js: ticks)
+  message: [], // (item, li): a message element was (re)built (actions.js: menu; signals.js: ticks)
   signature: [], // (item) -> string: the element is rebuilt when this changes (signals.js)
 };
-// Extension points for the client's other modules (actions.js, …): each
-// registers handlers by name through window.chinwag.hook(name, fn); app.js
-// calls them at the few places marked "hook:". The first handler that
-// returns something other than undefined decides.
-const namedHooks = new Map(); // name -> [fn]
-function runHooks(name, ...args) {
-  for (const fn of namedHooks.get(name) || []) {
-    const result = fn(...args);
-    if (result !== undefined) return result;
-  }
-  return undefined;
-}
 
-// The list hooks above (every entry is called; failures are logged).
-function notifyHooks(name, ...args) {
+// Calls every entry of the list hook ``name``; returns the first answer that
+// is not undefined. A failing entry does not stop the others or the page: its
+// error is thrown again on its own, where the console (and the tests) see it.
+function runHooks(name, ...args) {
+  let answer;
   for (const hook of hooks[name]) {
     try {
-      hook(...args);
+      const result = hook(...args);
+      if (answer === undefined) answer = result;
     } catch (exc) {
-      console.error(`${name} hook failed`, exc);
+      queueMicrotask(() => {
+        throw exc;
+      });
     }
   }
+  return answer;
 }
 const state = {
   session: null, // {token, device, user, nodeId, nodeName}
@@ -496,7 +496,7 @@ function onFrame(frame) {
     default:
       break; // a newer node may send frames this page does not know
   }
-  notifyHooks("frame", frame);
+  runHooks("frame", frame);
 }
 
 function settle(frame) {
@@ -524,7 +524,7 @@ function onMsg(frame) {
 // Both have the same shape; an entry already known (by origin and id, or by
 // seq for events) is not added twice.
 function ingest(frame, live) {
-  const handled = runHooks("frame", frame, live); // hook: edit/delete/react (actions.js)
+  const handled = runHooks("action", frame, live);
   if (handled !== undefined) return handled;
   if (frame.kind === "event") return onEvent(frame, live);
   if (frame.kind === "text") return onText(frame, live);
@@ -562,7 +562,7 @@ function onText(frame, live) {
     const conv = state.conversations.get(key);
     conv.lastSeq = Math.max(conv.lastSeq, frame.seq);
     conv.messages.sort(orderOf);
-    runHooks("message", known, frame); // hook: edited, deleted, reply, reactions
+    runHooks("decorate", known, frame);
     if (live) {
       known.live = true;
       countLive(conv, known);
@@ -587,7 +587,7 @@ function onText(frame, live) {
     order: sendOrder++,
     live,
   };
-  runHooks("message", item, frame); // hook: edited, deleted, reply, reactions
+  runHooks("decorate", item, frame);
   if (state.failed.has(idKey)) {
     item.state = "failed";
     item.deliveryFailed = true;
@@ -1029,7 +1029,7 @@ function loadPage(conv, limit = PAGE_SIZE) {
 
 // A conversation just put on screen gets its newest page if it has none.
 async function showConversation(conv) {
-  notifyHooks("shown", conv);
+  runHooks("shown", conv);
   if (!conv.loaded && !conv.loading) {
     await loadPage(conv);
     if (state.openKey === conv.key) {
@@ -1197,7 +1197,7 @@ function sendText(conv, text, attachments = null) {
     order: sendOrder++,
     retries: 0,
   };
-  runHooks("compose", item, conv); // hook: a reply's target (actions.js)
+  runHooks("compose", item, conv);
   addToConversation(conv, item);
   state.pending.set(item.cid, item);
   savePending();
@@ -1737,7 +1737,7 @@ function keepingFocus(list, attribute, build) {
 
 function renderMessage(m) {
   const li = buildMessage(m);
-  notifyHooks("message", m, li);
+  runHooks("message", m, li);
   return li;
 }
 
@@ -1767,7 +1767,6 @@ function buildMessage(m) {
     m.text ? el("p", { class: "msg-text" }, ...(hooks.messageBody ? hooks.messageBody(m) : [m.text])) : null,
     m.attachments && hooks.attachments ? hooks.attachments(m) : null,
   );
-  runHooks("renderMessage", li, m); // hook: menu, reply preview, reactions (actions.js)
   return li;
 }
 
@@ -1956,7 +1955,7 @@ function bind() {
     const conv = state.conversations.get(state.openKey);
     const text = $("composer-text").value;
     if (!conv || !text.trim()) return;
-    if (runHooks("submit", conv, text)) return; // hook: an edit in progress (actions.js)
+    if (runHooks("submit", conv, text)) return; // an edit in progress (actions.js)
     if (new TextEncoder().encode(text).length > 16384) {
       showError("A message is at most 16 KiB.");
       return;
@@ -2118,11 +2117,8 @@ window.chinwag = {
   get user() {
     return state.session ? userKey(state.session.user, state.session.nodeId) : null;
   },
-  // For the client's other modules (actions.js, signals.js): hook points,
-  // and the page's state and helpers as they are.
-  hook(name, fn) {
-    namedHooks.set(name, [...(namedHooks.get(name) || []), fn]);
-  },
+  // For the client's other modules (actions.js, signals.js): the page's
+  // state and helpers as they are.
   app: {
     state, call, sendQuiet, api, el, $, msgKey, userKey, showUser,
     queueRender, render, showError, clearError, describe,
