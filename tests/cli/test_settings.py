@@ -143,3 +143,83 @@ def test_parsing_twice_leaves_the_parser_as_it_was(tmp_path: Path) -> None:
     plain = parser.parse_args(["run"])
     assert isinstance(plain, argparse.Namespace)
     assert plain.listen == "127.0.0.1:7600" and plain.peer == [] and plain.send_rate is None
+
+
+#: Keys that set something ``run`` uses itself, not a NodeConfig field.
+RUN_ONLY_KEYS = {"name", "log-level", "log-file", "log-format"}
+
+
+def _sample(option, tmp_path: Path) -> object:
+    """A valid value for ``option`` that is not its default, as TOML would give it."""
+    from chinwag.protocol.envelope import NodeKey
+
+    action = option.action
+    special = {
+        "data": str(tmp_path / "elsewhere"),
+        "listen": "127.0.0.1:7777",
+        "metrics-listen": "127.0.0.1:9777",
+        "name": "attic",
+        "peer": [f"http://a.example:7600#{NodeKey.generate().id}"],
+        "public-url": ["http://a.example:7600"],
+        "mdns-interface": ["eth9"],
+        "tls-cert": str(tmp_path / "cert.pem"),
+        "tls-key": str(tmp_path / "key.pem"),
+        "log-file": str(tmp_path / "node.log"),
+    }
+    if option.key in special:
+        return special[option.key]
+    if action.nargs == 0:
+        return True
+    if action.choices is not None:
+        return next(c for c in action.choices if c != action.default)
+    if action.type is int:
+        return 7
+    if action.type is float:
+        return 7.5
+    raise AssertionError(f"no sample value for {option.key}")
+
+
+def test_every_key_in_the_file_reaches_the_node(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each key changes what ``run`` starts with: a flag added to the parser
+    but never passed on to NodeConfig (or to ``run``) fails here."""
+    from chinwag.cli import run_hints
+    from chinwag.cli.node_cmds import node_config
+
+    # The TLS pair is checked by loading it (tests/integration/test_tls.py).
+    monkeypatch.setattr(run_hints, "check_tls_files", lambda config: None)
+    data = tmp_path / "data"
+    path = tmp_path / "node.toml"
+    path.write_text(f'data = "{data}"\n')
+    base = _resolve("--config", str(path)).args
+    base_config = node_config(base)
+    options = run_options(subparser(build_parser(), "run"))
+    assert len(options) > 50
+    pairs = {"tls-cert": "tls-key", "tls-key": "tls-cert"}
+    for option in options:
+        if option.key == "data":
+            continue
+        table = {option.key: _sample(option, tmp_path)}
+        if option.key in pairs:
+            partner = next(o for o in options if o.key == pairs[option.key])
+            table[partner.key] = _sample(partner, tmp_path)
+        lines = [f'data = "{data}"']
+        for key, value in table.items():
+            lines.append(f"{key} = {json_toml(value)}")
+        path.write_text("\n".join(lines) + "\n")
+        got = _resolve("--config", str(path))
+        assert got.sources[option.dest] == "file", option.key
+        if option.key in RUN_ONLY_KEYS:
+            assert getattr(got.args, option.dest) != getattr(base, option.dest), option.key
+            continue
+        assert node_config(got.args) != base_config, f"{option.key} changes nothing"
+
+
+def json_toml(value: object) -> str:
+    """A TOML literal for a sample value (JSON's forms are TOML's here)."""
+    import json
+
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return json.dumps(value)
