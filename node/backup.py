@@ -6,7 +6,8 @@ A backup is a directory::
     DEST/db/data.mdb     LMDB's own compacting copy of the store
     DEST/node.key, ...   the data directory's other top-level files (node key,
                          node.json, seed peers, config), mode 0600
-    DEST/blobs/...       the blobs directory, when there is one
+    DEST/blobs/...       the blobs directory, when there is one (not blobs/tmp/,
+                         the files of uploads and fetches still running)
 
 The store copy comes from one LMDB read transaction (``env.copy(compact=True)``),
 so it is the store as of one commit; writers go on meanwhile (only a map
@@ -44,6 +45,8 @@ FORMAT = "chinwag-backup"
 FORMAT_VERSION = 1
 DB_DIR = "db"
 BLOBS_DIR = "blobs"
+#: Under ``blobs/``: files of uploads and fetches not finished (node/blob_files.py).
+BLOBS_TMP = "tmp"
 #: Top-level files of a data directory that belong to the running process,
 #: not to its state (the lock, the admin socket), never copied.
 RUNTIME_FILES = frozenset({"store.lock", "admin.sock"})
@@ -122,7 +125,7 @@ def write_backup(
             if entry.is_file() and not entry.is_symlink():
                 _copy_private(entry, partial / entry.name)
         if (data_dir / BLOBS_DIR).is_dir():
-            shutil.copytree(data_dir / BLOBS_DIR, partial / BLOBS_DIR, symlinks=True)
+            _copy_blobs(data_dir / BLOBS_DIR, partial / BLOBS_DIR)
         manifest = Manifest(
             chinwag_version=chinwag_version(),
             node_id=node_id,
@@ -251,6 +254,28 @@ def _describe(path: Path) -> dict[str, Any]:
             digest.update(chunk)
             size += len(chunk)
     return {"size": size, "sha256": digest.hexdigest()}
+
+
+def _copy_blobs(src: Path, dest: Path) -> None:
+    """Copy the blob files, not ``tmp/`` (uploads and fetches still running).
+
+    A running node goes on meanwhile: a temporary file is renamed to its
+    hash's path when its upload ends, and a blob no message references any
+    more may be reclaimed (node/blobs.py). Either may vanish between listing
+    and copying; that is no failure of the backup. Every blob a message of
+    the store copy (taken before) still references at the end is copied.
+    """
+
+    def skip_tmp(directory: str, names: list[str]) -> list[str]:
+        return [BLOBS_TMP] if Path(directory) == src and BLOBS_TMP in names else []
+
+    def copy_if_there(source: str, target: str) -> str:
+        try:
+            return str(shutil.copy2(source, target))
+        except FileNotFoundError:
+            return target
+
+    shutil.copytree(src, dest, symlinks=True, ignore=skip_tmp, copy_function=copy_if_there)
 
 
 def _copy_private(src: Path, dest: Path) -> None:

@@ -219,3 +219,84 @@ async def test_export_equals_tail_json_for_the_user_and_the_admin(
     await node.stop()
     offline = lines(await run_cli(["export", "--user", "bob", "--data", data], home))
     assert offline == tail
+
+
+async def test_backup_carries_the_blobs_and_the_restored_node_serves_them(
+    start_node, tmp_path: Path
+) -> None:
+    from chinwag.node.blob_client import download_blob, upload_file
+
+    node = await start_node(name="kitchen")
+    data = node.node.config.data_dir
+    alice, bob = await node.user("alice"), await node.user("bob")
+    content = b"a file that must survive a restore\n" * 100
+    (tmp_path / "notes.txt").write_bytes(content)
+    with trio.fail_after(TIMEOUT):
+        att = await upload_file(node.url, alice, tmp_path / "notes.txt")
+        async with connect(node.url, alice) as client:
+            await client.send("bob", "the notes", attachments=[att])
+    blob = f"blobs/{att['sha256'][:2]}/{att['sha256'][2:4]}/{att['sha256']}"
+    assert (data / blob).is_file()
+    # An upload still being received: its temporary file is no part of the
+    # node's state, and may vanish (renamed to its hash) while a backup copies.
+    in_flight = data / "blobs" / "tmp" / "up-in-flight"
+    in_flight.write_bytes(b"half an upload")
+
+    dest = tmp_path / "backup"
+    result = await run_cli(["backup", str(dest), "--data", str(data)], tmp_path)
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads((dest / "backup.json").read_text())
+    assert manifest["online"] is True
+    assert blob in manifest["files"]
+    assert manifest["files"][blob]["size"] == len(content)
+    assert not [name for name in manifest["files"] if name.startswith("blobs/tmp/")]
+
+    await node.stop()
+    restored = tmp_path / "restored"
+    done = await run_cli(["restore", str(dest), "--data", str(restored)], tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert (restored / blob).read_bytes() == content
+    again = await start_node(data_dir=restored)
+    token = (await login(again.url, "bob", PASSWORD)).token
+    with trio.fail_after(TIMEOUT):
+        size = await download_blob(again.url, token, att["sha256"], tmp_path / "got")
+    assert size == len(content) and (tmp_path / "got").read_bytes() == content
+
+
+async def test_export_equals_tail_json_with_files_edits_deletes_and_reactions(
+    start_node, tmp_path: Path
+) -> None:
+    from chinwag.node.blob_client import upload_file
+
+    node = await start_node(name="kitchen")
+    data = str(node.node.config.data_dir)
+    alice, bob = await node.user("alice"), await node.user("bob")
+    (tmp_path / "photo.txt").write_bytes(b"not really a photo")
+    with trio.fail_after(TIMEOUT):
+        att = await upload_file(node.url, alice, tmp_path / "photo.txt")
+        async with connect(node.url, alice) as a, connect(node.url, bob) as b:
+            sent = await a.send("bob", "with a file", attachments=[att])
+            edited = await a.send("bob", "first draft")
+            await a.edit(edited.id, "second draft")
+            gone = await a.send("bob", "oops")
+            await a.delete(gone.id)
+            await b.react(sent.id, "👍")
+            await b.send("alice", "reply", reply_to=edited.id)
+    home = tmp_path
+    user = ["--server", node.url, "--user", "bob"]
+    tail = lines(await run_cli(["tail", *user, "--json"], home, password=PASSWORD))
+    by_id = {item["id"]: item for item in tail if item["kind"] == "text"}
+    assert by_id[sent.id]["attachments"][0]["sha256"] == att["sha256"]
+    assert by_id[sent.id]["reactions"]
+    assert by_id[edited.id]["edited"] is True and by_id[edited.id]["text"] == "second draft"
+    assert by_id[gone.id]["deleted"] is True and by_id[gone.id]["text"] is None
+    assert {"edit", "delete", "react"} <= {item["kind"] for item in tail}
+    assert any(item.get("reply_to") for item in tail)
+    assert "oops" not in json.dumps(tail)
+
+    as_user = lines(await run_cli(["export", *user], home, password=PASSWORD))
+    as_admin = lines(await run_cli(["export", "--user", "bob", "--data", data], home))
+    assert as_user == tail
+    assert as_admin == tail
+    await node.stop()
+    assert lines(await run_cli(["export", "--user", "bob", "--data", data], home)) == tail
