@@ -23,6 +23,7 @@ fewer than ``min_free_bytes`` available, every charged write gets
 
 from __future__ import annotations
 
+import logging
 import os
 import struct
 import time
@@ -31,6 +32,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from chinwag.protocol.errors import ErrorCode, ProtocolError
+
+from .logs import event
+
+log = logging.getLogger(__name__)
 
 DISK_CHECK_INTERVAL = 1.0
 
@@ -97,10 +102,39 @@ class DiskReserve:
         if self._checked_at is None or now - self._checked_at >= DISK_CHECK_INTERVAL:
             self._checked_at = now
             self.checks += 1
+            was_low = self._low
+            free: int | None = None
             try:
                 st = os.statvfs(self._path)
-                self._low = st.f_bavail * st.f_frsize < self._min_free
+                free = st.f_bavail * st.f_frsize
+                self._low = free < self._min_free
             except OSError:
                 self._low = False  # cannot tell: the commit itself will say
+            if self._low != was_low:
+                self._log_change(free)
         if self._low:
             raise ProtocolError(ErrorCode.UNAVAILABLE, "the node is low on disk space; try later")
+
+    def _log_change(self, free: int | None) -> None:
+        # Once per change, not per refused write: an admin sees when sends
+        # began to fail for lack of disk and when they stopped.
+        if self._low:
+            log.error(
+                "free disk space in %s is %d bytes, below the reserve of %d (--min-free): "
+                "sends are refused until space is freed",
+                self._path,
+                free,
+                self._min_free,
+                extra=event(
+                    "storage_error",
+                    reason="disk space below the reserve",
+                    free_bytes=free,
+                    min_free_bytes=self._min_free,
+                ),
+            )
+        else:
+            log.info(
+                "free disk space in %s is above the reserve again (%s bytes)",
+                self._path,
+                "unknown" if free is None else free,
+            )

@@ -6,11 +6,13 @@ names the peer it is about, which tells the two sides apart.
 
 from __future__ import annotations
 
+import pytest
 import trio
 
+from chinwag.node import store as store_module
 from chinwag.node.admin import admin_request
 from chinwag.node.app import NodeSeams
-from chinwag.node.client import connect, open_ws
+from chinwag.node.client import ClientError, connect, open_ws
 from chinwag.protocol.addresses import UserAddress
 from chinwag.protocol.codec import encode_cbor
 from chinwag.protocol.envelope import (
@@ -138,3 +140,37 @@ async def test_outbox_expiry_is_logged(start_node, json_log: JsonLog) -> None:
         clock.shift(2 * DAY_S)
         expired = await json_log.wait_for("outbox_expired", peer=id2)
     assert expired["count"] == 2
+
+
+async def test_a_disk_below_the_reserve_is_logged_once_as_a_storage_error(
+    start_node, json_log: JsonLog
+) -> None:
+    # No disk has this much free: every charged write is refused.
+    node = await start_node(name="sd1", min_free_bytes=1 << 62)
+    async with connect(node.url, await node.user("alice")) as alice:
+        for _ in range(3):
+            with pytest.raises(ClientError) as refused:
+                await alice.send("alice", "no room")
+            assert refused.value.code == "unavailable"
+        logged = await json_log.wait_for("storage_error", reason="disk space below the reserve")
+    assert logged["level"] == "error" and logged["min_free_bytes"] == 1 << 62
+    assert logged["free_bytes"] < 1 << 62
+    # Once when it happens, not once per refused write.
+    assert len(json_log.find("storage_error")) == 1
+    assert "no room" not in json_log.path.read_text()
+
+
+async def test_a_store_that_cannot_grow_is_logged_as_a_storage_error(
+    start_node, json_log: JsonLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A small map that may not grow: the store fills after a few dozen sends.
+    monkeypatch.setattr(store_module, "MAX_MAP_SIZE", 2 << 20)
+    node = await start_node(name="sd2", map_size=2 << 20, min_free_bytes=0)
+    text = "x" * 8000
+    async with connect(node.url, await node.user("alice")) as alice:
+        with trio.fail_after(TIMEOUT), pytest.raises(ClientError) as full:
+            for _ in range(1000):
+                await alice.send("alice", text)
+        assert full.value.code == "unavailable"
+        logged = await json_log.wait_for("storage_error", reason="store full")
+    assert logged["level"] == "error"
