@@ -228,7 +228,8 @@ async def test_backup_carries_the_blobs_and_the_restored_node_serves_them(
 
     node = await start_node(name="kitchen")
     data = node.node.config.data_dir
-    alice, bob = await node.user("alice"), await node.user("bob")
+    alice = await node.user("alice")
+    await node.user("bob")
     content = b"a file that must survive a restore\n" * 100
     (tmp_path / "notes.txt").write_bytes(content)
     with trio.fail_after(TIMEOUT):
