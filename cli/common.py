@@ -17,6 +17,9 @@ from .exitcodes import Exit, for_error_code
 
 #: Prompts for a new password before giving up.
 NEW_PASSWORD_TRIES = 3
+#: Log-in prompts before giving up (each refusal counts against the node's
+#: log-in failure limit, --login-failures-per-account, default 10).
+LOGIN_TRIES = 3
 
 
 class CliError(Exception):
@@ -141,7 +144,18 @@ async def fresh_login(server: str, user: str, device: str | None) -> LoginResult
         key_device = None
     else:
         key_device = device
-    result = await login(server, user, read_password(f"Password for {user}: "), device)
+    # A password typed at the prompt is asked for again after a refusal (a
+    # typo); one from CHINWAG_PASSWORD is not (a script would loop).
+    typed = os.environ.get("CHINWAG_PASSWORD") is None
+    for attempt in range(1, LOGIN_TRIES + 1):
+        password = read_password(f"Password for {user}: ")
+        try:
+            result = await login(server, user, password, device)
+            break
+        except ClientError as exc:
+            if not typed or exc.code != "unauthorized" or attempt == LOGIN_TRIES:
+                raise
+            print(f"{exc.message}; try again", file=sys.stderr, flush=True)
     data = _load_cache()
     data[_cache_key(server, user, key_device)] = result.__dict__
     _save_cache(data)

@@ -124,6 +124,48 @@ async def test_user_add_prompts_again_after_a_refused_or_mistyped_password(tmp_p
     assert "the passwords differ; try again" in text
 
 
+async def test_log_in_prompt_asks_again_after_a_mistyped_password(nursery, tmp_path) -> None:
+    data = tmp_path / "data"
+    proc = await spawn_node(nursery, data)
+    added = await run_cli(["user", "add", "alice", "--data", str(data)], tmp_path, password=GOOD)
+    assert added.returncode == 0, added.stderr
+    main_fd, term_fd = os.openpty()
+    env = cli_env(tmp_path)
+    env.pop("CHINWAG_PASSWORD", None)
+    try:
+        process = await trio.lowlevel.open_process(
+            [*CHINWAG, "send", "--server", proc.url, "--user", "alice", "alice", "hi me"],
+            stdin=term_fd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+            start_new_session=True,
+        )
+        assert process.stderr is not None and process.stdout is not None
+        err = bytearray()
+        prompt = b"Password for alice: "
+        # A typo, told so, then the right password at the second prompt.
+        for seen, typed in ((1, "a typo"), (2, GOOD)):
+            with trio.fail_after(20):
+                while err.count(prompt) < seen:
+                    chunk = await process.stderr.receive_some(4096)
+                    assert chunk, err.decode(errors="replace")
+                    err.extend(chunk)
+            os.write(main_fd, typed.encode() + b"\n")
+        with trio.fail_after(20):
+            code = await process.wait()
+        err.extend(await process.stderr.receive_some(65536) or b"")
+        out = await process.stdout.receive_some(4096)
+    finally:
+        os.close(main_fd)
+        os.close(term_fd)
+    text = err.decode()
+    assert code == 0, text
+    assert b"id=" in out
+    assert "wrong user or password; try again" in text
+    assert await proc.terminate() == 0
+
+
 # ------------------------------------------------------------------ exit codes and hints
 async def test_exit_codes_and_hints_with_a_running_node(nursery, tmp_path) -> None:
     """The cases without a node are in tests/cli/test_exit_codes.py."""
