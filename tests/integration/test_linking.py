@@ -283,3 +283,16 @@ async def test_invitations_can_grant_introductions(start_node) -> None:
         b_knows_a = await trusted(leaf_b, leaf_a)
     assert key(hub) in a_knows_b.introducers and key(hub) in b_knows_a.introducers
     await both_ways(leaf_a, leaf_b)
+
+
+async def test_invitation_secrets_are_stored_only_hashed(start_node) -> None:
+    """A copy of the store (a backup, a stolen disk) hands out no working invitation."""
+    from chinwag.protocol.invitation import secret_hash
+
+    node = await start_node(name="vault")
+    secrets = [parse_invitation(await invite(node, kind)).secret for kind in ("peer", "user")]
+    await node.stop()  # the store file as the node left it
+    stored = (data(node) / "db" / "data.mdb").read_bytes()
+    for secret in secrets:
+        assert secret not in stored
+        assert secret_hash(secret) in stored
