@@ -9,7 +9,9 @@ opens a closed sign-up once.
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
 from typing import Any
 
 import pytest
@@ -20,10 +22,10 @@ from chinwag.node.app import NodeSeams
 from chinwag.node.client import ClientError, api_call, connect, login
 from chinwag.protocol.errors import ProtocolError
 from chinwag.protocol.fingerprint import fingerprint
-from chinwag.protocol.invitation import parse_invitation
+from chinwag.protocol.invitation import parse_invitation, secret_hash
 
 from ..conftest import PASSWORD, ShiftedClock
-from .procs import run_cli, spawn_node
+from .procs import CHINWAG, cli_env, run_cli, spawn_node
 from .test_federation import TIMEOUT, drain, eventually
 
 DAY_S = 24 * 3600
@@ -287,8 +289,6 @@ async def test_invitations_can_grant_introductions(start_node) -> None:
 
 async def test_invitation_secrets_are_stored_only_hashed(start_node) -> None:
     """A copy of the store (a backup, a stolen disk) hands out no working invitation."""
-    from chinwag.protocol.invitation import secret_hash
-
     node = await start_node(name="vault")
     secrets = [parse_invitation(await invite(node, kind)).secret for kind in ("peer", "user")]
     await node.stop()  # the store file as the node left it
@@ -296,3 +296,41 @@ async def test_invitation_secrets_are_stored_only_hashed(start_node) -> None:
     for secret in secrets:
         assert secret not in stored
         assert secret_hash(secret) in stored
+
+
+async def test_peers_add_url_asks_at_a_terminal_and_pins_only_on_yes(start_node, tmp_path) -> None:
+    a, b = await start_node(name="asked"), await start_node(name="asking")
+
+    async def answer(reply: str) -> tuple[int, str]:
+        main_fd, term_fd = os.openpty()
+        try:
+            process = await trio.lowlevel.open_process(
+                [*CHINWAG, "peers", "add", a.url, "--data", str(data(b))],
+                stdin=term_fd,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                env=cli_env(tmp_path),
+                start_new_session=True,
+            )
+            assert process.stdout is not None
+            out = bytearray()
+            with trio.fail_after(TIMEOUT):
+                while b"[y/N]" not in out:
+                    chunk = await process.stdout.receive_some(4096)
+                    assert chunk, out.decode(errors="replace")
+                    out.extend(chunk)
+                os.write(main_fd, reply.encode() + b"\n")
+                code = await process.wait()
+                out.extend(await process.stdout.receive_some(65536) or b"")
+        finally:
+            os.close(main_fd)
+            os.close(term_fd)
+        return code, out.decode()
+
+    code, text = await answer("n")
+    assert code != 0 and "not added" in text, text
+    assert _fingerprint_in(text) == fingerprint(key(a)) and "asked" in text
+    assert b.node.registry.get(key(a)) is None
+    code, text = await answer("y")
+    assert code == 0, text
+    assert b.node.registry.get(key(a)).state == "trusted"
