@@ -10,6 +10,7 @@ import lmdb
 import pytest
 import trio
 
+from chinwag.cli.exitcodes import Exit
 from chinwag.node.client import connect
 from chinwag.node.history_index import DB_NAMES as HISTORY_DBS
 from chinwag.node.migrations import (
@@ -142,14 +143,14 @@ async def test_a_store_written_by_a_newer_version_is_refused_untouched(
 
     with trio.fail_after(60):
         run = await run_cli(["run", "--data", str(data), "--listen", "127.0.0.1:0"], tmp_path)
-    assert run.returncode != 0
+    assert run.returncode == Exit.STORAGE
     message = run.stderr.decode()
     assert "Traceback" not in message
     assert f"written by chinwag 9.9.9 (store schema {newer})" in message
     assert f"reads store schema {SCHEMA_VERSION} and older" in message
     # Offline admin commands refuse the same way.
     listed = await run_cli(["user", "list", "--data", str(data)], tmp_path)
-    assert listed.returncode != 0 and b"written by chinwag 9.9.9" in listed.stderr
+    assert listed.returncode == Exit.STORAGE and b"written by chinwag 9.9.9" in listed.stderr
     assert b"Traceback" not in listed.stderr
     # Nothing was written: the newer chinwag can still open it as it left it.
     assert (data / "db" / "data.mdb").read_bytes() == before
@@ -336,3 +337,35 @@ async def test_a_schema_3_store_gets_the_blob_tables(start_node, tmp_path: Path)
     await node.stop()
     assert get_meta(data, "schema") == _U32.pack(SCHEMA_VERSION)
     assert any(p.name.startswith("pre-migration-3-") for p in (data / "backups").iterdir())
+
+
+async def test_a_store_of_the_previous_schema_is_upgraded(start_node, tmp_path: Path) -> None:
+    """The last step (5 -> 6) from exactly its source layout. A tripwire:
+    a new schema version needs this test rewritten for its predecessor."""
+    assert SCHEMA_VERSION == 6, "a new schema: add an upgrade test from the one before it"
+    data = tmp_path / "kitchen"
+    node = await start_node(data_dir=data, name="kitchen")
+    node_id = node.running.identity.id
+    alice = await node.user("alice")
+    await node.user("bob")
+    async with connect(node.url, alice) as a:
+        first = await a.send("bob", "older words")
+        await a.send("bob", "newer words")
+    await node.stop()
+    # Schema 5 had conv_recent (dropped by 6) and wrote no index_log rows.
+    make_schema_3(data)
+    set_meta(data, schema=_U32.pack(SCHEMA_VERSION - 1))
+
+    node = await start_node(data_dir=data)
+    async with connect(node.url, await node.user("bob")) as b:
+        [conv] = (await b.convs())["convs"]
+        assert (conv["conv"], conv["unread"]) == (f"alice@{node_id}", 2)
+        hits = (await b.search("words"))["hits"]
+        assert [h["msg"]["body"]["text"] for h in hits] == ["newer words", "older words"]
+    async with connect(node.url, alice) as a:
+        await a.edit(first.id, "edited after the upgrade")
+    await node.stop()
+    assert get_meta(data, "schema") == _U32.pack(SCHEMA_VERSION)
+    assert not has_table(data, "conv_recent")
+    (backup,) = (data / "backups").iterdir()
+    assert backup.name.startswith(f"pre-migration-{SCHEMA_VERSION - 1}-")
