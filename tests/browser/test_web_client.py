@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 
-from .conftest import PASSWORD, Browsers, NodeProcess
+from .conftest import PASSWORD, Browsers, NodeProcess, _cli
 from .pages import Chat, expect
 
 ONLINE_TIMEOUT_MS = 15_000  # a reconnect after a node restart: back-off plus start-up
@@ -805,3 +805,23 @@ def test_signup_with_a_weak_password_shows_why(browsers: Browsers, node: NodePro
     # A good one goes through from the same page, and the error goes.
     chat.login("dora", "a much better password", signup=True)
     expect(chat.error).to_have_text("")
+
+
+def test_signup_with_an_invitation_code_on_a_closed_node(
+    browsers: Browsers, node: NodeProcess
+) -> None:
+    node.stop()
+    (node.data_dir / "chinwag.toml").write_text('signup = "closed"\n')
+    node.start()
+    chat = _chat(browsers, node)
+    page = chat.page
+    page.get_by_label("User name").fill("gina")
+    page.get_by_label("Password", exact=True).fill("a much better password")
+    page.locator("#signup-button").click()
+    expect(chat.error).to_contain_text("invitation")
+    expect(page.locator("#chat-view")).to_be_hidden()
+    # The admin's one-time code opens it, once.
+    code = _cli(node, "invite", "user").strip()
+    page.locator("#login-invite").fill(code)
+    chat.login("gina", "a much better password", signup=True)
+    expect(page.locator("#login-invite")).to_have_value("")
