@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,13 @@ from .common import CliError
 from .exitcodes import Exit
 from .node_cmds import CONFIG_FIELDS, node_config
 from .settings import CONFIG_NAME, Resolved, resolve, show_value
+
+#: Settings whose default follows from others: what they come to.
+DERIVED: dict[str, Callable[[Any], Any]] = {
+    "link_heartbeat": lambda config: config.link_interval,
+    "link_heartbeat_deadline": lambda config: config.link_deadline,
+    "log_level": lambda config: "info",  # 'chinwag -v run': debug
+}
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -86,6 +94,8 @@ def cmd_config_show(args: argparse.Namespace) -> int:
         value = getattr(resolved.args, option.dest)
         if option.dest == "data":
             value = str(config.data_dir)
+        elif value is None and option.dest in DERIVED:
+            value = DERIVED[option.dest](config)
         elif value is None and option.dest in fields:
             value = getattr(config, fields[option.dest])
         rows.append((f"{option.key} = {show_value(value)}", resolved.sources[option.dest]))

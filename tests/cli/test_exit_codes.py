@@ -134,6 +134,10 @@ def test_config_check_and_show(capsys: pytest.CaptureFixture[str], tmp_path: Pat
     assert lines["send-burst"].endswith("# default") and "= 200 " in lines["send-burst"]
     assert lines["heartbeat-deadline"].endswith("# default") and "= 30.0 " in out
     assert lines["data"].endswith("# flag") and str(data) in lines["data"]
+    # Defaults that follow from other settings show what they come to.
+    assert "link-heartbeat = 30.0 " in lines["link-heartbeat"]
+    assert "link-heartbeat-deadline = 90.0 " in lines["link-heartbeat-deadline"]
+    assert 'log-level = "info" ' in lines["log-level"]
 
     # Checks beyond types: what `run` itself would refuse.
     path.write_text('listen = "no-port-here"\n')
