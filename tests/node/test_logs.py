@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import io
 import json
 import logging
 import socket
@@ -11,7 +12,7 @@ import pytest
 import trio
 from trio_websocket import ConnectionRejected, HandshakeError
 
-from chinwag.node.logs import JsonFormatter, event, plain_reason, printable
+from chinwag.node.logs import JsonFormatter, event, plain_reason, printable, setup_logging
 from chinwag.protocol.errors import ErrorCode, ProtocolError
 
 
@@ -79,3 +80,27 @@ def test_untrusted_text_cannot_forge_a_line() -> None:
     assert printable("alice") == "alice"
     assert "\n" not in printable("bob\n2026-01-01 INFO forged")
     assert len(printable("x" * 1000)) == 64
+
+
+@pytest.mark.parametrize(
+    ("level", "shown"),
+    [("debug", {"d", "i", "w"}), ("info", {"i", "w"}), ("warning", {"w"}), ("error", set())],
+)
+def test_log_level_filters(level: str, shown: set[str]) -> None:
+    root = logging.getLogger()
+    saved = (root.level, list(root.handlers))
+    stream = io.StringIO()
+    try:
+        setup_logging(level, fmt="json", stream=stream)
+        log = logging.getLogger("chinwag.test")
+        log.debug("d", extra=event("x", n="d"))
+        log.info("i", extra=event("x", n="i"))
+        log.warning("w", extra=event("x", n="w"))
+    finally:
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+        root.setLevel(saved[0])
+        for handler in saved[1]:
+            root.addHandler(handler)
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert {line["n"] for line in lines} == shown
