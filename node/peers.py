@@ -77,9 +77,12 @@ class PeerRecord:
     gossip_urls: tuple[str, ...] = ()
     #: This node accepts nodes that this peer introduces (node/introductions.py).
     trust_introductions: bool = False
-    #: The introducers whose statements this peer's trust rests on; empty
-    #: when an admin, a seed or mDNS trusted it directly.
+    #: The introducers that vouched for this peer (signed statements): the
+    #: basis of its trust unless ``direct``, and the relays towards it either way.
     introducers: tuple[bytes, ...] = ()
+    #: An admin, a seed or mDNS trusted it (not only an introducer): revoking
+    #: an introducer leaves it trusted, and it may be introduced onwards.
+    direct: bool = False
 
     @property
     def id(self) -> str:
@@ -129,6 +132,8 @@ def _decode_peer(key: bytes, raw: bytes) -> PeerRecord:
         gossip_urls=tuple(item.get("gossip", ())),
         trust_introductions=bool(item.get("intro", False)),
         introducers=tuple(item.get("via", ())),
+        # Rows written before "dt": trusted with no introducer was direct trust.
+        direct=bool(item.get("dt", item["state"] == TRUSTED and not item.get("via"))),
     )
 
 
@@ -143,6 +148,7 @@ def _encode_peer(record: PeerRecord) -> bytes:
             "gossip": list(record.gossip_urls),
             "intro": record.trust_introductions,
             "via": list(record.introducers),
+            "dt": record.direct,
         }
     )
 
@@ -343,8 +349,9 @@ class PeerRegistry:
                 new_state = BLOCKED
             merged, gossip = merge_urls(old, urls, gossip=source == "gossip")
             # An explicit "trusted" (admin, seed, mDNS auto-trust) is direct
-            # trust: it no longer rests on any introducer.
-            direct = new_state == TRUSTED and state == TRUSTED
+            # trust: it no longer rests on any introducer. The introducers
+            # stay, as the relays towards a peer that may have no URL.
+            direct = new_state == TRUSTED and (state == TRUSTED or (old is not None and old.direct))
             record = PeerRecord(
                 key=key,
                 name=name if name is not None else (old.name if old else ""),
@@ -354,7 +361,8 @@ class PeerRegistry:
                 added_ms=old.added_ms if old else now_ms,
                 gossip_urls=gossip,
                 trust_introductions=old.trust_introductions if old else False,
-                introducers=() if direct or old is None else old.introducers,
+                introducers=old.introducers if old is not None else (),
+                direct=direct,
             )
             w.txn.put(key, _encode_peer(record), db=db)
             return record

@@ -361,3 +361,31 @@ async def test_an_admin_command_that_fails_unexpectedly_answers_internal(
         await admin(node, "user.list")
     assert info.value.code == ErrorCode.INTERNAL
     assert (await admin(node, "status"))["node_id"] == node.running.identity.id
+
+
+async def test_approving_an_introduced_node_keeps_the_relay(start_node) -> None:
+    """Approval makes trust direct, not reachability: a leaf approved on the
+    hub's word still has no URL of its own, so its messages still go through
+    the hub (which trusts both). Revoking the hub's introductions then leaves
+    the approved leaf trusted, while one it never approved goes back to pending."""
+    hub, leaves = await star(start_node, route_timeout=1.0)
+    leaf3, leaf5, leaf7 = leaves["leaf3"], leaves["leaf5"], leaves["leaf7"]
+    await take_introductions(hub, leaves)
+    approved = await admin(leaf3, "peers.approve", id=leaf7.running.identity.id)
+    assert approved["state"] == "trusted"
+    bob_token = await leaf7.user("bob")
+    async with (
+        connect(leaf3.url, await leaf3.user("alice")) as alice,
+        connect(leaf7.url, bob_token) as bob,
+    ):
+        await alice.sync(0)
+        await bob.sync(0)
+        sent = await alice.send("bob@leaf7", "approved, still through the hub")
+        got = await next_frame(bob)
+        assert got["id"] == sent.id
+    assert leaf3.node.status()["relay"]["sent_via_relay"] == 1
+    # The hub's introductions off: leaf5 (never approved) is revoked, the
+    # approved leaf7 stays trusted.
+    off = await admin(leaf3, "peers.trust_introductions", id=hub.running.identity.id, on=False)
+    assert off["revoked"] == [leaf5.running.identity.id]
+    assert state_of(leaf3, leaf7) == "trusted" and state_of(leaf3, leaf5) == "pending"
