@@ -20,7 +20,7 @@ from chinwag.protocol.errors import ErrorCode, ProtocolError
 
 from .procs import run_cli
 from .rogue import rogue_link, trust_rogue
-from .test_federation import TIMEOUT, eventually, linked
+from .test_federation import TIMEOUT, eventually, linked, peer_add, peer_status
 
 LEAVES = ("leaf3", "leaf5", "leaf7")
 COUNT = 20
@@ -389,3 +389,37 @@ async def test_approving_an_introduced_node_keeps_the_relay(start_node) -> None:
     off = await admin(leaf3, "peers.trust_introductions", id=hub.running.identity.id, on=False)
     assert off["revoked"] == [leaf5.running.identity.id]
     assert state_of(leaf3, leaf7) == "trusted" and state_of(leaf3, leaf5) == "pending"
+
+
+async def test_revoked_or_blocked_introduced_nodes_lose_their_link(start_node) -> None:
+    """Introduced leaves that dial leaf3 themselves (leaf3's URL given by their
+    admins) are linked to it. Revocation closes that link and the leaf is
+    refused after it; a block of an introduced node survives the introducer's
+    next statements."""
+    hub, leaves = await star(start_node, backoff_min=0.1, backoff_max=0.3)
+    leaf3, leaf5, leaf7 = leaves["leaf3"], leaves["leaf5"], leaves["leaf7"]
+    await take_introductions(hub, leaves)
+    key7, key5 = leaf7.node.identity.key.public, leaf5.node.identity.key.public
+    await peer_add(leaf7, leaf3)
+    await peer_add(leaf5, leaf3)
+    with trio.fail_after(TIMEOUT):
+        await leaf3.node.federation.wait_linked(key7)
+        await leaf3.node.federation.wait_linked(key5)
+    hub_id = hub.running.identity.id
+    await admin(leaf3, "peers.block", id=leaf5.running.identity.id)
+    off = await admin(leaf3, "peers.trust_introductions", id=hub_id, on=False)
+    assert off["revoked"] == [leaf7.running.identity.id]
+    with trio.fail_after(TIMEOUT):
+        await leaf3.node.federation.wait_linked(key7, linked=False)
+        await leaf3.node.federation.wait_linked(key5, linked=False)
+    # leaf7 still trusts leaf3 and redials: refused, as any pending node is.
+    await eventually(lambda: "pending" in peer_status(leaf7, leaf3)["last_error"])
+    await eventually(lambda: "blocked" in peer_status(leaf5, leaf3)["last_error"])
+    assert not leaf3.node.federation.is_linked(key7)
+    # On again: the hub's statements bring leaf7 back, never the blocked leaf5.
+    await admin(leaf3, "peers.trust_introductions", id=hub_id)
+    with trio.fail_after(TIMEOUT):
+        await leaf3.node.federation.wait_linked(key7)
+    await eventually(lambda: leaf3.node.status()["introductions"]["refused"] >= 1)
+    assert state_of(leaf3, leaf5) == "blocked"
+    assert not leaf3.node.federation.is_linked(key5)
