@@ -210,10 +210,7 @@ class IntroductionService:
         statements = [
             self._statement(record)
             for record in self._registry.all()
-            if record.state == TRUSTED
-            and record.direct
-            and record.name
-            and record.key != peer
+            if record.state == TRUSTED and record.direct and record.name and record.key != peer
         ]
         for start in range(0, len(statements), MAX_INTRODUCTIONS):
             batch = tuple(statements[start : start + MAX_INTRODUCTIONS])
