@@ -212,6 +212,7 @@ class Node:
         )
         self.store.remote_sink = self.relay
         self.registry.relay_inbound = self.relay.inbound
+        self.registry.relay_refused = self.relay.refused
         self.router = Router(self.identity, self.store, wall_clock_ms, registry=self.registry)
         self.blocks = Blocks(
             self.store, self.router.resolve_user, self.router.display, config.max_blocks_per_user

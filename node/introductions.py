@@ -18,7 +18,10 @@ Rules (docs/architecture.md, "Introductions"):
 * turning introductions off for an introducer, blocking it or removing it
   revokes the trust it granted that has no other basis: such a node goes
   back to ``pending`` (its row and pin stay, so an admin can approve it);
-* direct trust (``peers approve``/``add``) replaces trust by introduction.
+* direct trust (``peers approve``/``add``) makes the trust the node's own
+  (``PeerRecord.direct``): revocation leaves it, and the introducers stay
+  recorded as the relays towards it (node/relay.py), as does a statement
+  about a node already trusted directly.
 """
 
 from __future__ import annotations
@@ -101,7 +104,7 @@ def _revoke(w: WriteTxn, introducer: bytes) -> list[bytes]:
             continue
         rest = tuple(k for k in record.introducers if k != introducer)
         state = record.state
-        if not rest and state == TRUSTED:
+        if not rest and state == TRUSTED and not record.direct:
             state = PENDING  # no other basis: back to the admin's decision
             revoked.append(record.key)
         put_peer(w, dataclasses.replace(record, introducers=rest, state=state))
@@ -154,7 +157,7 @@ class IntroductionService:
             return
         if record.trust_introductions:
             await self._send(peer, IntroRequest())
-        if not record.introducers and record.name:
+        if record.direct and record.name:
             statement = self._statement(record)
             for asker in list(self._askers):
                 if asker == peer:
@@ -183,7 +186,10 @@ class IntroductionService:
         return (
             record is not None
             and record.state == TRUSTED
-            and (not record.introducers or introducer in record.introducers)
+            and (
+                introducer in record.introducers
+                or (record.direct and len(record.introducers) >= MAX_INTRODUCERS)
+            )
         )
 
     # ------------------------------------------------------------ introducer
@@ -204,10 +210,7 @@ class IntroductionService:
         statements = [
             self._statement(record)
             for record in self._registry.all()
-            if record.state == TRUSTED
-            and not record.introducers
-            and record.name
-            and record.key != peer
+            if record.state == TRUSTED and record.direct and record.name and record.key != peer
         ]
         for start in range(0, len(statements), MAX_INTRODUCTIONS):
             batch = tuple(statements[start : start + MAX_INTRODUCTIONS])
@@ -264,8 +267,12 @@ def _trust(w: WriteTxn, introducer: bytes, intro: Introduction, now_ms: int) -> 
     record = peer_in(w, intro.key)
     if record is not None and record.state == BLOCKED:
         return None  # blocking wins
-    if record is not None and record.state == TRUSTED and not record.introducers:
-        return False  # trusted directly already: that basis is stronger
+    if record is not None and record.state == TRUSTED and record.direct:
+        # Trusted directly already: that basis is stronger; the introducer is
+        # only noted as a relay towards it.
+        if introducer not in record.introducers and len(record.introducers) < MAX_INTRODUCERS:
+            put_peer(w, dataclasses.replace(record, introducers=(*record.introducers, introducer)))
+        return False
     names = w.db("peer_names")
     pinned = w.txn.get(intro.name.encode(), db=names)
     if pinned is not None and bytes(pinned) != intro.key:

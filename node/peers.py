@@ -77,9 +77,12 @@ class PeerRecord:
     gossip_urls: tuple[str, ...] = ()
     #: This node accepts nodes that this peer introduces (node/introductions.py).
     trust_introductions: bool = False
-    #: The introducers whose statements this peer's trust rests on; empty
-    #: when an admin, a seed or mDNS trusted it directly.
+    #: The introducers that vouched for this peer (signed statements): the
+    #: basis of its trust unless ``direct``, and the relays towards it either way.
     introducers: tuple[bytes, ...] = ()
+    #: An admin, a seed or mDNS trusted it (not only an introducer): revoking
+    #: an introducer leaves it trusted, and it may be introduced onwards.
+    direct: bool = False
 
     @property
     def id(self) -> str:
@@ -129,6 +132,8 @@ def _decode_peer(key: bytes, raw: bytes) -> PeerRecord:
         gossip_urls=tuple(item.get("gossip", ())),
         trust_introductions=bool(item.get("intro", False)),
         introducers=tuple(item.get("via", ())),
+        # Rows written before "dt": trusted with no introducer was direct trust.
+        direct=bool(item.get("dt", item["state"] == TRUSTED and not item.get("via"))),
     )
 
 
@@ -143,6 +148,7 @@ def _encode_peer(record: PeerRecord) -> bytes:
             "gossip": list(record.gossip_urls),
             "intro": record.trust_introductions,
             "via": list(record.introducers),
+            "dt": record.direct,
         }
     )
 
@@ -215,9 +221,13 @@ class PeerRegistry:
         self.group_inbound: (
             Callable[[WriteTxn, bytes, str, Any, int, Verified | None], None] | None
         ) = None
-        #: Applies relay items (``rl`` at the relay, ``rd`` at the destination)
-        #: inside the inbound transaction (node/relay.py).
+        #: Applies relay items (``rl`` at the relay, ``rd`` at the destination,
+        #: ``rf`` back at the origin) inside the inbound transaction (node/relay.py).
         self.relay_inbound: Callable[[WriteTxn, bytes, str, Any, int], None] | None = None
+        #: Told of a relayed unit (``rd``) refused by, or withdrawn by age
+        #: towards, peer ``key``: ``(w, unit, code, key, now_ms)``, in the same
+        #: transaction; node/relay.py returns the refusal to the origin node.
+        self.relay_refused: Callable[[WriteTxn, Any, str, bytes, int], None] | None = None
         #: Told of the host's group records withdrawn by age from one peer's
         #: outbox, in the same transaction (node/groups.py reports them and
         #: queues a fresh snapshot for the peer).
@@ -343,8 +353,9 @@ class PeerRegistry:
                 new_state = BLOCKED
             merged, gossip = merge_urls(old, urls, gossip=source == "gossip")
             # An explicit "trusted" (admin, seed, mDNS auto-trust) is direct
-            # trust: it no longer rests on any introducer.
-            direct = new_state == TRUSTED and state == TRUSTED
+            # trust: it no longer rests on any introducer. The introducers
+            # stay, as the relays towards a peer that may have no URL.
+            direct = new_state == TRUSTED and (state == TRUSTED or (old is not None and old.direct))
             record = PeerRecord(
                 key=key,
                 name=name if name is not None else (old.name if old else ""),
@@ -354,7 +365,8 @@ class PeerRegistry:
                 added_ms=old.added_ms if old else now_ms,
                 gossip_urls=gossip,
                 trust_introductions=old.trust_introductions if old else False,
-                introducers=() if direct or old is None else old.introducers,
+                introducers=old.introducers if old is not None else (),
+                direct=direct,
             )
             w.txn.put(key, _encode_peer(record), db=db)
             return record
@@ -545,6 +557,7 @@ class PeerRegistry:
 
         def op(w: WriteTxn) -> int:
             delivered.clear()  # the op may run again after a map resize
+            relayed: list[tuple[Any, str]] = []
             meta = self._txn_meta(w, key)
             top = min(upto, meta["next"] - 1)
             if top <= meta["acked"]:
@@ -560,6 +573,8 @@ class PeerRegistry:
                     if oseq in rejected_codes:
                         item = cbor2.loads(cursor.value())
                         _delivery_failed(w, item, rejected_codes[oseq], key)
+                        if item.get("k") == "rd":
+                            relayed.append((item["p"], rejected_codes[oseq]))
                     elif want_delivered:
                         _note_delivered(delivered, cursor.value())
                     _forget_bytes(meta, len(cursor.value()))
@@ -567,6 +582,8 @@ class PeerRegistry:
                         break
             meta["acked"] = top
             w.txn.put(key, cbor2.dumps(meta), db=w.db("outbox_meta"))
+            cursor.close()
+            self._relay_refused(w, relayed, key, now_ms)
             return top
 
         acked = await self._store.transact(op)
@@ -603,6 +620,7 @@ class PeerRegistry:
             count = 0
             top = meta["acked"]
             records: list[Any] = []
+            relayed: list[tuple[Any, str]] = []
             while count < limit:
                 k = cursor.key()
                 if not k.startswith(key):
@@ -614,6 +632,8 @@ class PeerRegistry:
                 top = _U64.unpack(k[32:])[0]
                 if item.get("k") == "gr":
                     records.append(item["p"])
+                elif item.get("k") == "rd":
+                    relayed.append((item["p"], code))
                 else:
                     _delivery_failed(w, item, code, key)
                 _forget_bytes(meta, len(cursor.value()))
@@ -626,9 +646,21 @@ class PeerRegistry:
             if records and self.group_withdrawn is not None:
                 # After the meta is written: the hook may queue a snapshot.
                 self.group_withdrawn(w, key, records, now_ms)
+            cursor.close()
+            self._relay_refused(w, relayed, key, now_ms)
             return count
 
         return await self._store.transact(op)
+
+    def _relay_refused(
+        self, w: WriteTxn, relayed: list[tuple[Any, str]], key: bytes, now_ms: int
+    ) -> None:
+        """Hand relayed units that did not reach ``key`` to the relay, after
+        the outbox cursor is done (the hook queues into another outbox)."""
+        if self.relay_refused is None:
+            return
+        for unit, code in relayed:
+            self.relay_refused(w, unit, code, key, now_ms)
 
     # ------------------------------------------------------------ inbound
     async def apply_inbound(
@@ -700,7 +732,7 @@ class PeerRegistry:
         verified: Verified | None = None,
     ) -> None:
         """Verify and store one inbound entry; raise ProtocolError to refuse it."""
-        if kind in ("rl", "rd"):
+        if kind in ("rl", "rd", "rf"):
             if self.relay_inbound is None:
                 raise ProtocolError(ErrorCode.FORBIDDEN, "this node does not relay")
             self.relay_inbound(w, peer, kind, payload, now_ms)

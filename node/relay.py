@@ -15,7 +15,13 @@ that it trusts: the relay. Store-and-forward, durable at each hop:
   It never decodes the envelope;
 * the destination verifies the origin's signature over the exact bytes,
   that the origin is a node it trusts and that it is the addressee, and
-  drops duplicates by ``(origin, id)``.
+  drops duplicates by ``(origin, id)``;
+* a refusal at the destination (its ``ack`` rejects the ``rd``: no such
+  user, an origin it does not trust, ...) or an ``rd`` withdrawn by age goes
+  back to the origin node as an ``rf`` entry ``{env, sig, by, to, code}``
+  (the unit unchanged, the destination, the code), and becomes the sender's
+  ``delivery_failed`` there: the origin takes it only for its own unit (its
+  own signature) and from a relay of that destination.
 
 Order per origin holds while the route stays the same (two FIFO outboxes).
 A message to a node with no route at all (no link now, none ever, no URL of
@@ -28,6 +34,7 @@ full ``outbox_max_age``: it dials in from behind its NAT.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -40,12 +47,14 @@ from chinwag.protocol.errors import ErrorCode, ProtocolError
 from chinwag.protocol.link import EntryKind
 
 from .config import NodeConfig
-from .peers import TRUSTED, PeerRegistry, deliver_unit, peer_in
+from .peers import TRUSTED, PeerRegistry, deliver_unit, peer_in, report_failed
 from .store import WriteTxn
 
 log = logging.getLogger(__name__)
 
 _UNIT_KEYS = ("env", "sig", "by")
+#: An error code as docs/protocol.md writes them (``ack`` rejections).
+_CODE_RE = re.compile(rb"[a-z][a-z0-9_]{0,31}")
 
 
 @dataclass(frozen=True)
@@ -58,6 +67,10 @@ class RelayStatistics:
     delivered: int
     #: Outbox entries withdrawn as ``no_route``.
     no_route: int
+    #: Refusals of relayed units sent back to their origin (as the relay).
+    refusals_returned: int
+    #: Refusals of this node's relayed units that came back (as the origin).
+    refused_back: int
 
 
 class Relay:
@@ -83,9 +96,17 @@ class Relay:
         self._ever_linked = ever_linked
         self._now_ms = now_ms
         self._sent = self._relayed = self._delivered = self._no_route = 0
+        self._returned = self._refused_back = 0
 
     def statistics(self) -> RelayStatistics:
-        return RelayStatistics(self._sent, self._relayed, self._delivered, self._no_route)
+        return RelayStatistics(
+            self._sent,
+            self._relayed,
+            self._delivered,
+            self._no_route,
+            self._returned,
+            self._refused_back,
+        )
 
     # ------------------------------------------------------------ sender (RemoteSink)
     def route(self, w: WriteTxn, key: bytes) -> bytes | None:
@@ -119,9 +140,12 @@ class Relay:
 
     # ------------------------------------------------------------ relay and destination
     def inbound(self, w: WriteTxn, peer: bytes, kind: str, payload: Any, now_ms: int) -> None:
-        """Apply an ``rl`` (pass on) or ``rd`` (deliver) entry from ``peer``."""
+        """Apply an ``rl`` (pass on), ``rd`` (deliver) or ``rf`` (a refusal of
+        our own relayed unit) entry from ``peer``."""
         if kind == EntryKind.RELAY:
             self._pass_on(w, peer, payload, now_ms)
+        elif kind == EntryKind.REFUSED:
+            self._refused_here(w, peer, payload)
         else:
             self._deliver(w, payload, now_ms)
 
@@ -152,6 +176,38 @@ class Relay:
         env = open_unit(unit)  # the origin's signature over the exact bytes
         deliver_unit(w, unit, env, self._own_id, now_ms)
         self._delivered += 1
+
+    # ------------------------------------------------------------ refusals
+    def refused(self, w: WriteTxn, payload: Any, code: str, to: bytes, now_ms: int) -> None:
+        """A unit this node relayed did not reach ``to`` (refused there, or
+        withdrawn by age): queue the refusal back to its origin node."""
+        unit = {k: payload[k] for k in _UNIT_KEYS}
+        back = {**unit, "to": to, "code": code.encode()}
+        try:
+            with w.nested() as child:
+                self._registry.append_item(
+                    child, node_id_text(unit["by"]), EntryKind.REFUSED, back, "", now_ms
+                )
+        except ProtocolError as exc:  # the origin is gone or blocked, its outbox full
+            log.info("refusal not returned to %s: %s", node_id_text(unit["by"])[:12], exc.message)
+            return
+        self._returned += 1
+
+    def _refused_here(self, w: WriteTxn, peer: bytes, payload: Any) -> None:
+        unit = SignedUnit.from_wire({k: payload[k] for k in _UNIT_KEYS})
+        to, code = payload["to"], payload["code"]
+        if _CODE_RE.fullmatch(code) is None or len(to) != 32:
+            raise ProtocolError(ErrorCode.BAD_FRAME, "a refusal is a node key and a code")
+        if unit.by != self._own:
+            raise ProtocolError(ErrorCode.FORBIDDEN, "a refusal comes back to its origin only")
+        destination = peer_in(w, to)
+        if destination is None or peer not in destination.introducers:
+            raise ProtocolError(ErrorCode.FORBIDDEN, "only a relay towards it reports a refusal")
+        env = open_unit(unit)  # our own signature: a unit this node sent
+        if env.sender.node != self._own_id:
+            raise ProtocolError(ErrorCode.FORBIDDEN, "not a unit of this node")
+        report_failed(w, env.sender.user, unit, code.decode(), to)
+        self._refused_back += 1
 
     # ------------------------------------------------------------ no route
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:

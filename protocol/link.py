@@ -112,11 +112,13 @@ class EntryKind:
     GROUP_ANSWER = "ga"  # that user's accept or decline, to the host
     RELAY = "rl"  # a 1:1 unit of the sender's, for the relay to pass to ``to``
     RELAYED = "rd"  # a 1:1 unit another node originated, passed on by a relay
+    REFUSED = "rf"  # back to the origin: the destination refused a relayed unit
 
 
 _UNIT_KEYS = frozenset({"env", "sig", "by"})
 _RECORD_KEYS = frozenset({"rec", "sig"})
 _RELAY_KEYS = _UNIT_KEYS | {"to"}
+_REFUSED_KEYS = _RELAY_KEYS | {"code"}
 _STATEMENT_KEYS = frozenset({"st", "sig"})
 #: kind -> (payload field, its exact keys)
 _ENTRY_SHAPES: dict[str, tuple[str, frozenset[str]]] = {
@@ -128,6 +130,7 @@ _ENTRY_SHAPES: dict[str, tuple[str, frozenset[str]]] = {
     EntryKind.GROUP_ANSWER: ("u", _UNIT_KEYS),
     EntryKind.RELAY: ("x", _RELAY_KEYS),
     EntryKind.RELAYED: ("u", _UNIT_KEYS),
+    EntryKind.REFUSED: ("x", _REFUSED_KEYS),
 }
 
 

@@ -20,7 +20,7 @@ from chinwag.protocol.errors import ErrorCode, ProtocolError
 
 from .procs import run_cli
 from .rogue import rogue_link, trust_rogue
-from .test_federation import TIMEOUT, eventually, linked
+from .test_federation import TIMEOUT, eventually, linked, peer_add, peer_status
 
 LEAVES = ("leaf3", "leaf5", "leaf7")
 COUNT = 20
@@ -35,8 +35,10 @@ def state_of(node: Any, other: Any) -> str | None:
     return None if record is None else record.state
 
 
-async def star(start_node: Any, **leaf_config: Any) -> tuple[Any, dict[str, Any]]:
-    hub = await start_node(name="hub")
+async def star(
+    start_node: Any, hub_config: dict[str, Any] | None = None, **leaf_config: Any
+) -> tuple[Any, dict[str, Any]]:
+    hub = await start_node(name="hub", **(hub_config or {}))
     leaves = {name: await start_node(name=name, **leaf_config) for name in LEAVES}
     for leaf in leaves.values():
         await linked(hub, leaf)
@@ -361,3 +363,165 @@ async def test_an_admin_command_that_fails_unexpectedly_answers_internal(
         await admin(node, "user.list")
     assert info.value.code == ErrorCode.INTERNAL
     assert (await admin(node, "status"))["node_id"] == node.running.identity.id
+
+
+async def test_approving_an_introduced_node_keeps_the_relay(start_node) -> None:
+    """Approval makes trust direct, not reachability: a leaf approved on the
+    hub's word still has no URL of its own, so its messages still go through
+    the hub (which trusts both). Revoking the hub's introductions then leaves
+    the approved leaf trusted, while one it never approved goes back to pending."""
+    hub, leaves = await star(start_node, route_timeout=1.0)
+    leaf3, leaf5, leaf7 = leaves["leaf3"], leaves["leaf5"], leaves["leaf7"]
+    await take_introductions(hub, leaves)
+    approved = await admin(leaf3, "peers.approve", id=leaf7.running.identity.id)
+    assert approved["state"] == "trusted"
+    bob_token = await leaf7.user("bob")
+    async with (
+        connect(leaf3.url, await leaf3.user("alice")) as alice,
+        connect(leaf7.url, bob_token) as bob,
+    ):
+        await alice.sync(0)
+        await bob.sync(0)
+        sent = await alice.send("bob@leaf7", "approved, still through the hub")
+        got = await next_frame(bob)
+        assert got["id"] == sent.id
+    assert leaf3.node.status()["relay"]["sent_via_relay"] == 1
+    # The hub's introductions off: leaf5 (never approved) is revoked, the
+    # approved leaf7 stays trusted.
+    off = await admin(leaf3, "peers.trust_introductions", id=hub.running.identity.id, on=False)
+    assert off["revoked"] == [leaf5.running.identity.id]
+    assert state_of(leaf3, leaf7) == "trusted" and state_of(leaf3, leaf5) == "pending"
+
+
+async def test_revoked_or_blocked_introduced_nodes_lose_their_link(start_node) -> None:
+    """Introduced leaves that dial leaf3 themselves (leaf3's URL given by their
+    admins) are linked to it. Revocation closes that link and the leaf is
+    refused after it; a block of an introduced node survives the introducer's
+    next statements."""
+    hub, leaves = await star(start_node, backoff_min=0.1, backoff_max=0.3)
+    leaf3, leaf5, leaf7 = leaves["leaf3"], leaves["leaf5"], leaves["leaf7"]
+    await take_introductions(hub, leaves)
+    key7, key5 = leaf7.node.identity.key.public, leaf5.node.identity.key.public
+    await peer_add(leaf7, leaf3)
+    await peer_add(leaf5, leaf3)
+    with trio.fail_after(TIMEOUT):
+        await leaf3.node.federation.wait_linked(key7)
+        await leaf3.node.federation.wait_linked(key5)
+    hub_id = hub.running.identity.id
+    await admin(leaf3, "peers.block", id=leaf5.running.identity.id)
+    off = await admin(leaf3, "peers.trust_introductions", id=hub_id, on=False)
+    assert off["revoked"] == [leaf7.running.identity.id]
+    with trio.fail_after(TIMEOUT):
+        await leaf3.node.federation.wait_linked(key7, linked=False)
+        await leaf3.node.federation.wait_linked(key5, linked=False)
+    # leaf7 still trusts leaf3 and redials: refused, as any pending node is.
+    await eventually(lambda: "pending" in peer_status(leaf7, leaf3)["last_error"])
+    await eventually(lambda: "blocked" in peer_status(leaf5, leaf3)["last_error"])
+    assert not leaf3.node.federation.is_linked(key7)
+    # On again: the hub's statements bring leaf7 back, never the blocked leaf5.
+    await admin(leaf3, "peers.trust_introductions", id=hub_id)
+    with trio.fail_after(TIMEOUT):
+        await leaf3.node.federation.wait_linked(key7)
+    await eventually(lambda: leaf3.node.status()["introductions"]["refused"] >= 1)
+    assert state_of(leaf3, leaf5) == "blocked"
+    assert not leaf3.node.federation.is_linked(key5)
+
+
+async def test_a_refusal_at_the_destination_reaches_the_sender(start_node) -> None:
+    """The last hop refuses (no such user; an origin leaf7 does not trust):
+    the relay sends the refusal back to the origin node, and the sender's
+    device gets ``delivery_failed`` with the destination's code, not silence."""
+    hub, leaves = await star(start_node)
+    leaf3, leaf5, leaf7 = leaves["leaf3"], leaves["leaf5"], leaves["leaf7"]
+    # leaf3 takes the hub's introductions; leaf7 does not, so on leaf7 the
+    # origin leaf3 is a stranger.
+    await admin(leaf3, "peers.trust_introductions", id=hub.running.identity.id)
+    await admin(leaf5, "peers.trust_introductions", id=hub.running.identity.id)
+    await eventually(lambda: state_of(leaf3, leaf7) == "trusted")
+    await eventually(lambda: state_of(leaf5, leaf3) == "trusted")
+    await leaf5.user("bob")
+    async with connect(leaf3.url, await leaf3.user("alice")) as alice:
+        await alice.sync(0)
+        typo = await alice.send("nobody@leaf5", "to a user leaf5 does not have")
+        event = (await next_frame(alice, "event"))["body"]
+        assert event["type"] == "delivery_failed" and event["id"] == typo.id
+        assert event["code"] == "no_such_user"
+        assert event["node"] == leaf5.running.identity.id
+        stranger = await alice.send("bob@leaf7", "leaf7 does not know leaf3")
+        event = (await next_frame(alice, "event"))["body"]
+        assert event["type"] == "delivery_failed" and event["id"] == stranger.id
+        assert event["code"] == "forbidden"
+        assert event["node"] == leaf7.running.identity.id
+    assert leaf3.node.status()["relay"]["refused_back"] == 2
+    assert hub.node.status()["relay"]["refusals_returned"] == 2
+
+
+async def test_a_relayed_message_withdrawn_by_age_is_reported_to_the_sender(start_node) -> None:
+    # The hub keeps a unit for a destination that stays away at most its
+    # outbox_max_age (1 s here): then the refusal goes back, code timeout.
+    hub_config = {"outbox_max_age": 1.0, "outbox_prune_interval": 0.2}
+    hub, leaves = await star(start_node, hub_config)
+    leaf3, leaf7 = leaves["leaf3"], leaves["leaf7"]
+    await take_introductions(hub, leaves)
+    leaf7_key = leaf7.node.identity.key.public
+    await leaf7.stop()
+    with trio.fail_after(TIMEOUT):
+        await hub.node.federation.wait_linked(leaf7_key, linked=False)
+    async with connect(leaf3.url, await leaf3.user("alice")) as alice:
+        await alice.sync(0)
+        sent = await alice.send("bob@leaf7", "nobody comes for this")
+        event = (await next_frame(alice, "event"))["body"]
+    assert event["type"] == "delivery_failed" and event["id"] == sent.id
+    assert event["code"] == "timeout" and event["node"] == leaf7.running.identity.id
+    assert hub.node.registry.outbox_depth(leaf7_key) == 0
+
+
+async def test_a_refusal_is_taken_only_for_own_units_from_their_relay(start_node) -> None:
+    """An ``rf`` entry turns into ``delivery_failed`` only for a unit this
+    node signed, sent back by a relay towards that destination."""
+    import dataclasses
+
+    from chinwag.node.peers import peer_in, put_peer
+    from chinwag.node.store import WriteTxn
+
+    home = await start_node(name="home")
+    relay, other, destination = NodeKey.generate(), NodeKey.generate(), NodeKey.generate()
+    await trust_rogue(home, relay)
+    await trust_rogue(home, destination)
+
+    def via_relay(w: WriteTxn) -> None:  # the destination was introduced by the relay
+        row = peer_in(w, destination.public)
+        assert row is not None
+        put_peer(w, dataclasses.replace(row, introducers=(relay.public,)))
+
+    await home.node.store.transact(via_relay)
+    await home.user("alice")
+    to = UserAddress("bob", destination.id)
+
+    def refusal(key: NodeKey, msg_id: int, code: bytes = b"no_such_user") -> dict[str, bytes]:
+        env = Envelope(msg_id, UserAddress("alice", key.id), to, None, 1, "text", {"text": "x"})
+        return {**sign_envelope(key, env).to_wire(), "to": destination.public, "code": code}
+
+    own = home.node.identity.key
+    stray = {**refusal(own, 5), "to": other.public}  # not a destination of this relay
+    async with rogue_link(home, relay) as link:
+        await link.push(
+            [
+                {"o": 1, "k": "rf", "x": refusal(other, 1)},  # another node's unit
+                {"o": 2, "k": "rf", "x": refusal(own, 2, b"Bad Code")},
+                {"o": 3, "k": "rf", "x": stray},
+                {"o": 4, "k": "rf", "x": refusal(own, 4)},
+            ]
+        )
+        ack = await link.receive("ack")
+    assert {r["oseq"]: r["code"] for r in ack["rejected"]} == {
+        1: "forbidden",
+        2: "bad_frame",
+        3: "forbidden",
+    }
+    assert home.node.status()["relay"]["refused_back"] == 1
+    async with connect(home.url, await home.user("alice")) as alice:
+        await alice.sync(0)
+        event = (await next_frame(alice, "event"))["body"]
+    assert event["type"] == "delivery_failed" and event["id"] == 4
+    assert event["code"] == "no_such_user" and event["node"] == destination.id

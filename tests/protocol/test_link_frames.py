@@ -42,6 +42,7 @@ HOST = "a" * 52
 UNIT = {"env": b"e", "sig": b"s" * 64, "by": b"k" * 32}
 RECORD = {"rec": b"r", "sig": b"s" * 64}
 RELAY = {**UNIT, "to": b"t" * 32}
+REFUSED = {**RELAY, "code": b"no_such_user"}
 STATEMENT = {"st": b"x", "sig": b"s" * 64}
 
 
@@ -76,7 +77,7 @@ EXAMPLES: list[LinkFrame] = [
     PresenceUpdate((PresenceItem("alice", "online", 5), PresenceItem("bob", "offline", None))),
     PresenceUpdate((PresenceItem("carol", "online", 6, "Carol C."),)),
     GroupSync(GroupAddress("club", HOST), 7),
-    Push((PushEntry(1, "rl", RELAY), PushEntry(2, "rd", UNIT))),
+    Push((PushEntry(1, "rl", RELAY), PushEntry(2, "rd", UNIT), PushEntry(3, "rf", REFUSED))),
     IntroRequest(),
     Introductions((STATEMENT, STATEMENT)),
 ]
@@ -102,6 +103,9 @@ def test_wire_shapes_are_the_documented_ones() -> None:
     assert decode_link_frame(
         raw({"t": "push", "entries": [{"o": 1, "k": "rl", "x": RELAY}]})
     ) == Push((PushEntry(1, "rl", RELAY),))
+    assert decode_link_frame(
+        raw({"t": "push", "entries": [{"o": 1, "k": "rf", "x": REFUSED}]})
+    ) == Push((PushEntry(1, "rf", REFUSED),))
     assert decode_link_frame(raw({"t": "introreq"})) == IntroRequest()
     assert decode_link_frame(raw({"t": "intro", "statements": [STATEMENT]})) == Introductions(
         (STATEMENT,)
@@ -169,6 +173,9 @@ def test_the_reported_crash_an_ack_rejected_without_code() -> None:
         {"t": "push", "entries": [{"o": 1, "k": "rl", "x": UNIT}]},
         {"t": "push", "entries": [{"o": 1, "k": "rd", "x": RELAY}]},
         {"t": "push", "entries": [{"o": 1, "k": "rd", "u": RELAY}]},
+        {"t": "push", "entries": [{"o": 1, "k": "rf", "x": RELAY}]},
+        {"t": "push", "entries": [{"o": 1, "k": "rf", "u": REFUSED}]},
+        {"t": "push", "entries": [{"o": 1, "k": "rf", "x": {**REFUSED, "code": "forbidden"}}]},
         {"t": "introreq", "x": 1},
         {"t": "intro"},
         {"t": "intro", "statements": []},
@@ -269,6 +276,15 @@ record_maps = st.fixed_dictionaries({"rec": st.binary(max_size=64), "sig": st.bi
 relay_maps = st.fixed_dictionaries(
     {"env": st.binary(), "sig": st.binary(), "by": st.binary(), "to": st.binary(max_size=32)}
 )
+refused_maps = st.fixed_dictionaries(
+    {
+        "env": st.binary(),
+        "sig": st.binary(),
+        "by": st.binary(),
+        "to": st.binary(max_size=32),
+        "code": st.binary(max_size=32),
+    }
+)
 statement_maps = st.fixed_dictionaries(
     {"st": st.binary(max_size=512), "sig": st.binary(max_size=64)}
 )
@@ -279,12 +295,12 @@ def pushes(draw: st.DrawFn) -> Push:
     first = draw(st.integers(1, 1000))
     kinds = draw(
         st.lists(
-            st.sampled_from(["m", "gs", "gl", "gr", "gi", "ga", "rl", "rd"]),
+            st.sampled_from(["m", "gs", "gl", "gr", "gi", "ga", "rl", "rd", "rf"]),
             min_size=1,
             max_size=5,
         )
     )
-    shapes = {"gr": record_maps, "rl": relay_maps}
+    shapes = {"gr": record_maps, "rl": relay_maps, "rf": refused_maps}
     entries = tuple(
         PushEntry(first + i, k, draw(shapes.get(k, byte_maps))) for i, k in enumerate(kinds)
     )
