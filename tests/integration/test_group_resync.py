@@ -107,6 +107,9 @@ async def test_gap_in_gseq_asks_the_host_for_a_snapshot(start_node) -> None:
         for client in (bob, carol):
             await client.sync(0)
             await group_event(client, "members")
+        # Each saw its own join, so both records were queued; the host learns
+        # that s2 applied them only when s2's ack arrives, which can be later.
+        await eventually(lambda: h1.node.registry.outbox_depth(k2) == 0)
         # While s2 is blocked, the host queues nothing for it: s2 misses
         # carol's removal.
         data = h1.node.config.data_dir
