@@ -30,6 +30,23 @@ async def linked(a: Any, b: Any) -> None:
         await b.node.federation.wait_linked(a.node.identity.key.public)
 
 
+async def linked_one_way(a: Any, b: Any) -> None:
+    """Both trust each other and the link is up, but only ``b`` dials: ``a``
+    knows ``b`` at an address that refuses.
+
+    With both dialling (:func:`linked`), a second link can replace the first
+    after both sides saw one (one link per pair): an entry pushed on the first
+    is pushed again on the second, and a soft frame (typing) sent on it is lost.
+    """
+    await admin_request(
+        a.node.config.data_dir, "peers.add", {"peer": f"http://127.0.0.1:9#{b.running.identity.id}"}
+    )
+    await peer_add(b, a)
+    with trio.fail_after(TIMEOUT):
+        await a.node.federation.wait_linked(b.node.identity.key.public)
+        await b.node.federation.wait_linked(a.node.identity.key.public)
+
+
 async def drain(client: ChatClient, count: int) -> list[dict[str, Any]]:
     got = []
     with trio.fail_after(TIMEOUT):

@@ -19,7 +19,7 @@ from chinwag.node.client import ChatClient, ClientError, connect
 
 from ..conftest import ShiftedClock
 from .test_federation import TIMEOUT, eventually, linked, peer_add
-from .test_groups import befriend, group_event
+from .test_groups import befriend, group_event, member_of, until_joined
 from .test_outbox_age import DAY_S
 
 
@@ -52,6 +52,11 @@ async def test_record_withdrawn_by_age_is_reported_and_resent_as_a_snapshot(
         await alice.sync(0)
         await alice.group("create", name="club")
         await alice.group("add", group="#club@w1", members=["bob@w2", "carol@w2"])
+        # Remote users are invited (``gi``) and w2 accepts for them (``ga``):
+        # the outbox is empty for a moment once the invitations are acked,
+        # before the answers come back and queue the membership records.
+        # Wait until both joined, then until those records were acked.
+        await until_joined(alice, member_of(m2, "bob"), member_of(m2, "carol"))
         await eventually(lambda: h1.node.registry.outbox_depth(k2) == 0)
         await m2.stop()
         with trio.fail_after(TIMEOUT):
@@ -102,6 +107,9 @@ async def test_gap_in_gseq_asks_the_host_for_a_snapshot(start_node) -> None:
         for client in (bob, carol):
             await client.sync(0)
             await group_event(client, "members")
+        # Each saw its own join, so both records were queued; the host learns
+        # that s2 applied them only when s2's ack arrives, which can be later.
+        await eventually(lambda: h1.node.registry.outbox_depth(k2) == 0)
         # While s2 is blocked, the host queues nothing for it: s2 misses
         # carol's removal.
         data = h1.node.config.data_dir

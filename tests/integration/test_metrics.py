@@ -12,7 +12,7 @@ from chinwag.node.client import connect, http_json
 from chinwag.node.http_api import HttpRequest
 from chinwag.node.metrics import MAX_SCRAPERS
 
-from .test_federation import TIMEOUT, drain, linked
+from .test_federation import TIMEOUT, drain, linked_one_way
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -116,7 +116,8 @@ async def test_main_port_serves_metrics_to_loopback_only(start_node) -> None:
 
 async def test_peer_link_state_and_entry_counters(start_node) -> None:
     n1, n2 = await start_node(name="pm1"), await start_node(name="pm2")
-    await linked(n1, n2)
+    # One link that is never replaced, so the entry is pushed exactly once.
+    await linked_one_way(n1, n2)
     id2 = n2.running.identity.id
     await n2.user("bob")
     async with connect(n1.url, await n1.user("alice")) as client:

@@ -13,7 +13,7 @@ from chinwag.protocol.envelope import NodeKey
 
 from .rogue import rogue_link, trust_rogue
 from .test_federation import TIMEOUT, eventually, linked, peer_add, peer_status
-from .test_groups import befriend, group_event
+from .test_groups import befriend, group_event, member_of, until_joined
 
 
 async def test_gossip_never_displaces_an_admin_url(start_node) -> None:
@@ -77,9 +77,13 @@ async def test_group_fan_out_to_a_full_outbox_is_refused_before_ok(start_node) -
     ):
         await alice.group("create", name="club")
         await alice.group("add", group="#club@f1", members=["bob@f2", "carol@f3"])
-        for client in (alice, carol):
-            await client.sync(0)
-            await group_event(client, "members")
+        # Both joins (alice's first members event may be carol's alone: f2's
+        # answer for bob can still be on its way with f2's outbox empty), then
+        # f3 has carol's and f2 has acked bob's.
+        await alice.sync(0)
+        await until_joined(alice, member_of(m2, "bob"), member_of(m3, "carol"))
+        await carol.sync(0)
+        await group_event(carol, "members")
         await eventually(lambda: h1.node.registry.outbox_depth(k2) == 0)
         await _down(h1, m2)
         for i in range(3):
