@@ -50,6 +50,7 @@ import argparse
 import json
 import math
 import os
+import random
 import resource
 import shutil
 import signal
@@ -90,10 +91,34 @@ READY_MARK = " ready at "
 # ------------------------------------------------------------------ nodes
 
 
+_TAKEN: set[int] = set()
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A free port below the ephemeral range, so that the nodes' own outgoing
+    connections (thousands in a large mesh) can never take a port kept for a
+    node that has not started yet, as a port picked by binding to 0 could."""
+    low = _ephemeral_low()
+    rng = random.Random()
+    for _ in range(1000):
+        port = rng.randrange(10_000, max(10_001, low))
+        if port in _TAKEN:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _TAKEN.add(port)
+        return port
+    raise RuntimeError("no free port below the ephemeral range")
 
 
 class Node:
