@@ -260,8 +260,12 @@ def test_a_photo_to_a_group_across_nodes_arrives_after_a_restart(
     key = node.group("family")
     expect(alice.conversation(key)).to_have_attribute("aria-current", "true")
     for member in ("bob@attic", "carol"):
-        alice.page.get_by_label("Add member").fill(member)
+        field = alice.page.get_by_label("Add member")
+        field.fill(member)
         alice.page.locator("#add-member-form").get_by_role("button", name="Add").click()
+        # The field empties when the node answered: only then the next add
+        # (an answer arriving after the next fill would empty that one).
+        expect(field).to_have_value("", timeout=REMOTE_TIMEOUT_MS)
     bob = _chat(browsers, attic).login("bob")
     expect(bob.conversation(key)).to_be_visible(timeout=REMOTE_TIMEOUT_MS)
 
