@@ -120,24 +120,22 @@ _conv_hashes: dict[str, bytes] = {}
 _term_hashes: dict[str, bytes] = {}
 
 
-def conv_hash(conv: str) -> bytes:
-    found = _conv_hashes.get(conv)
+def _cached_hash(cache: dict[str, bytes], text: str, size: int) -> bytes:
+    found = cache.get(text)
     if found is None:
-        found = hashlib.blake2b(conv.encode("utf-8"), digest_size=8).digest()
-        if len(_conv_hashes) >= _HASH_CACHE:
-            _conv_hashes.clear()
-        _conv_hashes[conv] = found
+        found = hashlib.blake2b(text.encode("utf-8"), digest_size=size).digest()
+        if len(cache) >= _HASH_CACHE:
+            cache.clear()
+        cache[text] = found
     return found
+
+
+def conv_hash(conv: str) -> bytes:
+    return _cached_hash(_conv_hashes, conv, 8)
 
 
 def term_hash(term: str) -> bytes:
-    found = _term_hashes.get(term)
-    if found is None:
-        found = hashlib.blake2b(term.encode("utf-8"), digest_size=4).digest()
-        if len(_term_hashes) >= _HASH_CACHE:
-            _term_hashes.clear()
-        _term_hashes[term] = found
-    return found
+    return _cached_hash(_term_hashes, term, 4)
 
 
 def _u32(value: int) -> bytes:

@@ -68,7 +68,7 @@ from chinwag.protocol.attachments import Attachment
 from chinwag.protocol.envelope import Envelope, NodeKey, SignedUnit, sign_envelope
 from chinwag.protocol.errors import ErrorCode, ProtocolError
 from chinwag.protocol.ids import IdGenerator
-from chinwag.protocol.limits import MAX_TEXT_BYTES
+from chinwag.protocol.limits import check_text
 
 from . import actions_store, blob_index, history_index
 from .backup import BackupError, pre_migration_dir, write_backup
@@ -300,12 +300,7 @@ def check_send(device: str, cid: str | None, text: str) -> None:
         raise ProtocolError(ErrorCode.BAD_REQUEST, "a device id is 1-64 of A-Z a-z 0-9 . _ -")
     if cid is not None and (not isinstance(cid, str) or not 0 < len(cid) <= MAX_CID_CHARS):
         raise ProtocolError(ErrorCode.BAD_REQUEST, f"a cid is 1-{MAX_CID_CHARS} characters")
-    try:
-        text_bytes = len(text.encode("utf-8"))
-    except (UnicodeEncodeError, AttributeError):
-        raise ProtocolError(ErrorCode.BAD_REQUEST, "text is not valid unicode") from None
-    if text_bytes > MAX_TEXT_BYTES:
-        raise ProtocolError(ErrorCode.TOO_LARGE, f"text is over {MAX_TEXT_BYTES} bytes")
+    check_text(text)
 
 
 def message_body(text: str, attachments: tuple[Attachment, ...] = ()) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from typing import Any
 
 from .addresses import UserAddress
 from .errors import ErrorCode, ProtocolError
-from .limits import MAX_TEXT_BYTES
+from .limits import check_text
 
 KIND_EDIT = "edit"
 KIND_DELETE = "delete"
@@ -83,13 +83,7 @@ def check_emoji(value: Any) -> str:
 def check_edit_text(value: Any) -> str:
     if not isinstance(value, str) or not value:
         raise ProtocolError(ErrorCode.BAD_REQUEST, "an edit's text is a non-empty string")
-    try:
-        size = len(value.encode("utf-8"))
-    except UnicodeEncodeError:
-        raise ProtocolError(ErrorCode.BAD_REQUEST, "text is not valid unicode") from None
-    if size > MAX_TEXT_BYTES:
-        raise ProtocolError(ErrorCode.TOO_LARGE, f"text is over {MAX_TEXT_BYTES} bytes")
-    return value
+    return check_text(value)
 
 
 @dataclass(frozen=True)

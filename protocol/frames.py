@@ -27,7 +27,7 @@ from .limits import (
     MAX_DECODE_ITEMS,
     MAX_FRAME_BYTES,
     MAX_MESSAGE_BYTES,
-    MAX_TEXT_BYTES,
+    check_text,
 )
 
 SUBPROTOCOL_CBOR = "chinwag.cbor.v1"
@@ -525,8 +525,7 @@ def parse_request(frame: Mapping[str, Any]) -> Request:
         text = frame["text"]
         if not isinstance(text, str):
             raise _bad("field 'text' must be a string")
-        if len(text) > MAX_TEXT_BYTES or len(text.encode("utf-8")) > MAX_TEXT_BYTES:
-            raise ProtocolError(ErrorCode.TOO_LARGE, f"text is limited to {MAX_TEXT_BYTES} bytes")
+        check_text(text)
         attachments = parse_attachments(frame["attachments"]) if "attachments" in frame else ()
         if not text and not attachments:
             raise _bad("field 'text' must not be empty")

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from .errors import ErrorCode, ProtocolError
+
 PROTOCOL_VERSION = 1
 
 #: One frame, encoded.
@@ -29,3 +33,21 @@ MAX_MESSAGE_ITEMS = 8 * 1024
 MAX_DECODE_ITEMS = 64 * 1024
 #: Generic cap on other strings (names, tokens, codes...).
 MAX_STRING_BYTES = 1024
+
+
+def check_text(value: Any, field: str = "text") -> str:
+    """A message text (may be empty): a string of at most
+    :data:`MAX_TEXT_BYTES` UTF-8 bytes. A lone surrogate (a JSON frame can
+    escape one) has no UTF-8 form and is refused like any other bad text."""
+    if not isinstance(value, str):
+        raise ProtocolError(ErrorCode.BAD_REQUEST, f"field {field!r} must be a string")
+    if len(value) > MAX_TEXT_BYTES:  # cheap first: no encoding of a huge string
+        raise ProtocolError(ErrorCode.TOO_LARGE, f"text is limited to {MAX_TEXT_BYTES} bytes")
+    try:
+        size = len(value.encode("utf-8"))
+    except UnicodeEncodeError:
+        bad = f"field {field!r} is not valid unicode"
+        raise ProtocolError(ErrorCode.BAD_REQUEST, bad) from None
+    if size > MAX_TEXT_BYTES:
+        raise ProtocolError(ErrorCode.TOO_LARGE, f"text is limited to {MAX_TEXT_BYTES} bytes")
+    return value

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import hypothesis.strategies as st
 import pytest
 from hypothesis import given, settings
@@ -160,3 +162,17 @@ def test_mutated_frames_only_raise_protocol_error(request, data) -> None:
             parse_request(frame)
     except ProtocolError:
         pass
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        {"t": "send", "rid": 1, "to": "bob", "text": "half a pair \ud800"},
+        {"t": "edit", "rid": 1, "id": 5, "text": "half a pair \udfff"},
+    ],
+)
+def test_a_text_that_is_not_unicode_is_a_bad_request(frame: dict[str, Any]) -> None:
+    # JSON frames can carry a lone surrogate ("\ud800" escaped): no UTF-8 form.
+    with pytest.raises(ProtocolError) as caught:
+        parse_request(frame)
+    assert caught.value.code is ErrorCode.BAD_REQUEST
