@@ -205,25 +205,10 @@ class Router:
             # A record rewritten by an action (node/actions_store.py).
             return self._render_plain(item)
         if "unit" in item:
-            unit = SignedUnit.from_wire(item["unit"])
-            env = decode_envelope(unit.env)
-            frame: dict[str, Any] = {
-                "t": "msg",
-                "seq": seq,
-                "id": env.id,
-                "origin": env.sender.node,
-                "from": self._address_wire(env.sender),
-                "ts": env.ts,
-                "kind": env.kind,
-                "body": env.body,
-            }
-            if env.to is not None:
-                frame["to"] = self._address_wire(env.to)
-            if env.group is not None:
-                frame["group"] = env.group.to_wire()
-                label = self.node_label(env.group.host)
-                if label is not None:
-                    frame["group"]["host_name"] = label
+            env = decode_envelope(SignedUnit.from_wire(item["unit"]).env)
+            frame = self._msg_frame(
+                env.id, env.sender, env.to, env.group, env.ts, env.kind, env.body
+            )
             if "edit" in item or "react" in item:
                 self._overlay(frame, item)
             if "reply_to" in env.body:
@@ -266,30 +251,52 @@ class Router:
 
     def _render_plain(self, item: dict[str, Any]) -> dict[str, Any]:
         env = item["plain"]
-        sender = UserAddress.from_wire(env["from"])
-        frame: dict[str, Any] = {
-            "t": "msg",
-            "seq": 0,
-            "id": env["id"],
-            "origin": sender.node,
-            "from": self._address_wire(sender),
-            "ts": env["ts"],
-            "kind": env["kind"],
-            "body": env.get("body", {}),
-        }
-        if "to" in env:
-            frame["to"] = self._address_wire(UserAddress.from_wire(env["to"]))
-        if "group" in env:
-            frame["group"] = GroupAddress.from_wire(env["group"]).to_wire()
-            label = self.node_label(frame["group"]["host"])
-            if label is not None:
-                frame["group"]["host_name"] = label
+        frame = self._msg_frame(
+            env["id"],
+            UserAddress.from_wire(env["from"]),
+            UserAddress.from_wire(env["to"]) if "to" in env else None,
+            GroupAddress.from_wire(env["group"]) if "group" in env else None,
+            env["ts"],
+            env["kind"],
+            env.get("body", {}),
+        )
         if "del" in item:
             frame["deleted"] = True
         elif "edit" in item or "react" in item:
             self._overlay(frame, item)
         if "reply_to" in frame["body"]:
             self._label_reply(frame)
+        return frame
+
+    def _msg_frame(
+        self,
+        msg_id: int,
+        sender: UserAddress,
+        to: UserAddress | None,
+        group: GroupAddress | None,
+        ts: int,
+        kind: str,
+        body: dict[str, Any],
+    ) -> dict[str, Any]:
+        """The ``msg`` frame of a message (seq 0: set per queue entry), its
+        nodes named by their pinned labels."""
+        frame: dict[str, Any] = {
+            "t": "msg",
+            "seq": 0,
+            "id": msg_id,
+            "origin": sender.node,
+            "from": self._address_wire(sender),
+            "ts": ts,
+            "kind": kind,
+            "body": body,
+        }
+        if to is not None:
+            frame["to"] = self._address_wire(to)
+        if group is not None:
+            frame["group"] = group.to_wire()
+            label = self.node_label(group.host)
+            if label is not None:
+                frame["group"]["host_name"] = label
         return frame
 
     def _label_reply(self, frame: dict[str, Any]) -> None:
