@@ -299,6 +299,9 @@ class _Tracker:
         self._nodes: dict[str, DiscoveredNode] = {}
         self._queued: set[str] = set()
         self._send, self._receive = trio.open_memory_channel[str](MAX_SERVICES)
+        self._pending = 0  # lookups queued or running
+        self._idle = trio.Event()
+        self._idle.set()
         self.malformed = 0
         self.unresolved = 0
         self.overflow = 0
@@ -324,6 +327,13 @@ class _Tracker:
             self.overflow += 1
             return
         self._queued.add(name)
+        if self._pending == 0:
+            self._idle = trio.Event()
+        self._pending += 1
+
+    async def settled(self) -> None:
+        """Return once no lookup is queued or running."""
+        await self._idle.wait()
 
     async def run(self, events: trio.MemoryReceiveChannel[tuple[str, bool]]) -> None:
         """Apply events until the channel closes (or the caller cancels)."""
@@ -337,26 +347,34 @@ class _Tracker:
     async def _resolver(self) -> None:
         async for name in self._receive:
             self._queued.discard(name)
-            gen = self._gen.get(name)
-            if gen is None:
-                continue  # removed before its lookup began
             try:
-                info = await self._resolve(name)
-                node = parse_info(info) if info is not None else None
-                bad = info is not None and node is None
-            except Exception:  # e.g. a name zeroconf refuses: malformed
-                info, node, bad = None, None, True
-            if self._gen.get(name) != gen:
-                continue  # a newer event (or the removal) has overtaken this lookup
-            if bad:
-                self.malformed += 1
-                self._unbind(name)
-            elif node is None:
-                self.unresolved += 1  # no answer in time: keep what we knew
-            elif node.node_id == self._own_id:
-                self._unbind(name)
-            else:
-                self._bind(name, node)
+                await self._lookup(name)
+            finally:
+                self._pending -= 1
+                if self._pending == 0:
+                    self._idle.set()
+
+    async def _lookup(self, name: str) -> None:
+        gen = self._gen.get(name)
+        if gen is None:
+            return  # removed before its lookup began
+        try:
+            info = await self._resolve(name)
+            node = parse_info(info) if info is not None else None
+            bad = info is not None and node is None
+        except Exception:  # e.g. a name zeroconf refuses: malformed
+            info, node, bad = None, None, True
+        if self._gen.get(name) != gen:
+            return  # a newer event (or the removal) has overtaken this lookup
+        if bad:
+            self.malformed += 1
+            self._unbind(name)
+        elif node is None:
+            self.unresolved += 1  # no answer in time: keep what we knew
+        elif node.node_id == self._own_id:
+            self._unbind(name)
+        else:
+            self._bind(name, node)
 
     def _bind(self, name: str, node: DiscoveredNode) -> None:
         old = self._by_service.get(name)
@@ -639,8 +657,25 @@ async def discover_once(timeout: float, interfaces: Sequence[str] | None) -> lis
         send, receive = trio.open_memory_channel[tuple[str, bool]](EVENT_QUEUE)
         bridge = _Bridge(trio.lowlevel.current_trio_token(), send)
         browser = ServiceBrowser(zc, SERVICE_TYPE, handlers=[bridge])
-        with trio.move_on_after(timeout):
-            await tracker.run(receive)
-        return tracker.nodes()
+        return await browse_window(tracker, receive, timeout, RESOLVE_TIMEOUT_MS / 1000)
     finally:
         await _close(zc, browser)
+
+
+async def browse_window(
+    tracker: _Tracker,
+    events: trio.MemoryReceiveChannel[tuple[str, bool]],
+    window: float,
+    settle: float,
+) -> list[DiscoveredNode]:
+    """Follow ``events`` for ``window`` seconds, then up to ``settle`` more for
+    lookups already under way: a node seen near the end of the window is listed
+    rather than dropped because its lookup was still in flight.
+    """
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(tracker.run, events)
+        await trio.sleep(window)
+        with trio.move_on_after(settle):
+            await tracker.settled()
+        nursery.cancel_scope.cancel()
+    return tracker.nodes()

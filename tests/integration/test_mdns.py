@@ -280,13 +280,19 @@ async def test_nodes_discover_link_and_chat_under_trust_lan(
     item = json.loads(tail.stdout.splitlines()[0])
     assert item["text"] == "found you by mDNS" and item["from"] == "alice@n1"
 
-    found = await run_cli(
-        ["discover", "--json", "--timeout", "2", "--interface", "127.0.0.1"],
-        tmp_path,
-        prefix=prefix,
-    )
-    assert found.returncode == 0, found.stderr
-    nodes = json.loads(found.stdout)
+    # One browse can miss a node whose answer comes after its window on a
+    # loaded machine (multicast gives no promise of time); a user would run it
+    # again, and so does the test, a bounded number of times.
+    for _attempt in range(3):
+        found = await run_cli(
+            ["discover", "--json", "--timeout", "3", "--interface", "127.0.0.1"],
+            tmp_path,
+            prefix=prefix,
+        )
+        assert found.returncode == 0, found.stderr
+        nodes = json.loads(found.stdout)
+        if sorted(n["name"] for n in nodes) == names:
+            break
     assert sorted(n["name"] for n in nodes) == names
     assert all("users_online" in n and "connections" in n for n in nodes)
     assert sum(n["recommended"] for n in nodes) == 1

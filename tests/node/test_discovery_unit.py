@@ -566,3 +566,51 @@ def test_cli_parser_registers_discover() -> None:
     args = parser.parse_args(["discover", "--interface", "a", "--interface", "b", "--json"])
     assert args.interface == ["a", "b"] and args.json and args.timeout == 3.0
     assert args.handler is discover_cmd.cmd_discover
+
+
+# ---------------------------------------------------------------- discover's browse window
+
+
+async def test_a_lookup_in_flight_when_the_window_ends_is_still_listed(autojump_clock) -> None:
+    # `chinwag discover --timeout 2` once missed a node on a loaded machine:
+    # its service was seen but the lookup was still running at the deadline.
+    h = Harness()
+    record = info(ID_A, "alpha")
+    h.net.records[record.name] = record
+    gate = h.net.hold[record.name] = trio.Event()
+
+    async def answer_late() -> None:
+        await trio.sleep(1.5)
+        gate.set()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(answer_late)
+        await h.send.send((record.name, False))
+        started = trio.current_time()
+        nodes = await discovery.browse_window(h.tracker, h.receive, window=1.0, settle=2.0)
+    assert [n.node_id for n in nodes] == [ID_A]
+    assert trio.current_time() - started == pytest.approx(1.5)
+
+
+async def test_the_wait_for_lookups_after_the_window_is_bounded(autojump_clock) -> None:
+    h = Harness()
+    held, quick = info(ID_A, "alpha"), info(ID_B, "beta")
+    h.net.records.update({held.name: held, quick.name: quick})
+    h.net.hold[held.name] = trio.Event()  # never answered
+    await h.send.send((held.name, False))
+    await h.send.send((quick.name, False))
+    started = trio.current_time()
+    nodes = await discovery.browse_window(h.tracker, h.receive, window=1.0, settle=2.0)
+    assert [n.node_id for n in nodes] == [ID_B]
+    assert trio.current_time() - started == pytest.approx(3.0)
+
+
+async def test_with_nothing_in_flight_the_window_ends_on_time(autojump_clock) -> None:
+    h = Harness()
+    record = info(ID_A, "alpha")
+    h.net.records[record.name] = record
+    await h.send.send((record.name, False))
+    started = trio.current_time()
+    nodes = await discovery.browse_window(h.tracker, h.receive, window=1.0, settle=2.0)
+    assert [n.node_id for n in nodes] == [ID_A]
+    assert trio.current_time() - started == pytest.approx(1.0)
