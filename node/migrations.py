@@ -124,12 +124,27 @@ def _v5_to_v6(txn: lmdb.Transaction[bytes], dbs: dict[str, Any], node_id: str) -
         txn.drop(db, delete=True)
 
 
+def _v6_to_v7(txn: lmdb.Transaction[bytes], dbs: dict[str, Any], node_id: str) -> None:
+    """Schema 7 keys the search postings by epoch (256 queue entries) before
+    the term: ``postings`` (uid | seq >> 8 | term hash | seq) replaces
+    ``terms`` (uid | term hash | seq), so a merge writes a few pages per user
+    instead of most of the table. The rows are copied over and ``terms`` is
+    dropped; nothing is tokenized again."""
+    from .history_index import move_terms_to_postings
+
+    old = dbs.pop("terms", None)
+    if old is not None:
+        move_terms_to_postings(txn, old, dbs["postings"])
+        txn.drop(old, delete=True)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "stamp only; schema 2 adds meta 'writer' (set at each open)", _v1_to_v2),
     Migration(2, "conversation, read-marker and search index built from the queues", _v2_to_v3),
     Migration(3, "blob tables for attachments (created empty)", _v3_to_blobs),
     Migration(4, "message-id index for edit/delete/react/reply built from the queues", _v4_to_v5),
     Migration(5, "drop conv_recent; add index_log (index rows merged in batches)", _v5_to_v6),
+    Migration(6, "search postings keyed by epoch before term (terms -> postings)", _v6_to_v7),
 )
 
 #: The layout this code writes: one past the last migration's source.

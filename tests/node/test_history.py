@@ -13,7 +13,7 @@ TIMEOUT = 20
 
 
 # Every test that takes ``stage`` runs with the index's rows merged from
-# index_log into conv_seq and terms (search_stage_max) at every commit, every
+# index_log into conv_seq and postings (search_stage_max) at every commit, every
 # few rows, or never within the test.
 
 

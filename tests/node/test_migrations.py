@@ -339,33 +339,70 @@ async def test_a_schema_3_store_gets_the_blob_tables(start_node, tmp_path: Path)
     assert any(p.name.startswith("pre-migration-3-") for p in (data / "backups").iterdir())
 
 
+def make_schema_6(data_dir: Path) -> int:
+    """Turn a stopped node's store into the schema-6 layout: search postings
+    in ``terms`` keyed uid | term hash | seq (no epoch); return how many."""
+    env = lmdb.open(str(data_dir / "db"), max_dbs=64, subdir=True)
+    try:
+        with env.begin(write=True) as txn:
+            postings = env.open_db(b"postings", txn=txn, create=False)
+            terms = env.open_db(b"terms", txn=txn)
+            keys = [bytes(k) for k in txn.cursor(db=postings).iternext(values=False)]
+            for key in keys:  # uid(4) | epoch(4) | th(4) | seq(8)
+                txn.put(key[:4] + key[8:], b"", db=terms)
+            txn.drop(postings, delete=True)
+    finally:
+        env.close()
+    set_meta(data_dir, schema=_U32.pack(6))
+    return len(keys)
+
+
+def postings_count(data_dir: Path) -> int:
+    env = lmdb.open(str(data_dir / "db"), max_dbs=64, subdir=True, readonly=True)
+    try:
+        with env.begin() as txn:
+            return int(txn.stat(env.open_db(b"postings", txn=txn, create=False))["entries"])
+    finally:
+        env.close()
+
+
 async def test_a_store_of_the_previous_schema_is_upgraded(start_node, tmp_path: Path) -> None:
-    """The last step (5 -> 6) from exactly its source layout. A tripwire:
+    """The last step (6 -> 7) from exactly its source layout. A tripwire:
     a new schema version needs this test rewritten for its predecessor."""
-    assert SCHEMA_VERSION == 6, "a new schema: add an upgrade test from the one before it"
+    assert SCHEMA_VERSION == 7, "a new schema: add an upgrade test from the one before it"
     data = tmp_path / "kitchen"
-    node = await start_node(data_dir=data, name="kitchen")
+    node = await start_node(data_dir=data, name="kitchen", search_stage_max=1)
     node_id = node.running.identity.id
     alice = await node.user("alice")
     await node.user("bob")
     async with connect(node.url, alice) as a:
         first = await a.send("bob", "older words")
+        # Past the first epoch (256 entries of each queue): the layouts differ past a prefix.
+        for n in range(300):
+            await a.send("bob", f"filler {n}")
         await a.send("bob", "newer words")
     await node.stop()
-    # Schema 5 had conv_recent (dropped by 6) and wrote no index_log rows.
-    make_schema_3(data)
-    set_meta(data, schema=_U32.pack(SCHEMA_VERSION - 1))
+    copied = make_schema_6(data)
+    assert copied > 600  # every message merged (one row per merge) into both users' postings
 
     node = await start_node(data_dir=data)
     async with connect(node.url, await node.user("bob")) as b:
         [conv] = (await b.convs())["convs"]
-        assert (conv["conv"], conv["unread"]) == (f"alice@{node_id}", 2)
+        assert (conv["conv"], conv["unread"]) == (f"alice@{node_id}", 302)
         hits = (await b.search("words"))["hits"]
         assert [h["msg"]["body"]["text"] for h in hits] == ["newer words", "older words"]
+        assert [h["msg"]["body"]["text"] for h in (await b.search("filler 7"))["hits"]] == [
+            "filler 7"
+        ]
     async with connect(node.url, alice) as a:
         await a.edit(first.id, "edited after the upgrade")
+    async with connect(node.url, await node.user("bob")) as b:
+        assert (await b.search("older"))["hits"] == []
+        [hit] = (await b.search("upgrade"))["hits"]
+        assert hit["msg"]["id"] == first.id
     await node.stop()
     assert get_meta(data, "schema") == _U32.pack(SCHEMA_VERSION)
-    assert not has_table(data, "conv_recent")
+    assert not has_table(data, "terms")
+    assert postings_count(data) >= copied
     (backup,) = (data / "backups").iterdir()
     assert backup.name.startswith(f"pre-migration-{SCHEMA_VERSION - 1}-")
