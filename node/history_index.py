@@ -108,7 +108,8 @@ class Entry(NamedTuple):
     countable: bool
     text: str | None
     sender: str | None
-    terms: tuple[bytes, ...] = ()
+    #: The text's search term hashes, 4 bytes each, concatenated.
+    hashes: bytes = b""
 
 
 @dataclass(frozen=True)
@@ -151,6 +152,22 @@ def term_hash(term: str) -> bytes:
     return _cached_hash(_term_hashes, term, 4)
 
 
+def text_hashes(text: str) -> bytes:
+    """The hashes of ``text``'s search terms, concatenated (4 bytes each).
+
+    Once per indexed message, so the cache lookup is inlined: a message of
+    six words costs six dict lookups, not six calls.
+    """
+    cache = _term_hashes
+    out: list[bytes] = []
+    for term in index_terms(text):
+        found = cache.get(term)
+        if found is None:
+            found = _cached_hash(cache, term, 4)
+        out.append(found)
+    return b"".join(out)
+
+
 def _u32(value: int) -> bytes:
     return _U32.pack(value)
 
@@ -188,8 +205,8 @@ class _Parsed(NamedTuple):
     group: str | None
     text: str | None
     is_event: bool
-    #: Hashes of the text's search terms (computed once per record).
-    terms: tuple[bytes, ...] = ()
+    #: Hashes of the text's search terms, concatenated (computed once per record).
+    hashes: bytes = b""
 
 
 _UNKNOWN = _Parsed(None, None, None, None, True)
@@ -225,7 +242,7 @@ def _parse(record: bytes) -> _Parsed:
                 _group(env.get("group")),
                 text,
                 False,
-                tuple(map(term_hash, index_terms(text))) if text else (),
+                text_hashes(text) if text else b"",
             )
         else:
             event = item.get("event")
@@ -248,10 +265,10 @@ def prime_message(record: bytes, sender: str, to: str, text: str) -> None:
     from ``sender`` to ``to``, addresses ``user@<node id>``) holds, so its
     queue appends need not decode it again."""
     if record not in _parsed:
-        terms = tuple(map(term_hash, index_terms(text))) if text else ()
+        hashes = text_hashes(text) if text else b""
         if len(_parsed) >= _PARSE_CACHE:
             _parsed.clear()
-        _parsed[record] = _Parsed(sender, to, None, text or None, False, terms)
+        _parsed[record] = _Parsed(sender, to, None, text or None, False, hashes)
 
 
 def classify(record: bytes, owner: str) -> Entry | None:
@@ -260,14 +277,14 @@ def classify(record: bytes, owner: str) -> Entry | None:
     p = _parse(record)
     if p.group is not None:
         own = p.sender == owner
-        return Entry(p.group, KIND_GROUP, not p.is_event and not own, p.text, p.sender, p.terms)
+        return Entry(p.group, KIND_GROUP, not p.is_event and not own, p.text, p.sender, p.hashes)
     if p.is_event:
         return None if p.to is None else Entry(p.to, KIND_DM, False, None, None)
     if p.sender is None or p.to is None:
         return None
     if p.sender == owner:
-        return Entry(p.to, KIND_DM, False, p.text, p.sender, p.terms)
-    return Entry(p.sender, KIND_DM, True, p.text, p.sender, p.terms)
+        return Entry(p.to, KIND_DM, False, p.text, p.sender, p.hashes)
+    return Entry(p.sender, KIND_DM, True, p.text, p.sender, p.hashes)
 
 
 # ---------------------------------------------------------------- writing
@@ -324,7 +341,7 @@ def index_append(
     if entry.countable:
         total += 1
     txn.put(key, _LAST_TOTAL.pack(seq, total) + rest, db=conv_db)
-    row = _LOG.pack(uid, seq, ch, total) + b"".join(entry.terms)
+    row = _LOG.pack(uid, seq, ch, total) + entry.hashes
     txn.put(_U64.pack(log_key), row, db=dbs["index_log"], append=True)
     return 1
 

@@ -107,7 +107,7 @@ def index_terms(text: str) -> list[str]:
     if text.isascii():
         # Every message is tokenized on the append path: ASCII in one pass.
         words = _ASCII_WORD.findall(text.lower())
-        if any(len(word) > MAX_TERM_CHARS for word in words):
+        if words and max(map(len, words)) > MAX_TERM_CHARS:
             words = [word[:MAX_TERM_CHARS] for word in words]
         return list(dict.fromkeys(words))[:MAX_TERMS_PER_MESSAGE]
     seen: dict[str, None] = {}
