@@ -40,13 +40,13 @@ Cost on the append path (issue 15 allows the index 10 % of 1:1 throughput):
 a commit writes every B-tree page it touched, so the index is costed in
 pages as much as in puts. ``conv_seq`` rows land at the end of each
 conversation's key range (a page per conversation per commit) and postings
-keyed by term on a random page each (a rare word, a number). So an entry is
+on a page per term (a rare word, a number). So an entry is
 written as one ``index_log`` row, keyed by a node-wide counter (every row of
 a commit on the same last page, put with MDB_APPEND), next to the ``conv``
 row update (a small, hot table). Once ``merge_at`` rows wait, the writer
 moves all of them into ``conv_seq`` and ``postings`` in one sorted ``putmulti``
-each in that batch's commit (:func:`merge_log`), where many share a page,
-and empties the log. Readers take both: a merge moves every row, so a
+each in that batch's commit (:func:`merge_log`), where many share a page
+(postings: in each user's newest epoch, see above), and empties the log. Readers take both: a merge moves every row, so a
 user's logged entries are newer than all of their merged ones, and the log
 is scanned (at most about ``merge_at`` rows) before the merged tables. A
 message is in every answer the moment it is committed. Conversation keys'
