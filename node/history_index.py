@@ -44,14 +44,15 @@ on a page per term (a rare word, a number). So an entry is
 written as one ``index_log`` row, keyed by a node-wide counter (every row of
 a commit on the same last page, put with MDB_APPEND), next to the ``conv``
 row update (a small, hot table). Once ``merge_at`` rows wait, the writer
-moves all of them into ``conv_seq`` and ``postings`` in one sorted ``putmulti``
-each in that batch's commit (:func:`merge_log`), where many share a page
-(postings: in each user's newest epoch, see above), and empties the log. Readers take both: a merge moves every row, so a
-user's logged entries are newer than all of their merged ones, and the log
-is scanned (at most about ``merge_at`` rows) before the merged tables. A
-message is in every answer the moment it is committed. Conversation keys'
-and terms' hashes are cached, and the record is decoded once per message
-however many queues it enters.
+moves all of them into ``conv_seq`` and ``postings`` in one sorted
+``putmulti`` each in that batch's commit (:func:`merge_log`), where many
+share a page (postings: in each user's newest epoch, see above), and empties
+the log. Readers take both: a merge moves every row, so a user's logged
+entries are newer than all of their merged ones, and the log is scanned (at
+most about ``merge_at`` rows) before the merged tables. A message is in every
+answer the moment it is committed. Conversation keys' and terms' hashes are
+cached, and the record is decoded once per message however many queues it
+enters.
 
 Nothing is ever removed from a queue except with its user
 (``Store.remove_user``), which drops the user's rows here with
