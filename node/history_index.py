@@ -33,8 +33,9 @@ user's newest epoch, a range of a few pages, however long the history is:
 keyed by term first, they were spread over every page of the user's
 postings, and a merge on a store with a long history rewrote most of the
 table (on a store of 400,000 entries a merge and its commit took about 2.5
-times as long as on an empty one; bench/index_path.py). A search walks the epochs newest first,
-one seek per term per epoch at least (a user with 100,000 entries has 391).
+times as long as on an empty one; bench/index_path.py). A search walks the
+epochs newest first, one seek per term per epoch at least (a user with
+100,000 entries has 391).
 
 Cost on the append path (issue 15 allows the index 10 % of 1:1 throughput):
 a commit writes every B-tree page it touched, so the index is costed in
@@ -179,6 +180,13 @@ def _u64(value: int) -> bytes:
 
 def _epoch(seq: int) -> bytes:
     return _U32.pack(seq >> EPOCH_BITS)
+
+
+def _posting_keys(user: bytes, tail: bytes, hashes: bytes) -> list[bytes]:
+    """The ``postings`` keys of the entry at ``tail`` (its seq, 8 bytes) of
+    ``user`` (uid, 4 bytes) for ``hashes`` (term hashes, 4 bytes each)."""
+    head = user + _epoch(int.from_bytes(tail, "big"))
+    return [head + hashes[i : i + 4] + tail for i in range(0, len(hashes), 4)]
 
 
 # ---------------------------------------------------------------- records
@@ -388,8 +396,7 @@ def merge_log(txn: lmdb.Transaction[bytes], dbs: dict[str, Any]) -> int:
         prefix, tail = value[:4], value[4:12]
         seqs.append((prefix + value[12:20] + tail, value[20:size]))
         if len(value) > size:
-            head = prefix + _epoch(int.from_bytes(tail, "big"))
-            postings += [head + value[i : i + 4] + tail for i in range(size, len(value), 4)]
+            postings += _posting_keys(prefix, tail, value[size:])
     if not seqs:
         return 0
     seqs.sort()
@@ -432,10 +439,8 @@ def unindex_message(
         key, value = logged
         txn.put(key, value[: _LOG.size], db=dbs["index_log"])  # no hashes left to merge
         return
-    head = _U32.pack(uid) + _epoch(seq)
-    tail = _U64.pack(seq)
-    for term in index_terms(text):
-        txn.delete(head + term_hash(term) + tail, db=dbs["postings"])
+    for key in _posting_keys(_U32.pack(uid), _U64.pack(seq), text_hashes(text)):
+        txn.delete(key, db=dbs["postings"])
 
 
 def index_message_text(
@@ -443,16 +448,14 @@ def index_message_text(
 ) -> None:
     """Add the search postings of ``text`` at queue entry ``seq`` (an edit's
     new text): into its log row while it waits there, else into ``postings``."""
-    hashes = [term_hash(term) for term in index_terms(text)]
+    hashes = text_hashes(text)
     logged = _log_row(txn, dbs, uid, seq)
     if logged is not None:
         key, value = logged
-        txn.put(key, value + b"".join(hashes), db=dbs["index_log"])
+        txn.put(key, value + hashes, db=dbs["index_log"])
         return
-    head = _U32.pack(uid) + _epoch(seq)
-    tail = _U64.pack(seq)
-    for th in hashes:
-        txn.put(head + th + tail, b"", db=dbs["postings"])
+    for posting in _posting_keys(_U32.pack(uid), _U64.pack(seq), hashes):
+        txn.put(posting, b"", db=dbs["postings"])
 
 
 def mark_read(
@@ -519,7 +522,7 @@ def move_terms_to_postings(
         if len(key) != 16:
             continue  # not a schema 6 posting
         key = bytes(key)
-        pending.append(key[:4] + _epoch(_U64.unpack_from(key, 8)[0]) + key[4:])
+        pending += _posting_keys(key[:4], key[8:], key[4:8])
         copied += 1
         if len(pending) >= chunk:
             flush()
