@@ -1519,7 +1519,7 @@ function renderConversations() {
       ),
     );
   });
-  keepingFocus(list, "data-conv", () => list.replaceChildren(...items));
+  keepingFocus(list, "data-conv", () => renderKeyed(list, "data-conv", items));
   // Not "no conversations" while the list is still on its way from the node.
   $("no-conversations").hidden = items.length > 0 || (!state.loaded && !state.legacy);
 }
@@ -1549,7 +1549,7 @@ function renderContacts() {
     );
   });
   const contacts = $("contacts");
-  keepingFocus(contacts, "data-address", () => contacts.replaceChildren(...items));
+  keepingFocus(contacts, "data-address", () => renderKeyed(contacts, "data-address", items));
 }
 
 function renderConversation() {
@@ -1724,6 +1724,49 @@ function renderMessages(list, conv) {
 }
 
 // Rebuilds a list, then puts the keyboard focus back on the same item.
+// The conversation and contact lists re-render whenever a frame changes them.
+// An item still listed keeps its element, patched to look like the fresh one,
+// and is not moved unless its position changed. Chromium sends a click whose
+// press and release hit different elements to their common ancestor, so a
+// button replaced between the two never heard the click: the user clicked and
+// nothing opened. An item's listeners must depend on its key alone, as the
+// kept element keeps the ones it was built with.
+function renderKeyed(list, attribute, items) {
+  const old = new Map([...list.children].map((li) => [li.getAttribute(attribute), li]));
+  const kept = items.map((fresh) => {
+    const was = old.get(fresh.getAttribute(attribute));
+    if (!was || !sameShape(was, fresh)) return fresh;
+    copyInto(was, fresh);
+    return was;
+  });
+  kept.forEach((node, i) => {
+    if (list.children[i] !== node) list.insertBefore(node, list.children[i] || null);
+  });
+  while (list.children.length > kept.length) list.lastElementChild.remove();
+}
+
+// The same tags and text nodes all the way down.
+function sameShape(a, b) {
+  if (a.nodeType !== b.nodeType || a.nodeName !== b.nodeName) return false;
+  if (a.childNodes.length !== b.childNodes.length) return false;
+  return [...a.childNodes].every((child, i) => sameShape(child, b.childNodes[i]));
+}
+
+// Attributes and texts of `fresh` onto `was`, which has the same shape.
+function copyInto(was, fresh) {
+  if (was.nodeType !== Node.ELEMENT_NODE) {
+    if (was.data !== fresh.data) was.data = fresh.data;
+    return;
+  }
+  for (const { name } of [...was.attributes]) {
+    if (!fresh.hasAttribute(name)) was.removeAttribute(name);
+  }
+  for (const { name, value } of fresh.attributes) {
+    if (was.getAttribute(name) !== value) was.setAttribute(name, value);
+  }
+  was.childNodes.forEach((child, i) => copyInto(child, fresh.childNodes[i]));
+}
+
 function keepingFocus(list, attribute, build) {
   const active = document.activeElement;
   const item = active && list.contains(active) ? active.closest("li") : null;

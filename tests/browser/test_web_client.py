@@ -163,6 +163,29 @@ def _assert_unique_ids(chat: Chat) -> None:
     assert len(ids) == len(set(ids)), f"a message is shown twice: {ids}"
 
 
+def test_a_click_across_a_list_refresh_opens_the_conversation(
+    browsers: Browsers, node: NodeProcess
+) -> None:
+    """The list re-renders as frames arrive; a click pressed before and released
+    after a refresh must still open the conversation (CI lost one such click)."""
+    _users(node, "alice", "bob")
+    alice = _chat(browsers, node).login("alice")
+    bob = _chat(browsers, node).login("bob")
+    alice.open_new_chat("bob")
+    alice.send_and_confirm("one")
+    conv = bob.conversation(node.address("alice"))
+    expect(conv.locator(".conv-unread")).to_have_text("1")
+
+    button = conv.locator("button.conv-open")
+    button.hover()
+    bob.page.mouse.down()
+    alice.send_and_confirm("two")  # refreshes bob's list between press and release
+    expect(conv.locator(".conv-unread")).to_have_text("2")
+    bob.page.mouse.up()
+    expect(conv).to_have_attribute("aria-current", "true")
+    bob.expect_texts(["one", "two"])
+
+
 # ------------------------------------------------------------------ groups
 
 
