@@ -11,9 +11,10 @@ search term):
 
   conv:        uid(4) | ch(8)            -> last(8) | n(8) | read(8) | nread(8) | kind(1) | conv
   conv_seq:    uid(4) | ch(8) | seq(8)   -> cum(8)      (the conversation's entries)
-  postings:    uid(4) | ep(4) | th(4) | seq(8) -> b""   (search postings, ep = seq >> 8)
+  epoch_terms: uid(4) | ep(4)             -> (th(4) | seq & 0xFF(1))*
+                                            (search postings of 256 entries, ep = seq >> 8)
   index_log:   n(8)                      -> uid(4) | seq(8) | ch(8) | cum(8) | th(4)*
-                                            (entries not yet in conv_seq and postings)
+                                            (entries not yet in conv_seq and epoch_terms)
 
 ``n`` counts the conversation's *countable* entries (messages the user did
 not send; group events are not counted), ``cum`` the countable entries up to
@@ -26,34 +27,37 @@ of a few hundred rows that sorts in well under a millisecond). A term hash
 collision only costs a candidate that the search then drops: every hit is
 checked against the message's own terms.
 
-Postings are grouped by *epoch* (256 entries of the user's queue) before the
-term (schema 7; schema 6's ``terms`` table had ``uid | th | seq``). A merge
-puts the postings of a user's newest entries, so they all land in that
-user's newest epoch, a range of a few pages, however long the history is:
-keyed by term first, they were spread over every page of the user's
+Postings are grouped by *epoch* (256 entries of the user's queue), one
+``epoch_terms`` row (a *block*) per user and epoch holding a 5-byte record
+per posting (schema 8; schema 7 had a key per posting, ``uid | ep | th |
+seq``, and schema 6 ``uid | th | seq``). A merge appends the records of a
+user's newest entries to that user's newest block or two: one get and one
+put per user and epoch, however many terms, where a key per posting cost
+one ``putmulti`` item each, and each item is an LMDB call that releases the
+GIL and waits to take it back from the event loop's thread. Keyed by term
+first (schema 6), postings were spread over every page of the user's
 postings, and a merge on a store with a long history rewrote most of the
 table (on a store of 400,000 entries a merge and its commit took about 2.5
-times as long as on an empty one; bench/index_path.py). A search walks the
-epochs newest first, one seek per term per epoch at least (a user with
-100,000 entries has 391).
+times as long as on an empty one; bench/index_path.py). A search reads the
+blocks newest first and finds each term's records in one with
+``bytes.find`` (a user with 100,000 entries has 391 blocks).
 
 Cost on the append path (issue 15 allows the index 10 % of 1:1 throughput):
 a commit writes every B-tree page it touched, so the index is costed in
 pages as much as in puts. ``conv_seq`` rows land at the end of each
-conversation's key range (a page per conversation per commit) and postings
-on a page per term (a rare word, a number). So an entry is
+conversation's key range (a page per conversation per commit) and a key
+per posting on a page per term (a rare word, a number). So an entry is
 written as one ``index_log`` row, keyed by a node-wide counter (every row of
 a commit on the same last page, put with MDB_APPEND), next to the ``conv``
 row update (a small, hot table). Once ``merge_at`` rows wait, the writer
-moves all of them into ``conv_seq`` and ``postings`` in one sorted
-``putmulti`` each in that batch's commit (:func:`merge_log`), where many
-share a page (postings: in each user's newest epoch, see above), and empties
-the log. Readers take both: a merge moves every row, so a user's logged
-entries are newer than all of their merged ones, and the log is scanned (at
-most about ``merge_at`` rows) before the merged tables. A message is in every
-answer the moment it is committed. Conversation keys' and terms' hashes are
-cached, and the record is decoded once per message however many queues it
-enters.
+moves all of them into ``conv_seq`` (one sorted ``putmulti``, where many
+share a page) and ``epoch_terms`` (see above) in that batch's commit
+(:func:`merge_log`), and empties the log. Readers take both: a merge
+moves every row, so a user's logged entries are newer than all of their
+merged ones, and the log is scanned (at most about ``merge_at`` rows) before
+the merged tables. A message is in every answer the moment it is committed.
+Conversation keys' and terms' hashes are cached, and the record is decoded
+once per message however many queues it enters.
 
 Nothing is ever removed from a queue except with its user
 (``Store.remove_user``), which drops the user's rows here with
@@ -67,7 +71,6 @@ import heapq
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
-from itertools import repeat
 from typing import Any, NamedTuple
 
 import cbor2
@@ -79,9 +82,9 @@ from chinwag.protocol.search_terms import index_terms
 
 from .lmdb_rows import delete_prefix
 
-DB_NAMES = ("conv", "conv_seq", "postings", "index_log")
+DB_NAMES = ("conv", "conv_seq", "epoch_terms", "index_log")
 #: Tables of earlier schemas, dropped by their migration (node/migrations.py).
-RETIRED_DB_NAMES = ("conv_recent", "terms")
+RETIRED_DB_NAMES = ("conv_recent", "terms", "postings")
 
 #: A posting's epoch is its seq shifted right by this: 256 queue entries.
 EPOCH_BITS = 8
@@ -182,11 +185,65 @@ def _epoch(seq: int) -> bytes:
     return _U32.pack(seq >> EPOCH_BITS)
 
 
-def _posting_keys(user: bytes, tail: bytes, hashes: bytes) -> list[bytes]:
-    """The ``postings`` keys of the entry at ``tail`` (its seq, 8 bytes) of
-    ``user`` (uid, 4 bytes) for ``hashes`` (term hashes, 4 bytes each)."""
-    head = user + _epoch(int.from_bytes(tail, "big"))
-    return [head + hashes[i : i + 4] + tail for i in range(0, len(hashes), 4)]
+#: A record of an ``epoch_terms`` block: term hash(4) | seq & 0xFF (1).
+_RECORD = 5
+
+
+def _records(seq: int, hashes: bytes) -> bytes:
+    """The block records of the entry at ``seq`` for ``hashes`` (4 bytes each)."""
+    off = bytes((seq & 0xFF,))
+    return off.join([hashes[i : i + 4] for i in range(0, len(hashes), 4)]) + off
+
+
+def _block_key(user: bytes, seq: int) -> bytes:
+    """The ``epoch_terms`` key of ``user``'s (uid, 4 bytes) epoch holding ``seq``."""
+    return user + _epoch(seq)
+
+
+def _add_blocks(txn: lmdb.Transaction[bytes], db: Any, blocks: dict[bytes, list[bytes]]) -> None:
+    """Append records to ``epoch_terms`` blocks, one get and one put per block."""
+    for key in sorted(blocks):
+        old = txn.get(key, db=db)
+        added = b"".join(blocks[key])
+        txn.put(key, added if old is None else bytes(old) + added, db=db)
+
+
+def _drop_records(txn: lmdb.Transaction[bytes], db: Any, uid: int, seq: int, hashes: bytes) -> None:
+    """Remove the records of ``hashes`` at ``seq`` from user ``uid``'s block."""
+    key = _block_key(_u32(uid), seq)
+    raw = txn.get(key, db=db)
+    if raw is None:
+        return
+    raw = bytes(raw)
+    gone = {hashes[i : i + 4] for i in range(0, len(hashes), 4)}
+    off = seq & 0xFF
+    kept = b"".join(
+        raw[i : i + _RECORD]
+        for i in range(0, len(raw), _RECORD)
+        if raw[i + 4] != off or raw[i : i + 4] not in gone
+    )
+    if kept:
+        txn.put(key, kept, db=db)
+    else:
+        txn.delete(key, db=db)
+
+
+def _offsets(block: bytes, th: bytes) -> set[int]:
+    """The seqs (low byte) of ``block``'s records for term hash ``th``.
+
+    ``bytes.find`` scans at C speed; a match not on a record boundary is
+    bytes of two records and is skipped.
+    """
+    found: set[int] = set()
+    find = block.find
+    at = find(th)
+    while at >= 0:
+        if at % _RECORD == 0:
+            found.add(block[at + 4])
+            at = find(th, at + _RECORD)
+        else:
+            at = find(th, at + 1)
+    return found
 
 
 # ---------------------------------------------------------------- records
@@ -383,12 +440,12 @@ def _logged(
 
 
 def merge_log(txn: lmdb.Transaction[bytes], dbs: dict[str, Any]) -> int:
-    """Move every ``index_log`` row into ``conv_seq`` and ``postings``, in
-    key order (neighbouring rows share pages), and empty the log; return the
-    number of rows moved."""
+    """Move every ``index_log`` row into ``conv_seq`` (in key order:
+    neighbouring rows share pages) and ``epoch_terms`` (one get and one put
+    per user and epoch), and empty the log; return the number of rows moved."""
     log = dbs["index_log"]
     seqs: list[tuple[bytes, bytes]] = []
-    postings: list[bytes] = []
+    blocks: dict[bytes, list[bytes]] = {}
     size = _LOG.size
     # Sliced, not unpacked: the fields are already the keys' big-endian bytes.
     for value in txn.cursor(db=log).iternext(keys=False):
@@ -396,15 +453,20 @@ def merge_log(txn: lmdb.Transaction[bytes], dbs: dict[str, Any]) -> int:
         prefix, tail = value[:4], value[4:12]
         seqs.append((prefix + value[12:20] + tail, value[20:size]))
         if len(value) > size:
-            postings += _posting_keys(prefix, tail, value[size:])
+            seq = int.from_bytes(tail, "big")
+            key = _block_key(prefix, seq)
+            records = _records(seq, value[size:])
+            found = blocks.get(key)
+            if found is None:
+                blocks[key] = [records]
+            else:
+                found.append(records)
     if not seqs:
         return 0
     seqs.sort()
-    postings.sort()
     with txn.cursor(db=dbs["conv_seq"]) as cursor:
         cursor.putmulti(seqs)
-    with txn.cursor(db=dbs["postings"]) as cursor:
-        cursor.putmulti(zip(postings, repeat(b"")))
+    _add_blocks(txn, dbs["epoch_terms"], blocks)
     txn.drop(log, delete=False)
     return len(seqs)
 
@@ -439,23 +501,23 @@ def unindex_message(
         key, value = logged
         txn.put(key, value[: _LOG.size], db=dbs["index_log"])  # no hashes left to merge
         return
-    for key in _posting_keys(_U32.pack(uid), _U64.pack(seq), text_hashes(text)):
-        txn.delete(key, db=dbs["postings"])
+    _drop_records(txn, dbs["epoch_terms"], uid, seq, text_hashes(text))
 
 
 def index_message_text(
     txn: lmdb.Transaction[bytes], dbs: dict[str, Any], uid: int, seq: int, text: str
 ) -> None:
     """Add the search postings of ``text`` at queue entry ``seq`` (an edit's
-    new text): into its log row while it waits there, else into ``postings``."""
+    new text): into its log row while it waits there, else into its block."""
     hashes = text_hashes(text)
     logged = _log_row(txn, dbs, uid, seq)
     if logged is not None:
         key, value = logged
         txn.put(key, value + hashes, db=dbs["index_log"])
         return
-    for posting in _posting_keys(_U32.pack(uid), _U64.pack(seq), hashes):
-        txn.put(posting, b"", db=dbs["postings"])
+    if hashes:
+        key = _block_key(_u32(uid), seq)
+        _add_blocks(txn, dbs["epoch_terms"], {key: [_records(seq, hashes)]})
 
 
 def mark_read(
@@ -492,7 +554,7 @@ def mark_read(
 def drop_user(txn: lmdb.Transaction[bytes], dbs: dict[str, Any], uid: int) -> None:
     """Remove every index row of user ``uid`` (the user is being removed)."""
     prefix = _u32(uid)
-    for name in ("conv", "conv_seq", "postings"):
+    for name in ("conv", "conv_seq", "epoch_terms"):
         delete_prefix(txn, dbs[name], prefix)
     cursor = txn.cursor(db=dbs["index_log"])
     moved = cursor.first()
@@ -503,31 +565,32 @@ def drop_user(txn: lmdb.Transaction[bytes], dbs: dict[str, Any], uid: int) -> No
             moved = cursor.next()
 
 
-def move_terms_to_postings(
-    txn: lmdb.Transaction[bytes], terms_db: Any, postings_db: Any, chunk: int = 65_536
+def move_postings_to_blocks(
+    txn: lmdb.Transaction[bytes], old_db: Any, blocks_db: Any, schema: int, chunk: int = 65_536
 ) -> int:
-    """Copy schema 6's ``terms`` rows (uid | th | seq) into ``postings``
-    (uid | epoch | th | seq), ``chunk`` at a time (sorted, so each chunk
-    fills pages in order); return the number of postings copied."""
+    """Copy the search postings of an older schema into ``epoch_terms``
+    blocks: schema 6's ``terms`` (uid | th | seq) or schema 7's ``postings``
+    (uid | epoch | th | seq), ``chunk`` records at a time (one get and one
+    put per block per chunk); return the number of postings copied."""
     copied = 0
-    pending: list[bytes] = []
-
-    def flush() -> None:
-        pending.sort()
-        with txn.cursor(db=postings_db) as cursor:
-            cursor.putmulti(zip(pending, repeat(b"")))
-        pending.clear()
-
-    for key in txn.cursor(db=terms_db).iternext(values=False):
-        if len(key) != 16:
-            continue  # not a schema 6 posting
+    pending: dict[bytes, list[bytes]] = {}
+    held = 0
+    for key in txn.cursor(db=old_db).iternext(values=False):
         key = bytes(key)
-        pending += _posting_keys(key[:4], key[8:], key[4:8])
+        if schema == 6 and len(key) == 16:
+            user, th, tail = key[:4], key[4:8], key[8:]
+        elif schema == 7 and len(key) == 20:
+            user, th, tail = key[:4], key[8:12], key[12:]
+        else:
+            continue  # not a posting of that schema
+        seq = int.from_bytes(tail, "big")
+        pending.setdefault(_block_key(user, seq), []).append(th + bytes((seq & 0xFF,)))
         copied += 1
-        if len(pending) >= chunk:
-            flush()
-    if pending:
-        flush()
+        held += 1
+        if held >= chunk:
+            _add_blocks(txn, blocks_db, pending)
+            pending, held = {}, 0
+    _add_blocks(txn, blocks_db, pending)
     return copied
 
 
@@ -634,46 +697,36 @@ def conv_seqs_after(
             yield item.seq
 
 
-def conv_postings(
-    txn: lmdb.Transaction[bytes], dbs: dict[str, Any], uid: int, conv: str
-) -> _Postings:
-    """A conversation's seqs as one more posting list (a search's ``conv`` filter)."""
-    return _Postings(txn.cursor(db=dbs["conv_seq"]), _u32(uid) + conv_hash(conv))
-
-
-class _Postings:
-    """A backward cursor over one sorted list of ``prefix | seq(8)`` keys
-    (``prefix`` may be changed to another of the same length: a term's list
-    in another epoch)."""
-
-    def __init__(self, cursor: lmdb.Cursor[bytes], prefix: bytes) -> None:
-        self._cursor = cursor
-        self.prefix = prefix
-        self._size = len(prefix)
-
-    def seek_at_or_below(self, seq: int) -> int | None:
-        """The highest seq <= ``seq`` in the list."""
-        cursor = self._cursor
-        found = cursor.set_range(self.prefix + _u64(min(seq + 1, _MAX_U64)))
-        moved = cursor.prev() if found else cursor.last()
-        if not moved:
-            return None
-        key = cursor.key()
-        if key[: self._size] != self.prefix:
-            return None
-        found_seq: int = _U64.unpack_from(key, self._size)[0]
-        return found_seq
-
-
 def _newest_epoch(txn: lmdb.Transaction[bytes], dbs: dict[str, Any], uid: int) -> int | None:
-    """The epoch of user ``uid``'s newest posting (None: the user has none)."""
-    cursor = txn.cursor(db=dbs["postings"])
+    """The epoch of user ``uid``'s newest block (None: the user has none)."""
+    cursor = txn.cursor(db=dbs["epoch_terms"])
     following = uid + 1 < 1 << 32 and cursor.set_range(_u32(uid + 1))
     moved = cursor.prev() if following else cursor.last()
     if not moved or cursor.key()[:4] != _u32(uid):
         return None
     epoch: int = _U32.unpack_from(cursor.key(), 4)[0]
     return epoch
+
+
+def _conv_at_or_below(cursor: lmdb.Cursor[bytes], key: bytes, seq: int) -> int | None:
+    """The conversation's (``uid | ch``) highest merged seq <= ``seq``."""
+    found = cursor.set_range(key + _u64(min(seq + 1, _MAX_U64)))
+    moved = cursor.prev() if found else cursor.last()
+    if not moved or cursor.key()[:12] != key:
+        return None
+    at: int = _U64.unpack_from(cursor.key(), 12)[0]
+    return at
+
+
+def _conv_offsets(cursor: lmdb.Cursor[bytes], key: bytes, epoch: int) -> set[int]:
+    """The conversation's (``uid | ch``) merged seqs in ``epoch`` (low byte)."""
+    found: set[int] = set()
+    if cursor.set_range(key + _u64(epoch << EPOCH_BITS)):
+        for at in cursor.iternext(values=False):
+            if at[:12] != key or _U64.unpack_from(at, 12)[0] >> EPOCH_BITS != epoch:
+                break
+            found.add(at[19])
+    return found
 
 
 def search_seqs(
@@ -686,23 +739,20 @@ def search_seqs(
     budget: int,
 ) -> Iterator[int]:
     """Seqs (newest first, below ``before``) whose entry has every term's hash,
-    within ``conv`` if given; stops after ``budget`` cursor seeks (entries
+    within ``conv`` if given; stops after reading ``budget`` blocks (entries
     still in ``index_log`` are read first, outside the budget: there are at
     most about ``merge_at`` of them).
 
-    A zig-zag join: each list's cursor leaps to the highest seq at or below
-    the current candidate, so rare terms make common ones skip ahead. The
-    ``conv`` filter is one more list (the conversation's seqs), so a search
-    in a small conversation is as fast as its rarest term allows. A term's
-    list is read one epoch at a time, newest first: a term with nothing at or
-    below the candidate in this epoch moves the candidate to the end of the
-    epoch below.
+    One epoch at a time, newest first: its block is read once and each
+    term's records found in it (:func:`_offsets`); the entries with all of
+    them are the hits. With ``conv``, the conversation's own rows pick the
+    epochs (one seek to its newest entry below the candidate), so a search in
+    a small conversation reads only the blocks of the epochs it spans.
     A seq <= 0 is yielded last when the budget ran out: resume below ``-value + 1``.
     """
     candidate = (before - 1) if before is not None else _MAX_U64 - 1
-    seeks = 0
-    # Logged entries first: newer than every posting of the user, and at
-    # most about merge_at of them.
+    # Logged entries first: newer than every merged entry of the user, and
+    # at most about merge_at of them.
     hashes = [term_hash(term) for term in terms]
     ch = conv_hash(conv) if conv is not None else None
     for item in reversed(_logged(txn, dbs, uid, ch)):
@@ -715,39 +765,45 @@ def search_seqs(
         return
     candidate = min(candidate, ((newest + 1) << EPOCH_BITS) - 1)
     user = _u32(uid)
-    term_lists = [_Postings(txn.cursor(db=dbs["postings"]), user + _epoch(0) + h) for h in hashes]
-    conv_list = conv_postings(txn, dbs, uid, conv) if conv is not None else None
-    lists: list[_Postings] = term_lists + ([conv_list] if conv_list is not None else [])
-    epoch = -1
-    turn = agreed = 0
-    # Round robin over the lists until all agree on one seq: each seek
-    # either confirms the candidate or lowers it (restarting the count).
+    blocks_db = dbs["epoch_terms"]
+    blocks = txn.cursor(db=blocks_db)
+    convs = txn.cursor(db=dbs["conv_seq"]) if ch is not None else None
+    conv_key = user + ch if ch is not None else b""
+    reads = 0
     while candidate >= 1:
-        if candidate >> EPOCH_BITS != epoch:
-            epoch = candidate >> EPOCH_BITS
-            head = user + _U32.pack(epoch)
-            for plist, th in zip(term_lists, hashes, strict=True):
-                plist.prefix = head + th
-        if agreed == len(lists):
-            yield candidate
-            candidate, agreed = candidate - 1, 0
-            continue
-        if seeks >= budget:
+        if reads >= budget:
             yield -candidate
             return
-        seeks += 1
-        plist = lists[turn]
-        turn = (turn + 1) % len(lists)
-        seq = plist.seek_at_or_below(candidate)
-        if seq is None:
-            if plist is conv_list:
+        reads += 1
+        if convs is not None:
+            at = _conv_at_or_below(convs, conv_key, candidate)
+            if at is None:
                 return
-            # Nothing of this term in this epoch at or below the candidate.
-            candidate, agreed = (epoch << EPOCH_BITS) - 1, 0
-        elif seq == candidate:
-            agreed += 1
+            epoch = at >> EPOCH_BITS
+            raw = txn.get(user + _U32.pack(epoch), db=blocks_db)
         else:
-            candidate, agreed = seq, 1
+            # The user's newest block at or below the candidate's epoch.
+            found = blocks.set_range(user + _U32.pack((candidate >> EPOCH_BITS) + 1))
+            moved = blocks.prev() if found else blocks.last()
+            if not moved or blocks.key()[:4] != user:
+                return
+            epoch = _U32.unpack_from(blocks.key(), 4)[0]
+            raw = blocks.value()
+        base = epoch << EPOCH_BITS
+        hits: set[int] | None = None
+        if raw is not None:
+            block = bytes(raw)
+            for th in hashes:
+                offsets = _offsets(block, th)
+                hits = offsets if hits is None else hits & offsets
+                if not hits:
+                    break
+        if hits and convs is not None:
+            hits &= _conv_offsets(convs, conv_key, epoch)
+        for off in sorted(hits or (), reverse=True):
+            if base | off <= candidate:
+                yield base | off
+        candidate = base - 1
 
 
 def group_title(

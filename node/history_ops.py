@@ -43,9 +43,10 @@ from .store import Store, WriteTxn
 #: the larger of the two encodings), so the reply stays below the 64 KiB
 #: frame limit a client enforces.
 PAGE_BYTES = 56 * 1024
-#: Index seeks one search may make before it answers with what it found and a
-#: ``next`` to go on from (a query of common words over a huge queue stays bounded).
-SEARCH_SEEKS = 20_000
+#: Index blocks (a user's postings of 256 queue entries) one search may read
+#: before it answers with what it found and a ``next`` to go on from (a query
+#: over a huge queue stays bounded: about a million entries per answer).
+SEARCH_BLOCKS = 4_000
 
 
 def _size(frame: dict[str, Any]) -> int:
@@ -271,7 +272,7 @@ class HistoryOps:
                 raise ProtocolError(ErrorCode.BAD_REQUEST, "bad cursor: before is past the head")
             queue = view.db("queue")
             found: list[tuple[int, bytes, str]] = []
-            seqs = index.search_seqs(view.txn, dbs, uid, terms, conv, request.before, SEARCH_SEEKS)
+            seqs = index.search_seqs(view.txn, dbs, uid, terms, conv, request.before, SEARCH_BLOCKS)
             for seq in seqs:
                 if seq <= 0:
                     return found, -seq + 1  # out of budget: go on below here

@@ -125,16 +125,31 @@ def _v5_to_v6(txn: lmdb.Transaction[bytes], dbs: dict[str, Any], node_id: str) -
 
 
 def _v6_to_v7(txn: lmdb.Transaction[bytes], dbs: dict[str, Any], node_id: str) -> None:
-    """Schema 7 keys the search postings by epoch (256 queue entries) before
-    the term: ``postings`` (uid | seq >> 8 | term hash | seq) replaces
-    ``terms`` (uid | term hash | seq), so a merge writes a few pages per user
-    instead of most of the table. The rows are copied over and ``terms`` is
-    dropped; nothing is tokenized again."""
-    from .history_index import move_terms_to_postings
+    """Schema 7 kept the search postings by epoch (256 queue entries) before
+    the term (``postings``: uid | seq >> 8 | term hash | seq) instead of
+    ``terms`` (uid | term hash | seq). Schema 8 packs them further, so this
+    step copies ``terms`` straight into schema 8's ``epoch_terms`` blocks
+    (the file never gets a ``postings`` table) and drops it; nothing is
+    tokenized again."""
+    from .history_index import move_postings_to_blocks
 
     old = dbs.pop("terms", None)
     if old is not None:
-        move_terms_to_postings(txn, old, dbs["postings"])
+        move_postings_to_blocks(txn, old, dbs["epoch_terms"], schema=6)
+        txn.drop(old, delete=True)
+
+
+def _v7_to_v8(txn: lmdb.Transaction[bytes], dbs: dict[str, Any], node_id: str) -> None:
+    """Schema 8 packs a user's search postings of one epoch into one
+    ``epoch_terms`` row (uid | epoch -> term hash | seq & 0xFF, 5 bytes a
+    posting): a merge of the index log writes one row per user and epoch
+    instead of one per posting, and a search reads one row per epoch. The
+    ``postings`` rows are copied over and the table dropped."""
+    from .history_index import move_postings_to_blocks
+
+    old = dbs.pop("postings", None)
+    if old is not None:
+        move_postings_to_blocks(txn, old, dbs["epoch_terms"], schema=7)
         txn.drop(old, delete=True)
 
 
@@ -144,7 +159,8 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(3, "blob tables for attachments (created empty)", _v3_to_blobs),
     Migration(4, "message-id index for edit/delete/react/reply built from the queues", _v4_to_v5),
     Migration(5, "drop conv_recent; add index_log (index rows merged in batches)", _v5_to_v6),
-    Migration(6, "search postings keyed by epoch before term (terms -> postings)", _v6_to_v7),
+    Migration(6, "search postings keyed by epoch before term (terms -> epoch_terms)", _v6_to_v7),
+    Migration(7, "search postings packed in one row per user and epoch (epoch_terms)", _v7_to_v8),
 )
 
 #: The layout this code writes: one past the last migration's source.

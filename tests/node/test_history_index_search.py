@@ -1,9 +1,9 @@
-"""The search join of node/history_index.py over postings in many epochs.
+"""The search of node/history_index.py over postings in many epochs.
 
 Drives the index with queue records and a real LMDB file (no node, no
 sockets) and checks ``search_seqs`` against a walk over what was written:
 every entry with all the words, newest first, nothing missed or twice, also
-when a small seek budget makes it stop and resume, and with entries still
+when a small budget of blocks makes it stop and resume, and with entries still
 waiting in ``index_log``.
 """
 
@@ -91,14 +91,16 @@ class Index:
     terms=st.lists(st.sampled_from(WORDS), min_size=1, max_size=3, unique=True),
     peer=st.none() | st.sampled_from(PEERS),
     before=st.none() | st.integers(1, 1600),
-    budget=st.sampled_from([4, 17, 20_000]),  # at least one seek per list
+    budget=st.sampled_from([1, 4, 17, 20_000]),  # blocks read per call
+    merges=st.integers(1, 4),  # an epoch's block is appended to by later merges
 )
 def test_search_finds_every_entry_with_all_terms_across_epochs(
-    tmp_path_factory, seed, merged, logged, terms, peer, before, budget
+    tmp_path_factory, seed, merged, logged, terms, peer, before, budget, merges
 ) -> None:
     index = Index(tmp_path_factory.mktemp("index"))
     rng = random.Random(seed)
-    index.write(rng, merged, merge=True)
+    for part in range(merges):
+        index.write(rng, merged // merges + (part < merged % merges), merge=True)
     index.write(rng, logged, merge=False)
     assert index.search(terms, peer, before, budget) == index.expected(terms, peer, before)
 

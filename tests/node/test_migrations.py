@@ -339,37 +339,51 @@ async def test_a_schema_3_store_gets_the_blob_tables(start_node, tmp_path: Path)
     assert any(p.name.startswith("pre-migration-3-") for p in (data / "backups").iterdir())
 
 
-def make_schema_6(data_dir: Path) -> int:
-    """Turn a stopped node's store into the schema-6 layout: search postings
-    in ``terms`` keyed uid | term hash | seq (no epoch); return how many."""
+def make_older_postings(data_dir: Path, schema: int) -> int:
+    """Turn a stopped node's store into the search postings of ``schema``:
+    6 = ``terms`` keyed uid | term hash | seq, 7 = ``postings`` keyed
+    uid | epoch | term hash | seq (schema 8 packs them in ``epoch_terms``
+    blocks: uid | epoch -> term hash | seq & 0xFF per posting); return how many."""
     env = lmdb.open(str(data_dir / "db"), max_dbs=64, subdir=True)
+    count = 0
     try:
         with env.begin(write=True) as txn:
-            postings = env.open_db(b"postings", txn=txn, create=False)
-            terms = env.open_db(b"terms", txn=txn)
-            keys = [bytes(k) for k in txn.cursor(db=postings).iternext(values=False)]
-            for key in keys:  # uid(4) | epoch(4) | th(4) | seq(8)
-                txn.put(key[:4] + key[8:], b"", db=terms)
-            txn.drop(postings, delete=True)
+            blocks = env.open_db(b"epoch_terms", txn=txn, create=False)
+            older = env.open_db(b"terms" if schema == 6 else b"postings", txn=txn)
+            rows = [(bytes(k), bytes(v)) for k, v in txn.cursor(db=blocks)]
+            for key, value in rows:
+                user, epoch = key[:4], int.from_bytes(key[4:], "big")
+                for i in range(0, len(value), 5):
+                    th, seq = value[i : i + 4], (epoch << 8 | value[i + 4]).to_bytes(8, "big")
+                    older_key = user + th + seq if schema == 6 else key + th + seq
+                    txn.put(older_key, b"", db=older)
+                    count += 1
+            txn.drop(blocks, delete=True)
     finally:
         env.close()
-    set_meta(data_dir, schema=_U32.pack(6))
-    return len(keys)
+    set_meta(data_dir, schema=_U32.pack(schema))
+    return count
 
 
 def postings_count(data_dir: Path) -> int:
+    """Postings in the ``epoch_terms`` blocks (5 bytes each)."""
     env = lmdb.open(str(data_dir / "db"), max_dbs=64, subdir=True, readonly=True)
     try:
         with env.begin() as txn:
-            return int(txn.stat(env.open_db(b"postings", txn=txn, create=False))["entries"])
+            blocks = env.open_db(b"epoch_terms", txn=txn, create=False)
+            return sum(len(v) // 5 for v in txn.cursor(db=blocks).iternext(keys=False))
     finally:
         env.close()
 
 
-async def test_a_store_of_the_previous_schema_is_upgraded(start_node, tmp_path: Path) -> None:
-    """The last step (6 -> 7) from exactly its source layout. A tripwire:
-    a new schema version needs this test rewritten for its predecessor."""
-    assert SCHEMA_VERSION == 7, "a new schema: add an upgrade test from the one before it"
+@pytest.mark.parametrize("older", [7, 6])
+async def test_a_store_of_the_previous_schema_is_upgraded(
+    start_node, tmp_path: Path, older: int
+) -> None:
+    """The last step (7 -> 8) from exactly its source layout, and 6 -> 8,
+    whose first step now writes schema 8's blocks itself. A tripwire: a new
+    schema version needs this test rewritten for its predecessor."""
+    assert SCHEMA_VERSION == 8, "a new schema: add an upgrade test from the one before it"
     data = tmp_path / "kitchen"
     node = await start_node(data_dir=data, name="kitchen", search_stage_max=1)
     node_id = node.running.identity.id
@@ -382,7 +396,7 @@ async def test_a_store_of_the_previous_schema_is_upgraded(start_node, tmp_path: 
             await a.send("bob", f"filler {n}")
         await a.send("bob", "newer words")
     await node.stop()
-    copied = make_schema_6(data)
+    copied = make_older_postings(data, older)
     assert copied > 600  # every message merged (one row per merge) into both users' postings
 
     node = await start_node(data_dir=data)
@@ -402,7 +416,7 @@ async def test_a_store_of_the_previous_schema_is_upgraded(start_node, tmp_path: 
         assert hit["msg"]["id"] == first.id
     await node.stop()
     assert get_meta(data, "schema") == _U32.pack(SCHEMA_VERSION)
-    assert not has_table(data, "terms")
+    assert not has_table(data, "terms") and not has_table(data, "postings")
     assert postings_count(data) >= copied
     (backup,) = (data / "backups").iterdir()
-    assert backup.name.startswith(f"pre-migration-{SCHEMA_VERSION - 1}-")
+    assert backup.name.startswith(f"pre-migration-{older}-")
