@@ -433,6 +433,7 @@ def _scrub_edits(w: WriteTxn, uid: int, target: int, queue_db: Any) -> None:
 
 
 def _reindex(w: WriteTxn, uid: int, seq: int, old: str | None, new: str | None) -> None:
+    w.flush_index()  # the target may have been appended earlier in this batch
     dbs = {name: w.db(name) for name in history_index.DB_NAMES}
     if old:
         history_index.unindex_message(w.txn, dbs, uid, seq, old)

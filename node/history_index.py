@@ -1,8 +1,10 @@
 """Conversations, read markers and full-text search over each user's queue.
 
-Every queue append (``WriteTxn.append_to_queue``, node/store.py) calls
-:func:`index_append` in the same write transaction, so the index can never
-disagree with the queue: a message is either in both or in neither. The
+Every queue append (``WriteTxn.append_to_queue``, node/store.py) is
+indexed in the same write transaction (staged with :func:`stage` and
+written with :func:`write_staged` before the batch commits), so the index
+can never disagree with the queue: a message is either in both or in
+neither. The
 queue stays the one copy of every record; the index holds keys and counters.
 
 Layouts (integers fixed-width big-endian, so byte order is numeric order;
@@ -69,7 +71,7 @@ from __future__ import annotations
 import hashlib
 import heapq
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -373,6 +375,65 @@ def _put_conv(txn: lmdb.Transaction[bytes], dbs: dict[str, Any], key: bytes, row
     txn.put(key, value + row.conv.encode("utf-8"), db=dbs["conv"])
 
 
+class Staged(NamedTuple):
+    """A queue entry waiting to be written into the index (see :func:`write_staged`)."""
+
+    uid: int
+    seq: int
+    entry: Entry
+
+
+def stage(uid: int, owner: str, seq: int, record: bytes) -> Staged | None:
+    """What queue entry ``seq`` of user ``uid`` (address ``owner``) adds to
+    the index; None for a record of no conversation. Nothing is written."""
+    entry = classify(record, owner)
+    return None if entry is None else Staged(uid, seq, entry)
+
+
+def write_staged(
+    txn: lmdb.Transaction[bytes],
+    dbs: dict[str, Any],
+    staged: list[Staged],
+    log_key: Callable[[], int],
+) -> int:
+    """Write staged entries (in queue order per user): one ``conv`` get and
+    put per conversation however many of its entries, and an ``index_log``
+    row each under keys from ``log_key`` (each higher than every key in the
+    log); return the number of log rows written (see :func:`merge_log`).
+
+    The writer stages a batch's queue appends and writes them here once,
+    before its commit (node/store.py): a busy conversation's row is read and
+    written once per batch instead of once per message, and every LMDB call
+    saved is a GIL hand-over saved.
+    """
+    conv_db = dbs["conv"]
+    rows: dict[bytes, list[Any]] = {}  # key -> [last, total, rest of the row]
+    logs: list[bytes] = []
+    pack_log = _LOG.pack
+    for uid, seq, entry in staged:
+        ch = conv_hash(entry.conv)
+        key = _U32.pack(uid) + ch
+        row = rows.get(key)
+        if row is None:
+            raw = txn.get(key, db=conv_db)
+            if raw is None:
+                row = [0, 0, _REST.pack(0, 0, entry.kind) + entry.conv.encode("utf-8")]
+            else:
+                raw = bytes(raw)
+                row = [0, _U64.unpack_from(raw, 8)[0], raw[_LAST_TOTAL.size :]]
+            rows[key] = row
+        if entry.countable:
+            row[1] += 1
+        row[0] = seq
+        logs.append(pack_log(uid, seq, ch, row[1]) + entry.hashes)
+    for key, (last, total, rest) in rows.items():
+        txn.put(key, _LAST_TOTAL.pack(last, total) + rest, db=conv_db)
+    log_db = dbs["index_log"]
+    for value in logs:
+        txn.put(_U64.pack(log_key()), value, db=log_db, append=True)
+    return len(logs)
+
+
 def index_append(
     txn: lmdb.Transaction[bytes],
     dbs: dict[str, Any],
@@ -382,34 +443,14 @@ def index_append(
     record: bytes,
     log_key: int,
 ) -> int:
-    """Index queue entry ``seq`` of user ``uid`` (address ``owner``) under
-    ``index_log`` key ``log_key`` (higher than every key in the log); return
-    the number of log rows written (0 or 1: see :func:`merge_log`).
-
-    On every queue append, so kept lean: one get and two puts, the record
-    decoded and tokenized once however many queues it enters.
-    """
-    entry = classify(record, owner)
-    if entry is None:
+    """Index queue entry ``seq`` of user ``uid`` (address ``owner``) at once,
+    under ``index_log`` key ``log_key`` (higher than every key in the log);
+    return the number of log rows written (0 or 1). For a rebuild; the
+    writer stages (:func:`stage`, :func:`write_staged`)."""
+    staged = stage(uid, owner, seq, record)
+    if staged is None:
         return 0
-    prefix = _U32.pack(uid)
-    ch = conv_hash(entry.conv)
-    key = prefix + ch
-    conv_db = dbs["conv"]
-    raw = txn.get(key, db=conv_db)
-    if raw is None:
-        total = 0
-        rest = _REST.pack(0, 0, entry.kind) + entry.conv.encode("utf-8")
-    else:
-        raw = bytes(raw)
-        total = _U64.unpack_from(raw, 8)[0]
-        rest = raw[_LAST_TOTAL.size :]
-    if entry.countable:
-        total += 1
-    txn.put(key, _LAST_TOTAL.pack(seq, total) + rest, db=conv_db)
-    row = _LOG.pack(uid, seq, ch, total) + entry.hashes
-    txn.put(_U64.pack(log_key), row, db=dbs["index_log"], append=True)
-    return 1
+    return write_staged(txn, dbs, [staged], lambda: log_key)
 
 
 _LOG = struct.Struct(">IQ8sQ")  # uid, seq, ch, cum (then the term hashes)

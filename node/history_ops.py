@@ -242,6 +242,7 @@ class HistoryOps:
 
         def op(w: WriteTxn) -> index.ConvRow:
             uid = w.require_user(user).uid
+            w.flush_index()  # the batch's entries so far count for the marker
             row = index.mark_read(w.txn, _dbs(w), uid, conv, request.seq)
             if row is None:
                 raise ProtocolError(ErrorCode.NOT_FOUND, f"no conversation {conv[:80]!r}")

@@ -432,6 +432,12 @@ class WriteTxn(_View):
         self.action_stats = store.action_stats
         #: Rows this operation wrote to ``index_log`` (merged in batches).
         self.staged = 0
+        #: Queue entries this operation appended, for the index: written with
+        #: the batch's (Store._attempt) unless a reader flushes them sooner.
+        self.index_entries: list[history_index.Staged] = []
+        #: The batch's entries this operation wrote by flushing them, given
+        #: back to the batch if it aborts (see :meth:`flush_index`).
+        self.index_taken: list[history_index.Staged] | None = None
 
     @property
     def node_id(self) -> str:
@@ -453,11 +459,11 @@ class WriteTxn(_View):
         key = _u32(uid)
         self.txn.put(key + _u64(seq), record, db=self._dbs["queue"])
         self.txn.put(key, _u64(seq), db=self._dbs["queue_head"])
-        # Conversations and search index: same transaction, never out of step.
-        store = self._store
-        self.staged += history_index.index_append(
-            self.txn, self._dbs, uid, f"{user}@{self.node_id}", seq, record, store.log_key()
-        )
+        # Conversations and search index: staged, written in this batch's
+        # transaction before it commits (flush_index), never out of step.
+        staged = history_index.stage(uid, f"{user}@{self.node_id}", seq, record)
+        if staged is not None:
+            self.index_entries.append(staged)
         # Blob references: counted with the message that makes them.
         now_ms = self.bill_ms or time.time_ns() // 1_000_000
         if blob_index.index_append(self.txn, self._dbs, uid, record, self.node_id, now_ms):
@@ -485,6 +491,21 @@ class WriteTxn(_View):
         """Count ``nbytes`` written on the payer's account (no-op without one)."""
         if self.payer is not None:
             self.billed += nbytes
+
+    def flush_index(self) -> None:
+        """Write the batch's staged index entries (earlier operations' and
+        this one's) into this transaction: call before reading the index
+        here (a read marker, an edit's postings, a user's removal), so the
+        reader sees every entry of the batch so far."""
+        store = self._store
+        taken = store._index_pending  # noqa: SLF001
+        if not taken and not self.index_entries:
+            return
+        if self.index_taken is None:
+            self.index_taken = taken
+        store._index_pending = []  # noqa: SLF001
+        entries, self.index_entries = taken + self.index_entries, []
+        self.staged += history_index.write_staged(self.txn, self._dbs, entries, store.log_key)
 
     def settle(self) -> None:
         """Add the charged bytes to the payer's quota row; raise when over."""
@@ -672,6 +693,7 @@ class Store:
         #: ``terms`` (node/history_index.py), the rows waiting, and the next key.
         self._merge_at = max(1, search_stage_max)
         self._staged = 0
+        self._index_pending: list[history_index.Staged] = []
         self._log_next = 1
         self._on_commit = on_commit
         #: Called on the trio thread after a commit that grew a peer's outbox
@@ -1031,6 +1053,7 @@ class Store:
                 w.txn.delete(prefix, db=w.db(db))
             w.txn.delete(name.encode("ascii"), db=w.db("users"))
             dbs = {n: w.db(n) for n in history_index.DB_NAMES}
+            w.flush_index()  # then drop the user's rows with the rest
             history_index.drop_user(w.txn, dbs, record.uid)
             blob_index.drop_user(w.txn, {n: w.db(n) for n in blob_index.DB_NAMES}, record.uid)
             actions_store.drop_user(w.txn, {n: w.db(n) for n in actions_store.DB_NAMES}, record.uid)
@@ -1410,6 +1433,8 @@ class Store:
         staged = 0
         merged = False
         started = time.perf_counter()
+        # Index entries of the operations committed so far (WriteTxn.flush_index).
+        self._index_pending = []
         with env.begin(write=True) as txn:
             for op in batch:
                 child = env.begin(write=True, parent=txn)
@@ -1421,21 +1446,28 @@ class Store:
                     child.abort()
                     raise
                 except ProtocolError as exc:
-                    child.abort()
+                    self._abort(child, view)
                     outcomes.append((None, exc))
                     continue
                 except Exception:
-                    child.abort()
+                    self._abort(child, view)
                     log.exception("store operation failed")
                     outcomes.append((None, ProtocolError(ErrorCode.INTERNAL, "internal error")))
                     continue
                 child.commit()
+                self._index_pending += view.index_entries
                 effects.touched |= view.touched
                 effects.revoked |= view.revoked
                 effects.outboxes |= view.outboxes
                 effects.blobs_wanted |= view.blobs_wanted
                 staged += view.staged
                 outcomes.append((value, None))
+            if self._index_pending:
+                # Each conversation's row once for the whole batch.
+                staged += history_index.write_staged(
+                    txn, self._dbs, self._index_pending, self.log_key
+                )
+                self._index_pending = []
             if staged and self._staged + staged >= self._merge_at:
                 # Enough index rows logged: move them all in this commit,
                 # sorted, where many share a page (node/history_index.py).
@@ -1466,6 +1498,13 @@ class Store:
         self._acks_written += len(acks)
         self._largest_batch = max(self._largest_batch, len(batch))
         return outcomes, effects
+
+    def _abort(self, child: lmdb.Transaction[bytes], view: WriteTxn) -> None:
+        """Roll back one operation; the batch's index entries it had flushed
+        into its transaction wait again for the batch's write."""
+        child.abort()
+        if view.index_taken is not None:
+            self._index_pending = view.index_taken
 
     def _grow(self) -> bool:
         assert self._env is not None

@@ -1,0 +1,129 @@
+"""The index entries of a write batch (node/store.py, node/history_index.py).
+
+The writer stages every queue append's index entry and writes a batch's
+entries once, before its commit; an operation that reads the index first
+flushes the batch's entries so far into its own transaction. These tests
+put several operations in one batch (the writer parked until all are
+queued) and look at the index afterwards through its read functions.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import trio
+import trio.testing
+
+from chinwag.node import history_index as hi
+from chinwag.node.store import Store, WriteTxn
+from chinwag.protocol.errors import ErrorCode, ProtocolError
+
+from .test_store import T0, hold_writer, key, store, to, users
+
+__all__ = ["key", "store"]  # fixtures
+
+
+def _dbs(view: Any) -> dict[str, Any]:
+    return {name: view.db(name) for name in hi.DB_NAMES}
+
+
+def conversation(store: Store, user: str, peer: str) -> tuple[hi.ConvRow | None, list[int]]:
+    """``user``'s row and seqs (newest first) of the conversation with ``peer``."""
+    conv = f"{peer}@{store.node_key.id}"
+
+    def read(view: Any) -> tuple[hi.ConvRow | None, list[int]]:
+        uid = view.require_user(user).uid
+        dbs = _dbs(view)
+        return hi.get_conv(view.txn, dbs, uid, conv), list(
+            hi.conv_seqs(view.txn, dbs, uid, conv, None)
+        )
+
+    return store.read(read)
+
+
+def search(store: Store, user: str, word: str) -> list[int]:
+    def read(view: Any) -> list[int]:
+        uid = view.require_user(user).uid
+        return list(hi.search_seqs(view.txn, _dbs(view), uid, [word], None, None, 100))
+
+    return store.read(read)
+
+
+async def test_an_operation_failing_after_a_flush_gives_the_entries_back(
+    store: Store, key: Any
+) -> None:
+    await users(store, "alice", "bob")
+    failed: list[ProtocolError] = []
+
+    def flush_then_fail(w: WriteTxn) -> None:
+        w.flush_index()  # writes "one"'s entries into this doomed transaction
+        raise ProtocolError(ErrorCode.BAD_REQUEST, "changed my mind")
+
+    async def doomed() -> None:
+        try:
+            await store.transact(flush_then_fail)
+        except ProtocolError as exc:
+            failed.append(exc)
+
+    async with trio.open_nursery() as nursery:
+        gate = await hold_writer(store, nursery)  # the next three in one batch
+        nursery.start_soon(store.send_direct, "alice", "d", "c1", to(key, "bob"), "one", T0)
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(doomed)
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(store.send_direct, "alice", "d", "c2", to(key, "bob"), "two", T0)
+        await trio.testing.wait_all_tasks_blocked()
+        gate.set()
+    assert [e.code for e in failed] == [ErrorCode.BAD_REQUEST]
+    row, seqs = conversation(store, "bob", "alice")
+    assert row is not None and (row.total, row.last, row.unread) == (2, 2, 2)
+    assert seqs == [2, 1]
+    assert search(store, "bob", "one") == [1]
+    assert search(store, "alice", "two") == [2]
+
+
+async def test_a_reader_in_the_batch_sees_the_entries_before_it(store: Store, key: Any) -> None:
+    await users(store, "alice", "bob")
+    seen: list[tuple[int, int] | None] = []
+
+    def read_conv(w: WriteTxn) -> None:
+        w.flush_index()
+        row = hi.get_conv(w.txn, _dbs(w), w.require_user("bob").uid, f"alice@{key.id}")
+        seen.append(None if row is None else (row.total, row.last))
+
+    async with trio.open_nursery() as nursery:
+        gate = await hold_writer(store, nursery)
+        nursery.start_soon(store.send_direct, "alice", "d", "c1", to(key, "bob"), "one", T0)
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(store.transact, read_conv)
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(store.send_direct, "alice", "d", "c2", to(key, "bob"), "two", T0)
+        await trio.testing.wait_all_tasks_blocked()
+        gate.set()
+    assert seen == [(1, 1)]
+    row, seqs = conversation(store, "bob", "alice")
+    assert row is not None and (row.total, row.last) == (2, 2)
+    assert seqs == [2, 1]
+
+
+async def test_removing_a_user_in_the_batch_of_their_messages_leaves_no_index(
+    store: Store, key: Any
+) -> None:
+    await users(store, "alice", "bob")
+    uid = store.read(lambda view: view.require_user("bob").uid)
+    async with trio.open_nursery() as nursery:
+        gate = await hold_writer(store, nursery)
+        nursery.start_soon(store.send_direct, "alice", "d", "c1", to(key, "bob"), "hello", T0)
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(store.remove_user, "bob")
+        await trio.testing.wait_all_tasks_blocked()
+        gate.set()
+
+    def bob_rows(view: Any) -> list[Any]:
+        dbs = _dbs(view)
+        convs, _ = hi.recent_convs(view.txn, dbs, uid, None, 10)
+        found = list(hi.search_seqs(view.txn, dbs, uid, ["hello"], None, None, 100))
+        return [*convs, *found]
+
+    assert store.read(bob_rows) == []
+    assert search(store, "alice", "hello") == [1]
