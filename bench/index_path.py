@@ -2,13 +2,15 @@
 """The history index's cost on the writer's path, without a node (issue 15).
 
 Replays what the store's writer does for local 1:1 messages — two queue
-appends per message, the index primed with the signed text, ``index_append``
-for each queue, ``merge_log`` once ``--merge-at`` rows wait, one commit per
-``--batch`` messages — on a scratch LMDB file, and reports microseconds per
-message for each step: ``prime`` (tokenize and hash the text), ``append``
-(the two ``index_append`` calls), ``merge`` (amortised) and ``commit`` (the
-whole commit, queue pages included). Texts have the shape of
-bench/realclient.py's (a tag, two small numbers, two timestamps, filler).
+appends per message, the index primed with the signed text, an entry
+staged for each queue (``stage``), the batch's entries written before its
+commit (``write_staged``, with the writer's copy of the ``conv`` rows),
+``merge_log`` once ``--merge-at`` rows wait, one commit per ``--batch``
+messages — on a scratch LMDB file, and reports microseconds per message for
+each step: ``prime`` (tokenize and hash the text), ``append`` (staging and
+writing the entries), ``merge`` (amortised) and ``commit`` (the whole
+commit, queue pages included). Texts have the shape of bench/realclient.py's
+(a tag, two small numbers, two timestamps, filler).
 
 ``--prefill N`` first writes N messages the same way, untimed: how the cost
 grows with the history already in the store. No trio, no sockets, one
@@ -70,10 +72,18 @@ def replay(env: lmdb.Environment, args: argparse.Namespace) -> dict[str, float]:
     totals = dict.fromkeys(STEPS, 0.0)
     log_key = staged = 0
     clock = time.perf_counter
+    conv_rows: dict[bytes, bytes] = {}  # the writer's copy (Store._conv_rows)
+
+    def next_key() -> int:
+        nonlocal log_key
+        log_key += 1
+        return log_key
+
     for start in range(0, len(messages), args.batch):
         if start == args.prefill:
             totals = dict.fromkeys(STEPS, 0.0)
         txn = env.begin(write=True)
+        entries: list[history_index.Staged] = []
         for pair, text, record in messages[start : start + args.batch]:
             owners = ((2 * pair + 1, f"s{pair}@{NODE}"), (2 * pair + 2, f"r{pair}@{NODE}"))
             for uid, _ in owners:
@@ -83,18 +93,22 @@ def replay(env: lmdb.Environment, args: argparse.Namespace) -> dict[str, float]:
             history_index.prime_message(record, owners[0][1], owners[1][1], text)
             t1 = clock()
             for uid, owner in owners:
-                log_key += 1
-                staged += history_index.index_append(
-                    txn, dbs, uid, owner, heads[uid], record, log_key
-                )
+                entry = history_index.stage(uid, owner, heads[uid], record)
+                if entry is not None:
+                    entries.append(entry)
             totals["prime"] += t1 - t0
             totals["append"] += clock() - t1
+        t0 = clock()
+        written: dict[bytes, bytes] = {}
+        staged += history_index.write_staged(txn, dbs, entries, next_key, conv_rows, written)
+        totals["append"] += clock() - t0
         t0 = clock()
         if staged >= args.merge_at:
             history_index.merge_log(txn, dbs)
             staged = 0
         t1 = clock()
         txn.commit()
+        conv_rows.update(written)
         totals["merge"] += t1 - t0
         totals["commit"] += clock() - t1
     return {step: totals[step] / args.messages * 1e6 for step in STEPS}

@@ -395,16 +395,23 @@ def write_staged(
     dbs: dict[str, Any],
     staged: list[Staged],
     log_key: Callable[[], int],
+    known: dict[bytes, bytes] | None = None,
+    written: dict[bytes, bytes] | None = None,
 ) -> int:
-    """Write staged entries (in queue order per user): one ``conv`` get and
-    put per conversation however many of its entries, and an ``index_log``
-    row each under keys from ``log_key`` (each higher than every key in the
-    log); return the number of log rows written (see :func:`merge_log`).
+    """Write staged entries (in queue order per user): one ``conv`` put per
+    conversation however many of its entries, and an ``index_log`` row each
+    under keys from ``log_key`` (each higher than every key in the log);
+    return the number of log rows written (see :func:`merge_log`).
+
+    ``known`` holds ``conv`` rows as ``txn`` has them (the writer's rows as
+    of its last commit, when nothing since changed them), read instead of
+    ``txn``; ``written`` gets every ``conv`` row written here.
 
     The writer stages a batch's queue appends and writes them here once,
-    before its commit (node/store.py): a busy conversation's row is read and
-    written once per batch instead of once per message, and every LMDB call
-    saved is a GIL hand-over saved.
+    before its commit (node/store.py): a busy conversation's row is written
+    once per batch instead of once per message, and read from LMDB only when
+    the writer does not have it, and every LMDB call saved is a GIL
+    hand-over saved.
     """
     conv_db = dbs["conv"]
     rows: dict[bytes, list[Any]] = {}  # key -> [last, total, rest of the row]
@@ -415,11 +422,13 @@ def write_staged(
         key = _U32.pack(uid) + ch
         row = rows.get(key)
         if row is None:
-            raw = txn.get(key, db=conv_db)
+            raw = known.get(key) if known is not None else None
+            if raw is None:
+                found = txn.get(key, db=conv_db)
+                raw = None if found is None else bytes(found)
             if raw is None:
                 row = [0, 0, _REST.pack(0, 0, entry.kind) + entry.conv.encode("utf-8")]
             else:
-                raw = bytes(raw)
                 row = [0, _U64.unpack_from(raw, 8)[0], raw[_LAST_TOTAL.size :]]
             rows[key] = row
         if entry.countable:
@@ -427,7 +436,10 @@ def write_staged(
         row[0] = seq
         logs.append(pack_log(uid, seq, ch, row[1]) + entry.hashes)
     for key, (last, total, rest) in rows.items():
-        txn.put(key, _LAST_TOTAL.pack(last, total) + rest, db=conv_db)
+        value = _LAST_TOTAL.pack(last, total) + rest
+        txn.put(key, value, db=conv_db)
+        if written is not None:
+            written[key] = value
     log_db = dbs["index_log"]
     for value in logs:
         txn.put(_U64.pack(log_key()), value, db=log_db, append=True)

@@ -192,6 +192,9 @@ MAX_PROFILE_CHARS = 1024
 MAX_READ_PAGE = 4096
 #: The map never grows past this (1 TiB); past it a write gets ``unavailable``.
 MAX_MAP_SIZE = 1 << 40
+#: ``conv`` rows the writer keeps a copy of (about 200 bytes each with
+#: Python's overhead); past it the copy starts again from empty.
+CONV_ROWS_KEPT = 8192
 
 _DEVICE_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _U32 = struct.Struct(">I")
@@ -494,10 +497,12 @@ class WriteTxn(_View):
 
     def flush_index(self) -> None:
         """Write the batch's staged index entries (earlier operations' and
-        this one's) into this transaction: call before reading the index
-        here (a read marker, an edit's postings, a user's removal), so the
-        reader sees every entry of the batch so far."""
+        this one's) into this transaction: call before reading or writing
+        the index here (a read marker, an edit's postings, a user's
+        removal), so the reader sees every entry of the batch so far (and
+        the writer stops trusting its copy of the ``conv`` rows)."""
         store = self._store
+        store._index_touched = True  # noqa: SLF001
         taken = store._index_pending  # noqa: SLF001
         if not taken and not self.index_entries:
             return
@@ -694,6 +699,11 @@ class Store:
         self._merge_at = max(1, search_stage_max)
         self._staged = 0
         self._index_pending: list[history_index.Staged] = []
+        #: An operation of the running batch read or wrote the index itself.
+        self._index_touched = False
+        #: ``conv`` rows as of the last commit that wrote them, so a batch's
+        #: index write reads only rows it has not seen (history_index.write_staged).
+        self._conv_rows: dict[bytes, bytes] = {}
         self._log_next = 1
         self._on_commit = on_commit
         #: Called on the trio thread after a commit that grew a peer's outbox
@@ -1435,6 +1445,8 @@ class Store:
         started = time.perf_counter()
         # Index entries of the operations committed so far (WriteTxn.flush_index).
         self._index_pending = []
+        self._index_touched = False
+        conv_rows: dict[bytes, bytes] = {}
         with env.begin(write=True) as txn:
             for op in batch:
                 child = env.begin(write=True, parent=txn)
@@ -1463,9 +1475,11 @@ class Store:
                 staged += view.staged
                 outcomes.append((value, None))
             if self._index_pending:
-                # Each conversation's row once for the whole batch.
+                # Each conversation's row once for the whole batch, read from
+                # LMDB only if the writer has no copy it can trust.
+                known = None if self._index_touched else self._conv_rows
                 staged += history_index.write_staged(
-                    txn, self._dbs, self._index_pending, self.log_key
+                    txn, self._dbs, self._index_pending, self.log_key, known, conv_rows
                 )
                 self._index_pending = []
             if staged and self._staged + staged >= self._merge_at:
@@ -1490,6 +1504,9 @@ class Store:
             if last_id != self._persisted_last_id:
                 txn.put(b"last_id", _u64(last_id), db=self._dbs["meta"])
         # Leaving the block committed (durably: sync is on).
+        if self._index_touched or len(self._conv_rows) + len(conv_rows) > CONV_ROWS_KEPT:
+            self._conv_rows.clear()  # an operation changed rows behind the copy
+        self._conv_rows.update(conv_rows)
         self._staged = 0 if merged else self._staged + staged
         self._persisted_last_id = last_id
         self._commits += 1

@@ -127,3 +127,40 @@ async def test_removing_a_user_in_the_batch_of_their_messages_leaves_no_index(
 
     assert store.read(bob_rows) == []
     assert search(store, "alice", "hello") == [1]
+
+
+async def test_a_read_marker_is_kept_by_the_next_batch_of_messages(store: Store, key: Any) -> None:
+    """The writer keeps a copy of the ``conv`` rows it wrote; an operation
+    that moves a marker changes a row behind that copy, so the next batch
+    must read the row again, not write the marker back to 0."""
+    await users(store, "alice", "bob")
+    await store.send_direct("alice", "d", "c1", to(key, "bob"), "one", T0)
+
+    def mark(w: WriteTxn) -> None:
+        w.flush_index()
+        hi.mark_read(w.txn, _dbs(w), w.require_user("bob").uid, f"alice@{key.id}", 1)
+
+    await store.transact(mark)
+    await store.send_direct("alice", "d", "c2", to(key, "bob"), "two", T0)
+    row, seqs = conversation(store, "bob", "alice")
+    assert row is not None and (row.read_seq, row.total, row.unread) == (1, 2, 1)
+    assert seqs == [2, 1]
+
+
+async def test_a_read_marker_is_kept_by_messages_later_in_its_batch(store: Store, key: Any) -> None:
+    await users(store, "alice", "bob")
+    await store.send_direct("alice", "d", "c1", to(key, "bob"), "one", T0)
+
+    def mark(w: WriteTxn) -> None:
+        w.flush_index()
+        hi.mark_read(w.txn, _dbs(w), w.require_user("bob").uid, f"alice@{key.id}", 1)
+
+    async with trio.open_nursery() as nursery:
+        gate = await hold_writer(store, nursery)
+        nursery.start_soon(store.transact, mark)
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(store.send_direct, "alice", "d", "c2", to(key, "bob"), "two", T0)
+        await trio.testing.wait_all_tasks_blocked()
+        gate.set()
+    row, _ = conversation(store, "bob", "alice")
+    assert row is not None and (row.read_seq, row.total, row.unread) == (1, 2, 1)
