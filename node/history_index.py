@@ -15,7 +15,7 @@ search term):
   conv_seq:    uid(4) | ch(8) | seq(8)   -> cum(8)      (the conversation's entries)
   epoch_terms: uid(4) | ep(4)             -> (th(4) | seq & 0xFF(1))*
                                             (search postings of 256 entries, ep = seq >> 8)
-  index_log:   n(8)                      -> uid(4) | seq(8) | ch(8) | cum(8) | th(4)*
+  index_log:   n(8)                      -> (uid(4) | seq(8) | ch(8) | cum(8) | k(2) | th(4)*k)*
                                             (entries not yet in conv_seq and epoch_terms)
 
 ``n`` counts the conversation's *countable* entries (messages the user did
@@ -399,9 +399,10 @@ def write_staged(
     written: dict[bytes, bytes] | None = None,
 ) -> int:
     """Write staged entries (in queue order per user): one ``conv`` put per
-    conversation however many of its entries, and an ``index_log`` row each
-    under keys from ``log_key`` (each higher than every key in the log);
-    return the number of log rows written (see :func:`merge_log`).
+    conversation however many of its entries, and one ``index_log`` row
+    holding all the entries under a key from ``log_key`` (higher than every
+    key in the log); return the number of entries logged (see
+    :func:`merge_log`).
 
     ``known`` holds ``conv`` rows as ``txn`` has them (the writer's rows as
     of its last commit, when nothing since changed them), read instead of
@@ -416,7 +417,7 @@ def write_staged(
     conv_db = dbs["conv"]
     rows: dict[bytes, list[Any]] = {}  # key -> [last, total, rest of the row]
     logs: list[bytes] = []
-    pack_log = _LOG.pack
+    pack_entry = _ENTRY.pack
     for uid, seq, entry in staged:
         ch = conv_hash(entry.conv)
         key = _U32.pack(uid) + ch
@@ -434,15 +435,15 @@ def write_staged(
         if entry.countable:
             row[1] += 1
         row[0] = seq
-        logs.append(pack_log(uid, seq, ch, row[1]) + entry.hashes)
+        hashes = entry.hashes
+        logs.append(pack_entry(uid, seq, ch, row[1], len(hashes) >> 2) + hashes)
     for key, (last, total, rest) in rows.items():
         value = _LAST_TOTAL.pack(last, total) + rest
         txn.put(key, value, db=conv_db)
         if written is not None:
             written[key] = value
-    log_db = dbs["index_log"]
-    for value in logs:
-        txn.put(_U64.pack(log_key()), value, db=log_db, append=True)
+    if logs:
+        txn.put(_U64.pack(log_key()), b"".join(logs), db=dbs["index_log"], append=True)
     return len(logs)
 
 
@@ -465,7 +466,26 @@ def index_append(
     return write_staged(txn, dbs, [staged], lambda: log_key)
 
 
-_LOG = struct.Struct(">IQ8sQ")  # uid, seq, ch, cum (then the term hashes)
+#: An ``index_log`` entry: uid, seq, ch, cum, then that many term hashes.
+#: A row holds the entries of one write, one after another.
+_ENTRY = struct.Struct(">IQ8sQH")
+_HEAD = 30  # _ENTRY.size: the entry's term hashes start here
+
+
+def _entries(row: bytes) -> list[bytes]:
+    """The entries of an ``index_log`` row, each its head and term hashes."""
+    out: list[bytes] = []
+    at, end = 0, len(row)
+    while at < end:
+        stop = at + _HEAD + 4 * int.from_bytes(row[at + 28 : at + _HEAD], "big")
+        out.append(row[at:stop])
+        at = stop
+    return out
+
+
+def _with_hashes(entry: bytes, hashes: bytes) -> bytes:
+    """``entry`` with its term hashes replaced by ``hashes``."""
+    return entry[:28] + (len(hashes) >> 2).to_bytes(2, "big") + hashes
 
 
 class _Logged(NamedTuple):
@@ -482,33 +502,36 @@ def _logged(
     given), oldest first; all newer than any of the user's merged rows."""
     prefix = _U32.pack(uid)
     out: list[_Logged] = []
-    unpack = _LOG.unpack_from
-    for value in txn.cursor(db=dbs["index_log"]).iternext(keys=False):
-        if value[:4] != prefix or (ch is not None and value[12:20] != ch):
+    unpack = _ENTRY.unpack_from
+    for row in txn.cursor(db=dbs["index_log"]).iternext(keys=False):
+        row = bytes(row)
+        if prefix not in row:  # a quick no: most rows hold other users' entries
             continue
-        value = bytes(value)
-        _, seq, row_ch, cum = unpack(value)
-        out.append(_Logged(seq, row_ch, cum, value[_LOG.size :]))
+        for entry in _entries(row):
+            if entry[:4] != prefix or (ch is not None and entry[12:20] != ch):
+                continue
+            _, seq, entry_ch, cum, _ = unpack(entry)
+            out.append(_Logged(seq, entry_ch, cum, entry[_HEAD:]))
     return out
 
 
 def merge_log(txn: lmdb.Transaction[bytes], dbs: dict[str, Any]) -> int:
-    """Move every ``index_log`` row into ``conv_seq`` (in key order:
+    """Move every ``index_log`` entry into ``conv_seq`` (in key order:
     neighbouring rows share pages) and ``epoch_terms`` (one get and one put
-    per user and epoch), and empty the log; return the number of rows moved."""
+    per user and epoch), and empty the log; return the number of entries moved."""
     log = dbs["index_log"]
     seqs: list[tuple[bytes, bytes]] = []
     blocks: dict[bytes, list[bytes]] = {}
-    size = _LOG.size
     # Sliced, not unpacked: the fields are already the keys' big-endian bytes.
-    for value in txn.cursor(db=log).iternext(keys=False):
-        value = bytes(value)
-        prefix, tail = value[:4], value[4:12]
-        seqs.append((prefix + value[12:20] + tail, value[20:size]))
-        if len(value) > size:
+    for row in txn.cursor(db=log).iternext(keys=False):
+        for value in _entries(bytes(row)):
+            prefix, tail = value[:4], value[4:12]
+            seqs.append((prefix + value[12:20] + tail, value[20:28]))
+            if len(value) == _HEAD:
+                continue
             seq = int.from_bytes(tail, "big")
             key = _block_key(prefix, seq)
-            records = _records(seq, value[size:])
+            records = _records(seq, value[_HEAD:])
             found = blocks.get(key)
             if found is None:
                 blocks[key] = [records]
@@ -525,23 +548,36 @@ def merge_log(txn: lmdb.Transaction[bytes], dbs: dict[str, Any]) -> int:
 
 
 def log_state(txn: lmdb.Transaction[bytes], dbs: dict[str, Any]) -> tuple[int, int]:
-    """``(rows, next key)`` of ``index_log`` (read when the store opens)."""
+    """``(entries, next key)`` of ``index_log`` (read when the store opens)."""
     log = dbs["index_log"]
-    rows: int = txn.stat(log)["entries"]
+    count = sum(len(_entries(bytes(row))) for row in txn.cursor(db=log).iternext(keys=False))
     cursor = txn.cursor(db=log)
     following = _U64.unpack(cursor.key())[0] + 1 if cursor.last() else 1
-    return rows, following
+    return count, following
 
 
-def _log_row(
-    txn: lmdb.Transaction[bytes], dbs: dict[str, Any], uid: int, seq: int
-) -> tuple[bytes, bytes] | None:
-    """The ``index_log`` row of queue entry ``seq`` of ``uid``, if not merged yet."""
+def _rehash_logged(
+    txn: lmdb.Transaction[bytes],
+    dbs: dict[str, Any],
+    uid: int,
+    seq: int,
+    change: Callable[[bytes], bytes],
+) -> bool:
+    """Give queue entry ``seq`` of ``uid`` the term hashes ``change(hashes)``
+    in its ``index_log`` entry; False if it is not in the log (merged)."""
     head = _U32.pack(uid) + _U64.pack(seq)
-    for key, value in txn.cursor(db=dbs["index_log"]):
-        if value[:12] == head:
-            return bytes(key), bytes(value)
-    return None
+    log = dbs["index_log"]
+    for key, row in txn.cursor(db=log):
+        row = bytes(row)
+        if head not in row:
+            continue
+        entries = _entries(row)
+        for i, entry in enumerate(entries):
+            if entry[:12] == head:
+                entries[i] = _with_hashes(entry, change(entry[_HEAD:]))
+                txn.put(bytes(key), b"".join(entries), db=log)
+                return True
+    return False
 
 
 def unindex_message(
@@ -549,10 +585,7 @@ def unindex_message(
 ) -> None:
     """Drop the search postings of ``text`` at queue entry ``seq`` (a message
     deleted or edited, node/actions_store.py), merged or still in the log."""
-    logged = _log_row(txn, dbs, uid, seq)
-    if logged is not None:
-        key, value = logged
-        txn.put(key, value[: _LOG.size], db=dbs["index_log"])  # no hashes left to merge
+    if _rehash_logged(txn, dbs, uid, seq, lambda _: b""):  # no hashes left to merge
         return
     _drop_records(txn, dbs["epoch_terms"], uid, seq, text_hashes(text))
 
@@ -563,10 +596,7 @@ def index_message_text(
     """Add the search postings of ``text`` at queue entry ``seq`` (an edit's
     new text): into its log row while it waits there, else into its block."""
     hashes = text_hashes(text)
-    logged = _log_row(txn, dbs, uid, seq)
-    if logged is not None:
-        key, value = logged
-        txn.put(key, value + hashes, db=dbs["index_log"])
+    if _rehash_logged(txn, dbs, uid, seq, lambda old: old + hashes):
         return
     if hashes:
         key = _block_key(_u32(uid), seq)
@@ -609,13 +639,29 @@ def drop_user(txn: lmdb.Transaction[bytes], dbs: dict[str, Any], uid: int) -> No
     prefix = _u32(uid)
     for name in ("conv", "conv_seq", "epoch_terms"):
         delete_prefix(txn, dbs[name], prefix)
-    cursor = txn.cursor(db=dbs["index_log"])
-    moved = cursor.first()
-    while moved:
-        if cursor.value()[:4] == prefix:
-            moved = cursor.delete()
+    log = dbs["index_log"]
+    changed: list[tuple[bytes, bytes]] = []
+    for key, row in txn.cursor(db=log):
+        row = bytes(row)
+        if prefix not in row:
+            continue
+        kept = [entry for entry in _entries(row) if entry[:4] != prefix]
+        changed.append((bytes(key), b"".join(kept)))
+    for key, row in changed:
+        if row:
+            txn.put(key, row, db=log)
         else:
-            moved = cursor.next()
+            txn.delete(key, db=log)
+
+
+def upgrade_log_rows(txn: lmdb.Transaction[bytes], dbs: dict[str, Any]) -> int:
+    """Rewrite schema 7's ``index_log`` rows (one entry each, no hash count:
+    uid | seq | ch | cum | th*) as schema 8 rows; return how many."""
+    log = dbs["index_log"]
+    rows = [(bytes(key), bytes(row)) for key, row in txn.cursor(db=log)]
+    for key, row in rows:
+        txn.put(key, _with_hashes(row[:28] + b"\0\0", row[28:]), db=log)
+    return len(rows)
 
 
 def move_postings_to_blocks(

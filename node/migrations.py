@@ -144,9 +144,12 @@ def _v7_to_v8(txn: lmdb.Transaction[bytes], dbs: dict[str, Any], node_id: str) -
     ``epoch_terms`` row (uid | epoch -> term hash | seq & 0xFF, 5 bytes a
     posting): a merge of the index log writes one row per user and epoch
     instead of one per posting, and a search reads one row per epoch. The
-    ``postings`` rows are copied over and the table dropped."""
-    from .history_index import move_postings_to_blocks
+    ``postings`` rows are copied over and the table dropped. ``index_log``
+    rows hold the entries of one write each, with a count of term hashes
+    per entry: the waiting rows (one entry each) are rewritten."""
+    from .history_index import move_postings_to_blocks, upgrade_log_rows
 
+    upgrade_log_rows(txn, dbs)
     old = dbs.pop("postings", None)
     if old is not None:
         move_postings_to_blocks(txn, old, dbs["epoch_terms"], schema=7)
@@ -160,7 +163,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(4, "message-id index for edit/delete/react/reply built from the queues", _v4_to_v5),
     Migration(5, "drop conv_recent; add index_log (index rows merged in batches)", _v5_to_v6),
     Migration(6, "search postings keyed by epoch before term (terms -> epoch_terms)", _v6_to_v7),
-    Migration(7, "search postings packed in one row per user and epoch (epoch_terms)", _v7_to_v8),
+    Migration(7, "search postings packed per user and epoch; index_log rows per write", _v7_to_v8),
 )
 
 #: The layout this code writes: one past the last migration's source.

@@ -82,8 +82,10 @@ def make_schema_1(data_dir: Path, *, stamped: bool = True) -> None:
 
 
 async def chat_history(start_node, data: Path) -> list[str]:
-    """A stopped node in ``data`` whose bob got five messages from alice."""
-    node = await start_node(data_dir=data, name="kitchen")
+    """A stopped node in ``data`` whose bob got five messages from alice
+    (index merged at once: stores before schema 6 have no ``index_log`` rows,
+    and its row layout is schema 8's)."""
+    node = await start_node(data_dir=data, name="kitchen", search_stage_max=1)
     alice = await node.user("alice")
     await node.user("bob")
     async with connect(node.url, alice) as client:
@@ -343,7 +345,10 @@ def make_older_postings(data_dir: Path, schema: int) -> int:
     """Turn a stopped node's store into the search postings of ``schema``:
     6 = ``terms`` keyed uid | term hash | seq, 7 = ``postings`` keyed
     uid | epoch | term hash | seq (schema 8 packs them in ``epoch_terms``
-    blocks: uid | epoch -> term hash | seq & 0xFF per posting); return how many."""
+    blocks: uid | epoch -> term hash | seq & 0xFF per posting), and its
+    ``index_log`` rows (one entry each: uid | seq | ch | cum | term hashes;
+    schema 8 puts a write's entries in one row, each with a count of
+    hashes); return how many postings."""
     env = lmdb.open(str(data_dir / "db"), max_dbs=64, subdir=True)
     count = 0
     try:
@@ -359,6 +364,16 @@ def make_older_postings(data_dir: Path, schema: int) -> int:
                     txn.put(older_key, b"", db=older)
                     count += 1
             txn.drop(blocks, delete=True)
+            log = env.open_db(b"index_log", txn=txn, create=False)
+            rows = [bytes(v) for v in txn.cursor(db=log).iternext(keys=False)]
+            txn.drop(log, delete=False)
+            n = 0
+            for row in rows:
+                while row:
+                    stop = 30 + 4 * int.from_bytes(row[28:30], "big")
+                    n += 1
+                    txn.put(n.to_bytes(8, "big"), row[:28] + row[30:stop], db=log)
+                    row = row[stop:]
     finally:
         env.close()
     set_meta(data_dir, schema=_U32.pack(schema))
@@ -394,7 +409,12 @@ async def test_a_store_of_the_previous_schema_is_upgraded(
         # Past the first epoch (256 entries of each queue): the layouts differ past a prefix.
         for n in range(300):
             await a.send("bob", f"filler {n}")
+    await node.stop()
+    # Two messages left in index_log (merged only past 10,000 entries).
+    node = await start_node(data_dir=data, search_stage_max=10_000)
+    async with connect(node.url, alice) as a:
         await a.send("bob", "newer words")
+        await a.send("bob", "newest")
     await node.stop()
     copied = make_older_postings(data, older)
     assert copied > 600  # every message merged (one row per merge) into both users' postings
@@ -402,9 +422,11 @@ async def test_a_store_of_the_previous_schema_is_upgraded(
     node = await start_node(data_dir=data)
     async with connect(node.url, await node.user("bob")) as b:
         [conv] = (await b.convs())["convs"]
-        assert (conv["conv"], conv["unread"]) == (f"alice@{node_id}", 302)
+        assert (conv["conv"], conv["unread"]) == (f"alice@{node_id}", 303)
         hits = (await b.search("words"))["hits"]
         assert [h["msg"]["body"]["text"] for h in hits] == ["newer words", "older words"]
+        [hit] = (await b.search("newest"))["hits"]  # one term: its whole entry was rewritten
+        assert hit["msg"]["body"]["text"] == "newest"
         assert [h["msg"]["body"]["text"] for h in (await b.search("filler 7"))["hits"]] == [
             "filler 7"
         ]
