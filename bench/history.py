@@ -16,7 +16,8 @@ node/history_ops.py on the store, no network):
 
 and reports the index's disk bytes per queue entry (LMDB pages of the four
 index databases over the entries indexed) and the index's CPU per entry
-during the fill (time inside ``history_index.index_append`` and ``merge_log``).
+during the fill (time inside ``history_index.stage``, ``write_staged`` and
+``merge_log``).
 
     python bench/history.py                      # 100,000 messages in 50 conversations
     python bench/history.py --messages 20000 --json
@@ -74,29 +75,25 @@ class _Session:
 
 async def fill(store: Store, node_id: str, senders: list[str], total: int, seed: int) -> float:
     """Send ``total`` messages to bob round-robin from ``senders``; return the
-    seconds spent indexing (inside index_append and merge_log)."""
+    seconds spent indexing (inside the index's stage, write_staged and merge_log)."""
     rng = random.Random(seed)
     vocab = vocabulary(rng)
     spent = [0.0]
-    original = history_index.index_append
-    original_merge = history_index.merge_log
+    names = ("stage", "write_staged", "merge_log")
+    originals = {name: getattr(history_index, name) for name in names}
 
-    def timed(*args: Any) -> int:
-        # CPU time of the writer thread: wall time on a crowded machine lies.
-        start = time.thread_time()
-        staged = original(*args)
-        spent[0] += time.thread_time() - start
-        return staged
+    def timed(fn: Any) -> Any:
+        def run(*args: Any) -> Any:
+            # CPU time of the writer thread: wall time on a crowded machine lies.
+            start = time.thread_time()
+            result = fn(*args)
+            spent[0] += time.thread_time() - start
+            return result
 
-    def timed_merge(*args: Any) -> int:
-        # The index_log rows' batched move into conv_seq and terms.
-        start = time.thread_time()
-        merged = original_merge(*args)
-        spent[0] += time.thread_time() - start
-        return merged
+        return run
 
-    history_index.index_append = timed  # type: ignore[assignment]
-    history_index.merge_log = timed_merge  # type: ignore[assignment]
+    for name, fn in originals.items():
+        setattr(history_index, name, timed(fn))
     try:
         batch = 1000
         now = int(time.time() * 1000) - total
@@ -121,8 +118,8 @@ async def fill(store: Store, node_id: str, senders: list[str], total: int, seed:
 
             await store.transact(op)
     finally:
-        history_index.index_append = original  # type: ignore[assignment]
-        history_index.merge_log = original_merge  # type: ignore[assignment]
+        for name, fn in originals.items():
+            setattr(history_index, name, fn)
     return spent[0]
 
 

@@ -78,8 +78,8 @@ class NodeConfig:
     #: Seconds after sending within which a user may delete a message for
     #: everyone (node/actions.py); 0 = no limit. Edits have no window.
     delete_window: float = 48 * 3600.0
-    #: Queue entries whose search postings wait before the store writes them
-    #: into the ``terms`` index in one sorted batch (node/history_index.py):
+    #: Queue entries whose pages and search postings wait in ``index_log``
+    #: before the store merges them in one batch (node/history_index.py):
     #: more makes appends cheaper and a search's scan of the waiting ones longer.
     search_stage_max: int = 2048
     #: Failed log-ins allowed per account / per address within the window.

@@ -230,6 +230,16 @@ def _drop_records(txn: lmdb.Transaction[bytes], db: Any, uid: int, seq: int, has
         txn.delete(key, db=db)
 
 
+def _has_record(block: bytes, record: bytes) -> bool:
+    """Whether ``block`` holds ``record`` (on a record boundary)."""
+    at = block.find(record)
+    while at >= 0:
+        if at % _RECORD == 0:
+            return True
+        at = block.find(record, at + 1)
+    return False
+
+
 def _offsets(block: bytes, th: bytes) -> set[int]:
     """The seqs (low byte) of ``block``'s records for term hash ``th``.
 
@@ -890,11 +900,15 @@ def search_seqs(
             raw = blocks.value()
         base = epoch << EPOCH_BITS
         hits: set[int] | None = None
-        if raw is not None:
-            block = bytes(raw)
-            for th in hashes:
-                offsets = _offsets(block, th)
-                hits = offsets if hits is None else hits & offsets
+        block = b"" if raw is None else bytes(raw)
+        # Every term in the block at all (C speed; a hit may still straddle
+        # two records) before any term's records are collected in Python.
+        if all(th in block for th in hashes):
+            # The rarest term's records first; the others only checked at those.
+            rarest, *others = sorted(hashes, key=block.count)
+            hits = _offsets(block, rarest)
+            for th in others:
+                hits = {off for off in hits if _has_record(block, th + bytes((off,)))}
                 if not hits:
                     break
         if hits and convs is not None:
