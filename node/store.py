@@ -433,7 +433,7 @@ class WriteTxn(_View):
         self.billed = 0
         #: Counts applied and refused actions on messages (node/actions_store.py).
         self.action_stats = store.action_stats
-        #: Rows this operation wrote to ``index_log`` (merged in batches).
+        #: Entries this operation wrote to ``index_log`` (by flush_index).
         self.staged = 0
         #: Queue entries this operation appended, for the index: written with
         #: the batch's (Store._attempt) unless a reader flushes them sooner.
@@ -694,10 +694,13 @@ class Store:
         self._map_size = map_size
         self._max_pending = max_pending
         self._batch_max = max(1, batch_max)
-        #: ``index_log`` rows that trigger a merge into ``conv_seq`` and
-        #: ``terms`` (node/history_index.py), the rows waiting, and the next key.
+        #: ``index_log`` entries that trigger a merge into ``conv_seq`` and
+        #: ``epoch_terms`` (node/history_index.py), the entries waiting, and
+        #: the next key.
         self._merge_at = max(1, search_stage_max)
         self._staged = 0
+        #: Index entries of the running batch's committed operations (see
+        #: WriteTxn.flush_index), written just before its commit.
         self._index_pending: list[history_index.Staged] = []
         #: An operation of the running batch read or wrote the index itself.
         self._index_touched = False
