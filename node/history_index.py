@@ -1,11 +1,12 @@
 """Conversations, read markers and full-text search over each user's queue.
 
 Every queue append (``WriteTxn.append_to_queue``, node/store.py) is
-indexed in the same write transaction (staged with :func:`stage` and
-written with :func:`write_staged` before the batch commits), so the index
-can never disagree with the queue: a message is either in both or in
-neither. The
-queue stays the one copy of every record; the index holds keys and counters.
+indexed in the same write transaction: staged with :func:`stage` (in the
+operation's transaction, or a transaction nested in it, whose entries go
+with it) and written with :func:`write_staged` before the batch commits,
+so the index can never disagree with the queue: a message is either in both
+or in neither. The queue stays the one copy of every record; the index
+holds keys and counters.
 
 Layouts (integers fixed-width big-endian, so byte order is numeric order;
 ``ch`` = 8-byte BLAKE2b of the conversation key, ``th`` = 4-byte BLAKE2b of a
@@ -48,15 +49,15 @@ Cost on the append path (issue 15 allows the index 10 % of 1:1 throughput):
 a commit writes every B-tree page it touched, so the index is costed in
 pages as much as in puts. ``conv_seq`` rows land at the end of each
 conversation's key range (a page per conversation per commit) and a key
-per posting on a page per term (a rare word, a number). So an entry is
-written as one ``index_log`` row, keyed by a node-wide counter (every row of
-a commit on the same last page, put with MDB_APPEND), next to the ``conv``
-row update (a small, hot table). Once ``merge_at`` rows wait, the writer
-moves all of them into ``conv_seq`` (one sorted ``putmulti``, where many
-share a page) and ``epoch_terms`` (see above) in that batch's commit
-(:func:`merge_log`), and empties the log. Readers take both: a merge
-moves every row, so a user's logged entries are newer than all of their
-merged ones, and the log is scanned (at most about ``merge_at`` rows) before
+per posting on a page per term (a rare word, a number). So a write batch
+puts one ``index_log`` row holding all its entries, keyed by a node-wide
+counter (put with MDB_APPEND), next to one ``conv`` row update per
+conversation (a small, hot table). Once ``merge_at`` entries wait, the
+writer moves all of them into ``conv_seq`` (one sorted ``putmulti``, where
+many share a page) and ``epoch_terms`` (see above) in that batch's commit
+(:func:`merge_log`), and empties the log. Readers take both: a merge moves
+every entry, so a user's logged entries are newer than all of their merged
+ones, and the log is scanned (at most about ``merge_at`` entries) before
 the merged tables. A message is in every answer the moment it is committed.
 Conversation keys' and terms' hashes are cached, and the record is decoded
 once per message however many queues it enters.
@@ -90,6 +91,8 @@ RETIRED_DB_NAMES = ("conv_recent", "terms", "postings")
 
 #: A posting's epoch is its seq shifted right by this: 256 queue entries.
 EPOCH_BITS = 8
+#: A search's budget counts a block once more for every this many bytes.
+BLOCK_UNIT = 16_384
 
 KIND_DM = 0
 KIND_GROUP = 1
@@ -193,6 +196,8 @@ _RECORD = 5
 
 def _records(seq: int, hashes: bytes) -> bytes:
     """The block records of the entry at ``seq`` for ``hashes`` (4 bytes each)."""
+    if not hashes:
+        return b""  # not one stray byte: it would shift every later record
     off = bytes((seq & 0xFF,))
     return off.join([hashes[i : i + 4] for i in range(0, len(hashes), 4)]) + off
 
@@ -848,9 +853,10 @@ def search_seqs(
     budget: int,
 ) -> Iterator[int]:
     """Seqs (newest first, below ``before``) whose entry has every term's hash,
-    within ``conv`` if given; stops after reading ``budget`` blocks (entries
-    still in ``index_log`` are read first, outside the budget: there are at
-    most about ``merge_at`` of them).
+    within ``conv`` if given; stops after reading ``budget`` blocks, a block
+    counting once more per ``BLOCK_UNIT`` bytes (a block of long messages
+    can hold 640 KB); entries still in ``index_log`` are read first, outside
+    the budget (there are at most about ``merge_at`` of them).
 
     One epoch at a time, newest first: its block is read once and each
     term's records found in it (:func:`_offsets`); the entries with all of
@@ -901,6 +907,7 @@ def search_seqs(
         base = epoch << EPOCH_BITS
         hits: set[int] | None = None
         block = b"" if raw is None else bytes(raw)
+        reads += len(block) // BLOCK_UNIT
         # Every term in the block at all (C speed; a hit may still straddle
         # two records) before any term's records are collected in Python.
         if all(th in block for th in hashes):

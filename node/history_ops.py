@@ -43,9 +43,10 @@ from .store import Store, WriteTxn
 #: the larger of the two encodings), so the reply stays below the 64 KiB
 #: frame limit a client enforces.
 PAGE_BYTES = 56 * 1024
-#: Index blocks (a user's postings of 256 queue entries) one search may read
-#: before it answers with what it found and a ``next`` to go on from (a query
-#: over a huge queue stays bounded: about a million entries per answer).
+#: Index blocks (a user's postings of 256 queue entries; one more per 16 KiB
+#: of a big block) one search may read before it answers with what it found
+#: and a ``next`` to go on from (a query over a huge queue stays bounded:
+#: about a million entries, at most about 64 MB of postings, per answer).
 SEARCH_BLOCKS = 4_000
 
 

@@ -30,7 +30,8 @@ the last ``ack_flush_delay`` and drops it by ``seq``. Reads of the cursor
 Map size: on ``MapFullError`` the batch is aborted, the map doubled (with no
 transaction open anywhere: reads take a lock the writer holds while resizing)
 and the batch run again. Operations may therefore run more than once and must
-only change the transaction, never Python state outside it.
+only change the transaction, never Python state outside it (the store's own
+per-batch index state, WriteTxn.flush_index, is reset by every attempt).
 
 Ownership: :meth:`Store.run` first takes an exclusive ``flock`` on
 ``data_dir/store.lock``; a second store (another node, or the CLI while the
@@ -125,8 +126,9 @@ T = TypeVar("T")
 #   invites:       sha256(secret)(32)                -> cbor {k, c, exp, used}
 #
 # Conversations, read markers, search (layouts in node/history_index.py):
-#   conv, conv_seq, terms, index_log: kept in each queue append's transaction
-#   (index_log rows merged into conv_seq and terms in batches by Store._attempt).
+#   conv, conv_seq, epoch_terms, index_log: written in each write batch's
+#   transaction (queue appends staged, WriteTxn.flush_index), index_log
+#   entries merged into conv_seq and epoch_terms in batches by Store._attempt.
 #
 # Blobs (layouts in node/blob_index.py): blobs, blob_refs, blob_uploads,
 #   blob_grants, blob_wanted, blob_quota: references kept in each queue
@@ -404,6 +406,24 @@ class _View:
         return 0 if raw is None else _U64.unpack(raw)[0]
 
 
+def _take_index_entries(holder: Store | WriteTxn) -> list[history_index.Staged]:
+    """The index entries waiting in ``holder`` (the batch or an operation's
+    transaction), which keeps none."""
+    if isinstance(holder, Store):
+        waiting, holder._index_pending = holder._index_pending, []  # noqa: SLF001
+    else:
+        waiting, holder.index_entries = holder.index_entries, []
+    return waiting
+
+
+def _give_index_entries(holder: Store | WriteTxn, waiting: list[history_index.Staged]) -> None:
+    """Put flushed entries back in front of what ``holder`` has since."""
+    if isinstance(holder, Store):
+        holder._index_pending = waiting + holder._index_pending  # noqa: SLF001
+    else:
+        holder.index_entries = waiting + holder.index_entries
+
+
 class WriteTxn(_View):
     """What an operation run by the writer thread gets.
 
@@ -412,9 +432,13 @@ class WriteTxn(_View):
     transaction: after a map resize the operation runs again.
     """
 
-    def __init__(self, store: Store, txn: lmdb.Transaction[bytes]) -> None:
+    def __init__(
+        self, store: Store, txn: lmdb.Transaction[bytes], parent: WriteTxn | None = None
+    ) -> None:
         super().__init__(txn, store._dbs)  # noqa: SLF001
         self._store = store
+        #: The operation's transaction this one is nested in (:meth:`nested`).
+        self._parent = parent
         self.node_key: NodeKey = store.node_key
         #: Effects reported after the commit (kept only if this transaction
         #: commits): users whose queues grew, session token hashes revoked,
@@ -438,9 +462,10 @@ class WriteTxn(_View):
         #: Queue entries this operation appended, for the index: written with
         #: the batch's (Store._attempt) unless a reader flushes them sooner.
         self.index_entries: list[history_index.Staged] = []
-        #: The batch's entries this operation wrote by flushing them, given
-        #: back to the batch if it aborts (see :meth:`flush_index`).
-        self.index_taken: list[history_index.Staged] | None = None
+        #: Entries this transaction wrote by flushing them, with where they
+        #: waited (the batch, or a transaction this one is nested in): given
+        #: back there if it aborts (see :meth:`flush_index`).
+        self.index_taken: list[tuple[Store | WriteTxn, list[history_index.Staged]]] = []
 
     @property
     def node_id(self) -> str:
@@ -496,21 +521,36 @@ class WriteTxn(_View):
             self.billed += nbytes
 
     def flush_index(self) -> None:
-        """Write the batch's staged index entries (earlier operations' and
-        this one's) into this transaction: call before reading or writing
+        """Write the batch's staged index entries (earlier operations', the
+        operation's this transaction is nested in, and this one's) into this
+        transaction: call before reading or writing
         the index here (a read marker, an edit's postings, a user's
         removal), so the reader sees every entry of the batch so far (and
         the writer stops trusting its copy of the ``conv`` rows)."""
         store = self._store
         store._index_touched = True  # noqa: SLF001
-        taken = store._index_pending  # noqa: SLF001
-        if not taken and not self.index_entries:
-            return
-        if self.index_taken is None:
-            self.index_taken = taken
-        store._index_pending = []  # noqa: SLF001
-        entries, self.index_entries = taken + self.index_entries, []
-        self.staged += history_index.write_staged(self.txn, self._dbs, entries, store.log_key)
+        holders: list[Store | WriteTxn] = [store]
+        outer = self._parent
+        while outer is not None:
+            holders.insert(1, outer)  # the operation's own transaction first
+            outer = outer._parent  # noqa: SLF001
+        entries: list[history_index.Staged] = []
+        for holder in holders:
+            waiting = _take_index_entries(holder)
+            if waiting:
+                self.index_taken.append((holder, waiting))
+                entries += waiting
+        entries += self.index_entries
+        self.index_entries = []
+        if entries:
+            self.staged += history_index.write_staged(self.txn, self._dbs, entries, store.log_key)
+
+    def give_back_index(self) -> None:
+        """This transaction is rolled back: the entries its flushes wrote
+        wait again where they waited."""
+        for holder, waiting in reversed(self.index_taken):
+            _give_index_entries(holder, waiting)
+        self.index_taken = []
 
     def settle(self) -> None:
         """Add the charged bytes to the payer's quota row; raise when over."""
@@ -541,6 +581,8 @@ class WriteTxn(_View):
         self.outboxes.add(node_id)
 
     def _absorb(self, child: WriteTxn) -> None:
+        self.index_entries += child.index_entries
+        self.index_taken += child.index_taken
         self.billed += child.billed
         self.touched |= child.touched
         self.revoked |= child.revoked
@@ -559,12 +601,13 @@ class WriteTxn(_View):
         env = self._store._env  # noqa: SLF001
         assert env is not None
         child_txn = env.begin(write=True, parent=self.txn)
-        child = WriteTxn(self._store, child_txn)
+        child = WriteTxn(self._store, child_txn, parent=self)
         child.payer, child.bill_ms, child.payer_uid = self.payer, self.bill_ms, self.payer_uid
         try:
             yield child
         except BaseException:
             child_txn.abort()
+            child.give_back_index()
             raise
         child_txn.commit()
         self._absorb(child)
@@ -1509,7 +1552,8 @@ class Store:
         # Leaving the block committed (durably: sync is on).
         if self._index_touched or len(self._conv_rows) + len(conv_rows) > CONV_ROWS_KEPT:
             self._conv_rows.clear()  # an operation changed rows behind the copy
-        self._conv_rows.update(conv_rows)
+        if len(conv_rows) <= CONV_ROWS_KEPT:
+            self._conv_rows.update(conv_rows)
         self._staged = 0 if merged else self._staged + staged
         self._persisted_last_id = last_id
         self._commits += 1
@@ -1523,8 +1567,7 @@ class Store:
         """Roll back one operation; the batch's index entries it had flushed
         into its transaction wait again for the batch's write."""
         child.abort()
-        if view.index_taken is not None:
-            self._index_pending = view.index_taken
+        view.give_back_index()
 
     def _grow(self) -> bool:
         assert self._env is not None

@@ -164,3 +164,67 @@ async def test_a_read_marker_is_kept_by_messages_later_in_its_batch(store: Store
         gate.set()
     row, _ = conversation(store, "bob", "alice")
     assert row is not None and (row.read_seq, row.total, row.unread) == (1, 2, 1)
+
+
+def _record(store: Store, user: str, seq: int) -> bytes:
+    uid = store.read(lambda view: view.require_user(user).uid)
+    key = uid.to_bytes(4, "big") + seq.to_bytes(8, "big")
+    return store.read(lambda view: bytes(view.txn.get(key, db=view.db("queue"))))
+
+
+async def test_an_entry_appended_in_a_nested_transaction_is_indexed(
+    store: Store, key: Any
+) -> None:
+    """Inbound link entries are applied one nested transaction each
+    (node/peers.py): their index entries go with the operation's."""
+    await users(store, "alice", "bob")
+    await store.send_direct("alice", "d", "c1", to(key, "bob"), "one", T0)
+    record = _record(store, "bob", 1)
+
+    def nested_append(w: WriteTxn) -> None:
+        with w.nested() as child:
+            child.append_to_queue("bob", record)
+
+    await store.transact(nested_append)
+    row, seqs = conversation(store, "bob", "alice")
+    assert row is not None and (row.total, row.last) == (2, 2)
+    assert seqs == [2, 1]
+
+
+async def test_a_flush_in_a_nested_transaction_sees_and_gives_back_every_entry(
+    store: Store, key: Any
+) -> None:
+    await users(store, "alice", "bob")
+    await store.send_direct("alice", "d", "c1", to(key, "bob"), "one", T0)
+    record = _record(store, "bob", 1)
+    seen: list[int] = []
+
+    def op(w: WriteTxn) -> None:
+        w.append_to_queue("bob", record)  # the operation's own entry, staged
+        with w.nested() as child:
+            child.flush_index()
+            row = hi.get_conv(child.txn, _dbs(child), child.require_user("bob").uid, conv)
+            assert row is not None
+            seen.append(row.total)
+        try:
+            with w.nested() as child:
+                child.append_to_queue("bob", record)
+                child.flush_index()
+                raise ProtocolError(ErrorCode.BAD_REQUEST, "rolled back")
+        except ProtocolError:
+            pass
+        w.append_to_queue("bob", record)
+
+    conv = f"alice@{key.id}"
+    async with trio.open_nursery() as nursery:
+        gate = await hold_writer(store, nursery)
+        nursery.start_soon(store.send_direct, "alice", "d", "c2", to(key, "bob"), "two", T0)
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(store.transact, op)
+        await trio.testing.wait_all_tasks_blocked()
+        gate.set()
+    assert seen == [3]  # "one", "two" (an earlier operation) and the op's own
+    row, seqs = conversation(store, "bob", "alice")
+    # bob's queue: 1 one, 2 two, 3 the op's first, 4 rolled back (seq reused), 4 the op's last
+    assert row is not None and (row.total, row.last) == (4, 4)
+    assert seqs == [4, 3, 2, 1]
