@@ -9,6 +9,8 @@ queued) and look at the index afterwards through its read functions.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 import trio
@@ -21,6 +23,17 @@ from chinwag.protocol.errors import ErrorCode, ProtocolError
 from .test_store import T0, hold_writer, key, store, to, users
 
 __all__ = ["key", "store"]  # fixtures
+
+
+async def in_one_batch(store: Store, *calls: Callable[[], Awaitable[Any]]) -> None:
+    """Run ``calls`` as operations of one write batch, in this order: the
+    writer is parked until every one of them is queued."""
+    async with trio.open_nursery() as nursery:
+        gate = await hold_writer(store, nursery)
+        for call in calls:
+            nursery.start_soon(call)
+            await trio.testing.wait_all_tasks_blocked()
+        gate.set()
 
 
 def _dbs(view: Any) -> dict[str, Any]:
@@ -65,15 +78,12 @@ async def test_an_operation_failing_after_a_flush_gives_the_entries_back(
         except ProtocolError as exc:
             failed.append(exc)
 
-    async with trio.open_nursery() as nursery:
-        gate = await hold_writer(store, nursery)  # the next three in one batch
-        nursery.start_soon(store.send_direct, "alice", "d", "c1", to(key, "bob"), "one", T0)
-        await trio.testing.wait_all_tasks_blocked()
-        nursery.start_soon(doomed)
-        await trio.testing.wait_all_tasks_blocked()
-        nursery.start_soon(store.send_direct, "alice", "d", "c2", to(key, "bob"), "two", T0)
-        await trio.testing.wait_all_tasks_blocked()
-        gate.set()
+    await in_one_batch(
+        store,
+        partial(store.send_direct, "alice", "d", "c1", to(key, "bob"), "one", T0),
+        doomed,
+        partial(store.send_direct, "alice", "d", "c2", to(key, "bob"), "two", T0),
+    )
     assert [e.code for e in failed] == [ErrorCode.BAD_REQUEST]
     row, seqs = conversation(store, "bob", "alice")
     assert row is not None and (row.total, row.last, row.unread) == (2, 2, 2)
@@ -91,15 +101,12 @@ async def test_a_reader_in_the_batch_sees_the_entries_before_it(store: Store, ke
         row = hi.get_conv(w.txn, _dbs(w), w.require_user("bob").uid, f"alice@{key.id}")
         seen.append(None if row is None else (row.total, row.last))
 
-    async with trio.open_nursery() as nursery:
-        gate = await hold_writer(store, nursery)
-        nursery.start_soon(store.send_direct, "alice", "d", "c1", to(key, "bob"), "one", T0)
-        await trio.testing.wait_all_tasks_blocked()
-        nursery.start_soon(store.transact, read_conv)
-        await trio.testing.wait_all_tasks_blocked()
-        nursery.start_soon(store.send_direct, "alice", "d", "c2", to(key, "bob"), "two", T0)
-        await trio.testing.wait_all_tasks_blocked()
-        gate.set()
+    await in_one_batch(
+        store,
+        partial(store.send_direct, "alice", "d", "c1", to(key, "bob"), "one", T0),
+        partial(store.transact, read_conv),
+        partial(store.send_direct, "alice", "d", "c2", to(key, "bob"), "two", T0),
+    )
     assert seen == [(1, 1)]
     row, seqs = conversation(store, "bob", "alice")
     assert row is not None and (row.total, row.last) == (2, 2)
@@ -111,13 +118,11 @@ async def test_removing_a_user_in_the_batch_of_their_messages_leaves_no_index(
 ) -> None:
     await users(store, "alice", "bob")
     uid = store.read(lambda view: view.require_user("bob").uid)
-    async with trio.open_nursery() as nursery:
-        gate = await hold_writer(store, nursery)
-        nursery.start_soon(store.send_direct, "alice", "d", "c1", to(key, "bob"), "hello", T0)
-        await trio.testing.wait_all_tasks_blocked()
-        nursery.start_soon(store.remove_user, "bob")
-        await trio.testing.wait_all_tasks_blocked()
-        gate.set()
+    await in_one_batch(
+        store,
+        partial(store.send_direct, "alice", "d", "c1", to(key, "bob"), "hello", T0),
+        partial(store.remove_user, "bob"),
+    )
 
     def bob_rows(view: Any) -> list[Any]:
         dbs = _dbs(view)
@@ -155,13 +160,11 @@ async def test_a_read_marker_is_kept_by_messages_later_in_its_batch(store: Store
         w.flush_index()
         hi.mark_read(w.txn, _dbs(w), w.require_user("bob").uid, f"alice@{key.id}", 1)
 
-    async with trio.open_nursery() as nursery:
-        gate = await hold_writer(store, nursery)
-        nursery.start_soon(store.transact, mark)
-        await trio.testing.wait_all_tasks_blocked()
-        nursery.start_soon(store.send_direct, "alice", "d", "c2", to(key, "bob"), "two", T0)
-        await trio.testing.wait_all_tasks_blocked()
-        gate.set()
+    await in_one_batch(
+        store,
+        partial(store.transact, mark),
+        partial(store.send_direct, "alice", "d", "c2", to(key, "bob"), "two", T0),
+    )
     row, _ = conversation(store, "bob", "alice")
     assert row is not None and (row.read_seq, row.total, row.unread) == (1, 2, 1)
 
@@ -172,9 +175,7 @@ def _record(store: Store, user: str, seq: int) -> bytes:
     return store.read(lambda view: bytes(view.txn.get(key, db=view.db("queue"))))
 
 
-async def test_an_entry_appended_in_a_nested_transaction_is_indexed(
-    store: Store, key: Any
-) -> None:
+async def test_an_entry_appended_in_a_nested_transaction_is_indexed(store: Store, key: Any) -> None:
     """Inbound link entries are applied one nested transaction each
     (node/peers.py): their index entries go with the operation's."""
     await users(store, "alice", "bob")
@@ -206,6 +207,7 @@ async def test_a_flush_in_a_nested_transaction_sees_and_gives_back_every_entry(
             row = hi.get_conv(child.txn, _dbs(child), child.require_user("bob").uid, conv)
             assert row is not None
             seen.append(row.total)
+        w.append_to_queue("bob", record)  # staged: the next flush takes it
         try:
             with w.nested() as child:
                 child.append_to_queue("bob", record)
@@ -216,15 +218,13 @@ async def test_a_flush_in_a_nested_transaction_sees_and_gives_back_every_entry(
         w.append_to_queue("bob", record)
 
     conv = f"alice@{key.id}"
-    async with trio.open_nursery() as nursery:
-        gate = await hold_writer(store, nursery)
-        nursery.start_soon(store.send_direct, "alice", "d", "c2", to(key, "bob"), "two", T0)
-        await trio.testing.wait_all_tasks_blocked()
-        nursery.start_soon(store.transact, op)
-        await trio.testing.wait_all_tasks_blocked()
-        gate.set()
+    await in_one_batch(
+        store,
+        partial(store.send_direct, "alice", "d", "c2", to(key, "bob"), "two", T0),
+        partial(store.transact, op),
+    )
     assert seen == [3]  # "one", "two" (an earlier operation) and the op's own
     row, seqs = conversation(store, "bob", "alice")
-    # bob's queue: 1 one, 2 two, 3 the op's first, 4 rolled back (seq reused), 4 the op's last
-    assert row is not None and (row.total, row.last) == (4, 4)
-    assert seqs == [4, 3, 2, 1]
+    # bob's queue: 1 one, 2 two, 3 and 4 the op's, 5 rolled back (seq reused), 5 the op's last
+    assert row is not None and (row.total, row.last) == (5, 5)
+    assert seqs == [5, 4, 3, 2, 1]
