@@ -235,32 +235,30 @@ def _drop_records(txn: lmdb.Transaction[bytes], db: Any, uid: int, seq: int, has
         txn.delete(key, db=db)
 
 
-def _has_record(block: bytes, record: bytes) -> bool:
-    """Whether ``block`` holds ``record`` (on a record boundary)."""
-    at = block.find(record)
+def _aligned(block: bytes, needle: bytes) -> Iterator[int]:
+    """Where ``needle`` starts in ``block`` on a record boundary.
+
+    ``bytes.find`` scans at C speed; a match off a boundary is bytes of two
+    records and is skipped.
+    """
+    find = block.find
+    at = find(needle)
     while at >= 0:
         if at % _RECORD == 0:
-            return True
-        at = block.find(record, at + 1)
-    return False
+            yield at
+            at = find(needle, at + _RECORD)
+        else:
+            at = find(needle, at + 1)
+
+
+def _has_record(block: bytes, record: bytes) -> bool:
+    """Whether ``block`` holds ``record`` (on a record boundary)."""
+    return next(_aligned(block, record), None) is not None
 
 
 def _offsets(block: bytes, th: bytes) -> set[int]:
-    """The seqs (low byte) of ``block``'s records for term hash ``th``.
-
-    ``bytes.find`` scans at C speed; a match not on a record boundary is
-    bytes of two records and is skipped.
-    """
-    found: set[int] = set()
-    find = block.find
-    at = find(th)
-    while at >= 0:
-        if at % _RECORD == 0:
-            found.add(block[at + 4])
-            at = find(th, at + _RECORD)
-        else:
-            at = find(th, at + 1)
-    return found
+    """The seqs (low byte) of ``block``'s records for term hash ``th``."""
+    return {block[at + 4] for at in _aligned(block, th)}
 
 
 # ---------------------------------------------------------------- records

@@ -170,9 +170,8 @@ async def test_a_read_marker_is_kept_by_messages_later_in_its_batch(store: Store
 
 
 def _record(store: Store, user: str, seq: int) -> bytes:
-    uid = store.read(lambda view: view.require_user(user).uid)
-    key = uid.to_bytes(4, "big") + seq.to_bytes(8, "big")
-    return store.read(lambda view: bytes(view.txn.get(key, db=view.db("queue"))))
+    [entry] = store.read_queue(user, seq - 1, 1)
+    return entry.record
 
 
 async def test_an_entry_appended_in_a_nested_transaction_is_indexed(store: Store, key: Any) -> None:
