@@ -22,6 +22,7 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
+from textual.timer import Timer
 from textual.widgets import Input, OptionList, Static
 from textual.widgets.option_list import Option
 
@@ -118,6 +119,7 @@ class ChatApp(App[None]):
         on_unauthorized: Callable[[], None] | None = None,
     ) -> None:
         super().__init__()
+        self._typing_timer: Timer | None = None
         self.model = model
         self.login = login
         self.timeout = timeout
@@ -168,9 +170,11 @@ class ChatApp(App[None]):
         self.query_one("#input", Input).focus()
         self.bridge.start(self.session.run, on_done=self._network_done)
         # A typing line runs out without any frame (6 s after the last start).
-        self.set_interval(1.0, self._render_typing)
+        self._typing_timer = self.set_interval(1.0, self._render_typing)
 
     async def on_unmount(self) -> None:
+        if self._typing_timer is not None:
+            self._typing_timer.stop()  # stopping the network side may take a while
         await self.bridge.stop(self.timeout)
         try:
             self.session.save_now()
@@ -269,8 +273,13 @@ class ChatApp(App[None]):
         self._render_typing()
 
     def _render_typing(self) -> None:
+        # Also run by a timer, which can fire while the app is torn down.
+        line = self.query("#typing").results(Static)
+        widget = next(line, None)
+        if widget is None:
+            return
         conv = self.model.conversations.get(self.model.current or "")
-        self.query_one("#typing", Static).update(typing_text(self.model, conv, time.monotonic()))
+        widget.update(typing_text(self.model, conv, time.monotonic()))
 
     async def _load_receipts(self, key: str) -> None:
         try:

@@ -477,3 +477,19 @@ async def frames_of(url: str, token: str) -> list[dict]:
     async with connect(url, token) as client:
         head = await client.sync(0)
         return [await client.messages.receive() for _ in range(head)]
+
+
+def test_the_typing_line_timer_is_harmless_while_the_app_closes(node: SyncNode) -> None:
+    """The typing line is redrawn every second by a timer, which can fire
+    while the app is being torn down and its widgets are gone (CI saw
+    NoMatches for '#typing' after a test's app exited)."""
+    users(node, "alice")
+
+    async def main() -> None:
+        app = open_app(node.url, "alice")
+        async with app.run_test(size=SIZE) as pilot:
+            await until_connected(pilot)
+            await app.query_one("#typing").remove()
+            app._render_typing()  # what the timer calls; must not raise
+
+    run_app_test(main)
